@@ -1,0 +1,34 @@
+"""The `recnas` command line. Each concern lives in its own module with its own Typer app."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from recnas.cli import data as data_cli
+from recnas.cli import embed as embed_cli
+from recnas.cli import models as models_cli
+from recnas.cli import search as search_cli
+from recnas.errors import RecnasError
+
+app = typer.Typer(help="Weight-sharing NAS for CTR models.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(data_cli.app, name="data", help="Prepare raw CTR data or generate the synthetic benchmark.")
+app.add_typer(models_cli.supernet_app, name="supernet", help="Train a supernet.")
+app.add_typer(models_cli.subnet_app, name="subnet", help="Train one architecture from scratch.")
+app.add_typer(models_cli.baseline_app, name="baseline", help="Train a hand-designed baseline.")
+app.command("evaluate", help="Evaluate a trained model checkpoint on a split.")(models_cli.evaluate)
+search_cli.register(app)
+app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
+
+
+def main() -> None:
+    """Entry point: user errors become one clear line and exit code 2, never a traceback."""
+    try:
+        app()
+    except RecnasError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one clear message, never a traceback."""
+
+
+class RecnasError(Exception):
+    """Base class for errors caused by user input (files, configs, checkpoints)."""
+
+
+class DataError(RecnasError):
+    """Raw or prepared data is missing, malformed or inconsistent."""
+
+
+class ConfigError(RecnasError):
+    """A YAML/JSON config or architecture is invalid."""
+
+
+class CheckpointError(RecnasError):
+    """A checkpoint is corrupt or does not match the model it is loaded into."""

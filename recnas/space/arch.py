@@ -1,0 +1,106 @@
+"""The architecture encoding: a plain, JSON-serialisable description of one subnet.
+
+Input index convention (for `dense_inputs` / `sparse_inputs` of block b):
+0 is the raw input (dense features / field embeddings), j >= 1 is the output of block j-1.
+So block b may read indices 0..b.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recnas.errors import ConfigError
+from recnas.space.spaces import SearchSpace
+
+
+class BlockSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dense_ops: tuple[str, ...] = Field(min_length=1)
+    sparse_ops: tuple[str, ...] = Field(min_length=1)
+    dense_inputs: tuple[int, ...] = Field(min_length=1)
+    sparse_inputs: tuple[int, ...] = Field(min_length=1)
+    dense_dim: int
+    sparse_dim: int
+
+
+class Architecture(BaseModel):
+    """A subnet of a search space. Normal subnets use one dense and one sparse op per block;
+    lists exist so any-path sampling (several ops summed) shares the same encoding."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blocks: tuple[BlockSpec, ...] = Field(min_length=1)
+    emb_dims: tuple[int, ...] | None = Field(
+        default=None, description="optional per-field embedding widths (embedding size search)"
+    )
+
+    # -- identity -------------------------------------------------------------------
+    def canonical(self) -> "Architecture":
+        """Sorted, de-duplicated input and op lists: equal subnets get equal encodings."""
+        blocks = [
+            b.model_copy(
+                update=dict(
+                    dense_ops=tuple(sorted(set(b.dense_ops))),
+                    sparse_ops=tuple(sorted(set(b.sparse_ops))),
+                    dense_inputs=tuple(sorted(set(b.dense_inputs))),
+                    sparse_inputs=tuple(sorted(set(b.sparse_inputs))),
+                )
+            )
+            for b in self.blocks
+        ]
+        return self.model_copy(update=dict(blocks=tuple(blocks)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        """Stable across processes and versions of Python (sha1 of canonical JSON)."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+
+    # -- validation -----------------------------------------------------------------
+    def validate_for(self, space: SearchSpace, n_fields: int | None = None) -> "Architecture":
+        if len(self.blocks) != space.n_blocks:
+            raise ConfigError(f"architecture has {len(self.blocks)} blocks, space {space.name!r} has {space.n_blocks}")
+        for i, b in enumerate(self.blocks):
+            where = f"block {i}"
+            for op in b.dense_ops:
+                if op not in space.dense_ops:
+                    raise ConfigError(f"{where}: dense op {op!r} not in space ({', '.join(space.dense_ops)})")
+            for op in b.sparse_ops:
+                if op not in space.sparse_ops:
+                    raise ConfigError(f"{where}: sparse op {op!r} not in space ({', '.join(space.sparse_ops)})")
+            for kind, inputs in (("dense", b.dense_inputs), ("sparse", b.sparse_inputs)):
+                bad = [j for j in inputs if not 0 <= j <= i]
+                if bad:
+                    raise ConfigError(f"{where}: {kind} inputs {bad} out of range 0..{i} (0 = raw input, j = block j-1)")
+            if b.dense_dim not in space.dense_dims:
+                raise ConfigError(f"{where}: dense_dim {b.dense_dim} not in {list(space.dense_dims)}")
+            if b.sparse_dim not in space.sparse_dims:
+                raise ConfigError(f"{where}: sparse_dim {b.sparse_dim} not in {list(space.sparse_dims)}")
+        if self.emb_dims is not None:
+            if n_fields is not None and len(self.emb_dims) != n_fields:
+                raise ConfigError(f"emb_dims has {len(self.emb_dims)} entries, data has {n_fields} fields")
+            if any(w <= 0 or w > space.emb_dim for w in self.emb_dims):
+                raise ConfigError(f"emb_dims must lie in 1..{space.emb_dim}")
+        return self
+
+    # -- files ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Architecture":
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read architecture file ({exc.strerror})") from None
+        try:
+            return cls.model_validate_json(text)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: invalid architecture: {exc}") from None

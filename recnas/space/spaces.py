@@ -1,0 +1,74 @@
+"""The NASRec search spaces (design.md section 1): `full` and `small`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recnas.errors import ConfigError
+
+DENSE_OPS = ("fc", "gating", "sum")
+SPARSE_OPS = ("efc", "dot", "attention")
+
+
+class SearchSpace(BaseModel):
+    """Which operators and widths each choice block may take; the supernet is sized from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "full"
+    n_blocks: int = Field(7, ge=1, le=32)
+    dense_ops: tuple[str, ...] = DENSE_OPS
+    sparse_ops: tuple[str, ...] = SPARSE_OPS
+    dense_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 768, 1024)
+    sparse_dims: tuple[int, ...] = (16, 32, 48, 64)
+    emb_dim: int = Field(16, ge=1, le=512)
+
+    @field_validator("dense_ops")
+    @classmethod
+    def _dense_ops(cls, v):
+        bad = [o for o in v if o not in DENSE_OPS]
+        if bad or not v:
+            raise ValueError(f"dense_ops must be a non-empty subset of {DENSE_OPS}, got {v}")
+        return tuple(v)
+
+    @field_validator("sparse_ops")
+    @classmethod
+    def _sparse_ops(cls, v):
+        bad = [o for o in v if o not in SPARSE_OPS]
+        if bad or not v:
+            raise ValueError(f"sparse_ops must be a non-empty subset of {SPARSE_OPS}, got {v}")
+        return tuple(v)
+
+    @field_validator("dense_dims", "sparse_dims")
+    @classmethod
+    def _dims(cls, v):
+        if not v or any(d <= 0 for d in v):
+            raise ValueError("dims must be a non-empty list of positive integers")
+        return tuple(sorted(set(v)))
+
+    @property
+    def max_dense(self) -> int:
+        return max(self.dense_dims)
+
+    @property
+    def max_sparse(self) -> int:
+        return max(self.sparse_dims)
+
+
+PRESETS = {
+    "full": dict(name="full"),
+    "small": dict(name="small", dense_ops=("fc",), sparse_ops=("efc", "dot")),
+    # tiny spaces for tests and CPU smoke runs: same operators, narrow widths
+    "full-tiny": dict(name="full-tiny", n_blocks=3, dense_dims=(8, 16, 32), sparse_dims=(4, 8), emb_dim=8),
+    "small-tiny": dict(name="small-tiny", n_blocks=3, dense_ops=("fc",), sparse_ops=("efc", "dot"), dense_dims=(8, 16, 32), sparse_dims=(4, 8), emb_dim=8),
+}
+
+
+def get_space(name: str = "full", **overrides) -> SearchSpace:
+    """A preset space, optionally with fields overridden (e.g. `n_blocks=5`)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown search space {name!r}; choose one of {', '.join(PRESETS)}")
+    try:
+        return SearchSpace(**{**PRESETS[name], **overrides})
+    except ValueError as exc:
+        raise ConfigError(f"invalid search space: {exc}") from None
