@@ -1,0 +1,39 @@
+"""Shared test fixtures: tiny stores written in milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recnas.data.schema import SPLITS, DatasetMeta
+from recnas.data.store import CTRStore, SplitArrays, write_store
+
+torch.set_num_threads(1)
+
+
+def make_tiny_store(path, rows: int = 600, n_dense: int = 3, vocab_sizes=(7, 11, 5, 9), seed: int = 0) -> CTRStore:
+    """A small store whose label depends on a dense feature and a pairwise field interaction."""
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(rows, n_dense)).astype(np.float32)
+    sparse = np.stack([rng.integers(0, v, rows) for v in vocab_sizes], 1).astype(np.int32)
+    logit = (dense[:, 0] if n_dense else 0) + np.where((sparse[:, 0] % 2) == (sparse[:, 1] % 2), 1.5, -1.5)
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    cut = [int(rows * 0.8), int(rows * 0.9)]
+    parts = np.split(np.arange(rows), cut)
+    splits = {s: SplitArrays(dense[i], sparse[i], label[i]) for s, i in zip(SPLITS, parts)}
+    meta = DatasetMeta(
+        name="tiny",
+        dense_names=[f"I{i + 1}" for i in range(n_dense)],
+        cat_names=[f"C{i + 1}" for i in range(len(vocab_sizes))],
+        vocab_sizes=list(vocab_sizes),
+        rows={},
+        positive_rate={s: float(splits[s].label.mean()) for s in SPLITS},
+    )
+    write_store(path, splits, meta)
+    return CTRStore(path)
+
+
+@pytest.fixture
+def tiny_store(tmp_path) -> CTRStore:
+    return make_tiny_store(tmp_path / "tiny")

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from recnas.data.loader import BatchLoader
+from recnas.data.store import CTRStore, write_store
+from recnas.errors import DataError
+from tests.conftest import make_tiny_store
+
+
+def test_store_roundtrip_and_loader_shapes(tiny_store):
+    train = tiny_store.split("train")
+    assert len(train) == 480 and train.dense.shape == (480, 3) and train.sparse.dtype == np.int32
+    batches = list(BatchLoader(train, batch_size=100, seed=1))
+    assert [len(b) for b in batches] == [100, 100, 100, 100, 80]
+    b = batches[0]
+    assert b.dense.dtype.is_floating_point and b.sparse.dtype == __import__("torch").int64 and b.sparse.shape == (100, 4)
+    seen = np.concatenate([bb.label.numpy() for bb in batches])
+    assert np.isclose(seen.sum(), train.label.sum())
+
+
+def test_loader_is_deterministic_and_resumable(tiny_store):
+    train = tiny_store.split("train")
+    full = [b.sparse.clone() for b in BatchLoader(train, 64, seed=3)]
+    part = BatchLoader(train, 64, seed=3)
+    it = iter(part)
+    first = [next(it).sparse.clone() for _ in range(3)]
+    state = part.state_dict()
+    resumed = BatchLoader(train, 64, seed=3)
+    resumed.load_state_dict(state)
+    rest = [b.sparse for b in resumed]
+    for a, b in zip(full, first + rest):
+        assert (a == b).all()
+    assert len(first + rest) == len(full)
+
+
+def test_existing_store_is_not_overwritten(tmp_path):
+    make_tiny_store(tmp_path / "s")
+    before = (tmp_path / "s" / "meta.json").read_text()
+    with pytest.raises(DataError, match="overwrite"):
+        make_tiny_store(tmp_path / "s", rows=300)
+    assert (tmp_path / "s" / "meta.json").read_text() == before
+
+
+def test_missing_or_corrupt_store_is_a_clear_error(tmp_path, tiny_store):
+    with pytest.raises(DataError, match="not a prepared recnas dataset"):
+        CTRStore(tmp_path / "nothing")
+    (tiny_store.dir / "val" / "label.npy").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="corrupt"):
+        tiny_store.split("val")
