@@ -1,0 +1,79 @@
+"""Sparse operators: act on the block's combined tokens Z [B, t, E].
+
+Each returns (tokens [B, t, E], dense contribution [B, d] or None): dot-product is a
+sparse-to-dense interaction, the others stay on the token side.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recnas.ops.elastic import ElasticLinear, TokenLinear
+
+
+class EFC(nn.Module):
+    """Linear over the token (field) axis: each output token mixes all input tokens."""
+
+    def __init__(self, max_tokens: int, max_dense: int, emb_dim: int):
+        super().__init__()
+        self.linear = TokenLinear(max_tokens, max_tokens)
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+        return self.linear(z, z.shape[1]), None
+
+
+def pair_index(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Strict lower triangle in row-major order, so pairs among the first k tokens come first
+    (the leading slice of the output projection then serves every smaller token count)."""
+    rows, cols = torch.tril_indices(n, n, offset=-1)
+    return rows, cols
+
+
+class DotProduct(nn.Module):
+    """Pairwise inner products of [dense token; tokens], then a linear map to the dense width.
+
+    The tokens were already projected to t <= max_tokens by the block's input projection
+    (operator balancing), so the pair count is bounded by (t+1)t/2 whatever the inputs.
+    """
+
+    def __init__(self, max_tokens: int, max_dense: int, emb_dim: int):
+        super().__init__()
+        n = max_tokens + 1
+        self.dense_token = ElasticLinear(max_dense, emb_dim)
+        self.out = ElasticLinear(n * (n - 1) // 2, max_dense)
+        rows, cols = pair_index(n)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+        x = torch.cat([self.dense_token(h).unsqueeze(1), z], dim=1)  # [B, t+1, E]
+        n = x.shape[1]
+        gram = torch.bmm(x, x.transpose(1, 2))
+        k = n * (n - 1) // 2
+        pairs = gram[:, self.rows[:k], self.cols[:k]]
+        return z, self.out(pairs, d)
+
+
+class Attention(nn.Module):
+    """One transformer encoder layer over the tokens (multi-head self-attention + FFN)."""
+
+    def __init__(self, max_tokens: int, max_dense: int, emb_dim: int, heads: int = 2):
+        super().__init__()
+        self.heads = heads if emb_dim % heads == 0 else 1
+        self.qkv = nn.Linear(emb_dim, 3 * emb_dim)
+        self.proj = nn.Linear(emb_dim, emb_dim)
+        self.ffn = nn.Sequential(nn.Linear(emb_dim, 2 * emb_dim), nn.ReLU(), nn.Linear(2 * emb_dim, emb_dim))
+        self.norm1 = nn.LayerNorm(emb_dim)
+        self.norm2 = nn.LayerNorm(emb_dim)
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+        b, t, e = z.shape
+        q, k, v = self.qkv(z).view(b, t, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, e)
+        z = self.norm1(z + self.proj(att))
+        return self.norm2(z + self.ffn(z)), None
+
+
+SPARSE_OPERATORS: dict[str, type[nn.Module]] = {"efc": EFC, "dot": DotProduct, "attention": Attention}

@@ -1,0 +1,123 @@
+"""Path samplers for supernet training (NASRec section on sampling strategies).
+
+- single-path: one operator and one input of each kind per block.
+- any-path: any non-empty subset of operators and of inputs (several operators are summed).
+- single-op-any-conn (default): one operator, any non-empty subset of inputs.
+- farthest-greedy: draws several single-op-any-conn candidates and keeps the one farthest
+  (Hamming distance of encodings) from the recently trained paths, to spread coverage.
+
+All randomness comes from one numpy Generator whose state is saved in checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from recnas.errors import ConfigError
+from recnas.space.arch import Architecture, BlockSpec
+from recnas.space.spaces import SearchSpace
+
+STRATEGIES = ("single-op-any-conn", "single-path", "any-path", "farthest-greedy")
+
+
+def _subset(rng: np.random.Generator, items: tuple, p: float = 0.5) -> tuple:
+    """A uniformly random non-empty subset (include each with prob p, retry if empty)."""
+    while True:
+        mask = rng.random(len(items)) < p
+        if mask.any():
+            return tuple(x for x, m in zip(items, mask) if m)
+
+
+def random_block(rng: np.random.Generator, space: SearchSpace, i: int, any_ops: bool, any_conn: bool) -> BlockSpec:
+    sources = tuple(range(i + 1))
+    pick_ops = (lambda ops: _subset(rng, ops)) if any_ops else (lambda ops: (ops[rng.integers(len(ops))],))
+    pick_in = (lambda: _subset(rng, sources)) if any_conn else (lambda: (sources[rng.integers(len(sources))],))
+    return BlockSpec(
+        dense_ops=pick_ops(space.dense_ops),
+        sparse_ops=pick_ops(space.sparse_ops),
+        dense_inputs=pick_in(),
+        sparse_inputs=pick_in(),
+        dense_dim=int(space.dense_dims[rng.integers(len(space.dense_dims))]),
+        sparse_dim=int(space.sparse_dims[rng.integers(len(space.sparse_dims))]),
+    )
+
+
+def random_architecture(rng: np.random.Generator, space: SearchSpace, any_ops: bool = False, any_conn: bool = True) -> Architecture:
+    return Architecture(blocks=tuple(random_block(rng, space, i, any_ops, any_conn) for i in range(space.n_blocks))).canonical()
+
+
+def encode(arch: Architecture, space: SearchSpace) -> np.ndarray:
+    """A fixed-length 0/1 vector of an architecture (operators, connections, dims) for distances."""
+    bits = []
+    for i, b in enumerate(arch.blocks):
+        bits += [op in b.dense_ops for op in space.dense_ops] + [op in b.sparse_ops for op in space.sparse_ops]
+        bits += [j in b.dense_inputs for j in range(i + 1)] + [j in b.sparse_inputs for j in range(i + 1)]
+        bits += [d == b.dense_dim for d in space.dense_dims] + [d == b.sparse_dim for d in space.sparse_dims]
+    return np.array(bits, dtype=bool)
+
+
+class ArchSampler:
+    """Samples one architecture per training step; reproducible and checkpointable."""
+
+    def __init__(self, space: SearchSpace, strategy: str = "single-op-any-conn", seed: int = 0, candidates: int = 8, memory: int = 16):
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown sampler {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.space, self.strategy, self.seed = space, strategy, seed
+        self.rng = np.random.default_rng(seed)
+        self.candidates = candidates
+        self.history: deque[np.ndarray] = deque(maxlen=memory)
+
+    def sample(self) -> Architecture:
+        s = self.strategy
+        if s == "single-path":
+            return random_architecture(self.rng, self.space, any_ops=False, any_conn=False)
+        if s == "any-path":
+            return random_architecture(self.rng, self.space, any_ops=True, any_conn=True)
+        if s == "single-op-any-conn" or not self.history:
+            arch = random_architecture(self.rng, self.space)
+        else:
+            cands = [random_architecture(self.rng, self.space) for _ in range(self.candidates)]
+            past = np.stack(self.history)
+            dist = [int((encode(c, self.space)[None] != past).sum(1).min()) for c in cands]
+            arch = cands[int(np.argmax(dist))]
+        if s == "farthest-greedy":
+            self.history.append(encode(arch, self.space))
+        return arch
+
+    def state_dict(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "rng": self.rng.bit_generator.state,
+            "history": [h.astype(int).tolist() for h in self.history],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("strategy") != self.strategy:
+            raise ConfigError(f"sampler state is for {state.get('strategy')!r}, not {self.strategy!r}")
+        self.rng.bit_generator.state = state["rng"]
+        self.history.clear()
+        for h in state.get("history", []):
+            self.history.append(np.array(h, dtype=bool))
+
+
+class FixedSampler:
+    """Always the same architecture: fine-tuning one subnet inside the supernet."""
+
+    def __init__(self, arch: Architecture):
+        self.arch = arch
+
+    def sample(self) -> Architecture:
+        return self.arch
+
+    def state_dict(self) -> dict:
+        return {"strategy": "fixed", "arch": self.arch.to_json()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.arch = Architecture.model_validate_json(state["arch"])
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int = 0):
+    return ArchSampler(space, name, seed)

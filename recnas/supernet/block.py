@@ -1,0 +1,71 @@
+"""A NASRec choice block, sized by a *capacity* (which inputs, operators and widths it holds).
+
+The supernet builds every block at full capacity; a standalone subnet builds each block with
+exactly the inputs, operators and widths its architecture chose. The forward code is the
+same for both, which is why inherited subnets reproduce the supernet's outputs.
+
+Operator balancing: every dense input j gets its own projection W_j (d x width_j) and every
+sparse input its own token projection (t x tokens_j); the block's input is their sum. So a
+block's parameter count grows *linearly* with the number of connected inputs, and the
+pairwise dot-product sees at most t+1 tokens whatever the fan-in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from recnas.ops.dense import DENSE_OPERATORS
+from recnas.ops.elastic import ElasticLayerNorm, ElasticLinear, TokenLinear
+from recnas.ops.sparse import SPARSE_OPERATORS
+from recnas.space.arch import BlockSpec
+
+
+@dataclass(frozen=True)
+class BlockCapacity:
+    dense_inputs: dict[int, int]  # source index -> max width of that source (0 = raw dense)
+    sparse_inputs: dict[int, int]  # source index -> max token count (0 = raw field embeddings)
+    dense_ops: tuple[str, ...]
+    sparse_ops: tuple[str, ...]
+    dense_dim: int
+    sparse_dim: int
+    emb_dim: int
+
+
+class ChoiceBlock(nn.Module):
+    def __init__(self, cap: BlockCapacity):
+        super().__init__()
+        self.cap = cap
+        d, t, e = cap.dense_dim, cap.sparse_dim, cap.emb_dim
+        self.dense_proj = nn.ModuleDict({str(j): ElasticLinear(w, d, bias=False) for j, w in cap.dense_inputs.items() if w > 0})
+        self.dense_bias = nn.Parameter(torch.zeros(d))
+        self.sparse_proj = nn.ModuleDict({str(j): TokenLinear(n, t, bias=False) for j, n in cap.sparse_inputs.items()})
+        self.dense_ops = nn.ModuleDict({name: DENSE_OPERATORS[name](d) for name in cap.dense_ops})
+        self.sparse_ops = nn.ModuleDict({name: SPARSE_OPERATORS[name](t, d, e) for name in cap.sparse_ops})
+        self.sparse_to_dense = ElasticLinear(t * e, d)  # merger: flattened tokens -> dense
+        self.dense_to_sparse = ElasticLinear(d, e)  # merger: dense -> a vector added to every token
+        self.norm = ElasticLayerNorm(d)
+
+    def forward(self, dense_outs: list[torch.Tensor], sparse_outs: list[torch.Tensor], spec: BlockSpec):
+        d, t = spec.dense_dim, spec.sparse_dim
+        batch = sparse_outs[0].shape[0]
+        h = self.dense_bias[:d].expand(batch, d)
+        for j in spec.dense_inputs:
+            if str(j) in self.dense_proj:  # raw dense may have width 0 (e.g. Avazu)
+                h = h + self.dense_proj[str(j)](dense_outs[j], d)
+        z = sum(self.sparse_proj[str(j)](sparse_outs[j], t) for j in spec.sparse_inputs)
+
+        dense = sum(self.dense_ops[name](h) for name in spec.dense_ops)
+        tokens, extra = None, None
+        for name in spec.sparse_ops:
+            s, c = self.sparse_ops[name](z, h, d)
+            tokens = s if tokens is None else tokens + s
+            if c is not None:
+                extra = c if extra is None else extra + c
+        merged = dense + self.sparse_to_dense(tokens.flatten(1), d)
+        if extra is not None:
+            merged = merged + extra
+        out_tokens = tokens + self.dense_to_sparse(dense, tokens.shape[-1]).unsqueeze(1)
+        return self.norm(merged), out_tokens

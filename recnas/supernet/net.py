@@ -1,0 +1,106 @@
+"""The NASRec network: embeddings -> stacked choice blocks (dense connectivity) -> logit.
+
+`Supernet` holds every block at full capacity and runs any architecture of its space;
+`Subnet` is the compact standalone model of one architecture (no supernet overhead).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError
+from recnas.ops.elastic import ElasticLinear
+from recnas.ops.embedding import FieldEmbedding
+from recnas.space.arch import Architecture
+from recnas.space.spaces import SearchSpace
+from recnas.supernet.block import BlockCapacity, ChoiceBlock
+
+
+class NASRecNet(nn.Module):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int):
+        super().__init__()
+        self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
+        self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim)
+        self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
+        self.head = ElasticLinear(capacities[-1].dense_dim, 1)
+
+    def run(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
+        widths = None
+        if arch.emb_dims is not None:
+            widths = torch.as_tensor(arch.emb_dims, device=sparse.device)
+        dense_outs, sparse_outs = [dense], [self.embedding(sparse, widths)]
+        for block, spec in zip(self.blocks, arch.blocks):
+            d, s = block(dense_outs, sparse_outs, spec)
+            dense_outs.append(d)
+            sparse_outs.append(s)
+        return self.head(dense_outs[-1], 1).squeeze(-1)
+
+
+def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
+    caps = []
+    for i in range(space.n_blocks):
+        dense_in = {0: meta.n_dense, **{j: space.max_dense for j in range(1, i + 1)}}
+        sparse_in = {0: meta.n_sparse, **{j: space.max_sparse for j in range(1, i + 1)}}
+        caps.append(BlockCapacity(dense_in, sparse_in, space.dense_ops, space.sparse_ops, space.max_dense, space.max_sparse, space.emb_dim))
+    return caps
+
+
+def _arch_capacities(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
+    dims = [(meta.n_dense, meta.n_sparse)] + [(b.dense_dim, b.sparse_dim) for b in arch.blocks]
+    return [
+        BlockCapacity(
+            {j: dims[j][0] for j in b.dense_inputs},
+            {j: dims[j][1] for j in b.sparse_inputs},
+            tuple(b.dense_ops),
+            tuple(b.sparse_ops),
+            b.dense_dim,
+            b.sparse_dim,
+            space.emb_dim,
+        )
+        for b in arch.blocks
+    ]
+
+
+class Supernet(NASRecNet):
+    """All architectures of `space` in one set of weights; `forward` takes the architecture."""
+
+    def __init__(self, space: SearchSpace, meta: DatasetMeta):
+        super().__init__(_full_capacities(space, meta), meta, space.emb_dim)
+        self.space, self.meta = space, meta
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
+        return self.run(dense, sparse, arch)
+
+
+class Subnet(NASRecNet):
+    """One architecture as a compact model: only the chosen inputs, operators and widths."""
+
+    def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
+        arch = arch.canonical().validate_for(space, meta.n_sparse)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim)
+        self.arch, self.space, self.meta = arch, space, meta
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        return self.run(dense, sparse, self.arch)
+
+    @classmethod
+    def from_architecture(cls, arch: Architecture, space: SearchSpace, meta: DatasetMeta, supernet: Supernet | None = None) -> "Subnet":
+        net = cls(arch, space, meta)
+        if supernet is not None:
+            inherit_weights(net, supernet)
+        return net
+
+
+def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
+    """Copy the leading slice of every supernet tensor into the same-named subnet tensor."""
+    source = supernet.state_dict()
+    with torch.no_grad():
+        for name, target in subnet.state_dict().items():
+            if name not in source:
+                raise ConfigError(f"supernet has no weight {name!r}: architecture does not belong to its space")
+            src = source[name]
+            if src.dim() != target.dim() or any(s < t for s, t in zip(src.shape, target.shape)):
+                raise ConfigError(f"supernet weight {name!r} {tuple(src.shape)} cannot hold {tuple(target.shape)}")
+            target.copy_(src[tuple(slice(0, n) for n in target.shape)])

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+import torch
+
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError
+from recnas.space import Architecture, BlockSpec, get_space
+from recnas.space.samplers import ArchSampler, random_architecture
+from recnas.supernet import Subnet, Supernet
+
+
+def meta(n_dense=3, fields=5):
+    return DatasetMeta(name="t", dense_names=[f"d{i}" for i in range(n_dense)], cat_names=[f"c{i}" for i in range(fields)], vocab_sizes=[4 + i for i in range(fields)], rows={})
+
+
+def batch(m, b=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (b,), generator=g) for v in m.vocab_sizes], 1)
+    return torch.randn(b, m.n_dense, generator=g), sparse
+
+
+@pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
+@pytest.mark.parametrize("n_dense", [3, 0])
+def test_random_subnets_run_and_inherit_exactly(space_name, n_dense):
+    space, m = get_space(space_name), meta(n_dense)
+    net = Supernet(space, m)
+    dense, sparse = batch(m)
+    rng = np.random.default_rng(0)
+    for strategy in ("single-op-any-conn", "any-path", "single-path"):
+        arch = ArchSampler(space, strategy, seed=1).sample()
+        out = net(dense, sparse, arch)
+        assert out.shape == (16,) and torch.isfinite(out).all()
+        out.sum().backward()
+        sub = Subnet.from_architecture(arch, space, m, supernet=net)
+        torch.testing.assert_close(sub(dense, sparse), out, rtol=1e-5, atol=1e-6)
+        assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in net.parameters())
+    for _ in range(5):
+        arch = random_architecture(rng, space)
+        torch.testing.assert_close(Subnet.from_architecture(arch, space, m, net)(dense, sparse), net(dense, sparse, arch))
+
+
+def test_every_operator_gets_gradient_when_chosen():
+    space, m = get_space("full-tiny"), meta()
+    net = Supernet(space, m)
+    dense, sparse = batch(m)
+    for dop in space.dense_ops:
+        for sop in space.sparse_ops:
+            net.zero_grad()
+            blocks = tuple(BlockSpec(dense_ops=(dop,), sparse_ops=(sop,), dense_inputs=tuple(range(i + 1)), sparse_inputs=(0, i), dense_dim=16, sparse_dim=8) for i in range(space.n_blocks))
+            net(dense, sparse, Architecture(blocks=blocks)).sum().backward()
+            blk = net.blocks[1]
+            if dop != "sum":
+                assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in blk.dense_ops[dop].parameters())
+            assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in blk.sparse_ops[sop].parameters())
+            other = [o for o in space.sparse_ops if o != sop]
+            assert all(p.grad is None or p.grad.abs().sum() == 0 for o in other for p in blk.sparse_ops[o].parameters())
+
+
+def test_operator_balancing_parameters_grow_linearly_with_inputs():
+    space, m = get_space("full-tiny", n_blocks=5), meta()
+    counts = []
+    for k in range(1, 5):
+        blocks = [BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=8) for _ in range(4)]
+        blocks.append(BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=tuple(range(1, k + 1)), sparse_inputs=tuple(range(1, k + 1)), dense_dim=16, sparse_dim=8))
+        sub = Subnet(Architecture(blocks=tuple(blocks)), space, m)
+        counts.append(sum(p.numel() for p in sub.blocks[4].parameters()))
+    steps = np.diff(counts)
+    assert (steps > 0).all() and len(set(steps.tolist())) == 1  # constant increment per input
+
+
+def test_architecture_validation_and_hash():
+    space = get_space("small-tiny")
+    arch = random_architecture(np.random.default_rng(3), space)
+    assert Architecture.model_validate_json(arch.to_json()).hash == arch.hash
+    shuffled = arch.model_copy(update={"blocks": tuple(b.model_copy(update={"dense_inputs": tuple(reversed(b.dense_inputs))}) for b in arch.blocks)})
+    assert shuffled.hash == arch.hash
+    bad_op = arch.model_copy(update={"blocks": (arch.blocks[0].model_copy(update={"sparse_ops": ("attention",)}),) + arch.blocks[1:]})
+    with pytest.raises(ConfigError, match="sparse op 'attention' not in space"):
+        bad_op.validate_for(space)
+    bad_in = arch.model_copy(update={"blocks": (arch.blocks[0].model_copy(update={"dense_inputs": (1,)}),) + arch.blocks[1:]})
+    with pytest.raises(ConfigError, match="out of range"):
+        Subnet(bad_in, space, meta())
+    with pytest.raises(ConfigError, match="dense_dim 7"):
+        arch.model_copy(update={"blocks": (arch.blocks[0].model_copy(update={"dense_dim": 7}),) + arch.blocks[1:]}).validate_for(space)
+
+
+def test_architecture_file_errors(tmp_path):
+    bad = tmp_path / "a.json"
+    bad.write_text('{"blocks": [{"dense_ops": ["fc"]}]}')
+    with pytest.raises(ConfigError, match="invalid architecture"):
+        Architecture.load(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        Architecture.load(tmp_path / "missing.json")
+
+
+def test_unknown_space_is_a_clear_error():
+    with pytest.raises(ConfigError, match="unknown search space"):
+        get_space("huge")
+    with pytest.raises(ConfigError, match="dense_ops"):
+        get_space("full", dense_ops=("conv",))
