@@ -1,0 +1,112 @@
+"""Feature-interaction operators: the part in which the baselines actually differ.
+
+All take field tensors [B, F, d] (or their flattening) so any model can combine them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def pairwise_dot(x: torch.Tensor) -> torch.Tensor:
+    """Dot products <x_i, x_j> for all field pairs i > j (strict lower triangle): [B, F(F-1)/2].
+
+    DLRM's interaction; the pair order is fixed (row-major lower triangle) so a trained top
+    MLP stays valid across runs.
+    """
+    n = x.shape[1]
+    gram = torch.bmm(x, x.transpose(1, 2))
+    rows, cols = torch.tril_indices(n, n, offset=-1, device=x.device)
+    return gram[:, rows, cols]
+
+
+def fm_interaction(x: torch.Tensor) -> torch.Tensor:
+    """Sum of all pairwise dot products in O(F d): 0.5 * sum_d((sum_f x)^2 - sum_f x^2) -> [B].
+
+    Equals `pairwise_dot(x).sum(1)` (tested) without materialising the F x F Gram matrix.
+    """
+    return 0.5 * (x.sum(1).pow(2) - x.pow(2).sum(1)).sum(1)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 cross network: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l on flat inputs [B, D].
+
+    `low_rank=None` is the full-rank D x D matrix of the paper's default; an int r factorises
+    W = U V^T (the paper's low-rank variant, without the mixture of experts).
+    """
+
+    def __init__(self, dim: int, n_layers: int, low_rank: int | None = None):
+        super().__init__()
+
+        def layer() -> nn.Module:
+            if low_rank is None:
+                return nn.Linear(dim, dim)
+            return nn.Sequential(nn.Linear(dim, low_rank, bias=False), nn.Linear(low_rank, dim))
+
+        self.layers = nn.ModuleList(layer() for _ in range(n_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for w in self.layers:
+            x = x0 * w(x) + x
+        return x
+
+
+class CIN(nn.Module):
+    """xDeepFM's compressed interaction network on fields [B, F, d] -> pooled features [B, out_dim].
+
+    Layer k: outer (Hadamard) products of its H_k maps with the F input fields, compressed by a
+    1x1 convolution to H_{k+1} maps (linear, as in the paper's Eq. 6); every layer's maps are
+    sum-pooled over d. With `split_half`, the paper's default, each non-final layer sends half
+    its maps to the output and half to the next layer.
+    """
+
+    def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = True):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.split = []
+        prev, out_dim = n_fields, 0
+        for k, size in enumerate(layer_sizes):
+            self.convs.append(nn.Conv1d(prev * n_fields, size, kernel_size=1))
+            half = size // 2 if split_half and k < len(layer_sizes) - 1 else 0
+            self.split.append(half)
+            prev = half if half else size
+            out_dim += size - half
+        self.out_dim = out_dim
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        b, f, d = x0.shape
+        h, pooled = x0, []
+        for conv, half in zip(self.convs, self.split):
+            z = torch.einsum("bhd,bfd->bhfd", h, x0).reshape(b, -1, d)
+            z = conv(z)
+            if half:
+                h, out = z[:, :half], z[:, half:]
+            else:
+                h = out = z
+            pooled.append(out.sum(-1))
+        return torch.cat(pooled, dim=1)
+
+
+class InteractingLayer(nn.Module):
+    """AutoInt's multi-head self-attention over fields with a projected residual and ReLU.
+
+    [B, F, in_dim] -> [B, F, heads * head_dim]. Unscaled dot-product scores, as in the paper.
+    """
+
+    def __init__(self, in_dim: int, heads: int, head_dim: int, residual: bool = True):
+        super().__init__()
+        out = heads * head_dim
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv = nn.Linear(in_dim, 3 * out, bias=False)
+        self.res = nn.Linear(in_dim, out, bias=False) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, f, _ = x.shape
+        q, k, v = self.qkv(x).view(b, f, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # [B, H, F, F]
+        out = (attn @ v).transpose(1, 2).reshape(b, f, -1)
+        if self.res is not None:
+            out = out + self.res(x)
+        return torch.relu(out)

@@ -1,0 +1,241 @@
+"""Baselines: shapes, hyper-parameter handling, hand-counted sizes, and that they learn interactions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recnas.baselines import BASELINES, build_baseline, default_hparams
+from recnas.baselines.interactions import CIN, fm_interaction, pairwise_dot
+from recnas.data.loader import BatchLoader
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError, DataError
+from tests.conftest import make_tiny_store
+
+VOCAB = [3, 4, 5]
+
+# Tiny widths: every default is overridden where it sets a size, so tests stay fast.
+TINY = {
+    "lr": {},
+    "dlrm": {"embed_dim": 4, "bottom_mlp": [8, 4], "top_mlp": [6]},
+    "deepfm": {"embed_dim": 4, "mlp": [8, 8]},
+    "dcnv2": {"embed_dim": 4, "mlp": [8, 8], "cross_layers": 2},
+    "autoint": {"embed_dim": 4, "attention_layers": 2, "heads": 2, "attention_dim": 4},
+    "xdeepfm": {"embed_dim": 4, "mlp": [8], "cin": [6, 4]},
+}
+# Variants that exercise the other code paths (options, not just defaults).
+VARIANTS = [(name, hp) for name, hp in TINY.items()] + [
+    ("dlrm", {**TINY["dlrm"], "interaction": "cat"}),
+    ("deepfm", {"embed_dim": 4, "mlp": [], "batch_norm": True, "dropout": 0.2}),
+    ("dcnv2", {**TINY["dcnv2"], "structure": "stacked", "low_rank": 3}),
+    ("dcnv2", {"embed_dim": 4, "mlp": []}),
+    ("autoint", {**TINY["autoint"], "mlp": [8], "residual": False}),
+    ("xdeepfm", {"embed_dim": 4, "mlp": [], "cin": [5, 3], "cin_split_half": False}),
+]
+IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in hp.items() if k != 'embed_dim') or 'default'}" for n, hp in VARIANTS]
+
+
+def make_meta(n_dense: int, vocab=VOCAB) -> DatasetMeta:
+    return DatasetMeta(
+        name="unit",
+        dense_names=[f"I{i + 1}" for i in range(n_dense)],
+        cat_names=[f"C{i + 1}" for i in range(len(vocab))],
+        vocab_sizes=list(vocab),
+        rows={},
+    )
+
+
+def random_batch(meta: DatasetMeta, b: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.randn(b, meta.n_dense, generator=g)
+    sparse = torch.stack([torch.randint(0, v, (b,), generator=g) for v in meta.vocab_sizes], 1)
+    return dense, sparse
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_registry_has_every_required_model():
+    assert set(BASELINES) == {"lr", "dlrm", "deepfm", "dcnv2", "autoint", "xdeepfm"}
+    assert set(TINY) == set(BASELINES)
+
+
+@pytest.mark.parametrize("n_dense", [2, 0])
+@pytest.mark.parametrize("name,hp", VARIANTS, ids=IDS)
+def test_forward_backward_shapes(name, hp, n_dense):
+    meta = make_meta(n_dense)
+    model = build_baseline(name, meta, **hp)
+    dense, sparse = random_batch(meta)
+    out = model(dense, sparse)
+    assert out.shape == (8,) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    # the categorical embeddings must be on the gradient path (the model reads the ids)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name,hp", VARIANTS, ids=IDS)
+def test_output_depends_on_sparse_and_dense(name, hp):
+    meta = make_meta(2)
+    torch.manual_seed(0)
+    model = build_baseline(name, meta, **hp).eval()
+    with torch.no_grad():  # embeddings start tiny; scale them so a changed id visibly moves the logit
+        for p in model.parameters():
+            p.mul_(10.0)
+    dense, sparse = random_batch(meta)
+    base = model(dense, sparse)
+    sparse2 = sparse.clone()
+    sparse2[:, 0] = (sparse2[:, 0] + 1) % VOCAB[0]
+    assert not torch.allclose(model(dense, sparse2), base)
+    assert not torch.allclose(model(dense + 1.0, sparse), base)
+
+
+@pytest.mark.parametrize("name,hp", VARIANTS, ids=IDS)
+def test_rebuild_from_hparams_after_json_round_trip(name, hp):
+    meta = make_meta(2)
+    model = build_baseline(name, meta, **hp)
+    hparams = json.loads(json.dumps(model.hparams))  # what a checkpoint stores
+    clone = build_baseline(name, meta, **hparams)
+    assert clone.hparams == model.hparams
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in clone.state_dict().items()} == shapes
+    clone.load_state_dict(model.state_dict())
+    model.eval(), clone.eval()
+    dense, sparse = random_batch(meta)
+    torch.testing.assert_close(clone(dense, sparse), model(dense, sparse))
+
+
+def test_defaults_are_the_published_ones():
+    assert default_hparams("lr") == {}
+    assert default_hparams("deepfm")["mlp"] == [400, 400, 400]
+    d = default_hparams("dcnv2")
+    assert (d["embed_dim"], d["cross_layers"], d["low_rank"], d["mlp"]) == (16, 3, None, [400, 400, 400])
+    a = default_hparams("autoint")
+    assert (a["attention_layers"], a["heads"], a["attention_dim"], a["residual"], a["mlp"]) == (3, 2, 32, True, [])
+    x = default_hparams("xdeepfm")
+    assert (x["cin"], x["mlp"]) == ([200, 200, 200], [400, 400, 400])
+    dl = default_hparams("dlrm")
+    assert (dl["bottom_mlp"], dl["top_mlp"], dl["interaction"]) == ([512, 256, 16], [512, 256], "dot")
+    # full-size defaults build and run on a Criteo-shaped meta (13 dense, 26 fields)
+    meta = make_meta(13, [10] * 26)
+    dense, sparse = random_batch(meta, b=2)
+    for name in BASELINES:
+        assert build_baseline(name, meta)(dense, sparse).shape == (2,)
+
+
+@pytest.mark.parametrize("n_dense", [2, 0])
+def test_lr_parameter_count(n_dense):
+    model = build_baseline("lr", make_meta(n_dense))
+    assert n_params(model) == (3 + 4 + 5) + n_dense + 1  # one weight per id, per dense feature, bias
+
+
+def test_dlrm_parameter_count_by_hand():
+    # vocab 3+4+5=12 ids * dim 4; bottom 2->8->4; 4 vectors -> 6 dot pairs; top (4+6)->6->1
+    model = build_baseline("dlrm", make_meta(2), **TINY["dlrm"])
+    emb, bottom, top = 12 * 4, (2 * 8 + 8) + (8 * 4 + 4), (10 * 6 + 6) + (6 * 1 + 1)
+    assert n_params(model) == emb + bottom + top == 181
+    # no dense features: no bottom MLP, 3 vectors -> 3 pairs, top 3->6->1
+    model = build_baseline("dlrm", make_meta(0), **TINY["dlrm"])
+    assert n_params(model) == 12 * 4 + (3 * 6 + 6) + (6 * 1 + 1)
+
+
+def test_pairwise_helpers_agree():
+    x = torch.randn(5, 4, 3)
+    pairs = pairwise_dot(x)
+    assert pairs.shape == (5, 6)
+    assert torch.allclose(pairs[:, 0], (x[:, 1] * x[:, 0]).sum(-1))  # row-major lower triangle
+    assert torch.allclose(pairs[:, -1], (x[:, 3] * x[:, 2]).sum(-1))
+    torch.testing.assert_close(fm_interaction(x), pairs.sum(1))
+
+
+def test_cin_split_half_output_width():
+    assert CIN(4, [6, 4], split_half=True).out_dim == 3 + 4
+    assert CIN(4, [6, 4], split_half=False).out_dim == 10
+    assert CIN(4, [6, 4])(torch.randn(2, 4, 3)).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    "name,hp,needle",
+    [
+        ("nope", {}, "available: lr, dlrm"),
+        ("deepfm", {"mlpp": [8]}, "unknown hyper-parameter 'mlpp'"),
+        ("lr", {"embed_dim": 4}, "unknown hyper-parameter 'embed_dim'"),
+        ("deepfm", {"dropout": 1.5}, "'dropout'"),
+        ("dcnv2", {"structure": "diagonal"}, "'structure'"),
+        ("dcnv2", {"cross_layers": 0}, "'cross_layers'"),
+        ("autoint", {"heads": "two"}, "'heads'"),
+        ("deepfm", {"mlp": [8, -1]}, "'mlp.1'"),
+        ("dlrm", {"embed_dim": 8}, "bottom_mlp must end in embed_dim (8)"),
+        ("xdeepfm", {"cin": [5, 4]}, "even size"),
+        ("xdeepfm", {"cin": []}, "at least one layer"),
+    ],
+)
+def test_bad_name_or_hparam_is_config_error(name, hp, needle):
+    with pytest.raises(ConfigError) as info:
+        build_baseline(name, make_meta(2), **hp)
+    assert needle in str(info.value)
+    if name in BASELINES:
+        assert "Allowed:" in str(info.value)
+
+
+def test_unusable_inputs_are_clear_errors():
+    with pytest.raises(DataError, match="no categorical fields"):
+        build_baseline("deepfm", make_meta(2, vocab=[]))
+    with pytest.raises(ConfigError, match="interaction='cat'"):
+        build_baseline("dlrm", make_meta(0, vocab=[5]), **TINY["dlrm"])
+    build_baseline("dlrm", make_meta(0, vocab=[5]), **{**TINY["dlrm"], "interaction": "cat"})
+    model = build_baseline("deepfm", make_meta(2), **TINY["deepfm"])
+    dense, sparse = random_batch(make_meta(2))
+    with pytest.raises(DataError, match=r"expected dense \[B, 2\] and sparse \[B, 3\]"):
+        model(dense, sparse[:, :2])
+
+
+# -- learning ------------------------------------------------------------------------------
+
+
+def train_and_eval(model: torch.nn.Module, store, epochs: int = 8, lr: float = 0.01, seed: int = 0) -> float:
+    """Minimal Adam loop (stand-in for recnas.train.Trainer); returns held-out (val+test) log loss."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = BatchLoader(store.split("train"), batch_size=128, seed=seed)
+    model.train()
+    for _ in range(epochs):
+        for b in loader:
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(model(b.dense, b.sparse), b.label).backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        losses = []
+        for split in ("val", "test"):
+            a = store.split(split)
+            dense, sparse = torch.from_numpy(np.array(a.dense)), torch.from_numpy(np.array(a.sparse)).long()
+            y = torch.from_numpy(np.array(a.label))
+            losses.append(F.binary_cross_entropy_with_logits(model(dense, sparse), y, reduction="sum"))
+        return float(sum(losses)) / (len(store.split("val")) + len(store.split("test")))
+
+
+@pytest.fixture(scope="module")
+def planted_store(tmp_path_factory):
+    """Label = dense_0 +/- 1.5 by parity of (C1, C2): a pairwise interaction LR cannot express."""
+    return make_tiny_store(tmp_path_factory.mktemp("planted") / "s", rows=4000, n_dense=2, vocab_sizes=(4, 6, 5, 3), seed=1)
+
+
+@pytest.fixture(scope="module")
+def lr_loss(planted_store):
+    torch.manual_seed(0)
+    return train_and_eval(build_baseline("lr", planted_store.meta), planted_store)
+
+
+@pytest.mark.parametrize("name", [n for n in BASELINES if n != "lr"])
+def test_beats_logistic_regression_on_planted_interactions(name, planted_store, lr_loss):
+    torch.manual_seed(0)
+    loss = train_and_eval(build_baseline(name, planted_store.meta, **TINY[name]), planted_store)
+    assert loss < lr_loss - 0.1, f"{name}: held-out log loss {loss:.4f} vs lr {lr_loss:.4f}"
