@@ -29,7 +29,7 @@ TINY = {
 }
 # Variants that exercise the other code paths (options, not just defaults).
 VARIANTS = [(name, hp) for name, hp in TINY.items()] + [
-    ("dlrm", {**TINY["dlrm"], "interaction": "cat"}),
+    ("dlrm", {**TINY["dlrm"], "interaction": "cat", "dropout": 0.1, "batch_norm": True}),
     ("deepfm", {"embed_dim": 4, "mlp": [], "batch_norm": True, "dropout": 0.2}),
     ("dcnv2", {**TINY["dcnv2"], "structure": "stacked", "low_rank": 3}),
     ("dcnv2", {"embed_dim": 4, "mlp": []}),
@@ -122,7 +122,7 @@ def test_defaults_are_the_published_ones():
     x = default_hparams("xdeepfm")
     assert (x["cin"], x["mlp"]) == ([200, 200, 200], [400, 400, 400])
     dl = default_hparams("dlrm")
-    assert (dl["bottom_mlp"], dl["top_mlp"], dl["interaction"]) == ([512, 256, 16], [512, 256], "dot")
+    assert (dl["embed_dim"], dl["bottom_mlp"], dl["top_mlp"], dl["interaction"]) == (16, [512, 256, 64, 16], [512, 256], "dot")
     # full-size defaults build and run on a Criteo-shaped meta (13 dense, 26 fields)
     meta = make_meta(13, [10] * 26)
     dense, sparse = random_batch(meta, b=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from recnas.baselines.base import Baseline, EmbedHParams
 from recnas.baselines.interactions import pairwise_dot
@@ -16,14 +16,17 @@ from recnas.ops.embedding import FieldEmbedding
 
 
 class DLRMConfig(EmbedHParams):
-    """Defaults: the reference Criteo Kaggle run (bottom 13-512-256-16, top 512-256-1, dim 16).
+    """Defaults: the reference Criteo Kaggle run (dim 16, bottom 13-512-256-64-16, top 512-256-1).
 
     `top_mlp` lists hidden widths only; the final 1-wide output layer is always added.
+    `dropout` / `batch_norm` apply to the top MLP (BARS uses them; the reference code does not).
     """
 
-    bottom_mlp: list[PositiveInt] = [512, 256, 16]
+    bottom_mlp: list[PositiveInt] = [512, 256, 64, 16]
     top_mlp: list[PositiveInt] = [512, 256]
     interaction: Literal["dot", "cat"] = "dot"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_norm: bool = False
 
     @model_validator(mode="after")
     def _bottom_matches_embedding(self):
@@ -57,7 +60,7 @@ class DLRM(Baseline):
             top_in = n_vec * c.embed_dim
         if top_in == 0:
             raise ConfigError("dlrm: the dot interaction needs at least two feature vectors (this dataset has one categorical field and no dense features); use interaction='cat'")
-        self.top = MLP(top_in, c.top_mlp, out_dim=1)
+        self.top = MLP(top_in, c.top_mlp, out_dim=1, dropout=c.dropout, batch_norm=c.batch_norm)
 
     def logits(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         vectors = self.embedding(sparse)
