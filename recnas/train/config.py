@@ -1,0 +1,126 @@
+"""Training configuration: one validated pydantic model, loaded from YAML or built in code.
+
+Why a strict schema: a typo in a YAML key (``learning_rate`` for ``lr``) would otherwise be
+silently ignored and a run would train with the default; here it fails at once, naming the
+key, the file, and the keys that are allowed.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from recnas.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides how a model is trained (not what the model is)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    optimizer: Literal["adam", "adagrad"] = "adam"
+    lr: float = Field(1e-3, gt=0, description="learning rate of the non-embedding parameters")
+    embedding_lr: float | None = Field(None, gt=0, description="separate lr for embedding tables (None = lr)")
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="total optimizer steps; when set, epochs is ignored")
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    eval_every: int | None = Field(None, ge=0, description="steps between evaluations; None = once per epoch, 0 = never")
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement before stopping")
+    restore_best: bool = Field(True, description="end with the weights of the best validation log loss")
+    max_train_rows: int | None = Field(None, ge=1)
+    max_eval_rows: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1, description="None = 4 x batch_size")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resident_data: bool = Field(False, description="copy the splits to the device once (fast when they fit)")
+    seed: int = 0
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints; None = each epoch")
+    tensorboard: bool = False
+    grad_clip: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        return self
+
+    # -- loading -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> "TrainConfig":
+        """Validate a mapping; every problem becomes a ConfigError naming `source` and the key."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: {_explain(exc)}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        return cls.from_dict(data, source=str(path))
+
+    def with_overrides(self, source: str = "command line", **overrides: Any) -> "TrainConfig":
+        """A copy with the non-None `overrides` applied and re-validated (CLI flags win over YAML)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if not changes:
+            return self
+        return TrainConfig.from_dict({**self.model_dump(), **changes}, source=source)
+
+    def to_yaml(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+
+
+def merge_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
+    """Functional form of `TrainConfig.with_overrides` (None values mean "not given")."""
+    return cfg.with_overrides(**overrides)
+
+
+def _allowed(key: str) -> str | None:
+    """The allowed values of an enum-like key, for error messages."""
+    field = TrainConfig.model_fields.get(key)
+    if field is None:
+        return None
+    args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+    if typing.get_origin(field.annotation) is Literal:
+        return ", ".join(map(str, typing.get_args(field.annotation)))
+    lits = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
+    return ", ".join(map(str, lits)) if lits else None
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per problem: unknown keys list the valid keys, enum keys list their values."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key {key!r}; valid keys: {', '.join(TrainConfig.model_fields)}")
+            continue
+        allowed = _allowed(key)
+        value = err.get("input")
+        if allowed and err["type"] == "literal_error":
+            lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"key {key!r}: {msg} (got {value!r})" if err["loc"] else msg)
+    return "; ".join(lines)

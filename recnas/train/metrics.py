@@ -1,0 +1,83 @@
+"""CTR metrics (log loss, AUC) and the one evaluation pass every caller shares.
+
+The metrics are computed by scikit-learn on the host, after one device-to-host copy of all
+logits: the per-batch loop never synchronises with the accelerator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from recnas.data.loader import BatchLoader
+from recnas.data.store import SplitArrays
+
+
+def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
+    """{"logloss", "auc", "rows"} from labels in {0,1} and pre-sigmoid logits.
+
+    AUC is NaN when only one class is present (it is undefined there); log loss is NaN for
+    an empty set.
+    """
+    y = np.asarray(labels, dtype=np.float64).reshape(-1)
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if y.shape != z.shape:
+        raise ValueError(f"labels ({y.shape[0]}) and logits ({z.shape[0]}) differ in length")
+    if y.size == 0:
+        return {"logloss": math.nan, "auc": math.nan, "rows": 0}
+    p = 1.0 / (1.0 + np.exp(-z))
+    ll = float(log_loss(y, p, labels=[0, 1]))  # sklearn clips p to its dtype's eps: stays finite
+    auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else math.nan
+    return {"logloss": ll, "auc": auc, "rows": int(y.size)}
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def evaluate(
+    model: torch.nn.Module,
+    loader_or_split: BatchLoader | SplitArrays,
+    arch=None,
+    device: str | torch.device | None = None,
+    batch_size: int = 4096,
+    max_rows: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> dict:
+    """Log loss and AUC of `model` over one full pass of a split (or of a loader's split).
+
+    A loader is rewound for the pass and left exactly where it was, so evaluating never
+    disturbs a training run that owns it. `arch` is passed to supernet forwards.
+    """
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device)
+    if isinstance(loader_or_split, BatchLoader):
+        loader = loader_or_split
+    elif isinstance(loader_or_split, SplitArrays):
+        loader = BatchLoader(loader_or_split, batch_size, shuffle=False, device=device, max_rows=max_rows)
+    else:
+        raise TypeError(f"evaluate() needs a BatchLoader or SplitArrays, got {type(loader_or_split).__name__}")
+    saved = loader.state_dict()
+    loader.position = 0
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    try:
+        with torch.inference_mode(), _autocast(device, amp_dtype):
+            for batch in loader:
+                out = model(batch.dense, batch.sparse) if arch is None else model(batch.dense, batch.sparse, arch)
+                logits.append(out.float().reshape(-1))
+                labels.append(batch.label)
+    finally:
+        loader.load_state_dict(saved)
+        model.train(was_training)
+    if not logits:
+        return ctr_metrics(np.empty(0), np.empty(0))
+    return ctr_metrics(torch.cat(labels).cpu().numpy(), torch.cat(logits).cpu().numpy())

@@ -1,0 +1,108 @@
+"""Model specs: the JSON-able description that lets a checkpoint rebuild its own model.
+
+A checkpoint stores weights plus a `model_spec`; `build_model(spec)` reconstructs the module
+(supernet, subnet or baseline) so `recnas evaluate` needs nothing but the file. The model
+packages are imported lazily so this module imports before (or without) them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from recnas.errors import CheckpointError, DataError
+
+KINDS = ("supernet", "subnet", "baseline")
+
+
+def _plain(obj):
+    """Tuples -> lists etc.: the exact form a spec has after a checkpoint round trip."""
+    return json.loads(json.dumps(obj))
+
+
+def data_spec(meta) -> dict:
+    return {"n_dense": int(meta.n_dense), "vocab_sizes": [int(v) for v in meta.vocab_sizes]}
+
+
+def supernet_spec(space, meta, sampler: str | None = None) -> dict:
+    return _plain({"kind": "supernet", "space": space.model_dump(mode="json"), "sampler": sampler, "data": data_spec(meta)})
+
+
+def subnet_spec(arch, space, meta) -> dict:
+    return _plain({"kind": "subnet", "space": space.model_dump(mode="json"), "arch": arch.to_json(), "data": data_spec(meta)})
+
+
+def baseline_spec(name: str, hparams: dict, meta) -> dict:
+    return _plain({"kind": "baseline", "name": name, "hparams": dict(hparams), "data": data_spec(meta)})
+
+
+def meta_from_spec(spec: dict):
+    """A minimal DatasetMeta with the shape a model was built for (names are synthetic)."""
+    from recnas.data.schema import DatasetMeta
+
+    data = spec["data"]
+    return DatasetMeta(
+        name="from-checkpoint",
+        dense_names=[f"I{i + 1}" for i in range(data["n_dense"])],
+        cat_names=[f"C{i + 1}" for i in range(len(data["vocab_sizes"]))],
+        vocab_sizes=list(data["vocab_sizes"]),
+        rows={},
+    )
+
+
+def check_data(spec: dict, meta, where: str = "dataset") -> None:
+    """A model only fits data with the same dense width and per-field vocabulary sizes."""
+    want, got = spec["data"], data_spec(meta)
+    if want != got:
+        raise DataError(
+            f"{where}: the model was trained on data with {want['n_dense']} dense features and vocab sizes "
+            f"{want['vocab_sizes']}, this dataset has {got['n_dense']} and {got['vocab_sizes']}"
+        )
+
+
+def build_model(model_spec: dict, meta=None) -> torch.nn.Module:
+    """Instantiate the (untrained) module a spec describes; `meta` defaults to the spec's data."""
+    kind = model_spec.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"unknown model kind {kind!r} in model_spec; expected one of {', '.join(KINDS)}")
+    if meta is None:
+        meta = meta_from_spec(model_spec)
+    else:
+        check_data(model_spec, meta)
+    if kind == "baseline":
+        from recnas.baselines import build_baseline
+
+        return build_baseline(model_spec["name"], meta, **model_spec.get("hparams", {}))
+    from recnas.space import Architecture, SearchSpace
+
+    space = SearchSpace(**model_spec["space"])
+    if kind == "supernet":
+        from recnas.supernet import Supernet
+
+        return Supernet(space, meta)
+    from recnas.supernet import Subnet
+
+    arch = Architecture.model_validate_json(model_spec["arch"])
+    return Subnet.from_architecture(arch, space, meta)
+
+
+def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
+    training config, metrics and step when the file has them."""
+    from recnas.train.checkpoint import load_checkpoint, load_model_state
+
+    path = Path(path)
+    payload = load_checkpoint(path, map_location=map_location)
+    spec = payload["model_spec"]
+    if not isinstance(spec, dict) or "data" not in spec:
+        raise CheckpointError(f"{path}: checkpoint has no usable model_spec (was it written by a bare Trainer without one?)")
+    try:
+        model = build_model(spec)
+    except ImportError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild a {spec.get('kind')} model ({exc})") from None
+    load_model_state(model, payload["model"], path)
+    extra = {k: payload[k] for k in ("config", "metrics", "step") if k in payload}
+    return model, spec, extra

@@ -1,0 +1,440 @@
+"""The training loop shared by supernets, subnets and baselines.
+
+One loop: a plain model is called as ``model(dense, sparse)``; when a sampler is given (a
+supernet) every step is ``model(dense, sparse, sampler.sample())``. Everything the loop's
+future depends on (weights, optimizer, scheduler, sampler, loader position, RNGs, early
+stopping state) goes into the checkpoint, so `fit(resume=True)` reproduces the weights of
+an uninterrupted run exactly. The hot step never synchronises with the device except
+every `log_every` steps, when the running loss is read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recnas.data.loader import BatchLoader
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
+from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from recnas.train.config import TrainConfig
+from recnas.train.metrics import evaluate
+
+log = logging.getLogger("recnas.train")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+# config keys that must not change across a resume: they change which batches or updates follow
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr")
+
+
+@dataclass
+class FitResult:
+    steps: int
+    epochs: float
+    best_val: dict | None
+    final_val: dict | None
+    train_seconds: float
+    samples_per_s: float
+    history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class FixedArchSampler:
+    """A "sampler" that always returns one architecture: trains a supernet's single subnet
+    (the search's short fine-tunes). Costs nothing per step and has no state."""
+
+    def __init__(self, arch):
+        self.arch = arch
+
+    def sample(self):
+        return self.arch
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    return torch.device(name)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """auto = bf16 autocast on CUDA, none on CPU; fp16 (with a grad scaler) is CUDA-only."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp: 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)")
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the base lr at `step`: linear warmup, then constant/cosine/linear decay to 0."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def _embedding_param_ids(model: nn.Module) -> set[int]:
+    """Parameters of embedding tables: by module type, or a name containing "embedding"."""
+    from recnas.ops.embedding import FieldEmbedding
+
+    ids = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, FieldEmbedding)) for p in m.parameters(recurse=False)}
+    ids |= {id(p) for n, p in model.named_parameters() if "embedding" in n.lower()}
+    return ids
+
+
+class Trainer:
+    """Trains `model` on `store` under `cfg`; writes checkpoints and results to `out_dir` if given.
+
+    `train_loader` / `val_loader` may be passed to reuse loaders (e.g. device-resident data
+    across many short fine-tunes); otherwise they are built from `store`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        store=None,
+        out_dir: str | Path | None = None,
+        sampler=None,
+        model_spec: dict | None = None,
+        progress: bool = True,
+        *,
+        train_loader: BatchLoader | None = None,
+        val_loader: BatchLoader | None = None,
+        eval_archs: list | None = None,
+    ):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        self.model = model.to(self.device)
+        self.sampler = sampler
+        self.model_spec = model_spec
+        self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        if (train_loader is None or (val_loader is None and cfg.eval_every != 0)) and store is None:
+            raise ValueError("Trainer needs a store unless train_loader (and val_loader, when evaluating) are given")
+        self.train_loader = train_loader or self._loader(store.split("train"), cfg.batch_size, True, cfg.max_train_rows)
+        self.val_loader = val_loader
+        if val_loader is None and cfg.eval_every != 0:
+            self.val_loader = self._loader(store.split("val"), cfg.eval_batch_size or 4 * cfg.batch_size, False, cfg.max_eval_rows)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise DataError("the train split has no rows")
+        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
+        self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
+        self.optimizer = self._optimizer()
+        total, warmup, schedule = self.total_steps, cfg.warmup_steps, cfg.lr_schedule
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total, schedule))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # run state (all of it is checkpointed)
+        self.step = 0
+        self.best_val: dict | None = None
+        self.bad_evals = 0
+        self.history: list[dict] = []
+        self.best_state: dict | None = None
+        self.train_seconds = 0.0
+        self.rows_seen = 0
+        self.last_val: dict | None = None
+
+    # -- construction ---------------------------------------------------------------------
+    def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
+        n = len(arrays) if max_rows is None else min(len(arrays), max_rows)
+        return BatchLoader(
+            arrays, batch_size, shuffle=train, seed=self.cfg.seed, device=self.device, resident=self.cfg.resident_data,
+            drop_last=train and n >= batch_size, max_rows=max_rows,
+        )
+
+    @staticmethod
+    def _default_eval_archs(sampler, n: int = 3) -> list | None:
+        """Supernet validation scores a few fixed subnets (drawn from a copy of the sampler, so
+        the training sampler's stream is untouched and a resumed run draws the same ones)."""
+        if sampler is None:
+            return None
+        if isinstance(sampler, FixedArchSampler):
+            return [sampler.arch]
+        probe = copy.deepcopy(sampler)
+        return [probe.sample() for _ in range(n)]
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        params = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters")
+        groups = [{"params": [p for _, p in params], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+        if cfg.embedding_lr is not None:  # embeddings get their own lr and no weight decay
+            emb = _embedding_param_ids(self.model)
+            groups = [
+                {"params": [p for _, p in params if id(p) not in emb], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                {"params": [p for _, p in params if id(p) in emb], "lr": cfg.embedding_lr, "weight_decay": 0.0},
+            ]
+            groups = [g for g in groups if g["params"]]
+        if cfg.optimizer == "adagrad":
+            return torch.optim.Adagrad(groups, lr=cfg.lr)
+        return torch.optim.Adam(groups, lr=cfg.lr, fused=self.device.type == "cuda" or None)
+
+    # -- one step -------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _train_step(self, batch) -> torch.Tensor:
+        with self._autocast():
+            if self.sampler is None:
+                logits = self.model(batch.dense, batch.sparse)
+            else:
+                logits = self.model(batch.dense, batch.sparse, self.sampler.sample())
+            loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self, split_loader: BatchLoader | None = None, arch=None) -> dict:
+        """Validation metrics of the current weights. A supernet is scored on `arch`, else on
+        the mean over `eval_archs`."""
+        loader = split_loader or self.val_loader
+        archs = [arch] if arch is not None else (self.eval_archs or [None])
+        runs = [evaluate(self.model, loader, arch=a, device=self.device, amp_dtype=self.amp_dtype) for a in archs]
+        if len(runs) == 1:
+            return runs[0]
+        return {"logloss": sum(r["logloss"] for r in runs) / len(runs), "auc": sum(r["auc"] for r in runs) / len(runs), "rows": runs[0]["rows"]}
+
+    def _after_eval(self, metrics: dict, train_loss: float | None) -> bool:
+        """Record an evaluation; returns True when early stopping says stop."""
+        self.last_val = metrics
+        entry = {"step": self.step, "epoch": round(self.epoch, 4), "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"], "val_logloss": metrics["logloss"], "val_auc": metrics["auc"]}
+        self.history.append(entry)
+        log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %.5f", self.step, self.epoch, "n/a" if train_loss is None else f"{train_loss:.5f}", metrics["logloss"], metrics["auc"])
+        improved = self.best_val is None or metrics["logloss"] < self.best_val["logloss"]
+        if improved:
+            self.best_val = {"logloss": metrics["logloss"], "auc": metrics["auc"], "step": self.step}
+            self.bad_evals = 0
+            if self.cfg.restore_best:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+        patience = self.cfg.early_stopping_patience
+        return patience is not None and self.bad_evals >= patience
+
+    @property
+    def epoch(self) -> float:
+        return self.train_loader.epoch + self.train_loader.position / self.steps_per_epoch
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _payload(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict() if self.sampler is not None else None,
+            "loader": self.train_loader.state_dict(),
+            "step": self.step,
+            "rng": rng_state(),
+            "config": self.cfg.model_dump(),
+            "model_spec": self.model_spec or {},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val},
+            "best_model": self.best_state,
+        }
+
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        if path is None:
+            if self.out_dir is None:
+                raise ValueError("no checkpoint path: the Trainer has no out_dir")
+            path = self.out_dir / CHECKPOINT_FILE
+        return save_checkpoint(path, self._payload())
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore the complete run state; a checkpoint of another model or run raises CheckpointError."""
+        p = load_checkpoint(path, map_location=self.device)
+        check_spec(p["model_spec"], self.model_spec if p["model_spec"] else None, path)
+        saved_cfg = p.get("config", {})
+        clash = [k for k in RESUME_INVARIANT if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
+        if clash:
+            detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
+            raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        if (p.get("sampler") is None) != (self.sampler is None):
+            raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
+        load_model_state(self.model, p["model"], path)
+        try:
+            self.optimizer.load_state_dict(p["optimizer"])
+            self.scheduler.load_state_dict(p["scheduler"])
+            self.scaler.load_state_dict(p["scaler"])
+            if self.sampler is not None:
+                self.sampler.load_state_dict(p["sampler"])
+            self.train_loader.load_state_dict(p["loader"])
+            best = p["best"]
+            self.step = int(p["step"])
+            self.best_val, self.bad_evals, self.history = best["val"], int(best["bad_evals"]), list(best["history"])
+            self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
+            self.best_state = p.get("best_model")
+            set_rng_state(p["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
+        """Train to `total_steps` (or early stop). `stop_after=N` checkpoints and returns after
+        step N as if interrupted (time-boxed jobs; tests of resume)."""
+        if resume:
+            if self.out_dir is None:
+                raise ConfigError("resume needs an output directory holding checkpoint.pt")
+            path = self.out_dir / CHECKPOINT_FILE
+            if not path.is_file():
+                raise CheckpointError(f"{path}: nothing to resume (no checkpoint); run without --resume first")
+            self.load_checkpoint(path)
+        else:
+            seed_everything(self.cfg.seed)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        writer = self._tensorboard()
+        self.model.train()
+        running, n_running, train_loss = torch.zeros((), device=self.device), 0, None
+        stop = interrupted = early = False
+        rows_at_log, t_log = self.rows_seen, time.perf_counter()
+        t_seg = time.perf_counter()
+        with self._progress_bar() as bar:
+            task = bar.add_task("train", total=self.total_steps, completed=self.step, loss="-", sps="-")
+            while self.step < self.total_steps and not stop:
+                for batch in self.train_loader:
+                    running += self._train_step(batch)
+                    n_running += 1
+                    self.step += 1
+                    self.rows_seen += len(batch)
+                    bar.advance(task)
+                    last = self.step >= self.total_steps
+                    if self.step % self.cfg.log_every == 0 or last:
+                        train_loss = float(running.item()) / n_running  # the only sync in the loop
+                        running.zero_()
+                        n_running = 0
+                        if not math.isfinite(train_loss):
+                            raise RecnasError(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip")
+                        now = time.perf_counter()
+                        sps = (self.rows_seen - rows_at_log) / max(now - t_log, 1e-9)
+                        rows_at_log, t_log = self.rows_seen, now
+                        bar.update(task, loss=f"{train_loss:.4f}", sps=f"{sps:,.0f}")
+                        if writer is not None:
+                            writer.add_scalar("train/loss", train_loss, self.step)
+                            writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                            writer.add_scalar("train/samples_per_s", sps, self.step)
+                    eval_due = self.val_loader is not None and self.eval_every > 0 and (self.step % self.eval_every == 0 or last)
+                    ckpt_due = self.out_dir is not None and self.step % self.checkpoint_every == 0
+                    interrupted = stop_after is not None and self.step >= stop_after and not last
+                    if eval_due or ckpt_due or interrupted:
+                        t_seg = self._pause_clock(t_seg)
+                        if eval_due:
+                            metrics = self.evaluate()
+                            early = self._after_eval(metrics, train_loss)
+                            if writer is not None:
+                                writer.add_scalar("val/logloss", metrics["logloss"], self.step)
+                                writer.add_scalar("val/auc", metrics["auc"], self.step)
+                            self.model.train()
+                        if (ckpt_due or interrupted) and self.out_dir is not None:
+                            self.save_checkpoint()
+                        t_seg = time.perf_counter()
+                    if last or early or interrupted:
+                        stop = True
+                        break
+        self._pause_clock(t_seg)
+        if writer is not None:
+            writer.close()
+        if interrupted:
+            return self._result(interrupted=True)
+        if self.val_loader is not None and self.eval_every > 0 and (not self.history or self.history[-1]["step"] != self.step):
+            self._after_eval(self.evaluate(), train_loss)  # e.g. resumed a finished run
+        final_val = self.last_val
+        if self.out_dir is not None:
+            self.save_checkpoint()  # last weights, resumable (e.g. with a larger max_steps)
+        if self.cfg.restore_best and self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        result = self._result(final_val=final_val, stopped_early=early)
+        if self.out_dir is not None:
+            self._write_outputs(result)
+        return result
+
+    def _pause_clock(self, t_seg: float) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.train_seconds += now - t_seg
+        return now
+
+    def _result(self, final_val=None, stopped_early=False, interrupted=False) -> FitResult:
+        return FitResult(
+            steps=self.step, epochs=round(self.epoch, 4), best_val=self.best_val, final_val=final_val or self.last_val,
+            train_seconds=self.train_seconds, samples_per_s=self.rows_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
+            history=list(self.history), stopped_early=stopped_early, interrupted=interrupted,
+        )
+
+    def _write_outputs(self, result: FitResult) -> None:
+        """model.pt (final weights + spec), metrics.json and the resolved config."""
+        metrics = result.to_dict()
+        save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": _json_safe(metrics), "step": self.step})
+        (self.out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=2))
+        self.cfg.to_yaml(self.out_dir / CONFIG_FILE)
+
+    def _tensorboard(self):
+        if not self.cfg.tensorboard or self.out_dir is None:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
+
+    def _progress_bar(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        return Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[sps]} samples/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not (self.progress and sys.stderr.isatty()), transient=False,
+        )
+
+
+def _json_safe(obj):
+    """NaN/inf -> None so metrics.json is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj

@@ -1,0 +1,233 @@
+"""Training loop: learning, metrics, exact resume, determinism, early stopping, samplers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.metrics import log_loss, roc_auc_score
+
+from recnas.data.loader import BatchLoader
+from recnas.errors import RecnasError
+from recnas.ops.embedding import FieldEmbedding
+from recnas.train import FixedArchSampler, TrainConfig, Trainer, ctr_metrics, evaluate
+from recnas.train.trainer import lr_factor
+
+
+class ToyMLP(nn.Module):
+    """Embeddings + dense -> small MLP (with dropout, so resume must restore the RNG too)."""
+
+    def __init__(self, meta, dim: int = 4, hidden: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.embedding = FieldEmbedding(meta.vocab_sizes, dim, init_std=0.1)
+        self.mlp = nn.Sequential(nn.Linear(meta.n_dense + meta.n_sparse * dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+    def forward(self, dense, sparse):
+        x = torch.cat([dense, self.embedding(sparse).flatten(1)], 1)
+        return self.mlp(x).squeeze(1)
+
+
+class ToySupernet(nn.Module):
+    """forward(dense, sparse, arch): `arch` is a hidden width; the subnet uses a weight slice."""
+
+    def __init__(self, meta, dim: int = 4, hidden: int = 8):
+        super().__init__()
+        self.embedding = FieldEmbedding(meta.vocab_sizes, dim, init_std=0.1)
+        self.fc = nn.Linear(meta.n_dense + meta.n_sparse * dim, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, dense, sparse, arch):
+        x = torch.cat([dense, self.embedding(sparse).flatten(1)], 1)
+        h = torch.relu(nn.functional.linear(x, self.fc.weight[:arch], self.fc.bias[:arch]))
+        return nn.functional.linear(h, self.out.weight[:, :arch], self.out.bias).squeeze(1)
+
+
+class ToySampler:
+    """Random widths from a numpy Generator (its state has 128-bit ints: checks they survive)."""
+
+    def __init__(self, seed: int = 0, choices=(2, 4, 8)):
+        self.rng = np.random.default_rng(seed)
+        self.choices = choices
+        self.calls = 0
+
+    def sample(self):
+        self.calls += 1
+        return int(self.rng.choice(self.choices))
+
+    def state_dict(self):
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        self.rng.bit_generator.state = state["rng"]
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    base = dict(batch_size=32, epochs=2, lr=0.02, device="cpu", log_every=5, seed=0)
+    return TrainConfig(**{**base, **kw})
+
+
+def make_model(meta, seed=0, cls=ToyMLP, **kw):
+    torch.manual_seed(seed)
+    return cls(meta, **kw)
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# -- learning and metrics ----------------------------------------------------------------------
+def test_training_reduces_validation_logloss(tiny_store):
+    model = make_model(tiny_store.meta)
+    before = evaluate(model, tiny_store.split("val"))
+    result = Trainer(model, tiny_cfg(epochs=4), tiny_store, progress=False).fit()
+    after = evaluate(model, tiny_store.split("val"))
+    assert result.steps == 4 * (480 // 32) and result.epochs == 4
+    assert after["logloss"] < before["logloss"] - 0.05, (before, after)
+    assert after["auc"] > 0.7 and after["rows"] == 60
+    assert result.best_val["logloss"] == pytest.approx(min(h["val_logloss"] for h in result.history))
+    assert len(result.history) == 4 and result.samples_per_s > 0
+
+
+def test_ctr_metrics_match_sklearn_hand_example():
+    y = np.array([0, 1, 1, 0, 1, 0], dtype=np.float32)
+    z = np.array([-2.0, 0.5, 3.0, 0.1, -0.3, -1.0])
+    p = 1 / (1 + np.exp(-z))
+    m = ctr_metrics(y, z)
+    assert m["logloss"] == pytest.approx(log_loss(y, p)) and m["rows"] == 6
+    # by hand: positives' probs (0.62, 0.95, 0.43) vs negatives (0.12, 0.52, 0.27): 8 of 9 pairs ordered
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p)) == pytest.approx(8 / 9)
+    one_class = ctr_metrics(np.ones(3), np.array([0.1, 0.2, 0.3]))
+    assert math.isnan(one_class["auc"]) and one_class["logloss"] == pytest.approx(-np.mean(np.log(1 / (1 + np.exp(-np.array([0.1, 0.2, 0.3]))))))
+    assert math.isnan(ctr_metrics(np.empty(0), np.empty(0))["logloss"])
+    with pytest.raises(ValueError, match="differ in length"):
+        ctr_metrics(np.ones(2), np.ones(3))
+
+
+def test_evaluate_matches_sklearn_and_leaves_loader_untouched(tiny_store):
+    model = make_model(tiny_store.meta).eval()
+    val = tiny_store.split("val")
+    with torch.no_grad():
+        z = model(torch.tensor(np.array(val.dense)), torch.tensor(np.array(val.sparse)).long()).numpy()
+    loader = BatchLoader(val, 16, shuffle=True, seed=1)
+    next(iter(loader))
+    state = loader.state_dict()
+    m = evaluate(model, loader)
+    assert loader.state_dict() == state
+    assert m["logloss"] == pytest.approx(log_loss(val.label, 1 / (1 + np.exp(-z)), labels=[0, 1]), rel=1e-5)
+    assert m["auc"] == pytest.approx(roc_auc_score(val.label, z), rel=1e-5)
+    with pytest.raises(TypeError):
+        evaluate(model, [1, 2, 3])
+
+
+def test_lr_schedule_shapes():
+    assert [lr_factor(s, 4, 20, "constant") for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0) and lr_factor(20, 4, 20, "cosine") == pytest.approx(0.0)
+    assert lr_factor(12, 4, 20, "linear") == pytest.approx(0.5) and lr_factor(12, 4, 20, "cosine") == pytest.approx(0.5)
+
+
+def test_embedding_lr_gets_its_own_group(tiny_store):
+    model = make_model(tiny_store.meta)
+    t = Trainer(model, tiny_cfg(embedding_lr=0.5, weight_decay=0.01), tiny_store, progress=False)
+    groups = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
+    assert groups[id(model.embedding.weight)]["lr"] == 0.5 and groups[id(model.embedding.weight)]["weight_decay"] == 0.0
+    assert groups[id(model.mlp[0].weight)]["lr"] == 0.02 and groups[id(model.mlp[0].weight)]["weight_decay"] == 0.01
+
+
+# -- determinism and exact resume -----------------------------------------------------------------
+def test_same_seed_same_result_different_seed_differs(tiny_store):
+    runs = []
+    for seed in (0, 0, 1):
+        model = make_model(tiny_store.meta)
+        Trainer(model, tiny_cfg(seed=seed, epochs=1), tiny_store, progress=False).fit()
+        runs.append(weights(model))
+    assert_same_weights(runs[0], runs[1])
+    assert not torch.equal(runs[0]["mlp.0.weight"], runs[2]["mlp.0.weight"])
+
+
+@pytest.mark.parametrize("supernet", [False, True])
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_store, tmp_path, supernet):
+    cls = ToySupernet if supernet else ToyMLP
+    cfg = tiny_cfg(epochs=3, eval_every=7, checkpoint_every=10, lr_schedule="cosine", warmup_steps=3, early_stopping_patience=50)
+
+    def trainer(out, seed=0):
+        return Trainer(make_model(tiny_store.meta, seed=seed, cls=cls), cfg, tiny_store, out_dir=out, progress=False, sampler=ToySampler(5) if supernet else None, model_spec={"kind": "toy"})
+
+    full = trainer(tmp_path / "full")
+    ref = full.fit()
+    part = trainer(tmp_path / "part")
+    cut = part.fit(stop_after=17)  # mid-epoch, between checkpoints and evaluations
+    assert cut.interrupted and cut.steps == 17
+    resumed = trainer(tmp_path / "part", seed=99)  # different init: weights must come from the file
+    res = resumed.fit(resume=True)
+    assert res.steps == ref.steps == 45 and not res.interrupted
+    assert_same_weights(weights(full.model), weights(resumed.model))
+    assert [h["val_logloss"] for h in res.history] == [h["val_logloss"] for h in ref.history]
+    if supernet:
+        assert resumed.sampler.calls == ref.steps - 17  # the sampler stream continued, not restarted
+        assert full.eval_archs == resumed.eval_archs
+
+
+def test_fixed_arch_supernet_finetune_without_outputs(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = make_model(tiny_store.meta, cls=ToySupernet)
+    before = evaluate(model, tiny_store.split("val"), arch=4)
+    t = Trainer(model, tiny_cfg(max_steps=20, eval_every=0), tiny_store, sampler=FixedArchSampler(4), progress=False)
+    res = t.fit()
+    assert res.steps == 20 and res.history == [] and res.final_val is None and t.val_loader is None
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]  # no out_dir: nothing written beside the store
+    assert model.fc.weight.grad is not None and model.fc.weight.grad[4:].abs().sum() == 0  # only the slice trained
+    assert evaluate(model, tiny_store.split("val"), arch=4)["logloss"] < before["logloss"]
+
+
+def test_early_stopping_restores_best_weights(tiny_store):
+    model = make_model(tiny_store.meta)
+    t = Trainer(model, tiny_cfg(eval_every=1, early_stopping_patience=2, epochs=5), tiny_store, progress=False)
+    losses = iter([0.6, 0.5, 0.55, 0.56, 0.4])
+    snap = {}
+
+    def fake_eval(*a, **k):
+        v = next(losses)
+        if v == 0.5:
+            snap.update(weights(t.model))
+        return {"logloss": v, "auc": 0.5, "rows": 60}
+
+    t.evaluate = fake_eval
+    res = t.fit()
+    assert res.stopped_early and res.steps == 4
+    assert res.best_val == {"logloss": 0.5, "auc": 0.5, "step": 2} and res.final_val["logloss"] == 0.56
+    assert_same_weights(weights(model), snap)
+
+
+def test_outputs_written(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    res = Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit()
+    assert {p.name for p in out.iterdir()} >= {"model.pt", "checkpoint.pt", "metrics.json", "config.yaml"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == res.steps and metrics["best_val"]["logloss"] == pytest.approx(res.best_val["logloss"])
+    assert TrainConfig.from_yaml(out / "config.yaml") == tiny_cfg(epochs=1)
+
+
+def test_divergence_is_a_clear_error(tiny_store):
+    class Nan(ToyMLP):
+        def forward(self, dense, sparse):
+            return super().forward(dense, sparse) * float("nan")
+
+    with pytest.raises(RecnasError, match="diverged.*step 5"):
+        Trainer(make_model(tiny_store.meta, cls=Nan), tiny_cfg(), tiny_store, progress=False).fit()
+
+
+def test_fp16_on_cpu_is_refused(tiny_store):
+    from recnas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fp16"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(amp="fp16"), tiny_store, progress=False)
