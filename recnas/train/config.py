@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recnas.errors import ConfigError
 
@@ -45,6 +45,12 @@ class TrainConfig(BaseModel):
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints; None = each epoch")
     tensorboard: bool = False
     grad_clip: float | None = Field(None, gt=0)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        # YAML 1.1 reads a bare `off` as False: accept it as the "off" it was meant to be
+        return "off" if v is False else v
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":

@@ -1,0 +1,142 @@
+"""Checkpoint files: round trip, atomicity, corrupt and mismatched files, model rebuilding."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from recnas.errors import CheckpointError, DataError
+from recnas.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+from recnas.train import checkpoint as ckpt_mod
+from recnas.train import model_factory
+from recnas.train.checkpoint import rng_state, set_rng_state
+from tests.conftest import make_tiny_store
+from tests.test_trainer import ToyMLP, make_model, tiny_cfg
+
+SPEC = {"kind": "toy"}
+
+
+def trained_run(store, out, **model_kw):
+    t = Trainer(make_model(store.meta, **model_kw), tiny_cfg(epochs=1), store, out_dir=out, progress=False, model_spec=SPEC)
+    t.fit()
+    return t
+
+
+def test_roundtrip_only_plain_types(tmp_path):
+    path = tmp_path / "c.pt"
+    payload = {"model": {"w": torch.arange(3.0)}, "model_spec": {"kind": "x", "dims": [1, 2]}, "rng": rng_state(), "none": None}
+    save_checkpoint(path, payload)
+    back = load_checkpoint(path)
+    assert torch.equal(back["model"]["w"], torch.arange(3.0)) and back["model_spec"] == {"kind": "x", "dims": [1, 2]}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+
+
+def test_rng_state_restores_every_generator():
+    state = rng_state()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    set_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {}, "model_spec": {"v": 1}})
+    good = path.read_bytes()
+
+    def exploding_save(obj, fh):
+        fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"model": {}, "model_spec": {"v": 2}})
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "not-recnas"])
+def test_corrupt_checkpoint_is_refused_and_left_unchanged(tiny_store, tmp_path, damage):
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    path = out / "checkpoint.pt"
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00garbage" * 100)
+    else:
+        torch.save({"model": {}}, path)
+    bad = path.read_bytes()
+    with pytest.raises(CheckpointError, match=str(path).replace("\\", "\\\\") + ".*(corrupt|not a recnas)"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    assert path.read_bytes() == bad
+
+
+def test_mismatched_model_shape_is_refused(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    other = Trainer(make_model(tiny_store.meta, hidden=5), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    with pytest.raises(CheckpointError, match=r"does not match the model.*mlp\.0\.weight: checkpoint \(8, 19\) vs model \(5, 19\)"):
+        other.fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_mismatched_spec_config_or_missing_file_is_refused(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    with pytest.raises(CheckpointError, match="model_spec differs in: kind"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec={"kind": "other"}).fit(resume=True)
+    with pytest.raises(CheckpointError, match="batch_size: 32 -> 16"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, batch_size=16), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, out_dir=tmp_path / "empty", progress=False).fit(resume=True)
+
+
+def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    t = trained_run(tiny_store, out)
+    more = Trainer(make_model(tiny_store.meta), TrainConfig(**{**t.cfg.model_dump(), "max_steps": t.step + 5}), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    res = more.fit(resume=True)
+    assert res.steps == t.step + 5 and len(res.history) == len(t.history) + 1
+
+
+def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
+    spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
+    assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip
+    built = []
+
+    def fake_build(s, meta=None):
+        built.append((s, meta))
+        return make_model(model_factory.meta_from_spec(s), seed=7)
+
+    monkeypatch.setattr(model_factory, "build_model", fake_build)
+    out = tmp_path / "run"
+    t = Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=spec)
+    t.fit()
+    model, got_spec, extra = model_factory.load_trained(out / "model.pt")
+    assert got_spec == spec and built[0][0] == spec and extra["step"] == t.step and extra["config"]["batch_size"] == 32
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v)
+
+
+def test_spec_data_must_match_dataset(tiny_store, tmp_path):
+    spec = model_factory.baseline_spec("lr", {}, tiny_store.meta)
+    other = make_tiny_store(tmp_path / "other", vocab_sizes=(7, 11, 5, 10))
+    with pytest.raises(DataError, match=r"vocab sizes \[7, 11, 5, 9\].*\[7, 11, 5, 10\]"):
+        model_factory.check_data(spec, other.meta)
+    with pytest.raises(CheckpointError, match="unknown model kind"):
+        model_factory.build_model({"kind": "nope"})
+
+
+def test_checkpoint_without_spec_cannot_be_rebuilt(tiny_store, tmp_path):
+    out = tmp_path / "run"
+    Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False).fit()
+    with pytest.raises(CheckpointError, match="no usable model_spec"):
+        model_factory.load_trained(out / "model.pt")
+
+
+def test_toy_model_is_importable():
+    assert ToyMLP  # shared toy models live in test_trainer
