@@ -222,10 +222,11 @@ def train_and_eval(model: torch.nn.Module, store, epochs: int = 8, lr: float = 0
         return float(sum(losses)) / (len(store.split("val")) + len(store.split("test")))
 
 
-@pytest.fixture(scope="module")
-def planted_store(tmp_path_factory):
-    """Label = dense_0 +/- 1.5 by parity of (C1, C2): a pairwise interaction LR cannot express."""
-    return make_tiny_store(tmp_path_factory.mktemp("planted") / "s", rows=4000, n_dense=2, vocab_sizes=(4, 6, 5, 3), seed=1)
+@pytest.fixture(scope="module", params=[2, 0], ids=["dense", "no-dense"])
+def planted_store(request, tmp_path_factory):
+    """Label = [dense_0] +/- 1.5 by parity of (C1, C2): a pairwise interaction LR cannot express."""
+    path = tmp_path_factory.mktemp("planted") / "s"
+    return make_tiny_store(path, rows=4000, n_dense=request.param, vocab_sizes=(4, 6, 5, 3), seed=1)
 
 
 @pytest.fixture(scope="module")
