@@ -1,7 +1,89 @@
 """CLI: the main `recnas search` job, `recnas search show`, `recnas study rank`."""
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
+study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_args_is_help=True)
+
+
+@search_app.callback()
+def search(
+    ctx: typer.Context,
+    data: Optional[Path] = typer.Option(None, help="Prepared store (recnas data prepare); default: the built-in synthetic benchmark."),
+    out: Path = typer.Option(Path("runs/search"), help="Run folder (re-running continues an interrupted run)."),
+    budget: str = typer.Option("cpu", help="Preset: smoke (seconds), cpu (< 10 min on 2 cores), gpu (real data on one GPU)."),
+    config: Optional[Path] = typer.Option(None, help="YAML overriding the preset (keys of JobConfig, see docs/search.md)."),
+    space: Optional[str] = typer.Option(None, help="Search space: full or small."),
+    objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
+    hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of data, supernet sampling and evolution."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Prepare data, train a supernet, evolve, retrain the winner and compare with baselines."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from recnas.search.job import load_job_config
+    from recnas.search.pipeline import run_job
+
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed}
+    if objective is not None:
+        over["objective"] = {"kind": objective}
+    cfg = load_job_config(budget, config, **over)
+    run_job(cfg, out, progress=progress)
+
+
+@search_app.command("show")
+def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: int = typer.Option(10, help="Candidates to list.")) -> None:
+    """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
+    from recnas.errors import DataError
+    from recnas.search.results import ResultsStore
+
+    db = run / "search.sqlite"
+    if not db.exists():
+        raise DataError(f"{run}: no search.sqlite here; is this a recnas search run folder?")
+    store = ResultsStore(db)
+    rows = sorted(store.all(), key=lambda r: r["logloss"])
+    console = Console()
+    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")
+    for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
+        table.add_column(col)
+    for r in rows[:top]:
+        table.add_row(r["key"], f"{r['logloss']:.4f}", f"{r['auc']:.4f}", f"{r.get('flops', 0):,.0f}", f"{r.get('params', 0):,.0f}")
+    console.print(table)
+    if (run / "results.md").exists():
+        console.print((run / "results.md").read_text())
+    store.close()
+
+
+@study_app.command("rank")
+def rank(
+    supernet: Path = typer.Option(..., help="Supernet model.pt / checkpoint.pt."),
+    data: Path = typer.Option(..., help="The prepared store the supernet was trained on."),
+    n: int = typer.Option(20, min=2, help="Random subnets to compare."),
+    out: Path = typer.Option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
+    config: Optional[Path] = typer.Option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
+    from recnas.search.study import RankStudyConfig, run_rank_study
+
+    cfg = RankStudyConfig.load(config)
+    result = run_rank_study(supernet, data, n, out, cfg, progress=progress)
+    console = Console()
+    for name, r in result["correlation"].items():
+        console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
+    console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}")
 
 
 def register(app: typer.Typer) -> None:
     """Attach the search commands to the root app."""
+    app.add_typer(search_app, name="search")
+    app.add_typer(study_app, name="study")

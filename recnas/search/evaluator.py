@@ -1,0 +1,88 @@
+"""Scoring candidates: inherit supernet weights, fine-tune briefly, evaluate on validation.
+
+Post-training fine-tuning (NASRec): each candidate is copied out of the supernet as a compact
+subnet and trained for a few steps before scoring; the supernet itself is never modified,
+so candidates can be scored in any order (or on other machines) with the same result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from recnas.data.store import CTRStore
+from recnas.space.arch import Architecture
+from recnas.space.spaces import SearchSpace
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """What the search varies: the architecture and, in co-design, a hardware configuration."""
+
+    arch: Architecture
+    hardware: Any = None  # a recnas.hardware PIMConfig (pydantic model) or None
+
+    @property
+    def hardware_json(self) -> str | None:
+        return None if self.hardware is None else json.dumps(self.hardware.model_dump(), sort_keys=True)
+
+    @property
+    def key(self) -> str:
+        if self.hardware is None:
+            return self.arch.hash
+        return f"{self.arch.hash}-{hashlib.sha1(self.hardware_json.encode()).hexdigest()[:8]}"
+
+
+def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=None) -> dict:
+    """FLOPs and parameter counts (and PIM energy/latency when a hardware config is given)."""
+    from recnas.hardware import count_costs
+
+    c = count_costs(arch, space, meta)
+    out = {"flops": float(c.flops), "params": float(c.dense_params), "embedding_params": float(c.embedding_params)}
+    if hardware is not None:
+        from recnas.hardware import pim_cost
+
+        r = pim_cost(c, hardware)
+        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
+    return out
+
+
+class SupernetEvaluator:
+    """Callable `Genotype -> metrics dict`; deterministic for a given supernet and config."""
+
+    def __init__(self, supernet, space: SearchSpace, store: CTRStore, finetune_cfg=None, eval_rows: int | None = 20_000, device: str | torch.device = "cpu"):
+        self.supernet, self.space, self.store = supernet, space, store
+        self.finetune_cfg = finetune_cfg
+        self.eval_rows = eval_rows
+        self.device = torch.device(device)
+        self.val = store.split("val")
+
+    def subnet(self, geno: Genotype):
+        from recnas.supernet import Subnet
+
+        return Subnet.from_architecture(geno.arch, self.space, self.store.meta, self.supernet).to(self.device)
+
+    def __call__(self, geno: Genotype) -> dict:
+        from recnas.train import Trainer, evaluate
+
+        model = self.subnet(geno)
+        if self.finetune_cfg is not None:
+            Trainer(model, self.finetune_cfg, self.store, progress=False).fit()
+        context = _quantized(model, geno.hardware)
+        with context:
+            m = evaluate(model, self.val, max_rows=self.eval_rows, device=self.device)
+        return {"logloss": m["logloss"], "auc": m["auc"], **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
+
+
+def _quantized(model, hardware):
+    import contextlib
+
+    if hardware is None:
+        return contextlib.nullcontext()
+    from recnas.hardware import quantized
+
+    return quantized(model, hardware)

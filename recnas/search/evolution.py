@@ -1,0 +1,153 @@
+"""Regularized evolution (Real et al. 2019) over genotypes, as used by NASRec.
+
+Each generation: draw `sample_size` members of the population, take the best as parent,
+mutate it into a child (`children` times), evaluate the children, and retire the oldest
+members. The whole candidate sequence is a function of the seed, and every evaluation is
+cached in the results store, so re-running an interrupted search replays it without
+re-evaluating anything already scored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from recnas.search.evaluator import Genotype
+from recnas.search.objective import Objective
+from recnas.search.results import ResultsStore
+from recnas.space.mutation import mutate
+from recnas.space.samplers import random_architecture
+from recnas.space.spaces import SearchSpace
+
+
+class EvolutionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    population: int = Field(128, ge=2)
+    sample_size: int = Field(64, ge=1)
+    children: int = Field(8, ge=1)
+    generations: int = Field(240, ge=0)
+    seed: int = 0
+    hardware_mutation_prob: float = Field(0.3, ge=0, le=1, description="co-design: chance a child mutates the hardware instead")
+
+
+@dataclass
+class EvolutionResult:
+    best: Genotype
+    best_metrics: dict
+    history: list[dict] = field(default_factory=list)  # every evaluation in order
+    evaluated: int = 0  # evaluations actually run (not served from the cache)
+
+
+class RegularizedEvolution:
+    def __init__(
+        self,
+        space: SearchSpace,
+        evaluate: Callable[[Genotype], dict],
+        results: ResultsStore,
+        cfg: EvolutionConfig,
+        objective: Objective | None = None,
+        codesign: bool = False,
+        run_name: str = "search",
+        evaluate_many: Callable[[list[Genotype]], list[dict]] | None = None,
+    ):
+        if cfg.sample_size > cfg.population:
+            from recnas.errors import ConfigError
+
+            raise ConfigError(f"evolution.sample_size ({cfg.sample_size}) exceeds evolution.population ({cfg.population})")
+        self.space, self.evaluate, self.results, self.cfg = space, evaluate, results, cfg
+        self.objective = objective or Objective()
+        self.codesign, self.run_name = codesign, run_name
+        self.evaluate_many = evaluate_many
+        self.rng = np.random.default_rng(cfg.seed)
+        self.history: list[dict] = []
+        self.evaluated = 0
+
+    # -- genotype operators -----------------------------------------------------------
+    def random_genotype(self) -> Genotype:
+        hw = None
+        if self.codesign:
+            from recnas.hardware import random_pim
+
+            hw = random_pim(self.rng)
+        return Genotype(random_architecture(self.rng, self.space), hw)
+
+    def mutate(self, g: Genotype) -> Genotype:
+        if self.codesign and self.rng.random() < self.cfg.hardware_mutation_prob:
+            from recnas.hardware import mutate_pim
+
+            return Genotype(g.arch, mutate_pim(g.hardware, self.rng))
+        return Genotype(mutate(g.arch, self.space, self.rng), g.hardware)
+
+    # -- evaluation with the cache ----------------------------------------------------
+    def _score_all(self, genos: list[Genotype]) -> list[dict]:
+        todo = [g for g in genos if self.results.get(g.key) is None]
+        unique = list({g.key: g for g in todo}.values())
+        if unique:
+            if self.evaluate_many is not None:  # e.g. a Ray pool; results land when all are back
+                scored = zip(unique, self.evaluate_many(unique))
+            else:  # one at a time, each committed at once: an interruption loses at most one
+                scored = ((g, self.evaluate(g)) for g in unique)
+            for g, m in scored:
+                self.results.put(g.key, g.arch.to_json(), m, g.hardware_json)
+            self.evaluated += len(unique)
+        out = []
+        for g in genos:
+            m = dict(self.results.get(g.key))
+            m["score"] = self.objective.score(m)
+            self.history.append({"key": g.key, **m})
+            out.append(m)
+        return out
+
+    def _select(self, members: list[tuple[Genotype, dict]]) -> Genotype:
+        if self.objective.kind == "pareto":
+            from recnas.search.pareto import crowding_distance, non_dominated_sort
+
+            pts = np.array([self.objective.vector(m) for _, m in members])
+            first = non_dominated_sort(pts)[0]
+            crowd = crowding_distance(pts[first])
+            return members[first[int(np.argmax(crowd))]][0]
+        return min(members, key=lambda gm: gm[1]["score"])[0]
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self, progress: Callable[[int, int], None] | None = None) -> EvolutionResult:
+        cfg = self.cfg
+        init = [self.random_genotype() for _ in range(cfg.population)]
+        population = deque(zip(init, self._score_all(init)))
+        self._log(0, population)
+        if progress:
+            progress(0, cfg.generations)
+        for gen in range(1, cfg.generations + 1):
+            children = []
+            for _ in range(cfg.children):
+                idx = self.rng.choice(len(population), size=cfg.sample_size, replace=False)
+                parent = self._select([population[i] for i in idx])
+                children.append(self.mutate(parent))
+            for item in zip(children, self._score_all(children)):
+                population.append(item)
+                population.popleft()
+            self._log(gen, population)
+            if progress:
+                progress(gen, cfg.generations)
+        best_key = min(self.history, key=lambda h: h["score"])["key"]
+        return EvolutionResult(self._genotype(best_key), dict(self.results.get(best_key)), self.history, self.evaluated)
+
+    def _genotype(self, key: str) -> Genotype:
+        row = self.results.db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (key,)).fetchone()
+        from recnas.space.arch import Architecture
+
+        hw = None
+        if row[1] is not None:
+            from recnas.hardware import PIMConfig
+
+            hw = PIMConfig.model_validate_json(row[1])
+        return Genotype(Architecture.model_validate_json(row[0]), hw)
+
+    def _log(self, gen: int, population) -> None:
+        scores = [m["score"] for _, m in population]
+        best = min(population, key=lambda gm: gm[1]["score"])
+        self.results.log_generation(self.run_name, gen, best[0].key, float(min(scores)), float(np.mean(scores)), self.evaluated)

@@ -1,0 +1,139 @@
+"""The main job: data -> supernet -> evolution -> retrain the winner -> compare with baselines.
+
+Every stage writes its artifacts under the run folder and is skipped when they already
+exist, so re-running the same command after an interruption continues where it stopped
+(the supernet checkpoint resumes, the evolution replays from its SQLite cache).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recnas.errors import ConfigError
+from recnas.search.evolution import EvolutionConfig
+from recnas.search.objective import Objective
+from recnas.train.config import TrainConfig
+
+BASELINE_NAMES = ("lr", "dlrm", "deepfm", "dcnv2", "autoint", "xdeepfm")
+
+
+class JobConfig(BaseModel):
+    """Everything `recnas search` does; `budget` presets fill it, YAML overrides it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str | None = Field(None, description="prepared store; None = the built-in synthetic benchmark")
+    synthetic_rows: int = Field(200_000, ge=1000)
+    seed: int = 0
+    space: str = "full"
+    space_overrides: dict[str, Any] = Field(default_factory=dict)
+    sampler: str = "single-op-any-conn"
+    supernet: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: TrainConfig | None = None
+    eval_rows: int | None = Field(20_000, ge=1)
+    evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
+    objective: Objective = Field(default_factory=Objective)
+    hardware: Literal["none", "pim"] = "none"
+    final: TrainConfig = Field(default_factory=TrainConfig)
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+_TINY_SPACE = {"n_blocks": 3, "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}
+_SMALL_BASELINES = {
+    "dlrm": {"bottom_mlp": [32, 16], "top_mlp": [32, 16]},
+    "deepfm": {"mlp": [32, 32]},
+    "dcnv2": {"mlp": [32, 32], "cross_layers": 2},
+    "autoint": {"attention_layers": 1},
+    "xdeepfm": {"cin": [8, 8], "mlp": [32, 32]},
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on a laptop CPU: used by the tests
+    "smoke": dict(
+        synthetic_rows=3000,
+        space_overrides=_TINY_SPACE,
+        supernet=dict(batch_size=256, epochs=1, lr=3e-3, eval_every=0, device="cpu"),
+        finetune=dict(batch_size=256, max_steps=2, lr=1e-3, eval_every=0, restore_best=False, device="cpu"),
+        eval_rows=300,
+        evolution=dict(population=6, sample_size=3, children=2, generations=2),
+        final=dict(batch_size=256, epochs=1, lr=3e-3, device="cpu"),
+        baselines=["lr", "dlrm"],
+        baseline_hparams={"dlrm": {"bottom_mlp": [8, 16], "top_mlp": [8]}},
+    ),
+    # the default: under 10 minutes on 2 CPU cores
+    "cpu": dict(
+        synthetic_rows=200_000,
+        space_overrides={"n_blocks": 5, "dense_dims": [16, 32, 64, 128, 256], "sparse_dims": [8, 16, 24, 32], "emb_dim": 16},
+        supernet=dict(batch_size=1024, epochs=3, lr=2e-3, warmup_steps=50, lr_schedule="cosine", eval_every=0),
+        finetune=dict(batch_size=1024, max_steps=10, lr=5e-4, eval_every=0, restore_best=False),
+        eval_rows=10_000,
+        evolution=dict(population=24, sample_size=8, children=4, generations=10),
+        final=dict(batch_size=1024, epochs=4, lr=2e-3, lr_schedule="cosine", early_stopping_patience=2),
+    ),
+    # real data on one GPU (NASRec-scale search)
+    "gpu": dict(
+        synthetic_rows=2_000_000,
+        supernet=dict(batch_size=4096, epochs=1, lr=1e-3, warmup_steps=500, lr_schedule="cosine", resident_data=True, eval_every=0),
+        finetune=dict(batch_size=4096, max_steps=50, lr=2e-4, eval_every=0, restore_best=False, resident_data=True),
+        eval_rows=200_000,
+        evolution=dict(population=128, sample_size=64, children=8, generations=240),
+        final=dict(batch_size=4096, epochs=2, lr=1e-3, lr_schedule="cosine", resident_data=True),
+    ),
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("baseline_hparams", "space_overrides") else v
+    return out
+
+
+def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overrides) -> JobConfig:
+    """Preset `budget`, then the YAML file at `path`, then keyword overrides (None = unset)."""
+    if budget not in PRESETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
+    data = dict(PRESETS[budget])
+    source = f"budget {budget!r}"
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+        data = _merge(data, loaded)
+        source = str(path)
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return JobConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: " + "; ".join(_explain(e) for e in exc.errors())) from None
+
+
+def _explain(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        parent = JobConfig
+        for part in err["loc"][:-1]:
+            field = parent.model_fields.get(str(part))
+            ann = getattr(field, "annotation", None) if field else None
+            parent = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if parent is None:
+                break
+        allowed = ", ".join(parent.model_fields) if parent else "?"
+        return f"unknown key {key!r} (allowed: {allowed})"
+    return f"{key}: {err['msg']}"
+
+
+def dump_config(cfg: JobConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))

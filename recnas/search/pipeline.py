@@ -1,0 +1,153 @@
+"""Runs the main job stage by stage; each stage is skipped when its artifacts exist."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from recnas.data.store import CTRStore
+from recnas.search.evaluator import Genotype, SupernetEvaluator, architecture_costs
+from recnas.search.evolution import RegularizedEvolution
+from recnas.search.job import JobConfig, dump_config
+from recnas.search.report import write_report
+from recnas.search.results import ResultsStore
+from recnas.space import get_space
+from recnas.space.samplers import make_sampler
+from recnas.train import Trainer, evaluate
+from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
+
+
+def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
+    if cfg.data is not None:
+        return CTRStore(cfg.data)
+    path = out.parent / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
+    if not (path / "meta.json").exists():
+        from recnas.data.synthetic import generate
+
+        console.print(f"[bold]data[/] generating the synthetic benchmark ({cfg.synthetic_rows:,} rows) -> {path}")
+        generate(path, rows=cfg.synthetic_rows, seed=cfg.seed)
+    else:
+        console.print(f"[bold]data[/] reusing {path}")
+    return CTRStore(path)
+
+
+def fit_or_load(model, tcfg, store, out_dir: Path, spec: dict, progress: bool, sampler=None) -> tuple[torch.nn.Module, dict]:
+    """Train into `out_dir` (resuming a checkpoint there), or load the finished model."""
+    if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
+        model, _, _ = load_trained(out_dir / "model.pt")
+        return model, json.loads((out_dir / "metrics.json").read_text())
+    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress)
+    result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
+    return trainer.model, result.to_dict()
+
+
+def _stage(console: Console, name: str, detail: str = "") -> None:
+    console.print(f"[bold cyan]==>[/] [bold]{name}[/] {detail}")
+
+
+def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> dict:
+    """The whole pipeline; returns the results dict also written to out/results.json."""
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
+    t_start = time.perf_counter()
+
+    store = prepare_data(cfg, out, console)
+    meta = store.meta
+    space = get_space(cfg.space, **cfg.space_overrides)
+    device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
+
+    # 1. supernet
+    from recnas.supernet import Supernet
+
+    _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
+    supernet = Supernet(space, meta)
+    sampler = make_sampler(cfg.sampler, space, cfg.seed)
+    supernet, sn_metrics = fit_or_load(supernet, cfg.supernet, store, out / "supernet", supernet_spec(space, meta, cfg.sampler), progress, sampler)
+    supernet = supernet.to(device).eval()
+
+    # 2. evolution
+    codesign = cfg.hardware == "pim"
+    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {cfg.objective.kind}")
+    results = ResultsStore(out / "search.sqlite")
+    evaluator = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
+    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign)
+    with _progress(progress, console) as bar:
+        task = bar.add_task("generations", total=cfg.evolution.generations)
+        evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
+    best = evo_result.best
+    best.arch.save(out / "best_arch.json")
+    if best.hardware is not None:
+        (out / "best_hardware.json").write_text(best.hardware_json)
+    console.print(f"    best candidate {best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} (inherited weights), {evo_result.evaluated} evaluated this run, {len(results)} in store")
+
+    # 3. the winner, from scratch
+    from recnas.supernet import Subnet
+
+    _stage(console, "retrain", "the best architecture from scratch")
+    rows = []
+    model, fit = fit_or_load(Subnet.from_architecture(best.arch, space, meta), cfg.final, store, out / "best", subnet_spec(best.arch, space, meta), progress)
+    costs = architecture_costs(best.arch, space, meta, best.hardware)
+    rows.append(_row("recnas (searched)", model, store, fit, costs, device))
+
+    # 4. baselines under the same training budget
+    from recnas.baselines import build_baseline
+
+    for name in cfg.baselines:
+        _stage(console, "baseline", name)
+        hp = cfg.baseline_hparams.get(name, {})
+        bl = build_baseline(name, meta, **hp)
+        bl, fit = fit_or_load(bl, cfg.final, store, out / "baselines" / name, baseline_spec(name, bl.hparams, meta), progress)
+        rows.append(_row(name, bl, store, fit, _module_costs(bl, meta, best.hardware if codesign else None), device))
+
+    report = {
+        "dataset": meta.name,
+        "bayes": meta.bayes,
+        "space": space.model_dump(mode="json"),
+        "best_arch": json.loads(best.arch.to_json()),
+        "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
+        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
+        "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
+        "models": rows,
+        "total_seconds": time.perf_counter() - t_start,
+    }
+    write_report(out, report, results, evo.run_name, cfg.objective)
+    results.close()
+    console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
+    return report
+
+
+def _progress(enabled: bool, console: Console) -> Progress:
+    return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not enabled, transient=True)
+
+
+def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device) -> dict:
+    test = evaluate(model.to(device), store.split("test"), device=device)
+    row = {"model": name, "test_logloss": test["logloss"], "test_auc": test["auc"], "train_seconds": fit.get("train_seconds", math.nan), **costs}
+    bayes = store.meta.bayes or {}
+    if "test_logloss" in bayes:
+        row["gap_to_bayes"] = test["logloss"] - bayes["test_logloss"]
+    return row
+
+
+def _module_costs(model, meta, hardware=None) -> dict:
+    """FLOPs/params of any module by profiling one sample (and its PIM mapping if asked)."""
+    from recnas.hardware import profile_module
+
+    dense = torch.zeros(1, meta.n_dense)
+    sparse = torch.zeros(1, meta.n_sparse, dtype=torch.long)
+    p = profile_module(model.cpu(), dense, sparse)
+    out = {"flops": float(p["flops"]), "params": float(p["dense_params"]), "embedding_params": float(p["embedding_params"])}
+    if hardware is not None:
+        from recnas.hardware import pim_cost_module
+
+        r = pim_cost_module(model, dense, sparse, hardware)
+        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns))
+    return out

@@ -1,0 +1,106 @@
+"""Run-folder report: results table (markdown + JSON) and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from recnas.search.objective import Objective
+from recnas.search.results import ResultsStore
+
+COLUMNS = [
+    ("model", "model", "{}"),
+    ("test_logloss", "test log loss", "{:.4f}"),
+    ("test_auc", "test AUC", "{:.4f}"),
+    ("gap_to_bayes", "gap to Bayes", "{:+.4f}"),
+    ("params", "dense params", "{:,.0f}"),
+    ("embedding_params", "emb. params", "{:,.0f}"),
+    ("flops", "FLOPs/sample", "{:,.0f}"),
+    ("energy", "PIM energy (pJ)", "{:,.0f}"),
+    ("latency", "PIM latency (ns)", "{:,.0f}"),
+    ("train_seconds", "train s", "{:.1f}"),
+]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = []
+        for key, _, fmt in cols:
+            v = r.get(key)
+            cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective) -> None:
+    out = Path(out)
+    (out / "results.json").write_text(json.dumps(report, indent=2, default=float))
+    md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
+    if report.get("bayes"):
+        b = report["bayes"]
+        md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
+    md += ["", markdown_table(report["models"]), "", f"Search: {report['search']['candidates_in_store']} candidates evaluated; best architecture in `best_arch.json`.", ""]
+    md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
+    (out / "results.md").write_text("\n".join(md))
+    plot_progress(out / "search_progress.png", results.generations(run))
+    plot_score_vs_cost(out / "score_vs_cost.png", results.all(), report["models"], objective)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_progress(path: Path, gens: list[dict]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if gens:
+        g = [r["generation"] for r in gens]
+        ax.plot(g, [r["best_score"] for r in gens], marker="o", label="best in population")
+        ax.plot(g, [r["mean_score"] for r in gens], linestyle="--", label="population mean")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("score (validation log loss, inherited weights)")
+    ax.set_title("regularized evolution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops") -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    cand = [c for c in candidates if cost in c]
+    if cand:
+        x = np.array([c[cost] for c in cand])
+        y = np.array([c["logloss"] for c in cand])
+        ax.scatter(x, y, s=14, alpha=0.5, label="candidates (supernet, val)")
+        if objective.kind == "pareto" or len(cand) > 2:
+            from recnas.search.pareto import pareto_front
+
+            front = pareto_front(np.stack([y, x], 1))
+            order = sorted(front, key=lambda i: x[i])
+            ax.plot(x[order], y[order], color="C3", marker=".", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{cost} per sample")
+    ax.set_ylabel("validation log loss")
+    ax2 = ax.twinx()
+    for m, marker in zip(models, "*Dsv^<>ph"):
+        if cost in m:
+            ax2.scatter([m[cost]], [m["test_logloss"]], marker=marker, s=60, color="k")
+            ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax2.set_ylabel("test log loss (trained models, black)")
+    ax.legend(loc="upper right", fontsize=8)
+    ax.set_title(f"quality vs {cost}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,90 @@
+"""SQLite results store: every evaluated candidate, so a search resumes without re-evaluating
+and can be queried afterwards (`recnas search show`).
+
+Why SQLite: one file, transactional (a crash never leaves half a row), stdlib, and queryable
+with any SQL tool. Each result is committed as soon as it is computed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from recnas.errors import DataError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    key TEXT PRIMARY KEY,
+    arch TEXT NOT NULL,
+    hardware TEXT,
+    metrics TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS generations (
+    run TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    best_key TEXT NOT NULL,
+    best_score REAL NOT NULL,
+    mean_score REAL NOT NULL,
+    evaluated INTEGER NOT NULL,
+    PRIMARY KEY (run, generation)
+);
+CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class ResultsStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise DataError(f"{self.path}: not a readable recnas results database ({exc})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- candidates -------------------------------------------------------------------
+    def get(self, key: str) -> dict | None:
+        row = self.db.execute("SELECT metrics FROM candidates WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def put(self, key: str, arch_json: str, metrics: dict, hardware_json: str | None = None) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO candidates (key, arch, hardware, metrics, created) VALUES (?, ?, ?, ?, ?)",
+                (key, arch_json, hardware_json, json.dumps(metrics), time.time()),
+            )
+
+    def all(self) -> list[dict]:
+        rows = self.db.execute("SELECT key, arch, hardware, metrics FROM candidates ORDER BY created").fetchall()
+        return [{"key": k, "arch": a, "hardware": h, **json.loads(m)} for k, a, h, m in rows]
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
+
+    # -- progress ---------------------------------------------------------------------
+    def log_generation(self, run: str, generation: int, best_key: str, best_score: float, mean_score: float, evaluated: int) -> None:
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?)",
+                (run, generation, best_key, best_score, mean_score, evaluated),
+            )
+
+    def generations(self, run: str) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT generation, best_key, best_score, mean_score, evaluated FROM generations WHERE run = ? ORDER BY generation", (run,)
+        ).fetchall()
+        return [dict(zip(("generation", "best_key", "best_score", "mean_score", "evaluated"), r)) for r in rows]
+
+    def set_info(self, key: str, value) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(value)))
+
+    def info(self, key: str, default=None):
+        row = self.db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
