@@ -1,0 +1,99 @@
+import math
+
+import numpy as np
+import pytest
+
+from recnas.errors import ConfigError
+from recnas.search.evaluator import Genotype
+from recnas.search.evolution import EvolutionConfig, RegularizedEvolution
+from recnas.search.objective import Objective
+from recnas.search.rank import rank_correlation
+from recnas.search.results import ResultsStore
+from recnas.space import get_space
+
+
+def fake_metrics(g: Genotype) -> dict:
+    """A deterministic landscape: wider dense dims and 'dot' are better, cost grows with width."""
+    a = g.arch
+    width = sum(b.dense_dim for b in a.blocks)
+    dots = sum("dot" in b.sparse_ops for b in a.blocks)
+    return {"logloss": 0.5 - 0.0005 * width - 0.01 * dots, "auc": 0.7, "flops": float(width * 100), "params": float(width)}
+
+
+class Counting:
+    def __init__(self, fail_after=None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, g):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.calls += 1
+        return fake_metrics(g)
+
+
+CFG = EvolutionConfig(population=12, sample_size=4, children=3, generations=8, seed=3)
+
+
+def test_evolution_improves_on_the_initial_population(tmp_path):
+    space = get_space("full-tiny")
+    res = ResultsStore(tmp_path / "r.sqlite")
+    evo = RegularizedEvolution(space, Counting(), res, CFG)
+    out = evo.run()
+    gens = res.generations("search")
+    assert [g["generation"] for g in gens] == list(range(9))
+    assert gens[-1]["best_score"] <= gens[0]["best_score"]
+    assert gens[-1]["mean_score"] < gens[0]["mean_score"]  # selection pressure moves the population
+    assert out.best_metrics["logloss"] == min(h["logloss"] for h in out.history)
+    assert len(out.history) == 12 + 8 * 3
+
+
+def test_interrupted_search_resumes_without_re_evaluating(tmp_path):
+    space = get_space("full-tiny")
+    full = RegularizedEvolution(space, Counting(), ResultsStore(tmp_path / "full.sqlite"), CFG).run()
+
+    db = tmp_path / "r.sqlite"
+    first = Counting(fail_after=17)
+    with pytest.raises(KeyboardInterrupt):
+        RegularizedEvolution(space, first, ResultsStore(db), CFG).run()
+    assert len(ResultsStore(db)) == 17  # everything scored before the interruption was kept
+    second = Counting()
+    resumed = RegularizedEvolution(space, second, ResultsStore(db), CFG).run()
+    assert second.calls == full.evaluated - 17  # nothing scored twice
+    assert resumed.best.key == full.best.key
+    assert [h["key"] for h in resumed.history] == [h["key"] for h in full.history]
+
+
+def test_penalized_objective_prefers_cheaper_models_over_target(tmp_path):
+    obj = Objective(kind="penalized", targets={"flops": 1000.0}, beta=1.0)
+    assert obj.score({"logloss": 0.4, "flops": 900.0}) == pytest.approx(0.4)  # under target: no penalty
+    assert obj.score({"logloss": 0.4, "flops": 2000.0}) == pytest.approx(1.4)
+    space = get_space("full-tiny")
+    plain = RegularizedEvolution(space, Counting(), ResultsStore(tmp_path / "a.sqlite"), CFG).run()
+    cheap = RegularizedEvolution(space, Counting(), ResultsStore(tmp_path / "b.sqlite"), CFG, Objective(kind="penalized", targets={"flops": 3000.0}, beta=1.0)).run()
+    assert cheap.best_metrics["flops"] < plain.best_metrics["flops"]
+
+
+def test_bad_evolution_config_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="sample_size"):
+        RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), EvolutionConfig(population=4, sample_size=8))
+
+
+def test_corrupt_results_database_is_a_clear_error(tmp_path):
+    from recnas.errors import DataError
+
+    bad = tmp_path / "r.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DataError, match="not a readable recnas results database"):
+        ResultsStore(bad)
+
+
+def test_rank_correlation_on_hand_made_rankings():
+    same = rank_correlation([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert same["kendall_tau"] == pytest.approx(1.0) and same["spearman"] == pytest.approx(1.0)
+    rev = rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])
+    assert rev["kendall_tau"] == pytest.approx(-1.0)
+    # one swapped pair out of 6: tau = (5 - 1) / 6
+    assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4])["kendall_tau"] == pytest.approx(4 / 6)
+    r = rank_correlation([1, 2, float("nan"), 4], [1, 2, 3, 4])
+    assert r["n"] == 3 and r["kendall_tau"] == pytest.approx(1.0)
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3])["kendall_tau"])
