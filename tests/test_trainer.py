@@ -14,7 +14,8 @@ from sklearn.metrics import log_loss, roc_auc_score
 from recnas.data.loader import BatchLoader
 from recnas.errors import RecnasError
 from recnas.ops.embedding import FieldEmbedding
-from recnas.train import FixedArchSampler, TrainConfig, Trainer, ctr_metrics, evaluate
+from recnas.space.samplers import FixedSampler
+from recnas.train import TrainConfig, Trainer, ctr_metrics, evaluate
 from recnas.train.trainer import lr_factor
 
 
@@ -181,7 +182,7 @@ def test_fixed_arch_supernet_finetune_without_outputs(tiny_store, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     model = make_model(tiny_store.meta, cls=ToySupernet)
     before = evaluate(model, tiny_store.split("val"), arch=4)
-    t = Trainer(model, tiny_cfg(max_steps=20, eval_every=0), tiny_store, sampler=FixedArchSampler(4), progress=False)
+    t = Trainer(model, tiny_cfg(max_steps=20, eval_every=0), tiny_store, sampler=FixedSampler(4), progress=False)
     res = t.fit()
     assert res.steps == 20 and res.history == [] and res.final_val is None and t.val_loader is None
     assert [p.name for p in tmp_path.iterdir()] == ["tiny"]  # no out_dir: nothing written beside the store

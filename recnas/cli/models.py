@@ -1,12 +1,209 @@
-"""CLI: supernet / subnet / baseline training and evaluation."""
+"""CLI: train a supernet, a subnet or a baseline, and evaluate any trained checkpoint.
+
+Every training command shares one path (`_train`): load the store and config, seed, build
+the model, run the Trainer into `--out` (model.pt, checkpoint.pt, metrics.json,
+config.yaml). Heavy imports happen inside the commands so `recnas --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Callable, Optional
 
 import typer
+
+from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
 baseline_app = typer.Typer(no_args_is_help=True)
 
+DATA = typer.Option(..., "--data", help="prepared dataset directory (recnas data prepare / synth)")
+CONFIG = typer.Option(..., "--config", help="training config YAML (see configs/ and docs/training.md)")
+OUT = typer.Option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
+RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
+OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
+STEPS = typer.Option(None, "--steps", help="override max_steps (total optimizer steps)")
+SEED = typer.Option(None, "--seed", help="override the config's seed")
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
+SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny")
 
-def evaluate() -> None:
-    """Evaluate a checkpoint (implemented with the training engine)."""
-    raise typer.Exit(1)
+
+def _setup_logging() -> None:
+    """Evaluation lines of the trainer go to stderr (useful when there is no progress bar)."""
+    logger = logging.getLogger("recnas")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
+
+
+def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None) -> None:
+    """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding."""
+    from recnas.data.store import CTRStore
+    from recnas.train import TrainConfig, Trainer, seed_everything
+
+    cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
+    store = CTRStore(data)
+    out = Path(out)
+    if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
+    seed_everything(cfg.seed)
+    model, spec, sampler = build(store, cfg)
+    _setup_logging()
+    result = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress).fit(resume=resume)
+    best = result.best_val or {}
+    typer.echo(
+        f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
+        f"{result.samples_per_s:,.0f} samples/s; best val logloss {_fmt(best.get('logloss'))} auc {_fmt(best.get('auc'))}"
+        + (" (early stop)" if result.stopped_early else "")
+    )
+    typer.echo(f"wrote {out / 'model.pt'}, {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'config.yaml'}")
+
+
+@supernet_app.command("train")
+def supernet_train(
+    data: Path = DATA,
+    config: Path = CONFIG,
+    out: Path = OUT,
+    space: str = SPACE,
+    sampler: str = typer.Option("single-op-any-conn", "--sampler", help="single-path, any-path, single-op-any-conn, farthest-greedy"),
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    steps: Optional[int] = STEPS,
+    seed: Optional[int] = SEED,
+    progress: bool = PROGRESS,
+) -> None:
+    """Train the weight-sharing supernet, one sampled subnet per step."""
+
+    def build(store, cfg):
+        from recnas.space import get_space
+        from recnas.space.samplers import make_sampler
+        from recnas.supernet import Supernet
+        from recnas.train import supernet_spec
+
+        sp = get_space(space)
+        return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
+
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+
+
+@subnet_app.command("train")
+def subnet_train(
+    data: Path = DATA,
+    arch: Path = typer.Option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
+    config: Path = CONFIG,
+    out: Path = OUT,
+    space: str = SPACE,
+    inherit: Optional[Path] = typer.Option(None, "--inherit", help="supernet model.pt/checkpoint.pt to inherit weights from"),
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    steps: Optional[int] = STEPS,
+    seed: Optional[int] = SEED,
+    progress: bool = PROGRESS,
+) -> None:
+    """Train one architecture (from scratch, or starting from supernet weights)."""
+
+    def build(store, cfg):
+        from recnas.space import Architecture, get_space
+        from recnas.supernet import Subnet
+        from recnas.train import subnet_spec
+
+        sp = get_space(space)
+        a = Architecture.load(arch).validate_for(sp, store.meta.n_sparse)
+        supernet = None
+        if inherit is not None and not resume:  # on resume the weights come from the checkpoint
+            supernet = _load_supernet(inherit, sp, store.meta)
+        return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
+
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+
+
+def _load_supernet(path: Path, space, meta):
+    from recnas.train.model_factory import check_data, load_trained
+
+    model, spec, _ = load_trained(path)
+    if spec.get("kind") != "supernet":
+        raise ConfigError(f"{path}: --inherit needs a supernet checkpoint, this one holds a {spec.get('kind')}")
+    if spec["space"] != space.model_dump(mode="json"):
+        raise ConfigError(f"{path}: supernet was trained on space {spec['space'].get('name')!r}, not {space.name!r}")
+    check_data(spec, meta, where=str(path))
+    return model
+
+
+@baseline_app.command("train")
+def baseline_train(
+    name: str = typer.Argument(..., help="lr, dlrm, deepfm, dcnv2, autoint or xdeepfm"),
+    data: Path = DATA,
+    config: Path = CONFIG,
+    out: Path = OUT,
+    hparams: Optional[str] = typer.Option(None, "--hparams", help='model hyper-parameters as JSON, e.g. \'{"mlp": [64, 64]}\''),
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    steps: Optional[int] = STEPS,
+    seed: Optional[int] = SEED,
+    progress: bool = PROGRESS,
+) -> None:
+    """Train a hand-designed baseline."""
+    try:
+        hp = json.loads(hparams) if hparams else {}
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--hparams: invalid JSON ({exc})") from None
+    if not isinstance(hp, dict):
+        raise ConfigError("--hparams: expected a JSON object of hyper-parameters")
+
+    def build(store, cfg):
+        from recnas.baselines import build_baseline
+        from recnas.train import baseline_spec
+
+        model = build_baseline(name, store.meta, **hp)
+        return model, baseline_spec(name, model.hparams, store.meta), None
+
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+
+
+def evaluate(
+    ckpt: Path = typer.Option(..., "--ckpt", help="model.pt or checkpoint.pt written by a training command"),
+    data: Path = DATA,
+    split: str = typer.Option("test", "--split", help="train, val or test"),
+    arch: Optional[Path] = typer.Option(None, "--arch", help="architecture JSON (required for a supernet checkpoint)"),
+    json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the metrics as JSON here"),
+    batch_size: int = typer.Option(4096, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    """Log loss and AUC of a trained checkpoint on one split."""
+    from recnas.data.store import CTRStore
+    from recnas.train import evaluate as evaluate_model
+    from recnas.train.model_factory import check_data, load_trained
+    from recnas.train.trainer import resolve_device
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")
+    dev = resolve_device(device)
+    store = CTRStore(data)
+    model, spec, extra = load_trained(ckpt, map_location=dev)
+    check_data(spec, store.meta, where=str(data))
+    a = None
+    if spec["kind"] == "supernet":
+        if arch is None:
+            raise ConfigError(f"{ckpt} holds a supernet: pass --arch to choose the subnet to evaluate")
+        from recnas.space import Architecture, SearchSpace
+
+        a = Architecture.load(arch).validate_for(SearchSpace(**spec["space"]), store.meta.n_sparse)
+    metrics = evaluate_model(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
+    typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
+    if json_out is not None:
+        record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": extra.get("step"), **metrics}
+        record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(record, indent=2))

@@ -7,9 +7,9 @@ from recnas.train.checkpoint import load_checkpoint, save_checkpoint, seed_every
 from recnas.train.config import TrainConfig, merge_overrides
 from recnas.train.metrics import ctr_metrics, evaluate
 from recnas.train.model_factory import baseline_spec, build_model, load_trained, subnet_spec, supernet_spec
-from recnas.train.trainer import FitResult, FixedArchSampler, Trainer
+from recnas.train.trainer import FitResult, Trainer
 
 __all__ = [
-    "FitResult", "FixedArchSampler", "TrainConfig", "Trainer", "baseline_spec", "build_model", "ctr_metrics", "evaluate",
+    "FitResult", "TrainConfig", "Trainer", "baseline_spec", "build_model", "ctr_metrics", "evaluate",
     "load_checkpoint", "load_trained", "merge_overrides", "save_checkpoint", "seed_everything", "subnet_spec", "supernet_spec",
 ]

@@ -56,23 +56,6 @@ class FitResult:
         return asdict(self)
 
 
-class FixedArchSampler:
-    """A "sampler" that always returns one architecture: trains a supernet's single subnet
-    (the search's short fine-tunes). Costs nothing per step and has no state."""
-
-    def __init__(self, arch):
-        self.arch = arch
-
-    def sample(self):
-        return self.arch
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,7 +163,7 @@ class Trainer:
         the training sampler's stream is untouched and a resumed run draws the same ones)."""
         if sampler is None:
             return None
-        if isinstance(sampler, FixedArchSampler):
+        if getattr(sampler, "arch", None) is not None:  # a fixed sampler (recnas.space.samplers.FixedSampler)
             return [sampler.arch]
         probe = copy.deepcopy(sampler)
         return [probe.sample() for _ in range(n)]

@@ -1,0 +1,98 @@
+"""`recnas supernet/subnet/baseline train` and `recnas evaluate`, run through `recnas.cli.main`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from recnas.cli import main
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+TINY = str(CONFIGS / "train-tiny.yaml")
+
+
+def run(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Call the real entry point (error handling included); returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["recnas", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_bad_config_exits_2_with_one_line(tiny_store, tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 1\nlearning_rate: 0.1\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", bad, "--out", tmp_path / "o")
+    assert code == 2
+    line = error_line(err)
+    assert str(bad) in line and "'learning_rate'" in line and "valid keys" in line
+    bad.write_text("optimizer: sgd\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", bad, "--out", tmp_path / "o")
+    assert code == 2 and "allowed: adam, adagrad" in error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_refuses_a_corrupt_checkpoint(tiny_store, tmp_path, monkeypatch, capsys):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes(b"not a checkpoint")
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tiny_store.dir)
+    assert code == 2 and "corrupt" in error_line(err)
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
+def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("recnas.baselines").build_baseline
+    out = tmp_path / "lr"
+    args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", "10"]
+    code, stdout, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "trained 10 steps" in stdout and {p.name for p in out.iterdir()} >= {"model.pt", "checkpoint.pt", "metrics.json", "config.yaml"}
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 10
+
+    code, _, err = run(monkeypatch, capsys, *args)  # an existing run is never clobbered silently
+    assert code == 2 and "--resume" in error_line(err)
+    code, stdout, err = run(monkeypatch, capsys, *args[:-1], "15", "--resume")
+    assert code == 0 and "trained 15 steps" in stdout, err
+
+    report = tmp_path / "eval.json"
+    code, stdout, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--split", "test", "--json-out", report)
+    assert code == 0, err
+    got = json.loads(report.read_text())
+    assert got["rows"] == 60 and got["step"] == 15 and 0 < got["logloss"] < 2 and f"logloss {got['logloss']:.5f}" in stdout
+
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "x", "--hparams", "{oops")
+    assert code == 2 and "--hparams" in error_line(err)
+
+
+def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("recnas.supernet").Supernet
+    from recnas.space import get_space
+    from recnas.space.samplers import make_sampler
+
+    arch = tmp_path / "arch.json"
+    make_sampler("single-op-any-conn", get_space("small-tiny"), 1).sample().save(arch)
+    sn = tmp_path / "sn"
+    common = ["--data", tiny_store.dir, "--config", TINY, "--space", "small-tiny", "--steps", "3"]
+    code, _, err = run(monkeypatch, capsys, "supernet", "train", *common, "--out", sn)
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", sn / "model.pt", "--data", tiny_store.dir)
+    assert code == 2 and "--arch" in error_line(err)
+    code, stdout, err = run(monkeypatch, capsys, "evaluate", "--ckpt", sn / "model.pt", "--data", tiny_store.dir, "--arch", arch)
+    assert code == 0 and "logloss" in stdout, err
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub", "--inherit", sn / "model.pt")
+    assert code == 0, err
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub2", "--inherit", tmp_path / "sub" / "model.pt")
+    assert code == 2 and "needs a supernet checkpoint" in error_line(err)
