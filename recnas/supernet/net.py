@@ -12,25 +12,34 @@ import torch.nn as nn
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
 from recnas.ops.elastic import ElasticLinear
-from recnas.ops.embedding import FieldEmbedding
+from recnas.ops.embedding import FieldEmbedding, MixedWidthEmbedding
 from recnas.space.arch import Architecture
 from recnas.space.spaces import SearchSpace
 from recnas.supernet.block import BlockCapacity, ChoiceBlock
 
 
 class NASRecNet(nn.Module):
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int):
+    """`emb_dims` (a subnet's per-field widths) selects compact tables (sum vocab_i * w_i
+    parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
+    supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
+
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, emb_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
-        self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim)
+        if emb_dims is None:
+            self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim)
+        else:
+            self.embedding = MixedWidthEmbedding(meta.vocab_sizes, list(emb_dims), emb_dim, identity=True)
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.head = ElasticLinear(capacities[-1].dense_dim, 1)
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
-        widths = None
-        if arch.emb_dims is not None:
-            widths = torch.as_tensor(arch.emb_dims, device=sparse.device)
-        dense_outs, sparse_outs = [dense], [self.embedding(sparse, widths)]
+        if isinstance(self.embedding, MixedWidthEmbedding):
+            emb = self.embedding(sparse)  # widths are built into the compact tables
+        else:
+            widths = None if arch.emb_dims is None else torch.as_tensor(arch.emb_dims, device=sparse.device)
+            emb = self.embedding(sparse, widths)
+        dense_outs, sparse_outs = [dense], [emb]
         for block, spec in zip(self.blocks, arch.blocks):
             d, s = block(dense_outs, sparse_outs, spec)
             dense_outs.append(d)
@@ -79,7 +88,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.emb_dims)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
@@ -94,10 +103,21 @@ class Subnet(NASRecNet):
 
 
 def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
-    """Copy the leading slice of every supernet tensor into the same-named subnet tensor."""
+    """Copy the leading slice of every supernet tensor into the same-named subnet tensor;
+    compact mixed-width embeddings copy their own slices (`MixedWidthEmbedding.inherit_from`)."""
     source = supernet.state_dict()
+    done: set[str] = set()
     with torch.no_grad():
+        for prefix, module in subnet.named_modules():
+            if isinstance(module, MixedWidthEmbedding):
+                try:
+                    module.inherit_from(supernet.get_submodule(prefix))
+                except (AttributeError, ValueError) as exc:
+                    raise ConfigError(f"cannot inherit embedding {prefix!r} from the supernet: {exc}") from None
+                done |= {f"{prefix}.{n}" for n in module.state_dict()}
         for name, target in subnet.state_dict().items():
+            if name in done:
+                continue
             if name not in source:
                 raise ConfigError(f"supernet has no weight {name!r}: architecture does not belong to its space")
             src = source[name]
