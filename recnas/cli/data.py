@@ -1,5 +1,110 @@
-"""CLI commands (placeholder app; commands are added by the owning sub-package)."""
+"""`recnas data prepare` (raw CTR file -> store) and `recnas data synth` (synthetic benchmark)."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Prepare raw CTR data or generate the synthetic benchmark.")
+
+
+class Dataset(str, Enum):
+    criteo = "criteo"
+    avazu = "avazu"
+    kdd12 = "kdd12"
+    csv = "csv"
+
+
+class SplitMethod(str, Enum):
+    stratified = "stratified"
+    sequential = "sequential"
+
+
+class BadRowPolicy(str, Enum):
+    error = "error"
+    skip = "skip"
+
+
+def summary(meta, elapsed: float) -> str:
+    """A few lines: rows per split, vocabulary sizes, bad rows, time and throughput."""
+    total = sum(meta.rows.values())
+    splits = ", ".join(f"{k} {v:,} (pos {meta.positive_rate.get(k, 0.0):.4f})" for k, v in meta.rows.items())
+    vocab = ", ".join(f"{n}={v:,}" for n, v in zip(meta.cat_names, meta.vocab_sizes))
+    return "\n".join(
+        [
+            f"{meta.name}: {total:,} rows in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} rows/s); {meta.n_dense} dense, {meta.n_sparse} categorical",
+            f"  splits: {splits}",
+            f"  vocab sizes (incl. OOV id 0): {vocab}" if not meta.source.get("options", {}).get("hash_buckets") else f"  hash buckets per field: {meta.vocab_sizes[0] if meta.vocab_sizes else 0:,}",
+            f"  bad rows skipped: {meta.bad_rows_skipped:,}",
+        ]
+    )
+
+
+@app.command()
+def prepare(
+    dataset: Dataset = typer.Option(..., "--dataset", help="raw format; csv needs --spec"),
+    raw: Path = typer.Option(..., "--raw", help="raw file (.gz accepted for text formats)"),
+    out: Path = typer.Option(..., "--out", help="store directory to create"),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="YAML feature spec (--dataset csv)"),
+    profile: Optional[Path] = typer.Option(None, "--profile", help="KDD12 userid_profile.txt (adds gender, age)"),
+    min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
+    split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded) or sequential 80/10/10"),
+    seed: int = typer.Option(2018, "--seed", help="seed of the stratified split"),
+    on_bad_row: BadRowPolicy = typer.Option(BadRowPolicy.error, "--on-bad-row", help="error: stop at the first bad row; skip: drop and count"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows"),
+) -> None:
+    """Stream a raw CTR file into a memory-mappable store with train/val/test splits."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from recnas.data.prepare import prepare as run_prepare
+
+    started = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = "pass 1: parse" if phase == "read" else "pass 2: write"
+                tasks[phase] = bar.add_task(label, total=total)
+            bar.update(tasks[phase], completed=done, total=total)
+
+        meta = run_prepare(
+            dataset.value,
+            raw,
+            out,
+            spec=spec,
+            profile=profile,
+            min_count=min_count,
+            hash_buckets=hash_buckets,
+            split=split.value,
+            seed=seed,
+            on_bad_row=on_bad_row.value,
+            overwrite=overwrite,
+            max_rows=max_rows,
+            progress=progress,
+        )
+    typer.echo(summary(meta, time.perf_counter() - started))
+    typer.echo(f"  store: {out}")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(..., "--out", help="store directory to create"),
+    rows: int = typer.Option(1_000_000, "--rows", help="number of rows"),
+    seed: int = typer.Option(0, "--seed", help="generator seed"),
+    raw_out: Optional[Path] = typer.Option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
+) -> None:
+    """Generate the synthetic CTR benchmark (known Bayes-optimal loss) as a store."""
+    from recnas.data.synthetic import generate  # written separately; imported only when used
+
+    started = time.perf_counter()
+    meta = generate(out, rows=rows, seed=seed, raw_out=raw_out, overwrite=overwrite)
+    typer.echo(summary(meta, time.perf_counter() - started))
+    typer.echo(f"  store: {out}")

@@ -1,0 +1,256 @@
+"""`prepare`: raw CTR file -> self-describing `.npy` store, in two streaming passes.
+
+Pass 1 parses the text once (`rawio`), converts each chunk vectorised (`encode`), counts
+category codes and spools label/dense/codes to fixed-width temp files. Between passes the
+vocabularies (or hash tables) and the split of every row are decided; the split needs only
+the labels (1 byte/row). Pass 2 reads the spool back in row chunks, remaps codes to ids with
+one gather per field and appends each row to its split's `.npy` files. Memory is bounded by
+the chunk size plus the vocabularies, never by the file size.
+
+Everything is written into a staging directory beside `out` and swapped in at the end, so an
+interrupted or failed run leaves no half-written store and keeps the previous one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from recnas.data import splits as _splits
+from recnas.data.encode import Encoder
+from recnas.data.formats import BUILTIN, Format, builtin, load_spec
+from recnas.data.rawio import RawReader, check_readable
+from recnas.data.schema import SPLITS, DatasetMeta
+from recnas.data.store import COLUMNS, NpyAppender, commit_staging, staging_dir
+from recnas.errors import ConfigError, DataError
+
+DATASETS = (*BUILTIN, "csv")
+BAD_ROW_POLICIES = ("error", "skip")
+MAX_EXAMPLES = 5
+PASS2_ROWS = 1 << 18
+Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
+
+
+class BadRows:
+    """Applies --on-bad-row: raise on the first bad row, or count it and keep a few examples."""
+
+    def __init__(self, policy: str):
+        self.policy = policy
+        self.count = 0
+        self.examples: list[str] = []
+
+    def add(self, path: Path, line: int, reason: str) -> None:
+        self.add_many(path, np.array([line]), np.array([0]), lambda i: reason)
+
+    def add_many(self, path: Path, lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str]) -> None:
+        """Rows `index` of a chunk whose raw line numbers are `lines` are bad."""
+        if self.policy == "error":
+            raise DataError(f"{path}:{int(lines[index[0]])}: {explain(int(index[0]))} (pass --on-bad-row skip to drop such rows)")
+        for i in index[: max(MAX_EXAMPLES - len(self.examples), 0)]:
+            self.examples.append(f"{path.name}:{int(lines[i])}: {explain(int(i))}")
+        self.count += len(index)
+
+
+class _Spool:
+    """Pass-1 rows in fixed-width temp files (uint8 label, float32 dense, uint32 codes)."""
+
+    def __init__(self, directory: Path, n_dense: int, n_cat: int):
+        self.widths = {"label": 1, "dense": n_dense, "codes": n_cat}
+        self.dtypes = {"label": np.uint8, "dense": np.float32, "codes": np.uint32}
+        self.paths = {k: directory / f"{k}.bin" for k in self.widths}
+        self._fh = {k: open(p, "wb") for k, p in self.paths.items()}
+        self.rows = 0
+
+    def append(self, label: np.ndarray, dense: np.ndarray, codes: np.ndarray) -> None:
+        for key, arr in (("label", label), ("dense", dense), ("codes", codes)):
+            self._fh[key].write(np.ascontiguousarray(arr, self.dtypes[key]).tobytes())
+        self.rows += len(label)
+
+    def close(self) -> None:
+        for fh in self._fh.values():
+            fh.close()
+
+    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+        width, dtype = self.widths[key], np.dtype(self.dtypes[key])
+        if width == 0:
+            return np.zeros((stop - start, 0), dtype)
+        arr = np.fromfile(self.paths[key], dtype, count=(stop - start) * width, offset=start * width * dtype.itemsize)
+        return arr if key == "label" else arr.reshape(-1, width)
+
+
+def resolve_format(dataset: str, raw: str | os.PathLike, spec: str | os.PathLike | None) -> Format:
+    if dataset == "csv":
+        if spec is None:
+            raise ConfigError("--dataset csv needs --spec SPEC.yaml (label, dense and categorical columns)")
+        return load_spec(spec, raw)
+    if spec is not None:
+        raise ConfigError(f"--spec is only for --dataset csv; {dataset} has a built-in format")
+    return builtin(dataset)
+
+
+def _check_options(fmt: Format, profile, min_count, hash_buckets, split, on_bad_row, max_rows) -> None:
+    if min_count is not None and hash_buckets is not None:
+        raise ConfigError("--min-count and --hash-buckets are alternatives; pass one")
+    if min_count is not None and min_count < 1:
+        raise ConfigError(f"--min-count must be >= 1, got {min_count}")
+    if hash_buckets is not None and hash_buckets < 1:
+        raise ConfigError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+    if split not in _splits.METHODS:
+        raise ConfigError(f"unknown --split {split!r}; expected one of {', '.join(_splits.METHODS)}")
+    if on_bad_row not in BAD_ROW_POLICIES:
+        raise ConfigError(f"unknown --on-bad-row {on_bad_row!r}; expected one of {', '.join(BAD_ROW_POLICIES)}")
+    if max_rows is not None and max_rows < 1:
+        raise ConfigError(f"--max-rows must be >= 1, got {max_rows}")
+    if profile is not None and fmt.join is None:
+        raise ConfigError(f"--profile is only for kdd12 (the user profile join); {fmt.name} has none")
+
+
+def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> dict:
+    """Read the whole side table (e.g. KDD12 userid_profile.txt) and index it by key code."""
+    with RawReader(path, encoder.fmt.join.table, block_bytes, what="profile file") as reader:
+        tables = [c.table for c in reader.chunks(lambda line, why: bad.add(path, line, why))]
+        sha = reader.digest()
+    df = pl.from_arrow(pa.concat_tables(tables))
+    encoder.load_side(df)
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": sha, "rows": df.height}
+
+
+def _pass1(reader: RawReader, encoder: Encoder, spool: _Spool, bad: BadRows, max_rows: int | None, progress: Progress | None) -> None:
+    path = reader.path
+    for chunk in reader.chunks(lambda line, why: bad.add(path, line, why)):
+        enc = encoder.encode(pl.from_arrow(chunk.table))
+        keep = ~enc.bad
+        if max_rows is not None and spool.rows + int(keep.sum()) > max_rows:
+            cut = int(np.searchsorted(np.cumsum(keep), max_rows - spool.rows)) + 1
+            keep[cut:] = False
+            enc.bad[cut:] = False
+        if enc.bad.any():
+            bad.add_many(path, chunk.lines, np.flatnonzero(enc.bad), enc.explain)
+        if not keep.all():
+            enc.label, enc.dense, enc.codes = enc.label[keep], enc.dense[keep], enc.codes[keep]
+        encoder.count(enc.codes)
+        spool.append(enc.label, enc.dense, enc.codes)
+        if progress is not None:
+            progress("read", chunk.bytes_read, reader.size)
+        if max_rows is not None and spool.rows >= max_rows:
+            break
+
+
+def _pass2(spool: _Spool, remaps: list[np.ndarray], split_of: np.ndarray, tmp: Path, progress: Progress | None) -> tuple[dict, dict]:
+    widths = {"dense": spool.widths["dense"], "sparse": spool.widths["codes"], "label": None}
+    out = {s: {c: NpyAppender(tmp / s / f"{c}.npy", COLUMNS[c], widths[c]) for c in COLUMNS} for s in SPLITS}
+    positives = dict.fromkeys(SPLITS, 0.0)
+    try:
+        for start in range(0, spool.rows, PASS2_ROWS):
+            stop = min(start + PASS2_ROWS, spool.rows)
+            label = spool.read("label", start, stop).astype(np.float32)
+            dense = spool.read("dense", start, stop)
+            codes = spool.read("codes", start, stop)
+            ids = np.empty(codes.shape, np.int32)
+            for j, remap in enumerate(remaps):
+                ids[:, j] = remap[codes[:, j]]
+            part = split_of[start:stop]
+            for k, name in enumerate(SPLITS):
+                m = part == k
+                out[name]["dense"].append(dense[m])
+                out[name]["sparse"].append(ids[m])
+                out[name]["label"].append(label[m])
+                positives[name] += float(label[m].sum())
+            if progress is not None:
+                progress("write", stop, spool.rows)
+    finally:
+        for cols in out.values():
+            for appender in cols.values():
+                appender.close()
+    rows = {s: out[s]["label"].rows for s in SPLITS}
+    rate = {s: positives[s] / rows[s] if rows[s] else 0.0 for s in SPLITS}
+    return rows, rate
+
+
+def prepare(
+    dataset: str,
+    raw: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    spec: str | os.PathLike | None = None,
+    profile: str | os.PathLike | None = None,
+    min_count: int | None = None,
+    hash_buckets: int | None = None,
+    split: str = "stratified",
+    seed: int = 2018,
+    on_bad_row: str = "error",
+    overwrite: bool = False,
+    max_rows: int | None = None,
+    block_bytes: int = 16 << 20,
+    progress: Progress | None = None,
+) -> DatasetMeta:
+    """Prepare `raw` (format `dataset`: criteo, avazu, kdd12 or csv + `spec`) into the store `out`.
+
+    Categorical ids: with `hash_buckets`, id = hash(value) % hash_buckets; otherwise a
+    vocabulary of values seen at least `min_count` times (default 1), id 0 = OOV/rare.
+    """
+    started = time.perf_counter()
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
+    fmt = resolve_format(dataset, raw, spec)
+    _check_options(fmt, profile, min_count, hash_buckets, split, on_bad_row, max_rows)
+    raw = check_readable(raw)
+    profile = check_readable(profile, "profile file") if profile is not None else None
+    tmp = staging_dir(out, overwrite)
+    try:
+        work = tmp / "_work"
+        work.mkdir()
+        encoder = Encoder(fmt, joined=profile is not None)
+        bad = BadRows(on_bad_row)
+        side = _load_side(encoder, profile, bad, block_bytes) if profile is not None else None
+        spool = _Spool(work, len(fmt.dense), len(encoder.cat_names))
+        try:
+            with RawReader(raw, fmt, block_bytes) as reader:
+                _pass1(reader, encoder, spool, bad, max_rows, progress)
+                sha = reader.digest()
+        finally:
+            spool.close()
+        if spool.rows == 0:
+            raise DataError(f"{raw}: no valid rows ({bad.count} bad rows skipped)")
+        remaps, sizes = encoder.hashed(hash_buckets) if hash_buckets else encoder.vocabulary(min_count or 1)
+        split_of = _splits.assign(spool.read("label", 0, spool.rows), split, seed)
+        rows, rate = _pass2(spool, remaps, split_of, tmp, progress)
+        shutil.rmtree(work)
+        elapsed = time.perf_counter() - started
+        source = {
+            "path": str(raw.resolve()),
+            "size": raw.stat().st_size,
+            "sha256": sha,
+            "dataset": dataset,
+            "options": {"min_count": min_count or (None if hash_buckets else 1), "hash_buckets": hash_buckets, "split": split, "seed": seed, "on_bad_row": on_bad_row, "max_rows": max_rows, "spec": str(Path(spec).resolve()) if spec else None},
+        }
+        if side is not None:
+            source["profile"] = side
+        meta = DatasetMeta(
+            name=fmt.name,
+            dense_names=list(fmt.dense),
+            cat_names=encoder.cat_names,
+            vocab_sizes=sizes,
+            rows=rows,
+            positive_rate=rate,
+            source=source,
+            bad_rows_skipped=bad.count,
+            bad_row_examples=bad.examples,
+            prepare_seconds=round(elapsed, 3),
+            rows_per_second=round(spool.rows / elapsed, 1),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            versions={"polars": pl.__version__, "pyarrow": pa.__version__},
+        )
+        commit_staging(tmp, out, meta)
+        return meta
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,235 @@
+"""Streaming raw input: byte blocks -> Arrow tables of strings, each row tagged with its line.
+
+We cut the file into newline-aligned blocks ourselves (instead of pyarrow's streaming CSV
+reader) for three reasons: every row gets its exact 1-based line number (error messages
+name it), the SHA-256 of the file as stored is computed from the same bytes we parse (one
+read of the file), and a `.gz` file is just another byte stream. Each block is parsed by
+pyarrow's multithreaded CSV parser with every column as a string; only blocks that contain
+a row with the wrong field count are parsed a second time, single-threaded, to learn which
+lines they were.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from recnas.data.formats import Format, with_columns
+from recnas.errors import DataError
+
+MAX_LINE_BYTES = 64 << 20  # a "line" longer than this means the file is not delimited text
+ReportBad = Callable[[int, str], None]  # (1-based line, reason) for rows dropped while reading
+
+
+@dataclass
+class Chunk:
+    table: pa.Table  # the used columns (strings for text input)
+    lines: np.ndarray  # int64 [rows]: 1-based line (text) or row (parquet) number in the raw file
+    bytes_read: int  # of the file as stored, for progress
+
+
+class _HashingFile:
+    """A read-only byte stream that hashes what passes through it."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh = open(path, "rb")
+        self._sha = hashlib.sha256()
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._sha.update(data)
+        self.position += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> str:
+        """Hash the unread rest (e.g. after --max-rows) so the digest is always of the whole file."""
+        while self.read(8 << 20):
+            pass
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def check_readable(path: str | os.PathLike, what: str = "raw file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: {what} is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: {what} is empty")
+    return path
+
+
+class RawReader:
+    """Reads one raw file described by a `Format`. Use as a context manager; `digest()` at the end."""
+
+    def __init__(self, path: str | os.PathLike, fmt: Format, block_bytes: int = 16 << 20, what: str = "raw file"):
+        self.path = check_readable(path, what)
+        self.size = self.path.stat().st_size
+        self.fmt = fmt
+        self.block_bytes = block_bytes
+        self._src: _HashingFile | None = None
+
+    def __enter__(self) -> "RawReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._src is not None:
+            self._src.close()
+
+    def digest(self) -> str:
+        """SHA-256 of the whole file as stored (hashes whatever was not read yet)."""
+        if self._src is None:
+            self._src = _HashingFile(self.path)
+        return self._src.finish()
+
+    def chunks(self, report_bad: ReportBad) -> Iterator[Chunk]:
+        if self.fmt.kind == "parquet":
+            yield from self._parquet_chunks()
+        else:
+            yield from self._text_chunks(report_bad)
+
+    # -- delimited text --------------------------------------------------------------------
+    def _text_chunks(self, report_bad: ReportBad) -> Iterator[Chunk]:
+        src = self._src = _HashingFile(self.path)
+        stream = gzip.GzipFile(fileobj=src, mode="rb") if self.path.suffix == ".gz" else src
+        fmt, line, rest = self.fmt, 0, b""
+        if fmt.header:
+            header, rest = self._read_header(stream)
+            line = 1
+            fmt = with_columns(fmt, header) if fmt.columns is None or list(fmt.columns) != header else fmt
+            fmt.check_columns(header, f"{self.path}: header (line 1)")
+        elif fmt.columns is None:
+            raise DataError(f"{self.path}: format {fmt.name!r} has no header and no column list")
+        seen_data = False
+        while True:
+            buf = self._read(stream, self.block_bytes)
+            data = rest + buf
+            if buf:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0:
+                    if len(data) > MAX_LINE_BYTES:
+                        raise DataError(f"{self.path}:{line + 1}: no line break in {MAX_LINE_BYTES >> 20} MiB; is this a delimited text file?")
+                    rest = data
+                    continue
+                block, rest = data[:cut], data[cut:]
+            else:
+                block, rest = data, b""
+            if block:
+                seen_data = True
+                n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                table, lines = self._parse_block(block, fmt, line, n_lines, report_bad)
+                yield Chunk(table, lines, src.position)
+                line += n_lines
+            if not buf:
+                break
+        if not seen_data:
+            raise DataError(f"{self.path}: no data rows" + (" after the header" if fmt.header else ""))
+
+    def _read(self, stream, n: int) -> bytes:
+        try:
+            return stream.read(n)
+        except EOFError:
+            raise DataError(f"{self.path}: truncated compressed file (ended before the end-of-stream marker)") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(f"{self.path}: corrupt gzip data ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{self.path}: read error ({exc})") from None
+
+    def _read_header(self, stream) -> tuple[list[str], bytes]:
+        data = b""
+        while b"\n" not in data:
+            buf = self._read(stream, 1 << 16)
+            if not buf:
+                break
+            data += buf
+            if len(data) > MAX_LINE_BYTES:
+                raise DataError(f"{self.path}:1: no line break in the header; is this a delimited text file?")
+        head, _, rest = data.partition(b"\n")
+        try:
+            text = head.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            raise DataError(f"{self.path}:1: header is not UTF-8 text") from None
+        names = [n.strip().strip('"') for n in text.split(self.fmt.delimiter)]
+        if not text or len(set(names)) != len(names):
+            raise DataError(f"{self.path}:1: header must list distinct column names, got {text[:200]!r}")
+        return names, rest
+
+    def _parse_block(self, block: bytes, fmt: Format, line: int, n_lines: int, report_bad: ReportBad):
+        invalid: list[int] = []
+
+        def handler(row) -> str:
+            invalid.append(row.number or 0)
+            return "skip"
+
+        table = self._csv(block, fmt, line, n_lines, handler, threads=True)
+        lines = np.arange(line + 1, line + 1 + n_lines, dtype=np.int64)
+        if invalid:  # rare: parse again single-threaded, where pyarrow knows each row's number
+            found: list[tuple[int, int, int]] = []
+
+            def numbered(row) -> str:
+                found.append((row.number, row.expected_columns, row.actual_columns))
+                return "skip"
+
+            table = self._csv(block, fmt, line, n_lines, numbered, threads=False)
+            for number, expected, actual in found:
+                report_bad(line + number, f"expected {expected} fields, found {actual}")
+            lines = np.delete(lines, [n - 1 for n, _, _ in found])
+        if len(lines) != table.num_rows:
+            raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
+        return table, lines
+
+    def _csv(self, block: bytes, fmt: Format, line: int, n_lines: int, handler, threads: bool) -> pa.Table:
+        used = fmt.used_columns()
+        try:
+            return pacsv.read_csv(
+                pa.BufferReader(block),
+                read_options=pacsv.ReadOptions(column_names=list(fmt.columns), use_threads=threads, block_size=4 << 20),
+                parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quote else False, ignore_empty_lines=False, invalid_row_handler=handler),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in used}, include_columns=used, strings_can_be_null=False, quoted_strings_can_be_null=False
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            msg = str(exc).splitlines()[0]
+            raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: cannot parse ({msg})") from None
+
+    # -- parquet -----------------------------------------------------------------------------
+    def _parquet_chunks(self) -> Iterator[Chunk]:
+        import pyarrow.parquet as pq
+
+        try:
+            pf = pq.ParquetFile(self.path)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
+        names = pf.schema_arrow.names
+        self.fmt.check_columns(names, f"{self.path}: Parquet schema")
+        if pf.metadata.num_rows == 0:
+            raise DataError(f"{self.path}: no data rows")
+        row = 0
+        try:
+            for i in range(pf.num_row_groups):
+                for batch in pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=self.fmt.used_columns()):
+                    n = batch.num_rows
+                    yield Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    row += n
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None

@@ -1,0 +1,363 @@
+"""End-to-end `prepare` on tiny generated raw files: values, vocabularies, splits, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from recnas.data.prepare import prepare
+from recnas.data.schema import SPLITS
+from recnas.data.store import CTRStore
+from recnas.errors import ConfigError, DataError, RecnasError
+
+
+# -- raw file writers ---------------------------------------------------------------------
+def criteo_rows(n: int, seed: int = 0) -> list[list[str]]:
+    """Criteo-like rows: label, 13 ints (some empty/negative), 26 hex strings (some empty)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = str(int(rng.random() < 0.3))
+        ints = [("" if rng.random() < 0.2 else str(int(rng.integers(-3, 50)))) for _ in range(13)]
+        cats = [("" if rng.random() < 0.1 else f"{int(rng.zipf(1.5)) % (5 + j):08x}") for j in range(26)]
+        rows.append([label, *ints, *cats])
+    return rows
+
+
+def write_lines(path, rows, sep="\t", header=None):
+    text = "".join(sep.join(r) + "\n" for r in ([header] if header else []) + rows)
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def load(out):
+    store = CTRStore(out)
+    return store, {s: store.split(s) for s in SPLITS}
+
+
+def concat(parts, col):
+    return np.concatenate([getattr(parts[s], col) for s in SPLITS])
+
+
+# -- criteo -------------------------------------------------------------------------------
+def test_criteo_round_trip_values_and_ids(tmp_path):
+    rows = criteo_rows(300)
+    raw = write_lines(tmp_path / "train.txt", rows)
+    meta = prepare("criteo", raw, tmp_path / "store", split="sequential", block_bytes=4096)  # many chunks
+    store, parts = load(tmp_path / "store")
+    assert meta.rows == {"train": 240, "val": 30, "test": 30}  # sequential keeps file order
+    label, dense, sparse = concat(parts, "label"), concat(parts, "dense"), concat(parts, "sparse")
+    np.testing.assert_array_equal(label, [float(r[0]) for r in rows])
+    expect = np.array([[np.log1p(max(float(v), 0.0)) if v else 0.0 for v in r[1:14]] for r in rows], np.float32)
+    np.testing.assert_allclose(dense, expect, rtol=1e-6)
+    for j in range(26):  # same string <-> same id, and ids are dense 1..V
+        values = [r[14 + j] for r in rows]
+        pairs = set(zip(values, sparse[:, j].tolist()))
+        assert len(pairs) == len(set(values)) == len(set(sparse[:, j].tolist()))
+        assert meta.vocab_sizes[j] == len(set(values)) + 1
+        assert sparse[:, j].min() >= 1
+    assert meta.source["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    assert meta.source["size"] == raw.stat().st_size
+    assert store.meta.cat_names == [f"C{i}" for i in range(1, 27)]
+
+
+def test_min_count_maps_rare_values_to_oov_and_ranks_by_frequency(tmp_path):
+    rows = criteo_rows(400, seed=1)
+    raw = write_lines(tmp_path / "train.txt", rows)
+    meta = prepare("criteo", raw, tmp_path / "store", min_count=5, split="sequential")
+    _, parts = load(tmp_path / "store")
+    sparse = concat(parts, "sparse")
+    for j in (0, 13, 25):
+        values = np.array([r[14 + j] for r in rows])
+        uniq, counts = np.unique(values, return_counts=True)
+        freq = dict(zip(uniq, counts))
+        rare = np.array([freq[v] < 5 for v in values])
+        assert (sparse[rare, j] == 0).all() and (sparse[~rare, j] > 0).all()
+        assert meta.vocab_sizes[j] == int((counts >= 5).sum()) + 1
+        top = uniq[np.argmax(counts)]
+        assert (sparse[values == top, j] == 1).all()  # id 1 = most frequent value
+
+
+def test_hash_buckets(tmp_path):
+    rows = criteo_rows(200, seed=2)
+    raw = write_lines(tmp_path / "train.txt", rows)
+    meta = prepare("criteo", raw, tmp_path / "store", hash_buckets=7, split="sequential")
+    _, parts = load(tmp_path / "store")
+    sparse = concat(parts, "sparse")
+    assert meta.vocab_sizes == [7] * 26
+    assert sparse.min() >= 0 and sparse.max() < 7
+    values = np.array([r[14] for r in rows])
+    for v in set(values):  # a value always lands in the same bucket
+        assert len(set(sparse[values == v, 0].tolist())) == 1
+    with pytest.raises(ConfigError, match="alternatives"):
+        prepare("criteo", raw, tmp_path / "other", hash_buckets=7, min_count=2)
+
+
+def test_stratified_split_sizes_rates_and_seed(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [[str(int(rng.random() < 0.25)), *["1"] * 13, *[f"{int(rng.integers(0, 9)):08x}"] * 26] for _ in range(2000)]
+    raw = write_lines(tmp_path / "train.txt", rows)
+    meta = prepare("criteo", raw, tmp_path / "a", seed=7)
+    assert meta.rows == {"train": 1600, "val": 200, "test": 200}
+    overall = np.mean([float(r[0]) for r in rows])
+    for s in SPLITS:
+        assert abs(meta.positive_rate[s] - overall) < 0.006  # per class folds differ by at most 1 row
+    again = prepare("criteo", raw, tmp_path / "b", seed=7)
+    other = prepare("criteo", raw, tmp_path / "c", seed=8)
+    val = lambda d: CTRStore(d).split("val").sparse[:, 0].tolist()  # noqa: E731
+    assert val(tmp_path / "a") == val(tmp_path / "b")
+    assert val(tmp_path / "a") != val(tmp_path / "c")
+    assert again.positive_rate == meta.positive_rate and other.rows == meta.rows
+
+
+def test_gzip_input_and_max_rows(tmp_path):
+    rows = criteo_rows(120, seed=4)
+    raw = write_lines(tmp_path / "train.txt.gz", rows)
+    meta = prepare("criteo", raw, tmp_path / "store", max_rows=50, split="sequential")
+    assert sum(meta.rows.values()) == 50
+    assert meta.source["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()  # of the whole .gz
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_array_equal(concat(parts, "label"), [float(r[0]) for r in rows[:50]])
+
+
+# -- avazu / kdd12 / generic ----------------------------------------------------------------
+AVAZU_HEADER = ["id", "click", "hour", "C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain", "app_category", "device_id", "device_ip", "device_model", "device_type", "device_conn_type", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21"]
+
+
+def avazu_rows(n: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    hours = ["14102100", "14102113", "14102223", "14102605"]  # Tue 00h, Tue 13h, Wed 23h, Sun 05h
+    return [[str(10**18 + i), str(int(rng.random() < 0.2)), hours[i % 4], *[f"v{int(rng.integers(0, 4))}" for _ in range(21)]] for i in range(n)]
+
+
+def test_avazu_header_and_derived_time_features(tmp_path):
+    rows = avazu_rows(80)
+    raw = write_lines(tmp_path / "train.csv", rows, sep=",", header=AVAZU_HEADER)
+    meta = prepare("avazu", raw, tmp_path / "store", split="sequential")
+    assert meta.dense_names == [] and meta.cat_names[-2:] == ["hour_of_day", "weekday"]
+    assert len(meta.cat_names) == 23
+    _, parts = load(tmp_path / "store")
+    sparse = concat(parts, "sparse")
+    hod, wd = sparse[:, -2], sparse[:, -1]
+    assert meta.vocab_sizes[-2:] == [5, 4]  # 4 hours of day, 3 weekdays, + OOV
+    assert len({(h, w) for h, w in zip(hod[0::4], wd[0::4])}) == 1
+    assert hod[0] != hod[1] and wd[0] == wd[1] and wd[0] != wd[2] and wd[2] != wd[3]
+    np.testing.assert_array_equal(concat(parts, "label"), [float(r[1]) for r in rows])
+
+
+def test_avazu_bad_hour_is_a_bad_row(tmp_path):
+    rows = avazu_rows(20)
+    rows[6][2] = "14133100"  # month 13
+    raw = write_lines(tmp_path / "train.csv", rows, sep=",", header=AVAZU_HEADER)
+    with pytest.raises(DataError, match=r"train.csv:8: column hour"):
+        prepare("avazu", raw, tmp_path / "store")
+    meta = prepare("avazu", raw, tmp_path / "store", on_bad_row="skip")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19
+
+
+def test_avazu_missing_column_in_header(tmp_path):
+    raw = write_lines(tmp_path / "train.csv", [r[:-1] for r in avazu_rows(5)], sep=",", header=AVAZU_HEADER[:-1])
+    with pytest.raises(DataError, match=r"header \(line 1\): missing column\(s\) C21"):
+        prepare("avazu", raw, tmp_path / "store")
+
+
+def kdd_rows(n: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[str(int(rng.integers(0, 3) * (rng.random() < 0.3))), str(int(rng.integers(1, 5))), *[str(int(rng.integers(0, 6))) for _ in range(9)], str(i % 7)] for i in range(n)]
+
+
+def test_kdd12_label_is_click_positive_and_profile_join(tmp_path):
+    rows = kdd_rows(140)
+    raw = write_lines(tmp_path / "training.txt", rows)
+    plain = prepare("kdd12", raw, tmp_path / "plain", split="sequential")
+    assert len(plain.cat_names) == 10 and plain.dense_names == []
+    _, parts = load(tmp_path / "plain")
+    np.testing.assert_array_equal(concat(parts, "label"), [float(int(r[0]) > 0) for r in rows])  # no expansion
+
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2", "3"], ["2", "1", "5"], ["3", "0", "1"], ["9", "2", "2"]])
+    meta = prepare("kdd12", raw, tmp_path / "joined", profile=profile, split="sequential")
+    assert meta.cat_names[-2:] == ["Gender", "Age"] and meta.source["profile"]["rows"] == 5
+    _, parts = load(tmp_path / "joined")
+    sparse = concat(parts, "sparse")
+    users = np.array([int(r[-1]) for r in rows])
+    gender, age = sparse[:, -2], sparse[:, -1]
+    assert gender[users == 0][0] == gender[users == 2][0] != gender[users == 1][0]
+    assert age[users == 0][0] == age[users == 1][0] != age[users == 2][0]
+    missing = np.isin(users, [4, 5, 6])  # not in the profile: one shared "missing" category
+    assert len(set(gender[missing].tolist())) == 1 and gender[missing][0] not in set(gender[~missing].tolist())
+    with pytest.raises(ConfigError, match="only for kdd12"):
+        prepare("criteo", raw, tmp_path / "x", profile=profile)
+
+
+def test_kdd12_negative_click_is_bad(tmp_path):
+    rows = kdd_rows(10)
+    rows[3][0] = "-1"
+    raw = write_lines(tmp_path / "training.txt", rows)
+    with pytest.raises(DataError, match=r"training.txt:4: label Click"):
+        prepare("kdd12", raw, tmp_path / "s")
+
+
+SPEC = "label: y\ndense: [price]\ncategorical: [user, city]\n"
+
+
+def test_generic_csv_with_spec(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC + "dense_transform: none\n")
+    raw = write_lines(tmp_path / "d.csv", [["1", "u1", "2.5", "x", "paris"], ["0", "u2", "", "y", "rome"], ["1", "u1", "-4", "z", "paris"]] * 10, sep=",", header=["y", "user", "price", "unused", "city"])
+    meta = prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", split="sequential")
+    assert meta.dense_names == ["price"] and meta.cat_names == ["user", "city"] and meta.vocab_sizes == [3, 3]
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_allclose(concat(parts, "dense")[:3, 0], [2.5, 0.0, -4.0])  # no transform, missing -> 0
+    np.testing.assert_array_equal(concat(parts, "sparse")[:3], [[1, 1], [2, 2], [1, 1]])
+    with pytest.raises(ConfigError, match="needs --spec"):
+        prepare("csv", raw, tmp_path / "x")
+
+
+def test_generic_parquet_with_spec(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    table = pa.table({"y": [1, 0, 1, 0] * 5, "price": [1.0, None, 3.0, 0.0] * 5, "user": [7, 8, 7, None] * 5, "city": ["a", "b", None, "a"] * 5})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=7)
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", split="sequential")
+    assert sum(meta.rows.values()) == 20 and meta.vocab_sizes == [4, 4]  # 7, 8, null (+OOV)
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_allclose(concat(parts, "dense")[:4, 0], np.log1p([1.0, 0.0, 3.0, 0.0]), rtol=1e-6)
+    sparse = concat(parts, "sparse")
+    assert sparse[0, 0] == sparse[2, 0] != sparse[3, 0] and sparse[2, 1] != sparse[0, 1]
+
+
+def test_parquet_missing_column(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    pq.write_table(pa.table({"y": [1, 0], "price": [1.0, 2.0], "user": [1, 2]}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"Parquet schema: missing column\(s\) city"):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+
+
+# -- bad input ------------------------------------------------------------------------------
+def _corrupt(kind):
+    def apply(rows):
+        if kind == "fields":
+            rows[4] = rows[4][:-1]
+        elif kind == "dense":
+            rows[4][3] = "12abc"
+        elif kind == "label":
+            rows[4][0] = "2"
+        elif kind == "inf":
+            rows[4][1] = "inf"
+        return rows
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [("fields", "expected 40 fields, found 39"), ("dense", "column I3: not a finite number"), ("label", "label label is not 0 or 1"), ("inf", "column I1")],
+)
+def test_bad_rows_error_names_line_and_skip_counts(tmp_path, kind, message):
+    rows = _corrupt(kind)(criteo_rows(30, seed=5))
+    raw = write_lines(tmp_path / "train.txt", rows)
+    with pytest.raises(DataError, match=rf"train.txt:5: {message}"):
+        prepare("criteo", raw, tmp_path / "store")
+    assert not (tmp_path / "store").exists() and list(tmp_path.iterdir()) == [raw]  # staging cleaned up
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 29
+    assert meta.bad_row_examples[0].startswith("train.txt:5: ")
+
+
+def test_bad_row_line_numbers_across_blocks(tmp_path):
+    rows = criteo_rows(400, seed=6)
+    for i in (50, 51, 230):
+        rows[i] = rows[i][:20]
+    rows[300][0] = "x"
+    raw = write_lines(tmp_path / "train.txt", rows)
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", block_bytes=2048, split="sequential")
+    assert meta.bad_rows_skipped == 4
+    assert [e.split(":")[1] for e in meta.bad_row_examples] == ["51", "52", "231", "301"]
+    _, parts = load(tmp_path / "store")
+    good = [r for i, r in enumerate(rows) if i not in (50, 51, 230, 300)]
+    np.testing.assert_array_equal(concat(parts, "label"), [float(r[0]) for r in good])
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "directory", "truncated_gz", "not_gzip", "header_only"])
+def test_unreadable_inputs(tmp_path, case):
+    raw = tmp_path / ("train.txt.gz" if "gz" in case else "train.txt")
+    if case == "empty":
+        raw.write_bytes(b"")
+    elif case == "directory":
+        raw.mkdir()
+    elif case == "truncated_gz":
+        write_lines(raw, criteo_rows(200))
+        raw.write_bytes(raw.read_bytes()[:-40])
+    elif case == "not_gzip":
+        raw.write_bytes(b"plain text, not gzip\n")
+    dataset = "avazu" if case == "header_only" else "criteo"
+    if case == "header_only":
+        raw.write_text(",".join(AVAZU_HEADER) + "\n")
+    expected = {"missing": "not found", "empty": "is empty", "directory": "not a regular file", "truncated_gz": "truncated", "not_gzip": "gzip", "header_only": "no data rows"}[case]
+    with pytest.raises(DataError, match=expected):
+        prepare(dataset, raw, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
+def test_truncated_last_line_is_a_bad_row(tmp_path):
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(10))
+    raw.write_bytes(raw.read_bytes()[:-30])
+    with pytest.raises(DataError, match=r"train.txt:10: expected 40 fields"):
+        prepare("criteo", raw, tmp_path / "store")
+
+
+def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
+    good = write_lines(tmp_path / "good.txt", criteo_rows(40))
+    bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))
+    out = tmp_path / "store"
+    first = prepare("criteo", good, out)
+    with pytest.raises(DataError, match="already exists; pass --overwrite"):
+        prepare("criteo", good, out)
+    with pytest.raises(DataError, match="bad.txt:5"):
+        prepare("criteo", bad, out, overwrite=True)
+    assert CTRStore(out).meta.source["sha256"] == first.source["sha256"]  # old store intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "good.txt", "store"]  # no temp dirs
+    replaced = prepare("criteo", bad, out, overwrite=True, on_bad_row="skip")
+    assert CTRStore(out).meta.source["sha256"] == replaced.source["sha256"] != first.source["sha256"]
+
+
+def test_option_errors_are_recnas_errors(tmp_path):
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(10))
+    for kwargs in ({"min_count": 0}, {"hash_buckets": 0}, {"split": "random"}, {"on_bad_row": "ignore"}, {"max_rows": 0}, {"spec": raw}):
+        with pytest.raises(RecnasError):
+            prepare("criteo", raw, tmp_path / "s", **kwargs)
+    with pytest.raises(RecnasError, match="unknown dataset"):
+        prepare("criteo2", raw, tmp_path / "s")
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+def test_cli_prepare_prints_summary(tmp_path):
+    from typer.testing import CliRunner
+
+    from recnas.cli import app
+
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(50))
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s"), "--min-count", "2"])
+    assert result.exit_code == 0, result.output
+    assert "criteo: 50 rows" in result.output and "train 40" in result.output and "bad rows skipped: 0" in result.output
+
+
+def test_cli_error_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from recnas.cli import main
+
+    raw = write_lines(tmp_path / "train.txt", _corrupt("dense")(criteo_rows(10)))
+    monkeypatch.setattr(sys, "argv", ["recnas", "data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s")])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "train.txt:5: column I3" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
