@@ -232,3 +232,29 @@ def test_fp16_on_cpu_is_refused(tiny_store):
 
     with pytest.raises(ConfigError, match="fp16"):
         Trainer(make_model(tiny_store.meta), tiny_cfg(amp="fp16"), tiny_store, progress=False)
+
+
+def test_tensorboard_scalars(tiny_store, tmp_path, monkeypatch):
+    """The writer gets train and val scalars under out_dir/tb (a recording fake: the real
+    tensorboard import alone takes seconds)."""
+    import sys
+    import types
+
+    calls = []
+
+    class FakeWriter:
+        def __init__(self, log_dir, purge_step=None):
+            calls.append(("init", log_dir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, step))
+
+        def close(self):
+            calls.append(("close", None))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
+    Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, tensorboard=True), tiny_store, out_dir=tmp_path / "run", progress=False).fit()
+    assert calls[0] == ("init", str(tmp_path / "run" / "tb")) and calls[-1][0] == "close"
+    tags = {c for c, _ in calls}
+    assert {"train/loss", "train/lr", "train/samples_per_s", "val/logloss", "val/auc"} <= tags
+    assert ("val/logloss", 15) in calls and ("train/loss", 5) in calls
