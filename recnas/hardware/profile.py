@@ -1,0 +1,211 @@
+"""Costs of *any* model by running it: parameters, profiler FLOPs, crossbar layers, latency.
+
+The analytic counter (`recnas.hardware.costs`) only knows NASRec subnets; the hand-designed
+baselines are costed here by one forward pass:
+- forward hooks on every crossbar-mappable module (nn.Linear, ElasticLinear/TokenLinear,
+  1x1 Conv1d) record its input/output widths and how often it is applied per sample;
+- hooks on embedding modules record the values read per sample;
+- `FlopCounterMode` gives all matrix-product FLOPs; what the hooked layers do not explain is
+  activation x activation work (bmm/einsum interactions), costed on digital units;
+- a dispatch mode counts elementwise work: output elements of pointwise ATen ops, input
+  elements of reductions, norms and softmax (one op per element).
+The order of recording becomes a chain, so a PIM latency of a generic module is sequential
+(an upper bound: parallel branches are not discovered).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from recnas.errors import ConfigError
+from recnas.hardware.costs import NORM_OPS, SOFTMAX_OPS, CostGraph, Costs, Layer
+from recnas.ops.elastic import ElasticLinear, TokenLinear
+from recnas.ops.embedding import FieldEmbedding
+
+# ops per input element of non-pointwise elementwise work (same weights as the analytic counter)
+_REDUCTIONS = {
+    "sum": 1, "mean": 1, "amax": 1, "_softmax": SOFTMAX_OPS, "_log_softmax": SOFTMAX_OPS,
+    "native_layer_norm": NORM_OPS, "native_batch_norm": NORM_OPS,
+    "_native_batch_norm_legit": NORM_OPS, "_native_batch_norm_legit_no_training": NORM_OPS,
+}
+
+
+def is_crossbar(module: nn.Module) -> bool:
+    """Layers whose weights can sit in a crossbar: one matrix applied to activations."""
+    if isinstance(module, (nn.Linear, ElasticLinear)):
+        return True
+    return isinstance(module, nn.Conv1d) and module.kernel_size == (1,) and module.groups == 1
+
+
+def is_embedding(module: nn.Module) -> bool:
+    return isinstance(module, (FieldEmbedding, nn.Embedding, nn.EmbeddingBag))
+
+
+def _shape(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[int, int, int]:
+    """(n_in, n_out, applications per sample) of one call of a crossbar layer."""
+    if isinstance(module, TokenLinear):  # [B, T, E]: the matrix acts on the token axis, once per column
+        n_in, n_out = x.shape[1], y.shape[1]
+    elif isinstance(module, nn.Conv1d):  # [B, C, L]: once per position
+        n_in, n_out = x.shape[-2], y.shape[-2]
+    else:
+        n_in, n_out = x.shape[-1], y.shape[-1]
+    return int(n_in), int(n_out), int(x.numel() // (batch * n_in))
+
+
+def param_split(model: nn.Module) -> tuple[int, int]:
+    """(dense, embedding) parameter counts; shared tensors are counted once."""
+    emb_ids = {id(p) for m in model.modules() if is_embedding(m) for p in m.parameters(recurse=False)}
+    seen, dense, emb = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if id(p) in emb_ids:
+            emb += p.numel()
+        else:
+            dense += p.numel()
+    return dense, emb
+
+
+class _ElementwiseCounter(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        if torch.Tag.pointwise in func.tags:
+            first = out[0] if isinstance(out, (tuple, list)) else out
+            self.ops += first.numel() if isinstance(first, torch.Tensor) else 0
+        elif name in _REDUCTIONS and args and isinstance(args[0], torch.Tensor):
+            self.ops += _REDUCTIONS[name] * args[0].numel()
+        return out
+
+
+def _forward(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None):
+    return model(dense, sparse) if arch is None else model(dense, sparse, arch)
+
+
+def _counted_forward(model, dense, sparse, arch, *modes):
+    """Forward pass under `modes` with the math SDPA kernel, whose matmuls the profiler sees.
+    Gradients stay enabled: FlopCounterMode's module tracker (torch 2.13) fails under no_grad
+    when a parameter slice is the only input of a block (datasets without dense features)."""
+    with sdpa_kernel(SDPBackend.MATH), contextlib.ExitStack() as stack:
+        for mode in modes:
+            stack.enter_context(mode)
+        _forward(model, dense, sparse, arch)
+
+
+def profile_module(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None) -> tuple[int, float]:
+    """(parameters, FLOPs per sample) of any (dense, sparse) -> logits model via FlopCounterMode.
+
+    Counts matrix products only (mm/addmm/bmm/convolution); attention runs with the math SDPA
+    kernel because the profiler has no formula for the fused CPU kernel. Elementwise work
+    (bias adds in fused addmm aside) is not included.
+    """
+    batch = _batch(dense, sparse)
+    counter = FlopCounterMode(display=False)
+    _counted_forward(model, dense, sparse, arch, counter)
+    dense_p, emb_p = param_split(model)
+    return dense_p + emb_p, counter.get_total_flops() / batch
+
+
+def _batch(dense: torch.Tensor, sparse: torch.Tensor) -> int:
+    b = sparse.shape[0] if sparse.dim() else 0
+    if b <= 0 or dense.shape[0] != b:
+        raise ConfigError(f"profiling needs a non-empty batch with equal sizes, got dense {list(dense.shape)} and sparse {list(sparse.shape)}")
+    return b
+
+
+def module_costs(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None) -> Costs:
+    """`Costs` of any model from one forward pass (see the module docstring for what is measured)."""
+    batch = _batch(dense, sparse)
+    g = CostGraph()
+    prev: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        name = names.get(module) or type(module).__name__
+        name = f"{name}#{sum(l.name.startswith(name + '#') for l in g.layers)}"  # a module may run twice
+        after = tuple(prev[-1:])
+        if is_embedding(module):
+            g.add(Layer(name, -1, "embedding", reads=int(output.numel() // batch), after=after))
+        else:
+            n_in, n_out, reps = _shape(module, x, output, batch)
+            bias = getattr(module, "bias", None) is not None
+            g.linear(name, 0, n_in, n_out, after, reps=reps, bias=bias)
+        prev.append(name)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if is_crossbar(m) or is_embedding(m)]
+    counter = _ElementwiseCounter()
+    try:
+        flops = FlopCounterMode(display=False)
+        _counted_forward(model, dense, sparse, arch, flops, counter)
+    finally:
+        for h in handles:
+            h.remove()
+    linear_macs = sum(l.macs for l in g.layers)
+    total_macs = flops.get_total_flops() // (2 * batch)
+    g.digital("digital", 0, tuple(prev[-1:]), macs=max(0, total_macs - linear_macs), elementwise=counter.ops // batch)
+    costs = g.costs(0, parallel=False)
+    costs.dense_params, costs.embedding_params = param_split(model)
+    return costs
+
+
+def example_inputs(model: nn.Module, batch_size: int, device="cpu", meta=None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random (dense, sparse) inputs for a model that exposes `meta` (NASRec nets) or
+    `n_dense` and `vocab_sizes` (baselines), or for an explicit `meta`."""
+    meta = meta if meta is not None else getattr(model, "meta", None)
+    if meta is not None:
+        n_dense, vocab = meta.n_dense, list(meta.vocab_sizes)
+    elif hasattr(model, "vocab_sizes") and hasattr(model, "n_dense"):
+        n_dense, vocab = model.n_dense, list(model.vocab_sizes)
+    else:
+        raise ConfigError(f"{type(model).__name__}: pass `meta` so random inputs can be made (model has no meta / vocab_sizes)")
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, v, (batch_size,), generator=g) for v in vocab], 1)
+    return torch.randn(batch_size, n_dense, generator=g).to(device), sparse.to(device)
+
+
+def measure_latency(model: nn.Module, batch_size: int = 256, device="cpu", warmup: int = 5, repeats: int = 20, arch=None, meta=None) -> dict[str, float]:
+    """Wall-clock inference latency of one batch on `device` (mean, median, 90th percentile, ms).
+
+    Runs in eval mode without gradients; on CUDA every repeat ends with a synchronize so the
+    timer sees the finished kernels. The model is moved to `device`.
+    """
+    if repeats <= 0 or warmup < 0:
+        raise ConfigError(f"need repeats > 0 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available")
+    model = model.to(device)
+    was_training = model.training
+    model.eval()
+    dense, sparse = example_inputs(model, batch_size, device, meta)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    try:
+        with torch.no_grad():
+            for k in range(warmup + repeats):
+                start = time.perf_counter()
+                _forward(model, dense, sparse, arch)
+                sync()
+                if k >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.train(was_training)
+    times.sort()
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    return dict(mean_ms=statistics.fmean(times), p50_ms=statistics.median(times), p90_ms=p90, batch_size=batch_size, device=str(device))

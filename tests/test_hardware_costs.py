@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError
+from recnas.hardware import count_costs
+from recnas.hardware.profile import param_split
+from recnas.space import Architecture, BlockSpec, get_space
+from recnas.space.samplers import random_architecture
+from recnas.supernet import Subnet
+
+
+def meta(n_dense=3, vocab=(4, 5, 6, 7, 8)):
+    return DatasetMeta(name="t", dense_names=[f"d{i}" for i in range(n_dense)], cat_names=[f"c{i}" for i in range(len(vocab))], vocab_sizes=list(vocab), rows={})
+
+
+def batch(m, b=2):
+    g = torch.Generator().manual_seed(0)
+    sparse = torch.stack([torch.randint(0, v, (b,), generator=g) for v in m.vocab_sizes], 1)
+    return torch.randn(b, m.n_dense, generator=g), sparse
+
+
+def profiler_flops(net, m, math_sdpa: bool, b=2):
+    dense, sparse = batch(m, b)
+    with FlopCounterMode(display=False) as counter:  # under no_grad its module tracker fails for n_dense=0
+        if math_sdpa:
+            with sdpa_kernel(SDPBackend.MATH):
+                net(dense, sparse)
+        else:
+            net(dense, sparse)
+    return counter.get_total_flops() / b
+
+
+@pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
+@pytest.mark.parametrize("n_dense", [3, 0])
+def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
+    space, m = get_space(space_name), meta(n_dense)
+    rng = np.random.default_rng(1)
+    for k in range(6):
+        arch = random_architecture(rng, space, any_ops=k % 2 == 1)
+        costs = count_costs(arch, space, m)
+        net = Subnet(arch, space, m)
+        assert (costs.dense_params, costs.embedding_params) == param_split(net)
+        assert costs.params == sum(p.numel() for p in net.parameters())
+        assert sum(b.params for b in costs.blocks) + costs.layers[0].params + 2 + arch.blocks[-1].dense_dim - 1 == costs.params  # blocks + embedding + head
+        # the fused CPU attention kernel is invisible to the profiler; the math kernel is not
+        assert profiler_flops(net, m, math_sdpa=False) == costs.profiled_flops
+        assert profiler_flops(net, m, math_sdpa=True) == costs.flops
+        assert costs.flops == sum(b.flops for b in costs.blocks) + 2 * arch.blocks[-1].dense_dim
+
+
+def test_attention_flops_are_the_ones_the_cpu_profiler_misses():
+    space, m = get_space("full-tiny"), meta()
+    blocks = tuple(BlockSpec(dense_ops=("fc",), sparse_ops=("attention",), dense_inputs=(i,), sparse_inputs=(i,), dense_dim=8, sparse_dim=4) for i in range(3))
+    costs = count_costs(Architecture(blocks=blocks), space, m)
+    t, e = 4, space.emb_dim
+    assert costs.flops - costs.profiled_flops == 3 * 2 * (2 * t * t * e)  # QK^T and AV per block
+
+
+def test_default_size_architecture_counts_without_forward():
+    space = get_space("full")
+    m = meta(13, tuple([50] * 26))
+    arch = random_architecture(np.random.default_rng(7), space)
+    costs = count_costs(arch, space, m)
+    net = Subnet(arch, space, m)  # built, never run
+    assert (costs.dense_params, costs.embedding_params) == param_split(net)
+    assert costs.embedding_params == 26 * 50 * 16
+
+
+def test_mixed_embedding_widths_count_tables_and_projections():
+    space, m = get_space("small-tiny"), meta()
+    arch = random_architecture(np.random.default_rng(2), space).model_copy(update={"emb_dims": (2, 8, 4, 4, 3)})
+    costs = count_costs(arch, space, m)
+    net = Subnet(arch, space, m)
+    assert (costs.dense_params, costs.embedding_params) == param_split(net)
+    assert costs.embedding_params == 4 * 2 + 5 * 8 + 6 * 4 + 7 * 4 + 8 * 3
+    assert profiler_flops(net, m, math_sdpa=True) == costs.flops
+
+
+# One block, meta: 3 dense features, 2 fields (vocab 4 + 5), emb 8; d = 8, t = 4.
+# fc/efc: embedding 72 | dense_proj 3*8 + block bias 8 | token proj 2*4 | fc 8*8+8 | efc 4*4+4
+#         | sparse_to_dense 4*8*8+8 | dense_to_sparse 8*8+8 | norm 2*8 | head 8+1 -> 493 dense
+#   MACs: 24 + token proj 2*4*8=64 + fc 64 + efc 4*4*8=128 + s2d 256 + d2s 64 + head 8 = 608
+# gating/dot: gating 72 replaces fc; dot.dense_token 8*8+8, dot.out (5*4/2=10)*8+8 replace efc
+#   MACs: 24 + 64 + 64 + dense_token 64 + Gram 5*5*8=200 + out 80 + 256 + 64 + 8 = 824
+@pytest.mark.parametrize("dense_op,sparse_op,dense_params,macs", [("fc", "efc", 493, 608), ("gating", "dot", 24 + 8 + 8 + 72 + 72 + 88 + 264 + 72 + 16 + 9, 824)])
+def test_hand_counted_block(dense_op, sparse_op, dense_params, macs):
+    space, m = get_space("full-tiny", n_blocks=1), meta(3, (4, 5))
+    arch = Architecture(blocks=(BlockSpec(dense_ops=(dense_op,), sparse_ops=(sparse_op,), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
+    costs = count_costs(arch, space, m)
+    assert costs.embedding_params == 9 * 8
+    assert costs.dense_params == dense_params
+    assert costs.flops == 2 * macs
+    assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(arch, space, m).parameters())
+
+
+def test_invalid_architecture_is_a_config_error():
+    space, m = get_space("small-tiny"), meta()
+    arch = random_architecture(np.random.default_rng(0), space)
+    bad = arch.model_copy(update={"blocks": (arch.blocks[0].model_copy(update={"dense_dim": 7}),) + arch.blocks[1:]})
+    with pytest.raises(ConfigError, match="dense_dim 7"):
+        count_costs(bad, space, m)

@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError
+from recnas.hardware import CHOICES, DEFAULT_CONSTANTS, CostGraph, PIMConfig, count_costs, map_layer, mutate_pim, pim_cost, random_pim
+from recnas.hardware.pim import critical_path
+from recnas.space import Architecture, BlockSpec, get_space
+
+
+def fc_costs(n_in=128, n_out=64, reps=1):
+    g = CostGraph()
+    g.linear("fc", 0, n_in, n_out, reps=reps)
+    return g.costs(1)
+
+
+def test_worked_example_of_docs():
+    """docs/hardware.md: FC 128->64, 128x128 crossbar, 2-bit cells, 8-bit W/A, 1-bit DAC, 8-bit ADC."""
+    cfg = PIMConfig(xbar_size=128, cell_bits=2, weight_bits=8, act_bits=8, dac_bits=1, adc_bits=8, cols_per_adc=128)
+    m = map_layer(128, 64, cfg)
+    assert (m.k, m.rows, m.cols, m.crossbars, m.slices) == (4, 1, 2, 2, 8)
+    r = pim_cost(fc_costs(), cfg)
+    expected = dict(adc=2048 * 1.67, dac=2048 * 0.417, crossbar=8 * 2 * 30.0, shift_add=2048 * 0.021, buffer=6 * 20.45, digital=64 * 0.03, dram=0.0)
+    for k, v in expected.items():
+        assert r.breakdown[k] == pytest.approx(v, rel=1e-12), k
+    assert r.energy_pj == pytest.approx(4921.804, rel=1e-12)
+    assert r.latency_ns == pytest.approx(801.0)  # 8 slices x 100 ns + 1 ns of bias adds
+    assert r.crossbars == 2 and r.fits
+    assert r.area_mm2 == pytest.approx(2 * 0.0002 / 8 + 2 * (0.0096 / 8 + 0.00024 / 4) + 256 * 0.00017 / 1024)
+
+
+def test_mapping_formulas():
+    cfg = PIMConfig(xbar_size=128, cell_bits=2, weight_bits=8, act_bits=6, dac_bits=2)
+    m = map_layer(300, 100, cfg)
+    assert (m.k, m.rows, m.cols, m.crossbars, m.slices) == (4, 3, 4, 12, 3)
+    m = map_layer(64, 64, PIMConfig(xbar_size=64, cell_bits=4, weight_bits=6, dac_bits=2, cols_per_adc=64))
+    assert (m.k, m.rows, m.cols, m.slices) == (2, 1, 2, 4)
+
+
+def test_token_layers_apply_the_crossbar_once_per_column():
+    one, many = pim_cost(fc_costs(reps=1)), pim_cost(fc_costs(reps=16))
+    assert many.crossbars == one.crossbars
+    for k in ("adc", "dac", "crossbar", "shift_add", "buffer"):
+        assert many.breakdown[k] == pytest.approx(16 * one.breakdown[k])
+
+
+def test_adc_energy_rule_stays_in_the_design_band():
+    c = DEFAULT_CONSTANTS
+    assert c.adc_pj(8) == pytest.approx(1.67)
+    assert 0.8 <= c.adc_pj(4) < c.adc_pj(6) < c.adc_pj(8) < c.adc_pj(10) <= 2.41
+    assert all(row[3] for row in c.table())  # every constant names its source
+
+
+def test_lower_precision_costs_less_energy():
+    base = pim_cost(fc_costs(), PIMConfig()).energy_pj
+    assert pim_cost(fc_costs(), PIMConfig(act_bits=4)).energy_pj < base
+    assert pim_cost(fc_costs(), PIMConfig(adc_bits=5)).energy_pj < base
+    assert pim_cost(fc_costs(), PIMConfig(weight_bits=4)).energy_pj < base
+
+
+def test_crossbar_budget():
+    costs = fc_costs(1024, 1024)  # k=4: R=8, C=32 -> 256 crossbars
+    assert pim_cost(costs, PIMConfig(crossbar_budget=256)).fits
+    small = pim_cost(costs, PIMConfig(crossbar_budget=255))
+    assert small.crossbars == 256 and not small.fits
+    assert pim_cost(costs, PIMConfig(xbar_size=64, cols_per_adc=64)).crossbars == 16 * 64
+
+
+def test_critical_path_hand_made_graph():
+    # block 0: dense branch a (10 ns) -> b (5 ns) in parallel with sparse branch c (30 ns); out d (1 ns)
+    # block 1: e (4 ns) reads d; f (2 ns) reads the raw input only; out g (1 ns) waits for e and f
+    g = CostGraph()
+    for name, ns, after in [("a", 10, ()), ("b", 5, ("a",)), ("c", 30, ()), ("d", 1, ("b", "c")), ("e", 4, ("d",)), ("f", 2, ()), ("g", 1, ("e", "f"))]:
+        g.digital(name, 0, after, elementwise=ns * DEFAULT_CONSTANTS.digital_lanes)
+    costs = g.costs(2)
+    assert pim_cost(costs).latency_ns == pytest.approx(30 + 1 + 4 + 1)
+    assert pim_cost(costs, parallel=False).latency_ns == pytest.approx(10 + 5 + 30 + 1 + 4 + 2 + 1)
+    with pytest.raises(ValueError, match="depends on"):
+        critical_path(list(reversed(costs.layers)), {l.name: 1.0 for l in costs.layers})
+
+
+def test_architecture_graph_overlaps_independent_blocks():
+    space = get_space("full-tiny", n_blocks=2)
+    # raw inputs as wide as block 0's outputs (8 dense, 8 fields), so both graphs do the same work
+    m = DatasetMeta(name="t", dense_names=list("abcdefgh"), cat_names=list("stuvwxyz"), vocab_sizes=[3] * 8, rows={})
+    b0 = BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=8)
+    chained = Architecture(blocks=(b0, b0.model_copy(update={"dense_inputs": (1,), "sparse_inputs": (1,)})))
+    parallel = Architecture(blocks=(b0, b0))  # block 1 reads only raw inputs
+    r_chain, r_par = pim_cost(chained, space=space, meta=m), pim_cost(parallel, space=space, meta=m)
+    assert r_par.energy_pj == pytest.approx(r_chain.energy_pj)
+    assert r_par.latency_ns < r_chain.latency_ns < pim_cost(chained, space=space, meta=m, parallel=False).latency_ns
+    costs = count_costs(chained, space, m)
+    assert pim_cost(costs).energy_pj == pytest.approx(r_chain.energy_pj)
+    with pytest.raises(ConfigError, match="search space"):
+        pim_cost(chained)
+    with pytest.raises(ConfigError, match="Architecture or Costs"):
+        pim_cost("dlrm")
+
+
+def test_config_validation():
+    assert PIMConfig().lossless_adc_bits == 9  # ISAAC: 128 rows, 2-bit cells, 1-bit DAC
+    assert PIMConfig(xbar_size=64, cell_bits=1, cols_per_adc=64).lossless_adc_bits == 7
+    assert PIMConfig(xbar_size=256, cell_bits=4, dac_bits=2).lossless_adc_bits == math.ceil(math.log2(256 * 15 * 3 + 1))
+    with pytest.raises(ConfigError, match="xbar_size must be one of"):
+        PIMConfig.from_dict({"xbar_size": 100})
+    with pytest.raises(ConfigError, match="cols_per_adc"):
+        PIMConfig.from_dict({"xbar_size": 64, "cols_per_adc": 128})
+    with pytest.raises(ConfigError, match="extra|not permitted"):
+        PIMConfig.from_dict({"adc": 8})
+
+
+def test_random_and_mutated_configs_are_valid_and_differ_in_one_field():
+    rng = np.random.default_rng(0)
+    seen = set()
+    cfg = random_pim(rng, crossbar_budget=999)
+    for _ in range(300):
+        new = mutate_pim(cfg, rng)
+        changed = [k for k in CHOICES if getattr(new, k) != getattr(cfg, k)]
+        assert len(changed) == 1 and new.crossbar_budget == 999
+        assert new.cols_per_adc <= new.xbar_size
+        seen.add(changed[0])
+        cfg = new
+    assert seen == set(CHOICES)
+    a = [random_pim(np.random.default_rng(5)) for _ in range(2)]
+    assert a[0] == a[1]
