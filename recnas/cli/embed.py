@@ -1,5 +1,53 @@
-"""CLI commands (placeholder app; commands are added by the owning sub-package)."""
+"""`recnas embed search`: one-shot embedding size search under a memory budget."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """One-shot embedding size search (AdaS&S style)."""
+
+
+@app.command()
+def search(
+    data: Path = typer.Option(..., "--data", help="prepared dataset directory"),
+    out: Path = typer.Option(..., "--out", help="output directory (result.json, emb_dims.json, model.pt)"),
+    budget_params: Optional[int] = typer.Option(None, "--budget-params", help="budget: total embedding-table parameters"),
+    budget_mb: Optional[float] = typer.Option(None, "--budget-mb", help="budget: embedding-table MiB (float32)"),
+    widths: Optional[str] = typer.Option(None, "--widths", help="candidate widths, e.g. 2,4,8,16,32,64"),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with model/supernet/search/retrain sections"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="repeat supernet training + search with K seeds (stability report)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="first seed (overrides the config)"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
+    retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
+) -> None:
+    """Train an embedding supernet, search per-field widths by RL, retrain and report."""
+    from recnas.data.store import CTRStore
+    from recnas.embedding.budget import parse_widths, resolve_budget
+    from recnas.embedding.config import EmbedSearchConfig
+    from recnas.embedding.pipeline import run_search
+    from recnas.embedding.report import print_report
+
+    cfg = EmbedSearchConfig.from_yaml(config)
+    updates: dict = {}
+    if widths is not None:
+        updates["widths"] = list(parse_widths(widths))
+    if seed is not None:
+        updates["seed"] = seed
+    if sampler is not None:
+        updates["supernet"] = {**cfg.supernet.model_dump(), "sampler": sampler}
+    if updates:
+        cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, "command line")
+    store = CTRStore(data)
+    budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
+    report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain)
+    print_report(report)
+    typer.echo(f"wrote {out / 'result.json'} and {out / 'emb_dims.json'}")

@@ -1,0 +1,78 @@
+"""Settings of the embedding size search: one strict pydantic model, loadable from YAML.
+
+Sections: `model` (the fixed backbone), `supernet` (weight-sharing training), `search`
+(REINFORCE), `retrain` (a `TrainConfig` for the from-scratch model of the result).
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from recnas.errors import ConfigError
+from recnas.train.config import TrainConfig
+
+DEFAULT_WIDTHS = (2, 4, 8, 16, 32, 64)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    proj_dim: int = Field(16, ge=1, description="common dim every field is projected to")
+    hidden: tuple[int, ...] = (64, 32)
+
+
+class SupernetSettings(_Strict):
+    sampler: Literal["adaptive", "uniform"] = "adaptive"
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    max_train_rows: int | None = Field(None, ge=1)
+    floor: float = Field(0.5, ge=0, le=1, description="adaptive sampler: share of uniform probability kept")
+
+
+class SearchSettings(_Strict):
+    iterations: int = Field(150, ge=1)
+    samples_per_iter: int = Field(8, ge=2)
+    policy_lr: float = Field(0.1, gt=0)
+    baseline_decay: float = Field(0.9, ge=0, lt=1, description="moving-average reward baseline")
+    entropy_coef: float = Field(1e-3, ge=0)
+    penalty_weight: float = Field(1.0, ge=0, description="reward lost per unit of relative budget overshoot")
+    val_rows: int = Field(8192, ge=1, description="fixed validation subsample that scores configurations")
+
+
+class EmbedSearchConfig(_Strict):
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    seed: int = 0
+    model: ModelSettings = ModelSettings()
+    supernet: SupernetSettings = SupernetSettings()
+    search: SearchSettings = SearchSettings()
+    retrain: TrainConfig = TrainConfig(epochs=2, batch_size=512, device="cpu")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":
+        if path is None:
+            return cls()
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data, source: str = "config") -> "EmbedSearchConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"{source}: {problems}") from None

@@ -1,0 +1,146 @@
+"""The whole embedding size search: supernet training -> RL search (per seed) -> consensus
+widths -> from-scratch retraining -> report. Used by `recnas embed search` and the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recnas.data.loader import BatchLoader
+from recnas.data.store import CTRStore
+from recnas.embedding.budget import params_to_mib, table_params
+from recnas.embedding.config import EmbedSearchConfig
+from recnas.embedding.model import EmbeddingSizeNet
+from recnas.embedding.samplers import WidthSampler
+from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
+from recnas.embedding.train import train_supernet
+from recnas.train.checkpoint import seed_everything
+from recnas.train.metrics import evaluate
+from recnas.train.trainer import Trainer
+
+
+def progress_bar(enabled: bool):
+    """A rich progress display on stderr (a no-op context when disabled)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=Console(stderr=True), disable=not enabled)
+
+
+def validation_sample(store: CTRStore, rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed random subsample of the val split (the same for every seed of one search)."""
+    val = store.split("val")
+    idx = np.sort(np.random.default_rng(seed).permutation(len(val))[:rows])
+    part = val.take(idx)
+    return torch.from_numpy(np.asarray(part.dense, np.float32)), torch.from_numpy(np.asarray(part.sparse).astype(np.int64)), torch.from_numpy(np.asarray(part.label, np.float32))
+
+
+def search_one_seed(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seed: int, val, bar=None) -> dict:
+    """Train an embedding supernet with `seed`, then search widths on it."""
+    meta, choices = store.meta, tuple(cfg.widths)
+    seed_everything(seed)
+    net = EmbeddingSizeNet(meta, max_width=max(choices), proj_dim=cfg.model.proj_dim, hidden=cfg.model.hidden)
+    s = cfg.supernet
+    loader = BatchLoader(store.split("train"), s.batch_size, shuffle=True, seed=seed, max_rows=s.max_train_rows, drop_last=True)
+    if len(loader) == 0:
+        loader = BatchLoader(store.split("train"), s.batch_size, shuffle=True, seed=seed, max_rows=s.max_train_rows)
+    sampler = WidthSampler(meta.n_sparse, len(choices), adaptive=s.sampler == "adaptive", seed=seed, floor=s.floor)
+    t0 = time.perf_counter()
+    task = bar.add_task(f"supernet seed {seed}", total=s.steps, info="") if bar else None
+    losses = train_supernet(net, loader, sampler, choices, s.steps, s.lr, (lambda i, l: bar.update(task, completed=i, info=f"loss {l:.4f}")) if bar else None)
+    t1 = time.perf_counter()
+    net.eval()
+    dense, sparse, label = val
+
+    @torch.no_grad()
+    def score(widths: list[int]) -> float:
+        return float(F.binary_cross_entropy_with_logits(net(dense, sparse, widths), label))
+
+    task = bar.add_task(f"search seed {seed}", total=cfg.search.iterations, info="") if bar else None
+    result: SearchResult = reinforce_search(
+        score, meta.vocab_sizes, choices, budget, cfg.search, seed=seed,
+        progress=(lambda i, e: bar.update(task, completed=i, info=f"reward {e['reward']:.4f}  params {e['params']:,.0f}")) if bar else None,
+    )
+    return {
+        "seed": seed, "widths": result.widths, "params": result.params, "probs": result.probs,
+        "supernet_val_logloss": score(result.widths), "supernet_last_loss": float(np.mean(losses[-20:])),
+        "sampler_final_probs": sampler.probs().round(4).tolist(), "history": result.history,
+        "seconds": {"supernet": t1 - t0, "search": time.perf_counter() - t1},
+    }
+
+
+def stability(widths_per_seed: Sequence[Sequence[int]], names: Sequence[str]) -> dict:
+    """Per field: the modal width (ties -> smaller) and the share of seeds that chose it."""
+    per_field = []
+    for f, name in enumerate(names):
+        counts = Counter(int(w[f]) for w in widths_per_seed)
+        mode = min(counts, key=lambda w: (-counts[w], w))
+        per_field.append({"field": name, "modal_width": mode, "agreement": counts[mode] / len(widths_per_seed), "widths": [int(w[f]) for w in widths_per_seed]})
+    return {
+        "seeds": len(widths_per_seed), "overall_agreement": float(np.mean([p["agreement"] for p in per_field])),
+        "all_seeds_identical": len({tuple(w) for w in widths_per_seed}) == 1, "per_field": per_field,
+    }
+
+
+def consensus(runs: list[dict], store: CTRStore, choices: Sequence[int], budget: int, names: Sequence[str]) -> list[int]:
+    """Per-field modal width over seeds, repaired to the budget with the mean policy."""
+    modal = [p["modal_width"] for p in stability([r["widths"] for r in runs], names)["per_field"]]
+    log_p = np.log(np.clip(np.mean([np.asarray(r["probs"]) for r in runs], 0), 1e-12, None))
+    return repair_to_budget(modal, list(choices), log_p, store.meta.vocab_sizes, budget)
+
+
+def retrain(store: CTRStore, widths: Sequence[int], cfg: EmbedSearchConfig, progress: bool = False) -> tuple[EmbeddingSizeNet, dict]:
+    """Train the compact model of `widths` from scratch with the shared Trainer; val/test metrics."""
+    seed_everything(cfg.retrain.seed)
+    model = EmbeddingSizeNet(store.meta, widths=widths, proj_dim=cfg.model.proj_dim, hidden=cfg.model.hidden)
+    trainer = Trainer(model, cfg.retrain, store, progress=progress)
+    fit = trainer.fit()
+    metrics = {split: evaluate(model, store.split(split), device=trainer.device, max_rows=cfg.retrain.max_eval_rows) for split in ("val", "test")}
+    metrics["steps"], metrics["train_seconds"] = fit.steps, fit.train_seconds
+    return model, metrics
+
+
+def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int = 1, out: str | Path | None = None, progress: bool = False, do_retrain: bool = True) -> dict:
+    """Search under `budget` table parameters with seeds cfg.seed .. cfg.seed+seeds-1."""
+    meta, choices = store.meta, tuple(cfg.widths)
+    val = validation_sample(store, cfg.search.val_rows, cfg.seed)
+    with progress_bar(progress) if progress else contextlib.nullcontext() as bar:
+        runs = [search_one_seed(store, cfg, budget, cfg.seed + k, val, bar) for k in range(seeds)]
+    widths = consensus(runs, store, choices, budget, meta.cat_names)
+    params = table_params(meta.vocab_sizes, widths)
+    report = {
+        "dataset": str(store.dir), "fields": meta.cat_names, "vocab_sizes": meta.vocab_sizes, "candidate_widths": list(choices),
+        "emb_dims": widths, "params": params, "mib": params_to_mib(params),
+        "budget_params": budget, "budget_mib": params_to_mib(budget), "budget_used": params / budget,
+        "stability": stability([r["widths"] for r in runs], meta.cat_names), "runs": runs, "config": cfg.model_dump(mode="json"),
+    }
+    if do_retrain:
+        model, metrics = retrain(store, widths, cfg, progress)
+        report["retrain"] = metrics
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(_finite(report), indent=2))
+        (out / "emb_dims.json").write_text(json.dumps(widths))
+        if do_retrain:
+            torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, out / "model.pt")
+    return report
+
+
+def _finite(obj):
+    """NaN/inf -> None so the JSON is strict."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

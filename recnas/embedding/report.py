@@ -1,0 +1,29 @@
+"""Terminal report of an embedding size search (rich tables)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_report(report: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    stab = report["stability"]
+    table = Table(title="embedding widths")
+    for col in ("field", "vocab", "width", "params", "seed agreement"):
+        table.add_column(col, justify="left" if col == "field" else "right")
+    for name, vocab, width, agree in zip(report["fields"], report["vocab_sizes"], report["emb_dims"], stab["per_field"]):
+        table.add_row(name, f"{vocab:,}", str(width), f"{vocab * width:,}", f"{agree['agreement']:.0%}")
+    console.print(table)
+    console.print(
+        f"embedding tables: {report['params']:,} params ({report['mib']:.3f} MiB) vs budget {report['budget_params']:,} "
+        f"({report['budget_mib']:.3f} MiB): {report['budget_used']:.1%} used"
+    )
+    if stab["seeds"] > 1:
+        console.print(f"stability over {stab['seeds']} seeds: overall modal-width agreement {stab['overall_agreement']:.1%}")
+    if "retrain" in report:
+        r = report["retrain"]
+        console.print(
+            f"retrained from scratch ({r['steps']} steps): val logloss {r['val']['logloss']:.5f} auc {r['val']['auc']:.5f} | "
+            f"test logloss {r['test']['logloss']:.5f} auc {r['test']['auc']:.5f}"
+        )

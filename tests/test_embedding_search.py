@@ -1,0 +1,136 @@
+"""Budget, penalty, adaptive sampler, REINFORCE search and the stability report."""
+
+import numpy as np
+import pytest
+
+from recnas.embedding.budget import MIB, parse_widths, penalty, resolve_budget, table_params
+from recnas.embedding.config import EmbedSearchConfig, SearchSettings
+from recnas.embedding.pipeline import run_search, stability
+from recnas.embedding.samplers import WidthSampler
+from recnas.embedding.search import reinforce_search, repair_to_budget
+from recnas.errors import ConfigError
+from tests.embedding_helpers import make_planted_store
+
+CHOICES = (2, 4, 8, 16)
+
+
+def test_penalty_is_zero_under_budget_and_grows_monotonically_above():
+    budget = 1000
+    assert penalty(0, budget, 2.0) == penalty(999, budget, 2.0) == penalty(1000, budget, 2.0) == 0.0
+    over = [penalty(p, budget, 2.0) for p in range(1000, 3001, 100)]
+    assert all(b > a for a, b in zip(over, over[1:]))
+    assert penalty(1500, budget, 2.0) == pytest.approx(1.0)
+
+
+def test_budget_resolution_and_clear_errors():
+    vocab = [100, 50]
+    assert resolve_budget(vocab, CHOICES, budget_params=600) == 600
+    assert resolve_budget(vocab, CHOICES, budget_mb=1.0) == MIB // 4
+    with pytest.raises(ConfigError, match="cannot be met.*needs 300"):
+        resolve_budget(vocab, CHOICES, budget_params=299)
+    with pytest.raises(ConfigError, match="exactly one"):
+        resolve_budget(vocab, CHOICES)
+    with pytest.raises(ConfigError, match="exactly one"):
+        resolve_budget(vocab, CHOICES, budget_params=10, budget_mb=1.0)
+    with pytest.raises(ConfigError, match="positive"):
+        resolve_budget(vocab, CHOICES, budget_mb=-1.0)
+
+
+def test_refine_spends_leftover_budget_only_where_the_score_improves():
+    from recnas.embedding.search import refine
+
+    score = lambda w: -np.log2(w[0]) - 0.1 * np.log2(w[2])  # field 1 does not matter
+    assert refine([2, 2, 2], score, CHOICES, [10, 10, 10], budget=10 * (16 + 2 + 4)) == [16, 2, 4]
+
+
+def test_parse_widths():
+    assert parse_widths("16, 2,4,4") == (2, 4, 16)
+    for bad in ("", "a,b", "0,2", "-2"):
+        with pytest.raises(ConfigError, match="--widths"):
+            parse_widths(bad)
+
+
+def test_repair_shrinks_the_cheapest_fields_until_within_budget():
+    vocab = [10, 1000, 10]
+    log_p = np.log(np.full((3, 4), 0.25))
+    fixed = repair_to_budget([16, 16, 16], CHOICES, log_p, vocab, budget=10 * 16 * 2 + 1000 * 2)
+    assert table_params(vocab, fixed) <= 10 * 16 * 2 + 1000 * 2
+    assert fixed == [16, 2, 16]  # equal policy regret: shrink the field that saves the most
+
+
+def test_adaptive_sampler_moves_mass_to_still_improving_widths_and_back():
+    s = WidthSampler(n_fields=2, n_choices=4, adaptive=True, seed=0, floor=0.4, warmup=5)
+    rng = np.random.default_rng(0)
+    for t in range(400):  # field 0 width index 1 keeps improving; everything else is flat
+        pick = s.sample()
+        loss = 0.7 - (0.0015 * t if pick[0] == 1 else 0.0) + 0.001 * rng.standard_normal()
+        s.update(pick, loss)
+    p = s.probs()
+    assert np.allclose(p.sum(1), 1.0) and (p >= 0.4 / 4 - 1e-12).all()
+    assert p[0, 1] > 0.4 and p[0, 1] == p[0].max()
+    for _ in range(600):  # the improving width settles: its extra mass decays
+        pick = s.sample()
+        s.update(pick, 0.1 + 0.001 * rng.standard_normal())
+    assert s.probs()[0, 1] < p[0, 1] - 0.1
+    uniform = WidthSampler(2, 4, adaptive=False)
+    uniform.update(np.array([1, 1]), 0.5)
+    assert np.allclose(uniform.probs(), 0.25)
+
+
+def test_sampler_state_round_trip_reproduces_draws():
+    a = WidthSampler(3, 4, seed=1, warmup=1)
+    for t in range(30):
+        a.update(a.sample(), 1.0 / (t + 1))
+    b = WidthSampler(3, 4, seed=99, warmup=1)
+    b.load_state_dict(a.state_dict())
+    assert all((a.sample() == b.sample()).all() for _ in range(10))
+
+
+def test_reinforce_finds_the_useful_fields_under_budget_on_a_known_score():
+    vocab = [50] * 6
+    useful = np.array([1, 1, 0, 0, 0, 1])  # loss drops with width only on these fields
+
+    def score(widths):
+        return 0.5 - 0.02 * float(np.sum(useful * np.log2(widths)))
+
+    budget = 50 * (16 * 3 + 2 * 3)
+    cfg = SearchSettings(iterations=120, samples_per_iter=8, policy_lr=0.1, penalty_weight=1.0)
+    res = reinforce_search(score, vocab, CHOICES, budget, cfg, seed=0)
+    assert res.params <= budget
+    assert res.widths == [16, 16, 2, 2, 2, 16]  # the optimum, exactly at the budget
+    again = reinforce_search(score, vocab, CHOICES, budget, cfg, seed=0)
+    assert again.widths == res.widths and again.history == res.history  # deterministic
+
+
+def test_stability_report():
+    rep = stability([[2, 4, 8], [2, 8, 8], [2, 4, 16]], ["a", "b", "c"])
+    assert [f["modal_width"] for f in rep["per_field"]] == [2, 4, 8]
+    assert [f["agreement"] for f in rep["per_field"]] == pytest.approx([1, 2 / 3, 2 / 3])
+    assert rep["overall_agreement"] == pytest.approx(7 / 9) and not rep["all_seeds_identical"]
+
+
+FAST = {
+    "widths": list(CHOICES), "model": {"hidden": [32]}, "supernet": {"steps": 300, "batch_size": 128, "lr": 3e-3},
+    "search": {"iterations": 40, "samples_per_iter": 8, "val_rows": 600, "policy_lr": 0.2},
+}
+
+
+def test_search_gives_noise_fields_the_smallest_widths_and_stays_under_budget(tmp_path):
+    store = make_planted_store(tmp_path / "planted", rows=8000, vocab=20, strength=3.0)  # fields S0, S1 signal; N2, N3 noise
+    budget = 20 * (16 + 16 + 2 + 2)
+    cfg = EmbedSearchConfig.from_dict(FAST)
+    report = run_search(store, cfg, budget, seeds=2, do_retrain=False)
+    for run in report["runs"] + [report]:
+        widths = run["widths"] if "widths" in run else run["emb_dims"]
+        assert table_params(store.meta.vocab_sizes, widths) <= budget
+        assert np.mean(widths[2:]) < np.mean(widths[:2]), widths
+    assert report["emb_dims"][2:] == [2, 2]
+    assert report["stability"]["seeds"] == 2
+
+
+def test_uniform_sampler_search_is_deterministic(tmp_path):
+    store = make_planted_store(tmp_path / "planted", rows=2000, vocab=10)
+    cfg = EmbedSearchConfig.from_dict({**FAST, "supernet": {"steps": 30, "batch_size": 128, "sampler": "uniform"}, "search": {"iterations": 5, "val_rows": 200}})
+    a, b = (run_search(store, cfg, 10 * 4 * 4, do_retrain=False) for _ in range(2))
+    assert a["runs"][0]["history"] == b["runs"][0]["history"] and a["emb_dims"] == b["emb_dims"]
+    assert np.allclose(a["runs"][0]["sampler_final_probs"], 0.25)
