@@ -157,7 +157,7 @@ class RawReader:
     def _read_header(self, stream) -> tuple[list[str], bytes]:
         data = b""
         while b"\n" not in data:
-            buf = self._read(stream, 1 << 16)
+            buf = self._read(stream, min(self.block_bytes, 1 << 16))
             if not buf:
                 break
             data += buf

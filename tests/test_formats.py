@@ -1,0 +1,144 @@
+"""Format descriptions, YAML specs, the raw reader, derived columns, hashing and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recnas.data import splits
+from recnas.data.encode import Encoder, _derive, stable_hash
+from recnas.data.formats import AVAZU, CRITEO, KDD12, Format, builtin, load_spec
+from recnas.data.rawio import RawReader
+from recnas.errors import ConfigError, DataError
+
+
+def test_builtin_formats_describe_the_published_layouts():
+    assert len(CRITEO.columns) == 40 and len(CRITEO.dense) == 13 and len(CRITEO.cat_names()) == 26
+    assert len(AVAZU.columns) == 24 and AVAZU.header and AVAZU.dense == () and len(AVAZU.cat_names()) == 23
+    assert "id" not in AVAZU.used_columns() and "hour" in AVAZU.used_columns()
+    assert KDD12.label_mode == "count" and len(KDD12.columns) == 12
+    assert KDD12.cat_names() == list(KDD12.categorical) and KDD12.cat_names(joined=True)[-2:] == ["Gender", "Age"]
+    with pytest.raises(DataError, match="unknown dataset 'movielens'"):
+        builtin("movielens")
+
+
+def test_load_spec_valid(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: shop\nlabel: y\nlabel_mode: count\ndense: [a]\ncategorical: [b, c]\ndelimiter: ';'\nheader: false\ncolumns: [y, a, b, c, d]\n")
+    fmt = load_spec(path)
+    assert fmt == Format(name="shop", label="y", label_mode="count", dense=("a",), categorical=("b", "c"), columns=("y", "a", "b", "c", "d"), delimiter=";", header=False)
+    assert load_spec(path, raw="x.parquet").kind == "parquet"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("label: y\ndense: [a\n", r"spec.yaml:\d+: invalid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("dense: [a]\n", "key `label`"),
+        ("label: y\ncategorical: [b]\ncolour: red\n", "unknown key.*colour"),
+        ("label: y\ndense: a\n", "key `dense` must be a list"),
+        ("label: y\ncategorical: [b]\nlabel_mode: multi\n", "key `label_mode` is 'multi'"),
+        ("label: y\n", "lists no features"),
+        ("label: y\ndense: [a]\ncategorical: [a]\n", "listed more than once"),
+        ("label: y\ndense: [a]\nheader: false\n", "needs `columns:`"),
+        ("label: y\ndense: [a]\nheader: false\ncolumns: [y, b]\n", r"key `columns`: missing column\(s\) a"),
+        ("label: y\ndense: [a]\ndelimiter: '::'\n", "single character"),
+    ],
+)
+def test_load_spec_errors_name_file_and_key(tmp_path, text, message):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as exc:
+        load_spec(path)
+    assert "spec.yaml" in str(exc.value)
+
+
+def test_load_spec_missing_file(tmp_path):
+    with pytest.raises(DataError, match="feature spec not found"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def _read(path, fmt, block_bytes=1 << 20):
+    bad = []
+    with RawReader(path, fmt, block_bytes=block_bytes) as reader:
+        chunks = list(reader.chunks(lambda line, why: bad.append((line, why))))
+        digest = reader.digest()
+    return chunks, bad, digest
+
+
+def test_reader_line_numbers_blocks_crlf_and_header(tmp_path):
+    fmt = Format(name="t", label="y", categorical=("a",), header=True)
+    lines = ["y,a"] + [f"{i % 2},v{i}" for i in range(200)]
+    lines[57] = "1,x,extra"
+    path = tmp_path / "d.csv"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    chunks, bad, _ = _read(path, fmt, block_bytes=100)
+    assert len(chunks) > 10  # many blocks, numbering still exact
+    assert bad == [(58, "expected 2 fields, found 3")]
+    got = np.concatenate([c.lines for c in chunks])
+    assert got.tolist() == [n for n in range(2, 202) if n != 58]
+    values = sum((c.table.column("a").to_pylist() for c in chunks), [])
+    assert values[0] == "v0" and values[-1] == "v199" and all("\r" not in v for v in values)
+
+
+def test_reader_without_trailing_newline_and_quotes(tmp_path):
+    fmt = Format(name="t", label="y", categorical=("a",), columns=("y", "a"))
+    path = tmp_path / "d.csv"
+    path.write_text('1,"x,y"\n0,z')
+    chunks, bad, _ = _read(path, fmt)
+    assert bad == [] and sum((c.table.column("a").to_pylist() for c in chunks), []) == ["x,y", "z"]
+    assert np.concatenate([c.lines for c in chunks]).tolist() == [1, 2]
+
+
+def test_reader_rejects_a_file_without_line_breaks(tmp_path, monkeypatch):
+    import recnas.data.rawio as rawio
+
+    monkeypatch.setattr(rawio, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"x" * 5000)
+    with pytest.raises(DataError, match="no line break"):
+        _read(path, Format(name="t", label="y", categorical=("a",), columns=("y", "a")), block_bytes=256)
+
+
+def test_derived_hour_and_weekday():
+    s = pl.Series(["14102100", "14102113", "14102623", "14133100", "1410", ""])
+    hour, bad_h = _derive("hour_of_day", s)
+    day, bad_d = _derive("weekday", s)
+    assert hour.to_list()[:3] == ["0", "13", "23"]
+    assert day.to_list()[:3] == ["2", "2", "7"]  # 2014-10-21 Tuesday, 2014-10-26 Sunday (ISO)
+    assert bad_h.to_list() == bad_d.to_list() == [False, False, False, True, True, True]
+
+
+def test_encoder_codes_are_stable_across_chunks_and_count_good_rows():
+    enc = Encoder(Format(name="t", label="y", dense=("d",), categorical=("a",), columns=("y", "d", "a")))
+    first = enc.encode(pl.DataFrame({"y": ["1", "0", "2"], "d": ["3", "", "x"], "a": ["p", "q", "p"]}))
+    second = enc.encode(pl.DataFrame({"y": ["0"], "d": ["-5"], "a": ["q"]}))
+    assert first.codes[0, 0] == first.codes[2, 0] != first.codes[1, 0] == second.codes[0, 0]
+    assert first.bad.tolist() == [False, False, True] and "label y is not 0 or 1" in first.explain(2)
+    np.testing.assert_allclose(first.dense[:2, 0], [np.log1p(3.0), 0.0])
+    np.testing.assert_allclose(second.dense[0, 0], 0.0)  # log(max(x, 0) + 1)
+
+
+def test_stable_hash_is_fixed():
+    h = stable_hash(pl.Series(["", "a", "68fd1e64", "68fd1e64"]))
+    assert h[2] == h[3] and len(set(h.tolist())) == 3
+    assert h.tolist()[:2] == [17665956581633026203, 198367012849983736]  # pinned: ids must not drift
+
+
+def test_stratified_split_balances_each_class():
+    labels = (np.random.default_rng(0).random(10_007) < 0.2).astype(np.uint8)
+    s = splits.assign(labels, "stratified", 2018)
+    sizes = np.bincount(s, minlength=3)
+    assert 8 * 1000 <= sizes[0] <= 8 * 1001 and 1000 <= sizes[1] <= 1001 and 1000 <= sizes[2] <= 1001
+    rates = [labels[s == k].mean() for k in range(3)]
+    assert max(rates) - min(rates) < 0.002
+    assert (splits.assign(labels, "stratified", 2018) == s).all() and not (splits.assign(labels, "stratified", 1) == s).all()
+
+
+def test_sequential_split_keeps_file_order():
+    s = splits.assign(np.zeros(10, np.uint8), "sequential", 0)
+    assert s.tolist() == [0] * 8 + [1, 2]
+    with pytest.raises(ConfigError, match="unknown split method"):
+        splits.assign(np.zeros(3), "random", 0)
