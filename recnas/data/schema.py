@@ -1,0 +1,62 @@
+"""The `meta.json` that describes a prepared dataset store.
+
+Every consumer (loaders, models, search) reads the schema from here, so the store is
+self-describing: no model needs to know which raw format the data came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recnas.errors import DataError
+
+SPLITS = ("train", "val", "test")
+META_FILE = "meta.json"
+
+
+class DatasetMeta(BaseModel):
+    """Schema and statistics of a prepared store (written last, so its presence means complete)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    dense_names: list[str]
+    cat_names: list[str]
+    vocab_sizes: list[int] = Field(description="table size per categorical field (ids are 0..size-1)")
+    rows: dict[str, int] = Field(description="row count per split")
+    positive_rate: dict[str, float] = Field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict, description="raw file, checksum, options")
+    bad_rows_skipped: int = 0
+    bayes: dict[str, float] | None = Field(
+        default=None, description="synthetic data only: Bayes-optimal log loss / AUC per split"
+    )
+
+    @property
+    def n_dense(self) -> int:
+        return len(self.dense_names)
+
+    @property
+    def n_sparse(self) -> int:
+        return len(self.cat_names)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / META_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.model_dump(), indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "DatasetMeta":
+        path = Path(directory) / META_FILE
+        if not path.is_file():
+            raise DataError(f"{directory}: not a prepared recnas dataset (no {META_FILE}); run `recnas data prepare` or `recnas data synth` first")
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValueError as exc:
+            raise DataError(f"{path}: unreadable dataset metadata: {exc}") from exc

@@ -1,0 +1,153 @@
+"""On-disk columnar store: one `.npy` file per column group and split, memory-mapped on read.
+
+Why `.npy` and not Parquet: training reads random mini-batches of fixed-width numeric rows;
+a memory-mapped array gives zero-copy slicing and fancy indexing at memory speed with no
+decode step, and `np.load(mmap_mode="r")` needs nothing beyond numpy. Layout::
+
+    DIR/meta.json                  written last: its presence marks a complete store
+    DIR/<split>/dense.npy          float32 [rows, n_dense]  (already log-transformed)
+    DIR/<split>/sparse.npy         int32   [rows, n_sparse] (per-field ids, 0 = OOV/rare)
+    DIR/<split>/label.npy          float32 [rows]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recnas.data.schema import SPLITS, DatasetMeta
+from recnas.errors import DataError
+
+COLUMNS = {"dense": np.float32, "sparse": np.int32, "label": np.float32}
+
+
+@dataclass
+class SplitArrays:
+    """The three arrays of one split (numpy arrays or read-only memory maps)."""
+
+    dense: np.ndarray
+    sparse: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def take(self, index: np.ndarray | slice) -> "SplitArrays":
+        return SplitArrays(self.dense[index], self.sparse[index], self.label[index])
+
+
+class CTRStore:
+    """A prepared dataset directory: `meta` plus lazily memory-mapped splits."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.dir = Path(directory)
+        self.meta = DatasetMeta.load(self.dir)
+
+    def split(self, name: str) -> SplitArrays:
+        if name not in SPLITS:
+            raise DataError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        arrays = {}
+        for col, dtype in COLUMNS.items():
+            path = self.dir / name / f"{col}.npy"
+            try:
+                arr = np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                raise DataError(f"{path}: missing; the store at {self.dir} is incomplete") from None
+            except ValueError as exc:
+                raise DataError(f"{path}: corrupt array file ({exc})") from None
+            if arr.dtype != dtype:
+                raise DataError(f"{path}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
+            arrays[col] = arr
+        n = arrays["label"].shape[0]
+        if arrays["dense"].shape != (n, self.meta.n_dense) or arrays["sparse"].shape != (n, self.meta.n_sparse):
+            raise DataError(f"{self.dir / name}: array shapes disagree with meta.json")
+        return SplitArrays(**arrays)
+
+
+class NpyAppender:
+    """Streams rows into a `.npy` file whose final row count is unknown up front.
+
+    The header is written with a fixed-width, space-padded shape and rewritten in place on
+    `close()`, so no second copy of the data is ever made.
+    """
+
+    _HEADER_LEN = 128
+
+    def __init__(self, path: str | os.PathLike, dtype, width: int | None):
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.width = width
+        self.rows = 0
+        self._fh = open(self.path, "wb")
+        self._fh.write(self._header(0))
+
+    def _header(self, rows: int) -> bytes:
+        shape = (rows,) if self.width is None else (rows, self.width)
+        d = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (self.dtype.str, shape)
+        magic = b"\x93NUMPY\x01\x00"
+        body_len = self._HEADER_LEN - len(magic) - 2
+        body = d.ljust(body_len - 1) + "\n"
+        return magic + len(body).to_bytes(2, "little") + body.encode("latin1")
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        expected = 1 if self.width is None else 2
+        if block.ndim != expected or (self.width is not None and block.shape[1] != self.width):
+            raise ValueError(f"{self.path.name}: block shape {block.shape} does not fit width {self.width}")
+        self._fh.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        if self._fh.closed:
+            return
+        self._fh.seek(0)
+        self._fh.write(self._header(self.rows))
+        self._fh.close()
+
+
+def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """A fresh temp dir beside `out`; refuses an existing store unless `overwrite`."""
+    out = Path(out)
+    occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
+    if occupied and not overwrite:
+        raise DataError(f"{out} already exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    for split in SPLITS:
+        (tmp / split).mkdir()
+    return tmp
+
+
+def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta) -> Path:
+    """Write meta.json last, then swap the staged dir into place (the old store is kept until then)."""
+    out = Path(out)
+    meta.save(tmp)
+    if out.exists():
+        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, trash)
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def write_store(out: str | os.PathLike, splits: dict[str, SplitArrays], meta: DatasetMeta, overwrite: bool = False) -> Path:
+    """Write in-memory splits as a complete store (used by the synthetic generator and tests)."""
+    tmp = staging_dir(out, overwrite)
+    try:
+        for name in SPLITS:
+            arrays = splits[name]
+            for col, dtype in COLUMNS.items():
+                np.save(tmp / name / f"{col}.npy", np.ascontiguousarray(getattr(arrays, col), dtype=dtype))
+        meta.rows = {name: len(splits[name]) for name in SPLITS}
+        return commit_staging(tmp, out, meta)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
