@@ -9,7 +9,7 @@ from recnas.embedding.pipeline import run_search, stability
 from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import reinforce_search, repair_to_budget
 from recnas.errors import ConfigError
-from tests.embedding_helpers import make_planted_store
+from tests.test_embedding_helpers import make_planted_store
 
 CHOICES = (2, 4, 8, 16)
 

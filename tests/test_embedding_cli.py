@@ -1,0 +1,75 @@
+"""`recnas embed search` end to end on a tiny store, and its user errors."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from recnas.cli import app
+from recnas.errors import ConfigError
+from recnas.space import Architecture, BlockSpec
+from tests.test_embedding_helpers import make_planted_store
+
+runner = CliRunner()
+TINY = {
+    "model": {"hidden": [16]},
+    "supernet": {"steps": 40, "batch_size": 128},
+    "search": {"iterations": 6, "samples_per_iter": 4, "val_rows": 200},
+    "retrain": {"epochs": 1, "batch_size": 256, "device": "cpu"},
+}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    store = make_planted_store(tmp_path / "data", rows=2000, vocab=10)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(TINY))
+    return store, cfg, tmp_path
+
+
+def test_cli_search_end_to_end(setup):
+    store, cfg, tmp = setup
+    out = tmp / "out"
+    args = ["embed", "search", "--data", str(store.dir), "--out", str(out), "--budget-params", "200", "--widths", "2,4,8", "--config", str(cfg), "--seeds", "2"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "embedding tables" in res.output and "stability over 2 seeds" in res.output and "test logloss" in res.output
+    report = json.loads((out / "result.json").read_text())
+    emb_dims = json.loads((out / "emb_dims.json").read_text())
+    assert emb_dims == report["emb_dims"] and len(emb_dims) == 4 and set(emb_dims) <= {2, 4, 8}
+    assert report["params"] <= 200 == report["budget_params"]
+    assert 0 < report["retrain"]["test"]["logloss"] < 1 and 0 <= report["stability"]["overall_agreement"] <= 1
+    assert len(report["runs"]) == 2 and (out / "model.pt").is_file()
+    block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
+    assert Architecture(blocks=(block,), emb_dims=tuple(emb_dims)).emb_dims == tuple(emb_dims)  # plugs into the encoding
+    assert runner.invoke(app, [*args[:5], str(tmp / "out2"), *args[6:]]).exit_code == 0
+    again = json.loads((tmp / "out2" / "result.json").read_text())
+    assert again["emb_dims"] == emb_dims and again["retrain"]["test"] == report["retrain"]["test"]  # deterministic
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget-params", "79"], "cannot be met"),  # smallest: 4 fields x vocab 10 x width 2 = 80
+        (["--budget-mb", "0.00001"], "cannot be met"),
+        ([], "exactly one"),
+        (["--budget-params", "100", "--budget-mb", "1"], "exactly one"),
+        (["--budget-params", "100", "--widths", "2,x"], "--widths"),
+        (["--budget-params", "100", "--sampler", "greedy"], "sampler"),
+    ],
+)
+def test_cli_bad_inputs_are_clear_config_errors(setup, extra, message):
+    store, cfg, tmp = setup
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(cfg), *extra])
+    assert isinstance(res.exception, ConfigError), res.output
+    assert message in str(res.exception) and "\n" not in str(res.exception)
+    assert not (tmp / "o").exists()
+
+
+def test_cli_bad_config_key(setup, tmp_path):
+    store, _, tmp = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search: {iteratons: 3}\n")
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "100"])
+    assert isinstance(res.exception, ConfigError) and "search.iteratons" in str(res.exception)
