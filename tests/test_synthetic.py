@@ -1,0 +1,205 @@
+"""The synthetic benchmark: complete store, reproducibility, Bayes numbers, raw text, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+
+from recnas.data.planted import planted_model
+from recnas.data.schema import SPLITS, DatasetMeta
+from recnas.data.store import CTRStore
+from recnas.data.synthetic import generate, model_from_source, split_assignment, true_probability
+from recnas.errors import ConfigError, DataError
+
+ROWS = 20_000
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "store", rows=ROWS, seed=3, raw_out=root / "train.txt")
+    return root
+
+
+def _files(store_dir):
+    return {f"{s}/{c}": (store_dir / s / f"{c}.npy").read_bytes() for s in SPLITS for c in ("dense", "sparse", "label")}
+
+
+def test_store_is_complete_with_criteo_shape(synth):
+    store = CTRStore(synth / "store")
+    meta = store.meta
+    assert meta.rows == {"train": 16_000, "val": 2_000, "test": 2_000}
+    assert (meta.n_dense, meta.n_sparse) == (13, 26)
+    sizes = np.array(meta.vocab_sizes)
+    assert sizes.min() >= 3 and sizes.max() <= 2000 and sizes.max() >= 100 * sizes.min()
+    assert np.median(sizes) < 0.2 * sizes.max()  # a few large fields, most small
+    for name in SPLITS:
+        a = store.split(name)
+        assert a.dense.dtype == np.float32 and a.sparse.dtype == np.int32 and a.label.dtype == np.float32
+        counts = np.expm1(a.dense.astype(np.float64))
+        assert (a.dense >= 0).all() and np.allclose(counts, np.round(counts), atol=1e-3 * (1 + counts))
+        assert ((a.sparse >= 0) & (a.sparse < sizes)).all()
+        assert set(np.unique(a.label)) == {0.0, 1.0}
+        assert abs(meta.positive_rate[name] - 0.25) < 0.04
+        assert meta.positive_rate[name] == pytest.approx(float(a.label.mean()))
+    train = store.split("train")
+    assert 0.02 < (train.dense == 0).mean() < 0.5  # some missing / zero counts
+    assert (train.sparse == 0).mean(0).max() > 0.01  # some missing categoricals (id 0)
+    top_share = max(np.bincount(train.sparse[:, f]).max() / len(train) for f in np.argsort(sizes)[-5:])
+    assert top_share > 0.05  # power law: the head id of a large field is far above uniform
+    for key in ("val_logloss", "val_auc", "test_logloss", "test_auc", "test_expected_logloss", "val_expected_logloss", "train_logloss"):
+        assert key in meta.bayes
+    assert 0.35 < meta.bayes["test_expected_logloss"] < 0.47 and 0.7 < meta.bayes["test_auc"] < 0.9
+
+
+def test_same_seed_same_bytes_different_seed_differs(synth, tmp_path):
+    generate(tmp_path / "again", rows=ROWS, seed=3, chunk_rows=8192)  # other chunking, same rows
+    assert _files(tmp_path / "again") == _files(synth / "store")
+    assert DatasetMeta.load(tmp_path / "again").bayes == pytest.approx(DatasetMeta.load(synth / "store").bayes, rel=1e-12)
+    generate(tmp_path / "other", rows=ROWS, seed=4)
+    a, b = CTRStore(tmp_path / "other").split("train"), CTRStore(synth / "store").split("train")
+    assert not np.array_equal(a.sparse, b.sparse) and not np.array_equal(a.label, b.label)
+
+
+def test_recorded_bayes_numbers_are_recomputable(synth):
+    store = CTRStore(synth / "store")
+    bayes = store.meta.bayes
+    for name in ("val", "test"):
+        a = store.split(name)
+        p = true_probability(a.dense, a.sparse, store.meta)
+        assert log_loss(a.label, p) == pytest.approx(bayes[f"{name}_logloss"], abs=1e-9)
+        assert roc_auc_score(a.label, p) == pytest.approx(bayes[f"{name}_auc"], abs=1e-9)
+        entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
+        assert entropy.mean() == pytest.approx(bayes[f"{name}_expected_logloss"], abs=1e-9)
+
+
+def test_bayes_logloss_agrees_with_monte_carlo(synth):
+    """Resampled labels: the mean log loss of the true p converges to the mean entropy."""
+    store = CTRStore(synth / "store")
+    a = store.split("test")
+    p = true_probability(a.dense, a.sparse, store.meta)
+    ll1, ll0 = -np.log(p), -np.log1p(-p)
+    rng = np.random.default_rng(0)
+    draws = np.array([np.where(rng.random(len(p)) < p, ll1, ll0).mean() for _ in range(400)])
+    expected = store.meta.bayes["test_expected_logloss"]
+    assert abs(draws.mean() - expected) < 4 * draws.std() / np.sqrt(len(draws))
+    # The realised loss on the stored labels is one such draw: within 4 standard errors.
+    se = np.sqrt((p * (1 - p) * (ll1 - ll0) ** 2).sum()) / len(p)
+    assert abs(store.meta.bayes["test_logloss"] - expected) < 4 * se
+    assert draws.std() == pytest.approx(se, rel=0.2)
+
+
+def _one_hot(a, vocab_sizes):
+    offsets = np.concatenate([[0], np.cumsum(vocab_sizes)[:-1]])
+    n, f = a.sparse.shape
+    onehot = sp.csr_matrix((np.ones(n * f), (np.repeat(np.arange(n), f), (a.sparse + offsets).ravel())), shape=(n, sum(vocab_sizes)))
+    return sp.hstack([onehot, sp.csr_matrix(a.dense / 5.0)]).tocsr()
+
+
+def test_interactions_carry_the_signal(synth):
+    """A first-order model (logistic regression on one-hot + dense) stays far from Bayes."""
+    store = CTRStore(synth / "store")
+    train, test = store.split("train"), store.split("test")
+    lr = LogisticRegression(C=0.1, max_iter=500).fit(_one_hot(train, store.meta.vocab_sizes), train.label)
+    lr_loss = log_loss(test.label, lr.predict_proba(_one_hot(test, store.meta.vocab_sizes))[:, 1])
+    assert lr_loss > store.meta.bayes["test_logloss"] + 0.05
+    # The crosses are centred under the id frequencies: no marginal effect on a single field.
+    model = model_from_source(store.meta)
+    for f, (freq, latent) in enumerate(zip(model.id_freq, model.latent)):
+        assert np.abs(freq @ latent).max() < 1e-9, f"field {f} latent not centred"
+
+
+def test_raw_text_matches_store(synth):
+    lines = (synth / "train.txt").read_text().split("\n")
+    assert lines[-1] == "" and len(lines) == ROWS + 1
+    rows = [line.split("\t") for line in lines[:-1]]
+    assert {len(r) for r in rows} == {40}
+    cols = list(zip(*rows))
+    label = np.array(cols[0], dtype=np.float32)
+    ints = [np.array([int(x) if x else -1 for x in c]) for c in cols[1:14]]
+    cats = cols[14:]
+    assert all(x == "" or (len(x) == 8 and int(x, 16) >= 0 and x == x.lower()) for c in cats for x in c)
+    assert all(min(c) >= -1 for c in ints) and any((c == -1).any() for c in ints)  # some empty dense
+    assert any("" in c for c in cats)
+
+    store = CTRStore(synth / "store")
+    assign = split_assignment(ROWS, seed=3)
+    dense_raw = np.log1p(np.maximum(np.stack(ints, 1), 0)).astype(np.float32)
+    for k, name in enumerate(SPLITS):
+        a, sel = store.split(name), assign == k
+        np.testing.assert_array_equal(a.label, label[sel])
+        np.testing.assert_allclose(a.dense, dense_raw[sel], rtol=1e-6)
+    # Hex strings and store ids are the same partition: one id per string, "" <-> id 0.
+    full_sparse = np.empty((ROWS, 26), dtype=np.int32)
+    for k, name in enumerate(SPLITS):
+        full_sparse[assign == k] = store.split(name).sparse
+    for f, c in enumerate(cats):
+        pairs = set(zip(c, full_sparse[:, f].tolist()))
+        assert len({h for h, _ in pairs}) == len(pairs) == len({i for _, i in pairs})
+        assert all((h == "") == (i == 0) for h, i in pairs)
+
+
+def test_small_config_and_true_probability_checks(tmp_path):
+    meta = generate(tmp_path / "s", rows=300, seed=1, n_dense=1, n_sparse=3, max_vocab=50)
+    a = CTRStore(tmp_path / "s").split("train")
+    assert a.dense.shape == (240, 1) and a.sparse.shape == (240, 3)
+    p = true_probability(a.dense, a.sparse, meta.source)
+    assert p.shape == (240,) and ((p > 0) & (p < 1)).all()
+    with pytest.raises(DataError, match="expects dense"):
+        true_probability(a.dense, a.sparse[:, :2], meta)
+    with pytest.raises(DataError, match="vocabulary"):
+        true_probability(a.dense, a.sparse + 100, meta)
+    tampered = json.loads(json.dumps(meta.source))
+    tampered["planted"]["bias"] += 0.5
+    with pytest.raises(DataError, match="different code"):
+        true_probability(a.dense, a.sparse, tampered)
+    with pytest.raises(DataError, match="not made by the synthetic generator"):
+        true_probability(a.dense, a.sparse, {"generator": "criteo"})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"rows": 50}, "rows must be an integer in"),
+        ({"rows": 1000.0}, "rows must be an integer in"),
+        ({"seed": -1}, "seed must be"),
+        ({"n_sparse": 2}, "n_sparse must be in 3"),
+        ({"n_dense": 0}, "n_dense must be in 1"),
+        ({"positive_rate": 1.5}, "positive_rate"),
+        ({"max_vocab": 1}, "min_vocab <= max_vocab"),
+        ({"signal": "high"}, "signal must be a number"),
+    ],
+)
+def test_bad_arguments_raise_config_error(tmp_path, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        generate(tmp_path / "bad", **{"rows": 200, **kwargs})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_existing_outputs_need_overwrite(tmp_path):
+    generate(tmp_path / "s", rows=200, seed=3, raw_out=tmp_path / "raw.txt")  # seed 3: model cached
+    before = (tmp_path / "s" / "train" / "label.npy").read_bytes()
+    with pytest.raises(DataError, match="already exists"):
+        generate(tmp_path / "s", rows=200, seed=1)
+    with pytest.raises(DataError, match="already exists"):
+        generate(tmp_path / "t", rows=200, seed=1, raw_out=tmp_path / "raw.txt")
+    with pytest.raises(DataError, match="is a directory"):
+        generate(tmp_path / "t", rows=200, seed=1, raw_out=tmp_path)
+    assert (tmp_path / "s" / "train" / "label.npy").read_bytes() == before
+    assert not (tmp_path / "t").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["raw.txt", "s"]
+    meta = generate(tmp_path / "s", rows=300, seed=3, raw_out=tmp_path / "raw.txt", overwrite=True)
+    assert CTRStore(tmp_path / "s").meta.rows == meta.rows == {"train": 240, "val": 30, "test": 30}
+    assert len((tmp_path / "raw.txt").read_text().splitlines()) == 300
+
+
+def test_planted_model_is_cached_and_deterministic():
+    from recnas.data.planted import PlantedModel, SynthConfig
+
+    a, b = PlantedModel(SynthConfig(), 3), planted_model(SynthConfig(), 3)
+    assert a.bias == b.bias and a.vocab_sizes == b.vocab_sizes and np.array_equal(a.scales, b.scales)
+    assert planted_model(SynthConfig(), 3) is b
