@@ -75,7 +75,20 @@ def param_split(model: nn.Module) -> tuple[int, int]:
     return dense, emb
 
 
+_MOVES = {"clone", "copy_", "_to_copy", "fill_", "zero_", "zeros_like", "ones_like"}  # data movement, not arithmetic
+
+
+def _is_identity(name: str, args) -> bool:
+    """x + 0 and x * 1 (e.g. Python's `sum(tensors)` starting from 0) do no work."""
+    if len(args) < 2 or isinstance(args[1], torch.Tensor):
+        return False
+    return (name in ("add", "sub") and args[1] == 0) or (name in ("mul", "div") and args[1] == 1)
+
+
 class _ElementwiseCounter(TorchDispatchMode):
+    """Elementwise ops per forward: output elements of pointwise ATen ops, weighted input
+    elements of reductions and norms; copies and identities are free."""
+
     def __init__(self):
         super().__init__()
         self.ops = 0
@@ -83,7 +96,9 @@ class _ElementwiseCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
-        if torch.Tag.pointwise in func.tags:
+        if name in _MOVES or _is_identity(name, args):
+            pass
+        elif torch.Tag.pointwise in func.tags:
             first = out[0] if isinstance(out, (tuple, list)) else out
             self.ops += first.numel() if isinstance(first, torch.Tensor) else 0
         elif name in _REDUCTIONS and args and isinstance(args[0], torch.Tensor):

@@ -1,0 +1,94 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from recnas.data.schema import DatasetMeta
+from recnas.errors import ConfigError
+from recnas.hardware import PIMConfig, count_costs, example_inputs, measure_latency, module_costs, pim_cost, profile_module
+from recnas.space import get_space
+from recnas.space.samplers import random_architecture
+from recnas.supernet import Subnet, Supernet
+
+META = DatasetMeta(name="t", dense_names=["a", "b", "c"], cat_names=list("vwxyz"), vocab_sizes=[5, 6, 7, 8, 9], rows={})
+
+
+def _linears(costs):
+    return Counter((l.n_in, l.n_out, l.reps, l.bias) for l in costs.layers if l.kind == "linear")
+
+
+def test_generic_profiling_of_a_subnet_agrees_with_the_analytic_count():
+    space = get_space("full-tiny")
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        arch = random_architecture(rng, space)
+        net = Subnet(arch, space, META)
+        dense, sparse = example_inputs(net, 2)
+        analytic, measured = count_costs(arch, space, META), module_costs(net, dense, sparse)
+        assert _linears(measured) == _linears(analytic)  # same crossbar layers, shapes and repeats
+        assert measured.flops == analytic.flops and measured.params == analytic.params
+        assert profile_module(net, dense, sparse) == (analytic.params, analytic.flops)
+        assert 0.8 < measured.elementwise_ops / analytic.elementwise_ops < 1.2  # both approximate, counted differently
+        a, m = pim_cost(analytic, parallel=False), pim_cost(measured)
+        assert m.crossbars == a.crossbars
+        assert m.breakdown["adc"] == pytest.approx(a.breakdown["adc"])
+
+
+def test_generic_profiling_counts_a_hand_made_module():
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.lin = nn.Linear(4, 6)
+            self.conv = nn.Conv1d(3, 2, kernel_size=1, bias=False)
+
+        def forward(self, dense, sparse):
+            x = self.emb(sparse[:, :3])  # [B, 3, 4]
+            y = self.lin(x)  # [B, 3, 6], applied 3 times per sample
+            z = self.conv(y)  # [B, 2, 6], applied 6 times per sample
+            return (z @ z.transpose(1, 2)).sum((1, 2))  # activation x activation: 2*2*6 MACs
+
+    costs = module_costs(Toy(), torch.zeros(2, 0), torch.zeros(2, 3, dtype=torch.long))
+    lin = {l.name.split("#")[0]: l for l in costs.layers}
+    assert (lin["lin"].n_in, lin["lin"].n_out, lin["lin"].reps) == (4, 6, 3)
+    assert (lin["conv"].n_in, lin["conv"].n_out, lin["conv"].reps, lin["conv"].bias) == (3, 2, 6, False)
+    assert lin["emb"].kind == "embedding" and lin["emb"].reads == 12
+    assert lin["digital"].macs == 2 * 2 * 6
+    assert costs.flops == 2 * (4 * 6 * 3 + 3 * 2 * 6 + 24)
+    assert (costs.embedding_params, costs.dense_params) == (40, 30 + 6)
+    assert not costs.parallel
+
+
+def test_baselines_are_costed_on_the_default_pim_config():
+    baselines = pytest.importorskip("recnas.baselines")
+    tiny = dict(dlrm=dict(bottom_mlp=[8, 4], top_mlp=[8], embed_dim=4), deepfm=dict(mlp=[8], embed_dim=4), dcnv2=dict(mlp=[8], embed_dim=4, cross_layers=2),
+                autoint=dict(embed_dim=4, attention_layers=1, attention_dim=4), xdeepfm=dict(embed_dim=4, cin=[4, 4], mlp=[8]))
+    for name, hp in tiny.items():
+        model = baselines.build_baseline(name, META, **hp)
+        dense, sparse = example_inputs(model, 2)
+        costs = module_costs(model, dense, sparse)
+        params, flops = profile_module(model, dense, sparse)
+        assert costs.params == params == sum(p.numel() for p in model.parameters())
+        assert costs.flops == flops > 0
+        report = pim_cost(costs, PIMConfig())
+        assert report.fits and report.crossbars > 0 and report.energy_pj > report.breakdown["dram"] > 0
+        assert report.latency_ns == pytest.approx(sum(l.latency_ns for l in report.layers))  # sequential chain
+
+
+def test_measure_latency_on_cpu():
+    space = get_space("small-tiny")
+    net = Subnet(random_architecture(np.random.default_rng(0), space), space, META)
+    net.train()
+    r = measure_latency(net, batch_size=8, device="cpu", warmup=1, repeats=5)
+    assert 0 < r["p50_ms"] <= r["p90_ms"] and r["mean_ms"] > 0 and r["batch_size"] == 8
+    assert net.training  # mode restored
+    sup = Supernet(space, META)
+    assert measure_latency(sup, 4, warmup=0, repeats=2, arch=net.arch)["mean_ms"] > 0
+    with pytest.raises(ConfigError, match="repeats"):
+        measure_latency(net, 8, repeats=0)
+    with pytest.raises(ConfigError, match="pass `meta`"):
+        measure_latency(nn.Linear(2, 1), 8)
+    with pytest.raises(ConfigError, match="batch"):
+        module_costs(net, torch.zeros(0, 3), torch.zeros(0, 5, dtype=torch.long))
