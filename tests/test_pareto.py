@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from recnas.errors import ConfigError
+from recnas.search.pareto import crowding_distance, dominates, non_dominated_sort, pareto_front, plot_front
+
+# (log loss, energy): a trade-off curve 0-3, dominated points 4-6, a duplicate of 1 (7)
+POINTS = np.array([[0.40, 9.0], [0.41, 5.0], [0.43, 3.0], [0.47, 1.0], [0.42, 6.0], [0.45, 4.0], [0.50, 9.5], [0.41, 5.0]])
+
+
+def test_fronts_on_hand_made_points():
+    fronts = non_dominated_sort(POINTS)
+    assert fronts == [[0, 1, 2, 3, 7], [4, 5], [6]]
+    assert pareto_front(POINTS) == [0, 1, 2, 3, 7]
+    assert sorted(i for f in fronts for i in f) == list(range(len(POINTS)))
+    for k, front in enumerate(fronts):  # nobody in front k is dominated by a point of front >= k
+        later = [j for f in fronts[k:] for j in f]
+        assert not any(dominates(POINTS[j], POINTS[i]) for i in front for j in later)
+    assert dominates(POINTS[1], POINTS[4]) and not dominates(POINTS[1], POINTS[7])
+
+
+def test_three_objectives_and_edge_cases():
+    p = np.array([[1, 1, 1], [0, 2, 2], [2, 2, 2], [1, 1, 1]])
+    assert non_dominated_sort(p) == [[0, 1, 3], [2]]
+    assert non_dominated_sort(np.zeros((0, 2))) == [] and pareto_front(np.zeros((0, 2))) == []
+    with pytest.raises(ConfigError, match="2-D"):
+        non_dominated_sort([1, 2, 3])
+    with pytest.raises(ConfigError, match="NaN"):
+        pareto_front([[0.1, np.nan]])
+
+
+def test_crowding_distance_by_hand():
+    p = np.array([[0.0, 4.0], [1.0, 3.0], [3.0, 1.0], [4.0, 0.0]])
+    d = crowding_distance(p)
+    assert np.isinf(d[0]) and np.isinf(d[3])
+    assert d[1] == pytest.approx((3 - 0) / 4 + (4 - 1) / 4)
+    assert d[2] == pytest.approx((4 - 1) / 4 + (3 - 0) / 4)
+    assert np.isinf(crowding_distance(p[:2])).all()
+    flat = crowding_distance(np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]]))
+    assert flat[1] == pytest.approx(1.0)  # constant objective adds nothing
+
+
+def test_plot_front_writes_a_figure(tmp_path):
+    out = plot_front(POINTS, ["log loss", "energy (uJ)"], tmp_path / "fig" / "front.png", labels=[f"a{i}" for i in range(len(POINTS))], baselines={"DLRM": (0.44, 7.0)})
+    assert out.is_file() and out.stat().st_size > 1000
+    with pytest.raises(ConfigError, match="two objectives"):
+        plot_front(np.ones((3, 3)), ["a", "b", "c"], tmp_path / "x.png")
+    with pytest.raises(ConfigError, match="labels"):
+        plot_front(POINTS, ["a", "b"], tmp_path / "x.png", labels=["one"])
