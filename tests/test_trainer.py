@@ -258,3 +258,13 @@ def test_tensorboard_scalars(tiny_store, tmp_path, monkeypatch):
     tags = {c for c, _ in calls}
     assert {"train/loss", "train/lr", "train/samples_per_s", "val/logloss", "val/auc"} <= tags
     assert ("val/logloss", 15) in calls and ("train/loss", 5) in calls
+
+
+def test_prebuilt_loaders_without_store(tiny_store):
+    train = BatchLoader(tiny_store.split("train"), 32, seed=0, drop_last=True)
+    val = BatchLoader(tiny_store.split("val"), 64, shuffle=False)
+    model = make_model(tiny_store.meta)
+    res = Trainer(model, tiny_cfg(epochs=1, amp="bf16"), None, train_loader=train, val_loader=val, progress=False).fit()
+    assert res.steps == 15 and train.epoch == 1 and res.best_val["logloss"] < 1.0  # bf16 autocast runs on CPU too
+    with pytest.raises(ValueError, match="needs a store"):
+        Trainer(model, tiny_cfg(), None, train_loader=train, progress=False)

@@ -124,7 +124,9 @@ class Trainer:
         self.progress = progress
         if (train_loader is None or (val_loader is None and cfg.eval_every != 0)) and store is None:
             raise ValueError("Trainer needs a store unless train_loader (and val_loader, when evaluating) are given")
-        self.train_loader = train_loader or self._loader(store.split("train"), cfg.batch_size, True, cfg.max_train_rows)
+        if train_loader is None:
+            train_loader = self._loader(store.split("train"), cfg.batch_size, True, cfg.max_train_rows)
+        self.train_loader = train_loader
         self.val_loader = val_loader
         if val_loader is None and cfg.eval_every != 0:
             self.val_loader = self._loader(store.split("val"), cfg.eval_batch_size or 4 * cfg.batch_size, False, cfg.max_eval_rows)
