@@ -25,6 +25,8 @@ def search(
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
     seed: Optional[int] = typer.Option(None, help="Seed of data, supernet sampling and evolution."),
+    executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Prepare data, train a supernet, evolve, retrain the winner and compare with baselines."""
@@ -33,7 +35,7 @@ def search(
     from recnas.search.job import load_job_config
     from recnas.search.pipeline import run_job
 
-    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed}
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed, "executor": executor, "ray_address": ray_address}
     if objective is not None:
         over["objective"] = {"kind": objective}
     cfg = load_job_config(budget, config, **over)

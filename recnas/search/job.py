@@ -40,6 +40,9 @@ class JobConfig(BaseModel):
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     objective: Objective = Field(default_factory=Objective)
     hardware: Literal["none", "pim"] = "none"
+    executor: Literal["serial", "ray"] = Field("serial", description="where candidates are scored")
+    ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one)")
+    ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU)")
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -78,10 +78,17 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {cfg.objective.kind}")
     results = ResultsStore(out / "search.sqlite")
     evaluator = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
-    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign)
+    executor = None
+    if cfg.executor == "ray":
+        from recnas.search.executors import RayExecutor
+
+        executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
+    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
+    if executor is not None:
+        executor.shutdown()
     best = evo_result.best
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
