@@ -61,11 +61,10 @@ def test_load_spec_missing_file(tmp_path):
 
 
 def _read(path, fmt, block_bytes=1 << 20):
-    bad = []
     with RawReader(path, fmt, block_bytes=block_bytes) as reader:
-        chunks = list(reader.chunks(lambda line, why: bad.append((line, why))))
+        chunks = list(reader.chunks())
         digest = reader.digest()
-    return chunks, bad, digest
+    return chunks, [b for c in chunks for b in c.bad], digest
 
 
 def test_reader_line_numbers_blocks_crlf_and_header(tmp_path):

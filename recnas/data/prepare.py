@@ -17,6 +17,7 @@ import datetime as _dt
 import os
 import shutil
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ import pyarrow as pa
 from recnas.data import splits as _splits
 from recnas.data.encode import Encoder
 from recnas.data.formats import BUILTIN, Format, builtin, load_spec
-from recnas.data.rawio import RawReader, check_readable
+from recnas.data.rawio import RawReader, check_readable, prefetched
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import COLUMNS, NpyAppender, commit_staging, staging_dir
 from recnas.errors import ConfigError, DataError
@@ -47,16 +48,19 @@ class BadRows:
         self.count = 0
         self.examples: list[str] = []
 
-    def add(self, path: Path, line: int, reason: str) -> None:
-        self.add_many(path, np.array([line]), np.array([0]), lambda i: reason)
-
-    def add_many(self, path: Path, lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str]) -> None:
-        """Rows `index` of a chunk whose raw line numbers are `lines` are bad."""
+    def report(self, path: Path, parse_bad: list[tuple[int, str]], lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str]) -> None:
+        """Bad rows of one chunk: dropped by the parser (`parse_bad`) or by conversion (`index`)."""
+        n = len(parse_bad) + len(index)
+        if n == 0:
+            return
+        room = 1 if self.policy == "error" else max(MAX_EXAMPLES - len(self.examples), 0)
+        found = sorted(parse_bad[:room] + [(int(lines[i]), int(i)) for i in index[:room]])[:room]
+        described = [(line, why if isinstance(why, str) else explain(why)) for line, why in found]
         if self.policy == "error":
-            raise DataError(f"{path}:{int(lines[index[0]])}: {explain(int(index[0]))} (pass --on-bad-row skip to drop such rows)")
-        for i in index[: max(MAX_EXAMPLES - len(self.examples), 0)]:
-            self.examples.append(f"{path.name}:{int(lines[i])}: {explain(int(i))}")
-        self.count += len(index)
+            line, why = described[0]
+            raise DataError(f"{path}:{line}: {why} (pass --on-bad-row skip to drop such rows)")
+        self.examples += [f"{path.name}:{line}: {why}" for line, why in described]
+        self.count += n
 
 
 class _Spool:
@@ -115,8 +119,11 @@ def _check_options(fmt: Format, profile, min_count, hash_buckets, split, on_bad_
 
 def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> dict:
     """Read the whole side table (e.g. KDD12 userid_profile.txt) and index it by key code."""
+    tables = []
     with RawReader(path, encoder.fmt.join.table, block_bytes, what="profile file") as reader:
-        tables = [c.table for c in reader.chunks(lambda line, why: bad.add(path, line, why))]
+        for chunk in reader.chunks():
+            bad.report(path, chunk.bad, chunk.lines, np.zeros(0, np.int64), str)
+            tables.append(chunk.table)
         sha = reader.digest()
     df = pl.from_arrow(pa.concat_tables(tables))
     encoder.load_side(df)
@@ -125,23 +132,24 @@ def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> 
 
 def _pass1(reader: RawReader, encoder: Encoder, spool: _Spool, bad: BadRows, max_rows: int | None, progress: Progress | None) -> None:
     path = reader.path
-    for chunk in reader.chunks(lambda line, why: bad.add(path, line, why)):
-        enc = encoder.encode(pl.from_arrow(chunk.table))
-        keep = ~enc.bad
-        if max_rows is not None and spool.rows + int(keep.sum()) > max_rows:
-            cut = int(np.searchsorted(np.cumsum(keep), max_rows - spool.rows)) + 1
-            keep[cut:] = False
-            enc.bad[cut:] = False
-        if enc.bad.any():
-            bad.add_many(path, chunk.lines, np.flatnonzero(enc.bad), enc.explain)
-        if not keep.all():
-            enc.label, enc.dense, enc.codes = enc.label[keep], enc.dense[keep], enc.codes[keep]
-        encoder.count(enc.codes)
-        spool.append(enc.label, enc.dense, enc.codes)
-        if progress is not None:
-            progress("read", chunk.bytes_read, reader.size)
-        if max_rows is not None and spool.rows >= max_rows:
-            break
+    with closing(prefetched(reader.chunks())) as chunks:
+        for chunk in chunks:
+            enc = encoder.encode(pl.from_arrow(chunk.table))
+            keep = ~enc.bad
+            if max_rows is not None and spool.rows + int(keep.sum()) > max_rows:
+                cut = int(np.searchsorted(np.cumsum(keep), max_rows - spool.rows)) + 1
+                keep[cut:] = False
+                enc.bad[cut:] = False
+                chunk.bad = [(line, why) for line, why in chunk.bad if line < chunk.lines[cut - 1]]
+            bad.report(path, chunk.bad, chunk.lines, np.flatnonzero(enc.bad), enc.explain)
+            if not keep.all():
+                enc.label, enc.dense, enc.codes = enc.label[keep], enc.dense[keep], enc.codes[keep]
+            encoder.count(enc.codes)
+            spool.append(enc.label, enc.dense, enc.codes)
+            if progress is not None:
+                progress("read", chunk.bytes_read, reader.size)
+            if max_rows is not None and spool.rows >= max_rows:
+                break
 
 
 def _pass2(spool: _Spool, remaps: list[np.ndarray], split_of: np.ndarray, tmp: Path, progress: Progress | None) -> tuple[dict, dict]:

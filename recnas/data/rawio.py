@@ -15,9 +15,9 @@ import gzip
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,6 @@ from recnas.data.formats import Format, with_columns
 from recnas.errors import DataError
 
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this means the file is not delimited text
-ReportBad = Callable[[int, str], None]  # (1-based line, reason) for rows dropped while reading
 
 
 @dataclass
@@ -35,6 +34,7 @@ class Chunk:
     table: pa.Table  # the used columns (strings for text input)
     lines: np.ndarray  # int64 [rows]: 1-based line (text) or row (parquet) number in the raw file
     bytes_read: int  # of the file as stored, for progress
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (line, reason) of rows dropped while parsing
 
 
 class _HashingFile:
@@ -101,14 +101,14 @@ class RawReader:
             self._src = _HashingFile(self.path)
         return self._src.finish()
 
-    def chunks(self, report_bad: ReportBad) -> Iterator[Chunk]:
+    def chunks(self) -> Iterator[Chunk]:
         if self.fmt.kind == "parquet":
             yield from self._parquet_chunks()
         else:
-            yield from self._text_chunks(report_bad)
+            yield from self._text_chunks()
 
     # -- delimited text --------------------------------------------------------------------
-    def _text_chunks(self, report_bad: ReportBad) -> Iterator[Chunk]:
+    def _text_chunks(self) -> Iterator[Chunk]:
         src = self._src = _HashingFile(self.path)
         stream = gzip.GzipFile(fileobj=src, mode="rb") if self.path.suffix == ".gz" else src
         fmt, line, rest = self.fmt, 0, b""
@@ -136,8 +136,8 @@ class RawReader:
             if block:
                 seen_data = True
                 n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-                table, lines = self._parse_block(block, fmt, line, n_lines, report_bad)
-                yield Chunk(table, lines, src.position)
+                table, lines, bad = self._parse_block(block, fmt, line, n_lines)
+                yield Chunk(table, lines, src.position, bad)
                 line += n_lines
             if not buf:
                 break
@@ -173,15 +173,23 @@ class RawReader:
             raise DataError(f"{self.path}:1: header must list distinct column names, got {text[:200]!r}")
         return names, rest
 
-    def _parse_block(self, block: bytes, fmt: Format, line: int, n_lines: int, report_bad: ReportBad):
+    def _parse_block(self, block: bytes, fmt: Format, line: int, n_lines: int):
         invalid: list[int] = []
 
         def handler(row) -> str:
             invalid.append(row.number or 0)
             return "skip"
 
-        table = self._csv(block, fmt, line, n_lines, handler, threads=True)
+        try:  # fast path: label and dense parsed as numbers by pyarrow ("" -> null = missing)
+            typed = True
+            table = self._csv(block, fmt, line, n_lines, handler, threads=True, typed=True)
+        except pa.ArrowInvalid as exc:
+            if "conversion error" not in str(exc):
+                raise self._error(exc, line, n_lines) from None
+            typed, invalid = False, []  # a non-numeric value somewhere: strings, checked per row later
+            table = self._csv(block, fmt, line, n_lines, handler, threads=True, typed=False)
         lines = np.arange(line + 1, line + 1 + n_lines, dtype=np.int64)
+        bad: list[tuple[int, str]] = []
         if invalid:  # rare: parse again single-threaded, where pyarrow knows each row's number
             found: list[tuple[int, int, int]] = []
 
@@ -189,28 +197,39 @@ class RawReader:
                 found.append((row.number, row.expected_columns, row.actual_columns))
                 return "skip"
 
-            table = self._csv(block, fmt, line, n_lines, numbered, threads=False)
-            for number, expected, actual in found:
-                report_bad(line + number, f"expected {expected} fields, found {actual}")
+            table = self._csv(block, fmt, line, n_lines, numbered, threads=False, typed=typed)
+            bad = [(line + number, f"expected {expected} fields, found {actual}") for number, expected, actual in found]
             lines = np.delete(lines, [n - 1 for n, _, _ in found])
         if len(lines) != table.num_rows:
             raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
-        return table, lines
+        return table, lines, bad
 
-    def _csv(self, block: bytes, fmt: Format, line: int, n_lines: int, handler, threads: bool) -> pa.Table:
+    def _error(self, exc: Exception, line: int, n_lines: int) -> DataError:
+        msg = str(exc).splitlines()[0]
+        return DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: cannot parse ({msg})")
+
+    def _csv(self, block: bytes, fmt: Format, line: int, n_lines: int, handler, threads: bool, typed: bool) -> pa.Table:
         used = fmt.used_columns()
+        numeric = {fmt.label, *fmt.dense} if typed else set()
         try:
             return pacsv.read_csv(
                 pa.BufferReader(block),
                 read_options=pacsv.ReadOptions(column_names=list(fmt.columns), use_threads=threads, block_size=4 << 20),
                 parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quote else False, ignore_empty_lines=False, invalid_row_handler=handler),
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in used}, include_columns=used, strings_can_be_null=False, quoted_strings_can_be_null=False
+                    column_types={c: pa.float64() if c in numeric else pa.string() for c in used},
+                    include_columns=used,
+                    null_values=[""],
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
                 ),
             )
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            msg = str(exc).splitlines()[0]
-            raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: cannot parse ({msg})") from None
+        except pa.ArrowInvalid as exc:
+            if typed and "conversion error" in str(exc):
+                raise
+            raise self._error(exc, line, n_lines) from None
+        except pa.ArrowTypeError as exc:
+            raise self._error(exc, line, n_lines) from None
 
     # -- parquet -----------------------------------------------------------------------------
     def _parquet_chunks(self) -> Iterator[Chunk]:
@@ -233,3 +252,50 @@ class RawReader:
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run `items` in a background thread, `depth` ahead: parsing (pyarrow, GIL released)
+    overlaps with the consumer's encoding. Exceptions surface in the consumer; closing the
+    returned generator stops the thread before it returns."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, done))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            put((False, exc))
+
+    thread = threading.Thread(target=work, name="recnas-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
