@@ -190,9 +190,10 @@ def test_fixed_arch_supernet_finetune_without_outputs(tiny_store, tmp_path, monk
     assert evaluate(model, tiny_store.split("val"), arch=4)["logloss"] < before["logloss"]
 
 
-def test_early_stopping_restores_best_weights(tiny_store):
+def test_early_stopping_restores_best_weights(tiny_store, tmp_path):
     model = make_model(tiny_store.meta)
-    t = Trainer(model, tiny_cfg(eval_every=1, early_stopping_patience=2, epochs=5), tiny_store, progress=False)
+    cfg = tiny_cfg(eval_every=1, early_stopping_patience=2, epochs=5)
+    t = Trainer(model, cfg, tiny_store, out_dir=tmp_path, progress=False)
     losses = iter([0.6, 0.5, 0.55, 0.56, 0.4])
     snap = {}
 
@@ -207,6 +208,8 @@ def test_early_stopping_restores_best_weights(tiny_store):
     assert res.stopped_early and res.steps == 4
     assert res.best_val == {"logloss": 0.5, "auc": 0.5, "step": 2} and res.final_val["logloss"] == 0.56
     assert_same_weights(weights(model), snap)
+    again = Trainer(make_model(tiny_store.meta, seed=3), cfg, tiny_store, out_dir=tmp_path, progress=False).fit(resume=True)
+    assert again.stopped_early and again.steps == 4  # resuming an early-stopped run does not train on
 
 
 def test_outputs_written(tiny_store, tmp_path):

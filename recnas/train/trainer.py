@@ -150,6 +150,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.rows_seen = 0
         self.last_val: dict | None = None
+        self.stopped_early = False  # a resumed early-stopped run stays stopped
 
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
@@ -255,7 +256,7 @@ class Trainer:
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
-            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early},
             "best_model": self.best_state,
         }
 
@@ -290,6 +291,7 @@ class Trainer:
             self.best_val, self.bad_evals, self.history = best["val"], int(best["bad_evals"]), list(best["history"])
             self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
             self.best_state = p.get("best_model")
+            self.stopped_early = bool(best.get("stopped_early", False))
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
@@ -312,12 +314,12 @@ class Trainer:
         writer = self._tensorboard()
         self.model.train()
         running, n_running, train_loss = torch.zeros((), device=self.device), 0, None
-        stop = interrupted = early = False
+        stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
         with self._progress_bar() as bar:
             task = bar.add_task("train", total=self.total_steps, completed=self.step, loss="-", sps="-")
-            while self.step < self.total_steps and not stop:
+            while self.step < self.total_steps and not stop and not self.stopped_early:
                 for batch in self.train_loader:
                     running += self._train_step(batch)
                     n_running += 1
@@ -346,7 +348,7 @@ class Trainer:
                         t_seg = self._pause_clock(t_seg)
                         if eval_due:
                             metrics = self.evaluate()
-                            early = self._after_eval(metrics, train_loss)
+                            self.stopped_early = self._after_eval(metrics, train_loss)
                             if writer is not None:
                                 writer.add_scalar("val/logloss", metrics["logloss"], self.step)
                                 writer.add_scalar("val/auc", metrics["auc"], self.step)
@@ -354,7 +356,7 @@ class Trainer:
                         if (ckpt_due or interrupted) and self.out_dir is not None:
                             self.save_checkpoint()
                         t_seg = time.perf_counter()
-                    if last or early or interrupted:
+                    if last or self.stopped_early or interrupted:
                         stop = True
                         break
         self._pause_clock(t_seg)
@@ -369,7 +371,7 @@ class Trainer:
             self.save_checkpoint()  # last weights, resumable (e.g. with a larger max_steps)
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        result = self._result(final_val=final_val, stopped_early=early)
+        result = self._result(final_val=final_val)
         if self.out_dir is not None:
             self._write_outputs(result)
         return result
@@ -381,11 +383,11 @@ class Trainer:
         self.train_seconds += now - t_seg
         return now
 
-    def _result(self, final_val=None, stopped_early=False, interrupted=False) -> FitResult:
+    def _result(self, final_val=None, interrupted=False) -> FitResult:
         return FitResult(
             steps=self.step, epochs=round(self.epoch, 4), best_val=self.best_val, final_val=final_val or self.last_val,
             train_seconds=self.train_seconds, samples_per_s=self.rows_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
-            history=list(self.history), stopped_early=stopped_early, interrupted=interrupted,
+            history=list(self.history), stopped_early=self.stopped_early, interrupted=interrupted,
         )
 
     def _write_outputs(self, result: FitResult) -> None:
