@@ -45,7 +45,8 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         net = Subnet(arch, space, m)
         assert (costs.dense_params, costs.embedding_params) == param_split(net)
         assert costs.params == sum(p.numel() for p in net.parameters())
-        assert sum(b.params for b in costs.blocks) + costs.layers[0].params + 2 + arch.blocks[-1].dense_dim - 1 == costs.params  # blocks + embedding + head
+        head = arch.blocks[-1].dense_dim + 1
+        assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
         # the fused CPU attention kernel is invisible to the profiler; the math kernel is not
         assert profiler_flops(net, m, math_sdpa=False) == costs.profiled_flops
         assert profiler_flops(net, m, math_sdpa=True) == costs.flops
