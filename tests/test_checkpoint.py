@@ -140,3 +140,12 @@ def test_checkpoint_without_spec_cannot_be_rebuilt(tiny_store, tmp_path):
 
 def test_toy_model_is_importable():
     assert ToyMLP  # shared toy models live in test_trainer
+
+
+def test_sampler_presence_must_match(tiny_store, tmp_path):
+    from tests.test_trainer import ToySampler, ToySupernet
+
+    out = tmp_path / "run"
+    Trainer(make_model(tiny_store.meta, cls=ToySupernet), tiny_cfg(epochs=1), tiny_store, out_dir=out, sampler=ToySampler(), progress=False, model_spec=SPEC).fit()
+    with pytest.raises(CheckpointError, match="trained with an architecture sampler"):
+        Trainer(make_model(tiny_store.meta, cls=ToySupernet), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
