@@ -47,3 +47,15 @@ def test_missing_or_corrupt_store_is_a_clear_error(tmp_path, tiny_store):
     (tiny_store.dir / "val" / "label.npy").write_bytes(b"garbage")
     with pytest.raises(DataError, match="corrupt"):
         tiny_store.split("val")
+
+
+def test_sharded_loaders_split_each_global_batch(tiny_store):
+    train = tiny_store.split("train")
+    whole = [b.label for b in BatchLoader(train, 64, seed=2)]
+    ranks = [list(BatchLoader(train, 32, seed=2, rank=r, world_size=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 480 // 64
+    import torch
+
+    for k in range(len(ranks[0])):
+        merged = torch.cat([ranks[0][k].label, ranks[1][k].label])
+        assert torch.equal(merged.sort().values, whole[k].sort().values)

@@ -71,17 +71,19 @@ class BatchLoader:
     # -- order -------------------------------------------------------------------------
     def _order(self, epoch: int) -> np.ndarray:
         if self.shuffle:
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        else:
-            order = np.arange(self.n)
-        if self.world_size > 1:  # equal shards so every rank runs the same number of steps
-            per = len(order) // self.world_size
-            order = order[self.rank * per : (self.rank + 1) * per]
-        return order
+            return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return np.arange(self.n)
 
     def __len__(self) -> int:
-        n = self.n // self.world_size if self.world_size > 1 else self.n
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        if self.world_size > 1:  # whole global batches only, so every rank runs the same steps
+            return self.n // (self.batch_size * self.world_size)
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def _batch_index(self, order: np.ndarray, k: int) -> np.ndarray:
+        """Rank r reads the r-th slice of global batch k: W ranks with batch B see exactly the
+        rows one process with batch W*B would, so DDP reproduces single-process training."""
+        lo = (k * self.world_size + self.rank) * self.batch_size
+        return order[lo : lo + self.batch_size]
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
@@ -110,8 +112,7 @@ class BatchLoader:
         order = self._order(self.epoch)
         nb = len(self)
         while self.position < nb:
-            lo = self.position * self.batch_size
-            idx = order[lo : lo + self.batch_size]
+            idx = self._batch_index(order, self.position)
             self.position += 1
             yield self._gather(idx)
         self.epoch += 1
