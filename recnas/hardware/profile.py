@@ -8,7 +8,7 @@ baselines are costed here by one forward pass:
 - `FlopCounterMode` gives all matrix-product FLOPs; what the hooked layers do not explain is
   activation x activation work (bmm/einsum interactions), costed on digital units;
 - a dispatch mode counts elementwise work: output elements of pointwise ATen ops, input
-  elements of reductions, norms and softmax (one op per element).
+  elements of reductions, norms and softmax (weighted like the analytic counter).
 The order of recording becomes a chain, so a PIM latency of a generic module is sequential
 (an upper bound: parallel branches are not discovered).
 """
@@ -57,7 +57,7 @@ def _shape(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> t
         n_in, n_out = x.shape[-2], y.shape[-2]
     else:
         n_in, n_out = x.shape[-1], y.shape[-1]
-    return int(n_in), int(n_out), int(x.numel() // (batch * n_in))
+    return int(n_in), int(n_out), int(x.numel() // (batch * max(int(n_in), 1)))
 
 
 def param_split(model: nn.Module) -> tuple[int, int]:
