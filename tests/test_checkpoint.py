@@ -14,7 +14,7 @@ from recnas.train import checkpoint as ckpt_mod
 from recnas.train import model_factory
 from recnas.train.checkpoint import rng_state, set_rng_state
 from tests.conftest import make_tiny_store
-from tests.test_trainer import ToyMLP, make_model, tiny_cfg
+from tests.test_trainer import make_model, tiny_cfg
 
 SPEC = {"kind": "toy"}
 
@@ -136,10 +136,6 @@ def test_checkpoint_without_spec_cannot_be_rebuilt(tiny_store, tmp_path):
     Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False).fit()
     with pytest.raises(CheckpointError, match="no usable model_spec"):
         model_factory.load_trained(out / "model.pt")
-
-
-def test_toy_model_is_importable():
-    assert ToyMLP  # shared toy models live in test_trainer
 
 
 def test_sampler_presence_must_match(tiny_store, tmp_path):
