@@ -47,7 +47,8 @@ def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=No
         from recnas.hardware import pim_cost
 
         r = pim_cost(c, hardware)
-        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
+        seq = pim_cost(c, hardware, parallel=False)  # sequential sum: comparable with generic modules
+        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), latency_seq=float(seq.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
     return out
 
 

@@ -146,15 +146,15 @@ def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device) -> d
 
 def _module_costs(model, meta, hardware=None) -> dict:
     """FLOPs/params of any module by profiling one sample (and its PIM mapping if asked)."""
-    from recnas.hardware import profile_module
+    from recnas.hardware import example_inputs, module_costs
 
-    dense = torch.zeros(1, meta.n_dense)
-    sparse = torch.zeros(1, meta.n_sparse, dtype=torch.long)
-    p = profile_module(model.cpu(), dense, sparse)
-    out = {"flops": float(p["flops"]), "params": float(p["dense_params"]), "embedding_params": float(p["embedding_params"])}
+    model = model.cpu()
+    dense, sparse = example_inputs(model, 2, meta=meta)
+    c = module_costs(model, dense, sparse)
+    out = {"flops": float(c.flops), "params": float(c.dense_params), "embedding_params": float(c.embedding_params)}
     if hardware is not None:
-        from recnas.hardware import pim_cost_module
+        from recnas.hardware import pim_cost
 
-        r = pim_cost_module(model, dense, sparse, hardware)
-        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns))
+        r = pim_cost(c, hardware, parallel=False)
+        out.update(energy=float(r.energy_pj), latency_seq=float(r.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
     return out

@@ -1,0 +1,63 @@
+"""The main job end to end at the smoke budget (seconds on a CPU)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from recnas.search.job import load_job_config
+from recnas.search.pipeline import run_job
+from recnas.errors import ConfigError
+
+ARTIFACTS = ["results.md", "results.json", "best_arch.json", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
+
+
+def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
+    cfg = load_job_config("smoke")
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    for name in ARTIFACTS:
+        assert (out / name).exists(), name
+    names = [m["model"] for m in report["models"]]
+    assert names == ["recnas (searched)", "lr", "dlrm"]
+    for m in report["models"]:
+        assert 0 < m["test_logloss"] < 1 and m["flops"] > 0 and "gap_to_bayes" in m
+    assert report["bayes"]["test_logloss"] > 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["best_arch"] == report["best_arch"]
+    assert "| recnas (searched) |" in (out / "results.md").read_text()
+    # a second run reuses every stage: nothing is evaluated again
+    again = run_job(cfg, out, progress=False)
+    assert again["search"]["evaluated_this_run"] == 0
+    assert again["best_arch"] == report["best_arch"]
+
+
+def test_codesign_smoke_search_reports_pim_costs(tmp_path):
+    cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["dlrm"])
+    report = run_job(cfg, tmp_path / "run", progress=False)
+    assert report["best_hardware"] is not None
+    for m in report["models"]:
+        assert m["energy"] > 0 and m["latency_seq"] > 0
+
+
+def test_bad_job_configs_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("evolution:\n  population: 4\n  sampel_size: 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'evolution.sampel_size'.*sample_size"):
+        load_job_config("smoke", bad)
+    with pytest.raises(ConfigError, match="unknown budget"):
+        load_job_config("huge")
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_job_config("smoke", bad)
+
+
+def test_cli_search_reports_errors_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("objective:\n  kind: fastest\n")
+    r = subprocess.run([sys.executable, "-m", "recnas", "search", "--budget", "smoke", "--config", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "objective.kind" in r.stderr and "Traceback" not in r.stderr
