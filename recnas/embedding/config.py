@@ -30,7 +30,8 @@ class ModelSettings(_Strict):
 
 class SupernetSettings(_Strict):
     sampler: Literal["adaptive", "uniform"] = "adaptive"
-    steps: int = Field(2000, ge=1)
+    steps: int | None = Field(None, ge=1, description="training steps; None = `epochs` passes over the train split")
+    epochs: float = Field(2.0, gt=0, description="used when steps is None (the supernet overfits when trained long)")
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     max_train_rows: int | None = Field(None, ge=1)
@@ -50,10 +51,11 @@ class SearchSettings(_Strict):
 class EmbedSearchConfig(_Strict):
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="supernet training and search scoring")
     model: ModelSettings = ModelSettings()
     supernet: SupernetSettings = SupernetSettings()
     search: SearchSettings = SearchSettings()
-    retrain: TrainConfig = TrainConfig(epochs=2, batch_size=512, device="cpu")
+    retrain: TrainConfig = TrainConfig(epochs=2, batch_size=512)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":

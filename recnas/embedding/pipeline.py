@@ -24,7 +24,7 @@ from recnas.embedding.search import SearchResult, reinforce_search, repair_to_bu
 from recnas.embedding.train import train_supernet
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate
-from recnas.train.trainer import Trainer
+from recnas.train.trainer import Trainer, resolve_device
 
 
 def progress_bar(enabled: bool):
@@ -46,19 +46,21 @@ def validation_sample(store: CTRStore, rows: int, seed: int) -> tuple[torch.Tens
 def search_one_seed(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seed: int, val, bar=None) -> dict:
     """Train an embedding supernet with `seed`, then search widths on it."""
     meta, choices = store.meta, tuple(cfg.widths)
+    device = resolve_device(cfg.device)
     seed_everything(seed)
-    net = EmbeddingSizeNet(meta, max_width=max(choices), proj_dim=cfg.model.proj_dim, hidden=cfg.model.hidden)
+    net = EmbeddingSizeNet(meta, max_width=max(choices), proj_dim=cfg.model.proj_dim, hidden=cfg.model.hidden).to(device)
     s = cfg.supernet
-    loader = BatchLoader(store.split("train"), s.batch_size, shuffle=True, seed=seed, max_rows=s.max_train_rows, drop_last=True)
-    if len(loader) == 0:
-        loader = BatchLoader(store.split("train"), s.batch_size, shuffle=True, seed=seed, max_rows=s.max_train_rows)
+    train = store.split("train")
+    full = min(len(train), s.max_train_rows or len(train)) >= s.batch_size  # drop a ragged last batch unless it is all there is
+    loader = BatchLoader(train, s.batch_size, shuffle=True, seed=seed, max_rows=s.max_train_rows, drop_last=full, device=device, resident=device.type == "cuda")
+    steps = s.steps or max(1, round(s.epochs * len(loader)))
     sampler = WidthSampler(meta.n_sparse, len(choices), adaptive=s.sampler == "adaptive", seed=seed, floor=s.floor)
     t0 = time.perf_counter()
-    task = bar.add_task(f"supernet seed {seed}", total=s.steps, info="") if bar else None
-    losses = train_supernet(net, loader, sampler, choices, s.steps, s.lr, (lambda i, l: bar.update(task, completed=i, info=f"loss {l:.4f}")) if bar else None)
+    task = bar.add_task(f"supernet seed {seed}", total=steps, info="") if bar else None
+    losses = train_supernet(net, loader, sampler, choices, steps, s.lr, (lambda i, l: bar.update(task, completed=i, info=f"loss {l:.4f}")) if bar else None)
     t1 = time.perf_counter()
     net.eval()
-    dense, sparse, label = val
+    dense, sparse, label = (t.to(device) for t in val)
 
     @torch.no_grad()
     def score(widths: list[int]) -> float:
@@ -70,7 +72,7 @@ def search_one_seed(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seed: 
         progress=(lambda i, e: bar.update(task, completed=i, info=f"reward {e['reward']:.4f}  params {e['params']:,.0f}")) if bar else None,
     )
     return {
-        "seed": seed, "widths": result.widths, "params": result.params, "probs": result.probs,
+        "seed": seed, "supernet_steps": steps, "widths": result.widths, "params": result.params, "probs": result.probs,
         "supernet_val_logloss": score(result.widths), "supernet_last_loss": float(np.mean(losses[-20:])),
         "sampler_final_probs": sampler.probs().round(4).tolist(), "history": result.history,
         "seconds": {"supernet": t1 - t0, "search": time.perf_counter() - t1},
