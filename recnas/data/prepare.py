@@ -166,12 +166,15 @@ def _pass2(spool: _Spool, remaps: list[np.ndarray], split_of: np.ndarray, tmp: P
             for j, remap in enumerate(remaps):
                 ids[:, j] = remap[codes[:, j]]
             part = split_of[start:stop]
+            order = np.argsort(part, kind="stable")  # group rows by split, file order kept inside
+            bounds = np.searchsorted(part[order], np.arange(len(SPLITS) + 1))
+            label, dense, ids = label[order], dense[order], ids[order]
             for k, name in enumerate(SPLITS):
-                m = part == k
-                out[name]["dense"].append(dense[m])
-                out[name]["sparse"].append(ids[m])
-                out[name]["label"].append(label[m])
-                positives[name] += float(label[m].sum())
+                rows = slice(bounds[k], bounds[k + 1])
+                out[name]["dense"].append(dense[rows])
+                out[name]["sparse"].append(ids[rows])
+                out[name]["label"].append(label[rows])
+                positives[name] += float(label[rows].sum())
             if progress is not None:
                 progress("write", stop, spool.rows)
     finally:

@@ -219,6 +219,7 @@ class RawReader:
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numeric else pa.string() for c in used},
                     include_columns=used,
+                    check_utf8=not block.isascii(),  # skip UTF-8 validation when it cannot fail
                     null_values=[""],
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
