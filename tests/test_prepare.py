@@ -361,3 +361,34 @@ def test_cli_error_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "train.txt:5: column I3" in err and "Traceback" not in err
     assert len(err.splitlines()) == 1
+
+
+def test_cli_synth_is_a_thin_wrapper(tmp_path, monkeypatch):
+    import types
+
+    from typer.testing import CliRunner
+
+    from recnas.cli import app
+    from recnas.data.schema import DatasetMeta
+
+    calls = {}
+
+    def generate(out, rows, seed, raw_out=None, overwrite=False):
+        calls.update(out=out, rows=rows, seed=seed, raw_out=raw_out, overwrite=overwrite)
+        return DatasetMeta(name="synthetic", dense_names=["I1"], cat_names=["C1"], vocab_sizes=[5], rows={"train": 8, "val": 1, "test": 1}, positive_rate={"train": 0.25, "val": 0.0, "test": 1.0})
+
+    monkeypatch.setitem(sys.modules, "recnas.data.synthetic", types.SimpleNamespace(generate=generate))
+    result = CliRunner().invoke(app, ["data", "synth", "--rows", "10", "--out", str(tmp_path / "s"), "--seed", "3", "--raw-out", str(tmp_path / "r.txt"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert calls == {"out": tmp_path / "s", "rows": 10, "seed": 3, "raw_out": tmp_path / "r.txt", "overwrite": True}
+    assert "synthetic: 10 rows" in result.output and "C1=5" in result.output
+
+
+def test_synthetic_raw_output_prepares_to_the_same_rows(tmp_path):
+    from recnas.data.synthetic import generate
+
+    synth = generate(tmp_path / "synth", rows=500, seed=1, raw_out=tmp_path / "train.txt")
+    meta = prepare("criteo", tmp_path / "train.txt", tmp_path / "store")
+    assert sum(meta.rows.values()) == sum(synth.rows.values()) == 500
+    labels = np.concatenate([CTRStore(tmp_path / "synth").split(s).label for s in SPLITS])
+    assert abs(np.mean(labels) - np.mean(concat(load(tmp_path / "store")[1], "label"))) < 1e-9

@@ -96,7 +96,7 @@ def prepare(
 @app.command()
 def synth(
     out: Path = typer.Option(..., "--out", help="store directory to create"),
-    rows: int = typer.Option(1_000_000, "--rows", help="number of rows"),
+    rows: int = typer.Option(200_000, "--rows", help="number of rows"),
     seed: int = typer.Option(0, "--seed", help="generator seed"),
     raw_out: Optional[Path] = typer.Option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
