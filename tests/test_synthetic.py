@@ -203,3 +203,15 @@ def test_planted_model_is_cached_and_deterministic():
     a, b = PlantedModel(SynthConfig(), 3), planted_model(SynthConfig(), 3)
     assert a.bias == b.bias and a.vocab_sizes == b.vocab_sizes and np.array_equal(a.scales, b.scales)
     assert planted_model(SynthConfig(), 3) is b
+
+
+def test_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
+    import recnas.data.synthetic as synthetic
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synthetic, "_write_raw_chunk", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(tmp_path / "s", rows=200, seed=3, raw_out=tmp_path / "raw.txt")
+    assert list(tmp_path.iterdir()) == []

@@ -63,9 +63,13 @@ def generate(
 
     tmp = staging_dir(out, overwrite)
     raw_tmp = raw_fh = None
-    writers = {(s, col): NpyAppender(tmp / s / f"{col}.npy", dtype, None if col == "label" else (n_dense if col == "dense" else n_sparse)) for s in SPLITS for col, dtype in COLUMNS.items()}
+    widths = {"dense": n_dense, "sparse": n_sparse, "label": None}
+    writers: dict[tuple[str, str], NpyAppender] = {}
     stats = _BayesStats()
     try:
+        for s in SPLITS:
+            for col, dtype in COLUMNS.items():
+                writers[s, col] = NpyAppender(tmp / s / f"{col}.npy", dtype, widths[col])
         if raw_path is not None:
             raw_path.parent.mkdir(parents=True, exist_ok=True)
             raw_tmp = raw_path.with_name(f".{raw_path.name}.tmp-{os.getpid()}")
