@@ -184,19 +184,28 @@ def test_kdd12_label_is_click_positive_and_profile_join(tmp_path):
     _, parts = load(tmp_path / "plain")
     np.testing.assert_array_equal(concat(parts, "label"), [float(int(r[0]) > 0) for r in rows])  # no expansion
 
-    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2", "3"], ["2", "1", "5"], ["3", "0", "1"], ["9", "2", "2"]])
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2", "4"], ["1", "2", "3"], ["2", "1", "5"], ["3", "0", "1"], ["9", "2", "2"]])
     meta = prepare("kdd12", raw, tmp_path / "joined", profile=profile, split="sequential")
-    assert meta.cat_names[-2:] == ["Gender", "Age"] and meta.source["profile"]["rows"] == 5
+    assert meta.cat_names[-2:] == ["Gender", "Age"] and meta.source["profile"]["rows"] == 6
     _, parts = load(tmp_path / "joined")
     sparse = concat(parts, "sparse")
     users = np.array([int(r[-1]) for r in rows])
     gender, age = sparse[:, -2], sparse[:, -1]
     assert gender[users == 0][0] == gender[users == 2][0] != gender[users == 1][0]
-    assert age[users == 0][0] == age[users == 1][0] != age[users == 2][0]
+    assert age[users == 0][0] == age[users == 1][0] != age[users == 2][0]  # user 1: its last profile row
     missing = np.isin(users, [4, 5, 6])  # not in the profile: one shared "missing" category
     assert len(set(gender[missing].tolist())) == 1 and gender[missing][0] not in set(gender[~missing].tolist())
     with pytest.raises(ConfigError, match="only for kdd12"):
         prepare("criteo", raw, tmp_path / "x", profile=profile)
+
+
+def test_kdd12_bad_profile_row_names_the_profile_line(tmp_path):
+    raw = write_lines(tmp_path / "training.txt", kdd_rows(10))
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2"]])
+    with pytest.raises(DataError, match=r"userid_profile.txt:2: expected 3 fields, found 2"):
+        prepare("kdd12", raw, tmp_path / "s", profile=profile)
+    with pytest.raises(DataError, match=r"nope.txt: profile file not found"):
+        prepare("kdd12", raw, tmp_path / "s", profile=tmp_path / "nope.txt")
 
 
 def test_kdd12_negative_click_is_bad(tmp_path):
@@ -305,6 +314,12 @@ def test_unreadable_inputs(tmp_path, case):
     with pytest.raises(DataError, match=expected):
         prepare(dataset, raw, tmp_path / "store")
     assert not (tmp_path / "store").exists()
+
+
+def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
+    raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
+    with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):
+        prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", block_bytes=64)
 
 
 def test_truncated_last_line_is_a_bad_row(tmp_path):

@@ -93,10 +93,12 @@ class Encoder:
         join = self.fmt.join
         key = self._codes(join.key, table.get_column(join.key))
         size = int(key.max()) + 1 if len(key) else 0
+        _, first_from_end = np.unique(key[::-1], return_index=True)
+        last = len(key) - 1 - first_from_end  # a repeated key: its last row wins
         for col in join.columns:
             missing = int(self._codes(col, pl.Series([MISSING]))[0])
             side = np.full(size, missing, np.uint32)
-            side[key] = self._codes(col, table.get_column(col))  # a repeated key: the last row wins
+            side[key[last]] = self._codes(col, table.get_column(col))[last]
             self._side.append(side)
             self._side_missing.append(missing)
 
