@@ -54,7 +54,7 @@ class BadRows:
         if n == 0:
             return
         room = 1 if self.policy == "error" else max(MAX_EXAMPLES - len(self.examples), 0)
-        found = sorted(parse_bad[:room] + [(int(lines[i]), int(i)) for i in index[:room]])[:room]
+        found = sorted(parse_bad[:room] + [(int(lines[i]), int(i)) for i in index[:room]], key=lambda t: t[0])[:room]
         described = [(line, why if isinstance(why, str) else explain(why)) for line, why in found]
         if self.policy == "error":
             line, why = described[0]
