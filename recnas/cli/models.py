@@ -27,6 +27,27 @@ OUT = typer.Option(..., "--out", help="output directory: model.pt, checkpoint.pt
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 STEPS = typer.Option(None, "--steps", help="override max_steps (total optimizer steps)")
+NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
+
+
+def _relaunch(nproc: int) -> None:
+    """Re-run this very command under torchrun with `nproc` processes, then exit with its code."""
+    import os
+    import sys
+
+    if nproc <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    from recnas.train.distributed import launch
+
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            argv.append(a)
+    raise typer.Exit(launch(nproc, argv))
 SEED = typer.Option(None, "--seed", help="override the config's seed")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny")
@@ -61,7 +82,10 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     seed_everything(cfg.seed)
     model, spec, sampler = build(store, cfg)
     _setup_logging()
-    result = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress).fit(resume=resume)
+    trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
+    result = trainer.fit(resume=resume)
+    if not trainer.dist.is_main:
+        return
     best = result.best_val or {}
     typer.echo(
         f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
@@ -83,8 +107,10 @@ def supernet_train(
     steps: Optional[int] = STEPS,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
+    nproc: int = NPROC,
 ) -> None:
     """Train the weight-sharing supernet, one sampled subnet per step."""
+    _relaunch(nproc)
 
     def build(store, cfg):
         from recnas.space import get_space
@@ -111,8 +137,10 @@ def subnet_train(
     steps: Optional[int] = STEPS,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
+    nproc: int = NPROC,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
+    _relaunch(nproc)
 
     def build(store, cfg):
         from recnas.space import Architecture, get_space

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from recnas.data.loader import BatchLoader
 from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import evaluate
 
@@ -114,9 +115,11 @@ class Trainer:
         eval_archs: list | None = None,
     ):
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.current()  # torchrun: one process per GPU (or CPU rank, gloo)
+        self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.model = model.to(self.device)
+        self.step_model = distributed.wrap(self.model, self.dist, self.device)  # DDP when distributed
         self.sampler = sampler
         self.model_spec = model_spec
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
@@ -155,9 +158,10 @@ class Trainer:
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
         n = len(arrays) if max_rows is None else min(len(arrays), max_rows)
+        shard = dict(rank=self.dist.rank, world_size=self.dist.world_size) if train else {}  # evaluation: every rank sees all
         return BatchLoader(
             arrays, batch_size, shuffle=train, seed=self.cfg.seed, device=self.device, resident=self.cfg.resident_data,
-            drop_last=train and n >= batch_size, max_rows=max_rows,
+            drop_last=train and n >= batch_size, max_rows=max_rows, **shard,
         )
 
     @staticmethod
@@ -197,9 +201,9 @@ class Trainer:
     def _train_step(self, batch) -> torch.Tensor:
         with self._autocast():
             if self.sampler is None:
-                logits = self.model(batch.dense, batch.sparse)
+                logits = self.step_model(batch.dense, batch.sparse)
             else:
-                logits = self.model(batch.dense, batch.sparse, self.sampler.sample())
+                logits = self.step_model(batch.dense, batch.sparse, self.sampler.sample())
             loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -260,7 +264,9 @@ class Trainer:
             "best_model": self.best_state,
         }
 
-    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+    def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
+        if not self.dist.is_main:  # ranks hold identical state; rank 0 writes it
+            return None
         if path is None:
             if self.out_dir is None:
                 raise ValueError("no checkpoint path: the Trainer has no out_dir")
@@ -372,8 +378,9 @@ class Trainer:
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         result = self._result(final_val=final_val)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.dist.is_main:
             self._write_outputs(result)
+        distributed.barrier(self.dist)
         return result
 
     def _pause_clock(self, t_seg: float) -> float:
@@ -412,7 +419,7 @@ class Trainer:
         return Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
             TextColumn("{task.fields[sps]} samples/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console, disable=not (self.progress and sys.stderr.isatty()), transient=False,
+            console=console, disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()), transient=False,
         )
 
 

@@ -1,0 +1,78 @@
+"""Data-parallel training through PyTorch DDP, launched by torchrun (no home-made cluster layer).
+
+`recnas supernet train --nproc N` re-runs the same command under
+`python -m torch.distributed.run --standalone --nproc_per_node N`; each process then finds
+RANK / WORLD_SIZE in its environment. Every rank seeds its architecture sampler identically,
+so all ranks train the same path each step and DDP's gradient average is well defined; the
+loader gives rank r the r-th slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> DistInfo:
+    """The process group this process belongs to (initialising it from torchrun's env once)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def device_for(info: DistInfo, requested: torch.device) -> torch.device:
+    """One GPU per process under NCCL; CPU ranks share the host."""
+    if info.enabled and requested.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    return requested
+
+
+def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """DDP; unused parameters are expected (a supernet step touches one path only)."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DDP(model, device_ids=ids, find_unused_parameters=True)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run `recnas <argv>` in `nproc` processes under torchrun; returns the exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv]
+    return subprocess.call(cmd)
