@@ -145,7 +145,8 @@ def test_raw_text_matches_store(synth):
 
 
 def test_small_config_and_true_probability_checks(tmp_path):
-    meta = generate(tmp_path / "s", rows=300, seed=1, n_dense=1, n_sparse=3, max_vocab=50)
+    meta = generate(tmp_path / "s", rows=np.int64(300), seed=1, n_dense=np.int64(1), n_sparse=3, max_vocab=50)
+    assert json.loads((tmp_path / "s" / "meta.json").read_text())["source"]["config"]["n_dense"] == 1
     a = CTRStore(tmp_path / "s").split("train")
     assert a.dense.shape == (240, 1) and a.sparse.shape == (240, 3)
     p = true_probability(a.dense, a.sparse, meta.source)

@@ -46,6 +46,7 @@ class SynthConfig:
     signal: float = 1.0  # multiplies every term scale: >1 easier (lower Bayes loss), <1 harder
 
     def validate(self) -> "SynthConfig":
+        """A checked copy with plain int/float values; ConfigError names the bad knob."""
         for f in fields(self):
             value, kind = getattr(self, f.name), (int,) if f.type == "int" else (int, float)
             if isinstance(value, bool) or not isinstance(value, kind + (np.integer, np.floating)) or value != value:
@@ -61,7 +62,8 @@ class SynthConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"synthetic data: {msg}")
-        return self
+        # Plain Python numbers, so numpy scalars never reach meta.json or the model cache key.
+        return SynthConfig(**{f.name: (int if f.type == "int" else float)(getattr(self, f.name)) for f in fields(self)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
