@@ -52,6 +52,7 @@ def generate(
     rows, seed = _check_int("rows", rows, MIN_ROWS, MAX_ROWS), _check_int("seed", seed, 0, 2**63 - 1)
     chunk_rows = _check_int("chunk_rows", chunk_rows, 1, 10**9)
     config = SynthConfig(n_dense=n_dense, n_sparse=n_sparse, max_vocab=max_vocab, positive_rate=positive_rate, signal=signal).validate()
+    n_dense, n_sparse = config.n_dense, config.n_sparse  # plain ints from here on
     raw_path = Path(raw_out) if raw_out is not None else None
     if raw_path is not None and raw_path.is_dir():
         raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
