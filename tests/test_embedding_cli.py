@@ -73,3 +73,15 @@ def test_cli_bad_config_key(setup, tmp_path):
     bad.write_text("search: {iteratons: 3}\n")
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "100"])
     assert isinstance(res.exception, ConfigError) and "search.iteratons" in str(res.exception)
+
+
+def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
+    block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
+    Architecture(blocks=(block,)).save(tmp_path / "arch.json")
+    (tmp_path / "dims.json").write_text("[2, 8, 4]")
+    res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a2.json")])
+    assert res.exit_code == 0, res.output
+    assert Architecture.load(tmp_path / "a2.json").emb_dims == (2, 8, 4)
+    (tmp_path / "dims.json").write_text('{"widths": 3}')
+    res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a3.json")])
+    assert isinstance(res.exception, ConfigError) and "list of positive integers" in str(res.exception)

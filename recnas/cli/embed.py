@@ -51,3 +51,25 @@ def search(
     report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain)
     print_report(report)
     typer.echo(f"wrote {out / 'result.json'} and {out / 'emb_dims.json'}")
+
+
+@app.command()
+def apply(
+    arch: Path = typer.Option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
+    emb_dims: Path = typer.Option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
+    out: Path = typer.Option(..., "--out", help="architecture JSON to write, with emb_dims set"),
+) -> None:
+    """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
+    import json
+
+    from recnas.errors import ConfigError
+    from recnas.space import Architecture
+
+    try:
+        dims = json.loads(emb_dims.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{emb_dims}: cannot read a JSON list of widths ({exc})") from None
+    if not isinstance(dims, list) or not dims or not all(isinstance(w, int) and w > 0 for w in dims):
+        raise ConfigError(f"{emb_dims}: expected a JSON list of positive integers, got {str(dims)[:80]}")
+    Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)}).save(out)
+    typer.echo(f"wrote {out} (emb_dims: {len(dims)} fields, widths {min(dims)}..{max(dims)}; they must not exceed the space's emb_dim)")
