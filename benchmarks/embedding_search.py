@@ -76,6 +76,7 @@ def main() -> None:
         rows.append({
             "seed": seed, "widths": report["emb_dims"], "params": report["params"], "uniform16_params": table_params(vocab, uniform),
             "searched": report["retrain"], "uniform16": ref, "search_seconds": report["runs"][0]["seconds"],
+            "search_run": {k: report["runs"][0][k] for k in ("supernet_steps", "supernet_val_logloss", "supernet_last_loss", "sampler_final_probs", "probs")},
         })
         r = rows[-1]
         print(f"seed {seed}: params {r['params']:,} ({r['params'] / r['uniform16_params']:.1%} of uniform-16)  test logloss searched "
