@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from recnas.data.schema import DatasetMeta
@@ -23,14 +22,10 @@ def batch(m, b=2):
     return torch.randn(b, m.n_dense, generator=g), sparse
 
 
-def profiler_flops(net, m, math_sdpa: bool, b=2):
+def profiler_flops(net, m, b=2):
     dense, sparse = batch(m, b)
     with FlopCounterMode(display=False) as counter:  # under no_grad its module tracker fails for n_dense=0
-        if math_sdpa:
-            with sdpa_kernel(SDPBackend.MATH):
-                net(dense, sparse)
-        else:
-            net(dense, sparse)
+        net(dense, sparse)
     return counter.get_total_flops() / b
 
 
@@ -47,18 +42,22 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         assert costs.params == sum(p.numel() for p in net.parameters())
         head = arch.blocks[-1].dense_dim + 1
         assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
-        # the fused CPU attention kernel is invisible to the profiler; the math kernel is not
-        assert profiler_flops(net, m, math_sdpa=False) == costs.profiled_flops
-        assert profiler_flops(net, m, math_sdpa=True) == costs.flops
+        assert profiler_flops(net, m) == costs.flops == costs.profiled_flops
         assert costs.flops == sum(b.flops for b in costs.blocks) + 2 * arch.blocks[-1].dense_dim
 
 
-def test_attention_flops_are_the_ones_the_cpu_profiler_misses():
+def test_attention_score_and_value_products_are_counted():
     space, m = get_space("full-tiny"), meta()
-    blocks = tuple(BlockSpec(dense_ops=("fc",), sparse_ops=("attention",), dense_inputs=(i,), sparse_inputs=(i,), dense_dim=8, sparse_dim=4) for i in range(3))
-    costs = count_costs(Architecture(blocks=blocks), space, m)
+
+    def arch(op):
+        return Architecture(blocks=tuple(BlockSpec(dense_ops=("fc",), sparse_ops=(op,), dense_inputs=(i,), sparse_inputs=(i,), dense_dim=8, sparse_dim=4) for i in range(3)))
+
+    att, efc = count_costs(arch("attention"), space, m), count_costs(arch("efc"), space, m)
     t, e = 4, space.emb_dim
-    assert costs.flops - costs.profiled_flops == 3 * 2 * (2 * t * t * e)  # QK^T and AV per block
+    qkv_proj_ffn = 2 * t * (3 * e * e + e * e + 2 * e * 2 * e)  # per-token linears of the layer
+    efc_linear = 2 * e * t * t
+    assert att.flops - efc.flops == 3 * (2 * (2 * t * t * e) + qkv_proj_ffn - efc_linear)  # QK^T and AV per block
+    assert profiler_flops(Subnet(arch("attention"), space, m), m) == att.flops
 
 
 def test_default_size_architecture_counts_without_forward():
@@ -78,7 +77,7 @@ def test_mixed_embedding_widths_count_tables_and_projections():
     net = Subnet(arch, space, m)
     assert (costs.dense_params, costs.embedding_params) == param_split(net)
     assert costs.embedding_params == 4 * 2 + 5 * 8 + 6 * 4 + 7 * 4 + 8 * 3
-    assert profiler_flops(net, m, math_sdpa=True) == costs.flops
+    assert profiler_flops(net, m) == costs.flops
 
 
 # One block, meta: 3 dense features, 2 fields (vocab 4 + 5), emb 8; d = 8, t = 4.

@@ -146,7 +146,7 @@ def _sparse_op(g: CostGraph, op: str, p: str, i: int, z: str, h: str, d: int, t:
     if op == "attention":
         heads = 2 if e % 2 == 0 else 1
         qkv = g.linear(f"{p}.attn.qkv", i, e, 3 * e, (z,), reps=t)
-        sdpa = g.digital(f"{p}.attn.sdpa", i, (qkv,), macs=2 * t * t * e, elementwise=(SOFTMAX_OPS + 1) * heads * t * t, profiled=False)
+        sdpa = g.digital(f"{p}.attn.sdpa", i, (qkv,), macs=2 * t * t * e, elementwise=(SOFTMAX_OPS + 1) * heads * t * t)
         proj = g.linear(f"{p}.attn.proj", i, e, e, (sdpa,), reps=t)
         n1 = g.digital(f"{p}.attn.norm1", i, (z, proj), elementwise=(1 + NORM_OPS) * t * e, params=2 * e)
         f1 = g.linear(f"{p}.attn.ffn1", i, e, 2 * e, (n1,), reps=t, elementwise=2 * e * t)

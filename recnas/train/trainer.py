@@ -118,6 +118,9 @@ class Trainer:
         self.dist = distributed.current()  # torchrun: one process per GPU (or CPU rank, gloo)
         self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32)
+            torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
         self.step_model = distributed.wrap(self.model, self.dist, self.device)  # DDP when distributed
         self.sampler = sampler
