@@ -61,3 +61,14 @@ def test_cli_search_reports_errors_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "recnas", "search", "--budget", "smoke", "--config", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "objective.kind" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_search_with_searched_embedding_widths(tmp_path):
+    widths = [2, 4, 8, 8] * 6 + [2, 4]  # 26 fields, as in the synthetic data
+    cfg = load_job_config("smoke", emb_dims=widths, baselines=[])
+    report = run_job(cfg, tmp_path / "run", progress=False)
+    assert report["best_arch"]["emb_dims"] == widths
+    row = report["models"][0]
+    assert row["embedding_params"] < 8722 * 8  # compact per-field tables, not the full-width table
+    with pytest.raises(ConfigError, match="emb_dims"):
+        run_job(load_job_config("smoke", emb_dims=[2, 4], baselines=[]), tmp_path / "bad", progress=False)

@@ -27,6 +27,7 @@ def search(
     seed: Optional[int] = typer.Option(None, help="Seed of data, supernet sampling and evolution."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
+    emb_dims: Optional[Path] = typer.Option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Prepare data, train a supernet, evolve, retrain the winner and compare with baselines."""
@@ -38,6 +39,13 @@ def search(
     over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed, "executor": executor, "ray_address": ray_address}
     if objective is not None:
         over["objective"] = {"kind": objective}
+    if emb_dims is not None:
+        from recnas.errors import ConfigError
+
+        try:
+            over["emb_dims"] = json.loads(emb_dims.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{emb_dims}: cannot read a JSON list of widths ({exc})") from None
     cfg = load_job_config(budget, config, **over)
     run_job(cfg, out, progress=progress)
 

@@ -54,6 +54,7 @@ class RegularizedEvolution:
         codesign: bool = False,
         run_name: str = "search",
         evaluate_many: Callable[[list[Genotype]], list[dict]] | None = None,
+        emb_dims: tuple[int, ...] | None = None,
     ):
         if cfg.sample_size > cfg.population:
             from recnas.errors import ConfigError
@@ -63,6 +64,7 @@ class RegularizedEvolution:
         self.objective = objective or Objective()
         self.codesign, self.run_name = codesign, run_name
         self.evaluate_many = evaluate_many
+        self.emb_dims = None if emb_dims is None else tuple(emb_dims)  # fixed per-field widths (recnas embed search)
         self.rng = np.random.default_rng(cfg.seed)
         self.history: list[dict] = []
         self.evaluated = 0
@@ -74,7 +76,10 @@ class RegularizedEvolution:
             from recnas.hardware import random_pim
 
             hw = random_pim(self.rng)
-        return Genotype(random_architecture(self.rng, self.space), hw)
+        arch = random_architecture(self.rng, self.space)
+        if self.emb_dims is not None:  # mutation copies the architecture, so children keep them
+            arch = arch.model_copy(update={"emb_dims": self.emb_dims})
+        return Genotype(arch, hw)
 
     def mutate(self, g: Genotype) -> Genotype:
         if self.codesign and self.rng.random() < self.cfg.hardware_mutation_prob:

@@ -34,6 +34,7 @@ class JobConfig(BaseModel):
     space: str = "full"
     space_overrides: dict[str, Any] = Field(default_factory=dict)
     sampler: str = "single-op-any-conn"
+    emb_dims: list[int] | None = Field(None, description="per-field embedding widths from `recnas embed search` (emb_dims.json)")
     supernet: TrainConfig = Field(default_factory=TrainConfig)
     finetune: TrainConfig | None = None
     eval_rows: int | None = Field(20_000, ge=1)

@@ -83,7 +83,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         from recnas.search.executors import RayExecutor
 
         executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
-    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor)
+    emb_dims = _check_emb_dims(cfg.emb_dims, space, meta)
+    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
@@ -129,6 +130,16 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report
+
+
+def _check_emb_dims(emb_dims, space, meta):
+    if emb_dims is None:
+        return None
+    from recnas.errors import ConfigError
+
+    if len(emb_dims) != meta.n_sparse or not all(1 <= w <= space.emb_dim for w in emb_dims):
+        raise ConfigError(f"emb_dims: need {meta.n_sparse} widths in 1..{space.emb_dim} (the space's emb_dim), got {list(emb_dims)}")
+    return tuple(emb_dims)
 
 
 def _progress(enabled: bool, console: Console) -> Progress:
