@@ -186,7 +186,7 @@ def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Co
         extra = [c for _, c in pairs if c is not None]
         s2d = g.linear(f"{p}.sparse_to_dense", i, t * e, d, (tokens,))
         d2s = g.linear(f"{p}.dense_to_sparse", i, d, e, (dense,))
-        g.digital(f"{p}.out", i, (dense, tokens, s2d, d2s, *extra), elementwise=d * (1 + len(extra)) + t * e + NORM_OPS * d, params=2 * d)
+        g.digital(f"{p}.out", i, (dense, tokens, s2d, d2s, *extra), elementwise=d * (1 + len(extra)) + t * e)
     n = len(arch.blocks)
     g.linear("head", n, arch.blocks[-1].dense_dim, 1, (f"block{n - 1}.out",))
     return g.costs(n)

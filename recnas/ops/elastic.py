@@ -38,16 +38,3 @@ class TokenLinear(ElasticLinear):
     def forward(self, x: torch.Tensor, out: int | None = None) -> torch.Tensor:  # x: [B, T, E]
         y = super().forward(x.transpose(1, 2), out)  # [B, E, out]
         return y.transpose(1, 2)
-
-
-class ElasticLayerNorm(nn.Module):
-    """LayerNorm over the first `d` features with the leading slice of the affine weights."""
-
-    def __init__(self, max_dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(max_dim))
-        self.bias = nn.Parameter(torch.zeros(max_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x.shape[-1]
-        return F.layer_norm(x, (d,), self.weight[:d], self.bias[:d])

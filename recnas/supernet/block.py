@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from recnas.ops.dense import DENSE_OPERATORS
-from recnas.ops.elastic import ElasticLayerNorm, ElasticLinear, TokenLinear
+from recnas.ops.elastic import ElasticLinear, TokenLinear
 from recnas.ops.sparse import SPARSE_OPERATORS
 from recnas.space.arch import BlockSpec
 
@@ -46,7 +46,6 @@ class ChoiceBlock(nn.Module):
         self.sparse_ops = nn.ModuleDict({name: SPARSE_OPERATORS[name](t, d, e) for name in cap.sparse_ops})
         self.sparse_to_dense = ElasticLinear(t * e, d)  # merger: flattened tokens -> dense
         self.dense_to_sparse = ElasticLinear(d, e)  # merger: dense -> a vector added to every token
-        self.norm = ElasticLayerNorm(d)
 
     def forward(self, dense_outs: list[torch.Tensor], sparse_outs: list[torch.Tensor], spec: BlockSpec):
         d, t = spec.dense_dim, spec.sparse_dim
@@ -68,4 +67,4 @@ class ChoiceBlock(nn.Module):
         if extra is not None:
             merged = merged + extra
         out_tokens = tokens + self.dense_to_sparse(dense, tokens.shape[-1]).unsqueeze(1)
-        return self.norm(merged), out_tokens
+        return merged, out_tokens  # no normalisation: a LayerNorm here cost ~0.015 val log loss on the synthetic benchmark
