@@ -38,6 +38,12 @@ def test_codesign_smoke_search_reports_pim_costs(tmp_path):
     assert report["best_hardware"] is not None
     for m in report["models"]:
         assert m["energy"] > 0 and m["latency_seq"] > 0
+    out = tmp_path / "run"
+    assert (out / "pareto.png").exists() and "| candidate |" in (out / "pareto.md").read_text()
+    front = json.loads((out / "pareto.json").read_text())
+    assert front and all(r["hardware"] for r in front)
+    for a in front:  # nothing on the front is dominated by another front member
+        assert not any(b["logloss"] <= a["logloss"] and b["energy"] <= a["energy"] and b["latency"] <= a["latency"] and b["flops"] <= a["flops"] and b != a and (b["logloss"], b["energy"], b["latency"], b["flops"]) != (a["logloss"], a["energy"], a["latency"], a["flops"]) for b in front)
 
 
 def test_bad_job_configs_are_clear_errors(tmp_path):

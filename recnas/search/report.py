@@ -46,9 +46,33 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
     md += ["", markdown_table(report["models"]), "", f"Search: {report['search']['candidates_in_store']} candidates evaluated; best architecture in `best_arch.json`.", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
+    candidates = results.all()
+    if any("energy" in c for c in candidates):
+        md += write_pareto(out, candidates, report["models"], objective)
     (out / "results.md").write_text("\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run))
-    plot_score_vs_cost(out / "score_vs_cost.png", results.all(), report["models"], objective)
+    plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective)
+
+
+def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective) -> list[str]:
+    """Co-design: the Pareto front of (log loss, energy, latency, FLOPs) as pareto.md/.json and a
+    plot of energy vs log loss with the baselines (on the default PIM config) marked."""
+    from recnas.search.pareto import pareto_front, plot_front
+
+    cand = [c for c in candidates if "energy" in c]
+    vectors = np.array([objective.vector({**c, "latency": c.get("latency", 0.0)}) for c in cand])
+    front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
+    rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
+    (out / "pareto.json").write_text(json.dumps(rows, indent=2))
+    table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
+    table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
+    (out / "pareto.md").write_text("# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
+    baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
+    plot_front(
+        [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", "log loss (candidates: val, supernet; baselines: test)"),
+        out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
+    )
+    return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over (log loss, energy, latency, FLOPs): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
 def _plt():
