@@ -15,7 +15,6 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recnas.data.store import CTRStore
 from recnas.hardware import PIMConfig, count_costs, pim_cost
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import fit_or_load, prepare_data, run_job

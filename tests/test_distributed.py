@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import torch
 
 from recnas.train.model_factory import load_trained
 

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job

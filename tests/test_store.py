@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recnas.data.loader import BatchLoader
-from recnas.data.store import CTRStore, write_store
+from recnas.data.store import CTRStore
 from recnas.errors import DataError
 from tests.conftest import make_tiny_store
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from recnas.errors import ConfigError
+from recnas import configs
 from recnas.train.config import TrainConfig
 
 DEFAULT_WIDTHS = (2, 4, 8, 16, 32, 64)
@@ -59,22 +58,8 @@ class EmbedSearchConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":
-        if path is None:
-            return cls()
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-        return cls.from_dict(data, str(path))
+        return cls() if path is None else configs.load(cls, path)
 
     @classmethod
     def from_dict(cls, data, source: str = "config") -> "EmbedSearchConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(config)'}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"{source}: {problems}") from None
+        return configs.validate(cls, data, source)

@@ -8,13 +8,13 @@ exist, so re-running the same command after an interruption continues where it s
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from recnas import configs
 from recnas.errors import ConfigError
 from recnas.search.evolution import EvolutionConfig
 from recnas.search.objective import Objective
@@ -99,39 +99,11 @@ def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overr
     """Preset `budget`, then the YAML file at `path`, then keyword overrides (None = unset)."""
     if budget not in PRESETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
-    data = dict(PRESETS[budget])
-    source = f"budget {budget!r}"
+    data, source = dict(PRESETS[budget]), f"budget {budget!r}"
     if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-        data = _merge(data, loaded)
-        source = str(path)
+        data, source = _merge(data, configs.read_yaml(path)), str(path)
     data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    try:
-        return JobConfig(**data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: " + "; ".join(_explain(e) for e in exc.errors())) from None
-
-
-def _explain(err: dict) -> str:
-    key = ".".join(str(p) for p in err["loc"])
-    if err["type"] == "extra_forbidden":
-        parent = JobConfig
-        for part in err["loc"][:-1]:
-            field = parent.model_fields.get(str(part))
-            ann = getattr(field, "annotation", None) if field else None
-            parent = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
-            if parent is None:
-                break
-        allowed = ", ".join(parent.model_fields) if parent else "?"
-        return f"unknown key {key!r} (allowed: {allowed})"
-    return f"{key}: {err['msg']}"
+    return configs.validate(JobConfig, data, source)
 
 
 def dump_config(cfg: JobConfig, path: Path) -> None:

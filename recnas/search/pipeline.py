@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.data.store import CTRStore
-from recnas.search.evaluator import Genotype, SupernetEvaluator, architecture_costs
+from recnas.search.evaluator import SupernetEvaluator, architecture_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.job import JobConfig, dump_config
 from recnas.search.report import write_report

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
+from recnas import configs
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
 from recnas.search.evaluator import Genotype, SupernetEvaluator
@@ -28,14 +28,7 @@ class RankStudyConfig(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None) -> "RankStudyConfig":
-        if path is None:
-            return cls()
-        try:
-            return cls(**(yaml.safe_load(Path(path).read_text()) or {}))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc})") from None
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        return cls() if path is None else configs.load(cls, path)
 
 
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True) -> dict:

@@ -7,14 +7,13 @@ key, the file, and the keys that are allowed.
 
 from __future__ import annotations
 
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recnas.errors import ConfigError
+from recnas import configs
 
 
 class TrainConfig(BaseModel):
@@ -62,29 +61,11 @@ class TrainConfig(BaseModel):
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> "TrainConfig":
         """Validate a mapping; every problem becomes a ConfigError naming `source` and the key."""
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{source}: {_explain(exc)}") from None
+        return configs.validate(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        return cls.from_dict(data, source=str(path))
+        return configs.load(cls, path)
 
     def with_overrides(self, source: str = "command line", **overrides: Any) -> "TrainConfig":
         """A copy with the non-None `overrides` applied and re-validated (CLI flags win over YAML)."""
@@ -100,33 +81,3 @@ class TrainConfig(BaseModel):
 def merge_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:
     """Functional form of `TrainConfig.with_overrides` (None values mean "not given")."""
     return cfg.with_overrides(**overrides)
-
-
-def _allowed(key: str) -> str | None:
-    """The allowed values of an enum-like key, for error messages."""
-    field = TrainConfig.model_fields.get(key)
-    if field is None:
-        return None
-    args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
-    if typing.get_origin(field.annotation) is Literal:
-        return ", ".join(map(str, typing.get_args(field.annotation)))
-    lits = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
-    return ", ".join(map(str, lits)) if lits else None
-
-
-def _explain(exc: ValidationError) -> str:
-    """One line per problem: unknown keys list the valid keys, enum keys list their values."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key {key!r}; valid keys: {', '.join(TrainConfig.model_fields)}")
-            continue
-        allowed = _allowed(key)
-        value = err.get("input")
-        if allowed and err["type"] == "literal_error":
-            lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"key {key!r}: {msg} (got {value!r})" if err["loc"] else msg)
-    return "; ".join(lines)

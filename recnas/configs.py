@@ -1,0 +1,103 @@
+"""Loading validated configs from YAML: one mechanism for every config in recnas.
+
+A typo in a YAML key would otherwise be silently ignored and a run would use the default;
+here every config model forbids unknown keys, and every problem becomes one ConfigError that
+names the file, the (dotted) key, and what is allowed there.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from recnas.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    return expect_mapping(data, str(path))
+
+
+def expect_mapping(data: Any, source: str) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def validate(model: type[M], data: Any, source: str = "config") -> M:
+    """`model(**data)`, with every validation problem explained in one ConfigError."""
+    data = expect_mapping(data, source)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {explain(model, exc)}") from None
+
+
+def load(model: type[M], path: str | Path) -> M:
+    return validate(model, read_yaml(path), str(path))
+
+
+def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The (nested) config model that holds the key at `loc`, for listing its valid keys."""
+    current: Any = model
+    for part in loc:
+        field = current.model_fields.get(str(part)) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *typing.get_args(ann)]
+        current = next((a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return None
+    return current
+
+
+def _allowed_values(model: type[BaseModel], loc: tuple) -> str | None:
+    parent = _submodel(model, loc[:-1]) if loc else None
+    field = parent.model_fields.get(str(loc[-1])) if parent is not None else None
+    if field is None:
+        return None
+    ann = field.annotation
+    options = [ann, *typing.get_args(ann)]
+    values = [v for a in options if typing.get_origin(a) is Literal for v in typing.get_args(a)]
+    return ", ".join(map(str, values)) or None
+
+
+def explain(model: type[BaseModel], exc: ValidationError) -> str:
+    """One clause per problem: unknown keys list the valid keys, choice keys their values."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(config)"
+        if err["type"] == "extra_forbidden":
+            parent = _submodel(model, loc[:-1])
+            valid = ", ".join(parent.model_fields) if parent is not None else "?"
+            lines.append(f"unknown key {key!r}; valid keys: {valid}")
+            continue
+        value = err.get("input")
+        allowed = _allowed_values(model, loc)
+        if allowed and err["type"] == "literal_error":
+            lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"key {key!r}: {msg} (got {value!r})" if loc else msg)
+    return "; ".join(lines)
