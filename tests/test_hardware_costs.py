@@ -42,7 +42,7 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         assert costs.params == sum(p.numel() for p in net.parameters())
         head = arch.blocks[-1].dense_dim + 1
         assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
-        assert profiler_flops(net, m) == costs.flops == costs.profiled_flops
+        assert profiler_flops(net, m) == costs.flops
         assert costs.flops == sum(b.flops for b in costs.blocks) + 2 * arch.blocks[-1].dense_dim
 
 

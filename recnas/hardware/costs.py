@@ -47,7 +47,6 @@ class Layer:
     macs: int = 0  # multiply-accumulates per sample
     elementwise: int = 0
     reads: int = 0
-    profiled: bool = True  # False: FlopCounterMode does not see these MACs (SDPA on CPU)
     after: tuple[str, ...] = ()
 
 
@@ -72,11 +71,6 @@ class Costs:
     def params(self) -> int:
         return self.dense_params + self.embedding_params
 
-    @property
-    def profiled_flops(self) -> int:
-        """The FLOPs a CPU `FlopCounterMode` run reports (it skips scaled_dot_product_attention)."""
-        return self.flops - 2 * sum(l.macs for l in self.layers if not l.profiled)
-
     def summary(self) -> dict:
         return dict(params=self.params, dense_params=self.dense_params, embedding_params=self.embedding_params, flops=self.flops, elementwise_ops=self.elementwise_ops)
 
@@ -99,8 +93,8 @@ class CostGraph:
         ew = elementwise + (n_out * reps if bias else 0)
         return self.add(Layer(name, block, "linear", n_in, n_out, reps, bias, params, n_in * n_out * reps, ew, after=tuple(after)))
 
-    def digital(self, name: str, block: int, after=(), macs: int = 0, elementwise: int = 0, params: int = 0, profiled: bool = True) -> str:
-        return self.add(Layer(name, block, "digital", params=params, macs=macs, elementwise=elementwise, profiled=profiled, after=tuple(after)))
+    def digital(self, name: str, block: int, after=(), macs: int = 0, elementwise: int = 0, params: int = 0) -> str:
+        return self.add(Layer(name, block, "digital", params=params, macs=macs, elementwise=elementwise, after=tuple(after)))
 
     def costs(self, n_blocks: int, parallel: bool = True) -> Costs:
         emb = sum(l.params for l in self.layers if l.kind == "embedding")
