@@ -295,6 +295,35 @@ def test_bad_row_line_numbers_across_blocks(tmp_path):
     np.testing.assert_array_equal(concat(parts, "label"), [float(r[0]) for r in good])
 
 
+def big_criteo(path, n: int, seed: int = 0):
+    """A Criteo file of n rows written vectorised (big enough for multi-chunk parser blocks)."""
+    rng = np.random.default_rng(seed)
+    hexes = lambda v: np.char.mod("%08x", v)  # noqa: E731
+    cols = [(rng.random(n) < 0.3).astype(int).astype(str)]
+    cols += [np.where(rng.random(n) < 0.2, "", rng.integers(-3, 500, n).astype(str)) for _ in range(13)]
+    cols += [hexes(np.arange(n) * 2654435761 % (1 << 32))]  # C1: every value distinct (all tied)
+    cols += [np.where(rng.random(n) < 0.05, "", hexes(rng.zipf(1.3, n) % (50 + 1000 * j))) for j in range(25)]
+    path.write_text("\n".join("\t".join(r) for r in zip(*cols)) + "\n")
+    return path
+
+
+def test_ids_are_deterministic_first_appearance_within_big_blocks(tmp_path):
+    """Ties (equal counts) rank by first appearance even when the parser splits a block into
+    parallel chunks, so two runs give byte-identical stores."""
+    raw = big_criteo(tmp_path / "big.txt", 40_000)
+    assert raw.stat().st_size > 5 << 20  # more than one pyarrow parse chunk (4 MiB) per block
+    stores = []
+    for k in range(2):
+        prepare("criteo", raw, tmp_path / f"s{k}", split="sequential")
+        _, parts = load(tmp_path / f"s{k}")
+        stores.append(concat(parts, "sparse"))
+    np.testing.assert_array_equal(stores[0][:, 0], np.arange(1, 40_001))  # C1 ids in file order
+    np.testing.assert_array_equal(stores[0], stores[1])
+    for split in SPLITS:
+        for col in ("label", "dense", "sparse"):
+            assert (tmp_path / "s0" / split / f"{col}.npy").read_bytes() == (tmp_path / "s1" / split / f"{col}.npy").read_bytes()
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "directory", "truncated_gz", "not_gzip", "header_only"])
 def test_unreadable_inputs(tmp_path, case):
     raw = tmp_path / ("train.txt.gz" if "gz" in case else "train.txt")

@@ -200,6 +200,7 @@ class RawReader:
             table = self._csv(block, fmt, line, n_lines, numbered, threads=False, typed=typed)
             bad = [(line + number, f"expected {expected} fields, found {actual}") for number, expected, actual in found]
             lines = np.delete(lines, [n - 1 for n, _, _ in found])
+        table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
             raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
         return table, lines, bad
