@@ -40,10 +40,10 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         net = Subnet(arch, space, m)
         assert (costs.dense_params, costs.embedding_params) == param_split(net)
         assert costs.params == sum(p.numel() for p in net.parameters())
-        head = arch.blocks[-1].dense_dim + 1
+        head = sum(arch.blocks[i].dense_dim + 1 for i in arch.dense_leaves())
         assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
         assert profiler_flops(net, m) == costs.flops
-        assert costs.flops == sum(b.flops for b in costs.blocks) + 2 * arch.blocks[-1].dense_dim
+        assert costs.flops == sum(b.flops for b in costs.blocks) + sum(2 * arch.blocks[i].dense_dim for i in arch.dense_leaves())
 
 
 def test_attention_score_and_value_products_are_counted():

@@ -87,9 +87,10 @@ def test_architecture_graph_overlaps_independent_blocks():
     m = DatasetMeta(name="t", dense_names=list("abcdefgh"), cat_names=list("stuvwxyz"), vocab_sizes=[3] * 8, rows={})
     b0 = BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=8)
     chained = Architecture(blocks=(b0, b0.model_copy(update={"dense_inputs": (1,), "sparse_inputs": (1,)})))
-    parallel = Architecture(blocks=(b0, b0))  # block 1 reads only raw inputs
+    parallel = Architecture(blocks=(b0, b0))  # block 1 reads only raw inputs; both feed the logit
     r_chain, r_par = pim_cost(chained, space=space, meta=m), pim_cost(parallel, space=space, meta=m)
-    assert r_par.energy_pj == pytest.approx(r_chain.energy_pj)
+    # same block work; the parallel graph has one more head (block 0 is a leaf there too)
+    assert r_chain.energy_pj < r_par.energy_pj < 1.05 * r_chain.energy_pj
     assert r_par.latency_ns < r_chain.latency_ns < pim_cost(chained, space=space, meta=m, parallel=False).latency_ns
     costs = count_costs(chained, space, m)
     assert pim_cost(costs).energy_pj == pytest.approx(r_chain.energy_pj)

@@ -75,7 +75,7 @@ def test_weights_restored_after_an_error_and_on_a_supernet():
             raise RuntimeError("boom")
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     sup = Supernet(net.space, net.meta)
-    w = sup.head.weight.clone()
+    w = sup.heads['0'].weight.clone()
     with quantized(sup, PIMConfig(weight_bits=4)):
-        assert not torch.equal(sup.head.weight, w)
-    assert torch.equal(sup.head.weight, w)
+        assert not torch.equal(sup.heads['0'].weight, w)
+    assert torch.equal(sup.heads['0'].weight, w)

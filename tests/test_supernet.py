@@ -98,3 +98,18 @@ def test_unknown_space_is_a_clear_error():
         get_space("huge")
     with pytest.raises(ConfigError, match="dense_ops"):
         get_space("full", dense_ops=("conv",))
+
+
+def test_every_dangling_block_feeds_the_logit():
+    space, m = get_space("full-tiny"), meta()
+    spec = dict(dense_ops=("fc",), sparse_ops=("dot",), sparse_inputs=(0,), dense_dim=8, sparse_dim=4)
+    # block 0 is read by nobody's dense input, block 1 reads the raw input, block 2 reads block 1
+    arch = Architecture(blocks=(BlockSpec(dense_inputs=(0,), **spec), BlockSpec(dense_inputs=(0,), **spec), BlockSpec(dense_inputs=(2,), **spec)))
+    assert arch.dense_leaves() == (0, 2)
+    sub = Subnet(arch, space, m)
+    assert sorted(sub.heads) == ["0", "2"]
+    dense, sparse = batch(m)
+    sub(dense, sparse).sum().backward()
+    assert sub.blocks[0].dense_ops["fc"].linear.weight.grad.abs().sum() > 0  # block 0 is not dead
+    net = Supernet(space, m)
+    torch.testing.assert_close(Subnet.from_architecture(arch, space, m, net)(dense, sparse), net(dense, sparse, arch))

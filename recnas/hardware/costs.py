@@ -182,5 +182,6 @@ def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Co
         d2s = g.linear(f"{p}.dense_to_sparse", i, d, e, (dense,))
         g.digital(f"{p}.out", i, (dense, tokens, s2d, d2s, *extra), elementwise=d * (1 + len(extra)) + t * e)
     n = len(arch.blocks)
-    g.linear("head", n, arch.blocks[-1].dense_dim, 1, (f"block{n - 1}.out",))
+    heads = [g.linear(f"head{i}", n, arch.blocks[i].dense_dim, 1, (f"block{i}.out",)) for i in arch.dense_leaves()]
+    g.digital("logit", n, heads, elementwise=len(heads) - 1)
     return g.costs(n)

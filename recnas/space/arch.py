@@ -63,6 +63,13 @@ class Architecture(BaseModel):
         """Stable across processes and versions of Python (sha1 of canonical JSON)."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
 
+    def dense_leaves(self) -> tuple[int, ...]:
+        """Blocks whose dense output no later block reads (the last block always): the logit
+        sums a head over each, so no block's dense output is ever dead."""
+        read = {j - 1 for b in self.blocks for j in b.dense_inputs if j > 0}
+        last = len(self.blocks) - 1
+        return tuple(i for i in range(len(self.blocks)) if i == last or i not in read)
+
     # -- validation -----------------------------------------------------------------
     def validate_for(self, space: SearchSpace, n_fields: int | None = None) -> "Architecture":
         if len(self.blocks) != space.n_blocks:

@@ -2,6 +2,8 @@
 
 `Supernet` holds every block at full capacity and runs any architecture of its space;
 `Subnet` is the compact standalone model of one architecture (no supernet overhead).
+The logit is the sum of a linear head over every block whose dense output no later block
+reads (`Architecture.dense_leaves`), so every block of a subnet contributes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class NASRecNet(nn.Module):
     parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
     supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
 
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, emb_dims: tuple[int, ...] | None = None):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
@@ -31,7 +33,7 @@ class NASRecNet(nn.Module):
         else:
             self.embedding = MixedWidthEmbedding(meta.vocab_sizes, list(emb_dims), emb_dim, identity=True)
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
-        self.head = ElasticLinear(capacities[-1].dense_dim, 1)
+        self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
         if isinstance(self.embedding, MixedWidthEmbedding):
@@ -44,7 +46,7 @@ class NASRecNet(nn.Module):
             d, s = block(dense_outs, sparse_outs, spec)
             dense_outs.append(d)
             sparse_outs.append(s)
-        return self.head(dense_outs[-1], 1).squeeze(-1)
+        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in arch.dense_leaves()).squeeze(-1)
 
 
 def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
@@ -76,7 +78,7 @@ class Supernet(NASRecNet):
     """All architectures of `space` in one set of weights; `forward` takes the architecture."""
 
     def __init__(self, space: SearchSpace, meta: DatasetMeta):
-        super().__init__(_full_capacities(space, meta), meta, space.emb_dim)
+        super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
@@ -88,7 +90,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.emb_dims)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
