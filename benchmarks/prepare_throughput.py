@@ -97,10 +97,11 @@ def main() -> None:
     if child.returncode != 0:
         sys.exit(f"prepare failed:\n{child.stderr}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
+    info["loadavg_1m_after"] = round(os.getloadavg()[0], 2)  # other jobs on a shared machine skew wall time
     result.update(raw_mib=raw.stat().st_size / 2**20, rows_per_s=result["rows"] / result["wall_s"], rows_per_cpu_s=result["rows"] / result["cpu_s"], min_count=args.min_count, machine=info)
     print(f"{'rows':>10} {'raw MiB':>8} {'wall s':>7} {'rows/s':>9} {'CPU s':>7} {'rows/CPU-s':>10} {'peak RSS MiB':>12}")
     print(f"{result['rows']:>10,} {result['raw_mib']:>8.0f} {result['wall_s']:>7.2f} {result['rows_per_s']:>9,.0f} {result['cpu_s']:>7.2f} {result['rows_per_cpu_s']:>10,.0f} {result['peak_rss_mib']:>12.0f}")
-    print(f"machine: {info['nproc']} x {info['cpu']}, load {info['loadavg_1m_before']} before the run; RSS after imports {result['rss_after_import_mib']:.0f} MiB")
+    print(f"machine: {info['nproc']} x {info['cpu']}, load {info['loadavg_1m_before']} before / {info['loadavg_1m_after']} after the run; RSS after imports {result['rss_after_import_mib']:.0f} MiB")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")
