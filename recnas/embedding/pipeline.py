@@ -23,7 +23,7 @@ from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
 from recnas.train.checkpoint import seed_everything
-from recnas.train.metrics import evaluate
+from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, resolve_device
 
 
@@ -130,19 +130,8 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(_finite(report), indent=2))
+        (out / "result.json").write_text(json.dumps(json_safe(report), indent=2))
         (out / "emb_dims.json").write_text(json.dumps(widths))
         if do_retrain:
             torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, out / "model.pt")
     return report
-
-
-def _finite(obj):
-    """NaN/inf -> None so the JSON is strict."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

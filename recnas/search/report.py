@@ -10,6 +10,7 @@ import numpy as np
 
 from recnas.search.objective import Objective
 from recnas.search.results import ResultsStore
+from recnas.train.metrics import json_safe
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -39,7 +40,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective) -> None:
     out = Path(out)
-    (out / "results.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "results.json").write_text(json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]

@@ -35,6 +35,17 @@ def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
     return {"logloss": ll, "auc": auc, "rows": int(y.size)}
 
 
+def json_safe(obj):
+    """NaN/inf -> None, recursively, so result files are strict JSON (AUC is NaN on one class)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     if amp_dtype is None:
         return contextlib.nullcontext()

@@ -29,7 +29,7 @@ from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
-from recnas.train.metrics import evaluate
+from recnas.train.metrics import evaluate, json_safe
 
 log = logging.getLogger("recnas.train")
 
@@ -403,8 +403,8 @@ class Trainer:
     def _write_outputs(self, result: FitResult) -> None:
         """model.pt (final weights + spec), metrics.json and the resolved config."""
         metrics = result.to_dict()
-        save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": _json_safe(metrics), "step": self.step})
-        (self.out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=2))
+        save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": json_safe(metrics), "step": self.step})
+        (self.out_dir / METRICS_FILE).write_text(json.dumps(json_safe(metrics), indent=2))
         self.cfg.to_yaml(self.out_dir / CONFIG_FILE)
 
     def _tensorboard(self):
@@ -424,14 +424,3 @@ class Trainer:
             TextColumn("{task.fields[sps]} samples/s"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, disable=not (self.progress and self.dist.is_main and sys.stderr.isatty()), transient=False,
         )
-
-
-def _json_safe(obj):
-    """NaN/inf -> None so metrics.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
