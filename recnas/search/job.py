@@ -68,7 +68,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         synthetic_rows=200_000,
         space="small",  # FC, dot-product, EFC: NASRec's best space on Criteo, and few enough paths to train on a CPU
-        space_overrides={"n_blocks": 3, "dense_dims": [64, 128, 256], "sparse_dims": [8, 16, 32], "emb_dim": 16},
+        space_overrides={"n_blocks": 3, "dense_dims": [64, 128, 256], "sparse_dims": [16, 32, 48], "emb_dim": 16},
         supernet=dict(batch_size=1024, epochs=6, lr=3e-3, warmup_steps=50, lr_schedule="cosine", eval_every=0),
         finetune=dict(batch_size=1024, max_steps=30, lr=1e-3, eval_every=0, restore_best=False),
         eval_rows=10_000,
