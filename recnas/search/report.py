@@ -124,7 +124,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
             ax2.scatter([m[cost]], [m["test_logloss"]], marker=marker, s=60, color="k")
             ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax2.set_ylabel("test log loss (trained models, black)")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title(f"quality vs {cost}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
