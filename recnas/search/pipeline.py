@@ -18,6 +18,7 @@ from recnas.search.job import JobConfig, dump_config
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
+from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.train import Trainer, evaluate
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -83,7 +84,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         from recnas.search.executors import RayExecutor
 
         executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
-    emb_dims = _check_emb_dims(cfg.emb_dims, space, meta)
+    emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
     evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
@@ -137,16 +138,6 @@ def _default_pim():
     from recnas.hardware import PIMConfig
 
     return PIMConfig()
-
-
-def _check_emb_dims(emb_dims, space, meta):
-    if emb_dims is None:
-        return None
-    from recnas.errors import ConfigError
-
-    if len(emb_dims) != meta.n_sparse or not all(1 <= w <= space.emb_dim for w in emb_dims):
-        raise ConfigError(f"emb_dims: need {meta.n_sparse} widths in 1..{space.emb_dim} (the space's emb_dim), got {list(emb_dims)}")
-    return tuple(emb_dims)
 
 
 def _progress(enabled: bool, console: Console) -> Progress:

@@ -61,7 +61,7 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     from recnas.search.pareto import pareto_front, plot_front
 
     cand = [c for c in candidates if "energy" in c]
-    vectors = np.array([objective.vector({**c, "latency": c.get("latency", 0.0)}) for c in cand])
+    vectors = np.array([objective.vector(c) for c in cand])
     front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
     (out / "pareto.json").write_text(json.dumps(rows, indent=2))

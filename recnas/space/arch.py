@@ -91,10 +91,7 @@ class Architecture(BaseModel):
             if b.sparse_dim not in space.sparse_dims:
                 raise ConfigError(f"{where}: sparse_dim {b.sparse_dim} not in {list(space.sparse_dims)}")
         if self.emb_dims is not None:
-            if n_fields is not None and len(self.emb_dims) != n_fields:
-                raise ConfigError(f"emb_dims has {len(self.emb_dims)} entries, data has {n_fields} fields")
-            if any(w <= 0 or w > space.emb_dim for w in self.emb_dims):
-                raise ConfigError(f"emb_dims must lie in 1..{space.emb_dim}")
+            check_emb_dims(self.emb_dims, space, n_fields)
         return self
 
     # -- files ----------------------------------------------------------------------
@@ -111,3 +108,12 @@ class Architecture(BaseModel):
             return cls.model_validate_json(text)
         except ValueError as exc:
             raise ConfigError(f"{path}: invalid architecture: {exc}") from None
+
+
+def check_emb_dims(emb_dims, space: SearchSpace, n_fields: int | None = None) -> tuple[int, ...]:
+    """Per-field embedding widths: one per field, each within 1..space.emb_dim."""
+    if n_fields is not None and len(emb_dims) != n_fields:
+        raise ConfigError(f"emb_dims has {len(emb_dims)} entries, data has {n_fields} fields")
+    if any(w <= 0 or w > space.emb_dim for w in emb_dims):
+        raise ConfigError(f"emb_dims must lie in 1..{space.emb_dim} (the space's emb_dim), got {list(emb_dims)}")
+    return tuple(emb_dims)
