@@ -92,11 +92,10 @@ class BatchLoader:
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
     # -- batches -----------------------------------------------------------------------
-    def _gather(self, idx: np.ndarray) -> Batch:
-        if self._resident is not None:
-            t = torch.from_numpy(idx).to(self.device)
+    def _gather(self, idx) -> Batch:
+        if self._resident is not None:  # idx is already on the device (see __iter__)
             d, s, y = self._resident
-            return Batch(d[t], s[t].long(), y[t])
+            return Batch(d[idx], s[idx].long(), y[idx])
         if self.shuffle:
             idx = np.sort(idx)  # sequential-ish access on the memory map; order within a batch is irrelevant
         a = self.arrays
@@ -110,6 +109,10 @@ class BatchLoader:
     def __iter__(self):
         """Serve the rest of the current epoch, then advance to the next one."""
         order = self._order(self.epoch)
+        if self._resident is not None:
+            # one copy of the epoch's order to the device: a per-batch copy of the indices
+            # from pageable host memory would block the host on every step
+            order = torch.from_numpy(order).to(self.device)
         nb = len(self)
         while self.position < nb:
             idx = self._batch_index(order, self.position)

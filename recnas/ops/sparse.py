@@ -1,7 +1,9 @@
 """Sparse operators: act on the block's combined tokens Z [B, t, E].
 
-Each returns (tokens [B, t, E], dense contribution [B, d] or None): dot-product is a
-sparse-to-dense interaction, the others stay on the token side.
+Each takes (z, h, d, key_mask) and returns (tokens [B, t, E], dense contribution [B, d] or
+None): dot-product is a sparse-to-dense interaction, the others stay on the token side.
+`key_mask` ([t] of 0/1, or None) marks the real tokens when the supernet runs a path masked at
+full width (recnas.supernet.masks); only attention, which mixes tokens non-linearly, needs it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class EFC(nn.Module):
         super().__init__()
         self.linear = TokenLinear(max_tokens, max_tokens)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int, key_mask: torch.Tensor | None = None):
         return self.linear(z, z.shape[1]), None
 
 
@@ -46,12 +48,14 @@ class DotProduct(nn.Module):
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int, key_mask: torch.Tensor | None = None):
         x = torch.cat([self.dense_token(h).unsqueeze(1), z], dim=1)  # [B, t+1, E]
         n = x.shape[1]
         gram = torch.bmm(x, x.transpose(1, 2))
         k = n * (n - 1) // 2
-        pairs = gram[:, self.rows[:k], self.cols[:k]]
+        # one index_select on the flattened Gram matrix: its backward is a scatter-add, where
+        # gram[:, rows, cols] would backpropagate through the much slower sort-based index_put
+        pairs = gram.flatten(1).index_select(1, self.rows[:k] * n + self.cols[:k])
         return z, self.out(pairs, d)
 
 
@@ -67,12 +71,14 @@ class Attention(nn.Module):
         self.norm1 = nn.LayerNorm(emb_dim)
         self.norm2 = nn.LayerNorm(emb_dim)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int):
+    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int, key_mask: torch.Tensor | None = None):
         b, t, e = z.shape
         q, k, v = self.qkv(z).view(b, t, 3, self.heads, e // self.heads).permute(2, 0, 3, 1, 4)
         # explicit softmax(QK^T/sqrt(d))V: heads are tiny (d = E/heads), where fused kernels
         # fail on large batches (grid limits) or under bf16 (cuDNN), and gain nothing
         scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+        if key_mask is not None:  # padding tokens of a masked path get no attention
+            scores = scores.masked_fill(key_mask == 0, float("-inf"))
         att = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, t, e)
         z = self.norm1(z + self.proj(att))
         return self.norm2(z + self.ffn(z)), None
