@@ -21,6 +21,7 @@ from recnas.ops.dense import DENSE_OPERATORS
 from recnas.ops.elastic import ElasticLinear, TokenLinear
 from recnas.ops.sparse import SPARSE_OPERATORS
 from recnas.space.arch import BlockSpec
+from recnas.supernet.masks import BlockMasks
 
 
 @dataclass(frozen=True)
@@ -47,24 +48,47 @@ class ChoiceBlock(nn.Module):
         self.sparse_to_dense = ElasticLinear(t * e, d)  # merger: flattened tokens -> dense
         self.dense_to_sparse = ElasticLinear(d, e)  # merger: dense -> a vector added to every token
 
-    def forward(self, dense_outs: list[torch.Tensor], sparse_outs: list[torch.Tensor], spec: BlockSpec):
-        d, t = spec.dense_dim, spec.sparse_dim
+    def forward(self, dense_outs: list[torch.Tensor], sparse_outs: list[torch.Tensor], spec: BlockSpec | None = None, masks: BlockMasks | None = None):
+        """Sliced (`spec`: only the chosen inputs and operators, leading weight slices) or
+        masked (`masks`: every input and operator at full width, weighted by the path's 0/1
+        masks; recnas.supernet.masks). Both compute the same function."""
+        cap = self.cap
+        if masks is None:
+            d, t = spec.dense_dim, spec.sparse_dim
+            dense_in, sparse_in = [(j, None) for j in spec.dense_inputs], [(j, None) for j in spec.sparse_inputs]
+            dense_ops, sparse_ops = [(n, None) for n in spec.dense_ops], [(n, None) for n in spec.sparse_ops]
+            width = tokens = key_mask = None
+        else:
+            d, t = cap.dense_dim, cap.sparse_dim
+            dense_in, sparse_in = [(j, masks.dense_inputs[j]) for j in cap.dense_inputs], [(j, masks.sparse_inputs[j]) for j in cap.sparse_inputs]
+            dense_ops = [(n, masks.dense_ops[k]) for k, n in enumerate(cap.dense_ops)]
+            sparse_ops = [(n, masks.sparse_ops[k]) for k, n in enumerate(cap.sparse_ops)]
+            width, tokens, key_mask = masks.width, masks.tokens[:, None], masks.tokens
         batch = sparse_outs[0].shape[0]
         h = self.dense_bias[:d].expand(batch, d)
-        for j in spec.dense_inputs:
+        for j, w in dense_in:
             if str(j) in self.dense_proj:  # raw dense may have width 0 (e.g. Avazu)
-                h = h + self.dense_proj[str(j)](dense_outs[j], d)
-        z = sum(self.sparse_proj[str(j)](sparse_outs[j], t) for j in spec.sparse_inputs)
+                h = h + _weighted(self.dense_proj[str(j)](dense_outs[j], d), w)
+        h = _weighted(h, width)
+        z = _weighted(sum(_weighted(self.sparse_proj[str(j)](sparse_outs[j], t), w) for j, w in sparse_in), tokens)
 
-        dense = sum(self.dense_ops[name](h) for name in spec.dense_ops)
-        tokens, extra = None, None
-        for name in spec.sparse_ops:
-            s, c = self.sparse_ops[name](z, h, d)
-            tokens = s if tokens is None else tokens + s
+        dense = _weighted(sum(_weighted(self.dense_ops[name](h), w) for name, w in dense_ops), width)
+        out, extra = None, None
+        for name, w in sparse_ops:
+            s, c = self.sparse_ops[name](z, h, d, key_mask)
+            s = _weighted(s, w)
+            out = s if out is None else out + s
             if c is not None:
+                c = _weighted(c, w)
                 extra = c if extra is None else extra + c
-        merged = dense + self.sparse_to_dense(tokens.flatten(1), d)
+        out = _weighted(out, tokens)
+        merged = dense + self.sparse_to_dense(out.flatten(1), d)
         if extra is not None:
             merged = merged + extra
-        out_tokens = tokens + self.dense_to_sparse(dense, tokens.shape[-1]).unsqueeze(1)
-        return merged, out_tokens  # no normalisation: a LayerNorm here cost ~0.015 val log loss on the synthetic benchmark
+        out_tokens = _weighted(out + self.dense_to_sparse(dense, out.shape[-1]).unsqueeze(1), tokens)
+        return _weighted(merged, width), out_tokens  # no normalisation: a LayerNorm here cost ~0.015 val log loss on the synthetic benchmark
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """x * w for a path mask (or weight) w; x itself on the sliced path (w is None)."""
+    return x if w is None else x * w

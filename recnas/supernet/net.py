@@ -18,6 +18,7 @@ from recnas.ops.embedding import FieldEmbedding, MixedWidthEmbedding
 from recnas.space.arch import Architecture
 from recnas.space.spaces import SearchSpace
 from recnas.supernet.block import BlockCapacity, ChoiceBlock
+from recnas.supernet.masks import PathMasks, path_masks
 
 
 class NASRecNet(nn.Module):
@@ -35,18 +36,25 @@ class NASRecNet(nn.Module):
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
 
-    def run(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
+    def run(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
+        """Logits of one path: an `Architecture` runs sliced, its `PathMasks` run masked at full
+        width (same function; recnas.supernet.masks says when each is faster)."""
+        masked = isinstance(path, PathMasks)
         if isinstance(self.embedding, MixedWidthEmbedding):
             emb = self.embedding(sparse)  # widths are built into the compact tables
+        elif masked:
+            emb = self.embedding(sparse) * path.emb
         else:
-            widths = None if arch.emb_dims is None else torch.as_tensor(arch.emb_dims, device=sparse.device)
+            widths = None if path.emb_dims is None else torch.as_tensor(path.emb_dims, device=sparse.device)
             emb = self.embedding(sparse, widths)
         dense_outs, sparse_outs = [dense], [emb]
-        for block, spec in zip(self.blocks, arch.blocks):
-            d, s = block(dense_outs, sparse_outs, spec)
+        for i, block in enumerate(self.blocks):
+            d, s = block(dense_outs, sparse_outs, masks=path.block(i)) if masked else block(dense_outs, sparse_outs, path.blocks[i])
             dense_outs.append(d)
             sparse_outs.append(s)
-        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in arch.dense_leaves()).squeeze(-1)
+        if masked:
+            return sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks))).squeeze(-1)
+        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves()).squeeze(-1)
 
 
 def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
@@ -81,8 +89,27 @@ class Supernet(NASRecNet):
         super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, arch: Architecture) -> torch.Tensor:
-        return self.run(dense, sparse, arch)
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
+        return self.run(dense, sparse, path)
+
+    def path_masks(self, arch: Architecture, device: torch.device | str = "cpu") -> PathMasks:
+        return path_masks(arch, self.space, self.n_fields, device)
+
+    def off_path_parameters(self, arch: Architecture) -> list[nn.Parameter]:
+        """Parameters the sliced forward of `arch` never touches. After a masked step their
+        gradients are exact zeros; dropping them (grad = None) makes the optimizer skip them
+        as it does after a sliced step, so both modes train identically."""
+        off: list[nn.Parameter] = []
+        tokens_read = {j - 1 for b in arch.blocks for j in b.sparse_inputs if j > 0}
+        for i, (block, spec) in enumerate(zip(self.blocks, arch.blocks)):
+            if i not in tokens_read:  # nothing reads this block's tokens
+                off += list(block.dense_to_sparse.parameters())
+            for group, chosen in ((block.dense_proj, spec.dense_inputs), (block.sparse_proj, spec.sparse_inputs), (block.dense_ops, spec.dense_ops), (block.sparse_ops, spec.sparse_ops)):
+                keep = {str(c) for c in chosen}
+                off += [p for name, m in group.items() if name not in keep for p in m.parameters()]
+        leaves = {str(i) for i in arch.dense_leaves()}
+        off += [p for name, m in self.heads.items() if name not in leaves for p in m.parameters()]
+        return off
 
 
 class Subnet(NASRecNet):

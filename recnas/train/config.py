@@ -44,6 +44,7 @@ class TrainConfig(BaseModel):
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints; None = each epoch")
     tensorboard: bool = False
     grad_clip: float | None = Field(None, gt=0)
+    compile: bool = Field(False, description="torch.compile the model (CUDA graphs on GPU); a supernet then trains on its masked, fixed-shape path")
 
     @field_validator("amp", mode="before")
     @classmethod

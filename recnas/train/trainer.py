@@ -122,8 +122,14 @@ class Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32)
             torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
-        self.step_model = distributed.wrap(self.model, self.dist, self.device)  # DDP when distributed
         self.sampler = sampler
+        # a compiled supernet trains on masked, fixed-shape paths (recnas.supernet.masks): a
+        # sliced path changes shapes every step and would recompile every step
+        self.masked_paths = cfg.compile and sampler is not None and hasattr(model, "path_masks")
+        self.step_model = distributed.wrap(self.model, self.dist, self.device)  # DDP when distributed
+        if cfg.compile and (sampler is None or self.masked_paths):
+            mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs: one launch per step
+            self.step_model = torch.compile(self.step_model, mode=mode, dynamic=False)
         self.model_spec = model_spec
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -202,14 +208,22 @@ class Trainer:
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
     def _train_step(self, batch) -> torch.Tensor:
+        if self.cfg.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()
+        arch = None
         with self._autocast():
             if self.sampler is None:
                 logits = self.step_model(batch.dense, batch.sparse)
             else:
-                logits = self.step_model(batch.dense, batch.sparse, self.sampler.sample())
+                arch = self.sampler.sample()
+                path = self.model.path_masks(arch, self.device) if self.masked_paths else arch
+                logits = self.step_model(batch.dense, batch.sparse, path)
             loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.masked_paths:  # the optimizer then skips what the path never touched, as after a sliced step
+            for p in self.model.off_path_parameters(arch):
+                p.grad = None
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self._params, self.cfg.grad_clip)
