@@ -1,0 +1,90 @@
+"""Memory bandwidth achieved by the fused embedding lookup (`recnas.ops.embedding.FieldEmbedding`).
+
+Criteo-sized tables (26 fields, Kaggle-like cardinalities, width 16), power-law ids, on the
+current device. Reports GB/s of the lookup's own traffic (rows read + output written in the
+forward; output gradient read + rows accumulated in the backward) and its fraction of the
+device-to-device copy bandwidth measured on the same device (the practical ceiling).
+
+    python benchmarks/embedding_bandwidth.py --batch 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recnas.ops.embedding import FieldEmbedding
+
+# Criteo Kaggle field cardinalities (orders of magnitude), as in benchmarks/prepare_throughput.py
+CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
+
+
+def timed(fn, device, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / repeats
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=65536)
+    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="benchmarks/out/embedding_bandwidth.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    vocab = [max(2, int(v * args.scale)) for v in CARDINALITY]
+    emb = FieldEmbedding(vocab, args.dim).to(device)
+    rng = np.random.default_rng(0)
+    ids = np.stack([np.minimum(rng.zipf(1.2, args.batch) - 1, v - 1) for v in vocab], 1)
+    sparse = torch.from_numpy(ids).to(device)
+    n_fields, elem = len(vocab), emb.weight.element_size()
+    lookup_bytes = args.batch * n_fields * args.dim * elem  # one [B, F, D] tensor
+
+    fwd = timed(lambda: emb(sparse), device, args.repeats)
+    out = emb(sparse)
+    grad = torch.ones_like(out)
+
+    def backward():
+        emb.weight.grad = None
+        out.backward(grad, retain_graph=True)
+
+    fwd_bwd = timed(backward, device, args.repeats) + fwd
+    big = torch.empty(256 * 2**20, dtype=torch.float32, device=device)  # 1 GiB
+    copy_bw = 2 * big.numel() * 4 / timed(lambda: big.clone(), device, 5)
+    table_bytes = emb.weight.numel() * elem
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "batch": args.batch, "fields": n_fields, "dim": args.dim, "table_rows": int(sum(vocab)), "table_GB": table_bytes / 1e9,
+        "forward_ms": fwd * 1e3, "forward_GBps": 2 * lookup_bytes / fwd / 1e9,
+        # the dense-gradient backward also zero-fills and writes the whole table's gradient
+        "forward_backward_ms": fwd_bwd * 1e3, "forward_backward_GBps": (4 * lookup_bytes + table_bytes) / fwd_bwd / 1e9,
+        "copy_GBps": copy_bw / 1e9,
+    }
+    result["forward_fraction_of_copy"] = result["forward_GBps"] / result["copy_GBps"]
+    result["forward_backward_fraction_of_copy"] = result["forward_backward_GBps"] / result["copy_GBps"]
+    print("| batch | table | forward | GB/s | fwd+bwd | GB/s | copy GB/s | fwd / copy | fwd+bwd / copy |\n|---|---|---|---|---|---|---|---|---|")
+    r = result
+    print(f"| {r['batch']:,} | {r['table_rows']:,} x {r['dim']} ({r['table_GB']:.2f} GB) | {r['forward_ms']:.3f} ms | {r['forward_GBps']:.0f} | {r['forward_backward_ms']:.3f} ms | {r['forward_backward_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['forward_fraction_of_copy']:.0%} | {r['forward_backward_fraction_of_copy']:.0%} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Where one training step's time goes: host (Python + dispatch) vs device kernels.
+
+Runs the real training engine's step (`Trainer._train_step`) on the synthetic benchmark with
+the data resident on the device, then profiles `--steps` steps with torch.profiler and
+prints: wall ms per step, device-kernel ms per step, kernels per step, and the top
+operators by device and by host time. Writes JSON.
+
+    python benchmarks/profile_step.py --model supernet --batch 4096 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from recnas.baselines import build_baseline
+from recnas.data.store import CTRStore
+from recnas.data.synthetic import generate
+from recnas.space import get_space
+from recnas.space.samplers import ArchSampler
+from recnas.supernet import Subnet, Supernet
+from recnas.train import Trainer, TrainConfig
+
+
+def build(name: str, space, meta):
+    if name == "supernet":
+        return Supernet(space, meta), ArchSampler(space, seed=0)
+    if name == "subnet":
+        return Subnet(ArchSampler(space, seed=123).sample(), space, meta), None
+    return build_baseline(name, meta), None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=200_000)
+    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--model", default="supernet")
+    ap.add_argument("--space", default="full")
+    ap.add_argument("--amp", default="off")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--out", default="benchmarks/out/profile_step.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp())
+    generate(tmp / "data", rows=args.rows, seed=0)
+    store = CTRStore(tmp / "data")
+    model, sampler = build(args.model, get_space(args.space), store.meta)
+    cfg = TrainConfig(batch_size=args.batch, max_steps=10**9, eval_every=0, device=args.device, resident_data=args.device == "cuda", amp=args.amp, log_every=10**9, checkpoint_every=10**9, compile=args.compile)
+    trainer = Trainer(model, cfg, store, sampler=sampler, progress=False)
+    cuda = args.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def batches():
+        while True:
+            yield from trainer.train_loader
+
+    it = batches()
+    for _ in range(30 if args.compile else 10):  # warm-up: allocator, cuBLAS handles, lazy init
+        trainer._train_step(next(it))
+    sync()
+    t = time.perf_counter()
+    for _ in range(args.steps):
+        trainer._train_step(next(it))
+    sync()
+    wall_ms = (time.perf_counter() - t) / args.steps * 1e3
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            trainer._train_step(next(it))
+        sync()
+    events = prof.key_averages()
+    dev_attr = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
+    on_device = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]  # kernels, not the ops that launched them
+    device_us = sum(getattr(e, dev_attr) for e in on_device)
+    kernels = sum(e.count for e in on_device)
+    summary = {
+        "model": args.model, "batch": args.batch, "amp": args.amp, "compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "torch": torch.__version__, "wall_ms_per_step": wall_ms, "samples_per_s": args.batch / wall_ms * 1e3,
+        "device_ms_per_step": device_us / args.steps / 1e3, "kernels_per_step": kernels / args.steps,
+    }
+    print(json.dumps(summary, indent=1))
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(events.table(sort_by=sort, row_limit=args.top))
+    if cuda:
+        print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
