@@ -113,3 +113,23 @@ def test_every_dangling_block_feeds_the_logit():
     assert sub.blocks[0].dense_ops["fc"].linear.weight.grad.abs().sum() > 0  # block 0 is not dead
     net = Supernet(space, m)
     torch.testing.assert_close(Subnet.from_architecture(arch, space, m, net)(dense, sparse), net(dense, sparse, arch))
+
+
+def test_embeddings_start_field_fan_uniform_and_raw_tokens_unmixed():
+    """NASRec nets start like the reference DLRM (U(+-sqrt(1/n)) per field) and read the raw
+    field embeddings through an identity token projection where the token count allows."""
+    space, m = get_space("full-tiny"), meta(fields=5)
+    net = Supernet(space, m)
+    emb = net.embedding
+    for f, (off, n) in enumerate(zip(emb.offsets.tolist(), emb.vocab_sizes)):
+        rows = emb.weight[off : off + n]
+        assert rows.abs().max() <= n**-0.5 and rows.abs().max() > 0.3 * n**-0.5, f
+    proj = net.blocks[0].sparse_proj["0"].weight  # [max tokens 8, 5 fields]
+    torch.testing.assert_close(proj[:5], torch.eye(5))
+    assert proj[5:].abs().sum() == 0
+    assert net.blocks[1].sparse_proj["1"].weight.abs().sum() > 0  # block outputs stay randomly mixed
+    # a compact subnet with fewer tokens than fields keeps the random init (no field is dropped)
+    arch = ArchSampler(space, seed=0).sample()
+    small = Architecture(blocks=tuple(b.model_copy(update={"sparse_dim": 4, "sparse_inputs": (0,)}) for b in arch.blocks))
+    w = Subnet(small, space, m).blocks[0].sparse_proj["0"].weight
+    assert w.shape == (4, 5) and (w != 0).all()

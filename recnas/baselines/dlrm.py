@@ -38,19 +38,6 @@ class DLRMConfig(EmbedHParams):
         return self
 
 
-@torch.no_grad()
-def _reference_embedding_init_(embedding: FieldEmbedding) -> None:
-    """Field with n ids ~ U(-sqrt(1/n), sqrt(1/n)), as the reference DLRM code initialises tables.
-
-    DLRM's interaction is purely multiplicative, so near-zero embeddings sit at a saddle:
-    without dense features (no bottom-MLP vector to bootstrap from) a small-width model
-    initialised at std 0.01 stayed at chance (log loss 0.693) on the planted-interaction test store.
-    """
-    for offset, n in zip(embedding.offsets.tolist(), embedding.vocab_sizes):
-        bound = (1.0 / n) ** 0.5
-        embedding.weight[offset : offset + n].uniform_(-bound, bound)
-
-
 class DLRM(Baseline):
     """Dense features go through the bottom MLP (ReLU on every layer, as in the reference code)
     and become one more d-vector; "dot" feeds [bottom output, pairwise dots (no self-pairs)]
@@ -65,7 +52,7 @@ class DLRM(Baseline):
         super().__init__(meta, **hparams)
         c = self.cfg
         self.embedding = FieldEmbedding(self.vocab_sizes, c.embed_dim)
-        _reference_embedding_init_(self.embedding)
+        self.embedding.fan_uniform_()  # the reference DLRM code's init (see FieldEmbedding.fan_uniform_)
         self.bottom = MLP(self.n_dense, c.bottom_mlp) if self.n_dense > 0 else None
         n_vec = self.n_sparse + (self.bottom is not None)
         if c.interaction == "dot":

@@ -35,6 +35,15 @@ class ElasticLinear(nn.Module):
 class TokenLinear(ElasticLinear):
     """Linear map along the token/field axis of [B, T, E] (the EFC operator's core)."""
 
+    @torch.no_grad()
+    def identity_(self) -> "TokenLinear":
+        """Start as [I; 0]: the first max_in output tokens are the input tokens, unmixed (needs
+        max_out >= max_in; otherwise the random init stays)."""
+        if self.max_out >= self.max_in:
+            self.weight.zero_()
+            self.weight[: self.max_in].copy_(torch.eye(self.max_in))
+        return self
+
     def forward(self, x: torch.Tensor, out: int | None = None) -> torch.Tensor:  # x: [B, T, E]
         y = super().forward(x.transpose(1, 2), out)  # [B, E, out]
         return y.transpose(1, 2)

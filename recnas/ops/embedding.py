@@ -32,6 +32,20 @@ class FieldEmbedding(nn.Module):
     def n_fields(self) -> int:
         return len(self.vocab_sizes)
 
+    @torch.no_grad()
+    def fan_uniform_(self) -> "FieldEmbedding":
+        """Field with n ids ~ U(-sqrt(1/n), sqrt(1/n)), as the reference DLRM code initialises tables.
+
+        Multiplicative interactions (dot products, DLRM's, NASRec's) of near-zero embeddings sit
+        at a saddle: a small DLRM without dense features initialised at std 0.01 stayed at chance
+        on the planted-interaction test store, and NASRec subnets trained on 1M synthetic rows
+        reached 0.0100-0.0120 lower test log loss with this init than with std 0.01 (docs/benchmarks.md).
+        """
+        for offset, n in zip(self.offsets.tolist(), self.vocab_sizes):
+            bound = (1.0 / n) ** 0.5
+            self.weight[offset : offset + n].uniform_(-bound, bound)
+        return self
+
     def forward(self, sparse: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
         out = F.embedding(sparse + self.offsets, self.weight)
         if widths is not None:

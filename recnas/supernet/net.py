@@ -30,9 +30,11 @@ class NASRecNet(nn.Module):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
-            self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim)
+            self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim).fan_uniform_()
         else:
             self.embedding = MixedWidthEmbedding(meta.vocab_sizes, list(emb_dims), emb_dim, identity=True)
+            for table in self.embedding.tables:
+                table.fan_uniform_()
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
 
