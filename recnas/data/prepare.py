@@ -75,7 +75,7 @@ class _Spool:
 
     def append(self, label: np.ndarray, dense: np.ndarray, codes: np.ndarray) -> None:
         for key, arr in (("label", label), ("dense", dense), ("codes", codes)):
-            self._fh[key].write(np.ascontiguousarray(arr, self.dtypes[key]).tobytes())
+            self._fh[key].write(np.ascontiguousarray(arr, self.dtypes[key]).data)
         self.rows += len(label)
 
     def close(self) -> None:
