@@ -17,6 +17,8 @@ import datetime as _dt
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Callable
@@ -36,7 +38,7 @@ from recnas.errors import ConfigError, DataError
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
-PASS2_ROWS = 1 << 18
+PASS2_ROWS = 1 << 16
 Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 
 
@@ -88,6 +90,15 @@ class _Spool:
             return np.zeros((stop - start, 0), dtype)
         arr = np.fromfile(self.paths[key], dtype, count=(stop - start) * width, offset=start * width * dtype.itemsize)
         return arr if key == "label" else arr.reshape(-1, width)
+
+    def mapped(self, key: str, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop of the closed file, memory-mapped read-only: gathers read straight from
+        the page cache (no copy into a fresh buffer) and the mapping goes with the array."""
+        width, dtype = self.widths[key], np.dtype(self.dtypes[key])
+        if width == 0 or stop == start:
+            return self.read(key, start, stop)
+        shape = (stop - start,) if key == "label" else (stop - start, width)
+        return np.asarray(np.memmap(self.paths[key], dtype, mode="r", offset=start * width * dtype.itemsize, shape=shape))
 
 
 def resolve_format(dataset: str, raw: str | os.PathLike, spec: str | os.PathLike | None) -> Format:
@@ -159,28 +170,59 @@ def _pass2(spool: _Spool, remaps: list[np.ndarray], split_of: np.ndarray, tmp: P
     # all fields' code -> id maps end to end: one gather over the [rows, fields] block instead
     # of a strided gather per field
     table = np.concatenate([np.zeros(0, np.int32), *(r.astype(np.int32, copy=False) for r in remaps)])
-    wide = np.uint64 if len(table) >= 1 << 32 else np.uint32
-    offsets = np.cumsum([0, *(len(r) for r in remaps)])[:-1].astype(wide)
+    offsets = np.cumsum([0, *(len(r) for r in remaps)])[:-1].astype(np.intp)
+    n_dense, n_cat = spool.widths["dense"], spool.widths["codes"]
+
+    def buffers() -> dict[str, np.ndarray]:
+        shapes = {"label": (PASS2_ROWS,), "dense": (PASS2_ROWS, n_dense), "codes": (PASS2_ROWS, n_cat), "index": (PASS2_ROWS, n_cat), "ids": (PASS2_ROWS, n_cat)}
+        dtypes = {"label": np.uint8, "dense": np.float32, "codes": np.uint32, "index": np.intp, "ids": np.int32}
+        return {k: np.empty(shape, dtypes[k]) for k, shape in shapes.items()}
+
+    def chunk(start: int, stop: int, buf: dict[str, np.ndarray]):
+        # Every gather writes into buffers reused from chunk to chunk (fresh memory would be
+        # faulted in and zeroed by the kernel for each chunk) and the table index is built as
+        # intp (np.take would otherwise convert it into a fresh array). Indices are always in
+        # range, so mode="clip" changes nothing but lets np.take write straight into `out`.
+        n = stop - start
+        part = split_of[start:stop]
+        order = np.argsort(part, kind="stable")  # group rows by split, file order kept inside
+        bounds = np.searchsorted(part[order], np.arange(len(SPLITS) + 1))
+        label = np.take(spool.mapped("label", start, stop), order, out=buf["label"][:n], mode="clip").astype(np.float32)
+        dense = np.take(spool.mapped("dense", start, stop), order, axis=0, out=buf["dense"][:n], mode="clip")
+        codes = np.take(spool.mapped("codes", start, stop), order, axis=0, out=buf["codes"][:n], mode="clip")
+        index = np.add(codes, offsets, out=buf["index"][:n])
+        ids = np.take(table, index, out=buf["ids"][:n], mode="clip")
+        return stop, label, dense, ids, bounds
+
+    # numpy's sorts, gathers and casts release the GIL: two worker threads prepare the next
+    # chunks while this one writes the previous chunk, in file order
+    pool = ThreadPoolExecutor(2, thread_name_prefix="recnas-pass2")
+    free = [buffers() for _ in range(min(3, -(-spool.rows // PASS2_ROWS)))]
+    pending: deque[tuple[dict, Future]] = deque()
+
+    def write_next() -> None:
+        buf, future = pending.popleft()
+        stop, label, dense, ids, bounds = future.result()
+        for k, name in enumerate(SPLITS):
+            rows = slice(bounds[k], bounds[k + 1])
+            out[name]["dense"].append(dense[rows])
+            out[name]["sparse"].append(ids[rows])
+            out[name]["label"].append(label[rows])
+            positives[name] += float(label[rows].sum())
+        free.append(buf)
+        if progress is not None:
+            progress("write", stop, spool.rows)
+
     try:
         for start in range(0, spool.rows, PASS2_ROWS):
-            stop = min(start + PASS2_ROWS, spool.rows)
-            part = split_of[start:stop]
-            order = np.argsort(part, kind="stable")  # group rows by split, file order kept inside
-            bounds = np.searchsorted(part[order], np.arange(len(SPLITS) + 1))
-            label = spool.read("label", start, stop)[order].astype(np.float32)
-            dense = spool.read("dense", start, stop)[order]
-            codes = spool.read("codes", start, stop)[order].astype(wide, copy=False)
-            codes += offsets
-            ids = table[codes]
-            for k, name in enumerate(SPLITS):
-                rows = slice(bounds[k], bounds[k + 1])
-                out[name]["dense"].append(dense[rows])
-                out[name]["sparse"].append(ids[rows])
-                out[name]["label"].append(label[rows])
-                positives[name] += float(label[rows].sum())
-            if progress is not None:
-                progress("write", stop, spool.rows)
+            if not free:
+                write_next()
+            buf = free.pop()
+            pending.append((buf, pool.submit(chunk, start, min(start + PASS2_ROWS, spool.rows), buf)))
+        while pending:
+            write_next()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         for cols in out.values():
             for appender in cols.values():
                 appender.close()
