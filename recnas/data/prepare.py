@@ -3,9 +3,9 @@
 Pass 1 parses the text once (`rawio`), converts each chunk vectorised (`encode`), counts
 category codes and spools label/dense/codes to fixed-width temp files. Between passes the
 vocabularies (or hash tables) and the split of every row are decided; the split needs only
-the labels (1 byte/row). Pass 2 reads the spool back in row chunks, remaps codes to ids with
-one gather per field and appends each row to its split's `.npy` files. Memory is bounded by
-the chunk size plus the vocabularies, never by the file size.
+the labels (1 byte/row). Pass 2 reads the spool back segment by segment (two worker threads),
+remaps codes to ids with one gather and appends each row to its split's `.npy` files. Memory
+is bounded by the chunk size plus the vocabularies, never by the file size.
 
 Everything is written into a staging directory beside `out` and swapped in at the end, so an
 interrupted or failed run leaves no half-written store and keeps the previous one.
