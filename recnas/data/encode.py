@@ -47,9 +47,12 @@ def _floats(df: pl.DataFrame, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:
     )
     k = len(cols)
     x = frame.select(frame.columns[:k]).to_numpy().astype(np.float64, copy=False)
+    if not x.flags.writeable:  # a single column can come back as a read-only view of polars' memory
+        x = x.copy()
     finite = np.isfinite(x)
     unparsable = frame.select(frame.columns[k:]).to_numpy().astype(bool, copy=False) & ~finite
-    return np.where(finite, x, np.nan), unparsable
+    np.copyto(x, np.nan, where=~finite)  # in place: no fresh [n, k] temporaries
+    return x, unparsable
 
 
 def _as_string(s: pl.Series) -> pl.Series:
@@ -125,13 +128,20 @@ class Encoder:
         checks.append((~ok, what, df.get_column(fmt.label)))
         for j, col in enumerate(fmt.dense):
             checks.append((unparsable[:, 1 + j], f"column {col}: not a finite number", df.get_column(col)))
-        x = np.nan_to_num(x[:, 1:], nan=0.0)  # missing -> 0
-        dense = (np.log1p(np.maximum(x, 0.0)) if fmt.dense_transform == "log1p" else x).astype(np.float32)
+        x = x[:, 1:]
+        np.copyto(x, 0.0, where=np.isnan(x))  # missing -> 0 (in place, like the transform)
+        if fmt.dense_transform == "log1p":
+            np.log1p(np.maximum(x, 0.0, out=x), out=x)
+        dense = x.astype(np.float32)
 
         codes = np.empty((n, len(self.cat_names)), np.uint32)
         if fmt.categorical:
             codes[:, : len(fmt.categorical)] = df.select(
-                pl.col(c).cast(pl.String).fill_null(MISSING).cast(pl.Categorical(self.categories[c])).to_physical() for c in fmt.categorical
+                # text input arrives as non-null strings: skip the no-op cast and fill_null there
+                (pl.col(c) if df.schema[c] == pl.String and not df.get_column(c).has_nulls() else pl.col(c).cast(pl.String).fill_null(MISSING))
+                .cast(pl.Categorical(self.categories[c]))
+                .to_physical()
+                for c in fmt.categorical
             ).to_numpy()
         base = len(fmt.categorical)
         for j, d in enumerate(fmt.derived):

@@ -3,9 +3,9 @@
 Pass 1 parses the text once (`rawio`), converts each chunk vectorised (`encode`), counts
 category codes and spools label/dense/codes to fixed-width temp files. Between passes the
 vocabularies (or hash tables) and the split of every row are decided; the split needs only
-the labels (1 byte/row). Pass 2 reads the spool back in row chunks, remaps codes to ids with
-one gather per field and appends each row to its split's `.npy` files. Memory is bounded by
-the chunk size plus the vocabularies, never by the file size.
+the labels (1 byte/row). Pass 2 reads the spool back segment by segment (two worker threads),
+remaps codes to ids with one gather and appends each row to its split's `.npy` files. Memory
+is bounded by the chunk size plus the vocabularies, never by the file size.
 
 Everything is written into a staging directory beside `out` and swapped in at the end, so an
 interrupted or failed run leaves no half-written store and keeps the previous one.
@@ -17,9 +17,11 @@ import datetime as _dt
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 import polars as pl
@@ -36,7 +38,7 @@ from recnas.errors import ConfigError, DataError
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
-PASS2_ROWS = 1 << 18
+PASS2_ROWS = 1 << 16
 Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 
 
@@ -64,30 +66,66 @@ class BadRows:
 
 
 class _Spool:
-    """Pass-1 rows in fixed-width temp files (uint8 label, float32 dense, uint32 codes)."""
+    """Pass-1 rows in fixed-width temp files: uint8 labels in one file, float32 dense values and
+    uint32 codes in segments of `segment_rows` rows. Pass 2 works segment by segment and deletes
+    each one once it is written out, so the kernel reuses its page-cache pages for the output
+    files instead of handing out fresh memory (on a VM, first-touched memory is expensive)."""
 
-    def __init__(self, directory: Path, n_dense: int, n_cat: int):
+    def __init__(self, directory: Path, n_dense: int, n_cat: int, segment_rows: int = PASS2_ROWS):
+        self.dir = directory
         self.widths = {"label": 1, "dense": n_dense, "codes": n_cat}
         self.dtypes = {"label": np.uint8, "dense": np.float32, "codes": np.uint32}
-        self.paths = {k: directory / f"{k}.bin" for k in self.widths}
-        self._fh = {k: open(p, "wb") for k, p in self.paths.items()}
+        self.segment_rows = segment_rows
+        self._label = open(self.path("label"), "wb")
+        self._fh: dict[str, BinaryIO] = {}
         self.rows = 0
 
-    def append(self, label: np.ndarray, dense: np.ndarray, codes: np.ndarray) -> None:
-        for key, arr in (("label", label), ("dense", dense), ("codes", codes)):
-            self._fh[key].write(np.ascontiguousarray(arr, self.dtypes[key]).tobytes())
-        self.rows += len(label)
+    def path(self, key: str, segment: int = 0) -> Path:
+        return self.dir / ("label.bin" if key == "label" else f"{key}.{segment:06d}.bin")
 
-    def close(self) -> None:
+    def append(self, label: np.ndarray, dense: np.ndarray, codes: np.ndarray) -> None:
+        self._label.write(np.ascontiguousarray(label, np.uint8).data)
+        dense, codes = np.ascontiguousarray(dense, np.float32), np.ascontiguousarray(codes, np.uint32)
+        done = 0
+        while done < len(label):
+            segment, offset = divmod(self.rows, self.segment_rows)
+            if offset == 0:
+                self._close_segment()
+                self._fh = {key: open(self.path(key, segment), "wb") for key in ("dense", "codes")}
+            take = min(self.segment_rows - offset, len(label) - done)
+            for key, arr in (("dense", dense), ("codes", codes)):
+                self._fh[key].write(arr[done : done + take].data)
+            done += take
+            self.rows += take
+
+    def _close_segment(self) -> None:
         for fh in self._fh.values():
             fh.close()
+        self._fh = {}
 
-    def read(self, key: str, start: int, stop: int) -> np.ndarray:
+    def close(self) -> None:
+        self._label.close()
+        self._close_segment()
+
+    def labels(self) -> np.ndarray:
+        return np.fromfile(self.path("label"), np.uint8, count=self.rows)
+
+    @property
+    def segments(self) -> int:
+        return -(-self.rows // self.segment_rows)
+
+    def segment(self, key: str, segment: int) -> np.ndarray:
+        """One closed segment, memory-mapped read-only: gathers read straight from the page cache
+        and the mapping goes with the array."""
         width, dtype = self.widths[key], np.dtype(self.dtypes[key])
+        rows = min(self.segment_rows, self.rows - segment * self.segment_rows)
         if width == 0:
-            return np.zeros((stop - start, 0), dtype)
-        arr = np.fromfile(self.paths[key], dtype, count=(stop - start) * width, offset=start * width * dtype.itemsize)
-        return arr if key == "label" else arr.reshape(-1, width)
+            return np.zeros((rows, 0), dtype)
+        return np.asarray(np.memmap(self.path(key, segment), dtype, mode="r", shape=(rows, width)))
+
+    def drop(self, segment: int) -> None:
+        for key in ("dense", "codes"):
+            self.path(key, segment).unlink()
 
 
 def resolve_format(dataset: str, raw: str | os.PathLike, spec: str | os.PathLike | None) -> Format:
@@ -152,41 +190,75 @@ def _pass1(reader: RawReader, encoder: Encoder, spool: _Spool, bad: BadRows, max
                 break
 
 
-def _pass2(spool: _Spool, remaps: list[np.ndarray], split_of: np.ndarray, tmp: Path, progress: Progress | None) -> tuple[dict, dict]:
+def _pass2(spool: _Spool, labels: np.ndarray, remaps: list[np.ndarray], split_of: np.ndarray, tmp: Path, progress: Progress | None) -> tuple[dict, dict]:
     widths = {"dense": spool.widths["dense"], "sparse": spool.widths["codes"], "label": None}
     out = {s: {c: NpyAppender(tmp / s / f"{c}.npy", COLUMNS[c], widths[c]) for c in COLUMNS} for s in SPLITS}
     positives = dict.fromkeys(SPLITS, 0.0)
     # all fields' code -> id maps end to end: one gather over the [rows, fields] block instead
     # of a strided gather per field
     table = np.concatenate([np.zeros(0, np.int32), *(r.astype(np.int32, copy=False) for r in remaps)])
-    wide = np.uint64 if len(table) >= 1 << 32 else np.uint32
-    offsets = np.cumsum([0, *(len(r) for r in remaps)])[:-1].astype(wide)
+    offsets = np.cumsum([0, *(len(r) for r in remaps)])[:-1].astype(np.intp)
+    rows, n_dense, n_cat = spool.segment_rows, spool.widths["dense"], spool.widths["codes"]
+
+    def buffers() -> dict[str, np.ndarray]:
+        shapes = {"dense": (rows, n_dense), "codes": (rows, n_cat), "index": (rows, n_cat), "ids": (rows, n_cat)}
+        dtypes = {"dense": np.float32, "codes": np.uint32, "index": np.intp, "ids": np.int32}
+        return {k: np.empty(shape, dtypes[k]) for k, shape in shapes.items()}
+
+    def chunk(segment: int, buf: dict[str, np.ndarray]):
+        # Every gather writes into buffers reused from segment to segment (fresh memory would
+        # be faulted in and zeroed by the kernel each time) and the table index is built as
+        # intp (np.take would otherwise convert it into a fresh array). Indices are always in
+        # range, so mode="clip" changes nothing but lets np.take write straight into `out`.
+        start = segment * rows
+        stop = min(start + rows, spool.rows)
+        n = stop - start
+        part = split_of[start:stop]
+        order = np.argsort(part, kind="stable")  # group rows by split, file order kept inside
+        bounds = np.searchsorted(part[order], np.arange(len(SPLITS) + 1))
+        label = labels[start:stop][order].astype(np.float32)
+        dense = np.take(spool.segment("dense", segment), order, axis=0, out=buf["dense"][:n], mode="clip")
+        codes = np.take(spool.segment("codes", segment), order, axis=0, out=buf["codes"][:n], mode="clip")
+        index = np.add(codes, offsets, out=buf["index"][:n])
+        ids = np.take(table, index, out=buf["ids"][:n], mode="clip")
+        return segment, stop, label, dense, ids, bounds
+
+    # numpy's sorts, gathers and casts release the GIL: two worker threads prepare the next
+    # segments while this one writes the previous one, in file order
+    pool = ThreadPoolExecutor(2, thread_name_prefix="recnas-pass2")
+    free = [buffers() for _ in range(min(3, spool.segments))]
+    pending: deque[tuple[dict, Future]] = deque()
+
+    def write_next() -> None:
+        buf, future = pending.popleft()
+        segment, stop, label, dense, ids, bounds = future.result()
+        for k, name in enumerate(SPLITS):
+            part = slice(bounds[k], bounds[k + 1])
+            out[name]["dense"].append(dense[part])
+            out[name]["sparse"].append(ids[part])
+            out[name]["label"].append(label[part])
+            positives[name] += float(label[part].sum())
+        free.append(buf)
+        spool.drop(segment)
+        if progress is not None:
+            progress("write", stop, spool.rows)
+
     try:
-        for start in range(0, spool.rows, PASS2_ROWS):
-            stop = min(start + PASS2_ROWS, spool.rows)
-            part = split_of[start:stop]
-            order = np.argsort(part, kind="stable")  # group rows by split, file order kept inside
-            bounds = np.searchsorted(part[order], np.arange(len(SPLITS) + 1))
-            label = spool.read("label", start, stop)[order].astype(np.float32)
-            dense = spool.read("dense", start, stop)[order]
-            codes = spool.read("codes", start, stop)[order].astype(wide, copy=False)
-            codes += offsets
-            ids = table[codes]
-            for k, name in enumerate(SPLITS):
-                rows = slice(bounds[k], bounds[k + 1])
-                out[name]["dense"].append(dense[rows])
-                out[name]["sparse"].append(ids[rows])
-                out[name]["label"].append(label[rows])
-                positives[name] += float(label[rows].sum())
-            if progress is not None:
-                progress("write", stop, spool.rows)
+        for segment in range(spool.segments):
+            if not free:
+                write_next()
+            buf = free.pop()
+            pending.append((buf, pool.submit(chunk, segment, buf)))
+        while pending:
+            write_next()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         for cols in out.values():
             for appender in cols.values():
                 appender.close()
-    rows = {s: out[s]["label"].rows for s in SPLITS}
-    rate = {s: positives[s] / rows[s] if rows[s] else 0.0 for s in SPLITS}
-    return rows, rate
+    counts = {s: out[s]["label"].rows for s in SPLITS}
+    rate = {s: positives[s] / counts[s] if counts[s] else 0.0 for s in SPLITS}
+    return counts, rate
 
 
 def prepare(
@@ -235,8 +307,9 @@ def prepare(
         if spool.rows == 0:
             raise DataError(f"{raw}: no valid rows ({bad.count} bad rows skipped)")
         remaps, sizes = encoder.hashed(hash_buckets) if hash_buckets else encoder.vocabulary(min_count or 1)
-        split_of = _splits.assign(spool.read("label", 0, spool.rows), split, seed)
-        rows, rate = _pass2(spool, remaps, split_of, tmp, progress)
+        labels = spool.labels()
+        split_of = _splits.assign(labels, split, seed)
+        rows, rate = _pass2(spool, labels, remaps, split_of, tmp, progress)
         shutil.rmtree(work)
         elapsed = time.perf_counter() - started
         source = {

@@ -52,6 +52,12 @@ class _HashingFile:
         self.position += len(data)
         return data
 
+    def readinto(self, b) -> int:
+        n = self._fh.readinto(b)
+        self._sha.update(memoryview(b)[:n])  # hashlib releases the GIL on large buffers
+        self.position += n
+        return n
+
     def readable(self) -> bool:
         return True
 
@@ -119,30 +125,50 @@ class RawReader:
             fmt.check_columns(header, f"{self.path}: header (line 1)")
         elif fmt.columns is None:
             raise DataError(f"{self.path}: format {fmt.name!r} has no header and no column list")
-        seen_data = False
+        # One buffer, reused for every block: the file is read straight into it after the
+        # partial line carried over from the previous block, and pyarrow parses the complete
+        # lines in place (its arrays never point into the input), so no block is copied.
+        buf = bytearray(self.block_bytes + len(rest) + (1 << 16))
+        buf[: len(rest)] = rest
+        filled, seen_data = len(rest), False
         while True:
-            buf = self._read(stream, self.block_bytes)
-            data = rest + buf
-            if buf:
-                cut = data.rfind(b"\n") + 1
+            if len(buf) < filled + self.block_bytes:  # a line longer than the free room
+                buf = buf + bytes(filled + self.block_bytes - len(buf))
+            view = memoryview(buf)
+            got = self._readinto(stream, view[filled : filled + self.block_bytes])
+            end = filled + got
+            if got:
+                cut = buf.rfind(b"\n", 0, end) + 1
                 if cut == 0:
-                    if len(data) > MAX_LINE_BYTES:
+                    if end > MAX_LINE_BYTES:
                         raise DataError(f"{self.path}:{line + 1}: no line break in {MAX_LINE_BYTES >> 20} MiB; is this a delimited text file?")
-                    rest = data
+                    filled = end
                     continue
-                block, rest = data[:cut], data[cut:]
             else:
-                block, rest = data, b""
-            if block:
+                cut = end
+            if cut:
                 seen_data = True
-                n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-                table, lines, bad = self._parse_block(block, fmt, line, n_lines)
+                n_lines = buf.count(b"\n", 0, cut) + (0 if buf[cut - 1] == 0x0A else 1)
+                table, lines, bad = self._parse_block(view[:cut], fmt, line, n_lines)
                 yield Chunk(table, lines, src.position, bad)
                 line += n_lines
-            if not buf:
+            view.release()
+            buf[: end - cut] = buf[cut:end]
+            filled = end - cut
+            if not got:
                 break
         if not seen_data:
             raise DataError(f"{self.path}: no data rows" + (" after the header" if fmt.header else ""))
+
+    def _readinto(self, stream, view: memoryview) -> int:
+        try:
+            return stream.readinto(view)
+        except EOFError:
+            raise DataError(f"{self.path}: truncated compressed file (ended before the end-of-stream marker)") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(f"{self.path}: corrupt gzip data ({exc})") from None
+        except OSError as exc:
+            raise DataError(f"{self.path}: read error ({exc})") from None
 
     def _read(self, stream, n: int) -> bytes:
         try:
@@ -220,7 +246,7 @@ class RawReader:
                 convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.float64() if c in numeric else pa.string() for c in used},
                     include_columns=used,
-                    check_utf8=not block.isascii(),  # skip UTF-8 validation when it cannot fail
+                    check_utf8=not _is_ascii(block),  # skip UTF-8 validation when it cannot fail
                     null_values=[""],
                     strings_can_be_null=False,
                     quoted_strings_can_be_null=False,
@@ -254,6 +280,11 @@ class RawReader:
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+
+def _is_ascii(block) -> bool:
+    data = np.frombuffer(block, np.uint8)
+    return not len(data) or int(data.max()) < 0x80
 
 
 T = TypeVar("T")

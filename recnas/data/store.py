@@ -99,7 +99,7 @@ class NpyAppender:
         expected = 1 if self.width is None else 2
         if block.ndim != expected or (self.width is not None and block.shape[1] != self.width):
             raise ValueError(f"{self.path.name}: block shape {block.shape} does not fit width {self.width}")
-        self._fh.write(block.tobytes())
+        self._fh.write(block.data)  # the array's own buffer: no bytes copy
         self.rows += block.shape[0]
 
     def close(self) -> None:
