@@ -46,6 +46,22 @@ def test_token_layers_apply_the_crossbar_once_per_column():
         assert many.breakdown[k] == pytest.approx(16 * one.breakdown[k])
 
 
+def test_replication_trades_crossbars_for_latency_of_repeated_layers():
+    """A layer applied 16 times per sample with r weight copies: 16/r sequential rounds on
+    r x the crossbars, same energy; copies never exceed the repetitions."""
+    base = pim_cost(fc_costs(reps=16))
+    for r in (2, 4, 16):
+        rep = pim_cost(fc_costs(reps=16), PIMConfig(replication=r))
+        assert rep.crossbars == r * base.crossbars
+        assert rep.energy_pj == pytest.approx(base.energy_pj)
+        assert rep.latency_ns == pytest.approx(16 * 800 / r + 16)  # 16/r rounds of 8 slices x 100 ns; 16 x 64 bias adds stay digital (16 ns)
+        assert rep.area_mm2 == pytest.approx(r * base.area_mm2)
+    once = pim_cost(fc_costs(reps=1), PIMConfig(replication=16))
+    assert once.crossbars == pim_cost(fc_costs(reps=1)).crossbars  # nothing to replicate
+    with pytest.raises(ConfigError, match="replication must be one of"):
+        PIMConfig.from_dict({"replication": 3})
+
+
 def test_adc_energy_rule_stays_in_the_design_band():
     c = DEFAULT_CONSTANTS
     assert c.adc_pj(8) == pytest.approx(1.67)

@@ -27,14 +27,20 @@ CHOICES: dict[str, tuple[int, ...]] = {
     "dac_bits": (1, 2),
     "adc_bits": (4, 5, 6, 7, 8),
     "cols_per_adc": (8, 16, 32, 64, 128),
+    "replication": (1, 2, 4, 8, 16),
 }
 DEFAULT_BUDGET = 16128  # one ISAAC chip: 168 tiles x 12 IMAs x 8 crossbars
 
 
 class PIMConfig(BaseModel):
     """One PIM design point. Defaults are ISAAC's (128x128, 2-bit cells, 1-bit DAC, 8-bit ADC
-    shared by 128 columns) with 8-bit weights and activations. `crossbar_budget` is the chip
-    size: it is not searched, a design that needs more crossbars does not fit."""
+    shared by 128 columns) with 8-bit weights and activations. `replication` is the most
+    copies of a layer's weights (each on its own crossbars) that serve the layer's repeated
+    applications in parallel: a layer applied `reps` times per sample gets min(replication,
+    reps) copies, which divides its latency and multiplies its crossbars (area) by that
+    factor at unchanged energy (ISAAC replicates layers the same way to balance its
+    pipeline). `crossbar_budget` is the chip size: it is not searched, a design that needs
+    more crossbars does not fit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +51,7 @@ class PIMConfig(BaseModel):
     dac_bits: int = 1
     adc_bits: int = 8
     cols_per_adc: int = 128
+    replication: int = 1
     crossbar_budget: int = DEFAULT_BUDGET
 
     @field_validator(*CHOICES)
@@ -223,7 +230,8 @@ def _layer_cost(layer: Layer, cfg: PIMConfig, c: PIMConstants) -> tuple[int, dic
     e["crossbar"] = m.slices * m.crossbars * layer.reps * c.xbar_pj(cfg.xbar_size)
     e["buffer"] = (layer.n_in + layer.n_out) * b_a / 256 * layer.reps * c.buffer_pj_256b
     cycle = max(c.xbar_cycle_ns, cfg.cols_per_adc * c.adc_ns(cfg.adc_bits))
-    return m.crossbars, e, ns + layer.reps * m.slices * cycle
+    copies = min(cfg.replication, layer.reps)  # weight copies run repeated applications in parallel
+    return m.crossbars * copies, e, ns + math.ceil(layer.reps / copies) * m.slices * cycle
 
 
 def _area(crossbars: int, cfg: PIMConfig, c: PIMConstants) -> float:
