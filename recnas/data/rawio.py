@@ -11,6 +11,8 @@ lines they were.
 
 from __future__ import annotations
 
+import contextlib
+
 import gzip
 import hashlib
 import os
@@ -160,9 +162,11 @@ class RawReader:
         if not seen_data:
             raise DataError(f"{self.path}: no data rows" + (" after the header" if fmt.header else ""))
 
-    def _readinto(self, stream, view: memoryview) -> int:
+    @contextlib.contextmanager
+    def _read_errors(self):
+        """A failed read of the raw file becomes one DataError naming it."""
         try:
-            return stream.readinto(view)
+            yield
         except EOFError:
             raise DataError(f"{self.path}: truncated compressed file (ended before the end-of-stream marker)") from None
         except (gzip.BadGzipFile, zlib.error) as exc:
@@ -170,15 +174,13 @@ class RawReader:
         except OSError as exc:
             raise DataError(f"{self.path}: read error ({exc})") from None
 
+    def _readinto(self, stream, view: memoryview) -> int:
+        with self._read_errors():
+            return stream.readinto(view)
+
     def _read(self, stream, n: int) -> bytes:
-        try:
+        with self._read_errors():
             return stream.read(n)
-        except EOFError:
-            raise DataError(f"{self.path}: truncated compressed file (ended before the end-of-stream marker)") from None
-        except (gzip.BadGzipFile, zlib.error) as exc:
-            raise DataError(f"{self.path}: corrupt gzip data ({exc})") from None
-        except OSError as exc:
-            raise DataError(f"{self.path}: read error ({exc})") from None
 
     def _read_header(self, stream) -> tuple[list[str], bytes]:
         data = b""
