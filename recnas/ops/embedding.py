@@ -39,7 +39,7 @@ class FieldEmbedding(nn.Module):
         Multiplicative interactions (dot products, DLRM's, NASRec's) of near-zero embeddings sit
         at a saddle: a small DLRM without dense features initialised at std 0.01 stayed at chance
         on the planted-interaction test store, and NASRec subnets trained on 1M synthetic rows
-        reached 0.0100-0.0120 lower test log loss with this init than with std 0.01 (docs/benchmarks.md).
+        reached 0.0044-0.0098 lower test log loss with this init than with std 0.01 (docs/benchmarks.md).
         """
         for offset, n in zip(self.offsets.tolist(), self.vocab_sizes):
             bound = (1.0 / n) ** 0.5
