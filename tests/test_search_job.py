@@ -37,7 +37,10 @@ def test_codesign_smoke_search_reports_pim_costs(tmp_path):
     assert report["best_hardware"] is not None
     for m in report["models"]:
         assert m["energy"] > 0 and m["latency_seq"] > 0
+        # quality on its own PIM configuration: simulated quantisation moves the log loss
+        assert 0 < m["test_logloss_pim"] < 10 and m["test_logloss_pim"] != m["test_logloss"]
     out = tmp_path / "run"
+    assert "test log loss on its PIM config" in (out / "results.md").read_text()
     assert (out / "pareto.png").exists() and "| candidate |" in (out / "pareto.md").read_text()
     front = json.loads((out / "pareto.json").read_text())
     assert front and all(r["hardware"] for r in front)

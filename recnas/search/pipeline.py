@@ -104,7 +104,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     rows = []
     model, fit = fit_or_load(Subnet.from_architecture(best.arch, space, meta), cfg.final, store, out / "best", subnet_spec(best.arch, space, meta), progress)
     costs = architecture_costs(best.arch, space, meta, best.hardware)
-    rows.append(_row("recnas (searched)", model, store, fit, costs, device))
+    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware))
 
     # 4. baselines under the same training budget
     from recnas.baselines import build_baseline
@@ -114,7 +114,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         hp = cfg.baseline_hparams.get(name, {})
         bl = build_baseline(name, meta, **hp)
         bl, fit = fit_or_load(bl, cfg.final, store, out / "baselines" / name, baseline_spec(name, bl.hparams, meta), progress)
-        rows.append(_row(name, bl, store, fit, _module_costs(bl, meta, _default_pim() if codesign else None), device))
+        pim = _default_pim() if codesign else None
+        rows.append(_row(name, bl, store, fit, _module_costs(bl, meta, pim), device, pim))
 
     report = {
         "dataset": meta.name,
@@ -144,9 +145,16 @@ def _progress(enabled: bool, console: Console) -> Progress:
     return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not enabled, transient=True)
 
 
-def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device) -> dict:
+def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device, hardware=None) -> dict:
+    """A results-table row; with a PIM configuration also the test log loss the model has when
+    it runs there (simulated quantisation): the quality that goes with its PIM costs."""
     test = evaluate(model.to(device), store.split("test"), device=device)
     row = {"model": name, "test_logloss": test["logloss"], "test_auc": test["auc"], "train_seconds": fit.get("train_seconds", math.nan), **costs}
+    if hardware is not None:
+        from recnas.hardware.quant import quantized
+
+        with quantized(model, hardware):
+            row["test_logloss_pim"] = evaluate(model, store.split("test"), device=device)["logloss"]
     bayes = store.meta.bayes or {}
     if "test_logloss" in bayes:
         row["gap_to_bayes"] = test["logloss"] - bayes["test_logloss"]

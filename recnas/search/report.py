@@ -15,6 +15,7 @@ from recnas.train.metrics import json_safe
 COLUMNS = [
     ("model", "model", "{}"),
     ("test_logloss", "test log loss", "{:.4f}"),
+    ("test_logloss_pim", "test log loss on its PIM config", "{:.4f}"),
     ("test_auc", "test AUC", "{:.4f}"),
     ("gap_to_bayes", "gap to Bayes", "{:+.4f}"),
     ("params", "dense params", "{:,.0f}"),
