@@ -7,6 +7,7 @@ import pytest
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
+from recnas.space import Architecture
 
 ARTIFACTS = ["results.md", "results.json", "best_arch.json", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
 
@@ -80,3 +81,19 @@ def test_search_with_searched_embedding_widths(tmp_path):
     assert row["embedding_params"] < 8722 * 8  # compact per-field tables, not the full-width table
     with pytest.raises(ConfigError, match="emb_dims"):
         run_job(load_job_config("smoke", emb_dims=[2, 4], baselines=[]), tmp_path / "bad", progress=False)
+
+
+def test_finalists_are_retrained_and_the_best_on_validation_wins(tmp_path):
+    cfg = load_job_config("smoke", finalists=3, baselines=["lr"])
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    fin = report["finalists"]
+    assert len(fin) == 3 and len({f["key"] for f in fin}) == 3
+    assert [f["search_score"] for f in fin] == sorted(f["search_score"] for f in fin)  # the search's top 3, in order
+    chosen = [f for f in fin if f["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["val_logloss"] == min(f["val_logloss"] for f in fin)
+    for f in fin:
+        assert (out / "finalists" / f["key"] / "model.pt").exists()
+    # the chosen one is the result: its architecture and weights
+    assert Architecture.load(out / "best_arch.json").hash == chosen[0]["key"]
+    assert (out / "best" / "model.pt").read_bytes() == (out / "finalists" / chosen[0]["key"] / "model.pt").read_bytes()

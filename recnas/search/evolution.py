@@ -42,6 +42,13 @@ class EvolutionResult:
     history: list[dict] = field(default_factory=list)  # every evaluation in order
     evaluated: int = 0  # evaluations actually run (not served from the cache)
 
+    def ranked(self) -> list[tuple[str, float]]:
+        """(key, score) of every distinct candidate, best score first."""
+        best: dict[str, float] = {}
+        for h in self.history:
+            best[h["key"]] = min(h["score"], best.get(h["key"], float("inf")))
+        return sorted(best.items(), key=lambda kv: kv[1])
+
 
 class RegularizedEvolution:
     def __init__(
@@ -139,9 +146,10 @@ class RegularizedEvolution:
             if progress:
                 progress(gen, cfg.generations)
         best_key = min(self.history, key=lambda h: h["score"])["key"]
-        return EvolutionResult(self._genotype(best_key), dict(self.results.get(best_key)), self.history, self.evaluated)
+        return EvolutionResult(self.genotype(best_key), dict(self.results.get(best_key)), self.history, self.evaluated)
 
-    def _genotype(self, key: str) -> Genotype:
+    def genotype(self, key: str) -> Genotype:
+        """The genotype of a scored candidate, from the results store."""
         row = self.results.db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (key,)).fetchone()
         from recnas.space.arch import Architecture
 

@@ -44,6 +44,7 @@ class JobConfig(BaseModel):
     executor: Literal["serial", "ray"] = Field("serial", description="where candidates are scored")
     ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one)")
     ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU)")
+    finalists: int = Field(1, ge=1, description="best candidates (by search score) trained from scratch; the one with the lowest validation log loss is the result")
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -91,18 +92,30 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
     if executor is not None:
         executor.shutdown()
-    best = evo_result.best
+    console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} (inherited weights), {evo_result.evaluated} evaluated this run, {len(results)} in store")
+
+    # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
+    from recnas.supernet import Subnet
+
+    ranked = evo_result.ranked()[: cfg.finalists]
+    _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
+    finalists = []
+    for key, score in ranked:
+        g = evo.genotype(key)
+        folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
+        model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress)
+        val = evaluate(model.to(device), store.split("val"), device=device)["logloss"]
+        finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
+    chosen = min(finalists, key=lambda f: f["val_logloss"])
+    if chosen["folder"] != out / "best":
+        shutil.copytree(chosen["folder"], out / "best", dirs_exist_ok=True)
+    best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
         (out / "best_hardware.json").write_text(best.hardware_json)
-    console.print(f"    best candidate {best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} (inherited weights), {evo_result.evaluated} evaluated this run, {len(results)} in store")
-
-    # 3. the winner, from scratch
-    from recnas.supernet import Subnet
-
-    _stage(console, "retrain", "the best architecture from scratch")
+    if len(ranked) > 1:
+        console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
-    model, fit = fit_or_load(Subnet.from_architecture(best.arch, space, meta), cfg.final, store, out / "best", subnet_spec(best.arch, space, meta), progress)
     costs = architecture_costs(best.arch, space, meta, best.hardware)
     rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware))
 
@@ -125,6 +138,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
         "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
         "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
+        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen} for f in finalists],
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
