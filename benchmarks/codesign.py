@@ -6,8 +6,9 @@ plus the front's best-scored candidate (the job's winner),
 and reports, for the cheapest one whose test log loss is equal or better than the best
 baseline's, its FLOPs, PIM energy and PIM latency as ratios baseline / co-designed (>1 = better).
 Test log loss is compared as each model runs on its own PIM configuration (simulated
-quantisation, recnas.hardware.quant): a co-designed candidate at 4-bit weights is judged at
-4 bits, the baseline at the default configuration's 8 bits.
+quantisation, recnas.hardware.quant): a co-designed candidate at 4-bit weights is trained
+quantisation-aware and judged at 4 bits, the baseline (trained in full precision) at the
+default configuration's 8 bits.
 
     python benchmarks/codesign.py --budget cpu --retrain 3
 """
@@ -58,7 +59,7 @@ def main() -> None:
     for r in close:
         arch_json, hw_json = db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (r["key"],)).fetchone()
         arch, hw = Architecture.model_validate_json(arch_json), PIMConfig.model_validate_json(hw_json)
-        model, _ = fit_or_load(Subnet(arch, space, store.meta), cfg.final, store, out / "retrain" / r["key"], subnet_spec(arch, space, store.meta), False)
+        model, _ = fit_or_load(Subnet(arch, space, store.meta), cfg.final, store, out / "retrain" / r["key"], subnet_spec(arch, space, store.meta), False, hardware=hw)
         full_precision = evaluate(model, store.split("test"))["logloss"]
         with quantized(model, hw):
             test = evaluate(model, store.split("test"))

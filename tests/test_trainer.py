@@ -271,3 +271,41 @@ def test_prebuilt_loaders_without_store(tiny_store):
     assert res.steps == 15 and res.epochs == 1 and train.state_dict()["position"] == 15 and res.best_val["logloss"] < 1.0  # bf16 autocast runs on CPU too
     with pytest.raises(ValueError, match="needs a store"):
         Trainer(model, tiny_cfg(), None, train_loader=train, progress=False)
+
+
+def test_quantisation_aware_training_keeps_full_precision_weights(tiny_store):
+    """run_context = quantized(...): every step's forward/backward and every evaluation run on
+    fake-quantised weights, while the optimizer updates (and checkpoints keep) the latent
+    full-precision weights."""
+    import contextlib
+    import functools
+
+    from recnas.hardware import PIMConfig
+    from recnas.hardware.quant import fake_quant, quantized
+
+    hw = PIMConfig(weight_bits=4, act_bits=4)
+    entered = []
+
+    @contextlib.contextmanager
+    def counting(model):
+        with quantized(model, hw):
+            entered.append(1)
+            yield
+
+    model = make_model(tiny_store.meta)
+    result = Trainer(model, tiny_cfg(epochs=2), tiny_store, progress=False, run_context=counting).fit()
+    steps = result.steps
+    assert len(entered) == steps + len(result.history) and len(result.history) == 2  # every step and evaluation
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][0]
+    assert not torch.equal(linear.weight, fake_quant(linear.weight, 4))  # latent weights, not the 4-bit grid
+    # the recorded validation loss is the quantised model's
+    with quantized(model, hw):
+        q = evaluate(model, tiny_store.split("val"))["logloss"]
+    assert result.best_val["logloss"] == pytest.approx(q, abs=1e-6)  # restore_best: the final weights are the best
+    # the same training without the context differs: the context was really in the loop
+    plain = make_model(tiny_store.meta)
+    Trainer(plain, tiny_cfg(epochs=2), tiny_store, progress=False).fit()
+    assert not torch.equal(next(plain.parameters()), next(model.parameters()))
+    again = make_model(tiny_store.meta)
+    Trainer(again, tiny_cfg(epochs=2), tiny_store, progress=False, run_context=functools.partial(quantized, config=hw)).fit()
+    assert_same_weights(weights(again), weights(model))  # deterministic

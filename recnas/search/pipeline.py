@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -39,12 +40,18 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     return CTRStore(path)
 
 
-def fit_or_load(model, tcfg, store, out_dir: Path, spec: dict, progress: bool, sampler=None) -> tuple[torch.nn.Module, dict]:
-    """Train into `out_dir` (resuming a checkpoint there), or load the finished model."""
+def fit_or_load(model, tcfg, store, out_dir: Path, spec: dict, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
+    """Train into `out_dir` (resuming a checkpoint there), or load the finished model. With a
+    PIM configuration (`hardware`) the training is quantisation-aware on it."""
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         model, _, _ = load_trained(out_dir / "model.pt")
         return model, json.loads((out_dir / "metrics.json").read_text())
-    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress)
+    run_context = None
+    if hardware is not None:
+        from recnas.hardware.quant import quantized
+
+        run_context = functools.partial(quantized, config=hardware)
+    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
     return trainer.model, result.to_dict()
 
@@ -103,7 +110,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     for key, score in ranked:
         g = evo.genotype(key)
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
-        model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress)
+        model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
         val = evaluate(model.to(device), store.split("val"), device=device)["logloss"]
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
     chosen = min(finalists, key=lambda f: f["val_logloss"])

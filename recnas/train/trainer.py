@@ -113,8 +113,14 @@ class Trainer:
         train_loader: BatchLoader | None = None,
         val_loader: BatchLoader | None = None,
         eval_archs: list | None = None,
+        run_context=None,
     ):
+        """`run_context(model)`, if given, is a context manager every training forward/backward
+        and every evaluation runs inside, e.g. `partial(recnas.hardware.quant.quantized,
+        config=pim)`: quantisation-aware training, since the optimizer step (outside it)
+        updates the full-precision weights with the gradients taken at the quantised ones."""
         self.cfg = cfg
+        self.run_context = run_context
         self.dist = distributed.current()  # torchrun: one process per GPU (or CPU rank, gloo)
         self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
@@ -211,16 +217,17 @@ class Trainer:
         if self.cfg.compile and self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
         arch = None
-        with self._autocast():
-            if self.sampler is None:
-                logits = self.step_model(batch.dense, batch.sparse)
-            else:
-                arch = self.sampler.sample()
-                path = self.model.path_masks(arch, self.device) if self.masked_paths else arch
-                logits = self.step_model(batch.dense, batch.sparse, path)
-            loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        with self._run_context():
+            with self._autocast():
+                if self.sampler is None:
+                    logits = self.step_model(batch.dense, batch.sparse)
+                else:
+                    arch = self.sampler.sample()
+                    path = self.model.path_masks(arch, self.device) if self.masked_paths else arch
+                    logits = self.step_model(batch.dense, batch.sparse, path)
+                loss = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
         if self.masked_paths:  # the optimizer then skips what the path never touched, as after a sliced step
             for p in self.model.off_path_parameters(arch):
                 p.grad = None
@@ -232,13 +239,17 @@ class Trainer:
         self.scheduler.step()
         return loss.detach()
 
+    def _run_context(self):
+        return contextlib.nullcontext() if self.run_context is None else self.run_context(self.model)
+
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self, split_loader: BatchLoader | None = None, arch=None) -> dict:
         """Validation metrics of the current weights. A supernet is scored on `arch`, else on
         the mean over `eval_archs`."""
         loader = split_loader or self.val_loader
         archs = [arch] if arch is not None else (self.eval_archs or [None])
-        runs = [evaluate(self.model, loader, arch=a, device=self.device, amp_dtype=self.amp_dtype) for a in archs]
+        with self._run_context():
+            runs = [evaluate(self.model, loader, arch=a, device=self.device, amp_dtype=self.amp_dtype) for a in archs]
         if len(runs) == 1:
             return runs[0]
         return {"logloss": sum(r["logloss"] for r in runs) / len(runs), "auc": sum(r["auc"] for r in runs) / len(runs), "rows": runs[0]["rows"]}
