@@ -47,9 +47,8 @@ def main() -> None:
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
     front = json.loads((out / "run" / "pareto.json").read_text())
-    best_val = min(r["logloss"] for r in front)
-    close = [r for r in front if r["logloss"] <= best_val + args.tolerance][: args.retrain]  # sorted by energy
     best_row = min(front, key=lambda r: r["logloss"])  # the job's own winner: always on the front
+    close = [r for r in front if r["logloss"] <= best_row["logloss"] + args.tolerance][: args.retrain]  # sorted by energy
     if best_row not in close:
         close.append(best_row)
     import sqlite3

@@ -12,7 +12,6 @@ lines they were.
 from __future__ import annotations
 
 import contextlib
-
 import gzip
 import hashlib
 import os
