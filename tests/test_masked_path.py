@@ -60,10 +60,11 @@ def test_masks_mark_the_chosen_path():
     assert masks.emb.all()
 
 
-def test_compiled_supernet_training_takes_masked_paths_and_matches_sliced(tiny_store, monkeypatch):
+@pytest.mark.parametrize("distill", [0.0, 0.5])
+def test_compiled_supernet_training_takes_masked_paths_and_matches_sliced(tiny_store, monkeypatch, distill):
     """`compile: true` trains a supernet on masked paths; with torch.compile replaced by the
     identity (CI has no GPU and compiling is slow) the masked steps must give the weights the
-    sliced steps give."""
+    sliced steps give (also with in-place distillation, whose teacher is the largest path)."""
     from recnas.train import Trainer, TrainConfig
 
     monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
@@ -72,11 +73,17 @@ def test_compiled_supernet_training_takes_masked_paths_and_matches_sliced(tiny_s
     for compile_ in (False, True):
         torch.manual_seed(0)
         net = Supernet(space, tiny_store.meta)
-        cfg = TrainConfig(batch_size=64, max_steps=12, eval_every=0, device="cpu", seed=0, compile=compile_)
+        cfg = TrainConfig(batch_size=64, max_steps=12, eval_every=0, device="cpu", seed=0, compile=compile_, inplace_distill=distill)
         trainer = Trainer(net, cfg, tiny_store, sampler=ArchSampler(space, seed=5), progress=False)
         masked_flags.append(trainer.masked_paths)
         trainer.fit()
         weights.append({k: v.clone() for k, v in net.state_dict().items()})
     assert masked_flags == [False, True]
     for name in weights[0]:
-        torch.testing.assert_close(weights[1][name], weights[0][name], rtol=1e-4, atol=1e-5, msg=name)
+        got, want = weights[1][name], weights[0][name]
+        if name.endswith("attention.qkv.bias"):
+            # the key bias shifts every score of a query equally, so its gradient is zero up to
+            # float noise, which Adam scales to full-size steps: compare queries and values only
+            e = got.numel() // 3
+            got, want = torch.cat([got[:e], got[2 * e :]]), torch.cat([want[:e], want[2 * e :]])
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)

@@ -80,16 +80,19 @@ def rank(
     n: int = typer.Option(20, min=2, help="Random subnets to compare."),
     out: Path = typer.Option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
     config: Optional[Path] = typer.Option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
+    scratch_cache: Optional[Path] = typer.Option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
     progress: bool = typer.Option(True),
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
     from recnas.search.study import RankStudyConfig, run_rank_study
 
     cfg = RankStudyConfig.load(config)
-    result = run_rank_study(supernet, data, n, out, cfg, progress=progress)
+    result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
     console = Console()
     for name, r in result["correlation"].items():
         console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
+    best = result["best_scratch"]
+    console.print(f"best from scratch: {best['arch']} val log loss {best['logloss']:.4f}; {result['scratch_reused']} of {result['n']} from-scratch results reused from the cache")
     console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}")
 
 

@@ -1,11 +1,21 @@
-"""The rank-correlation study behind `recnas study rank`."""
+"""The rank-correlation study behind `recnas study rank`.
+
+Training every subnet from scratch is the study's whole cost, while the supernet side is a
+few seconds per subnet; so from-scratch results are kept in a cache file keyed by a
+fingerprint of (data, space, scratch config, evaluation rows, seed) and the architecture
+hash. An interrupted study resumes where it stopped, and studies of several supernets of the
+same space and data (e.g. two training recipes) share one set of from-scratch runs.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
@@ -31,7 +41,42 @@ class RankStudyConfig(BaseModel):
         return cls() if path is None else configs.load(cls, path)
 
 
-def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True) -> dict:
+class ScratchCache:
+    """{fingerprint: {arch hash: from-scratch validation log loss}} in one JSON file; entries of
+    other fingerprints are kept untouched, and each result is written as soon as it exists."""
+
+    def __init__(self, path: Path, fingerprint: str):
+        self.path, self.fingerprint = Path(path), fingerprint
+        self.all: dict[str, dict[str, float]] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                    raise ValueError("not a mapping of fingerprints to results")
+            except ValueError as exc:
+                raise ConfigError(f"{self.path}: unreadable scratch cache ({exc}); move it away to start a new one") from None
+            self.all = data
+        self.entries = self.all.setdefault(fingerprint, {})
+
+    def get(self, key: str) -> float | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: float) -> None:
+        self.entries[key] = float(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.all, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
+    """What a from-scratch score depends on besides the architecture."""
+    what = {"data": meta.model_dump(mode="json"), "space": space.model_dump(mode="json"), "scratch": cfg.scratch.model_dump(mode="json"), "eval_rows": cfg.eval_rows, "seed": cfg.seed}
+    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
+    """`scratch_cache`: the cache file (default out/scratch_cache.json)."""
     from recnas.space import SearchSpace
     from recnas.supernet import Subnet
     from recnas.train import Trainer, evaluate
@@ -48,25 +93,33 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     plain = SupernetEvaluator(supernet, space, store, None, cfg.eval_rows)
     tuned = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows)
     val = store.split("val")
-    rows = []
+    out = Path(out)
+    cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
+    rows, reused = [], 0
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("subnets", total=len(archs))
         for arch in archs:
             g = Genotype(arch)
-            scratch_model = Subnet(arch, space, store.meta)
-            Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
-            rows.append({
-                "arch": arch.hash,
-                "inherited": plain(g)["logloss"],
-                "finetuned": tuned(g)["logloss"],
-                "scratch": evaluate(scratch_model, val, max_rows=cfg.eval_rows)["logloss"],
-            })
+            scratch = cache.get(arch.hash)
+            if scratch is None:
+                torch.manual_seed(cfg.seed)
+                scratch_model = Subnet(arch, space, store.meta)
+                Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
+                scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows, device=scratch_model_device(scratch_model))["logloss"]
+                cache.put(arch.hash, scratch)
+            else:
+                reused += 1
+            rows.append({"arch": arch.hash, "inherited": plain(g)["logloss"], "finetuned": tuned(g)["logloss"], "scratch": scratch})
             bar.advance(task)
     scratch = [r["scratch"] for r in rows]
     corr = {name: rank_correlation([r[name] for r in rows], scratch) for name in ("inherited", "finetuned")}
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"n": len(rows), "correlation": corr, "rows": rows, "config": json.loads(cfg.model_dump_json())}
+    best = min(rows, key=lambda r: r["scratch"])
+    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
     (out / "rank_study.json").write_text(json.dumps(result, indent=2))
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result
+
+
+def scratch_model_device(model) -> torch.device:
+    return next(model.parameters()).device

@@ -48,6 +48,16 @@ def random_architecture(rng: np.random.Generator, space: SearchSpace, any_ops: b
     return Architecture(blocks=tuple(random_block(rng, space, i, any_ops, any_conn) for i in range(space.n_blocks))).canonical()
 
 
+def largest_architecture(space: SearchSpace) -> Architecture:
+    """Every operator and every input at the widest dims: the path that holds all the
+    supernet's weights (the in-place distillation teacher, `TrainConfig.inplace_distill`)."""
+    blocks = tuple(
+        BlockSpec(dense_ops=space.dense_ops, sparse_ops=space.sparse_ops, dense_inputs=tuple(range(i + 1)), sparse_inputs=tuple(range(i + 1)), dense_dim=space.max_dense, sparse_dim=space.max_sparse)
+        for i in range(space.n_blocks)
+    )
+    return Architecture(blocks=blocks).canonical()
+
+
 def encode(arch: Architecture, space: SearchSpace) -> np.ndarray:
     """A fixed-length 0/1 vector of an architecture (operators, connections, dims) for distances."""
     bits = []

@@ -94,6 +94,11 @@ class Supernet(NASRecNet):
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
         return self.run(dense, sparse, path)
 
+    def largest_architecture(self) -> Architecture:
+        from recnas.space.samplers import largest_architecture
+
+        return largest_architecture(self.space)
+
     def path_masks(self, arch: Architecture, device: torch.device | str = "cpu") -> PathMasks:
         return path_masks(arch, self.space, self.n_fields, device)
 

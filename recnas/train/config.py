@@ -44,6 +44,10 @@ class TrainConfig(BaseModel):
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints; None = each epoch")
     tensorboard: bool = False
     grad_clip: float | None = Field(None, gt=0)
+    inplace_distill: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="supernets only: each step also trains the largest path on the labels, and the sampled path on (1 - a) * label + a * the largest path's probability (a = this value; 0 = off)",
+    )
     compile: bool = Field(False, description="torch.compile the model (CUDA graphs on GPU); a supernet then trains on its masked, fixed-shape path")
 
     @field_validator("amp", mode="before")

@@ -1,0 +1,56 @@
+"""In-place distillation: the largest path learns from labels, sampled paths also from it."""
+
+import pytest
+import torch
+
+from recnas.errors import ConfigError
+from recnas.space import get_space
+from recnas.space.samplers import ArchSampler, FixedSampler, largest_architecture, random_architecture
+from recnas.supernet import Subnet, Supernet
+from recnas.train import Trainer, TrainConfig
+
+
+def test_largest_architecture_holds_every_operator_input_and_max_width():
+    space = get_space("full-tiny")
+    arch = largest_architecture(space)
+    for i, b in enumerate(arch.blocks):
+        assert b.dense_ops == tuple(sorted(space.dense_ops)) and b.sparse_ops == tuple(sorted(space.sparse_ops))
+        assert b.dense_inputs == b.sparse_inputs == tuple(range(i + 1))
+        assert (b.dense_dim, b.sparse_dim) == (space.max_dense, space.max_sparse)
+
+
+def _fit(store, distill, steps=3):
+    space = get_space("full-tiny")
+    torch.manual_seed(0)
+    net = Supernet(space, store.meta)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    # one fixed single-operator path: without distillation the other operators never train
+    arch = random_architecture(__import__("numpy").random.default_rng(1), space)
+    cfg = TrainConfig(batch_size=64, max_steps=steps, eval_every=0, device="cpu", seed=0, inplace_distill=distill)
+    result = Trainer(net, cfg, store, sampler=FixedSampler(arch), progress=False).fit()
+    return net, before, arch, result
+
+
+def test_distillation_trains_the_largest_path_and_changes_the_sampled_paths_updates(tiny_store):
+    plain, before, arch, _ = _fit(tiny_store, 0.0)
+    distilled, _, _, result = _fit(tiny_store, 0.7)
+    unused = [f"blocks.0.dense_ops.{op}" for op in ("fc", "gating") if op not in arch.blocks[0].dense_ops]
+    assert unused, "the fixed path must leave an operator unused"
+    for prefix in unused:
+        names = [n for n in before if n.startswith(prefix)]
+        assert all(torch.equal(plain.state_dict()[n], before[n]) for n in names)  # off the path: untouched
+        assert any(not torch.equal(distilled.state_dict()[n], before[n]) for n in names)  # the teacher trains it
+    # the sampled path's own weights follow a different objective with distillation
+    chosen = f"blocks.0.dense_proj.0.weight"
+    assert not torch.allclose(plain.state_dict()[chosen], distilled.state_dict()[chosen])
+    assert result.steps == 3
+
+
+def test_distillation_needs_a_supernet_with_a_sampler(tiny_store):
+    space = get_space("full-tiny")
+    arch = random_architecture(__import__("numpy").random.default_rng(0), space)
+    cfg = TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu", inplace_distill=0.5)
+    with pytest.raises(ConfigError, match="inplace_distill"):
+        Trainer(Subnet(arch, space, tiny_store.meta), cfg, tiny_store, progress=False)
+    with pytest.raises(ValueError, match="inplace_distill"):
+        TrainConfig(inplace_distill=1.5)

@@ -1,0 +1,73 @@
+"""`recnas study rank`: correlations, and the from-scratch cache that studies share."""
+
+import json
+
+import pytest
+
+from recnas.errors import ConfigError
+from recnas.search.study import RankStudyConfig, run_rank_study
+from recnas.space import get_space
+from recnas.space.samplers import ArchSampler
+from recnas.supernet import Supernet
+from recnas.train import Trainer, TrainConfig
+from recnas.train.model_factory import supernet_spec
+
+CPU = dict(device="cpu", eval_every=0)
+
+
+def _supernet(store, out, seed):
+    space = get_space("small-tiny")
+    net = Supernet(space, store.meta)
+    cfg = TrainConfig(batch_size=64, max_steps=4, seed=seed, **CPU)
+    Trainer(net, cfg, store, out_dir=out, sampler=ArchSampler(space, seed=seed), model_spec=supernet_spec(space, store.meta), progress=False).fit()
+    return out / "model.pt"
+
+
+def _config(**kw):
+    return RankStudyConfig(
+        finetune=TrainConfig(batch_size=64, max_steps=2, restore_best=False, **CPU),
+        scratch=TrainConfig(batch_size=64, max_steps=6, **CPU), eval_rows=100, **kw,
+    )
+
+
+def test_second_study_reuses_scratch_results_and_keeps_other_entries(tiny_store, tmp_path, monkeypatch):
+    a, b = _supernet(tiny_store, tmp_path / "a", 0), _supernet(tiny_store, tmp_path / "b", 1)
+    cache = tmp_path / "scratch.json"
+    cache.write_text(json.dumps({"other-fingerprint": {"x": 0.5}}))
+    first = run_rank_study(a, tiny_store.dir, 4, tmp_path / "study-a", _config(), progress=False, scratch_cache=cache)
+    assert first["scratch_reused"] == 0 and first["n"] >= 3
+    assert (tmp_path / "study-a" / "rank_study.png").exists()
+
+    real_fit = Trainer.fit
+
+    def fit(self, *args, **kwargs):  # fine-tunes (2 steps) still run; a from-scratch run (6) must not
+        assert self.cfg.max_steps != 6, "a cached subnet was trained from scratch again"
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    second = run_rank_study(b, tiny_store.dir, 4, tmp_path / "study-b", _config(), progress=False, scratch_cache=cache)
+    assert second["scratch_reused"] == second["n"] == first["n"]
+    assert [r["scratch"] for r in second["rows"]] == [r["scratch"] for r in first["rows"]]
+    assert [r["inherited"] for r in second["rows"]] != [r["inherited"] for r in first["rows"]]  # another supernet
+    assert json.loads(cache.read_text())["other-fingerprint"] == {"x": 0.5}
+    assert second["best_scratch"]["logloss"] == min(r["scratch"] for r in first["rows"])
+
+
+def test_changed_scratch_config_does_not_reuse(tiny_store, tmp_path):
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
+    cfg = _config()
+    cfg.scratch = TrainConfig(batch_size=64, max_steps=7, **CPU)
+    again = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", cfg, progress=False)
+    assert again["scratch_reused"] == 0
+    assert len(json.loads((tmp_path / "s" / "scratch_cache.json").read_text())) == 2  # both fingerprints kept
+
+
+def test_corrupt_cache_is_a_clear_error_and_left_alone(tiny_store, tmp_path):
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    cache = tmp_path / "s" / "scratch_cache.json"
+    cache.parent.mkdir()
+    cache.write_text("{not json")
+    with pytest.raises(ConfigError, match="scratch cache"):
+        run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
+    assert cache.read_text() == "{not json"
