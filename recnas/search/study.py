@@ -80,6 +80,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     from recnas.space import SearchSpace
     from recnas.supernet import Subnet
     from recnas.train import Trainer, evaluate
+    from recnas.train.trainer import resolve_device
     from recnas.train.model_factory import check_data, load_trained
 
     store = CTRStore(data)
@@ -90,8 +91,10 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     space = SearchSpace(**spec["space"])
     rng = np.random.default_rng(cfg.seed)
     archs = list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())
-    plain = SupernetEvaluator(supernet, space, store, None, cfg.eval_rows)
-    tuned = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows)
+    device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
+    supernet = supernet.to(device).eval()
+    plain = SupernetEvaluator(supernet, space, store, None, cfg.eval_rows, device)
+    tuned = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
     val = store.split("val")
     out = Path(out)
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
