@@ -1,0 +1,139 @@
+"""How low can a model trained on N rows of the synthetic benchmark go? A structure-aware bound.
+
+The Bayes-optimal log loss assumes the true click model is *known*; a model *learns* it from
+N rows. This trains the "oracle": the planted click model's exact functional form
+(`recnas.data.planted`: first-order terms, pairwise and 3-way latent products, dense x
+categorical crosses and gates, the small MLP term) with every table and weight learnt from the
+training split. No architecture can be expected to beat it at the same N, so its test log loss
+says how much of the gap to the Bayes loss is learnable at all from N rows, and dropping a
+kind of term (`--drop triple`) measures what a model that cannot represent that kind loses.
+
+    python benchmarks/oracle_bound.py --rows 1000000 --epochs 6
+    python benchmarks/oracle_bound.py --rows 1000000 --drop triple --drop cross,gate
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recnas.data.planted import LATENT_DIM
+from recnas.data.store import CTRStore
+from recnas.data.synthetic import generate, model_from_source
+
+KINDS = ("pair", "triple", "cross", "gate", "mlp")
+
+
+class Oracle(nn.Module):
+    """The planted model's form with learnt tables; terms of a kind in `drop` are left out."""
+
+    def __init__(self, planted, vocab_sizes: list[int], dense_mean: torch.Tensor, dense_std: torch.Tensor, drop: set[str]):
+        super().__init__()
+        self.terms = [(i, t) for i, t in enumerate(planted.terms) if t.kind != "first" and t.kind not in drop]
+        self.register_buffer("mean", dense_mean)
+        self.register_buffer("std", dense_std)
+        self.first = nn.ModuleList(nn.Embedding(v, 1) for v in vocab_sizes)
+        self.latent = nn.ModuleList(nn.Embedding(v, LATENT_DIM) for v in vocab_sizes)
+        self.effect = nn.ModuleDict({str(i): nn.Embedding(vocab_sizes[t.fields[0]], 1) for i, t in self.terms if t.kind in ("cross", "gate")})
+        for table in [*self.first, *self.latent, *self.effect.values()]:
+            nn.init.normal_(table.weight, 0.0, 0.1)
+        self.dense = nn.Linear(len(dense_mean), 1)
+        self.gate = nn.Parameter(torch.tensor([[2.0, 0.0]] * len(planted.terms)))  # slope, offset per gate term
+        self.scale = nn.Parameter(torch.full((len(planted.terms),), 0.5))
+        mlp = [t for _, t in self.terms if t.kind == "mlp"]
+        n_in = LATENT_DIM * len(mlp[0].fields) + len(mlp[0].dense) if mlp else 1
+        self.mlp = nn.Sequential(nn.Linear(n_in, 64), nn.Tanh(), nn.Linear(64, 1))
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        z = (dense - self.mean) / self.std
+        lat = lambda f: self.latent[f](sparse[:, f])  # noqa: E731
+        out = self.dense(z).squeeze(-1) + sum(e(sparse[:, f]).squeeze(-1) for f, e in enumerate(self.first))
+        for i, t in self.terms:
+            if t.kind == "pair":
+                v = (lat(t.fields[0]) * lat(t.fields[1])).sum(-1)
+            elif t.kind == "triple":
+                v = (lat(t.fields[0]) * lat(t.fields[1]) * lat(t.fields[2])).sum(-1)
+            elif t.kind in ("cross", "gate"):
+                x = z[:, t.dense[0]]
+                v = (x if t.kind == "cross" else torch.sigmoid(self.gate[i, 0] * x + self.gate[i, 1])) * self.effect[str(i)](sparse[:, t.fields[0]]).squeeze(-1)
+            else:  # mlp: its own output scale
+                out = out + self.mlp(torch.cat([lat(f) for f in t.fields] + [z[:, list(t.dense)]], 1)).squeeze(-1)
+                continue
+            out = out + self.scale[i] * v
+        return out
+
+
+def _tensors(store: CTRStore, split: str):
+    a = store.split(split)
+    return torch.from_numpy(np.array(a.dense)), torch.from_numpy(np.array(a.sparse)).long(), torch.from_numpy(np.array(a.label))
+
+
+def _logloss(model: nn.Module, data, batch: int = 65_536) -> float:
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(data[0][i : i + batch], data[1][i : i + batch]) for i in range(0, len(data[2]), batch)])
+    model.train()
+    return float(F.binary_cross_entropy_with_logits(logits, data[2]))
+
+
+def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, seed: int) -> dict:
+    torch.manual_seed(seed)
+    train, val, test = (_tensors(store, s) for s in ("train", "val", "test"))
+    model = Oracle(model_from_source(store.meta), store.meta.vocab_sizes, train[0].mean(0), train[0].std(0) + 1e-6, drop)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    best = {"val_logloss": float("inf")}
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        for idx in torch.randperm(len(train[2])).split(batch):
+            loss = F.binary_cross_entropy_with_logits(model(train[0][idx], train[1][idx]), train[2][idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        val_loss = _logloss(model, val)
+        if val_loss < best["val_logloss"]:  # early stopping on validation: the test value is read at the best epoch
+            best = {"val_logloss": val_loss, "test_logloss": _logloss(model, test), "epoch": epoch + 1}
+    return {"drop": sorted(drop), **best, "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
+    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
+    args = ap.parse_args()
+    path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
+    if not (path / "meta.json").exists():
+        generate(path, rows=args.rows, seed=args.seed)
+    store = CTRStore(path)
+    variants = [set()] + [set(d.split(",")) for d in args.drop]
+    for v in variants:
+        if v - set(KINDS):
+            ap.error(f"--drop: unknown term kinds {sorted(v - set(KINDS))}; choose from {', '.join(KINDS)}")
+    bayes = store.meta.bayes["test_logloss"]
+    rows = []
+    print(f"{'left out':<14} {'val log loss':>12} {'test log loss':>13} {'test gap to Bayes':>17} {'epoch':>5}")
+    for v in variants:
+        r = run(store, v, args.epochs, args.batch, args.lr, args.seed)
+        rows.append(r)
+        print(f"{','.join(r['drop']) or '-':<14} {r['val_logloss']:>12.4f} {r['test_logloss']:>13.4f} {r['test_logloss'] - bayes:>+17.4f} {r['epoch']:>5}", flush=True)
+    out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(path), "rows": store.meta.rows, "bayes": store.meta.bayes, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
+    args.json_out.parent.mkdir(parents=True, exist_ok=True)
+    args.json_out.write_text(json.dumps(out, indent=2))
+    print(f"-> {args.json_out}")
+
+
+if __name__ == "__main__":
+    main()
