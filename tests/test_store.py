@@ -59,3 +59,21 @@ def test_sharded_loaders_split_each_global_batch(tiny_store):
     for k in range(len(ranks[0])):
         merged = torch.cat([ranks[0][k].dense[:, 0], ranks[1][k].dense[:, 0]])  # unique floats identify rows
         assert torch.equal(merged.sort().values, whole[k].sort().values)
+
+
+def test_resident_loader_serves_the_same_batches_without_warnings(tmp_path):
+    """Resident data is one copy of the memory-mapped split (no read-only-array warning) and
+    serves the rows the streaming loader serves (which sorts each batch for locality)."""
+    import warnings
+
+    import torch
+
+    train = make_tiny_store(tmp_path / "s").split("train")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resident = list(BatchLoader(train, 64, seed=3, resident=True))
+    streamed = list(BatchLoader(train, 64, seed=3))
+    assert len(resident) == len(streamed) > 1
+    for a, b in zip(resident, streamed):
+        rows = lambda batch: sorted(map(tuple, torch.cat([batch.dense, batch.sparse.float(), batch.label[:, None]], 1).tolist()))  # noqa: E731
+        assert rows(a) == rows(b)

@@ -7,6 +7,8 @@ exactly where it stopped.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,11 +64,7 @@ class BatchLoader:
         self.position = 0  # batches already served in the current epoch
         self._resident = None
         if resident:
-            self._resident = (
-                torch.from_numpy(np.ascontiguousarray(arrays.dense[: self.n])).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(arrays.sparse[: self.n])).to(self.device),
-                torch.from_numpy(np.ascontiguousarray(arrays.label[: self.n])).to(self.device),
-            )
+            self._resident = tuple(_resident_copy(a[: self.n], self.device) for a in (arrays.dense, arrays.sparse, arrays.label))
 
     # -- order -------------------------------------------------------------------------
     def _order(self, epoch: int) -> np.ndarray:
@@ -120,3 +118,12 @@ class BatchLoader:
             yield self._gather(idx)
         self.epoch += 1
         self.position = 0
+
+
+def _resident_copy(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """One copy of a (read-only, memory-mapped) split in device memory. The numpy view is only
+    read, to be copied, so torch's warning about non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        view = torch.from_numpy(np.ascontiguousarray(array))
+    return view.clone() if device.type == "cpu" else view.to(device)
