@@ -73,9 +73,8 @@ class SupernetEvaluator:
         model = self.subnet(geno)
         if self.finetune_cfg is not None:
             Trainer(model, self.finetune_cfg, self.store, progress=False).fit()
-        device = next(model.parameters()).device  # the fine-tune's device (its config may differ from ours)
-        with _quantized(model, geno.hardware):
-            m = evaluate(model, self.val, max_rows=self.eval_rows, device=device)
+        with _quantized(model, geno.hardware):  # scored on the model's device: the fine-tune's config may have moved it
+            m = evaluate(model, self.val, max_rows=self.eval_rows)
         return {"logloss": m["logloss"], "auc": m["auc"], **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
 
 

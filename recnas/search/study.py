@@ -108,7 +108,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
                 torch.manual_seed(cfg.seed)
                 scratch_model = Subnet(arch, space, store.meta)
                 Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
-                scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows, device=scratch_model_device(scratch_model))["logloss"]
+                scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows)["logloss"]  # on the model's device
                 cache.put(arch.hash, scratch)
             else:
                 reused += 1
@@ -122,7 +122,3 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     (out / "rank_study.json").write_text(json.dumps(result, indent=2))
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result
-
-
-def scratch_model_device(model) -> torch.device:
-    return next(model.parameters()).device

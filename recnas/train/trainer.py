@@ -136,7 +136,10 @@ class Trainer:
         if cfg.compile and (sampler is None or self.masked_paths):
             mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs: one launch per step
             self.step_model = torch.compile(self.step_model, mode=mode, dynamic=False)
-        self.teacher_path = self._teacher_path(model, sampler, cfg)
+        teacher = self._teacher_architecture(model, sampler, cfg)
+        self.teacher_path = model.path_masks(teacher, self.device) if teacher is not None and self.masked_paths else teacher
+        # a masked step drops the gradients of what neither path touched (e.g. heads of non-leaf blocks)
+        self._teacher_off = {id(p) for p in model.off_path_parameters(teacher)} if teacher is not None and self.masked_paths else set()
         self.model_spec = model_spec
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -191,17 +194,14 @@ class Trainer:
         probe = copy.deepcopy(sampler)
         return [probe.sample() for _ in range(n)]
 
-    def _teacher_path(self, model: nn.Module, sampler, cfg: TrainConfig):
-        """The largest path, as the step runs it, when in-place distillation is on (else None)."""
+    @staticmethod
+    def _teacher_architecture(model: nn.Module, sampler, cfg: TrainConfig):
+        """The largest path when in-place distillation is on (else None)."""
         if cfg.inplace_distill == 0:
             return None
         if sampler is None or not hasattr(model, "largest_architecture"):
             raise ConfigError("inplace_distill: only a supernet trained with an architecture sampler has a largest path to distil from; set it to 0 for other models")
-        arch = model.largest_architecture()
-        if not self.masked_paths:
-            return arch
-        self._teacher_off = {id(p) for p in model.off_path_parameters(arch)}  # e.g. heads of non-leaf blocks
-        return model.path_masks(arch, self.device)
+        return model.largest_architecture()
 
     def _optimizer(self) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -238,16 +238,17 @@ class Trainer:
                     arch = self.sampler.sample()
                     path = self.model.path_masks(arch, self.device) if self.masked_paths else arch
                     logits = self.step_model(batch.dense, batch.sparse, path)
-                loss = objective = F.binary_cross_entropy_with_logits(logits.float().reshape(-1), batch.label)
+                logits = logits.float().reshape(-1)
+                loss = objective = F.binary_cross_entropy_with_logits(logits, batch.label)
                 if self.teacher_path is not None:  # in-place distillation (BigNAS): the largest path teaches
                     teacher = self.step_model(batch.dense, batch.sparse, self.teacher_path).float().reshape(-1)
                     soft = torch.lerp(batch.label, torch.sigmoid(teacher.detach()), self.cfg.inplace_distill)
-                    objective = F.binary_cross_entropy_with_logits(teacher, batch.label) + F.binary_cross_entropy_with_logits(logits.float().reshape(-1), soft)
+                    objective = F.binary_cross_entropy_with_logits(teacher, batch.label) + F.binary_cross_entropy_with_logits(logits, soft)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
         if self.masked_paths:  # the optimizer then skips what the path(s) never touched, as after a sliced step
             for p in self.model.off_path_parameters(arch):
-                if self.teacher_path is None or id(p) in self._teacher_off:
+                if self.teacher_path is None or id(p) in self._teacher_off:  # the teacher's gradient is kept
                     p.grad = None
         if self.cfg.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
