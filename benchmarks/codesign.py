@@ -1,26 +1,35 @@
 """Model-hardware co-design vs the best hand-designed baseline on a default PIM config.
 
-Runs the main job with `hardware: pim` and `objective: pareto`, retrains from scratch the
-cheapest (by PIM energy) Pareto-front candidates whose supernet score is close to the best,
-plus the front's best-scored candidate (the job's winner),
-and reports, for the cheapest one whose test log loss is equal or better than the best
-baseline's, its FLOPs, PIM energy and PIM latency as ratios baseline / co-designed (>1 = better).
-Test log loss is compared as each model runs on its own PIM configuration (simulated
+Two ways to search, both the main job with `hardware: pim`:
+- `--objective penalized` (default): the user's question "a model at least R times cheaper
+  than REFERENCE": the search's cost targets are the reference baseline's FLOPs, PIM energy
+  and PIM latency on the default PIM configuration divided by `--ratios` (default: the TORS
+  paper's 2x FLOPs, 1.8x energy, 1.5x latency), and the job's winner is the result;
+- `--objective pareto`: the Pareto front of (log loss, energy, latency, FLOPs); the cheapest
+  front candidates whose supernet score is close to the best, plus the best-scored one, are
+  retrained from scratch.
+Every model's test log loss is taken as it runs on its own PIM configuration (simulated
 quantisation, recnas.hardware.quant): a co-designed candidate at 4-bit weights is trained
-quantisation-aware and judged at 4 bits, the baseline (trained in full precision) at the
-default configuration's 8 bits.
+quantisation-aware and judged at 4 bits, the baselines (trained in full precision) at the
+default configuration's 8 bits. Reported: for the cheapest candidate whose test log loss is
+equal or better than the best baseline's, FLOPs, PIM energy and PIM latency (critical path;
+the sequential sum alongside) as ratios baseline / co-designed (> 1 = better).
 
-    python benchmarks/codesign.py --budget cpu --retrain 3
+    python benchmarks/codesign.py --budget cpu
+    python benchmarks/codesign.py --budget gpu --config configs/codesign-gpu-1m.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recnas.hardware import PIMConfig, count_costs, pim_cost
+from rich.console import Console
+
+from recnas.hardware import PIMConfig, count_costs, example_inputs, module_costs, pim_cost
 from recnas.hardware.quant import quantized
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import fit_or_load, prepare_data, run_job
@@ -29,57 +38,102 @@ from recnas.supernet import Subnet
 from recnas.train import evaluate
 from recnas.train.model_factory import subnet_spec
 
+COSTS = ("flops", "energy", "latency")
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
-    ap.add_argument("--rows", type=int, default=None)
-    ap.add_argument("--retrain", type=int, default=3, help="front candidates to train from scratch")
-    ap.add_argument("--tolerance", type=float, default=0.01, help="val log loss slack over the front's best")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--out-dir", default="benchmarks/out/codesign")
-    args = ap.parse_args()
-    out = Path(args.out_dir)
-    cfg = load_job_config(args.budget, args.config, hardware="pim", objective={"kind": "pareto"}, synthetic_rows=args.rows)
-    report = run_job(cfg, out / "run", progress=False)
-    from rich.console import Console
 
-    store = prepare_data(cfg, out / "run", Console(quiet=True))
-    space = get_space(cfg.space, **cfg.space_overrides)
+def reference_targets(name: str, hparams: dict, meta, ratios: list[float]) -> tuple[dict, dict]:
+    """(the reference baseline's costs on the default PIM config, the search's cost targets)."""
+    from recnas.baselines import build_baseline
+
+    model = build_baseline(name, meta, **hparams)
+    c = module_costs(model, *example_inputs(model, 2, meta=meta))
+    p = pim_cost(c, PIMConfig())
+    ref = {"flops": float(c.flops), "energy": float(p.energy_pj), "latency": float(p.latency_ns)}
+    return ref, {k: ref[k] / r for k, r in zip(COSTS, ratios)}
+
+
+def candidate_row(key: str, arch: Architecture, hw: PIMConfig, space, meta, test: float, test_full: float) -> dict:
+    c = count_costs(arch, space, meta)
+    p, seq = pim_cost(c, hw), pim_cost(c, hw, parallel=False)
+    return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, "flops": float(c.flops), "energy": p.energy_pj,
+            "latency": p.latency_ns, "latency_seq": seq.latency_ns, "hardware": hw.model_dump()}
+
+
+def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
+    """Pareto mode: train the cheapest near-best front candidates (and the best-scored one) from scratch."""
     front = json.loads((out / "run" / "pareto.json").read_text())
     best_row = min(front, key=lambda r: r["logloss"])  # the job's own winner: always on the front
-    close = [r for r in front if r["logloss"] <= best_row["logloss"] + args.tolerance][: args.retrain]  # sorted by energy
+    close = [r for r in front if r["logloss"] <= best_row["logloss"] + tolerance][:retrain]  # sorted by energy
     if best_row not in close:
         close.append(best_row)
-    import sqlite3
-
     db = sqlite3.connect(out / "run" / "search.sqlite")
-    trained = []
+    rows = []
     for r in close:
         arch_json, hw_json = db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (r["key"],)).fetchone()
         arch, hw = Architecture.model_validate_json(arch_json), PIMConfig.model_validate_json(hw_json)
         model, _ = fit_or_load(Subnet(arch, space, store.meta), cfg.final, store, out / "retrain" / r["key"], subnet_spec(arch, space, store.meta), False, hardware=hw)
-        full_precision = evaluate(model, store.split("test"))["logloss"]
+        full = evaluate(model, store.split("test"))["logloss"]
         with quantized(model, hw):
-            test = evaluate(model, store.split("test"))
-        c = count_costs(arch, space, store.meta)
-        p = pim_cost(c, hw, parallel=False)
-        trained.append({"key": r["key"], "test_logloss": test["logloss"], "test_logloss_full_precision": full_precision, "flops": c.flops, "energy": p.energy_pj, "latency_seq": p.latency_ns, "hardware": json.loads(hw_json)})
-    baselines = [m for m in report["models"][1:] if m["model"] != "lr"]
-    best = dict(min(baselines, key=lambda m: m["test_logloss"]))
-    best["test_logloss_full_precision"], best["test_logloss"] = best["test_logloss"], best["test_logloss_pim"]  # on the default PIM config
+            test = evaluate(model, store.split("test"))["logloss"]
+        rows.append(candidate_row(r["key"], arch, hw, space, store.meta, test, full))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--budget", default="cpu")
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--rows", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--objective", choices=("penalized", "pareto"), default="penalized")
+    ap.add_argument("--reference", default="dlrm", help="penalized: the baseline whose costs set the targets")
+    ap.add_argument("--ratios", type=float, nargs=3, default=[2.0, 1.8, 1.5], metavar=("FLOPS", "ENERGY", "LATENCY"), help="penalized: targets = reference cost / ratio")
+    ap.add_argument("--beta", type=float, default=1.0, help="penalized: weight of a relative excess over a target")
+    ap.add_argument("--retrain", type=int, default=3, help="pareto: front candidates to train from scratch")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="pareto: val log loss slack over the front's best")
+    ap.add_argument("--out-dir", default="benchmarks/out/codesign")
+    args = ap.parse_args()
+    out = Path(args.out_dir)
+    cfg = load_job_config(args.budget, args.config, hardware="pim", synthetic_rows=args.rows, seed=args.seed)
+    store = prepare_data(cfg, out / "run", Console(quiet=True))
+    space = get_space(cfg.space, **cfg.space_overrides)
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args)}
+    if args.objective == "penalized":
+        ref, targets = reference_targets(args.reference, cfg.baseline_hparams.get(args.reference, {}), store.meta, args.ratios)
+        result.update(reference_costs=ref, targets=targets)
+        print(f"targets (reference {args.reference} / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in targets.items()))
+        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "penalized", "targets": targets, "beta": args.beta})})
+    else:
+        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "pareto"})})
+    report = run_job(cfg, out / "run", progress=False)
+    if args.objective == "penalized":
+        searched = report["models"][0]
+        arch, hw = Architecture.model_validate(report["best_arch"]), PIMConfig.model_validate(report["best_hardware"])
+        trained = [candidate_row(arch.hash, arch, hw, space, store.meta, searched["test_logloss_pim"], searched["test_logloss"])]
+    else:
+        trained = retrain_front(out, cfg, store, space, args.retrain, args.tolerance)
+    baselines = [dict(m) for m in report["models"][1:] if m["model"] != "lr"]
+    for m in baselines:  # judged on the default PIM config
+        m["test_logloss_full_precision"], m["test_logloss"] = m["test_logloss"], m["test_logloss_pim"]
+    best = min(baselines, key=lambda m: m["test_logloss"])
     ok = sorted([t for t in trained if t["test_logloss"] <= best["test_logloss"]], key=lambda t: t["energy"])
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "best_baseline": best, "candidates": trained}
-    print(f"best baseline: {best['model']} test log loss {best['test_logloss']:.4f} on PIM ({best['test_logloss_full_precision']:.4f} full precision), FLOPs {best['flops']:,.0f}, energy {best['energy']:,.0f} pJ, latency {best['latency_seq']:,.0f} ns")
+    result.update(best_baseline=best, baselines=baselines, candidates=trained)
+
+    def line(name: str, m: dict) -> str:
+        return (f"{name}: test log loss {m['test_logloss']:.4f} on PIM ({m['test_logloss_full_precision']:.4f} full precision), FLOPs {m['flops']:,.0f}, "
+                f"energy {m['energy']:,.0f} pJ, latency {m['latency']:,.0f} ns (sequential {m['latency_seq']:,.0f})")
+
+    for m in sorted(baselines, key=lambda m: m["test_logloss"]):
+        print(line(f"baseline {m['model']}" + (" (best)" if m is best else ""), m))
     for t in trained:
-        print(f"  front candidate {t['key']}: test log loss {t['test_logloss']:.4f} on PIM ({t['test_logloss_full_precision']:.4f} full precision), FLOPs {t['flops']:,.0f}, energy {t['energy']:,.0f} pJ, latency {t['latency_seq']:,.0f} ns")
+        print(line(f"  co-designed {t['key']}", t))
     if ok:
         c = ok[0]
-        ratios = {k: best[k] / c[k] for k in ("flops", "energy", "latency_seq")}
+        ratios = {k: best[k] / c[k] for k in (*COSTS, "latency_seq")}
         result["chosen"], result["ratios"] = c, ratios
-        print(f"co-designed {c['key']} at equal or better log loss: FLOPs x{ratios['flops']:.2f}, energy x{ratios['energy']:.2f}, latency x{ratios['latency_seq']:.2f} (baseline / co-designed)")
+        print(f"co-designed {c['key']} at equal or better log loss than {best['model']}: " + ", ".join(f"{k} x{v:.2f}" for k, v in ratios.items()) + " (baseline / co-designed)")
     else:
-        print("no retrained front candidate matched the best baseline's test log loss")
+        print(f"no co-designed candidate matched the best baseline's ({best['model']}) test log loss")
     path = out / "codesign.json"
     path.write_text(json.dumps(result, indent=2, default=float))
     print(f"-> {path}")

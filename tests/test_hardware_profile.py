@@ -58,7 +58,33 @@ def test_generic_profiling_counts_a_hand_made_module():
     assert lin["digital"].macs == 2 * 2 * 6
     assert costs.flops == 2 * (4 * 6 * 3 + 3 * 2 * 6 + 24)
     assert (costs.embedding_params, costs.dense_params) == (40, 30 + 6)
-    assert not costs.parallel
+    assert [lin[n].after for n in ("emb", "lin", "conv", "digital")] == [(), ("emb#0",), ("lin#0",), ("conv#0",)]  # a chain
+
+
+def test_generic_profiling_finds_parallel_branches():
+    """Two towers on the same input, merged: each waits only for what it reads, so the PIM
+    latency is the longer tower (critical path), not the sum of both."""
+
+    class TwoTowers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.a1, self.a2, self.b = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, dense, sparse):
+            x = self.emb(sparse).sum(1)  # [B, 4]
+            deep = self.a2(torch.relu(self.a1(x)))
+            return self.head(torch.cat([deep, self.b(x) * 2], 1)).squeeze(1)
+
+    costs = module_costs(TwoTowers(), torch.zeros(2, 0), torch.zeros(2, 3, dtype=torch.long))
+    after = {l.name.split("#")[0]: l.after for l in costs.layers}
+    assert after == {"emb": (), "a1": ("emb#0",), "a2": ("a1#0",), "b": ("emb#0",), "head": ("a2#0", "b#0"), "digital": ("head#0",)}
+    assert costs.parallel
+    par, seq = pim_cost(costs, PIMConfig()), pim_cost(costs, PIMConfig(), parallel=False)
+    per = {r.name.split("#")[0]: r.latency_ns for r in par.layers}
+    assert par.latency_ns == pytest.approx(per["emb"] + per["a1"] + per["a2"] + per["head"] + per["digital"])
+    assert par.latency_ns == pytest.approx(seq.latency_ns - per["b"])
 
 
 def test_baselines_are_costed_on_the_default_pim_config():
@@ -74,7 +100,11 @@ def test_baselines_are_costed_on_the_default_pim_config():
         assert costs.flops == flops > 0
         report = pim_cost(costs, PIMConfig())
         assert report.fits and report.crossbars > 0 and report.energy_pj > report.breakdown["dram"] > 0
-        assert report.latency_ns == pytest.approx(sum(l.latency_ns for l in report.layers))  # sequential chain
+        seq = pim_cost(costs, PIMConfig(), parallel=False)
+        assert seq.latency_ns == pytest.approx(sum(l.latency_ns for l in report.layers))
+        assert 0 < report.latency_ns <= seq.latency_ns  # critical path through the discovered graph
+        if name in ("dcnv2", "deepfm"):  # parallel towers: strictly shorter than the chain
+            assert report.latency_ns < seq.latency_ns
 
 
 def test_measure_latency_on_cpu():

@@ -47,6 +47,8 @@ def test_quantized_scoring_changes_outputs_with_precision_and_restores_weights()
                 out = net(dense, sparse)
             errs[bits] = ((out - ref).norm() / ref.norm()).item()
         after = net(dense, sparse)
+        with quantized(net, None) as same:  # no hardware: full precision, nothing hooked
+            assert same is net and torch.equal(net(dense, sparse), ref)
     assert 0 < errs[8] < 0.1 and errs[4] > 3 * errs[8]
     assert torch.equal(after, ref)  # hooks removed
     for k, v in net.state_dict().items():

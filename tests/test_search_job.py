@@ -1,6 +1,7 @@
 """The main job end to end at the smoke budget (seconds on a CPU)."""
 
 import json
+import sqlite3
 
 import pytest
 
@@ -47,6 +48,19 @@ def test_codesign_smoke_search_reports_pim_costs(tmp_path):
     assert front and all(r["hardware"] for r in front)
     for a in front:  # nothing on the front is dominated by another front member
         assert not any(b["logloss"] <= a["logloss"] and b["energy"] <= a["energy"] and b["latency"] <= a["latency"] and b["flops"] <= a["flops"] and b != a and (b["logloss"], b["energy"], b["latency"], b["flops"]) != (a["logloss"], a["energy"], a["latency"], a["flops"]) for b in front)
+
+
+def test_codesign_finalists_are_distinct_architectures(tmp_path):
+    """The same architecture on several PIM configs is one finalist (its best-scored config)."""
+    cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], finalists=3,
+                          evolution=dict(population=6, sample_size=3, children=4, generations=4, hardware_mutation_prob=0.9))
+    report = run_job(cfg, tmp_path / "run", progress=False)
+    fin = report["finalists"]
+    archs = [f["key"].split("-")[0] for f in fin]
+    assert len(fin) == 3 and len(set(archs)) == 3
+    db = sqlite3.connect(tmp_path / "run" / "search.sqlite")
+    keys = [k for (k,) in db.execute("SELECT key FROM candidates")]
+    assert len({k.split("-")[0] for k in keys}) < len(keys)  # the search did try one arch on several configs
 
 
 def test_bad_job_configs_are_clear_errors(tmp_path):

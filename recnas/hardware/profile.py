@@ -9,8 +9,10 @@ baselines are costed here by one forward pass:
   activation x activation work (bmm/einsum interactions), costed on digital units;
 - a dispatch mode counts elementwise work: output elements of pointwise ATen ops, input
   elements of reductions, norms and softmax (weighted like the analytic counter).
-The order of recording becomes a chain, so a PIM latency of a generic module is sequential
-(an upper bound: parallel branches are not discovered).
+- a torch-function mode tracks which recorded layers every tensor was computed from, so
+  each layer's `after` list names the layers it really waits for: the PIM latency of a
+  generic module is then its critical path, as for analytic NASRec costs (parallel
+  branches, e.g. DCNv2's cross and deep networks or DLRM's bottom MLP and embeddings, overlap).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import time
 import torch
 import torch.nn as nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from recnas.errors import ConfigError
@@ -106,6 +110,37 @@ class _ElementwiseCounter(TorchDispatchMode):
         return out
 
 
+class _Provenance(TorchFunctionMode):
+    """For every tensor, the recorded layers it was most recently computed from: an op's
+    outputs inherit the union of its tensor inputs' sources, a recorded layer's output is
+    `mark`ed as coming from that layer alone. Tensors are kept alive so their ids stay unique."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources: dict[int, frozenset[str]] = {}
+        self._alive: list[torch.Tensor] = []
+
+    def of(self, obj) -> frozenset[str]:
+        out: frozenset[str] = frozenset()
+        for leaf in tree_leaves(obj):
+            if isinstance(leaf, torch.Tensor):
+                out |= self.sources.get(id(leaf), frozenset())
+        return out
+
+    def mark(self, obj, sources: frozenset[str]) -> None:
+        for leaf in tree_leaves(obj):
+            if isinstance(leaf, torch.Tensor):
+                self.sources[id(leaf)] = sources
+                self._alive.append(leaf)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        sources = self.of((args, kwargs))
+        if sources:
+            self.mark(out, sources)
+        return out
+
+
 def _forward(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None):
     return model(dense, sparse) if arch is None else model(dense, sparse, arch)
 
@@ -117,7 +152,7 @@ def _counted_forward(model, dense, sparse, arch, *modes):
     with sdpa_kernel(SDPBackend.MATH), contextlib.ExitStack() as stack:
         for mode in modes:
             stack.enter_context(mode)
-        _forward(model, dense, sparse, arch)
+        return _forward(model, dense, sparse, arch)
 
 
 def profile_module(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None) -> tuple[int, float]:
@@ -142,37 +177,45 @@ def _batch(dense: torch.Tensor, sparse: torch.Tensor) -> int:
 
 
 def module_costs(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None) -> Costs:
-    """`Costs` of any model from one forward pass (see the module docstring for what is measured)."""
+    """`Costs` of any model from one forward pass (see the module docstring for what is measured);
+    each layer's `after` names the recorded layers its inputs were computed from."""
     batch = _batch(dense, sparse)
     g = CostGraph()
-    prev: list[str] = []
     names = {m: n for n, m in model.named_modules()}
+    provenance = _Provenance()
+    waits: dict[nn.Module, list[frozenset[str]]] = {}
+
+    def pre_hook(module, inputs):
+        waits.setdefault(module, []).append(provenance.of(inputs))
 
     def hook(module, inputs, output):
         x = inputs[0]
         name = names.get(module) or type(module).__name__
         name = f"{name}#{sum(l.name.startswith(name + '#') for l in g.layers)}"  # a module may run twice
-        after = tuple(prev[-1:])
+        after = tuple(sorted(waits[module].pop()))
         if is_embedding(module):
             g.add(Layer(name, -1, "embedding", reads=int(output.numel() // batch), after=after))
         else:
             n_in, n_out, reps = _shape(module, x, output, batch)
             bias = getattr(module, "bias", None) is not None
             g.linear(name, 0, n_in, n_out, after, reps=reps, bias=bias)
-        prev.append(name)
+        provenance.mark(output, frozenset([name]))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if is_crossbar(m) or is_embedding(m)]
+    tracked = [m for m in model.modules() if is_crossbar(m) or is_embedding(m)]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in tracked] + [m.register_forward_hook(hook) for m in tracked]
     counter = _ElementwiseCounter()
     try:
         flops = FlopCounterMode(display=False)
-        _counted_forward(model, dense, sparse, arch, flops, counter)
+        logits = _counted_forward(model, dense, sparse, arch, flops, counter, provenance)
     finally:
         for h in handles:
             h.remove()
     linear_macs = sum(l.macs for l in g.layers)
     total_macs = flops.get_total_flops() // (2 * batch)
-    g.digital("digital", 0, tuple(prev[-1:]), macs=max(0, total_macs - linear_macs), elementwise=counter.ops // batch)
-    costs = g.costs(0, parallel=False)
+    # activation x activation work is not attributed to a place in the graph: it runs last
+    last = provenance.of(logits) or frozenset(l.name for l in g.layers[-1:])
+    g.digital("digital", 0, tuple(sorted(last)), macs=max(0, total_macs - linear_macs), elementwise=counter.ops // batch)
+    costs = g.costs(0, parallel=True)
     costs.dense_params, costs.embedding_params = param_split(model)
     return costs
 

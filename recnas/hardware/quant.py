@@ -37,8 +37,12 @@ def fake_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def quantized(model: nn.Module, config: PIMConfig) -> Iterator[nn.Module]:
-    """Run `model` under `config`'s weight, activation and ADC precision inside the block."""
+def quantized(model: nn.Module, config: PIMConfig | None) -> Iterator[nn.Module]:
+    """Run `model` under `config`'s weight, activation and ADC precision inside the block
+    (`config=None`: at full precision, so callers need no branch for models without hardware)."""
+    if config is None:
+        yield model
+        return
     layers = [m for m in model.modules() if is_crossbar(m)]
     saved = [m.weight.detach().clone() for m in layers]
     quant_out = config.adc_bits < config.lossless_adc_bits

@@ -47,7 +47,7 @@ def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=No
         from recnas.hardware import pim_cost
 
         r = pim_cost(c, hardware)
-        seq = pim_cost(c, hardware, parallel=False)  # sequential sum: comparable with generic modules
+        seq = pim_cost(c, hardware, parallel=False)  # sequential sum: an upper bound, reported alongside
         out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), latency_seq=float(seq.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
     return out
 
@@ -68,21 +68,13 @@ class SupernetEvaluator:
         return Subnet.from_architecture(geno.arch, self.space, self.store.meta, self.supernet).to(self.device)
 
     def __call__(self, geno: Genotype) -> dict:
+        from recnas.hardware.quant import quantized
         from recnas.train import Trainer, evaluate
 
         model = self.subnet(geno)
         if self.finetune_cfg is not None:
             Trainer(model, self.finetune_cfg, self.store, progress=False).fit()
-        with _quantized(model, geno.hardware):  # scored on the model's device: the fine-tune's config may have moved it
+        with quantized(model, geno.hardware):  # scored on the model's device: the fine-tune's config may have moved it
             m = evaluate(model, self.val, max_rows=self.eval_rows)
         return {"logloss": m["logloss"], "auc": m["auc"], **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
 
-
-def _quantized(model, hardware):
-    import contextlib
-
-    if hardware is None:
-        return contextlib.nullcontext()
-    from recnas.hardware import quantized
-
-    return quantized(model, hardware)

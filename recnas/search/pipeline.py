@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.data.store import CTRStore
+from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.job import JobConfig, dump_config
@@ -46,11 +47,7 @@ def fit_or_load(model, tcfg, store, out_dir: Path, spec: dict, progress: bool, s
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         model, _, _ = load_trained(out_dir / "model.pt")
         return model, json.loads((out_dir / "metrics.json").read_text())
-    run_context = None
-    if hardware is not None:
-        from recnas.hardware.quant import quantized
-
-        run_context = functools.partial(quantized, config=hardware)
+    run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
     return trainer.model, result.to_dict()
@@ -104,14 +101,21 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
     from recnas.supernet import Subnet
 
-    ranked = evo_result.ranked()[: cfg.finalists]
+    ranked, archs = [], set()
+    for key, score in evo_result.ranked():  # distinct architectures: in co-design one arch comes with many PIM configs
+        if len(ranked) == cfg.finalists:
+            break
+        if (arch_hash := evo.genotype(key).arch.hash) not in archs:
+            archs.add(arch_hash)
+            ranked.append((key, score))
     _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
     finalists = []
     for key, score in ranked:
         g = evo.genotype(key)
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
         model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
-        val = evaluate(model.to(device), store.split("val"), device=device)["logloss"]
+        with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
+            val = evaluate(model, store.split("val"), device=device)["logloss"]
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
     if chosen["folder"] != out / "best":
@@ -172,8 +176,6 @@ def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device, hard
     test = evaluate(model.to(device), store.split("test"), device=device)
     row = {"model": name, "test_logloss": test["logloss"], "test_auc": test["auc"], "train_seconds": fit.get("train_seconds", math.nan), **costs}
     if hardware is not None:
-        from recnas.hardware.quant import quantized
-
         with quantized(model, hardware):
             row["test_logloss_pim"] = evaluate(model, store.split("test"), device=device)["logloss"]
     bayes = store.meta.bayes or {}
@@ -193,6 +195,6 @@ def _module_costs(model, meta, hardware=None) -> dict:
     if hardware is not None:
         from recnas.hardware import pim_cost
 
-        r = pim_cost(c, hardware, parallel=False)
-        out.update(energy=float(r.energy_pj), latency_seq=float(r.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
+        r, seq = pim_cost(c, hardware), pim_cost(c, hardware, parallel=False)
+        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), latency_seq=float(seq.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
     return out

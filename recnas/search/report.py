@@ -22,6 +22,7 @@ COLUMNS = [
     ("embedding_params", "emb. params", "{:,.0f}"),
     ("flops", "FLOPs/sample", "{:,.0f}"),
     ("energy", "PIM energy (pJ)", "{:,.0f}"),
+    ("latency", "PIM latency (ns)", "{:,.0f}"),
     ("latency_seq", "PIM latency (ns, sequential)", "{:,.0f}"),
     ("train_seconds", "train s", "{:.1f}"),
 ]
