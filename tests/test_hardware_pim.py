@@ -5,7 +5,7 @@ import pytest
 
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
-from recnas.hardware import CHOICES, DEFAULT_CONSTANTS, CostGraph, PIMConfig, count_costs, map_layer, mutate_pim, pim_cost, random_pim
+from recnas.hardware import CHOICES, DEFAULT_CONSTANTS, CostGraph, PIMConfig, count_costs, map_layer, mutate_pim, pim_choices, pim_cost, random_pim
 from recnas.hardware.pim import critical_path
 from recnas.space import Architecture, BlockSpec, get_space
 
@@ -142,3 +142,20 @@ def test_random_and_mutated_configs_are_valid_and_differ_in_one_field():
     assert seen == set(CHOICES)
     a = [random_pim(np.random.default_rng(5)) for _ in range(2)]
     assert a[0] == a[1]
+
+
+def test_pim_choices_restrict_random_and_mutated_configs():
+    ch = pim_choices({"weight_bits": [8], "act_bits": [8], "replication": [4, 16]})
+    rng = np.random.default_rng(0)
+    cfg, seen = random_pim(rng, choices=ch), set()
+    for _ in range(60):
+        assert cfg.weight_bits == 8 and cfg.act_bits == 8 and cfg.replication in (4, 16)
+        seen.add((cfg.replication, cfg.xbar_size))
+        cfg = mutate_pim(cfg, rng, ch)
+    assert len(seen) > 3  # the free fields still move
+    every_field_fixed = pim_choices({k: [getattr(PIMConfig(), k)] for k in CHOICES})
+    assert mutate_pim(PIMConfig(), rng, every_field_fixed) is None
+    with pytest.raises(ConfigError, match="non-empty subset"):
+        pim_choices({"act_bits": [3]})
+    with pytest.raises(ConfigError, match="unknown field"):
+        pim_choices({"bits": [8]})

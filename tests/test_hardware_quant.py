@@ -25,6 +25,18 @@ def test_fake_quant_levels_error_and_straight_through_gradient():
         fake_quant(x, 1)
 
 
+def test_fake_quant_uses_every_level_on_non_negative_inputs():
+    """After a ReLU nothing is negative: 4 bits give 15 steps over [0, max], twice the resolution."""
+    x = torch.linspace(0, 3, 301)
+    q = fake_quant(x, 4)
+    step = 3 / 15
+    assert q.min() == 0 and len(torch.unique(q)) == 16
+    assert (q - x).abs().max() <= step / 2 + 1e-6
+    signed = fake_quant(torch.cat([x, -x[-1:]]), 4)[:-1]  # one negative value: back to 7 steps a side
+    assert (signed - x).abs().max() > step / 2 + 1e-6
+    assert fake_quant(x.to(torch.bfloat16), 4).dtype == torch.bfloat16
+
+
 def _net_and_batch(seed=0):
     torch.manual_seed(seed)
     space = get_space("full-tiny")

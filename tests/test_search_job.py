@@ -50,6 +50,16 @@ def test_codesign_smoke_search_reports_pim_costs(tmp_path):
         assert not any(b["logloss"] <= a["logloss"] and b["energy"] <= a["energy"] and b["latency"] <= a["latency"] and b["flops"] <= a["flops"] and b != a and (b["logloss"], b["energy"], b["latency"], b["flops"]) != (a["logloss"], a["energy"], a["latency"], a["flops"]) for b in front)
 
 
+def test_codesign_searches_only_the_allowed_pim_values(tmp_path):
+    cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], pim_choices={"weight_bits": [8], "act_bits": [8]},
+                          evolution=dict(population=6, sample_size=3, children=4, generations=3, hardware_mutation_prob=0.9))
+    run_job(cfg, tmp_path / "run", progress=False)
+    db = sqlite3.connect(tmp_path / "run" / "search.sqlite")
+    configs = [json.loads(h) for (h,) in db.execute("SELECT hardware FROM candidates")]
+    assert len(configs) >= 10 and all(c["weight_bits"] == 8 and c["act_bits"] == 8 for c in configs)
+    assert len({(c["xbar_size"], c["adc_bits"], c["replication"], c["cell_bits"]) for c in configs}) > 1
+
+
 def test_codesign_finalists_are_distinct_architectures(tmp_path):
     """The same architecture on several PIM configs is one finalist (its best-scored config)."""
     cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], finalists=3,

@@ -9,7 +9,7 @@
 """
 
 from recnas.hardware.costs import BlockCost, CostGraph, Costs, Layer, count_costs
-from recnas.hardware.pim import CHOICES, DEFAULT_CONSTANTS, PIMConfig, PIMConstants, PIMReport, map_layer, mutate_pim, pim_cost, random_pim
+from recnas.hardware.pim import CHOICES, DEFAULT_CONSTANTS, PIMConfig, PIMConstants, PIMReport, map_layer, mutate_pim, pim_choices, pim_cost, random_pim
 from recnas.hardware.profile import example_inputs, is_crossbar, measure_latency, module_costs, profile_module
 from recnas.hardware.quant import fake_quant, quantized
 
@@ -31,6 +31,7 @@ __all__ = [
     "measure_latency",
     "module_costs",
     "mutate_pim",
+    "pim_choices",
     "pim_cost",
     "profile_module",
     "quantized",

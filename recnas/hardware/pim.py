@@ -298,21 +298,41 @@ def pim_cost(target, config: PIMConfig | None = None, space=None, meta=None, con
 
 
 # -- the PIM configuration as part of a search genotype ---------------------------------
-def random_pim(rng: np.random.Generator, crossbar_budget: int = DEFAULT_BUDGET) -> PIMConfig:
-    """A uniformly random valid design point (fields from CHOICES; the budget stays fixed)."""
+def pim_choices(restrict: dict | None = None) -> dict[str, tuple[int, ...]]:
+    """The searchable values of every field: CHOICES, with some fields restricted by the user
+    (e.g. `{"weight_bits": [8], "act_bits": [8]}`: co-design at the baseline's precision)."""
+    out = dict(CHOICES)
+    for name, values in (restrict or {}).items():
+        if name not in CHOICES:
+            raise ConfigError(f"pim_choices: unknown field {name!r}; searchable fields are {', '.join(CHOICES)}")
+        values = tuple(sorted(set(int(v) for v in (values if isinstance(values, (list, tuple)) else [values]))))
+        bad = [v for v in values if v not in CHOICES[name]]
+        if not values or bad:
+            raise ConfigError(f"pim_choices.{name}: values must be a non-empty subset of {list(CHOICES[name])}, got {list(values)}")
+        out[name] = values
+    if min(out["cols_per_adc"]) > max(out["xbar_size"]):
+        raise ConfigError("pim_choices: every cols_per_adc exceeds every xbar_size, so no configuration is valid")
+    return out
+
+
+def random_pim(rng: np.random.Generator, crossbar_budget: int = DEFAULT_BUDGET, choices: dict | None = None) -> PIMConfig:
+    """A uniformly random valid design point (fields from `choices`, default CHOICES; the budget stays fixed)."""
+    choices = choices or CHOICES
     while True:
-        values = {k: int(v[rng.integers(len(v))]) for k, v in CHOICES.items()}
+        values = {k: int(v[rng.integers(len(v))]) for k, v in choices.items()}
         if values["cols_per_adc"] <= values["xbar_size"]:
             return PIMConfig(**values, crossbar_budget=crossbar_budget)
 
 
-def mutate_pim(config: PIMConfig, rng: np.random.Generator) -> PIMConfig:
-    """`config` with exactly one searchable field changed to another valid value."""
-    names = list(CHOICES)
+def mutate_pim(config: PIMConfig, rng: np.random.Generator, choices: dict | None = None) -> PIMConfig | None:
+    """`config` with exactly one searchable field changed to another valid value from `choices`
+    (default CHOICES); None when no field can change (every field fixed to one value)."""
+    choices = choices or CHOICES
+    names = list(choices)
     for i in rng.permutation(len(names)):
         name = names[i]
         options = []
-        for v in CHOICES[name]:
+        for v in choices[name]:
             if v == getattr(config, name):
                 continue
             try:
@@ -321,11 +341,12 @@ def mutate_pim(config: PIMConfig, rng: np.random.Generator) -> PIMConfig:
                 continue
         if options:
             return options[rng.integers(len(options))]
-    raise ConfigError("no field of this PIM config can be mutated")  # unreachable with CHOICES above
+    return None
 
 
 __all__ = [
     "CHOICES",
+    "pim_choices",
     "DEFAULT_CONSTANTS",
     "Mapping",
     "PIMConfig",

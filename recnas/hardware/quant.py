@@ -7,7 +7,8 @@
 - its outputs to `adc_bits`, but only when `adc_bits < config.lossless_adc_bits`, i.e. when
   the ADC cannot represent a column's partial sum exactly. This per-tensor output rounding is
   a pessimistic stand-in for dropping the low bits of every partial sum.
-All quantisers are symmetric, per tensor, with a straight-through gradient. Embedding tables
+All quantisers are per tensor (symmetric, or unsigned for non-negative tensors) with a
+straight-through gradient. Embedding tables
 (DRAM) and digital units stay in full precision.
 """
 
@@ -25,15 +26,19 @@ from recnas.hardware.profile import is_crossbar
 
 
 def fake_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round x to 2^(bits-1)-1 symmetric levels of max|x| (per tensor); gradient passes straight through."""
+    """Round x to the levels of a `bits`-bit code over [-max|x|, max|x|] (per tensor): 2^(bits-1)-1
+    steps each side when x has negative values, and 2^bits-1 steps over [0, max x] when it has
+    none (e.g. after a ReLU: a DAC feeds unsigned bit-slices, so no bit goes to a sign that never
+    occurs). Gradient passes straight through. No host synchronisation (GPU training stays async)."""
     if bits < 2:
         raise ConfigError(f"fake_quant needs at least 2 bits (sign + magnitude), got {bits}")
-    levels = 2 ** (bits - 1) - 1
-    scale = x.detach().abs().amax() / levels
-    if scale == 0 or not torch.isfinite(scale):
-        return x
-    q = torch.clamp(torch.round(x / scale), -levels, levels) * scale
-    return x + (q - x).detach()
+    d = x.detach()
+    unsigned = d.amin() >= 0
+    levels = torch.where(unsigned, 2.0**bits - 1, 2.0 ** (bits - 1) - 1)
+    scale = (d.abs().amax() / levels).clamp_min(torch.finfo(d.dtype).tiny)
+    q = torch.minimum(torch.maximum(torch.round(d / scale), torch.where(unsigned, 0.0, -levels)), levels) * scale
+    q = torch.where(torch.isfinite(q), q, d).to(x.dtype)
+    return x + (q - d)
 
 
 @contextlib.contextmanager

@@ -62,6 +62,7 @@ class RegularizedEvolution:
         run_name: str = "search",
         evaluate_many: Callable[[list[Genotype]], list[dict]] | None = None,
         emb_dims: tuple[int, ...] | None = None,
+        pim_choices: dict | None = None,
     ):
         if cfg.sample_size > cfg.population:
             from recnas.errors import ConfigError
@@ -70,6 +71,11 @@ class RegularizedEvolution:
         self.space, self.evaluate, self.results, self.cfg = space, evaluate, results, cfg
         self.objective = objective or Objective()
         self.codesign, self.run_name = codesign, run_name
+        self.pim_choices = None
+        if codesign:
+            from recnas.hardware import pim_choices as _choices
+
+            self.pim_choices = _choices(pim_choices)  # validated: the searched values of every PIM field
         self.evaluate_many = evaluate_many
         self.emb_dims = None if emb_dims is None else tuple(emb_dims)  # fixed per-field widths (recnas embed search)
         self.rng = np.random.default_rng(cfg.seed)
@@ -82,7 +88,7 @@ class RegularizedEvolution:
         if self.codesign:
             from recnas.hardware import random_pim
 
-            hw = random_pim(self.rng)
+            hw = random_pim(self.rng, choices=self.pim_choices)
         arch = random_architecture(self.rng, self.space)
         if self.emb_dims is not None:  # mutation copies the architecture, so children keep them
             arch = arch.model_copy(update={"emb_dims": self.emb_dims})
@@ -92,7 +98,9 @@ class RegularizedEvolution:
         if self.codesign and self.rng.random() < self.cfg.hardware_mutation_prob:
             from recnas.hardware import mutate_pim
 
-            return Genotype(g.arch, mutate_pim(g.hardware, self.rng))
+            hw = mutate_pim(g.hardware, self.rng, self.pim_choices)
+            if hw is not None:  # None: every PIM field is fixed, so the architecture mutates
+                return Genotype(g.arch, hw)
         return Genotype(mutate(g.arch, self.space, self.rng), g.hardware)
 
     # -- evaluation with the cache ----------------------------------------------------

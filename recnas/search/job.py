@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recnas import configs
 from recnas.errors import ConfigError
@@ -41,6 +41,7 @@ class JobConfig(BaseModel):
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     objective: Objective = Field(default_factory=Objective)
     hardware: Literal["none", "pim"] = "none"
+    pim_choices: dict[str, list[int]] = Field(default_factory=dict, description="co-design: restrict searched PIM fields, e.g. {weight_bits: [8], act_bits: [8]}")
     executor: Literal["serial", "ray"] = Field("serial", description="where candidates are scored")
     ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one)")
     ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU)")
@@ -48,6 +49,17 @@ class JobConfig(BaseModel):
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("pim_choices")
+    @classmethod
+    def _pim_choices(cls, v):
+        from recnas.hardware.pim import pim_choices
+
+        try:
+            pim_choices(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
+        return v
 
 
 _TINY_SPACE = {"n_blocks": 3, "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}

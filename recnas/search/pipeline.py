@@ -90,7 +90,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
 
         executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
     emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
-    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims)
+    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
