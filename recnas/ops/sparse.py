@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from recnas.ops.elastic import ElasticLinear, TokenLinear
+from recnas.ops.norm import RowLayerNorm
 
 
 class EFC(nn.Module):
@@ -68,8 +69,8 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(emb_dim, 3 * emb_dim)
         self.proj = nn.Linear(emb_dim, emb_dim)
         self.ffn = nn.Sequential(nn.Linear(emb_dim, 2 * emb_dim), nn.ReLU(), nn.Linear(2 * emb_dim, emb_dim))
-        self.norm1 = nn.LayerNorm(emb_dim)
-        self.norm2 = nn.LayerNorm(emb_dim)
+        self.norm1 = RowLayerNorm(emb_dim)
+        self.norm2 = RowLayerNorm(emb_dim)
 
     def forward(self, z: torch.Tensor, h: torch.Tensor, d: int, key_mask: torch.Tensor | None = None):
         b, t, e = z.shape
@@ -79,7 +80,10 @@ class Attention(nn.Module):
         scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
         if key_mask is not None:  # padding tokens of a masked path get no attention
             scores = scores.masked_fill(key_mask == 0, float("-inf"))
-        att = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(b, t, e)
+        # softmax in the scores' dtype: under bf16 autocast it would otherwise run (and store the
+        # probabilities) in fp32, twice the memory traffic on the step's largest tensor; the
+        # kernel accumulates in fp32 either way, as fused attention kernels do
+        att = torch.matmul(torch.softmax(scores, -1, dtype=scores.dtype), v).transpose(1, 2).reshape(b, t, e)
         z = self.norm1(z + self.proj(att))
         return self.norm2(z + self.ffn(z)), None
 
