@@ -121,3 +121,18 @@ def test_finalists_are_retrained_and_the_best_on_validation_wins(tmp_path):
     # the chosen one is the result: its architecture and weights
     assert Architecture.load(out / "best_arch.json").hash == chosen[0]["key"]
     assert (out / "best" / "model.pt").read_bytes() == (out / "finalists" / chosen[0]["key"] / "model.pt").read_bytes()
+
+
+@pytest.mark.parametrize("name", ["search-gpu-1m.yaml", "codesign-gpu-1m.yaml"])
+def test_shipped_job_configs_load(name):
+    """The configs the README and benchmarks point at stay valid as the schema changes."""
+    from pathlib import Path
+
+    from recnas.hardware import pim_choices
+    from recnas.space import get_space
+
+    cfg = load_job_config("gpu", Path(__file__).parents[1] / "configs" / name)
+    space = get_space(cfg.space, **cfg.space_overrides)
+    assert space.n_blocks == 3 and cfg.finalists == 3 and cfg.synthetic_rows == 1_000_000
+    if name.startswith("codesign"):
+        assert pim_choices(cfg.pim_choices)["act_bits"] == (8,)
