@@ -5,7 +5,8 @@
 - `measure_latency`: wall-clock inference latency on the current device.
 - `pim_cost(arch_or_costs, PIMConfig)`: analytic ReRAM-crossbar energy, latency, area.
 - `quantized(model, config)` / `fake_quant`: score a model at a PIM config's precision.
-- `random_pim` / `mutate_pim`: the PIM configuration as part of a search genotype.
+- `random_pim` / `mutate_pim`: the PIM configuration as part of a search genotype, over the
+  values `pim_choices` allows (all of `CHOICES`, or a user-restricted subset).
 """
 
 from recnas.hardware.costs import BlockCost, CostGraph, Costs, Layer, count_costs
