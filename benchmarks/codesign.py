@@ -29,9 +29,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recnas.hardware import PIMConfig, count_costs, example_inputs, module_costs, pim_cost
+from recnas.hardware import PIMConfig, count_costs, pim_cost
 from recnas.hardware.quant import quantized
 from recnas.search.job import load_job_config
+from recnas.search.objective import reference_costs
 from recnas.search.pipeline import fit_or_load, prepare_data, run_job
 from recnas.space import Architecture, get_space
 from recnas.supernet import Subnet
@@ -39,17 +40,6 @@ from recnas.train import evaluate
 from recnas.train.model_factory import subnet_spec
 
 COSTS = ("flops", "energy", "latency")
-
-
-def reference_targets(name: str, hparams: dict, meta, ratios: list[float]) -> tuple[dict, dict]:
-    """(the reference baseline's costs on the default PIM config, the search's cost targets)."""
-    from recnas.baselines import build_baseline
-
-    model = build_baseline(name, meta, **hparams)
-    c = module_costs(model, *example_inputs(model, 2, meta=meta))
-    p = pim_cost(c, PIMConfig())
-    ref = {"flops": float(c.flops), "energy": float(p.energy_pj), "latency": float(p.latency_ns)}
-    return ref, {k: ref[k] / r for k, r in zip(COSTS, ratios)}
 
 
 def candidate_row(key: str, arch: Architecture, hw: PIMConfig, space, meta, test: float, test_full: float) -> dict:
@@ -98,15 +88,16 @@ def main() -> None:
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args)}
-    if args.objective == "penalized":
-        ref, targets = reference_targets(args.reference, cfg.baseline_hparams.get(args.reference, {}), store.meta, args.ratios)
-        result.update(reference_costs=ref, targets=targets)
-        print(f"targets (reference {args.reference} / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in targets.items()))
-        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "penalized", "targets": targets, "beta": args.beta})})
+    if args.objective == "penalized":  # the job resolves the targets: reference cost / ratio
+        ratios = dict(zip(COSTS, args.ratios))
+        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "penalized", "reference": args.reference, "ratios": ratios, "beta": args.beta})})
+        result["reference_costs"] = reference_costs(args.reference, store.meta, cfg.baseline_hparams.get(args.reference, {}))
     else:
         cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "pareto"})})
     report = run_job(cfg, out / "run", progress=False)
     if args.objective == "penalized":
+        result["targets"] = report["objective"]["targets"]
+        print("targets (" + args.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in result["targets"].items()))
         searched = report["models"][0]
         arch, hw = Architecture.model_validate(report["best_arch"]), PIMConfig.model_validate(report["best_hardware"])
         trained = [candidate_row(arch.hash, arch, hw, space, store.meta, searched["test_logloss_pim"], searched["test_logloss"])]

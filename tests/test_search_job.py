@@ -136,3 +136,30 @@ def test_shipped_job_configs_load(name):
     assert space.n_blocks == 3 and cfg.finalists == 3 and cfg.synthetic_rows == 1_000_000
     if name.startswith("codesign"):
         assert pim_choices(cfg.pim_choices)["act_bits"] == (8,)
+
+
+def test_cost_targets_relative_to_a_baseline(tmp_path):
+    """`reference` + `ratios`: the targets are the baseline's own costs (its PIM costs on the
+    default configuration, as in the results table) divided by the ratios."""
+    ratios = {"flops": 2.0, "energy": 1.8, "latency": 1.5}
+    cfg = load_job_config("smoke", hardware="pim", baselines=["dlrm"], objective={"kind": "penalized", "reference": "dlrm", "ratios": ratios, "beta": 1.0})
+    report = run_job(cfg, tmp_path / "run", progress=False)
+    dlrm = next(m for m in report["models"] if m["model"] == "dlrm")
+    targets = report["objective"]["targets"]
+    assert targets == pytest.approx({k: dlrm[k] / r for k, r in ratios.items()})
+    from recnas.search.objective import Objective
+
+    objective = Objective.model_validate(report["objective"])
+    assert objective.score({"logloss": 0.5, "flops": 3 * targets["flops"], "energy": 0.0, "latency": 0.0}) == pytest.approx(0.5 + 2.0)
+
+
+@pytest.mark.parametrize("objective, hardware, match", [
+    ({"kind": "penalized", "reference": "dlrm", "ratios": {"energy": 1.8}}, "none", "need hardware: pim"),
+    ({"kind": "penalized", "reference": "nope", "ratios": {"flops": 2}}, "pim", "reference must be one of"),
+    ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
+    ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),
+    ({"kind": "penalized", "reference": "dlrm", "ratios": {"flops": -1}}, "pim", "must be positive"),
+])
+def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
+    with pytest.raises(ConfigError, match=match):
+        load_job_config("smoke", hardware=hardware, objective=objective)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recnas import configs
 from recnas.errors import ConfigError
@@ -60,6 +60,13 @@ class JobConfig(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
         return v
+
+    @model_validator(mode="after")
+    def _pim_costs_need_pim(self):
+        pim_costs = sorted({"energy", "latency"} & (set(self.objective.ratios) | set(self.objective.targets)))
+        if pim_costs and self.hardware != "pim":
+            raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim")
+        return self
 
 
 _TINY_SPACE = {"n_blocks": 3, "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}

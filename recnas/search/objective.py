@@ -2,13 +2,15 @@
 
 Penalised score (NASRec's latency-penalised form, with a hinge so models under target are
 not rewarded for being smaller): score = logloss + sum_c beta_c * max(0, cost_c/target_c - 1).
+Targets are given directly, or relative to a hand-designed baseline ("R times cheaper than
+DLRM"): `reference` + `ratios`, resolved against the dataset by `resolve_targets`.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 COSTS = ("flops", "params", "energy", "latency")
 
@@ -20,6 +22,25 @@ class Objective(BaseModel):
     targets: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
     beta: float = Field(0.1, ge=0)
     pareto_costs: tuple[str, ...] = ("energy", "latency", "flops")
+    reference: str | None = Field(None, description="penalized: a baseline whose costs, divided by `ratios`, become the targets")
+    ratios: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _reference(self):
+        if self.reference is None:
+            if self.ratios:
+                raise ValueError("ratios need a reference baseline (objective.reference)")
+            return self
+        from recnas.baselines import BASELINES
+
+        if self.reference not in BASELINES:
+            raise ValueError(f"reference must be one of {', '.join(BASELINES)}, got {self.reference!r}")
+        if self.kind != "penalized" or not self.ratios:
+            raise ValueError("a reference baseline needs kind: penalized and at least one ratio (e.g. ratios: {flops: 2})")
+        bad = {k: v for k, v in self.ratios.items() if not v > 0}
+        if bad:
+            raise ValueError(f"ratios must be positive, got {bad}")
+        return self
 
     def score(self, metrics: dict) -> float:
         """Lower is better. In pareto mode this is the tie-break inside a front."""
@@ -33,3 +54,24 @@ class Objective(BaseModel):
     def vector(self, metrics: dict) -> list[float]:
         """The minimised objective vector for Pareto selection."""
         return [float(metrics["logloss"])] + [float(metrics.get(c, 0.0)) for c in self.pareto_costs]
+
+
+def reference_costs(name: str, meta, hparams: dict | None = None) -> dict[str, float]:
+    """FLOPs and dense parameters of baseline `name` on this dataset, and its PIM energy and
+    latency on the default PIM configuration (where the baselines are mapped)."""
+    from recnas.baselines import build_baseline
+    from recnas.hardware import PIMConfig, example_inputs, module_costs, pim_cost
+
+    model = build_baseline(name, meta, **(hparams or {}))
+    c = module_costs(model, *example_inputs(model, 2, meta=meta))
+    p = pim_cost(c, PIMConfig())
+    return {"flops": float(c.flops), "params": float(c.dense_params), "energy": float(p.energy_pj), "latency": float(p.latency_ns)}
+
+
+def resolve_targets(objective: Objective, meta, hparams: dict | None = None) -> Objective:
+    """`objective` with `targets` filled from its reference baseline (explicit targets win)."""
+    if objective.reference is None:
+        return objective
+    ref = reference_costs(objective.reference, meta, hparams)
+    targets = {k: ref[k] / r for k, r in objective.ratios.items()}
+    return objective.model_copy(update={"targets": {**targets, **objective.targets}})

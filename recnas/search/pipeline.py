@@ -18,6 +18,7 @@ from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.job import JobConfig, dump_config
+from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
@@ -81,7 +82,10 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
 
     # 2. evolution
     codesign = cfg.hardware == "pim"
-    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {cfg.objective.kind}")
+    objective = resolve_targets(cfg.objective, meta, cfg.baseline_hparams.get(cfg.objective.reference or "", {}))
+    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {objective.kind}")
+    if objective.reference is not None:
+        console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in objective.targets.items()))
     results = ResultsStore(out / "search.sqlite")
     evaluator = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
     executor = None
@@ -90,7 +94,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
 
         executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
     emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
-    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, cfg.objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
+    evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
@@ -149,11 +153,12 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
         "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
         "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
+        "objective": objective.model_dump(mode="json"),
         "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen} for f in finalists],
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
-    write_report(out, report, results, evo.run_name, cfg.objective)
+    write_report(out, report, results, evo.run_name, objective)
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report
