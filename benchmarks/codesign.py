@@ -29,8 +29,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recnas.hardware import PIMConfig, count_costs, pim_cost
+from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
+from recnas.search.evaluator import architecture_costs
 from recnas.search.job import load_job_config
 from recnas.search.objective import reference_costs
 from recnas.search.pipeline import fit_or_load, prepare_data, run_job
@@ -43,10 +44,8 @@ COSTS = ("flops", "energy", "latency")
 
 
 def candidate_row(key: str, arch: Architecture, hw: PIMConfig, space, meta, test: float, test_full: float) -> dict:
-    c = count_costs(arch, space, meta)
-    p, seq = pim_cost(c, hw), pim_cost(c, hw, parallel=False)
-    return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, "flops": float(c.flops), "energy": p.energy_pj,
-            "latency": p.latency_ns, "latency_seq": seq.latency_ns, "hardware": hw.model_dump()}
+    costs = architecture_costs(arch, space, meta, hw)
+    return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, **{k: costs[k] for k in ("flops", "energy", "latency", "latency_seq")}, "hardware": hw.model_dump()}
 
 
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:

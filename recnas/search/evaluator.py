@@ -37,11 +37,9 @@ class Genotype:
         return f"{self.arch.hash}-{hashlib.sha1(self.hardware_json.encode()).hexdigest()[:8]}"
 
 
-def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=None) -> dict:
-    """FLOPs and parameter counts (and PIM energy/latency when a hardware config is given)."""
-    from recnas.hardware import count_costs
-
-    c = count_costs(arch, space, meta)
+def cost_summary(c, hardware=None) -> dict:
+    """FLOPs and parameter counts of `Costs` (and PIM energy/latency when a hardware config is
+    given): the cost columns of a results row, for searched architectures and baselines alike."""
     out = {"flops": float(c.flops), "params": float(c.dense_params), "embedding_params": float(c.embedding_params)}
     if hardware is not None:
         from recnas.hardware import pim_cost
@@ -50,6 +48,21 @@ def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=No
         seq = pim_cost(c, hardware, parallel=False)  # sequential sum: an upper bound, reported alongside
         out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), latency_seq=float(seq.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
     return out
+
+
+def architecture_costs(arch: Architecture, space: SearchSpace, meta, hardware=None) -> dict:
+    """`cost_summary` of a NASRec subnet, counted analytically."""
+    from recnas.hardware import count_costs
+
+    return cost_summary(count_costs(arch, space, meta), hardware)
+
+
+def model_costs(model, meta, hardware=None) -> dict:
+    """`cost_summary` of any module (e.g. a baseline), by profiling one sample on the CPU."""
+    from recnas.hardware import example_inputs, module_costs
+
+    model = model.cpu()
+    return cost_summary(module_costs(model, *example_inputs(model, 2, meta=meta)), hardware)
 
 
 class SupernetEvaluator:

@@ -58,14 +58,14 @@ class Objective(BaseModel):
 
 def reference_costs(name: str, meta, hparams: dict | None = None) -> dict[str, float]:
     """FLOPs and dense parameters of baseline `name` on this dataset, and its PIM energy and
-    latency on the default PIM configuration (where the baselines are mapped)."""
+    latency on the default PIM configuration (where the baselines are mapped): the same
+    numbers as the baseline's row in the results table."""
     from recnas.baselines import build_baseline
-    from recnas.hardware import PIMConfig, example_inputs, module_costs, pim_cost
+    from recnas.hardware import PIMConfig
+    from recnas.search.evaluator import model_costs
 
-    model = build_baseline(name, meta, **(hparams or {}))
-    c = module_costs(model, *example_inputs(model, 2, meta=meta))
-    p = pim_cost(c, PIMConfig())
-    return {"flops": float(c.flops), "params": float(c.dense_params), "energy": float(p.energy_pj), "latency": float(p.latency_ns)}
+    costs = model_costs(build_baseline(name, meta, **(hparams or {})), meta, PIMConfig())
+    return {k: costs[k] for k in COSTS}
 
 
 def resolve_targets(objective: Objective, meta, hparams: dict | None = None) -> Objective:

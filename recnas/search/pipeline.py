@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.data.store import CTRStore
 from recnas.hardware.quant import quantized
-from recnas.search.evaluator import SupernetEvaluator, architecture_costs
+from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.job import JobConfig, dump_config
 from recnas.search.objective import resolve_targets
@@ -109,13 +109,12 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     for key, score in evo_result.ranked():  # distinct architectures: in co-design one arch comes with many PIM configs
         if len(ranked) == cfg.finalists:
             break
-        if (arch_hash := evo.genotype(key).arch.hash) not in archs:
-            archs.add(arch_hash)
-            ranked.append((key, score))
+        if (g := evo.genotype(key)).arch.hash not in archs:
+            archs.add(g.arch.hash)
+            ranked.append((key, score, g))
     _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
     finalists = []
-    for key, score in ranked:
-        g = evo.genotype(key)
+    for key, score, g in ranked:
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
         model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
         with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
@@ -143,7 +142,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         bl = build_baseline(name, meta, **hp)
         bl, fit = fit_or_load(bl, cfg.final, store, out / "baselines" / name, baseline_spec(name, bl.hparams, meta), progress)
         pim = _default_pim() if codesign else None
-        rows.append(_row(name, bl, store, fit, _module_costs(bl, meta, pim), device, pim))
+        rows.append(_row(name, bl, store, fit, model_costs(bl, meta, pim), device, pim))
 
     report = {
         "dataset": meta.name,
@@ -188,18 +187,3 @@ def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device, hard
         row["gap_to_bayes"] = test["logloss"] - bayes["test_logloss"]
     return row
 
-
-def _module_costs(model, meta, hardware=None) -> dict:
-    """FLOPs/params of any module by profiling one sample (and its PIM mapping if asked)."""
-    from recnas.hardware import example_inputs, module_costs
-
-    model = model.cpu()
-    dense, sparse = example_inputs(model, 2, meta=meta)
-    c = module_costs(model, dense, sparse)
-    out = {"flops": float(c.flops), "params": float(c.dense_params), "embedding_params": float(c.embedding_params)}
-    if hardware is not None:
-        from recnas.hardware import pim_cost
-
-        r, seq = pim_cost(c, hardware), pim_cost(c, hardware, parallel=False)
-        out.update(energy=float(r.energy_pj), latency=float(r.latency_ns), latency_seq=float(seq.latency_ns), area=float(r.area_mm2), crossbars=float(r.crossbars), fits=bool(r.fits))
-    return out
