@@ -1,10 +1,13 @@
-"""The two attention-operator kernels behind the supernet's large-batch speed-up, alone.
+"""The attention operator's kernels, alone: LayerNorm and the attention core.
 
 LayerNorm over the 16-wide embedding axis of [batch, tokens, 16] fp32 (what autocast runs):
-`nn.LayerNorm` (PyTorch's fused kernel) vs `recnas.ops.norm.RowLayerNorm`'s closed form;
-and the attention core softmax(QK^T)V on [batch, 2 heads, tokens, 8] bf16 with the softmax
-in fp32 (autocast's default) vs in bf16 (what `recnas.ops.sparse.Attention` now asks for).
-Forward + backward, mean of `--reps` timed calls after 3 warm-up calls. Needs a GPU.
+`nn.LayerNorm` (PyTorch's fused kernel) vs `recnas.ops.norm.RowLayerNorm`'s closed form.
+The attention core softmax(QK^T/sqrt(8))V of 2 heads x 8 columns, from the fused [batch,
+tokens, 48] bf16 qkv projection to [batch, tokens, 16], a quarter of the keys masked (as on
+a masked supernet path): written out (softmax in bf16), PyTorch's SDPA kernels
+(memory-efficient, cuDNN; the batch must stay below 65,536 for them), and
+`recnas.ops.token_attention` (one Triton program per row and head, what the operator uses
+on CUDA). Forward + backward, mean of `--reps` timed calls after 3 warm-up calls. Needs a GPU.
 
     python benchmarks/layernorm_attention.py --batch 65536 --tokens 64,32
 """
@@ -17,9 +20,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from functools import partial
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
 
 
@@ -32,6 +40,26 @@ def timed_ms(fn, reps: int) -> float:
         fn()
     torch.cuda.synchronize()
     return (time.perf_counter() - start) / reps * 1e3
+
+
+def _heads(qkv: torch.Tensor):
+    b, t, _ = qkv.shape
+    return qkv.view(b, t, 3, 2, 8).permute(2, 0, 3, 1, 4)
+
+
+def _written_out(qkv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    q, k, v = _heads(qkv)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * 8**-0.5
+    scores = scores.masked_fill(mask == 0, float("-inf"))
+    out = torch.matmul(torch.softmax(scores, -1, dtype=scores.dtype), v)
+    return out.transpose(1, 2).reshape(qkv.shape[0], qkv.shape[1], 16)
+
+
+def _sdpa(qkv: torch.Tensor, mask: torch.Tensor, backend) -> torch.Tensor:
+    q, k, v = _heads(qkv)
+    with sdpa_kernel(backend):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bool()[None, :])
+    return out.transpose(1, 2).reshape(qkv.shape[0], qkv.shape[1], 16)
 
 
 def main() -> None:
@@ -54,14 +82,17 @@ def main() -> None:
                 norm(x).backward(torch.ones_like(x))
 
             rows.append({"kernel": "LayerNorm fp32 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(step, args.reps)})
-        q = torch.randn(args.batch, 2, t, 8, device=dev, dtype=torch.bfloat16, requires_grad=True)
-        for name, dtype in (("softmax in fp32 (autocast)", None), ("softmax in bf16", torch.bfloat16)):
+        qkv = torch.randn(args.batch, t, 48, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        mask = (torch.arange(t, device=dev) < 3 * t // 4).float()
+        grad = torch.randn(args.batch, t, 16, device=dev, dtype=torch.bfloat16)
+        variants = {"written out, softmax in bf16": partial(_written_out, mask=mask), "triton token_attention": lambda x: token_attention.attention(x, 2, mask)}
+        if args.batch < 65536:
+            variants["SDPA memory-efficient"] = partial(_sdpa, mask=mask, backend=SDPBackend.EFFICIENT_ATTENTION)
+            variants["SDPA cuDNN"] = partial(_sdpa, mask=mask, backend=SDPBackend.CUDNN_ATTENTION)
+        for name, fn in variants.items():
 
-            def attention():
-                with torch.autocast("cuda", torch.bfloat16):
-                    scores = torch.matmul(q, q.transpose(-1, -2)) * 0.35
-                    out = torch.matmul(torch.softmax(scores, -1, dtype=dtype), q)
-                out.backward(torch.ones_like(out))
+            def attention(fn=fn):
+                fn(qkv).backward(grad)
 
             rows.append({"kernel": "attention core bf16 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(attention, args.reps)})
     print("| kernel | variant | batch x tokens x 16 | ms |\n|---|---|---|---|")

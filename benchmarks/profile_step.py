@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", default="benchmarks/out/profile_step.json")
+    ap.add_argument("--kernels", default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
@@ -93,6 +94,9 @@ def main() -> None:
     print(events.table(sort_by=sort, row_limit=args.top))
     if cuda:
         print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
+    if args.kernels:
+        rows = sorted(({"name": e.key, "calls_per_step": e.count / args.steps, "us_per_step": getattr(e, dev_attr) / args.steps} for e in on_device), key=lambda r: -r["us_per_step"])
+        Path(args.kernels).write_text(json.dumps(rows, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2))

@@ -17,11 +17,12 @@ def _grads(net):
 @pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
 @pytest.mark.parametrize("n_dense", [3, 0])
 @pytest.mark.parametrize("strategy", ["single-op-any-conn", "any-path", "single-path"])
-def test_masked_path_equals_sliced_in_outputs_and_gradients(space_name, n_dense, strategy):
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_masked_path_equals_sliced_in_outputs_and_gradients(space_name, n_dense, strategy, device):
     space, m = get_space(space_name), meta(n_dense)
-    net = Supernet(space, m).double()
+    net = Supernet(space, m).double().to(device)
     dense, sparse = batch(m)
-    dense = dense.double()
+    dense, sparse = dense.double().to(device), sparse.to(device)
     sampler = ArchSampler(space, strategy, seed=3)
     for k in range(4):
         arch = sampler.sample()
@@ -33,7 +34,7 @@ def test_masked_path_equals_sliced_in_outputs_and_gradients(space_name, n_dense,
         want = _grads(net)
 
         net.zero_grad(set_to_none=True)
-        masked = net(dense, sparse, net.path_masks(arch))
+        masked = net(dense, sparse, net.path_masks(arch, device))
         masked.pow(2).sum().backward()
         for p in net.off_path_parameters(arch):
             assert p.grad is None or p.grad.abs().max() == 0  # off the path: exact zeros
