@@ -91,20 +91,20 @@ if triton is not None:
         tl.store(DQKV + offs + E, dk.to(ty), mask=tile)
         tl.store(DQKV + offs + 2 * E, dv.to(ty), mask=tile)
 
-    def _launch(qkv: torch.Tensor, heads: int) -> dict:
+    def _launch(qkv: torch.Tensor, heads: int) -> tuple[tuple[int], dict]:
+        """The grid (one program per row and head) and the shape arguments of both kernels."""
         b, t, e3 = qkv.shape
         e = e3 // 3
         d = e // heads
-        return dict(grid=(b * heads,), T=t, scale=d**-0.5, E=e, D=d, H=heads, BLOCK_T=max(16, triton.next_power_of_2(t)), BLOCK_D=max(16, triton.next_power_of_2(d)))
+        return (b * heads,), dict(T=t, scale=d**-0.5, E=e, D=d, H=heads, BLOCK_T=max(16, triton.next_power_of_2(t)), BLOCK_D=max(16, triton.next_power_of_2(d)))
 
-    # custom_op, not triton_op: traced into an inductor graph, a triton_op's kernel ran 3-5x slower
-    # there (168 vs 33 us forward at batch 4,096) than the same launch from Python, which
-    # inductor keeps (and CUDA graphs capture) for an opaque custom op
+    # custom_op, not triton_op: as a triton_op, inductor emitted the kernel into the compiled
+    # supernet step, where it ran at 183 + 96 us per block against 32 + 45 us when launched from
+    # Python, which inductor keeps (and CUDA graphs capture) for an opaque custom op
     @torch.library.custom_op("recnas::token_attention", mutates_args=())
     def _token_attention(qkv: torch.Tensor, mask: torch.Tensor | None, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
         b, t, e3 = qkv.shape
-        cfg = _launch(qkv, heads)
-        grid = cfg.pop("grid")
+        grid, cfg = _launch(qkv, heads)
         out = qkv.new_empty(b, t, e3 // 3)
         lse = torch.empty(b * heads, t, device=qkv.device, dtype=torch.float32)
         _forward_kernel[grid](qkv, qkv if mask is None else mask, out, lse, HAS_MASK=mask is not None, num_warps=4, **cfg)
@@ -112,8 +112,7 @@ if triton is not None:
 
     @torch.library.custom_op("recnas::token_attention_backward", mutates_args=())
     def _token_attention_backward(grad: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor, mask: torch.Tensor | None, heads: int) -> torch.Tensor:
-        cfg = _launch(qkv, heads)
-        grid = cfg.pop("grid")
+        grid, cfg = _launch(qkv, heads)
         dqkv = torch.empty_like(qkv)
         _backward_kernel[grid](qkv, qkv if mask is None else mask, out, grad, lse, dqkv, HAS_MASK=mask is not None, num_warps=4, **cfg)
         return dqkv
