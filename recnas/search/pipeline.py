@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.train import Trainer, evaluate
+from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 
 
@@ -42,14 +44,22 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     return CTRStore(path)
 
 
-def fit_or_load(model, tcfg, store, out_dir: Path, spec: dict, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
+def fit_or_load(build: Callable[[], torch.nn.Module], tcfg, store, out_dir: Path, spec, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
     """Train into `out_dir` (resuming a checkpoint there), or load the finished model. With a
-    PIM configuration (`hardware`) the training is quantisation-aware on it."""
+    PIM configuration (`hardware`) the training is quantisation-aware on it.
+
+    `build` makes the untrained model right after seeding with the training seed, so its initial
+    weights depend on that seed alone, not on what ran earlier in the process: the same job
+    gives the same models, and a resumed job the same as an uninterrupted one. `spec` is the
+    model spec, or a function of the built model that returns it.
+    """
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         model, _, _ = load_trained(out_dir / "model.pt")
         return model, json.loads((out_dir / "metrics.json").read_text())
+    seed_everything(tcfg.seed)
+    model = build()
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
-    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
+    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec(model) if callable(spec) else spec, progress=progress, run_context=run_context)
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
     return trainer.model, result.to_dict()
 
@@ -75,9 +85,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     from recnas.supernet import Supernet
 
     _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
-    supernet = Supernet(space, meta)
     sampler = make_sampler(cfg.sampler, space, cfg.seed)
-    supernet, sn_metrics = fit_or_load(supernet, cfg.supernet, store, out / "supernet", supernet_spec(space, meta, cfg.sampler), progress, sampler)
+    supernet, sn_metrics = fit_or_load(lambda: Supernet(space, meta), cfg.supernet, store, out / "supernet", supernet_spec(space, meta, cfg.sampler), progress, sampler)
     supernet = supernet.to(device).eval()
 
     # 2. evolution
@@ -116,7 +125,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     finalists = []
     for key, score, g in ranked:
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
-        model, fit = fit_or_load(Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
+        model, fit = fit_or_load(lambda: Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
         with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
             val = evaluate(model, store.split("val"), device=device)["logloss"]
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
@@ -139,8 +148,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     for name in cfg.baselines:
         _stage(console, "baseline", name)
         hp = cfg.baseline_hparams.get(name, {})
-        bl = build_baseline(name, meta, **hp)
-        bl, fit = fit_or_load(bl, cfg.final, store, out / "baselines" / name, baseline_spec(name, bl.hparams, meta), progress)
+        bl, fit = fit_or_load(lambda: build_baseline(name, meta, **hp), cfg.final, store, out / "baselines" / name, lambda m: baseline_spec(name, m.hparams, meta), progress)
         pim = _default_pim() if codesign else None
         rows.append(_row(name, bl, store, fit, model_costs(bl, meta, pim), device, pim))
 
