@@ -60,7 +60,7 @@ def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) 
     for r in close:
         arch_json, hw_json = db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (r["key"],)).fetchone()
         arch, hw = Architecture.model_validate_json(arch_json), PIMConfig.model_validate_json(hw_json)
-        model, _ = fit_or_load(lambda: Subnet(arch, space, store.meta), cfg.final, store, out / "retrain" / r["key"], subnet_spec(arch, space, store.meta), False, hardware=hw)
+        model, _ = fit_or_load(lambda: (Subnet(arch, space, store.meta), subnet_spec(arch, space, store.meta)), cfg.final, store, out / "retrain" / r["key"], False, hardware=hw)
         full = evaluate(model, store.split("test"))["logloss"]
         with quantized(model, hw):
             test = evaluate(model, store.split("test"))["logloss"]

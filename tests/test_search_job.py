@@ -1,9 +1,11 @@
 """The main job end to end at the smoke budget (seconds on a CPU)."""
 
 import json
+import shutil
 import sqlite3
 
 import pytest
+import torch
 
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
@@ -40,8 +42,6 @@ def _losses(report):
 def test_same_seed_same_result_whatever_ran_before(tmp_path):
     """Every model is built right after seeding: the process's RNG state before the job (here
     disturbed on purpose) must not change the supernet, the winner or any result."""
-    import torch
-
     cfg = load_job_config("smoke")
     reports = []
     for i, disturb in enumerate((1, 2)):
@@ -55,8 +55,6 @@ def test_same_seed_same_result_whatever_ran_before(tmp_path):
 
 def test_resumed_job_trains_the_same_baseline(tmp_path):
     """A job interrupted before a baseline and re-run trains it exactly as an uninterrupted one."""
-    import shutil
-
     cfg = load_job_config("smoke")
     out = tmp_path / "run"
     first = run_job(cfg, out, progress=False)

@@ -44,24 +44,31 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     return CTRStore(path)
 
 
-def fit_or_load(build: Callable[[], torch.nn.Module], tcfg, store, out_dir: Path, spec, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
+def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, out_dir: Path, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
     """Train into `out_dir` (resuming a checkpoint there), or load the finished model. With a
     PIM configuration (`hardware`) the training is quantisation-aware on it.
 
-    `build` makes the untrained model right after seeding with the training seed, so its initial
-    weights depend on that seed alone, not on what ran earlier in the process: the same job
-    gives the same models, and a resumed job the same as an uninterrupted one. `spec` is the
-    model spec, or a function of the built model that returns it.
+    `build() -> (model, model_spec)` makes the untrained model right after seeding with the
+    training seed (as the CLI's training path does), so its initial weights depend on that seed
+    alone, not on what ran earlier in the process: the same job gives the same models, and a
+    resumed job the same as an uninterrupted one.
     """
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         model, _, _ = load_trained(out_dir / "model.pt")
         return model, json.loads((out_dir / "metrics.json").read_text())
     seed_everything(tcfg.seed)
-    model = build()
+    model, spec = build()
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
-    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec(model) if callable(spec) else spec, progress=progress, run_context=run_context)
+    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
     return trainer.model, result.to_dict()
+
+
+def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module, dict]:
+    from recnas.baselines import build_baseline
+
+    model = build_baseline(name, meta, **hparams)
+    return model, baseline_spec(name, model.hparams, meta)
 
 
 def _stage(console: Console, name: str, detail: str = "") -> None:
@@ -86,7 +93,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
 
     _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
     sampler = make_sampler(cfg.sampler, space, cfg.seed)
-    supernet, sn_metrics = fit_or_load(lambda: Supernet(space, meta), cfg.supernet, store, out / "supernet", supernet_spec(space, meta, cfg.sampler), progress, sampler)
+    supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
     supernet = supernet.to(device).eval()
 
     # 2. evolution
@@ -125,7 +132,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     finalists = []
     for key, score, g in ranked:
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
-        model, fit = fit_or_load(lambda: Subnet.from_architecture(g.arch, space, meta), cfg.final, store, folder, subnet_spec(g.arch, space, meta), progress, hardware=g.hardware)
+        model, fit = fit_or_load(lambda: (Subnet.from_architecture(g.arch, space, meta), subnet_spec(g.arch, space, meta)), cfg.final, store, folder, progress, hardware=g.hardware)
         with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
             val = evaluate(model, store.split("val"), device=device)["logloss"]
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
@@ -143,12 +150,9 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware))
 
     # 4. baselines under the same training budget
-    from recnas.baselines import build_baseline
-
     for name in cfg.baselines:
         _stage(console, "baseline", name)
-        hp = cfg.baseline_hparams.get(name, {})
-        bl, fit = fit_or_load(lambda: build_baseline(name, meta, **hp), cfg.final, store, out / "baselines" / name, lambda m: baseline_spec(name, m.hparams, meta), progress)
+        bl, fit = fit_or_load(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg.final, store, out / "baselines" / name, progress)
         pim = _default_pim() if codesign else None
         rows.append(_row(name, bl, store, fit, model_costs(bl, meta, pim), device, pim))
 
