@@ -8,8 +8,20 @@ import torch
 
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import CTRStore, SplitArrays, write_store
+from recnas.space import get_space
+from recnas.space.spaces import DENSE_OPS
 
 torch.set_num_threads(1)
+
+
+TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
+
+
+def tiny_space(name: str, **overrides):
+    """A preset, or `every-op-tiny`: `full-tiny` with every operator, NASRec's and ours."""
+    if name == "every-op-tiny":
+        return get_space("full-tiny", dense_ops=DENSE_OPS, **overrides)
+    return get_space(name, **overrides)
 
 
 def make_tiny_store(path, rows: int = 600, n_dense: int = 3, vocab_sizes=(7, 11, 5, 9), seed: int = 0) -> CTRStore:

@@ -11,6 +11,7 @@ from recnas.hardware.profile import param_split
 from recnas.space import Architecture, BlockSpec, get_space
 from recnas.space.samplers import random_architecture
 from recnas.supernet import Subnet
+from tests.conftest import TINY_SPACES, tiny_space
 
 
 def meta(n_dense=3, vocab=(4, 5, 6, 7, 8)):
@@ -32,10 +33,10 @@ def profiler_flops(net, m, b=2):
     return counter.get_total_flops() / b
 
 
-@pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
+@pytest.mark.parametrize("space_name", TINY_SPACES)
 @pytest.mark.parametrize("n_dense", [3, 0])
 def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
-    space, m = get_space(space_name), meta(n_dense)
+    space, m = tiny_space(space_name), meta(n_dense)
     rng = np.random.default_rng(1)
     for k in range(6):
         arch = random_architecture(rng, space, any_ops=k % 2 == 1)

@@ -7,6 +7,7 @@ import torch
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Supernet
+from tests.conftest import TINY_SPACES, tiny_space
 from tests.test_supernet import batch, meta
 
 
@@ -14,12 +15,12 @@ def _grads(net):
     return {n: None if p.grad is None else p.grad.clone() for n, p in net.named_parameters()}
 
 
-@pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
+@pytest.mark.parametrize("space_name", TINY_SPACES)
 @pytest.mark.parametrize("n_dense", [3, 0])
 @pytest.mark.parametrize("strategy", ["single-op-any-conn", "any-path", "single-path"])
 @pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
 def test_masked_path_equals_sliced_in_outputs_and_gradients(space_name, n_dense, strategy, device):
-    space, m = get_space(space_name), meta(n_dense)
+    space, m = tiny_space(space_name), meta(n_dense)
     net = Supernet(space, m).double().to(device)
     dense, sparse = batch(m)
     dense, sparse = dense.double().to(device), sparse.to(device)

@@ -7,6 +7,7 @@ from recnas.errors import ConfigError
 from recnas.space import Architecture, BlockSpec, get_space
 from recnas.space.samplers import ArchSampler, random_architecture
 from recnas.supernet import Subnet, Supernet
+from tests.conftest import TINY_SPACES, tiny_space
 
 
 def meta(n_dense=3, fields=5):
@@ -19,10 +20,10 @@ def batch(m, b=16, seed=0):
     return torch.randn(b, m.n_dense, generator=g), sparse
 
 
-@pytest.mark.parametrize("space_name", ["full-tiny", "small-tiny"])
+@pytest.mark.parametrize("space_name", TINY_SPACES)
 @pytest.mark.parametrize("n_dense", [3, 0])
 def test_random_subnets_run_and_inherit_exactly(space_name, n_dense):
-    space, m = get_space(space_name), meta(n_dense)
+    space, m = tiny_space(space_name), meta(n_dense)
     net = Supernet(space, m)
     dense, sparse = batch(m)
     rng = np.random.default_rng(0)
@@ -40,7 +41,7 @@ def test_random_subnets_run_and_inherit_exactly(space_name, n_dense):
 
 
 def test_every_operator_gets_gradient_when_chosen():
-    space, m = get_space("full-tiny"), meta()
+    space, m = tiny_space("every-op-tiny"), meta()
     net = Supernet(space, m)
     dense, sparse = batch(m)
     for dop in space.dense_ops:

@@ -155,6 +155,9 @@ def _dense_op(g: CostGraph, op: str, p: str, i: int, h: str, d: int) -> str:
     if op == "gating":
         gate = g.linear(f"{p}.gating", i, d, d, (h,), elementwise=d)  # + sigmoid
         return g.digital(f"{p}.gating.mul", i, (h, gate), elementwise=d)
+    if op == "cross":
+        lin = g.linear(f"{p}.cross", i, d, d, (h,))
+        return g.digital(f"{p}.cross.mul", i, (h, lin), elementwise=2 * d)  # h * (W h + b) + h
     if op == "sum":
         return h
     raise ValueError(f"unknown dense op {op!r}")

@@ -30,6 +30,23 @@ class Gating(nn.Module):
         return h * torch.sigmoid(self.gate(h, h.shape[-1]))
 
 
+class Cross(nn.Module):
+    """DCN-v2's cross layer h * (W h + b) + h (Wang et al. 2021), with the block's input as x0.
+
+    Not one of NASRec's operators (spaces list it explicitly). Why: unlike gating, the product
+    is not squashed, so stacked blocks build exact polynomial feature crosses, one degree per
+    block. DCN-v2 and xDeepFM, which cross explicitly, beat NASRec-space searches on the
+    1M-row synthetic benchmark once every model is trained to convergence (docs/benchmarks.md).
+    """
+
+    def __init__(self, max_dim: int):
+        super().__init__()
+        self.linear = ElasticLinear(max_dim, max_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h * self.linear(h, h.shape[-1]) + h
+
+
 class Sum(nn.Module):
     """The element-wise sum of the projected inputs itself (no extra weights)."""
 
@@ -40,4 +57,4 @@ class Sum(nn.Module):
         return h
 
 
-DENSE_OPERATORS: dict[str, type[nn.Module]] = {"fc": FC, "gating": Gating, "sum": Sum}
+DENSE_OPERATORS: dict[str, type[nn.Module]] = {"fc": FC, "gating": Gating, "sum": Sum, "cross": Cross}
