@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from rich.table import Table
 from recnas.data.loader import BatchLoader
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
+from recnas.errors import RecnasError
 from recnas.train.metrics import ctr_metrics, json_safe
 from recnas.train.model_factory import check_data, load_trained
 
@@ -128,4 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RecnasError as exc:  # a store not made by the synthetic generator, a bad checkpoint
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

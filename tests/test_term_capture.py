@@ -62,3 +62,16 @@ def test_main_writes_json(synth, tmp_path, capsys):
     assert [m["name"] for m in report["models"]] == ["a", "b"] and report["rows"] == 100 and len(report["terms"]) == 20
     assert len(report["models"][0]["coef"]) == len(report["terms"]) and "triple" in report["models"][0]["by_kind"]
     assert "Bayes log loss" in capsys.readouterr().out
+
+
+def test_a_store_not_made_by_the_generator_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "tiny")
+    script = Path(__file__).parents[1] / "benchmarks" / "term_capture.py"
+    r = subprocess.run([sys.executable, str(script), "--data", str(store.dir), str(tmp_path / "none.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "not made by the synthetic generator" in r.stderr
