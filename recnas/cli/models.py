@@ -84,6 +84,9 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     _setup_logging()
     trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
     result = trainer.fit(resume=resume)
+    from recnas.train.distributed import shutdown
+
+    shutdown(trainer.dist)
     if not trainer.dist.is_main:
         return
     best = result.best_val or {}

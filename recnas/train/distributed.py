@@ -72,6 +72,15 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def shutdown(info: DistInfo) -> None:
+    """Leave the process group together once training is done. Left to interpreter exit, gloo's
+    threads can be torn down mid-flight: one rank then dies of SIGABRT ("terminate called
+    without an active exception") after the run was written, failing the whole launch."""
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run `recnas <argv>` in `nproc` processes under torchrun; returns the exit code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv]
