@@ -24,11 +24,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from recnas.data.loader import BatchLoader
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
 from recnas.errors import RecnasError
-from recnas.train.metrics import ctr_metrics, json_safe
+from recnas.train.metrics import ctr_metrics, json_safe, predict
 from recnas.train.model_factory import check_data, load_trained
 
 
@@ -54,14 +53,6 @@ def capture(f: np.ndarray, contrib: np.ndarray, labels: np.ndarray, kinds: list[
         "intercept": float(beta[0]), "coef": [float(b) for b in beta[1:]], "by_kind": by_kind,
         "residual_std": float(resid.std()), "logit_std": float(f.std()), "true_logit_std": float(true.std()),
     }
-
-
-def model_logits(model: torch.nn.Module, split, device: torch.device, batch: int = 65_536) -> np.ndarray:
-    """The model's logits on every row of `split` (SplitArrays), in order."""
-    model.to(device).eval()
-    with torch.no_grad():
-        out = [model(b.dense, b.sparse).float().reshape(-1).cpu() for b in BatchLoader(split, batch, shuffle=False, device=device)]
-    return torch.cat(out).numpy()
 
 
 def _default_name(path: Path) -> str:
@@ -109,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     store = CTRStore(args.data)
     planted = model_from_source(store.meta)
     test = store.split("test").take(slice(0, args.rows))
-    contrib = planted._term_values(test.dense, test.sparse) * planted.scales
+    contrib = planted.term_contributions(test.dense, test.sparse)
     kinds = [t.kind for t in planted.terms]
     terms = [{"kind": t.kind, "fields": list(t.fields), "dense": list(t.dense), "scale": float(s), "std": float(c.std())} for t, s, c in zip(planted.terms, planted.scales, contrib.T)]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,8 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         if spec["kind"] == "supernet":
             ap.error(f"{path}: a supernet has no single logit; pass a subnet or baseline model")
         check_data(spec, store.meta, where=str(args.data))
-        f = model_logits(model, test, device)
-        results.append({"name": name, "path": str(path), "kind": spec["kind"], **capture(f, contrib, np.asarray(test.label), kinds, planted.bias)})
+        labels, f = predict(model.to(device), test, device=device, batch_size=65_536)
+        results.append({"name": name, "path": str(path), "kind": spec["kind"], **capture(f, contrib, labels, kinds, planted.bias)})
     report(results, terms, Console())
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(args.data), "rows": len(test), "bias": float(planted.bias), "terms": terms, "models": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ def synth(tmp_path_factory):
     store = CTRStore(path)
     planted = model_from_source(store.meta)
     train = store.split("train")  # 2400 rows: plenty for an exact fit of 20 noise-free coefficients
-    contrib = planted._term_values(train.dense, train.sparse) * planted.scales
+    contrib = planted.term_contributions(train.dense, train.sparse)
     return store, planted, contrib, np.asarray(train.label)
 
 

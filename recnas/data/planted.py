@@ -219,15 +219,24 @@ class PlantedModel:
             lo, hi = (mid, hi) if _sigmoid(logit + mid).mean() < self.config.positive_rate else (lo, mid)
         self.bias = 0.5 * (lo + hi)
 
-    def logit(self, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
-        """True logit (float64) of rows given their *stored* dense [n, n_dense] and sparse [n, n_sparse]."""
+    def _checked_term_values(self, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
+        """`_term_values` of stored rows, after checking their shapes and ids (DataError)."""
         dense, sparse = np.asarray(dense), np.asarray(sparse)
         c = self.config
         if dense.ndim != 2 or sparse.ndim != 2 or dense.shape != (len(sparse), c.n_dense) or sparse.shape[1] != c.n_sparse:
             raise DataError(f"planted model expects dense [n, {c.n_dense}] and sparse [n, {c.n_sparse}], got {dense.shape} and {sparse.shape}")
         if len(sparse) and ((sparse < 0).any() or (sparse >= np.array(self.vocab_sizes)).any()):
             raise DataError(f"planted model: sparse ids outside the vocabulary sizes {self.vocab_sizes}")
-        return self.bias + self._term_values(dense, sparse) @ self.scales
+        return self._term_values(dense, sparse)
+
+    def logit(self, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
+        """True logit (float64) of rows given their *stored* dense [n, n_dense] and sparse [n, n_sparse]."""
+        return self.bias + self._checked_term_values(dense, sparse) @ self.scales
+
+    def term_contributions(self, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
+        """Each term's scaled share of the logit, [n, n_terms]: the logit is `bias` plus their
+        row sums (what benchmarks/term_capture.py regresses a model's logits on)."""
+        return self._checked_term_values(dense, sparse) * self.scales
 
     def probability(self, dense: np.ndarray, sparse: np.ndarray) -> np.ndarray:
         return _sigmoid(self.logit(dense, sparse))

@@ -66,6 +66,20 @@ def evaluate(
     A loader is rewound for the pass and left exactly where it was, so evaluating never
     disturbs a training run that owns it. `arch` is passed to supernet forwards.
     """
+    labels, logits = predict(model, loader_or_split, arch, device, batch_size, max_rows, amp_dtype)
+    return ctr_metrics(labels, logits)
+
+
+def predict(
+    model: torch.nn.Module,
+    loader_or_split: BatchLoader | SplitArrays,
+    arch=None,
+    device: str | torch.device | None = None,
+    batch_size: int = 4096,
+    max_rows: int | None = None,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, logits) of one full pass, in row order, as `evaluate` sees them."""
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
     device = torch.device(device)
@@ -90,5 +104,5 @@ def evaluate(
         loader.load_state_dict(saved)
         model.train(was_training)
     if not logits:
-        return ctr_metrics(np.empty(0), np.empty(0))
-    return ctr_metrics(torch.cat(labels).cpu().numpy(), torch.cat(logits).cpu().numpy())
+        return np.empty(0), np.empty(0)
+    return torch.cat(labels).cpu().numpy(), torch.cat(logits).cpu().numpy()
