@@ -1,0 +1,25 @@
+"""benchmarks/codesign.py: cost ratios against the baselines a co-designed model matches."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location("codesign", Path(__file__).parents[1] / "benchmarks" / "codesign.py")
+codesign = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(codesign)
+
+
+def _row(name, loss, flops, energy, latency, seq):
+    return {"model": name, "key": name, "test_logloss": loss, "flops": flops, "energy": energy, "latency": latency, "latency_seq": seq}
+
+
+def test_ratios_only_against_baselines_the_candidate_matches():
+    cand = _row("c", 0.4692, 480_864, 186_801, 2_970, 10_536)
+    baselines = [_row("xdeepfm", 0.4686, 60_795_226, 18_889_279, 41_871, 45_944), _row("dlrm", 0.4739, 972_064, 417_249, 5_835, 5_901), _row("tie", 0.4692, 961_728, 186_801, 1_485, 10_536)]
+    got = codesign.ratios_to_matched(cand, baselines)
+    assert set(got) == {"dlrm", "tie"}  # xDeepFM's loss is lower: no ratio claimed against it
+    assert got["dlrm"]["flops"] == pytest.approx(972_064 / 480_864)
+    assert got["dlrm"]["latency_seq"] == pytest.approx(5_901 / 10_536)  # < 1: slower summed layer by layer
+    assert got["tie"] == pytest.approx({"flops": 2.0, "energy": 1.0, "latency": 0.5, "latency_seq": 1.0})
+    assert codesign.ratios_to_matched(cand, baselines[:1]) == {}
