@@ -43,18 +43,24 @@ from recnas.train import evaluate
 from recnas.train.model_factory import subnet_spec
 
 COSTS = ("flops", "energy", "latency")
+REPORTED = (*COSTS, "latency_seq")  # the critical-path latency, and the sequential sum alongside
+
+
+def cost_ratios(baseline: dict, candidate: dict) -> dict[str, float]:
+    """baseline / candidate for every reported cost (> 1 = the candidate is cheaper)."""
+    return {k: baseline[k] / candidate[k] for k in REPORTED}
 
 
 def ratios_to_matched(candidate: dict, baselines: list[dict]) -> dict[str, dict[str, float]]:
-    """Cost ratios baseline / candidate (> 1 = the candidate is cheaper) against every baseline
-    whose test log loss the candidate equals or beats. Why: when the best baseline stays
-    ahead, the user still learns what the co-designed model saves against the ones it beats."""
-    return {b["model"]: {k: b[k] / candidate[k] for k in (*COSTS, "latency_seq")} for b in baselines if candidate["test_logloss"] <= b["test_logloss"]}
+    """`cost_ratios` against every baseline whose test log loss the candidate equals or beats.
+    Why: when the best baseline stays ahead, the user still learns what the co-designed model
+    saves against the ones it beats."""
+    return {b["model"]: cost_ratios(b, candidate) for b in baselines if candidate["test_logloss"] <= b["test_logloss"]}
 
 
 def candidate_row(key: str, arch: Architecture, hw: PIMConfig, space, meta, test: float, test_full: float) -> dict:
     costs = architecture_costs(arch, space, meta, hw)
-    return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, **{k: costs[k] for k in ("flops", "energy", "latency", "latency_seq")}, "hardware": hw.model_dump()}
+    return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, **{k: costs[k] for k in REPORTED}, "hardware": hw.model_dump()}
 
 
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
@@ -128,15 +134,16 @@ def main() -> None:
         print(line(f"  co-designed {t['key']}", t))
     if ok:
         c = ok[0]
-        ratios = {k: best[k] / c[k] for k in (*COSTS, "latency_seq")}
+        ratios = cost_ratios(best, c)
         result["chosen"], result["ratios"] = c, ratios
         print(f"co-designed {c['key']} at equal or better log loss than {best['model']}: " + ", ".join(f"{k} x{v:.2f}" for k, v in ratios.items()) + " (baseline / co-designed)")
     else:
         print(f"no co-designed candidate matched the best baseline's ({best['model']}) test log loss")
     lead = min(trained, key=lambda t: t["test_logloss"])
     result["lowest_loss_candidate"], result["ratios_to_matched"] = lead["key"], ratios_to_matched(lead, baselines)
-    for name, r in result["ratios_to_matched"].items() if not ok else ():
-        print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
+    if not ok:
+        for name, r in result["ratios_to_matched"].items():
+            print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
     path = out / "codesign.json"
     path.write_text(json.dumps(result, indent=2, default=float))
     print(f"-> {path}")

@@ -71,6 +71,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding."""
     from recnas.data.store import CTRStore
     from recnas.train import TrainConfig, Trainer, seed_everything
+    from recnas.train.distributed import shutdown
 
     cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
     store = CTRStore(data)
@@ -84,8 +85,6 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     _setup_logging()
     trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
     result = trainer.fit(resume=resume)
-    from recnas.train.distributed import shutdown
-
     shutdown(trainer.dist)
     if not trainer.dist.is_main:
         return

@@ -34,10 +34,11 @@ class Cross(nn.Module):
     """DCN-v2's cross layer h * (W h + b) + h (Wang et al. 2021), with the block's input as x0.
 
     Not one of NASRec's operators (spaces list it explicitly). Why: unlike gating, the product
-    is not squashed, so it builds exact polynomial feature crosses. A block's input comes from
-    earlier blocks rather than from a fixed x0, so stacked cross blocks double the degree per
-    block; hand-built stacks of them train badly (docs/benchmarks.md). DCN-v2 and xDeepFM, which cross explicitly, beat NASRec-space searches on the
-    1M-row synthetic benchmark once every model is trained to convergence (docs/benchmarks.md).
+    is not squashed, so it builds exact polynomial feature crosses; DCN-v2 and xDeepFM, which
+    cross explicitly, beat NASRec-space searches on the 1M-row synthetic benchmark once every
+    model is trained to convergence. A block's input comes from earlier blocks rather than from
+    a fixed x0, so stacked cross blocks double the degree per block, and hand-built stacks of
+    them train badly (both in docs/benchmarks.md).
     """
 
     def __init__(self, max_dim: int):
