@@ -10,12 +10,16 @@ kind of term (`--drop triple`) measures what a model that cannot represent that 
 
     python benchmarks/oracle_bound.py --rows 1000000 --epochs 6
     python benchmarks/oracle_bound.py --rows 1000000 --drop triple --drop cross,gate
+    python benchmarks/oracle_bound.py --rows 1000000 --epochs 40 --patience 3 --lr 1e-3  # converged
+
+It trains on the GPU when there is one (`--device`); per-epoch progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,9 +75,9 @@ class Oracle(nn.Module):
         return out
 
 
-def _tensors(store: CTRStore, split: str):
+def _tensors(store: CTRStore, split: str, device: torch.device):
     a = store.split(split)
-    return torch.from_numpy(np.array(a.dense)), torch.from_numpy(np.array(a.sparse)).long(), torch.from_numpy(np.array(a.label))
+    return tuple(torch.from_numpy(np.array(x)).to(device) for x in (a.dense, a.sparse.astype(np.int64), a.label))
 
 
 def _logloss(model: nn.Module, data, batch: int = 65_536) -> float:
@@ -84,15 +88,18 @@ def _logloss(model: nn.Module, data, batch: int = 65_536) -> float:
     return float(F.binary_cross_entropy_with_logits(logits, data[2]))
 
 
-def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, seed: int) -> dict:
+def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, seed: int, device: str = "cpu", patience: int | None = None) -> dict:
+    """Train the oracle for up to `epochs`, stopping after `patience` epochs without a better
+    validation log loss; the test value is read at the best epoch."""
     torch.manual_seed(seed)
-    train, val, test = (_tensors(store, s) for s in ("train", "val", "test"))
-    model = Oracle(model_from_source(store.meta), store.meta.vocab_sizes, train[0].mean(0), train[0].std(0) + 1e-6, drop)
+    device = torch.device(device)
+    train, val, test = (_tensors(store, s, device) for s in ("train", "val", "test"))
+    model = Oracle(model_from_source(store.meta), store.meta.vocab_sizes, train[0].mean(0), train[0].std(0) + 1e-6, drop).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     best = {"val_logloss": float("inf")}
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        for idx in torch.randperm(len(train[2])).split(batch):
+        for idx in torch.randperm(len(train[2]), device=device).split(batch):
             loss = F.binary_cross_entropy_with_logits(model(train[0][idx], train[1][idx]), train[2][idx])
             opt.zero_grad()
             loss.backward()
@@ -100,7 +107,10 @@ def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, see
         val_loss = _logloss(model, val)
         if val_loss < best["val_logloss"]:  # early stopping on validation: the test value is read at the best epoch
             best = {"val_logloss": val_loss, "test_logloss": _logloss(model, test), "epoch": epoch + 1}
-    return {"drop": sorted(drop), **best, "seconds": time.perf_counter() - t0}
+        print(f"  epoch {epoch + 1}: val {val_loss:.4f} (best {best['val_logloss']:.4f}, test {best['test_logloss']:.4f} at epoch {best['epoch']})", file=sys.stderr, flush=True)
+        if patience is not None and epoch + 1 - best["epoch"] >= patience:
+            break
+    return {"drop": sorted(drop), **best, "epochs_run": epoch + 1, "seconds": time.perf_counter() - t0}
 
 
 def main() -> None:
@@ -111,6 +121,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better validation log loss")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
     ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
     args = ap.parse_args()
@@ -126,7 +138,7 @@ def main() -> None:
     rows = []
     print(f"{'left out':<14} {'val log loss':>12} {'test log loss':>13} {'test gap to Bayes':>17} {'epoch':>5}")
     for v in variants:
-        r = run(store, v, args.epochs, args.batch, args.lr, args.seed)
+        r = run(store, v, args.epochs, args.batch, args.lr, args.seed, args.device, args.patience)
         rows.append(r)
         print(f"{','.join(r['drop']) or '-':<14} {r['val_logloss']:>12.4f} {r['test_logloss']:>13.4f} {r['test_logloss'] - bayes:>+17.4f} {r['epoch']:>5}", flush=True)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(path), "rows": store.meta.rows, "bayes": store.meta.bayes, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
