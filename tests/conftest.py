@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,14 @@ torch.set_num_threads(1)
 
 
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package), for testing its functions."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_space(name: str, **overrides):

@@ -1,13 +1,10 @@
 """benchmarks/codesign.py: cost ratios against the baselines a co-designed model matches."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_spec = importlib.util.spec_from_file_location("codesign", Path(__file__).parents[1] / "benchmarks" / "codesign.py")
-codesign = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(codesign)
+from tests.conftest import load_benchmark
+
+codesign = load_benchmark("codesign")
 
 
 def _row(name, loss, flops, energy, latency, seq):

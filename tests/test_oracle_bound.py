@@ -1,16 +1,12 @@
 """benchmarks/oracle_bound.py: the planted form with learnt tables, early-stopped on validation."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
+from tests.conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location("oracle_bound", Path(__file__).parents[1] / "benchmarks" / "oracle_bound.py")
-oracle_bound = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(oracle_bound)
+oracle_bound = load_benchmark("oracle_bound")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """benchmarks/term_capture.py: per-term regression of a model's logit on the planted terms."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,10 +11,9 @@ from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
 from recnas.train import save_checkpoint
 from recnas.train.model_factory import baseline_spec
+from tests.conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location("term_capture", Path(__file__).parents[1] / "benchmarks" / "term_capture.py")
-term_capture = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(term_capture)
+term_capture = load_benchmark("term_capture")
 
 
 @pytest.fixture(scope="module")
