@@ -1,6 +1,9 @@
 """benchmarks/oracle_bound.py: the planted form with learnt tables, early-stopped on validation."""
 
+import sys
+
 import pytest
+import torch
 
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
@@ -27,3 +30,64 @@ def test_without_patience_every_epoch_runs_and_the_best_one_is_reported(store):
     r = oracle_bound.run(store, {"triple"}, epochs=4, batch=256, lr=0.05, seed=0)
     assert r["epochs_run"] == 4 and 1 <= r["epoch"] <= 4
     assert r["drop"] == ["triple"] and 0 < r["test_logloss"] < 1
+
+
+def test_latent_dim_sets_the_width_of_the_learnt_tables(store):
+    vocab = store.meta.vocab_sizes
+    planted = oracle_bound.model_from_source(store.meta)
+    mean, std = torch.zeros(store.meta.n_dense), torch.ones(store.meta.n_dense)
+    for width in (4, 32):
+        model = oracle_bound.Oracle(planted, vocab, mean, std, set(), latent_dim=width, init_std=0.02)
+        assert all(t.weight.shape == (v, width) for t, v in zip(model.latent, vocab))
+        assert abs(float(model.latent[0].weight.std()) - 0.02) < 0.01
+    r = oracle_bound.run(store, set(), epochs=1, batch=256, lr=0.01, seed=0, latent_dim=8, init_std=0.05)
+    assert (r["latent_dim"], r["init_std"]) == (8, 0.05) and 0 < r["test_logloss"] < 1
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--latent-dim", "0"], "--latent-dim must be >= 1"),
+        (["--init-std", "0"], "--latent-dim must be >= 1"),
+        (["--triple-l1", "1e-4"], "needs --triples all"),
+        (["--triples", "all", "--triple-l1", "-1"], "--triple-l1 must be >= 0"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_message(store, flags, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["oracle_bound.py", "--data", str(store.dir), *flags])
+    with pytest.raises(SystemExit) as exc:
+        oracle_bound.main()
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def _oracle(store, **form):
+    torch.manual_seed(0)
+    mean, std = torch.zeros(store.meta.n_dense), torch.ones(store.meta.n_dense)
+    return oracle_bound.Oracle(oracle_bound.model_from_source(store.meta), store.meta.vocab_sizes, mean, std, set(), **form)
+
+
+def test_generic_triples_add_exactly_the_weighted_three_way_product_of_each_field_triple(store):
+    model = _oracle(store, triples="all")
+    assert not any(t.kind == "triple" for _, t in model.terms)  # the planted ones are hidden
+    a = store.split("test")
+    dense, sparse = torch.from_numpy(a.dense[:64].copy()), torch.from_numpy(a.sparse[:64].astype("int64"))
+    n = store.meta.n_sparse
+    pair = next(p for p in range(len(model.pair_i)) if (model.pair_i[p], model.pair_j[p]) == (1, 4))
+    with torch.no_grad():
+        model.triple_weight.zero_()
+        base = model(dense, sparse)
+        model.triple_weight[pair, 2] = 5.0  # k = 2 < j = 4: not a triple i < j < k, so no effect
+        assert torch.allclose(model(dense, sparse), base)
+        model.triple_weight[pair, n - 1] = 0.5
+        lat = [model.latent[f](sparse[:, f]) for f in (1, 4, n - 1)]
+        assert torch.allclose(model(dense, sparse) - base, 0.5 * (lat[0] * lat[1] * lat[2]).sum(-1), atol=1e-6)
+        assert float(model.triple_penalty()) == pytest.approx(0.5)  # the masked 5.0 is not penalised
+
+
+def test_generic_triples_leave_the_planted_forms_initialisation_unchanged(store):
+    planted, generic = _oracle(store), _oracle(store, triples="all")
+    assert torch.equal(planted.latent[3].weight, generic.latent[3].weight)
+    assert float(planted.triple_penalty()) == 0.0
+    r = oracle_bound.run(store, set(), epochs=1, batch=256, lr=0.01, seed=0, triple_l1=1e-3, triples="all")
+    assert r["triples"] == "all" and r["triple_l1"] == 1e-3 and 0 < r["test_logloss"] < 1
