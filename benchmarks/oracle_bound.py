@@ -13,12 +13,12 @@ an L1 penalty `--triple-l1` on w to select a few), the best a generic 3-way oper
 
 The tables are wider than the planted rank (`--latent-dim 32`, init std 0.02, against the
 true rank 4): with 4-wide tables at std 0.1 the form converges slower and to a worse loss
-(1M rows, seed 0: 0.4535 after 34 epochs, against 0.4500 after 5 with 32-wide tables), so a
+(1M rows, seed 0: 0.4535 after 34 epochs, against 0.4499 after 5 with 32-wide tables), so a
 rank-4 "bound" is one that generic models could beat (docs/benchmarks.md).
 
-    python benchmarks/oracle_bound.py --rows 1000000 --epochs 6
+    python benchmarks/oracle_bound.py --rows 1000000          # early-stopped: converged
     python benchmarks/oracle_bound.py --rows 1000000 --drop triple --drop cross,gate
-    python benchmarks/oracle_bound.py --rows 1000000 --epochs 40 --patience 3 --lr 1e-3  # converged
+    python benchmarks/oracle_bound.py --rows 1000000 --triples all --triple-l1 1e-4
 
 It trains on the GPU when there is one (`--device`); per-epoch progress goes to stderr.
 """
@@ -153,10 +153,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch", type=int, default=2048)
-    ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better validation log loss")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better validation log loss")
     ap.add_argument("--latent-dim", type=int, default=32, help="width of the learnt latent tables (the planted rank is 4)")
     ap.add_argument("--init-std", type=float, default=0.02, help="std of the normal init of every table")
     ap.add_argument("--triples", choices=TRIPLES, default="planted", help="all: a learnt weight on every field triple instead of the planted ones")
@@ -170,6 +170,8 @@ def main() -> None:
         generate(path, rows=args.rows, seed=args.seed)
     if args.latent_dim < 1 or not args.init_std > 0:
         ap.error(f"--latent-dim must be >= 1 and --init-std > 0 (got {args.latent_dim}, {args.init_std})")
+    if args.patience < 1:
+        ap.error(f"--patience must be >= 1 (got {args.patience})")
     if args.triple_l1 < 0 or (args.triple_l1 and args.triples != "all"):
         ap.error(f"--triple-l1 must be >= 0 and needs --triples all (got {args.triple_l1}, --triples {args.triples})")
     store = CTRStore(path)

@@ -51,6 +51,7 @@ def test_latent_dim_sets_the_width_of_the_learnt_tables(store):
         (["--init-std", "0"], "--latent-dim must be >= 1"),
         (["--triple-l1", "1e-4"], "needs --triples all"),
         (["--triples", "all", "--triple-l1", "-1"], "--triple-l1 must be >= 0"),
+        (["--patience", "0"], "--patience must be >= 1"),
     ],
 )
 def test_bad_settings_are_refused_with_a_message(store, flags, message, monkeypatch, capsys):
