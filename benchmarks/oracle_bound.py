@@ -163,6 +163,7 @@ def main() -> None:
     ap.add_argument("--triple-l1", type=float, default=0.0, help="L1 penalty on those weights (with --triples all)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
+    ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
     ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
     args = ap.parse_args()
     path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
@@ -175,7 +176,9 @@ def main() -> None:
     if args.triple_l1 < 0 or (args.triple_l1 and args.triples != "all"):
         ap.error(f"--triple-l1 must be >= 0 and needs --triples all (got {args.triple_l1}, --triples {args.triples})")
     store = CTRStore(path)
-    variants = [set()] + [set(d.split(",")) for d in args.drop]
+    variants = ([] if args.skip_full else [set()]) + [set(d.split(",")) for d in args.drop]
+    if not variants:
+        ap.error("--skip-full needs at least one --drop (there would be nothing to run)")
     for v in variants:
         if v - set(KINDS):
             ap.error(f"--drop: unknown term kinds {sorted(v - set(KINDS))}; choose from {', '.join(KINDS)}")

@@ -1,5 +1,6 @@
 """benchmarks/oracle_bound.py: the planted form with learnt tables, early-stopped on validation."""
 
+import json
 import sys
 
 import pytest
@@ -52,6 +53,7 @@ def test_latent_dim_sets_the_width_of_the_learnt_tables(store):
         (["--triple-l1", "1e-4"], "needs --triples all"),
         (["--triples", "all", "--triple-l1", "-1"], "--triple-l1 must be >= 0"),
         (["--patience", "0"], "--patience must be >= 1"),
+        (["--skip-full"], "--skip-full needs at least one --drop"),
     ],
 )
 def test_bad_settings_are_refused_with_a_message(store, flags, message, monkeypatch, capsys):
@@ -92,3 +94,11 @@ def test_generic_triples_leave_the_planted_forms_initialisation_unchanged(store)
     assert float(planted.triple_penalty()) == 0.0
     r = oracle_bound.run(store, set(), epochs=1, batch=256, lr=0.01, seed=0, triple_l1=1e-3, triples="all")
     assert r["triples"] == "all" and r["triple_l1"] == 1e-3 and 0 < r["test_logloss"] < 1
+
+
+def test_skip_full_runs_only_the_drop_variants_and_writes_them(store, tmp_path, monkeypatch):
+    out = tmp_path / "o.json"
+    argv = ["oracle_bound.py", "--data", str(store.dir), "--epochs", "1", "--batch", "512", "--skip-full", "--drop", "triple", "--json-out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    oracle_bound.main()
+    assert [r["drop"] for r in json.loads(out.read_text())["results"]] == [["triple"]]
