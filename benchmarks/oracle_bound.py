@@ -166,22 +166,22 @@ def main() -> None:
     ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
     ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
     args = ap.parse_args()
-    path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
-    if not (path / "meta.json").exists():
-        generate(path, rows=args.rows, seed=args.seed)
     if args.latent_dim < 1 or not args.init_std > 0:
         ap.error(f"--latent-dim must be >= 1 and --init-std > 0 (got {args.latent_dim}, {args.init_std})")
     if args.patience < 1:
         ap.error(f"--patience must be >= 1 (got {args.patience})")
     if args.triple_l1 < 0 or (args.triple_l1 and args.triples != "all"):
         ap.error(f"--triple-l1 must be >= 0 and needs --triples all (got {args.triple_l1}, --triples {args.triples})")
-    store = CTRStore(path)
     variants = ([] if args.skip_full else [set()]) + [set(d.split(",")) for d in args.drop]
     if not variants:
         ap.error("--skip-full needs at least one --drop (there would be nothing to run)")
     for v in variants:
         if v - set(KINDS):
             ap.error(f"--drop: unknown term kinds {sorted(v - set(KINDS))}; choose from {', '.join(KINDS)}")
+    path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
+    if not (path / "meta.json").exists():  # after the checks: generating 1M+ rows takes a while
+        generate(path, rows=args.rows, seed=args.seed)
+    store = CTRStore(path)
     bayes = store.meta.bayes["test_logloss"]
     rows = []
     print(f"{'left out':<14} {'val log loss':>12} {'test log loss':>13} {'test gap to Bayes':>17} {'epoch':>5}")

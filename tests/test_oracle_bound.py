@@ -102,3 +102,11 @@ def test_skip_full_runs_only_the_drop_variants_and_writes_them(store, tmp_path, 
     monkeypatch.setattr(sys, "argv", argv)
     oracle_bound.main()
     assert [r["drop"] for r in json.loads(out.read_text())["results"]] == [["triple"]]
+
+
+def test_bad_arguments_are_refused_before_any_data_is_generated(tmp_path, monkeypatch):
+    missing = tmp_path / "not-yet"
+    monkeypatch.setattr(sys, "argv", ["oracle_bound.py", "--data", str(missing), "--drop", "pairs"])
+    with pytest.raises(SystemExit):
+        oracle_bound.main()
+    assert not missing.exists()
