@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 
 import numpy as np
@@ -72,6 +73,18 @@ def test_corrupt_checkpoint_is_refused_and_left_unchanged(tiny_store, tmp_path, 
     with pytest.raises(CheckpointError, match=str(path).replace("\\", "\\\\") + ".*(corrupt|not a recnas)"):
         Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
     assert path.read_bytes() == bad
+
+
+def test_unreadable_checkpoint_messages_say_what_is_wrong(tmp_path):
+    path = tmp_path / "c.pt"
+    path.write_bytes(b"not a zip archive")
+    with pytest.raises(CheckpointError, match="not a complete PyTorch zip archive"):
+        load_checkpoint(path)
+    torch.save({"format": "recnas-checkpoint", "obj": argparse.Namespace(a=1)}, path)  # a pickle that needs code to load
+    with pytest.raises(CheckpointError, match="corrupt or truncated checkpoint") as err:
+        load_checkpoint(path)
+    # torch's advice on how to load it anyway (running the file's code) is not passed on
+    assert "weights_only" not in str(err.value) and "can still be loaded" not in str(err.value)
 
 
 def test_mismatched_model_shape_is_refused(tiny_store, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its end record is missing when cut short
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint (not a complete PyTorch zip archive)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip/pickle/unpickler errors all mean "not a usable checkpoint"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's text for a refused pickle goes on to suggest weights_only=False (running the
+        # file's code): keep only its first sentence
+        reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a recnas checkpoint")
