@@ -54,7 +54,9 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         md += write_pareto(out, candidates, report["models"], objective)
     (out / "results.md").write_text("\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run))
-    plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective)
+    chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
+    bayes = (report.get("bayes") or {}).get("test_logloss")
+    plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes)
 
 
 def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective) -> list[str]:
@@ -88,46 +90,61 @@ def _plt():
 
 
 def plot_progress(path: Path, gens: list[dict]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     if gens:
         g = [r["generation"] for r in gens]
         ax.plot(g, [r["best_score"] for r in gens], marker="o", label="best in population")
         ax.plot(g, [r["mean_score"] for r in gens], linestyle="--", label="population mean")
+        ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
     ax.set_ylabel("score (validation log loss, inherited weights)")
     ax.set_title("regularized evolution")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops") -> None:
+def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None) -> None:
+    """Two panels over one cost axis: the searched candidates' supernet scores (validation),
+    and the trained models' test log loss. They are different quantities on different scales,
+    so they get separate y axes side by side rather than two overlaid ones."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     cand = [c for c in candidates if cost in c]
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
-        ax.scatter(x, y, s=14, alpha=0.5, label="candidates (supernet, val)")
+        ax.scatter(x, y, s=14, alpha=0.5, label="candidates")
         if objective.kind == "pareto" or len(cand) > 2:
             from recnas.search.pareto import pareto_front
 
             front = pareto_front(np.stack([y, x], 1))
             order = sorted(front, key=lambda i: x[i])
             ax.plot(x[order], y[order], color="C3", marker=".", label="Pareto front")
+        hit = [i for i, c in enumerate(cand) if c.get("key") == chosen]
+        if hit:
+            ax.scatter(x[hit], y[hit], marker="*", s=160, color="k", zorder=3, label="chosen (retrained)")
+        ax.legend(loc="best", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"{cost} per sample")
-    ax.set_ylabel("validation log loss")
-    ax2 = ax.twinx()
-    for m, marker in zip(models, "*Dsv^<>ph"):
-        if cost in m:
-            ax2.scatter([m[cost]], [m["test_logloss"]], marker=marker, s=60, color="k")
-            ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax2.set_ylabel("test log loss (trained models, black)")
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title(f"quality vs {cost}")
+    ax.set_ylabel("validation log loss (supernet weights)")
+    ax.set_title("search: candidates")
+    trained = [m for m in models if cost in m and m.get(cost, 0) > 0]
+    for i, m in enumerate(trained):
+        ax2.scatter([m[cost]], [m["test_logloss"]], marker="*" if i == 0 else "o", s=120 if i == 0 else 40, color="C3" if i == 0 else "k", zorder=3)
+        ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=8, xytext=(4, 4 if i % 2 == 0 else -11), textcoords="offset points")  # alternate, so neighbours' labels do not overprint
+    if bayes is not None:
+        ax2.axhline(bayes, color="C2", linestyle=":", label="Bayes-optimal")
+        ax2.legend(loc="best", fontsize=8)
+    ax2.set_xscale("log")
+    ax2.set_xlabel(f"{cost} per sample")
+    ax2.set_ylabel("test log loss (trained from scratch)")
+    ax2.set_title("trained models")
+    ax2.margins(x=0.15, y=0.1)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
