@@ -168,6 +168,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_store, tmp_path
     part = trainer(tmp_path / "part")
     cut = part.fit(stop_after=17)  # mid-epoch, between checkpoints and evaluations
     assert cut.interrupted and cut.steps == 17
+    again = trainer(tmp_path / "part", seed=99).fit(resume=True, stop_after=17)  # already there: not one step more
+    assert again.interrupted and again.steps == 17
     resumed = trainer(tmp_path / "part", seed=99)  # different init: weights must come from the file
     res = resumed.fit(resume=True)
     assert res.steps == ref.steps == 45 and not res.interrupted

@@ -362,6 +362,8 @@ class Trainer:
             self.load_checkpoint(path)
         else:
             seed_everything(self.cfg.seed)
+        if stop_after is not None and self.step >= stop_after and self.step < self.total_steps and not self.stopped_early:
+            return self._result(interrupted=True)  # already there (a resumed time box): not one step more
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
