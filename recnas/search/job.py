@@ -46,6 +46,9 @@ class JobConfig(BaseModel):
     ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one)")
     ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU)")
     finalists: int = Field(1, ge=1, description="best candidates (by search score) trained from scratch; the one with the lowest validation log loss is the result")
+    finalist_selection: Literal["full", "halving"] = Field(
+        "full", description="full: every finalist trains to the end; halving: successive halving, each rung trains the better half one more evaluation interval of `final` until one is left, which trains to the end",
+    )
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -60,6 +63,12 @@ class JobConfig(BaseModel):
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
         return v
+
+    @model_validator(mode="after")
+    def _halving_needs_evaluations(self):
+        if self.finalist_selection == "halving" and self.final.eval_every == 0:
+            raise ValueError("finalist_selection: halving ranks finalists by validation log loss, so final.eval_every must not be 0")
+        return self
 
     @model_validator(mode="after")
     def _pim_costs_need_pim(self):

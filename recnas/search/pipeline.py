@@ -18,6 +18,7 @@ from recnas.data.store import CTRStore
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
+from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, dump_config
 from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
@@ -44,9 +45,10 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     return CTRStore(path)
 
 
-def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, out_dir: Path, progress: bool, sampler=None, hardware=None) -> tuple[torch.nn.Module, dict]:
+def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, out_dir: Path, progress: bool, sampler=None, hardware=None, stop_after_evals: int | None = None) -> tuple[torch.nn.Module, dict]:
     """Train into `out_dir` (resuming a checkpoint there), or load the finished model. With a
-    PIM configuration (`hardware`) the training is quantisation-aware on it.
+    PIM configuration (`hardware`) the training is quantisation-aware on it. `stop_after_evals=k`
+    pauses (checkpointed, `interrupted` in the result) after the k-th evaluation interval.
 
     `build() -> (model, model_spec)` makes the untrained model right after seeding with the
     training seed (as the CLI's training path does), so its initial weights depend on that seed
@@ -60,8 +62,16 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     model, spec = build()
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
-    result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists())
+    stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
+    result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
     return trainer.model, result.to_dict()
+
+
+def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]:
+    """`build` for fit_or_load: genotype `g`'s architecture as a standalone subnet."""
+    from recnas.supernet import Subnet
+
+    return lambda: (Subnet.from_architecture(g.arch, space, meta), subnet_spec(g.arch, space, meta))
 
 
 def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module, dict]:
@@ -119,8 +129,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} (inherited weights), {evo_result.evaluated} evaluated this run, {len(results)} in store")
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
-    from recnas.supernet import Subnet
-
+    # (all trained to the end, or by successive halving)
     ranked, archs = [], set()
     for key, score in evo_result.ranked():  # distinct architectures: in co-design one arch comes with many PIM configs
         if len(ranked) == cfg.finalists:
@@ -128,11 +137,28 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         if (g := evo.genotype(key)).arch.hash not in archs:
             archs.add(g.arch.hash)
             ranked.append((key, score, g))
-    _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
+    dropped = []
+    if cfg.finalist_selection == "halving" and len(ranked) > 1:
+        _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval")
+        by_key = {key: g for key, _, g in ranked}
+
+        def advance(key: str, rung: int) -> float:
+            g = by_key[key]
+            _, fit = fit_or_load(subnet_builder(g, space, meta), cfg.final, store, out / "finalists" / key, progress, hardware=g.hardware, stop_after_evals=rung)
+            return fit["best_val"]["logloss"]
+
+        survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
+        scores = {key: score for key, score, _ in ranked}
+        dropped = [{**d, "search_score": scores[d["key"]]} for d in dropped]
+        console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, val {d['val_logloss']:.4f})" for d in dropped))
+        to_train = [r for r in ranked if r[0] == survivor]
+    else:
+        _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
+        to_train = ranked
     finalists = []
-    for key, score, g in ranked:
+    for key, score, g in to_train:
         folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
-        model, fit = fit_or_load(lambda: (Subnet.from_architecture(g.arch, space, meta), subnet_spec(g.arch, space, meta)), cfg.final, store, folder, progress, hardware=g.hardware)
+        model, fit = fit_or_load(subnet_builder(g, space, meta), cfg.final, store, folder, progress, hardware=g.hardware)
         with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
             val = evaluate(model, store.split("val"), device=device)["logloss"]
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
@@ -143,7 +169,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
         (out / "best_hardware.json").write_text(best.hardware_json)
-    if len(ranked) > 1:
+    if len(finalists) > 1:
         console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
     costs = architecture_costs(best.arch, space, meta, best.hardware)
@@ -165,7 +191,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
         "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
-        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen} for f in finalists],
+        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen} for f in finalists]
+        + [{**d, "chosen": False} for d in dropped],  # halving: the dropped ones, with their rung and best validation log loss then
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
     }

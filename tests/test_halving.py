@@ -1,0 +1,116 @@
+"""Successive halving over the finalists: the rung logic on hand-made scores, and the main job
+with `finalist_selection: halving` (smoke budget)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from recnas.data.store import CTRStore
+from recnas.errors import ConfigError
+from recnas.search.halving import successive_halving
+from recnas.search.job import load_job_config
+from recnas.search.pipeline import fit_or_load, run_job, subnet_builder
+from recnas.space import Architecture, get_space
+
+
+def scripted(scores: dict[str, list[float]]):
+    """advance() that returns scores[key][rung - 1] and logs every call."""
+    calls = []
+
+    def advance(key, rung):
+        calls.append((key, rung))
+        return scores[key][rung - 1]
+
+    return advance, calls
+
+
+def test_each_rung_keeps_the_better_half_until_one_is_left():
+    # 5 -> 3 -> 2 -> 1; a trails b after rung 1 but overtakes it; c and e (0.1 later) never get the chance
+    scores = {"a": [0.50, 0.45, 0.44], "b": [0.49, 0.47, 0.46], "c": [0.60, 0.1, 0.1], "d": [0.55, 0.56, 0.1], "e": [0.58, 0.1, 0.1]}
+    advance, calls = scripted(scores)
+    survivor, dropped = successive_halving(["a", "b", "c", "d", "e"], advance)
+    assert survivor == "a"
+    assert [(d["key"], d["rung"], d["val_logloss"]) for d in dropped] == [("e", 1, 0.58), ("c", 1, 0.60), ("d", 2, 0.56), ("b", 3, 0.46)]
+    # 5 + 3 + 2 rung trainings: a dropped key is never trained again
+    assert calls == [(k, 1) for k in "abcde"] + [("b", 2), ("a", 2), ("d", 2), ("a", 3), ("b", 3)]
+
+
+def test_a_later_rung_can_overturn_the_first_ranking():
+    advance, _ = scripted({"a": [0.50, 0.49], "b": [0.51, 0.40]})
+    assert successive_halving(["a", "b"], advance)[0] == "a"  # two keys: one rung decides
+    advance, _ = scripted({"a": [0.50, 0.49, 0.49], "b": [0.51, 0.40, 0.40], "c": [0.52, 0.1, 0.1]})
+    assert successive_halving(["a", "b", "c"], advance)[0] == "b"  # a and b survive rung 1; b wins rung 2
+
+
+def test_ties_keep_the_better_search_rank_and_bad_inputs_are_refused():
+    advance, _ = scripted({"x": [0.5], "y": [0.5]})
+    assert successive_halving(["y", "x"], advance)[0] == "y"
+    advance, calls = scripted({"x": [0.5]})
+    assert successive_halving(["x"], advance) == ("x", []) and calls == []  # one finalist: nothing to rank
+    with pytest.raises(ValueError, match="at least one"):
+        successive_halving([], advance)
+    with pytest.raises(ValueError, match="duplicate"):
+        successive_halving(["x", "x"], advance)
+
+
+def _halving_cfg(**kw):
+    return load_job_config("smoke", finalists=3, finalist_selection="halving", final={"epochs": 3}, baselines=["lr"], **kw)
+
+
+def _weights(path):
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_job_with_halving_trains_the_survivor_exactly_as_a_plain_retrain(tmp_path):
+    cfg = _halving_cfg()
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    fin = report["finalists"]
+    chosen = [f for f in fin if f["chosen"]]
+    dropped = [f for f in fin if not f["chosen"]]
+    assert len(fin) == 3 and len(chosen) == 1 and len(dropped) == 2
+    assert [d["rung"] for d in dropped] == [1, 2]  # 3 -> 2 -> 1
+    assert {f["key"] for f in fin} == {f["key"] for f in json.loads((out / "results.json").read_text())["finalists"]}
+    for d in dropped:  # dropped mid-way: a checkpoint to resume from, no finished model
+        assert (out / "finalists" / d["key"] / "checkpoint.pt").exists() and not (out / "finalists" / d["key"] / "model.pt").exists()
+    assert Architecture.load(out / "best_arch.json").hash == chosen[0]["key"]
+    # the survivor, trained in rungs with pauses, ends with the weights of one uninterrupted run
+    space = get_space(cfg.space, **cfg.space_overrides)
+    store = CTRStore(tmp_path / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}")
+    arch = Architecture.load(out / "best_arch.json")
+    fit_or_load(subnet_builder(SimpleNamespace(arch=arch), space, store.meta), cfg.final, store, tmp_path / "plain", progress=False)
+    a, b = _weights(out / "best" / "model.pt"), _weights(tmp_path / "plain" / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_job_interrupted_during_halving_resumes_to_the_same_result(tmp_path, monkeypatch):
+    cfg = _halving_cfg()
+    ref = run_job(cfg, tmp_path / "ref", progress=False)
+    out = tmp_path / "run"
+    import recnas.search.pipeline as pipeline
+
+    real, calls = pipeline.fit_or_load, []
+
+    def dies_in_rung_two(*a, stop_after_evals=None, **k):
+        if stop_after_evals == 2:
+            calls.append(stop_after_evals)
+            if len(calls) == 2:  # the second finalist of rung 2: one already advanced, one not
+                raise KeyboardInterrupt
+        return real(*a, stop_after_evals=stop_after_evals, **k)
+
+    monkeypatch.setattr(pipeline, "fit_or_load", dies_in_rung_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(cfg, out, progress=False)
+    monkeypatch.setattr(pipeline, "fit_or_load", real)
+    again = run_job(cfg, out, progress=False)
+    assert again["finalists"] == ref["finalists"]
+    assert [m["test_logloss"] for m in again["models"]] == [m["test_logloss"] for m in ref["models"]]
+
+
+def test_halving_needs_validation_evaluations():
+    with pytest.raises(ConfigError, match="eval_every"):
+        load_job_config("smoke", finalists=3, finalist_selection="halving", final={"eval_every": 0})
+    with pytest.raises(ConfigError, match="finalist_selection"):
+        load_job_config("smoke", finalist_selection="best-guess")
