@@ -11,7 +11,7 @@ from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
 from recnas.search.halving import successive_halving
 from recnas.search.job import load_job_config
-from recnas.search.pipeline import fit_or_load, run_job, subnet_builder
+from recnas.search.pipeline import fit_or_load, rung_score, run_job, subnet_builder
 from recnas.space import Architecture, get_space
 
 
@@ -114,3 +114,32 @@ def test_halving_needs_validation_evaluations():
         load_job_config("smoke", finalists=3, finalist_selection="halving", final={"eval_every": 0})
     with pytest.raises(ConfigError, match="finalist_selection"):
         load_job_config("smoke", finalist_selection="best-guess")
+
+
+def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, monkeypatch):
+    """Re-running a finished job replays the halving on finalists that are past the rung (or
+    finished): each rung must still see the score it saw the first time."""
+    import recnas.search.pipeline as pipeline
+
+    seen = []
+
+    def spy(keys, advance):
+        scores = {}
+
+        def recording(key, rung):
+            scores[(key, rung)] = advance(key, rung)
+            return scores[(key, rung)]
+
+        seen.append(scores)
+        return successive_halving(keys, recording)
+
+    monkeypatch.setattr(pipeline, "successive_halving", spy)
+    cfg = _halving_cfg()
+    first = run_job(cfg, tmp_path / "run", progress=False)
+    again = run_job(cfg, tmp_path / "run", progress=False)
+    assert seen[0] == seen[1] and again["finalists"] == first["finalists"]
+
+
+def test_rung_score_ignores_evaluations_after_the_rung():
+    history = [{"val_logloss": v} for v in (0.52, 0.50, 0.47)]
+    assert [rung_score(history, k) for k in (1, 2, 3, 4)] == [0.52, 0.50, 0.47, 0.47]  # 4: stopped after 3

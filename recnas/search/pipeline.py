@@ -67,6 +67,13 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     return trainer.model, result.to_dict()
 
 
+def rung_score(history: list[dict], rung: int) -> float:
+    """Best validation log loss of the first `rung` evaluations. A resumed job finds finalists
+    already past this rung (or finished): their later evaluations must not count, so the
+    replayed halving ranks exactly as the uninterrupted one did."""
+    return min(h["val_logloss"] for h in history[:rung])
+
+
 def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]:
     """`build` for fit_or_load: genotype `g`'s architecture as a standalone subnet."""
     from recnas.supernet import Subnet
@@ -145,7 +152,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         def advance(key: str, rung: int) -> float:
             g = by_key[key]
             _, fit = fit_or_load(subnet_builder(g, space, meta), cfg.final, store, out / "finalists" / key, progress, hardware=g.hardware, stop_after_evals=rung)
-            return fit["best_val"]["logloss"]
+            return rung_score(fit["history"], rung)
 
         survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
         scores = {key: score for key, score, _ in ranked}
