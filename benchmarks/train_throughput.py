@@ -1,10 +1,11 @@
-"""Training throughput (samples/s) of the supernet, a fixed subnet and DLRM.
+"""Training throughput (samples/s) of the supernet, a fixed subnet and the baselines.
 
 Runs the real training engine (recnas.train.Trainer) for a fixed number of steps after a
 warm-up run, on the synthetic benchmark, with the data resident on the device when it is a
 GPU. Prints a table and writes JSON.
 
     python benchmarks/train_throughput.py --rows 200000 --batch-sizes 1024,4096 --steps 30
+    python benchmarks/train_throughput.py --models xdeepfm,autoint --baseline-hparams cpu --batch-sizes 1024 --steps 20
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from recnas.baselines import build_baseline
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
+from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -53,13 +55,19 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1024,4096")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--space", default="full")
-    ap.add_argument("--models", default="supernet,subnet,dlrm")
+    ap.add_argument("--models", default="supernet,subnet,dlrm", help="supernet, subnet and any baseline (lr, dlrm, deepfm, dcnv2, autoint, xdeepfm)")
+    ap.add_argument("--baseline-hparams", default=None, help="a job budget (e.g. cpu) whose baseline hyper-parameters to use; default: each baseline's own")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile (CUDA graphs on GPU); the supernet trains on masked paths")
     ap.add_argument("--out", default="benchmarks/out/train_throughput.json")
     ap.add_argument("--data", default=None, help="existing store (default: generate synthetic rows)")
     args = ap.parse_args()
+    unknown = set(args.models.split(",")) - {"supernet", "subnet", *BASELINE_NAMES}
+    if unknown:
+        ap.error(f"unknown --models {sorted(unknown)}; choose from supernet, subnet, {', '.join(BASELINE_NAMES)}")
+    if args.baseline_hparams is not None and args.baseline_hparams not in PRESETS:
+        ap.error(f"--baseline-hparams: unknown budget {args.baseline_hparams!r}; choose from {', '.join(PRESETS)}")
 
     tmp = tempfile.mkdtemp()
     if args.data is None:
@@ -73,8 +81,11 @@ def main() -> None:
     makers = {
         "supernet": (lambda: Supernet(space, meta), lambda: ArchSampler(space, seed=0)),
         "subnet": (lambda: Subnet(fixed, space, meta), None),
-        "dlrm": (lambda: build_baseline("dlrm", meta), None),
     }
+    hparams = PRESETS[args.baseline_hparams]["baseline_hparams"] if args.baseline_hparams else {}
+    for name in BASELINE_NAMES:  # each baseline with the hyper-parameters of --baseline-hparams' preset
+        makers[name] = (lambda name=name: build_baseline(name, meta, **hparams.get(name, {})), None)
+
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         for name in args.models.split(","):
@@ -91,6 +102,7 @@ def main() -> None:
         "amp": args.amp,
         "compile": args.compile,
         "space": args.space,
+        "baseline_hparams": args.baseline_hparams,
         "rows": len(store.split("train")),
         "fixed_subnet": fixed.to_json(),
         "results": results,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from recnas.baselines import BASELINES, build_baseline, default_hparams
-from recnas.baselines.interactions import CIN, fm_interaction, pairwise_dot
+from recnas.baselines.interactions import CIN, InteractingLayer, fm_interaction, pairwise_dot
 from recnas.data.loader import BatchLoader
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError, DataError
@@ -153,6 +153,27 @@ def test_pairwise_helpers_agree():
     assert torch.allclose(pairs[:, 0], (x[:, 1] * x[:, 0]).sum(-1))  # row-major lower triangle
     assert torch.allclose(pairs[:, -1], (x[:, 3] * x[:, 2]).sum(-1))
     torch.testing.assert_close(fm_interaction(x), pairs.sum(1))
+
+
+@pytest.mark.parametrize("n_maps, out", [(7, 3), (2, 5), (7, 30)])  # the default picks: fields, maps, outer
+def test_cin_layer_contraction_orders_agree(n_maps, out):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(n_maps * 6, out, kernel_size=1).double()
+    h, x0 = torch.randn(3, n_maps, 4, dtype=torch.float64), torch.randn(3, 6, 4, dtype=torch.float64)
+    ref = conv(torch.einsum("bhd,bfd->bhfd", h, x0).reshape(3, n_maps * 6, 4))  # the paper's outer products
+    for way in (None, "outer", "fields", "maps"):
+        assert torch.allclose(CIN.layer(conv, h, x0, way), ref, atol=1e-12), way
+    with pytest.raises(ValueError, match="contraction order"):
+        CIN.layer(conv, h, x0, "diagonal")
+
+
+def test_interacting_layer_is_unscaled_softmax_attention():
+    torch.manual_seed(0)
+    layer = InteractingLayer(4, heads=2, head_dim=3).double()
+    x = torch.randn(5, 6, 4, dtype=torch.float64)
+    q, k, v = layer.qkv(x).view(5, 6, 3, 2, 3).permute(2, 0, 3, 1, 4)
+    ref = (torch.softmax(q @ k.transpose(-1, -2), dim=-1) @ v).transpose(1, 2).reshape(5, 6, 6)  # no 1/sqrt(d)
+    assert torch.allclose(layer(x), torch.relu(ref + layer.res(x)), atol=1e-12)
 
 
 def test_cin_split_half_output_width():
