@@ -147,16 +147,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     dropped = []
     if cfg.finalist_selection == "halving" and len(ranked) > 1:
         _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval")
-        by_key = {key: g for key, _, g in ranked}
-
-        def advance(key: str, rung: int) -> float:
-            g = by_key[key]
-            _, fit = fit_or_load(subnet_builder(g, space, meta), cfg.final, store, out / "finalists" / key, progress, hardware=g.hardware, stop_after_evals=rung)
-            return rung_score(fit["history"], rung)
-
-        survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
-        scores = {key: score for key, score, _ in ranked}
-        dropped = [{**d, "search_score": scores[d["key"]]} for d in dropped]
+        survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress)
         console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, val {d['val_logloss']:.4f})" for d in dropped))
         to_train = [r for r in ranked if r[0] == survivor]
     else:
@@ -207,6 +198,20 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report
+
+
+def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool) -> tuple[str, list[dict]]:
+    """Successive halving of the (key, search score, genotype) finalists, each trained in
+    `folder/<key>`; returns the survivor's key and the dropped finalists' records."""
+    by_key = {key: (score, g) for key, score, g in ranked}
+
+    def advance(key: str, rung: int) -> float:
+        g = by_key[key][1]
+        _, fit = fit_or_load(subnet_builder(g, space, store.meta), cfg.final, store, folder / key, progress, hardware=g.hardware, stop_after_evals=rung)
+        return rung_score(fit["history"], rung)
+
+    survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
+    return survivor, [{**d, "search_score": by_key[d["key"]][0]} for d in dropped]
 
 
 def _default_pim():
