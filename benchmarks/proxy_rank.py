@@ -2,8 +2,8 @@
 
 Trains N random subnets of a budget's space from scratch with the budget's final training
 config, records each one's validation log loss after every evaluation interval (an epoch by
-default), and reports Kendall's tau and Spearman's rho between the score after k intervals and
-the best score of the whole run. Compare with the supernet's own ranking on the same data:
+default), and reports Kendall's tau and Spearman's rho between the best score within the first
+k intervals (what successive halving ranks finalists by) and the best score of the whole run. Compare with the supernet's own ranking on the same data:
 `recnas study rank` (docs/benchmarks.md).
 
     python benchmarks/proxy_rank.py --budget cpu --seed 0 --n 30
@@ -25,14 +25,14 @@ from recnas.search.rank import rank_correlation
 
 
 def proxy_table(histories: dict[str, list[float]]) -> list[dict]:
-    """Per interval k: correlation of every run's score after k intervals with its best score.
-
-    A run that stopped early keeps its last score for later k (it would have been kept as is)."""
+    """Per interval k: correlation of every run's best score within its first k intervals (what
+    halving ranks finalists by, `recnas.search.pipeline.rung_score`) with its best score overall.
+    A run that stopped early keeps its best for later k."""
     best = {key: min(h) for key, h in histories.items()}
     keys = sorted(histories)
     rows = []
     for k in range(1, max(len(h) for h in histories.values()) + 1):
-        after_k = [histories[key][min(k, len(histories[key])) - 1] for key in keys]
+        after_k = [min(histories[key][:k]) for key in keys]
         corr = rank_correlation(after_k, [best[key] for key in keys])
         rows.append({"intervals": k, "kendall_tau": corr["kendall_tau"], "spearman": corr["spearman"], "n": len(keys)})
     return rows
@@ -69,7 +69,7 @@ def main() -> None:
         histories[arch.hash] = [h["val_logloss"] for h in trainer.history]
         print(f"[{i}/{len(archs)}] {arch.hash}: " + " ".join(f"{v:.4f}" for v in histories[arch.hash]), flush=True)
     rows = proxy_table(histories)
-    print(f"\n| intervals trained | Kendall tau | Spearman rho | n |\n|---|---|---|---|")
+    print("\n| intervals trained | Kendall tau | Spearman rho | n |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['intervals']} | {r['kendall_tau']:+.2f} | {r['spearman']:+.2f} | {r['n']} |")
     result = {

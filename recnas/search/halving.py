@@ -3,7 +3,7 @@ the supernet does.
 
 Why: on the `cpu` budget's data (200k rows, 30 random subnets, docs/benchmarks.md) the
 supernet's fine-tuned scores rank architectures at Kendall tau 0.31 against their fully
-trained validation log loss, one epoch of from-scratch training at 0.60 and two at 0.95.
+trained validation log loss, one epoch of from-scratch training at 0.64 and two at 1.00.
 So the finalists all train one evaluation interval (an epoch by default), the better half
 trains one more, and so on until one is left, which trains to the end. Each finalist's
 schedule is the full training config's from the start, so the survivor ends exactly as a
