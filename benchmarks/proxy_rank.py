@@ -3,8 +3,9 @@
 Trains N random subnets of a budget's space from scratch with the budget's final training
 config, records each one's validation log loss after every evaluation interval (an epoch by
 default), and reports Kendall's tau and Spearman's rho between the best score within the first
-k intervals (what successive halving ranks finalists by) and the best score of the whole run. Compare with the supernet's own ranking on the same data:
-`recnas study rank` (docs/benchmarks.md).
+k intervals (what successive halving ranks finalists by) and the best score of the whole run.
+Compare with the supernet's own ranking on the same data: `recnas study rank`
+(docs/benchmarks.md).
 
     python benchmarks/proxy_rank.py --budget cpu --seed 0 --n 30
 """

@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1024,4096")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--space", default="full")
-    ap.add_argument("--models", default="supernet,subnet,dlrm", help="supernet, subnet and any baseline (lr, dlrm, deepfm, dcnv2, autoint, xdeepfm)")
+    ap.add_argument("--models", default="supernet,subnet,dlrm", help=f"supernet, subnet and any baseline ({', '.join(BASELINE_NAMES)})")
     ap.add_argument("--baseline-hparams", default=None, help="a job budget (e.g. cpu) whose baseline hyper-parameters to use; default: each baseline's own")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--amp", default="auto")

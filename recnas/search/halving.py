@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 
 def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]) -> tuple[str, list[dict]]:
     """Run rungs 1, 2, ... until one key is left; `advance(key, rung)` trains `key` up to the end
-    of `rung` evaluation intervals (or its end: early-stopped or done) and returns its best validation log loss so far.
+    of `rung` evaluation intervals (or its end: early-stopped or done) and returns its best
+    validation log loss within them.
 
     Returns the survivor and one record per dropped key (its rung and score), in drop order.
     Ties keep the earlier key (the better search score, as `keys` come ranked).
