@@ -194,3 +194,13 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):
         load_job_config("smoke", hardware=hardware, objective=objective)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"dense_ops": ["conv"]}, r"key 'dense_ops': dense_ops must be a non-empty subset of .* \(got \['conv'\]\)"),
+    ({"n_blokcs": 3}, "unknown key 'n_blokcs'; valid keys: .*n_blocks"),
+])
+def test_bad_space_overrides_fail_when_the_config_loads(overrides, match):
+    """Before any data is generated or prepared, not after, and in the config loader's words."""
+    with pytest.raises(ConfigError, match=match):
+        load_job_config("smoke", space_overrides=overrides)

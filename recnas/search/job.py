@@ -65,6 +65,17 @@ class JobConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _space_is_valid(self):
+        """Checked here, so a bad override fails before any data is prepared."""
+        from recnas.space import get_space
+
+        try:
+            get_space(self.space, **self.space_overrides)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @model_validator(mode="after")
     def _halving_needs_evaluations(self):
         if self.finalist_selection == "halving" and self.final.eval_every == 0:
             raise ValueError("finalist_selection: halving ranks finalists by validation log loss, so final.eval_every must not be 0")

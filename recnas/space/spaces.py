@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recnas.configs import explain
 from recnas.errors import ConfigError
 
 NASREC_DENSE_OPS = ("fc", "gating", "sum")  # the `full` space's, as in NASRec
@@ -29,7 +30,7 @@ class SearchSpace(BaseModel):
     def _dense_ops(cls, v):
         bad = [o for o in v if o not in DENSE_OPS]
         if bad or not v:
-            raise ValueError(f"dense_ops must be a non-empty subset of {DENSE_OPS}, got {v}")
+            raise ValueError(f"dense_ops must be a non-empty subset of {DENSE_OPS}")
         return tuple(v)
 
     @field_validator("sparse_ops")
@@ -37,7 +38,7 @@ class SearchSpace(BaseModel):
     def _sparse_ops(cls, v):
         bad = [o for o in v if o not in SPARSE_OPS]
         if bad or not v:
-            raise ValueError(f"sparse_ops must be a non-empty subset of {SPARSE_OPS}, got {v}")
+            raise ValueError(f"sparse_ops must be a non-empty subset of {SPARSE_OPS}")
         return tuple(v)
 
     @field_validator("dense_dims", "sparse_dims")
@@ -71,5 +72,5 @@ def get_space(name: str = "full", **overrides) -> SearchSpace:
         raise ConfigError(f"unknown search space {name!r}; choose one of {', '.join(PRESETS)}")
     try:
         return SearchSpace(**{**PRESETS[name], **overrides})
-    except ValueError as exc:
-        raise ConfigError(f"invalid search space: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"invalid search space: {explain(SearchSpace, exc)}") from None
