@@ -17,7 +17,7 @@ from recnas.space.spaces import DENSE_OPS
 torch.set_num_threads(1)
 
 
-TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny", "cin-tiny"]
+TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
 
 
 def load_benchmark(name: str):
@@ -29,12 +29,9 @@ def load_benchmark(name: str):
 
 
 def tiny_space(name: str, **overrides):
-    """A preset, `every-op-tiny` (`full-tiny` with every operator, NASRec's and ours) or
-    `cin-tiny` (`full-tiny` with a CIN over the raw embeddings in every architecture)."""
+    """A preset, or `every-op-tiny`: `full-tiny` with every operator, NASRec's and ours."""
     if name == "every-op-tiny":
         return get_space("full-tiny", dense_ops=DENSE_OPS, **overrides)
-    if name == "cin-tiny":
-        return get_space("full-tiny", cin_head=(4, 3), **overrides)
     return get_space(name, **overrides)
 
 

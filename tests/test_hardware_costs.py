@@ -44,13 +44,10 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         net = Subnet(arch, space, m)
         assert (costs.dense_params, costs.embedding_params) == param_split(net)
         assert costs.params == sum(p.numel() for p in net.parameters())
-        cin = [] if net.cin is None else [*net.cin.parameters(), *net.cin_out.parameters()]
-        head = sum(arch.blocks[i].dense_dim + 1 for i in arch.dense_leaves()) + sum(p.numel() for p in cin)
+        head = sum(arch.blocks[i].dense_dim + 1 for i in arch.dense_leaves())
         assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
         assert profiler_flops(net, m) == costs.flops
-        cin_flops = sum(2 * l.macs for l in costs.layers if l.name.startswith("cin"))
-        assert (cin_flops > 0) == bool(space.cin_head)
-        assert costs.flops == sum(b.flops for b in costs.blocks) + sum(2 * arch.blocks[i].dense_dim for i in arch.dense_leaves()) + cin_flops
+        assert costs.flops == sum(b.flops for b in costs.blocks) + sum(2 * arch.blocks[i].dense_dim for i in arch.dense_leaves())
 
 
 def test_attention_score_and_value_products_are_counted():
@@ -102,17 +99,6 @@ def test_hand_counted_block(dense_op, sparse_op, dense_params, macs):
     assert costs.dense_params == dense_params
     assert costs.flops == 2 * macs
     assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(arch, space, m).parameters())
-
-
-def test_hand_counted_cin_head():
-    """CIN [4, 3] over 2 fields of width 8: layer 0 conv 2*2 -> 4 (20 params, 4*4*8 MACs), half (2
-    maps) to layer 1 conv 2*2 -> 3 (15 params, 4*3*8 MACs), output 2 + 3 pooled maps -> 1 (6)."""
-    m = meta(3, (4, 5))
-    arch = Architecture(blocks=(BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
-    plain, cin = (count_costs(arch, get_space("full-tiny", n_blocks=1, **extra), m) for extra in ({}, {"cin_head": (4, 3)}))
-    assert cin.dense_params - plain.dense_params == 20 + 15 + 6
-    assert cin.flops - plain.flops == 2 * (4 * 4 * 8 + 4 * 3 * 8 + 5)
-    assert cin.embedding_params == plain.embedding_params
 
 
 def test_invalid_architecture_is_a_config_error():

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from recnas.baselines.interactions import CIN
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
 from recnas.space import Architecture, BlockSpec, get_space
@@ -100,24 +99,6 @@ def test_unknown_space_is_a_clear_error():
         get_space("huge")
     with pytest.raises(ConfigError, match="dense_ops"):
         get_space("full", dense_ops=("conv",))
-    for bad in ((3, 4), (4, 0)):  # odd non-final layer (it sends half its maps on); empty layer
-        with pytest.raises(ConfigError, match="cin_head"):
-            get_space("full", cin_head=bad)
-
-
-def test_cin_head_adds_xdeepfms_cin_of_the_raw_embeddings_to_the_logit():
-    space, m = tiny_space("cin-tiny"), meta()
-    arch = random_architecture(np.random.default_rng(3), space)
-    sub = Subnet(arch, space, m)
-    dense, sparse = batch(m)
-    out = sub(dense, sparse)
-    out.sum().backward()
-    assert isinstance(sub.cin, CIN) and sub.cin.convs[0].weight.grad.abs().sum() > 0
-    plain = Subnet(arch, tiny_space("full-tiny"), m)  # the same blocks without the head
-    missing, unexpected = plain.load_state_dict(sub.state_dict(), strict=False)
-    assert not missing and unexpected and all(k.startswith("cin") for k in unexpected)
-    with torch.no_grad():
-        torch.testing.assert_close(out, plain(dense, sparse) + sub.cin_out(sub.cin(sub.embedding(sparse))).squeeze(-1))
 
 
 def test_every_dangling_block_feeds_the_logit():

@@ -163,20 +163,6 @@ def _dense_op(g: CostGraph, op: str, p: str, i: int, h: str, d: int) -> str:
     raise ValueError(f"unknown dense op {op!r}")
 
 
-def _cin(g: CostGraph, sizes: tuple[int, ...], n_fields: int, e: int, emb: str, n: int) -> str:
-    """xDeepFM's CIN over the raw embeddings (`recnas.baselines.interactions.CIN`, split half),
-    counted as the paper computes it: outer products of the H maps with the F fields, then a
-    1x1 convolution (H*F -> O, applied per embedding column), then sum pooling."""
-    prev, node, pooled, out_dim = n_fields, emb, [], 0
-    for k, size in enumerate(sizes):
-        outer = g.digital(f"cin{k}.outer", n, (node, emb), elementwise=prev * n_fields * e)
-        node = g.linear(f"cin{k}.conv", n, prev * n_fields, size, (outer,), reps=e)
-        half = size // 2 if k < len(sizes) - 1 else 0
-        pooled.append(g.digital(f"cin{k}.pool", n, (node,), elementwise=(size - half) * e))
-        prev, out_dim = half or size, out_dim + size - half
-    return g.linear("cin.out", n, out_dim, 1, pooled)
-
-
 def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Costs:
     """Parameters, FLOPs and the layer graph of `Subnet(arch, space, meta)`, without building it."""
     arch = arch.canonical().validate_for(space, meta.n_sparse)
@@ -200,7 +186,5 @@ def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Co
         g.digital(f"{p}.out", i, (dense, tokens, s2d, d2s, *extra), elementwise=d * (1 + len(extra)) + t * e)
     n = len(arch.blocks)
     heads = [g.linear(f"head{i}", n, arch.blocks[i].dense_dim, 1, (f"block{i}.out",)) for i in arch.dense_leaves()]
-    if space.cin_head:
-        heads.append(_cin(g, space.cin_head, meta.n_sparse, e, emb, n))
     g.digital("logit", n, heads, elementwise=len(heads) - 1)
     return g.costs(n)

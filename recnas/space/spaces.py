@@ -24,9 +24,6 @@ class SearchSpace(BaseModel):
     dense_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 768, 1024)
     sparse_dims: tuple[int, ...] = (16, 32, 48, 64)
     emb_dim: int = Field(16, ge=1, le=512)
-    # xDeepFM's CIN over the raw field embeddings as a fixed part of every architecture (layer
-    # sizes; empty = none). Not one of NASRec's: an experiment (docs/benchmarks.md)
-    cin_head: tuple[int, ...] = ()
 
     @field_validator("dense_ops")
     @classmethod
@@ -50,13 +47,6 @@ class SearchSpace(BaseModel):
         if not v or any(d <= 0 for d in v):
             raise ValueError("dims must be a non-empty list of positive integers")
         return tuple(sorted(set(v)))
-
-    @field_validator("cin_head")
-    @classmethod
-    def _cin_head(cls, v):
-        if any(s <= 0 for s in v) or any(s % 2 for s in v[:-1]):
-            raise ValueError("cin_head must list positive layer sizes, every one but the last even (half of each goes to the next layer)")
-        return tuple(v)
 
     @property
     def max_dense(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from recnas.baselines.interactions import CIN
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
 from recnas.ops.elastic import ElasticLinear
@@ -27,7 +26,7 @@ class NASRecNet(nn.Module):
     parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
     supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
 
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, cin_head: tuple[int, ...] = ()):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
@@ -38,10 +37,6 @@ class NASRecNet(nn.Module):
                 table.fan_uniform_()
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
-        # optional fixed CIN over the raw field embeddings, added to the logit of every path
-        # (`SearchSpace.cin_head`): the blocks search what xDeepFM's CIN does not cover
-        self.cin = CIN(self.n_fields, list(cin_head)) if cin_head else None
-        self.cin_out = nn.Linear(self.cin.out_dim, 1) if cin_head else None
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
         """Logits of one path: an `Architecture` runs sliced, its `PathMasks` run masked at full
@@ -60,12 +55,8 @@ class NASRecNet(nn.Module):
             dense_outs.append(d)
             sparse_outs.append(s)
         if masked:
-            logit = sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks)))
-        else:
-            logit = sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves())
-        if self.cin is not None:
-            logit = logit + self.cin_out(self.cin(emb))
-        return logit.squeeze(-1)
+            return sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks))).squeeze(-1)
+        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves()).squeeze(-1)
 
 
 def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
@@ -97,7 +88,7 @@ class Supernet(NASRecNet):
     """All architectures of `space` in one set of weights; `forward` takes the architecture."""
 
     def __init__(self, space: SearchSpace, meta: DatasetMeta):
-        super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)), cin_head=space.cin_head)
+        super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
@@ -133,7 +124,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, space.cin_head)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
