@@ -176,6 +176,21 @@ def test_interacting_layer_is_unscaled_softmax_attention():
     assert torch.allclose(layer(x), torch.relu(ref + layer.res(x)), atol=1e-12)
 
 
+def test_hooked_cin_convolutions_are_called_and_compute_the_same():
+    """Profiler and quantisation hooks must see every CIN layer, whatever order is cheapest."""
+    torch.manual_seed(0)
+    cin, x = CIN(6, [4, 4]).double(), torch.randn(3, 6, 5, dtype=torch.float64)
+    ref = cin(x)
+    calls = []
+    handles = [conv.register_forward_hook(lambda m, i, o: calls.append(i[0].shape)) for conv in cin.convs]
+    try:
+        torch.testing.assert_close(cin(x), ref)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [(3, 36, 5), (3, 12, 5)]  # outer products of 6 (then 2) maps with 6 fields
+
+
 def test_cin_split_half_output_width():
     assert CIN(4, [6, 4], split_half=True).out_dim == 3 + 4
     assert CIN(4, [6, 4], split_half=False).out_dim == 10

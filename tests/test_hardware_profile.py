@@ -105,6 +105,10 @@ def test_baselines_are_costed_on_the_default_pim_config():
         assert 0 < report.latency_ns <= seq.latency_ns  # critical path through the discovered graph
         if name in ("dcnv2", "deepfm"):  # parallel towers: strictly shorter than the chain
             assert report.latency_ns < seq.latency_ns
+        if name == "xdeepfm":  # the CIN's 1x1 convolutions are crossbar layers, not digital work
+            convs = {l.name.split("#")[0]: l for l in costs.layers if l.name.startswith("cin.convs")}
+            assert sorted(convs) == ["cin.convs.0", "cin.convs.1"] and all(l.kind == "linear" for l in convs.values())
+            assert (convs["cin.convs.0"].n_in, convs["cin.convs.0"].reps) == (model.fields.n_fields**2, 4)
 
 
 def test_measure_latency_on_cpu():

@@ -92,10 +92,13 @@ class CIN(nn.Module):
         equal ways, by default the one with the smallest intermediate: the outer products
         [B, H*F, d] (the paper's), or W contracted with the fields first [B, O, H, d], or with the
         maps first [B, O, F, d]. With the `cpu` budget's CIN [16, 16] over 39 fields the outer
-        products were most of xDeepFM's CPU time (docs/benchmarks.md)."""
+        products were most of xDeepFM's CPU time (docs/benchmarks.md). A conv with forward hooks
+        (the PIM profiler's, quantisation's) takes the paper's way: only that calls the conv, so
+        only then do the hooks see it as the crossbar layer it is."""
         o, n_h, n_f = conv.out_channels, h.shape[1], x0.shape[1]
         sizes = {"outer": n_h * n_f, "fields": o * n_h, "maps": o * n_f}
-        way = way or min(sizes, key=sizes.get)
+        hooked = bool(conv._forward_hooks or conv._forward_pre_hooks)
+        way = way or ("outer" if hooked else min(sizes, key=sizes.get))
         if way == "outer":
             return conv(torch.einsum("bhd,bfd->bhfd", h, x0).flatten(1, 2))
         w = conv.weight.view(o, n_h, n_f)
