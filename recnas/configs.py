@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from recnas.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+SEED_MAX = 2**32 - 1  # what every RNG in use (numpy, torch, Python) accepts
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -26,6 +29,8 @@ def read_yaml(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

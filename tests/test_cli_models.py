@@ -96,3 +96,20 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 0, err
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub2", "--inherit", tmp_path / "sub" / "model.pt")
     assert code == 2 and "needs a supernet checkpoint" in error_line(err)
+
+
+def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monkeypatch, capsys):
+    """An --out under a file, a binary --arch file, a negative --seed: no traceback, nothing written."""
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out in (afile, afile / "sub"):
+        code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2)
+        assert code == 2 and str(out) in error_line(err)
+    assert afile.read_text() == "keep"
+    arch = tmp_path / "arch.json"
+    arch.write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "small-tiny", "--config", TINY, "--out", tmp_path / "s")
+    assert code == 2 and "not an architecture file" in error_line(err)
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--seed", -1)
+    assert code == 2 and "--seed" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists() and not (tmp_path / "n").exists()

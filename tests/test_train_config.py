@@ -44,6 +44,8 @@ def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
         ("batch_size: lots\n", r"key 'batch_size': .*integer"),
         ("max_steps: 5\nwarmup_steps: 9\n", r"warmup_steps \(9\) exceeds max_steps \(5\)"),
         ("- lr\n", r"expected a mapping"),
+        ("seed: -1\n", r"key 'seed': .*greater than or equal to 0"),
+        ("seed: 1180591620717411303424\n", r"key 'seed': .*less than or equal to 4294967295"),  # 2**70: numpy's RNG refused it
     ],
 )
 def test_bad_values_name_the_key(tmp_path, text, expected):
@@ -57,6 +59,10 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         TrainConfig.from_yaml(write(tmp_path, "lr: 0.1\nbad: x: y\n"))
     with pytest.raises(ConfigError, match="cannot read config file"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe lr: 1\n\x00\xb7")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a YAML config \(not UTF-8 text\)"):
+        TrainConfig.from_yaml(binary)
 
 
 def test_overrides_apply_and_are_validated():

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from recnas.configs import SEED_MAX
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -25,7 +27,7 @@ def search(
     widths: Optional[str] = typer.Option(None, "--widths", help="candidate widths, e.g. 2,4,8,16,32,64"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with model/supernet/search/retrain sections"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="repeat supernet training + search with K seeds (stability report)"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="first seed (overrides the config)"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed (overrides the config)"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
+from recnas.configs import SEED_MAX
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -48,7 +49,7 @@ def _relaunch(nproc: int) -> None:
         elif not a.startswith("--nproc="):
             argv.append(a)
     raise typer.Exit(launch(nproc, argv))
-SEED = typer.Option(None, "--seed", help="override the config's seed")
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny")
 

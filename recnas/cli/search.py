@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recnas.configs import SEED_MAX
+
 search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
 study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_args_is_help=True)
 
@@ -24,7 +26,7 @@ def search(
     space: Optional[str] = typer.Option(None, help="Search space: full or small."),
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of data, supernet sampling and evolution."),
+    seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of data, supernet sampling and evolution."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
     emb_dims: Optional[Path] = typer.Option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),

@@ -49,7 +49,7 @@ class SearchSettings(_Strict):
 
 class EmbedSearchConfig(_Strict):
     widths: tuple[int, ...] = DEFAULT_WIDTHS
-    seed: int = 0
+    seed: configs.Seed = 0
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="supernet training and search scoring")
     model: ModelSettings = ModelSettings()
     supernet: SupernetSettings = SupernetSettings()

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from recnas import configs
 from recnas.search.evaluator import Genotype
 from recnas.search.objective import Objective
 from recnas.search.results import ResultsStore
@@ -31,7 +32,7 @@ class EvolutionConfig(BaseModel):
     sample_size: int = Field(64, ge=1)
     children: int = Field(8, ge=1)
     generations: int = Field(240, ge=0)
-    seed: int = 0
+    seed: configs.Seed = 0
     hardware_mutation_prob: float = Field(0.3, ge=0, le=1, description="co-design: chance a child mutates the hardware instead")
 
 

@@ -34,7 +34,7 @@ class RankStudyConfig(BaseModel):
     finetune: TrainConfig = Field(default_factory=lambda: TrainConfig(batch_size=512, max_steps=20, lr=5e-4, eval_every=0, restore_best=False))
     scratch: TrainConfig = Field(default_factory=lambda: TrainConfig(batch_size=512, epochs=1, lr=2e-3))
     eval_rows: int | None = Field(20_000, ge=1)
-    seed: int = 0
+    seed: configs.Seed = 0
 
     @classmethod
     def load(cls, path: str | Path | None) -> "RankStudyConfig":

@@ -11,8 +11,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recnas.configs import explain
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
@@ -104,10 +105,12 @@ class Architecture(BaseModel):
             text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read architecture file ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not an architecture file (not UTF-8 text)") from None
         try:
             return cls.model_validate_json(text)
-        except ValueError as exc:
-            raise ConfigError(f"{path}: invalid architecture: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: invalid architecture: {explain(cls, exc)}") from None
 
 
 def check_emb_dims(emb_dims, space: SearchSpace, n_fields: int | None = None) -> tuple[int, ...]:

@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
     eval_batch_size: int | None = Field(None, ge=1, description="None = 4 x batch_size")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resident_data: bool = Field(False, description="copy the splits to the device once (fast when they fit)")
-    seed: int = 0
+    seed: configs.Seed = 0
     log_every: int = Field(50, ge=1)
     checkpoint_every: int | None = Field(None, ge=1, description="steps between resumable checkpoints; None = each epoch")
     tensorboard: bool = False
