@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 import torch
 
-from recnas.search.job import load_job_config
+from recnas.search.job import check_same_run, dump_config, load_job_config
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
@@ -204,3 +204,20 @@ def test_bad_space_overrides_fail_when_the_config_loads(overrides, match):
     """Before any data is generated or prepared, not after, and in the config loader's words."""
     with pytest.raises(ConfigError, match=match):
         load_job_config("smoke", space_overrides=overrides)
+
+
+def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
+    """Another seed, data or space would mix the stored supernet and scores with new ones."""
+    out = tmp_path / "run"
+    out.mkdir()
+    dump_config(load_job_config("smoke"), out / "config.yaml")
+    before = (out / "config.yaml").read_text()
+    (out / "results.json").write_text("{}")
+    for over, match in (({"seed": 5}, r"seed: 0 -> 5"), ({"space": "small"}, r"space: 'full' -> 'small'"), ({"supernet": {"lr": 0.1}}, r"supernet: .*'lr': 0.1")):
+        with pytest.raises(ConfigError, match=r"holds a run with other settings \(" + match):
+            run_job(load_job_config("smoke", **over), out, progress=False)
+    assert (out / "config.yaml").read_text() == before and (out / "results.json").read_text() == "{}"
+    check_same_run(load_job_config("smoke", baselines=["lr"], evolution={"generations": 3}, supernet={"device": "cpu", "log_every": 7}), out / "config.yaml")
+    (out / "config.yaml").write_text("seed: [")
+    with pytest.raises(ConfigError, match="holds a run whose config cannot be read"):
+        check_same_run(load_job_config("smoke"), out / "config.yaml")

@@ -30,7 +30,7 @@ class JobConfig(BaseModel):
 
     data: str | None = Field(None, description="prepared store; None = the built-in synthetic benchmark")
     synthetic_rows: int = Field(200_000, ge=1000)
-    seed: int = 0
+    seed: configs.Seed = 0
     space: str = "full"
     space_overrides: dict[str, Any] = Field(default_factory=dict)
     sampler: str = "single-op-any-conn"
@@ -151,3 +151,34 @@ def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overr
 
 def dump_config(cfg: JobConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+
+
+# what the stored supernet, candidate scores and data of a run folder depend on; the other keys
+# (more generations, finalists, baselines, ...) may change when a run is continued, and so may
+# where and how fast the supernet and fine-tunes run (e.g. a CPU run continued on a GPU)
+RUN_IDENTITY = ("data", "synthetic_rows", "seed", "space", "space_overrides", "sampler", "emb_dims", "supernet", "finetune", "eval_rows", "hardware", "pim_choices")
+RUNTIME_KEYS = {"device", "resident_data", "amp", "compile", "eval_batch_size", "log_every", "checkpoint_every", "tensorboard"}
+
+
+def _identity(cfg: JobConfig) -> dict:
+    ident = cfg.model_dump(mode="json", include=set(RUN_IDENTITY))
+    for key in ("supernet", "finetune"):
+        if ident[key] is not None:
+            ident[key] = {k: v for k, v in ident[key].items() if k not in RUNTIME_KEYS}
+    return ident
+
+
+def check_same_run(cfg: JobConfig, path: Path) -> None:
+    """Refuse to continue the run whose config is at `path` with settings that would mix its
+    stored results with new ones (and overwrite its config and results with the mixture)."""
+    if not path.exists():
+        return
+    try:
+        old = configs.load(JobConfig, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path.parent} holds a run whose config cannot be read ({exc}); use another --out") from None
+    before, now = _identity(old), _identity(cfg)
+    changed = [k for k in RUN_IDENTITY if before[k] != now[k]]
+    if changed:
+        diff = "; ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"{path.parent} holds a run with other settings ({diff}); its results would be mixed with the new ones: use another --out")

@@ -19,7 +19,7 @@ from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
-from recnas.search.job import JobConfig, dump_config
+from recnas.search.job import JobConfig, check_same_run, dump_config
 from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -96,6 +96,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     """The whole pipeline; returns the results dict also written to out/results.json."""
     console = console or Console()
     out = Path(out)
+    check_same_run(cfg, out / "config.yaml")
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     t_start = time.perf_counter()
