@@ -158,3 +158,25 @@ def test_sampler_presence_must_match(tiny_store, tmp_path):
     Trainer(make_model(tiny_store.meta, cls=ToySupernet), tiny_cfg(epochs=1), tiny_store, out_dir=out, sampler=ToySampler(), progress=False, model_spec=SPEC).fit()
     with pytest.raises(CheckpointError, match="trained with an architecture sampler"):
         Trainer(make_model(tiny_store.meta, cls=ToySupernet), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda p: p["model_spec"].pop("name"), r"model_spec is invalid \(KeyError: 'name'\)"),
+    (lambda p: p["model_spec"].update(hparams=[1]), r"model_spec is invalid \(TypeError: .*mapping"),
+    (lambda p: p["model_spec"].update(data={"n_dense": 1}), r"model_spec is invalid \(KeyError: 'vocab_sizes'\)"),
+    (lambda p: p["model_spec"].update(kind="subnet", space={"zzz": 1}, arch="{}"), r"model_spec is invalid \(zzz: Extra inputs are not permitted\)"),
+    (lambda p: p.update(model=[1, 2]), r"weights are not a state dict of named tensors \(got list\)"),
+])
+def test_hand_edited_checkpoint_is_refused_in_one_line(tiny_store, tmp_path, edit, match):
+    """A model_spec or weights edited by hand (or from another tool) is a CheckpointError, not a traceback."""
+    from recnas.baselines import build_baseline
+
+    out = tmp_path / "run"
+    model = build_baseline("lr", tiny_store.meta)
+    Trainer(model, tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=model_factory.baseline_spec("lr", model.hparams, tiny_store.meta)).fit()
+    payload = torch.load(out / "model.pt", weights_only=False)
+    edit(payload)
+    torch.save(payload, out / "edited.pt")
+    with pytest.raises(CheckpointError, match=match) as info:
+        model_factory.load_trained(out / "edited.pt")
+    assert "\n" not in str(info.value)

@@ -75,6 +75,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
     """`load_state_dict(strict=True)`, with missing/extra keys and shape clashes as CheckpointError."""
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: checkpoint's weights are not a state dict of named tensors (got {type(state).__name__})")
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))

@@ -89,6 +89,15 @@ def build_model(model_spec: dict, meta=None) -> torch.nn.Module:
     return Subnet.from_architecture(arch, space, meta)
 
 
+def _describe(exc: Exception) -> str:
+    """One line for any error: pydantic's per-key messages, else the exception's type and text."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+    return f"{type(exc).__name__}: {exc}"
+
+
 def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
     training config, metrics and step when the file has them."""
@@ -103,6 +112,8 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
         model = build_model(spec)
     except ImportError as exc:
         raise CheckpointError(f"{path}: cannot rebuild a {spec.get('kind')} model ({exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign spec
+        raise CheckpointError(f"{path}: the checkpoint's model_spec is invalid ({_describe(exc)})") from None
     load_model_state(model, payload["model"], path)
     extra = {k: payload[k] for k in ("config", "metrics", "step") if k in payload}
     return model, spec, extra
