@@ -46,6 +46,10 @@ def test_cli_search_end_to_end(setup):
     assert runner.invoke(app, [*args[:5], str(tmp / "out2"), *args[6:]]).exit_code == 0
     again = json.loads((tmp / "out2" / "result.json").read_text())
     assert again["emb_dims"] == emb_dims and again["retrain"]["test"] == report["retrain"]["test"]  # deterministic
+    before = (out / "result.json").read_bytes()
+    res = runner.invoke(app, [*args, "--seeds", "1"])  # into the first run's folder: refused, nothing replaced
+    assert isinstance(res.exception, ConfigError) and "--overwrite" in str(res.exception)
+    assert (out / "result.json").read_bytes() == before
 
 
 @pytest.mark.parametrize(
@@ -85,3 +89,11 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
     (tmp_path / "dims.json").write_text('{"widths": 3}')
     res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a3.json")])
     assert isinstance(res.exception, ConfigError) and "list of positive integers" in str(res.exception)
+    (tmp_path / "dims.json").write_text("[2, 8, 4]")
+    arch_text = (tmp_path / "arch.json").read_text()
+    for out, match in ((tmp_path / "arch.json", "one of the inputs"), (tmp_path / "a2.json", "exists; pass --overwrite")):
+        res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(out)])
+        assert isinstance(res.exception, ConfigError) and match in str(res.exception)
+    assert (tmp_path / "arch.json").read_text() == arch_text
+    res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a2.json"), "--overwrite"])
+    assert res.exit_code == 0, res.output

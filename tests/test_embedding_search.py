@@ -32,8 +32,9 @@ def test_budget_resolution_and_clear_errors():
         resolve_budget(vocab, CHOICES)
     with pytest.raises(ConfigError, match="exactly one"):
         resolve_budget(vocab, CHOICES, budget_params=10, budget_mb=1.0)
-    with pytest.raises(ConfigError, match="positive"):
-        resolve_budget(vocab, CHOICES, budget_mb=-1.0)
+    for bad in (-1.0, float("inf"), float("nan")):  # inf overflowed int() with a traceback
+        with pytest.raises(ConfigError, match="positive, finite"):
+            resolve_budget(vocab, CHOICES, budget_mb=bad)
 
 
 def test_refine_spends_leftover_budget_only_where_the_score_improves():
@@ -45,7 +46,7 @@ def test_refine_spends_leftover_budget_only_where_the_score_improves():
 
 def test_parse_widths():
     assert parse_widths("16, 2,4,4") == (2, 4, 16)
-    for bad in ("", "a,b", "0,2", "-2"):
+    for bad in ("", "a,b", "0,2", "-2", "2,,4", "2,4,"):
         with pytest.raises(ConfigError, match="--widths"):
             parse_widths(bad)
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from recnas.configs import SEED_MAX
+from recnas.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -30,6 +31,7 @@ def search(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed (overrides the config)"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out"),
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
     from recnas.data.store import CTRStore
@@ -38,6 +40,8 @@ def search(
     from recnas.embedding.pipeline import run_search
     from recnas.embedding.report import print_report
 
+    if (out / "result.json").exists() and not overwrite:
+        raise ConfigError(f"{out} already holds an embedding search (result.json); pass --overwrite to replace it, or use another --out")
     cfg = EmbedSearchConfig.from_yaml(config)
     updates: dict = {}
     if widths is not None:
@@ -60,12 +64,17 @@ def apply(
     arch: Path = typer.Option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
     emb_dims: Path = typer.Option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
     out: Path = typer.Option(..., "--out", help="architecture JSON to write, with emb_dims set"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
     import json
 
-    from recnas.errors import ConfigError
     from recnas.space import Architecture
+
+    if out.resolve() in (arch.resolve(), emb_dims.resolve()):
+        raise ConfigError(f"--out {out} is one of the inputs; write the new architecture to another file")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it")
 
     try:
         dims = json.loads(emb_dims.read_text())

@@ -38,8 +38,8 @@ def resolve_budget(vocab_sizes: Sequence[int], widths: Sequence[int], budget_par
             raise ConfigError(f"--budget-params must be positive, got {budget_params}")
         budget = int(budget_params)
     else:
-        if not budget_mb > 0:
-            raise ConfigError(f"--budget-mb must be positive, got {budget_mb}")
+        if not 0 < budget_mb < float("inf"):
+            raise ConfigError(f"--budget-mb must be a positive, finite number of MiB, got {budget_mb}")
         budget = int(budget_mb * MIB / BYTES_PER_PARAM)
     floor = table_params(vocab_sizes, [min(widths)] * len(vocab_sizes))
     if budget < floor:
@@ -64,7 +64,7 @@ def penalty(params: int, budget: int, weight: float) -> float:
 def parse_widths(text: str) -> tuple[int, ...]:
     """'2,4,8' -> (2, 4, 8), sorted and de-duplicated; ConfigError on anything else."""
     try:
-        widths = sorted({int(t) for t in text.split(",") if t.strip()})
+        widths = sorted({int(t) for t in text.split(",")})  # an empty item ("2,,4") is a typo too
     except ValueError:
         raise ConfigError(f"--widths must be comma-separated positive integers, got {text!r}") from None
     if not widths or widths[0] <= 0:
