@@ -221,3 +221,34 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     (out / "config.yaml").write_text("seed: [")
     with pytest.raises(ConfigError, match="holds a run whose config cannot be read"):
         check_same_run(load_job_config("smoke"), out / "config.yaml")
+
+
+def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypatch, capsys):
+    from recnas.search.results import ResultsStore
+    from tests.test_cli_models import error_line, run
+
+    run_dir = tmp_path / "run"
+    store = ResultsStore(run_dir / "search.sqlite")
+    for i, loss in enumerate((0.52, 0.48, 0.50)):
+        store.put(f"k{i}", "{}", {"logloss": loss, "auc": 0.7, "flops": 10, "params": 5})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", run_dir, "--top", 2)
+    assert code == 0 and "3 candidates evaluated (best 2" in out and out.index("k1") < out.index("k2") and "k0" not in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "search.sqlite").write_bytes(b"")
+    code, _, err = run(monkeypatch, capsys, "search", "show", empty)
+    assert code == 2 and "not a recnas results database" in error_line(err)
+    assert (empty / "search.sqlite").read_bytes() == b""  # no tables were added to it
+
+
+@pytest.mark.parametrize("over, match", [
+    ({"sampler": "zzz"}, r"key 'sampler': unknown sampler 'zzz'; choose one of single-op-any-conn"),
+    ({"baselines": ["dlrm", "zzz"]}, r"key 'baselines': unknown baselines \['zzz'\]"),
+    ({"baseline_hparams": {"zzz": {"a": 1}}}, r"key 'baseline_hparams': unknown baseline 'zzz'"),
+    ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm: unknown hyper-parameter 'zzz'"),
+])
+def test_names_a_job_uses_late_are_checked_when_the_config_loads(over, match):
+    """These used to fail (or be ignored) only after the supernet and the whole search had run."""
+    with pytest.raises(ConfigError, match=match):
+        load_job_config("smoke", **over)

@@ -53,7 +53,7 @@ def search(
 
 
 @search_app.command("show")
-def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: int = typer.Option(10, help="Candidates to list.")) -> None:
+def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
     """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
@@ -61,7 +61,7 @@ def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: i
     db = run / "search.sqlite"
     if not db.exists():
         raise DataError(f"{run}: no search.sqlite here; is this a recnas search run folder?")
-    store = ResultsStore(db)
+    store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
     rows = sorted(store.all(), key=lambda r: r["logloss"])
     console = Console()
     table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")

@@ -64,6 +64,37 @@ class JobConfig(BaseModel):
             raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
         return v
 
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v):
+        from recnas.space.samplers import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown sampler {v!r}; choose one of {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v):
+        unknown = [b for b in v if b not in BASELINE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINE_NAMES)}")
+        return v
+
+    @field_validator("baseline_hparams")
+    @classmethod
+    def _baseline_hparams(cls, v):
+        """Checked at load, not after the supernet and the search have run."""
+        from recnas.baselines import baseline_class
+        from recnas.baselines.base import parse_hparams
+
+        for name, hparams in v.items():
+            try:
+                parse_hparams(name, baseline_class(name).Config, hparams)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
     @model_validator(mode="after")
     def _space_is_valid(self):
         """Checked here, so a bad override fails before any data is prepared."""

@@ -36,12 +36,21 @@ CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class ResultsStore:
-    def __init__(self, path: str | Path):
+    """`read_only` (for `recnas search show`): the file is opened read-only and must already be a
+    recnas results database; otherwise the schema is created if missing."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(self.path)
-            self.db.executescript(SCHEMA)
+            if read_only:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+                tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "candidates" not in tables:
+                    raise DataError(f"{self.path}: not a recnas results database (it has no candidates table)")
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path)
+                self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: not a readable recnas results database ({exc})") from None
 
