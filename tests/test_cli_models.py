@@ -112,4 +112,6 @@ def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monke
     assert code == 2 and "not an architecture file" in error_line(err)
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--seed", -1)
     assert code == 2 and "--seed" in err and "Traceback" not in err
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--resume", "--overwrite")
+    assert code == 2 and "pass one of them" in error_line(err)
     assert not (tmp_path / "s").exists() and not (tmp_path / "n").exists()

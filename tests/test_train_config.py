@@ -45,6 +45,7 @@ def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
         ("max_steps: 5\nwarmup_steps: 9\n", r"warmup_steps \(9\) exceeds max_steps \(5\)"),
         ("- lr\n", r"expected a mapping"),
         ("seed: -1\n", r"key 'seed': .*greater than or equal to 0"),
+        ("lr: 0.1\nepochs: 2\nlr: 0.2\n", r"line 3 invalid YAML \(key 'lr' is given twice\)"),  # PyYAML keeps the last
         ("seed: 1180591620717411303424\n", r"key 'seed': .*less than or equal to 4294967295"),  # 2**70: numpy's RNG refused it
     ],
 )

@@ -74,6 +74,8 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.distributed import shutdown
 
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
     store = CTRStore(data)
     out = Path(out)
