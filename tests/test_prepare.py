@@ -373,6 +373,50 @@ def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
     assert CTRStore(out).meta.source["sha256"] == replaced.source["sha256"] != first.source["sha256"]
 
 
+def _tree(root):
+    """Every path under `root` with file contents: to show a refused run changed nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_overwrite_only_replaces_a_store_or_an_empty_folder(tmp_path):
+    """--overwrite deletes --out: refuse anything but a store, and a raw file inside or equal to it."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(40))
+    (tmp_path / "holds_raw").mkdir()
+    inner = write_lines(tmp_path / "holds_raw" / "raw.txt", criteo_rows(40))
+    (tmp_path / "other" / "sub").mkdir(parents=True)
+    (tmp_path / "other" / "sub" / "keep.txt").write_text("keep")
+    before = _tree(tmp_path)
+    for raw_file, out, message in [
+        (inner, tmp_path / "holds_raw", "raw file .*raw.txt is inside --out"),
+        (inner, inner, "raw file .*raw.txt is the same path as --out"),
+        (raw, tmp_path / "other", "not a recnas store"),
+        (raw, raw, "same path as --out"),
+        (inner, raw, "exists and is not a directory"),
+        (raw, tmp_path / "other" / "sub" / "keep.txt" / "s", r"keep.txt is not a directory"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            prepare("criteo", raw_file, out, overwrite=True)
+        assert _tree(tmp_path) == before, out
+    (tmp_path / "empty").mkdir()
+    prepare("criteo", raw, tmp_path / "empty", overwrite=True)  # an empty folder is fine
+    assert CTRStore(tmp_path / "empty").meta.rows["train"] == 32
+
+
+def test_invalid_utf8_line_is_a_bad_row(tmp_path, capsys):
+    """Bytes that are not UTF-8 make that line a bad row: named by the error, or skipped and counted."""
+    text = [("\t".join(r) + "\n").encode() for r in criteo_rows(30)]
+    text[4] = b"\xff\xfe\x00garbage\n"  # wrong field count too: pyarrow cannot even report it
+    text[7] = text[7].replace(b"\t", b"\t\xff", 1)  # right field count
+    raw = tmp_path / "train.txt"
+    raw.write_bytes(b"".join(text))
+    with pytest.raises(DataError, match=r"train.txt:5: not UTF-8"):
+        prepare("criteo", raw, tmp_path / "store")
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 2 and [e.split(":")[1] for e in meta.bad_row_examples] == ["5", "8"]
+    assert sum(meta.rows.values()) == 28
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_option_errors_are_recnas_errors(tmp_path):
     raw = write_lines(tmp_path / "train.txt", criteo_rows(10))
     for kwargs in ({"min_count": 0}, {"hash_buckets": 0}, {"split": "random"}, {"on_bad_row": "ignore"}, {"max_rows": 0}, {"spec": raw}):

@@ -198,6 +198,27 @@ def test_existing_outputs_need_overwrite(tmp_path):
     assert len((tmp_path / "raw.txt").read_text().splitlines()) == 300
 
 
+def test_outputs_must_not_overlap_and_overwrite_only_replaces_a_store(tmp_path):
+    """Replacing --out would delete a --raw-out inside it; a path below a file cannot be made."""
+    (tmp_path / "file").write_text("f")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("keep")
+    cases = [
+        ({"out": tmp_path / "s", "raw_out": tmp_path / "s" / "raw.txt"}, "--raw-out .* is inside --out"),
+        ({"out": tmp_path / "s", "raw_out": tmp_path / "s"}, "--raw-out .* is the same path as --out"),
+        ({"out": tmp_path / "r" / "s", "raw_out": tmp_path / "r"}, "--out .* is inside --raw-out"),
+        ({"out": tmp_path / "file" / "s"}, "file is not a directory"),
+        ({"out": tmp_path / "s", "raw_out": tmp_path / "file" / "raw.txt"}, "file is not a directory"),
+        ({"out": tmp_path / "other", "overwrite": True}, "not a recnas store"),
+        ({"out": tmp_path / "file", "overwrite": True}, "exists and is not a directory"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(DataError, match=match):
+            generate(rows=200, seed=3, **kwargs)
+        assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["file", "other", "other/keep.txt"]
+    assert (tmp_path / "file").read_text() == "f"
+
+
 def test_planted_model_is_cached_and_deterministic():
     from recnas.data.planted import PlantedModel, SynthConfig
 

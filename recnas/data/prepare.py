@@ -32,7 +32,7 @@ from recnas.data.encode import Encoder
 from recnas.data.formats import BUILTIN, Format, builtin, load_spec
 from recnas.data.rawio import RawReader, check_readable, prefetched
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, commit_staging, staging_dir
 from recnas.errors import ConfigError, DataError
 
 DATASETS = (*BUILTIN, "csv")
@@ -290,6 +290,9 @@ def prepare(
     _check_options(fmt, profile, min_count, hash_buckets, split, on_bad_row, max_rows)
     raw = check_readable(raw)
     profile = check_readable(profile, "profile file") if profile is not None else None
+    for path, what in ((raw, "raw file"), (profile, "profile file")):
+        if path is not None:
+            check_apart(path, out, what)
     tmp = staging_dir(out, overwrite)
     try:
         work = tmp / "_work"

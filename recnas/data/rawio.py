@@ -201,6 +201,14 @@ class RawReader:
         return names, rest
 
     def _parse_block(self, block: bytes, fmt: Format, line: int, n_lines: int):
+        # pyarrow cannot report a row that is not UTF-8 (its invalid-row callback fails to
+        # decode it and the whole block errors), so such lines are masked first, as bad rows
+        undecodable: set[int] = set()
+        if not _is_ascii(block):
+            try:
+                str(block, "utf-8")
+            except UnicodeDecodeError:
+                block, undecodable = _mask_undecodable(block, fmt)
         invalid: list[int] = []
 
         def handler(row) -> str:
@@ -225,7 +233,7 @@ class RawReader:
                 return "skip"
 
             table = self._csv(block, fmt, line, n_lines, numbered, threads=False, typed=typed)
-            bad = [(line + number, f"expected {expected} fields, found {actual}") for number, expected, actual in found]
+            bad = [(line + number, "not UTF-8 text (invalid bytes)" if number in undecodable else f"expected {expected} fields, found {actual}") for number, expected, actual in found]
             lines = np.delete(lines, [n - 1 for n, _, _ in found])
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
@@ -281,6 +289,21 @@ class RawReader:
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+
+def _mask_undecodable(block, fmt: Format) -> tuple[bytes, set[int]]:
+    """Replace each line that is not UTF-8 by one with a field too many, which the parser then
+    drops as an invalid row; returns the new block and the masked (1-based) line numbers."""
+    lines = bytes(block).split(b"\n")
+    filler = (fmt.delimiter * len(fmt.columns)).encode()
+    masked = set()
+    for i, text in enumerate(lines):
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            lines[i] = filler
+            masked.add(i + 1)
+    return b"\n".join(lines), masked
 
 
 def _is_ascii(block) -> bool:

@@ -110,15 +110,50 @@ class NpyAppender:
         self._fh.close()
 
 
-def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """A fresh temp dir beside `out`; refuses an existing store unless `overwrite`."""
-    out = Path(out)
-    occupied = out.is_file() or (out.is_dir() and any(out.iterdir()))
-    if occupied and not overwrite:
+def check_parent(path: str | os.PathLike, what: str) -> None:
+    """An output path below a regular file cannot be created: say so instead of an OSError."""
+    for parent in Path(path).parents:  # nearest first
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"{what} {path}: {parent} is not a directory")
+            return
+
+
+def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, where: str = "--out") -> None:
+    """Refuse `path` equal to or inside the dir `out`: replacing `out` would delete it."""
+    real, real_out = Path(path).resolve(), Path(out).resolve()
+    if real == real_out or real_out in real.parents:
+        raise DataError(f"{what} {path} is {'the same path as' if real == real_out else 'inside'} {where} {out}; they must not overlap (the store replaces the whole folder)")
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """`out` may be missing, an empty dir, or (with `overwrite`) a store; never anything else,
+    since replacing it deletes what it holds."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise DataError(f"{out} exists and is not a directory; refusing to replace it (choose another --out)")
+    try:
+        is_store, empty = (out / "meta.json").is_file(), not any(out.iterdir())
+    except OSError as exc:
+        raise DataError(f"{out}: cannot read the output folder ({exc.strerror or exc})") from None
+    if is_store and not overwrite:
         raise DataError(f"{out} already exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    if not is_store and not empty:
+        raise DataError(f"{out} is a non-empty folder but not a recnas store (no meta.json); refusing to replace it, --overwrite only replaces a store")
+
+
+def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """A fresh temp dir beside `out`, after checking `out` may be replaced (see `check_replaceable`)."""
+    out = Path(out)
+    check_parent(out, "--out")
+    check_replaceable(out, overwrite)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     for split in SPLITS:
         (tmp / split).mkdir()
     return tmp
@@ -129,6 +164,7 @@ def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta) -> Path
     out = Path(out)
     meta.save(tmp)
     if out.exists():
+        check_replaceable(out, overwrite=True)  # again: something else may have appeared there meanwhile
         trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, trash)
         os.replace(tmp, out)

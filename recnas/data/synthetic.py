@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, check_parent, commit_staging, staging_dir
 from recnas.errors import ConfigError, DataError
 
 GENERATOR = "recnas.data.synthetic"
@@ -54,10 +54,14 @@ def generate(
     config = SynthConfig(n_dense=n_dense, n_sparse=n_sparse, max_vocab=max_vocab, positive_rate=positive_rate, signal=signal).validate()
     n_dense, n_sparse = config.n_dense, config.n_sparse  # plain ints from here on
     raw_path = Path(raw_out) if raw_out is not None else None
-    if raw_path is not None and raw_path.is_dir():
-        raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
-    if raw_path is not None and raw_path.exists() and not overwrite:
-        raise DataError(f"{raw_path} already exists; pass --overwrite to replace it")
+    if raw_path is not None:  # the store swap would delete a raw file inside it, and vice versa
+        check_apart(raw_path, out, "--raw-out")
+        check_parent(raw_path, "--raw-out")
+        if raw_path.is_dir():
+            raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
+        check_apart(out, raw_path, "--out", "--raw-out")
+        if raw_path.exists() and not overwrite:
+            raise DataError(f"{raw_path} already exists; pass --overwrite to replace it")
     model = planted_model(config, seed)
     assign = split_assignment(rows, seed)
     chunk_rows = max(BLOCK, chunk_rows // BLOCK * BLOCK)
