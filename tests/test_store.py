@@ -77,3 +77,42 @@ def test_resident_loader_serves_the_same_batches_without_warnings(tmp_path):
     for a, b in zip(resident, streamed):
         rows = lambda batch: sorted(map(tuple, torch.cat([batch.dense, batch.sparse.float(), batch.label[:, None]], 1).tolist()))  # noqa: E731
         assert rows(a) == rows(b)
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda d: _edit(d / "val" / "label.npy", lambda a: a.__setitem__(0, 5.0)), r"val/label.npy: labels must be 0 or 1, found 5.0"),
+    (lambda d: _edit(d / "val" / "sparse.npy", lambda a: a.__setitem__((3, 1), -1)), r"val/sparse.npy: field C2 has ids outside 0..10"),
+    (lambda d: _edit(d / "val" / "sparse.npy", lambda a: a.__setitem__((3, 2), 5)), r"field C3 has ids outside 0..4"),
+    (lambda d: (d / "val" / "sparse.npy").write_bytes(b""), r"val/sparse.npy: corrupt array file"),
+])
+def test_values_a_model_cannot_use_are_a_clear_error(tmp_path, damage, match):
+    """A hand-edited or foreign store used to fail deep in an embedding lookup or a metric."""
+    store = make_tiny_store(tmp_path / "s")
+    damage(store.dir)
+    with pytest.raises(DataError, match=match):
+        CTRStore(store.dir).split("val")
+    assert len(CTRStore(store.dir).split("train")) == 480  # the other splits still load
+
+
+def test_row_counts_must_agree_with_meta(tmp_path):
+    store = make_tiny_store(tmp_path / "s")
+    meta = store.meta.model_copy(update={"rows": {"train": 480, "val": 61, "test": 60}})
+    meta.save(store.dir)
+    assert len(CTRStore(store.dir).split("train")) == 480
+    with pytest.raises(DataError, match=r"val: 60 rows, meta.json says 61"):
+        CTRStore(store.dir).split("val")
+
+
+def _edit(path, change):
+    arr = np.load(path)
+    change(arr)
+    np.save(path, arr)
+
+
+@pytest.mark.parametrize("text, match", [("", "Invalid JSON"), ("[1, 2]", "Input should be an object"), ('{"name": "x", "dense_names": [], "cat_names": ["a"], "vocab_sizes": ["a"], "rows": {}}', r"key 'vocab_sizes.0'")])
+def test_corrupt_meta_is_one_line(tmp_path, text, match):
+    store = make_tiny_store(tmp_path / "s")
+    (store.dir / "meta.json").write_text(text)
+    with pytest.raises(DataError, match="meta.json: unreadable dataset metadata: .*" + match) as info:
+        CTRStore(store.dir)
+    assert "\n" not in str(info.value) and "errors.pydantic.dev" not in str(info.value)

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from recnas.configs import SEED_MAX
+
 app = typer.Typer(no_args_is_help=True, help="Prepare raw CTR data or generate the synthetic benchmark.")
 
 
@@ -54,7 +56,7 @@ def prepare(
     min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
     split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded) or sequential 80/10/10"),
-    seed: int = typer.Option(2018, "--seed", help="seed of the stratified split"),
+    seed: int = typer.Option(2018, "--seed", min=0, max=SEED_MAX, help="seed of the stratified split"),
     on_bad_row: BadRowPolicy = typer.Option(BadRowPolicy.error, "--on-bad-row", help="error: stop at the first bad row; skip: drop and count"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows"),
@@ -97,7 +99,7 @@ def prepare(
 def synth(
     out: Path = typer.Option(..., "--out", help="store directory to create"),
     rows: int = typer.Option(200_000, "--rows", help="number of rows"),
-    seed: int = typer.Option(0, "--seed", help="generator seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="generator seed"),
     raw_out: Optional[Path] = typer.Option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
 ) -> None:

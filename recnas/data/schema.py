@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from recnas.configs import explain
 from recnas.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -58,5 +59,9 @@ class DatasetMeta(BaseModel):
             raise DataError(f"{directory}: not a prepared recnas dataset (no {META_FILE}); run `recnas data prepare` or `recnas data synth` first")
         try:
             return cls.model_validate_json(path.read_text())
-        except ValueError as exc:
-            raise DataError(f"{path}: unreadable dataset metadata: {exc}") from exc
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read dataset metadata ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: unreadable dataset metadata (not UTF-8 text)") from None
+        except ValidationError as exc:
+            raise DataError(f"{path}: unreadable dataset metadata: {explain(cls, exc)}") from None

@@ -44,9 +44,12 @@ class SplitArrays:
 class CTRStore:
     """A prepared dataset directory: `meta` plus lazily memory-mapped splits."""
 
+    CHECK_ROWS = 1 << 20  # rows per chunk of the value check: bounded memory on any store
+
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         self.meta = DatasetMeta.load(self.dir)
+        self._checked: set[str] = set()
 
     def split(self, name: str) -> SplitArrays:
         if name not in SPLITS:
@@ -58,15 +61,33 @@ class CTRStore:
                 arr = np.load(path, mmap_mode="r")
             except FileNotFoundError:
                 raise DataError(f"{path}: missing; the store at {self.dir} is incomplete") from None
-            except ValueError as exc:
-                raise DataError(f"{path}: corrupt array file ({exc})") from None
+            except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
+                raise DataError(f"{path}: corrupt array file ({exc or type(exc).__name__})") from None
             if arr.dtype != dtype:
                 raise DataError(f"{path}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
             arrays[col] = arr
         n = arrays["label"].shape[0]
         if arrays["dense"].shape != (n, self.meta.n_dense) or arrays["sparse"].shape != (n, self.meta.n_sparse):
             raise DataError(f"{self.dir / name}: array shapes disagree with meta.json")
+        if name in self.meta.rows and self.meta.rows[name] != n:
+            raise DataError(f"{self.dir / name}: {n:,} rows, meta.json says {self.meta.rows[name]:,}; the store is inconsistent")
+        if name not in self._checked:
+            self._check_values(name, arrays["sparse"], arrays["label"])
+            self._checked.add(name)
         return SplitArrays(**arrays)
+
+    def _check_values(self, name: str, sparse: np.ndarray, label: np.ndarray) -> None:
+        """Ids within each field's vocabulary and 0/1 labels, once per split and store object: an
+        edited or foreign store otherwise fails deep in an embedding lookup or a metric (or, for
+        labels, trains on nonsense). One chunked pass, a few seconds per GB of ids."""
+        vocab = np.asarray(self.meta.vocab_sizes)
+        for start in range(0, len(label), self.CHECK_ROWS):
+            ids, y = sparse[start : start + self.CHECK_ROWS], label[start : start + self.CHECK_ROWS]
+            if len(ids) and (ids.min() < 0 or (ids.max(axis=0) >= vocab).any()):
+                field = int(np.flatnonzero((ids.min(axis=0) < 0) | (ids.max(axis=0) >= vocab))[0])
+                raise DataError(f"{self.dir / name}/sparse.npy: field {self.meta.cat_names[field]} has ids outside 0..{vocab[field] - 1} (its vocabulary in meta.json)")
+            if ((y != 0) & (y != 1)).any():
+                raise DataError(f"{self.dir / name}/label.npy: labels must be 0 or 1, found {float(y[(y != 0) & (y != 1)][0])}")
 
 
 class NpyAppender:
