@@ -252,3 +252,12 @@ def test_names_a_job_uses_late_are_checked_when_the_config_loads(over, match):
     """These used to fail (or be ignored) only after the supernet and the whole search had run."""
     with pytest.raises(ConfigError, match=match):
         load_job_config("smoke", **over)
+
+
+@pytest.mark.parametrize("emb_dims, match", [([4] * 3, "emb_dims has 3 entries, data has"), ([64] * 26, r"emb_dims must lie in 1..8")])
+def test_bad_emb_dims_fail_before_the_run_folder_is_written(tmp_path, emb_dims, match):
+    """They used to fail after the supernet, leaving a saved config that blocked every re-run."""
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=match):
+        run_job(load_job_config("smoke", emb_dims=emb_dims), out, progress=False)
+    assert not out.exists()

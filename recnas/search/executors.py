@@ -42,20 +42,29 @@ class _Worker:
         return self.evaluator(Genotype(Architecture.model_validate_json(arch_json), hw))
 
 
+def connect_ray(address: str | None = None, init_kwargs: dict | None = None):
+    """Ray, initialised (joining `address` if given): called before a job's supernet trains, so
+    an unreachable cluster fails in seconds, not after the most expensive stage."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor 'ray' needs Ray: pip install -e '.[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
+        except ConnectionError as exc:
+            raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    return ray
+
+
 class RayExecutor:
     """`evaluate_many(genotypes) -> metrics` over a pool of Ray actors (joins `address` if given)."""
 
     def __init__(self, supernet_path, data_dir, finetune=None, eval_rows=None, workers: int | None = None, address: str | None = None, max_retries: int = 3, init_kwargs: dict | None = None):
-        try:
-            import ray
-            from ray.util import ActorPool
-        except ImportError:
-            raise ConfigError("executor 'ray' needs Ray: pip install -e '.[ray]'") from None
         if not Path(supernet_path).exists():
             raise ConfigError(f"{supernet_path}: supernet checkpoint not found")
-        self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
+        ray = self.ray = connect_ray(address, init_kwargs)
+        from ray.util import ActorPool
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_Worker)
         ft = None if finetune is None else finetune.model_dump()

@@ -96,14 +96,20 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     """The whole pipeline; returns the results dict also written to out/results.json."""
     console = console or Console()
     out = Path(out)
-    check_same_run(cfg, out / "config.yaml")
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
     t_start = time.perf_counter()
-
+    check_same_run(cfg, out / "config.yaml")
+    # everything that can be checked is checked before the run folder is written: a config
+    # saved there is one that ran (and `check_same_run` holds a re-run to it)
     store = prepare_data(cfg, out, console)
     meta = store.meta
     space = get_space(cfg.space, **cfg.space_overrides)
+    emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
+    if cfg.executor == "ray":
+        from recnas.search.executors import connect_ray
+
+        connect_ray(cfg.ray_address)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, out / "config.yaml")
     device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
 
     # 1. supernet
@@ -127,7 +133,6 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         from recnas.search.executors import RayExecutor
 
         executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
-    emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
     evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
