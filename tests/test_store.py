@@ -84,6 +84,7 @@ def test_resident_loader_serves_the_same_batches_without_warnings(tmp_path):
     (lambda d: _edit(d / "val" / "sparse.npy", lambda a: a.__setitem__((3, 1), -1)), r"val/sparse.npy: field C2 has ids outside 0..10"),
     (lambda d: _edit(d / "val" / "sparse.npy", lambda a: a.__setitem__((3, 2), 5)), r"field C3 has ids outside 0..4"),
     (lambda d: (d / "val" / "sparse.npy").write_bytes(b""), r"val/sparse.npy: corrupt array file"),
+    (lambda d: _edit(d / "val" / "dense.npy", lambda a: a.__setitem__((2, 0), np.nan)), r"val/dense.npy: non-finite"),
 ])
 def test_values_a_model_cannot_use_are_a_clear_error(tmp_path, damage, match):
     """A hand-edited or foreign store used to fail deep in an embedding lookup or a metric."""
@@ -109,7 +110,7 @@ def _edit(path, change):
     np.save(path, arr)
 
 
-@pytest.mark.parametrize("text, match", [("", "Invalid JSON"), ("[1, 2]", "Input should be an object"), ('{"name": "x", "dense_names": [], "cat_names": ["a"], "vocab_sizes": ["a"], "rows": {}}', r"key 'vocab_sizes.0'")])
+@pytest.mark.parametrize("text, match", [("", "Invalid JSON"), ('{"name": "x", "dense_names": [], "cat_names": ["a"], "vocab_sizes": [-1], "rows": {}}', r"key 'vocab_sizes.0': Input should be greater than 0"), ("[1, 2]", "Input should be an object"), ('{"name": "x", "dense_names": [], "cat_names": ["a"], "vocab_sizes": ["a"], "rows": {}}', r"key 'vocab_sizes.0'")])
 def test_corrupt_meta_is_one_line(tmp_path, text, match):
     store = make_tiny_store(tmp_path / "s")
     (store.dir / "meta.json").write_text(text)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from recnas.configs import explain
 from recnas.errors import DataError
@@ -28,7 +28,7 @@ class DatasetMeta(BaseModel):
     name: str
     dense_names: list[str]
     cat_names: list[str]
-    vocab_sizes: list[int] = Field(description="table size per categorical field (ids are 0..size-1)")
+    vocab_sizes: list[PositiveInt] = Field(description="table size per categorical field (ids are 0..size-1)")
     rows: dict[str, int] = Field(description="row count per split")
     positive_rate: dict[str, float] = Field(default_factory=dict)
     source: dict[str, Any] = Field(default_factory=dict, description="raw file, checksum, options")

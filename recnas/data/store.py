@@ -72,17 +72,19 @@ class CTRStore:
         if name in self.meta.rows and self.meta.rows[name] != n:
             raise DataError(f"{self.dir / name}: {n:,} rows, meta.json says {self.meta.rows[name]:,}; the store is inconsistent")
         if name not in self._checked:
-            self._check_values(name, arrays["sparse"], arrays["label"])
+            self._check_values(name, **arrays)
             self._checked.add(name)
         return SplitArrays(**arrays)
 
-    def _check_values(self, name: str, sparse: np.ndarray, label: np.ndarray) -> None:
-        """Ids within each field's vocabulary and 0/1 labels, once per split and store object: an
-        edited or foreign store otherwise fails deep in an embedding lookup or a metric (or, for
-        labels, trains on nonsense). One chunked pass, about 0.2 s per GB of ids in memory."""
+    def _check_values(self, name: str, dense: np.ndarray, sparse: np.ndarray, label: np.ndarray) -> None:
+        """Finite dense values, ids within each field's vocabulary and 0/1 labels, once per split
+        and store object: an edited or foreign store otherwise fails deep in an embedding lookup
+        or a metric, or trains on nonsense. One chunked pass, about 0.2 s per GB in memory."""
         vocab = np.asarray(self.meta.vocab_sizes)
         for start in range(0, len(label), self.CHECK_ROWS):
             ids, y = sparse[start : start + self.CHECK_ROWS], label[start : start + self.CHECK_ROWS]
+            if not np.isfinite(dense[start : start + self.CHECK_ROWS]).all():
+                raise DataError(f"{self.dir / name}/dense.npy: non-finite (NaN or infinite) values; prepared stores never hold them")
             if len(ids) and (ids.min() < 0 or (ids.max(axis=0) >= vocab).any()):
                 field = int(np.flatnonzero((ids.min(axis=0) < 0) | (ids.max(axis=0) >= vocab))[0])
                 raise DataError(f"{self.dir / name}/sparse.npy: field {self.meta.cat_names[field]} has ids outside 0..{vocab[field] - 1} (its vocabulary in meta.json)")
