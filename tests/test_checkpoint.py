@@ -180,3 +180,15 @@ def test_hand_edited_checkpoint_is_refused_in_one_line(tiny_store, tmp_path, edi
     with pytest.raises(CheckpointError, match=match) as info:
         model_factory.load_trained(out / "edited.pt")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("edit", [lambda p: p.update(optimizer="x"), lambda p: p.update(rng={"torch": 1})])
+def test_resume_refuses_hand_edited_training_state(tiny_store, tmp_path, edit):
+    """Optimizer or RNG state of the wrong type raised AttributeError deep in torch."""
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    payload = torch.load(out / "checkpoint.pt", weights_only=False)
+    edit(payload)
+    torch.save(payload, out / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="checkpoint state does not fit this run"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)

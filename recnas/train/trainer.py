@@ -346,7 +346,7 @@ class Trainer:
             self.best_state = p.get("best_model")
             self.stopped_early = bool(best.get("stopped_early", False))
             set_rng_state(p["rng"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
 
     # -- the loop -------------------------------------------------------------------------
