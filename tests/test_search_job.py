@@ -240,6 +240,10 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
     code, _, err = run(monkeypatch, capsys, "search", "show", empty)
     assert code == 2 and "not a recnas results database" in error_line(err)
     assert (empty / "search.sqlite").read_bytes() == b""  # no tables were added to it
+    with sqlite3.connect(run_dir / "search.sqlite") as db:
+        db.execute("UPDATE candidates SET metrics = '{bad' WHERE key = 'k1'")
+    code, _, err = run(monkeypatch, capsys, "search", "show", run_dir)
+    assert code == 2 and "candidate 'k1' has no readable metrics" in error_line(err)
 
 
 @pytest.mark.parametrize("over, match", [

@@ -60,7 +60,7 @@ class ResultsStore:
     # -- candidates -------------------------------------------------------------------
     def get(self, key: str) -> dict | None:
         row = self.db.execute("SELECT metrics FROM candidates WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else self._metrics(key, row[0])
 
     def put(self, key: str, arch_json: str, metrics: dict, hardware_json: str | None = None) -> None:
         with self.db:
@@ -71,7 +71,17 @@ class ResultsStore:
 
     def all(self) -> list[dict]:
         rows = self.db.execute("SELECT key, arch, hardware, metrics FROM candidates ORDER BY created").fetchall()
-        return [{"key": k, "arch": a, "hardware": h, **json.loads(m)} for k, a, h, m in rows]
+        return [{"key": k, "arch": a, "hardware": h, **self._metrics(k, m)} for k, a, h, m in rows]
+
+    def _metrics(self, key: str, text: str) -> dict:
+        """A stored candidate's metrics; a row edited or written by something else is a DataError."""
+        try:
+            metrics = json.loads(text)
+        except (TypeError, ValueError):
+            metrics = None
+        if not isinstance(metrics, dict) or not isinstance(metrics.get("logloss"), (int, float)):
+            raise DataError(f"{self.path}: candidate {key!r} has no readable metrics (log loss); the database was edited or is not recnas's")
+        return metrics
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
