@@ -50,6 +50,11 @@ def test_cli_search_end_to_end(setup):
     res = runner.invoke(app, [*args, "--seeds", "1"])  # into the first run's folder: refused, nothing replaced
     assert isinstance(res.exception, ConfigError) and "--overwrite" in str(res.exception)
     assert (out / "result.json").read_bytes() == before
+    (tmp / "partial").mkdir()
+    (tmp / "partial" / "model.pt").write_text("keep")  # any file the search would write counts
+    res = runner.invoke(app, [*args[:5], str(tmp / "partial"), *args[6:]])
+    assert isinstance(res.exception, ConfigError) and "model.pt" in str(res.exception)
+    assert (tmp / "partial" / "model.pt").read_text() == "keep"
 
 
 @pytest.mark.parametrize(

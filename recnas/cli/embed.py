@@ -40,8 +40,9 @@ def search(
     from recnas.embedding.pipeline import run_search
     from recnas.embedding.report import print_report
 
-    if (out / "result.json").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds an embedding search (result.json); pass --overwrite to replace it, or use another --out")
+    written = [name for name in ("result.json", "emb_dims.json", "model.pt") if (out / name).exists()]
+    if written and not overwrite:
+        raise ConfigError(f"{out} already holds {', '.join(written)}; pass --overwrite to replace them, or use another --out")
     cfg = EmbedSearchConfig.from_yaml(config)
     updates: dict = {}
     if widths is not None:

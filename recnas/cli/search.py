@@ -79,7 +79,7 @@ def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: i
 def rank(
     supernet: Path = typer.Option(..., help="Supernet model.pt / checkpoint.pt."),
     data: Path = typer.Option(..., help="The prepared store the supernet was trained on."),
-    n: int = typer.Option(20, min=2, help="Random subnets to compare."),
+    n: int = typer.Option(20, min=2, max=1000, help="Random subnets to compare (each trains from scratch)."),
     out: Path = typer.Option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
     config: Optional[Path] = typer.Option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
     scratch_cache: Optional[Path] = typer.Option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),

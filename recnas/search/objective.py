@@ -21,7 +21,7 @@ class Objective(BaseModel):
     kind: Literal["loss", "penalized", "pareto"] = "loss"
     targets: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
     beta: float = Field(0.1, ge=0)
-    pareto_costs: tuple[str, ...] = ("energy", "latency", "flops")
+    pareto_costs: tuple[Literal["flops", "params", "energy", "latency"], ...] = ("energy", "latency", "flops")
     reference: str | None = Field(None, description="penalized: a baseline whose costs, divided by `ratios`, become the targets")
     ratios: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
 
