@@ -60,6 +60,9 @@ def test_invalid_yaml_and_missing_file(tmp_path):
         TrainConfig.from_yaml(write(tmp_path, "lr: 0.1\nbad: x: y\n"))
     with pytest.raises(ConfigError, match="cannot read config file"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"invalid YAML \(unacceptable character #x0000.*position 5\)") as err:
+        TrainConfig.from_yaml(write(tmp_path, "lr: 1\x00\n"))
+    assert "\n" not in str(err.value)  # PyYAML's message spans two lines
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe lr: 1\n\x00\xb7")
     with pytest.raises(ConfigError, match=r"binary.yaml: not a YAML config \(not UTF-8 text\)"):
