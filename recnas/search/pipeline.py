@@ -98,8 +98,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     out = Path(out)
     t_start = time.perf_counter()
     check_same_run(cfg, out / "config.yaml")
-    # everything that can be checked is checked before the run folder is written: a config
-    # saved there is one that ran (and `check_same_run` holds a re-run to it)
+    # everything that can be checked is checked before the run folder is written, so the config
+    # saved there passed every check (and `check_same_run` holds each re-run to it)
     store = prepare_data(cfg, out, console)
     meta = store.meta
     space = get_space(cfg.space, **cfg.space_overrides)
