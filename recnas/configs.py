@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, RecnasError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,15 +38,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def read_text(path: str | Path, what: str, error: type[RecnasError] = ConfigError) -> str:
+    """A text file's contents; a missing, unreadable or binary file is one `error` naming `what`."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a readable {what} (not UTF-8 text)") from None
+
+
 def read_yaml(path: str | Path) -> dict:
     """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
+    text = read_text(path, "config file")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:

@@ -109,7 +109,7 @@ def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monke
     arch = tmp_path / "arch.json"
     arch.write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")
     code, _, err = run(monkeypatch, capsys, "subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "small-tiny", "--config", TINY, "--out", tmp_path / "s")
-    assert code == 2 and "not an architecture file" in error_line(err)
+    assert code == 2 and "not a readable architecture file" in error_line(err)
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--seed", -1)
     assert code == 2 and "--seed" in err and "Traceback" not in err
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--resume", "--overwrite")

@@ -65,7 +65,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
     assert "\n" not in str(err.value)  # PyYAML's message spans two lines
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe lr: 1\n\x00\xb7")
-    with pytest.raises(ConfigError, match=r"binary.yaml: not a YAML config \(not UTF-8 text\)"):
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a readable config file \(not UTF-8 text\)"):
         TrainConfig.from_yaml(binary)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from recnas.configs import explain
+from recnas.configs import explain, read_text
 from recnas.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -57,11 +57,8 @@ class DatasetMeta(BaseModel):
         path = Path(directory) / META_FILE
         if not path.is_file():
             raise DataError(f"{directory}: not a prepared recnas dataset (no {META_FILE}); run `recnas data prepare` or `recnas data synth` first")
+        text = read_text(path, "dataset metadata file", DataError)
         try:
-            return cls.model_validate_json(path.read_text())
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read dataset metadata ({exc.strerror or exc})") from None
-        except UnicodeDecodeError:
-            raise DataError(f"{path}: unreadable dataset metadata (not UTF-8 text)") from None
+            return cls.model_validate_json(text)
         except ValidationError as exc:
             raise DataError(f"{path}: unreadable dataset metadata: {explain(cls, exc)}") from None

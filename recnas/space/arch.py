@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recnas.configs import explain
+from recnas.configs import explain, read_text
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
@@ -101,12 +101,7 @@ class Architecture(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read architecture file ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not an architecture file (not UTF-8 text)") from None
+        text = read_text(path, "architecture file")
         try:
             return cls.model_validate_json(text)
         except ValidationError as exc:
