@@ -91,9 +91,10 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
     res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a2.json")])
     assert res.exit_code == 0, res.output
     assert Architecture.load(tmp_path / "a2.json").emb_dims == (2, 8, 4)
-    (tmp_path / "dims.json").write_text('{"widths": 3}')
-    res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a3.json")])
-    assert isinstance(res.exception, ConfigError) and "list of positive integers" in str(res.exception)
+    for bad in ('{"widths": 3}', "[true, 8, 4]"):  # JSON true used to pass as the width 1
+        (tmp_path / "dims.json").write_text(bad)
+        res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a3.json")])
+        assert isinstance(res.exception, ConfigError) and "list of positive integers" in str(res.exception)
     (tmp_path / "dims.json").write_text("[2, 8, 4]")
     arch_text = (tmp_path / "arch.json").read_text()
     for out, match in ((tmp_path / "arch.json", "one of the inputs"), (tmp_path / "a2.json", "exists; pass --overwrite")):

@@ -68,20 +68,14 @@ def apply(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
-    import json
-
     from recnas.space import Architecture
+    from recnas.space.arch import load_emb_dims
 
     if out.resolve() in (arch.resolve(), emb_dims.resolve()):
         raise ConfigError(f"--out {out} is one of the inputs; write the new architecture to another file")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
 
-    try:
-        dims = json.loads(emb_dims.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{emb_dims}: cannot read a JSON list of widths ({exc})") from None
-    if not isinstance(dims, list) or not dims or not all(isinstance(w, int) and w > 0 for w in dims):
-        raise ConfigError(f"{emb_dims}: expected a JSON list of positive integers, got {str(dims)[:80]}")
+    dims = load_emb_dims(emb_dims)
     Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)}).save(out)
     typer.echo(f"wrote {out} (emb_dims: {len(dims)} fields, widths {min(dims)}..{max(dims)}; they must not exceed the space's emb_dim)")

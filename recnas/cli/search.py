@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -42,12 +41,9 @@ def search(
     if objective is not None:
         over["objective"] = {"kind": objective}
     if emb_dims is not None:
-        from recnas.errors import ConfigError
+        from recnas.space.arch import load_emb_dims
 
-        try:
-            over["emb_dims"] = json.loads(emb_dims.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{emb_dims}: cannot read a JSON list of widths ({exc})") from None
+        over["emb_dims"] = load_emb_dims(emb_dims)
     cfg = load_job_config(budget, config, **over)
     run_job(cfg, out, progress=progress)
 

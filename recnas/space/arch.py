@@ -108,6 +108,18 @@ class Architecture(BaseModel):
             raise ConfigError(f"{path}: invalid architecture: {explain(cls, exc)}") from None
 
 
+def load_emb_dims(path: str | Path) -> list[int]:
+    """The per-field widths of an `emb_dims.json` (from `recnas embed search`): a JSON list of
+    positive integers; anything else is a ConfigError naming the file."""
+    try:
+        dims = json.loads(read_text(path, "emb_dims file"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: cannot read a JSON list of widths ({exc})") from None
+    if not isinstance(dims, list) or not dims or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in dims):
+        raise ConfigError(f"{path}: expected a JSON list of positive integers, got {str(dims)[:80]}")
+    return dims
+
+
 def check_emb_dims(emb_dims, space: SearchSpace, n_fields: int | None = None) -> tuple[int, ...]:
     """Per-field embedding widths: one per field, each within 1..space.emb_dim."""
     if n_fields is not None and len(emb_dims) != n_fields:
