@@ -8,22 +8,23 @@ DLRM"): `reference` + `ratios`, resolved against the dataset by `resolve_targets
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-COSTS = ("flops", "params", "energy", "latency")
+Cost = Literal["flops", "params", "energy", "latency"]
+COSTS: tuple[str, ...] = get_args(Cost)
 
 
 class Objective(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["loss", "penalized", "pareto"] = "loss"
-    targets: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
+    targets: dict[Cost, float] = Field(default_factory=dict)
     beta: float = Field(0.1, ge=0)
-    pareto_costs: tuple[Literal["flops", "params", "energy", "latency"], ...] = ("energy", "latency", "flops")
+    pareto_costs: tuple[Cost, ...] = ("energy", "latency", "flops")
     reference: str | None = Field(None, description="penalized: a baseline whose costs, divided by `ratios`, become the targets")
-    ratios: dict[Literal["flops", "params", "energy", "latency"], float] = Field(default_factory=dict)
+    ratios: dict[Cost, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _reference(self):
