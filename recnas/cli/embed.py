@@ -37,10 +37,10 @@ def search(
     from recnas.data.store import CTRStore
     from recnas.embedding.budget import parse_widths, resolve_budget
     from recnas.embedding.config import EmbedSearchConfig
-    from recnas.embedding.pipeline import run_search
+    from recnas.embedding.pipeline import OUTPUT_FILES, run_search
     from recnas.embedding.report import print_report
 
-    written = [name for name in ("result.json", "emb_dims.json", "model.pt") if (out / name).exists()]
+    written = [name for name in OUTPUT_FILES if (out / name).exists()]
     if written and not overwrite:
         raise ConfigError(f"{out} already holds {', '.join(written)}; pass --overwrite to replace them, or use another --out")
     cfg = EmbedSearchConfig.from_yaml(config)

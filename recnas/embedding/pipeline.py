@@ -26,6 +26,9 @@ from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, resolve_device
 
+RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
+OUTPUT_FILES = (RESULT, EMB_DIMS, MODEL)  # what a search writes into its --out
+
 
 def progress_bar(enabled: bool):
     """A rich progress display on stderr (a no-op context when disabled)."""
@@ -130,8 +133,8 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(json_safe(report), indent=2))
-        (out / "emb_dims.json").write_text(json.dumps(widths))
+        (out / RESULT).write_text(json.dumps(json_safe(report), indent=2))
+        (out / EMB_DIMS).write_text(json.dumps(widths))
         if do_retrain:
-            torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, out / "model.pt")
+            torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, out / MODEL)
     return report
