@@ -85,8 +85,9 @@ class CTRStore:
             ids, y = sparse[start : start + self.CHECK_ROWS], label[start : start + self.CHECK_ROWS]
             if not np.isfinite(dense[start : start + self.CHECK_ROWS]).all():
                 raise DataError(f"{self.dir / name}/dense.npy: non-finite (NaN or infinite) values; prepared stores never hold them")
-            if len(ids) and (ids.min() < 0 or (ids.max(axis=0) >= vocab).any()):
-                field = int(np.flatnonzero((ids.min(axis=0) < 0) | (ids.max(axis=0) >= vocab))[0])
+            outside = (ids.min(axis=0) < 0) | (ids.max(axis=0) >= vocab) if len(ids) else np.zeros(0, bool)
+            if outside.any():
+                field = int(np.flatnonzero(outside)[0])
                 raise DataError(f"{self.dir / name}/sparse.npy: field {self.meta.cat_names[field]} has ids outside 0..{vocab[field] - 1} (its vocabulary in meta.json)")
             if ((y != 0) & (y != 1)).any():
                 raise DataError(f"{self.dir / name}/label.npy: labels must be 0 or 1, found {float(y[(y != 0) & (y != 1)][0])}")
