@@ -31,7 +31,7 @@ def load_benchmark(name: str):
 def tiny_space(name: str, **overrides):
     """A preset, or `every-op-tiny`: `full-tiny` with every operator, NASRec's and ours."""
     if name == "every-op-tiny":
-        return get_space("full-tiny", dense_ops=DENSE_OPS, linear_term=True, dense_tokens=True, **overrides)
+        return get_space("full-tiny", dense_ops=DENSE_OPS, **overrides)
     return get_space(name, **overrides)
 
 

@@ -24,8 +24,6 @@ class SearchSpace(BaseModel):
     dense_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 768, 1024)
     sparse_dims: tuple[int, ...] = (16, 32, 48, 64)
     emb_dim: int = Field(16, ge=1, le=512)
-    linear_term: bool = False
-    dense_tokens: bool = False
 
     @field_validator("dense_ops")
     @classmethod

@@ -26,7 +26,7 @@ class NASRecNet(nn.Module):
     parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
     supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
 
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, linear_term: bool = False, dense_tokens: bool = False):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
@@ -36,9 +36,6 @@ class NASRecNet(nn.Module):
             for table in self.embedding.tables:
                 table.fan_uniform_()
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
-        from recnas.baselines.layers import LinearTerm, NumericEmbedding
-        self.linear = LinearTerm(meta.vocab_sizes, meta.n_dense) if linear_term else None
-        self.numeric = NumericEmbedding(meta.n_dense, emb_dim) if dense_tokens and meta.n_dense else None
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
@@ -52,35 +49,27 @@ class NASRecNet(nn.Module):
         else:
             widths = None if path.emb_dims is None else torch.as_tensor(path.emb_dims, device=sparse.device)
             emb = self.embedding(sparse, widths)
-        if self.numeric is not None:
-            emb = torch.cat([emb, self.numeric(dense)], 1)
         dense_outs, sparse_outs = [dense], [emb]
         for i, block in enumerate(self.blocks):
             d, s = block(dense_outs, sparse_outs, masks=path.block(i)) if masked else block(dense_outs, sparse_outs, path.blocks[i])
             dense_outs.append(d)
             sparse_outs.append(s)
         if masked:
-            out = sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks))).squeeze(-1)
-        else:
-            out = sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves()).squeeze(-1)
-        return out if self.linear is None else out + self.linear(dense, sparse)
-
-
-def _raw_tokens(space: SearchSpace, meta: DatasetMeta) -> int:
-    return meta.n_sparse + (meta.n_dense if space.dense_tokens else 0)
+            return sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks))).squeeze(-1)
+        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves()).squeeze(-1)
 
 
 def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
     caps = []
     for i in range(space.n_blocks):
         dense_in = {0: meta.n_dense, **{j: space.max_dense for j in range(1, i + 1)}}
-        sparse_in = {0: _raw_tokens(space, meta), **{j: space.max_sparse for j in range(1, i + 1)}}
+        sparse_in = {0: meta.n_sparse, **{j: space.max_sparse for j in range(1, i + 1)}}
         caps.append(BlockCapacity(dense_in, sparse_in, space.dense_ops, space.sparse_ops, space.max_dense, space.max_sparse, space.emb_dim))
     return caps
 
 
 def _arch_capacities(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
-    dims = [(meta.n_dense, _raw_tokens(space, meta))] + [(b.dense_dim, b.sparse_dim) for b in arch.blocks]
+    dims = [(meta.n_dense, meta.n_sparse)] + [(b.dense_dim, b.sparse_dim) for b in arch.blocks]
     return [
         BlockCapacity(
             {j: dims[j][0] for j in b.dense_inputs},
@@ -99,7 +88,7 @@ class Supernet(NASRecNet):
     """All architectures of `space` in one set of weights; `forward` takes the architecture."""
 
     def __init__(self, space: SearchSpace, meta: DatasetMeta):
-        super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)), linear_term=space.linear_term, dense_tokens=space.dense_tokens)
+        super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
@@ -135,7 +124,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, linear_term=space.linear_term, dense_tokens=space.dense_tokens)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
