@@ -248,7 +248,7 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
 
 @pytest.mark.parametrize("over, match", [
     ({"sampler": "zzz"}, r"key 'sampler': unknown sampler 'zzz'; choose one of single-op-any-conn"),
-    ({"baselines": ["dlrm", "zzz"]}, r"key 'baselines': unknown baselines \['zzz'\]"),
+    ({"baselines": ["dlrm", "zzz"]}, r"key 'baselines': unknown baseline 'zzz'; available: lr, dlrm"),
     ({"baseline_hparams": {"zzz": {"a": 1}}}, r"key 'baseline_hparams': unknown baseline 'zzz'"),
     ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm: unknown hyper-parameter 'zzz'"),
     ({"objective": {"kind": "pareto", "pareto_costs": ["zzz"]}}, r"key 'objective.pareto_costs.0': Input should be 'flops'"),  # counted as 0 before

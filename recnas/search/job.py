@@ -15,12 +15,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recnas import configs
+from recnas.baselines import BASELINES, baseline_class
 from recnas.errors import ConfigError
 from recnas.search.evolution import EvolutionConfig
 from recnas.search.objective import Objective
 from recnas.train.config import TrainConfig
 
-BASELINE_NAMES = ("lr", "dlrm", "deepfm", "dcnv2", "autoint", "xdeepfm")
+BASELINE_NAMES = tuple(BASELINES)
+
+
+def _as_value_error(check, *args, **kwargs):
+    """`check(*args, **kwargs)`, its ConfigError re-raised as the ValueError pydantic reports
+    under the offending key, so the library's own checks (and messages) validate the config."""
+    try:
+        return check(*args, **kwargs)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class JobConfig(BaseModel):
@@ -67,32 +77,25 @@ class JobConfig(BaseModel):
     @field_validator("sampler")
     @classmethod
     def _sampler(cls, v):
-        from recnas.space.samplers import STRATEGIES
+        from recnas.space.samplers import check_strategy
 
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown sampler {v!r}; choose one of {', '.join(STRATEGIES)}")
-        return v
+        return _as_value_error(check_strategy, v)
 
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, v):
-        unknown = [b for b in v if b not in BASELINE_NAMES]
-        if unknown:
-            raise ValueError(f"unknown baselines {unknown}; choose from {', '.join(BASELINE_NAMES)}")
+        for name in v:
+            _as_value_error(baseline_class, name)
         return v
 
     @field_validator("baseline_hparams")
     @classmethod
     def _baseline_hparams(cls, v):
         """Checked at load, not after the supernet and the search have run."""
-        from recnas.baselines import baseline_class
         from recnas.baselines.base import parse_hparams
 
         for name, hparams in v.items():
-            try:
-                parse_hparams(name, baseline_class(name).Config, hparams)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
+            _as_value_error(lambda: parse_hparams(name, baseline_class(name).Config, hparams))
         return v
 
     @model_validator(mode="after")
@@ -100,10 +103,7 @@ class JobConfig(BaseModel):
         """Checked here, so a bad override fails before any data is prepared."""
         from recnas.space import get_space
 
-        try:
-            get_space(self.space, **self.space_overrides)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+        _as_value_error(get_space, self.space, **self.space_overrides)
         return self
 
     @model_validator(mode="after")

@@ -22,6 +22,13 @@ from recnas.space.spaces import SearchSpace
 STRATEGIES = ("single-op-any-conn", "single-path", "any-path", "farthest-greedy")
 
 
+def check_strategy(strategy: str) -> str:
+    """`strategy` if it names a path sampler; ConfigError listing them otherwise."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown sampler {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
 def _subset(rng: np.random.Generator, items: tuple, p: float = 0.5) -> tuple:
     """A uniformly random non-empty subset (include each with prob p, retry if empty)."""
     while True:
@@ -72,9 +79,7 @@ class ArchSampler:
     """Samples one architecture per training step; reproducible and checkpointable."""
 
     def __init__(self, space: SearchSpace, strategy: str = "single-op-any-conn", seed: int = 0, candidates: int = 8, memory: int = 16):
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown sampler {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        self.space, self.strategy, self.seed = space, strategy, seed
+        self.space, self.strategy, self.seed = space, check_strategy(strategy), seed
         self.rng = np.random.default_rng(seed)
         self.candidates = candidates
         self.history: deque[np.ndarray] = deque(maxlen=memory)
