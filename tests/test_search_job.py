@@ -12,7 +12,7 @@ from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
 
-ARTIFACTS = ["results.md", "results.json", "best_arch.json", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
+ARTIFACTS = ["results.md", "results.json", "best_arch.json", "space.yaml", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
 
 
 def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
@@ -33,6 +33,24 @@ def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
     again = run_job(cfg, out, progress=False)
     assert again["search"]["evaluated_this_run"] == 0
     assert again["best_arch"] == report["best_arch"]
+
+
+def test_best_arch_retrains_from_the_cli_in_the_space_of_its_run(tmp_path, monkeypatch, capsys):
+    """The search's space (a preset plus overrides) is not a preset: `--space <run>/space.yaml`
+    rebuilds the architecture as found; a preset name is refused, not silently another model."""
+    from tests.test_cli_models import TINY, error_line, run
+
+    cfg = load_job_config("smoke", baselines=["lr"])
+    out = tmp_path / "run"
+    run_job(cfg, out, progress=False)
+    data = tmp_path / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
+    common = ["subnet", "train", "--data", data, "--arch", out / "best_arch.json", "--config", TINY, "--steps", 2]
+    code, _, err = run(monkeypatch, capsys, *common, "--space", out / "space.yaml", "--out", tmp_path / "re")
+    assert code == 0, err
+    spec = torch.load(tmp_path / "re" / "model.pt", weights_only=False)["model_spec"]
+    assert spec["space"] == torch.load(out / "best" / "model.pt", weights_only=False)["model_spec"]["space"]
+    code, _, err = run(monkeypatch, capsys, *common, "--space", "full", "--out", tmp_path / "preset")
+    assert code == 2 and "blocks" in error_line(err)
 
 
 def _losses(report):

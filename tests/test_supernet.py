@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
-from recnas.space import Architecture, BlockSpec, get_space
+from recnas.space import Architecture, BlockSpec, get_space, resolve_space
 from recnas.space.samplers import ArchSampler, random_architecture
 from recnas.supernet import Subnet, Supernet
 from tests.conftest import TINY_SPACES, tiny_space
@@ -99,6 +100,21 @@ def test_unknown_space_is_a_clear_error():
         get_space("huge")
     with pytest.raises(ConfigError, match="dense_ops"):
         get_space("full", dense_ops=("conv",))
+
+
+def test_resolve_space_takes_a_preset_or_a_space_file(tmp_path):
+    assert resolve_space("small-tiny") == get_space("small-tiny")
+    space = get_space("full", n_blocks=3, dense_ops=("fc", "cross"), emb_dim=32)
+    f = tmp_path / "space.yaml"
+    f.write_text(yaml.safe_dump(space.model_dump(mode="json")))
+    assert resolve_space(f) == space
+    f.write_text("name: full\nn_blokcs: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'n_blokcs'"):
+        resolve_space(f)
+    with pytest.raises(ConfigError, match="cannot read"):
+        resolve_space(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown search space 'huge'.*space file"):
+        resolve_space("huge")
 
 
 def test_every_dangling_block_feeds_the_logit():

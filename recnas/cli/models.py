@@ -51,7 +51,7 @@ def _relaunch(nproc: int) -> None:
     raise typer.Exit(launch(nproc, argv))
 SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
-SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny")
+SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")
 
 
 def _setup_logging() -> None:
@@ -118,12 +118,12 @@ def supernet_train(
     _relaunch(nproc)
 
     def build(store, cfg):
-        from recnas.space import get_space
+        from recnas.space import resolve_space
         from recnas.space.samplers import make_sampler
         from recnas.supernet import Supernet
         from recnas.train import supernet_spec
 
-        sp = get_space(space)
+        sp = resolve_space(space)
         return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
 
     _train(data, config, out, resume, overwrite, progress, build, steps, seed)
@@ -148,11 +148,11 @@ def subnet_train(
     _relaunch(nproc)
 
     def build(store, cfg):
-        from recnas.space import Architecture, get_space
+        from recnas.space import Architecture, resolve_space
         from recnas.supernet import Subnet
         from recnas.train import subnet_spec
 
-        sp = get_space(space)
+        sp = resolve_space(space)
         a = Architecture.load(arch).validate_for(sp, store.meta.n_sparse)
         supernet = None
         if inherit is not None and not resume:  # on resume the weights come from the checkpoint

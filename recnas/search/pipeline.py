@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -110,6 +111,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         connect_ray(cfg.ray_address)
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
+    # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
+    (out / "space.yaml").write_text(yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
 
     # 1. supernet

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from recnas import configs
 from recnas.configs import explain
 from recnas.errors import ConfigError
 
@@ -74,3 +77,16 @@ def get_space(name: str = "full", **overrides) -> SearchSpace:
         return SearchSpace(**{**PRESETS[name], **overrides})
     except ValidationError as exc:
         raise ConfigError(f"invalid search space: {explain(SearchSpace, exc)}") from None
+
+
+def resolve_space(value: str | Path) -> SearchSpace:
+    """A preset name, or a space file (YAML/JSON with SearchSpace's keys, e.g. the `space.yaml`
+    a search run writes). Why the file: a searched architecture only rebuilds as found inside
+    the exact space of its run, presets plus `space_overrides` (token width, operators, block
+    count), which no preset name can carry."""
+    if str(value) in PRESETS:
+        return get_space(str(value))
+    path = Path(value)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json") and not path.exists():
+        raise ConfigError(f"unknown search space {str(value)!r}; choose one of {', '.join(PRESETS)}, or give a space file (a search run's space.yaml)")
+    return configs.load(SearchSpace, path)
