@@ -2,12 +2,17 @@
 
 A typo in a YAML key would otherwise be silently ignored and a run would use the default;
 here every config model forbids unknown keys, and every problem becomes one ConfigError that
-names the file, the (dotted) key, and what is allowed there.
+names the file, the (dotted) key, and what is allowed there. The file helpers every reader and
+writer of recnas shares live here too (`read_text`, `atomic_write`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import typing
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -46,6 +51,32 @@ def read_text(path: str | Path, what: str, error: type[RecnasError] = ConfigErro
         raise error(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise error(f"{path}: not a readable {what} (not UTF-8 text)") from None
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
+    """A file handle on a temp file beside `path`, fsynced and `os.replace`d over `path` when the
+    block ends: a crash or Ctrl-C mid-write leaves the previous file whole (or none), never a
+    truncated one that a resumed run would trust. On an error the temp file is removed."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recnas.configs import atomic_write
 from recnas.data.loader import BatchLoader
 from recnas.data.store import CTRStore
 from recnas.embedding.budget import params_to_mib, table_params
@@ -133,8 +134,11 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / RESULT).write_text(json.dumps(json_safe(report), indent=2))
-        (out / EMB_DIMS).write_text(json.dumps(widths))
+        with atomic_write(out / RESULT) as fh:
+            fh.write(json.dumps(json_safe(report), indent=2))
+        with atomic_write(out / EMB_DIMS) as fh:
+            fh.write(json.dumps(widths))
         if do_retrain:
-            torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, out / MODEL)
+            with atomic_write(out / MODEL, "wb") as fh:
+                torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, fh)
     return report

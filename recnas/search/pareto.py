@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recnas.configs import atomic_write
 from recnas.errors import ConfigError
 
 
@@ -109,6 +110,7 @@ def plot_front(points, names, path, labels=None, baselines=None, title: str | No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
     return path

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
+from recnas.configs import atomic_write
+
 
 def rank_correlation(a, b) -> dict:
     """Kendall tau and Spearman rho of two score lists (NaN-free pairs only)."""
@@ -41,5 +43,6 @@ def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "su
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)

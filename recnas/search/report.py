@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recnas.configs import atomic_write
 from recnas.search.objective import Objective
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import json_safe
@@ -42,7 +43,8 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective) -> None:
     out = Path(out)
-    (out / "results.json").write_text(json.dumps(json_safe(report), indent=2, default=float))
+    with atomic_write(out / "results.json") as fh:
+        fh.write(json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
@@ -52,7 +54,8 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     candidates = results.all()
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective)
-    (out / "results.md").write_text("\n".join(md))
+    with atomic_write(out / "results.md") as fh:
+        fh.write("\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run))
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
@@ -68,10 +71,12 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     vectors = np.array([objective.vector(c) for c in cand])
     front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
-    (out / "pareto.json").write_text(json.dumps(rows, indent=2))
+    with atomic_write(out / "pareto.json") as fh:
+        fh.write(json.dumps(rows, indent=2))
     table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
     table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
-    (out / "pareto.md").write_text("# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
+    with atomic_write(out / "pareto.md") as fh:
+        fh.write("# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
     baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
     plot_front(
         [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", "log loss (candidates: val, supernet; baselines: test)"),
@@ -104,7 +109,8 @@ def plot_progress(path: Path, gens: list[dict]) -> None:
     ax.set_ylabel("score (validation log loss, inherited weights)")
     ax.set_title("regularized evolution")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -146,5 +152,6 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     ax2.set_title("trained models")
     ax2.margins(x=0.15, y=0.1)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=120)
     plt.close(fig)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -64,9 +63,8 @@ class ScratchCache:
     def put(self, key: str, value: float) -> None:
         self.entries[key] = float(value)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.all, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with configs.atomic_write(self.path) as fh:
+            fh.write(json.dumps(self.all, indent=1, sort_keys=True))
 
 
 def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
@@ -119,6 +117,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
     result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
-    (out / "rank_study.json").write_text(json.dumps(result, indent=2))
+    with configs.atomic_write(out / "rank_study.json") as fh:
+        fh.write(json.dumps(result, indent=2))
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result

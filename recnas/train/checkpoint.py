@@ -2,15 +2,14 @@
 
 A checkpoint only holds tensors and plain containers (dict/list/str/int/float/bool/None),
 so it is read with ``torch.load(weights_only=True)``: loading a file never runs code.
-Writes go to a temp file in the same directory, are fsynced, then `os.replace`d over the
-target, so a crash mid-write leaves the previous checkpoint intact.
+Writes go through `configs.atomic_write` (a temp file in the same directory, fsynced, then
+`os.replace`d over the target), so a crash mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recnas.configs import atomic_write
 from recnas.errors import CheckpointError
 
 FORMAT = "recnas-checkpoint"
@@ -28,24 +28,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Atomically write `payload` (plus format tag) to `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    with atomic_write(path, "wb") as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
     return path
 
 

@@ -80,7 +80,8 @@ class TrainConfig(BaseModel):
         return TrainConfig.from_dict({**self.model_dump(), **changes}, source=source)
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+        with configs.atomic_write(path) as fh:
+            fh.write(yaml.safe_dump(self.model_dump(), sort_keys=False))
 
 
 def merge_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:

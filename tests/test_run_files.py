@@ -1,0 +1,56 @@
+"""Files of a run folder: written atomically, and damaged ones refused in one line or recomputed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recnas.search.job import dump_config, load_job_config
+from recnas.search.objective import Objective
+from recnas.search.report import write_report
+from recnas.search.results import ResultsStore
+from recnas.space import get_space
+from recnas.space.samplers import random_architecture
+from recnas.train import TrainConfig, Trainer
+from tests.test_trainer import make_model, tiny_cfg
+
+
+def _write_report(d: Path) -> None:
+    write_report(d, {"dataset": "tiny", "models": [], "search": {"candidates_in_store": 0}}, ResultsStore(d / "s.sqlite"), "search", Objective())
+
+
+def _write_metrics(d: Path, store) -> None:
+    t = Trainer(make_model(store.meta), tiny_cfg(epochs=1), store, out_dir=d, progress=False, model_spec={"kind": "toy"})
+    t._write_outputs(t._result())
+
+
+WRITERS = {
+    "config.yaml": lambda d, store: dump_config(load_job_config("smoke"), d / "config.yaml"),
+    "results.json": lambda d, store: _write_report(d),
+    "metrics.json": _write_metrics,
+    "best_arch.json": lambda d, store: random_architecture(np.random.default_rng(0), get_space("full-tiny")).save(d / "best_arch.json"),
+    "train.yaml": lambda d, store: TrainConfig().to_yaml(d / "train.yaml"),
+}
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_write_killed_before_it_completes_keeps_the_previous_file(tiny_store, tmp_path, monkeypatch, name):
+    """Each writer goes through a temp file renamed over the target: stopped just before the
+    rename (as by a kill or Ctrl-C), the previous file is whole and no temp file is left."""
+    target = tmp_path / name
+    target.write_text("previous good copy")
+    real_replace = os.replace
+
+    def stopped(src, dst):
+        if Path(dst).name == name:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        WRITERS[name](tmp_path, tiny_store)
+    assert target.read_text() == "previous good copy"
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
