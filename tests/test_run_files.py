@@ -54,3 +54,24 @@ def test_write_killed_before_it_completes_keeps_the_previous_file(tiny_store, tm
         WRITERS[name](tmp_path, tiny_store)
     assert target.read_text() == "previous good copy"
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_damaged_results_database_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """Bad pages past the header: refused on opening (search and `search show`), not a
+    sqlite traceback from the first query that reads them."""
+    from recnas.errors import DataError
+    from tests.test_cli_models import error_line, run
+
+    path = tmp_path / "run" / "search.sqlite"
+    store = ResultsStore(path)
+    for i in range(100):
+        store.put(f"k{i}", "x" * 500, {"logloss": 0.5})
+    store.close()
+    with open(path, "r+b") as fh:  # page 2 of 4096 bytes: one of the candidates table's pages
+        fh.seek(4096)
+        fh.write(b"\xff" * 4096)
+    for read_only in (False, True):
+        with pytest.raises(DataError, match="damaged results database"):
+            ResultsStore(path, read_only=read_only)
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "damaged results database" in error_line(err)

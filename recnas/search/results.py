@@ -37,22 +37,31 @@ CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class ResultsStore:
     """`read_only` (for `recnas search show`): the file is opened read-only and must already be a
-    recnas results database; otherwise the schema is created if missing."""
+    recnas results database; otherwise the schema is created if missing. A damaged file (bad
+    pages past the header) is refused on opening: SQLite would only fail on the first query
+    that reads a bad page, midway through a search, with a traceback."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
         try:
             if read_only:
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+                self._check_intact()
                 tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "candidates" not in tables:
                     raise DataError(f"{self.path}: not a recnas results database (it has no candidates table)")
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path)
+                self._check_intact()
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: not a readable recnas results database ({exc})") from None
+
+    def _check_intact(self) -> None:
+        (status,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
+        if status != "ok":
+            raise DataError(f"{self.path}: damaged results database ({status.splitlines()[-1]}); move it away to score the candidates afresh")
 
     def close(self) -> None:
         self.db.close()
