@@ -75,3 +75,19 @@ def test_damaged_results_database_is_one_line_error(tmp_path, monkeypatch, capsy
             ResultsStore(path, read_only=read_only)
     code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     assert code == 2 and "damaged results database" in error_line(err)
+
+
+def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
+    """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
+    metrics.json (the copy for people) is no JSONDecodeError traceback."""
+    import functools
+
+    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+
+    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    out = tmp_path / "baselines" / "lr"
+    _, first = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    metrics = out / "metrics.json"
+    metrics.write_text(metrics.read_text()[:20])
+    _, again = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    assert again == first and again["steps"] > 0

@@ -55,11 +55,12 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     `build() -> (model, model_spec)` makes the untrained model right after seeding with the
     training seed (as the CLI's training path does), so its initial weights depend on that seed
     alone, not on what ran earlier in the process: the same job gives the same models, and a
-    resumed job the same as an uninterrupted one.
+    resumed job the same as an uninterrupted one. A finished model's metrics are read from its
+    model.pt (written atomically with the weights); metrics.json is the copy for people.
     """
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
-        model, _, _ = load_trained(out_dir / "model.pt")
-        return model, json.loads((out_dir / "metrics.json").read_text())
+        model, _, extra = load_trained(out_dir / "model.pt")
+        return model, extra["metrics"]
     seed_everything(tcfg.seed)
     model, spec = build()
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
