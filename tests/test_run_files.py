@@ -91,3 +91,15 @@ def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path
     metrics.write_text(metrics.read_text()[:20])
     _, again = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     assert again == first and again["steps"] > 0
+
+
+def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a job: exit 130 with one line saying so, not a silent exit (or a traceback)."""
+    from tests.test_cli_models import run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("recnas.search.pipeline.run_job", interrupted)
+    code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", "--out", tmp_path / "run", "--no-progress")
+    assert code == 130 and err.strip() == "interrupted"

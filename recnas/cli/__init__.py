@@ -33,6 +33,7 @@ def main() -> None:
         where = f"{exc.filename}: " if exc.filename else ""
         typer.secho(f"error: {where}{exc.strerror or exc}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
+    except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
+        if exc.code == 130:
+            typer.secho("interrupted", err=True)
+        raise
