@@ -103,3 +103,23 @@ def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("recnas.search.pipeline.run_job", interrupted)
     code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", "--out", tmp_path / "run", "--no-progress")
     assert code == 130 and err.strip() == "interrupted"
+
+
+def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):
+    """A re-run job with other baseline hyper-parameters or `final` settings must not report the
+    old model under the new config: another model is refused, a longer recipe trains on."""
+    import functools
+
+    from recnas.errors import CheckpointError
+    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+
+    out = tmp_path / "baselines" / "dlrm"
+    build = functools.partial(_baseline_with_spec, "dlrm", tiny_store.meta, {})
+    _, first = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    _, same = fit_or_load(build, tiny_cfg(epochs=1, log_every=7), tiny_store, out, progress=False)  # how it runs: not the recipe
+    assert same == first
+    other = functools.partial(_baseline_with_spec, "dlrm", tiny_store.meta, {"top_mlp": [4]})
+    with pytest.raises(CheckpointError, match="different model"):
+        fit_or_load(other, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    _, longer = fit_or_load(build, tiny_cfg(epochs=2), tiny_store, out, progress=False)
+    assert longer["steps"] == 2 * first["steps"]
