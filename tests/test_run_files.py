@@ -123,3 +123,22 @@ def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_st
         fit_or_load(other, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     _, longer = fit_or_load(build, tiny_cfg(epochs=2), tiny_store, out, progress=False)
     assert longer["steps"] == 2 * first["steps"]
+
+
+def test_unreadable_architecture_in_a_results_row_is_one_line_error(tmp_path):
+    """Damage inside a row passes `quick_check`; the re-run reading that candidate's
+    architecture says which database and candidate, instead of a pydantic traceback."""
+    import sqlite3
+
+    from recnas.errors import DataError
+    from recnas.search.pipeline import run_job
+
+    cfg = load_job_config("smoke", baselines=["lr"])
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    key = report["finalists"][0]["key"]
+    with sqlite3.connect(out / "search.sqlite") as db:
+        db.execute("UPDATE candidates SET arch = ? WHERE key = ?", ('{"blocks": [{"dense_o', key))
+    (out / "best_arch.json").unlink()
+    with pytest.raises(DataError, match=rf"search.sqlite: candidate '{key}' has no readable architecture"):
+        run_job(cfg, out, progress=False)

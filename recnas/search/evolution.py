@@ -159,15 +159,7 @@ class RegularizedEvolution:
 
     def genotype(self, key: str) -> Genotype:
         """The genotype of a scored candidate, from the results store."""
-        row = self.results.db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (key,)).fetchone()
-        from recnas.space.arch import Architecture
-
-        hw = None
-        if row[1] is not None:
-            from recnas.hardware import PIMConfig
-
-            hw = PIMConfig.model_validate_json(row[1])
-        return Genotype(Architecture.model_validate_json(row[0]), hw)
+        return Genotype(*self.results.design(key))
 
     def _log(self, gen: int, population) -> None:
         scores = [m["score"] for _, m in population]

@@ -78,6 +78,23 @@ class ResultsStore:
                 (key, arch_json, hardware_json, json.dumps(metrics), time.time()),
             )
 
+    def design(self, key: str):
+        """(Architecture, PIMConfig or None) of a stored candidate. A row whose text does not
+        parse (the database was edited, or damaged inside a row, which `quick_check` cannot see)
+        is a DataError naming the database, not a validation traceback mid-job."""
+        from pydantic import ValidationError
+
+        from recnas.hardware import PIMConfig
+        from recnas.space.arch import Architecture
+
+        row = self.db.execute("SELECT arch, hardware FROM candidates WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise DataError(f"{self.path}: no candidate {key!r}")
+        try:
+            return Architecture.model_validate_json(row[0]), None if row[1] is None else PIMConfig.model_validate_json(row[1])
+        except (ValidationError, TypeError, ValueError):
+            raise DataError(f"{self.path}: candidate {key!r} has no readable architecture or PIM configuration; the database was edited or is damaged") from None
+
     def all(self) -> list[dict]:
         rows = self.db.execute("SELECT key, arch, hardware, metrics FROM candidates ORDER BY created").fetchall()
         return [{"key": k, "arch": a, "hardware": h, **self._metrics(k, m)} for k, a, h, m in rows]
