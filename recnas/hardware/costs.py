@@ -137,10 +137,6 @@ def _sparse_op(g: CostGraph, op: str, p: str, i: int, z: str, h: str, d: int, t:
         token = g.linear(f"{p}.dot.dense_token", i, d, e, (h,))
         gram = g.digital(f"{p}.dot.gram", i, (z, token), macs=(t + 1) ** 2 * e)
         return z, g.linear(f"{p}.dot.out", i, (t + 1) * t // 2, d, (gram,))
-    if op == "tri":
-        token = g.linear(f"{p}.tri.dense_token", i, d, e, (h,))
-        fac = [g.linear(f"{p}.tri.factor{k}", i, t + 1, d, (z, token), reps=e, bias=False) for k in range(3)]
-        return z, g.digital(f"{p}.tri.prod", i, fac, macs=d * e, elementwise=d * e)
     if op == "attention":
         heads = 2 if e % 2 == 0 else 1
         qkv = g.linear(f"{p}.attn.qkv", i, e, 3 * e, (z,), reps=t)

@@ -142,20 +142,4 @@ class Attention(nn.Module):
         return self.norm2(z + self.ffn(z)), None
 
 
-class TriDot(nn.Module):
-    """Third-order inner products, factorised: out_k = sum_e (A x)_ke (B x)_ke (C x)_ke over
-    x = [dense token; tokens]."""
-
-    def __init__(self, max_tokens: int, max_dense: int, emb_dim: int):
-        super().__init__()
-        n = max_tokens + 1
-        self.dense_token = ElasticLinear(max_dense, emb_dim)
-        self.factors = nn.ModuleList(TokenLinear(n, max_dense, bias=False) for _ in range(3))
-
-    def forward(self, z: torch.Tensor, h: torch.Tensor, d: int, key_mask: torch.Tensor | None = None):
-        x = torch.cat([self.dense_token(h).unsqueeze(1), z], dim=1)
-        a, b, c = (f(x, d) for f in self.factors)
-        return z, (a * b * c).sum(-1)
-
-
-SPARSE_OPERATORS: dict[str, type[nn.Module]] = {"efc": EFC, "dot": DotProduct, "attention": Attention, "tri": TriDot}
+SPARSE_OPERATORS: dict[str, type[nn.Module]] = {"efc": EFC, "dot": DotProduct, "attention": Attention}

@@ -12,8 +12,7 @@ from recnas.errors import ConfigError
 
 NASREC_DENSE_OPS = ("fc", "gating", "sum")  # the `full` space's, as in NASRec
 DENSE_OPS = NASREC_DENSE_OPS + ("cross",)  # every dense operator a space may list (recnas/ops/dense.py)
-NASREC_SPARSE_OPS = ("efc", "dot", "attention")
-SPARSE_OPS = NASREC_SPARSE_OPS + ("tri",)
+SPARSE_OPS = ("efc", "dot", "attention")
 
 
 class SearchSpace(BaseModel):
@@ -24,7 +23,7 @@ class SearchSpace(BaseModel):
     name: str = "full"
     n_blocks: int = Field(7, ge=1, le=32)
     dense_ops: tuple[str, ...] = NASREC_DENSE_OPS
-    sparse_ops: tuple[str, ...] = NASREC_SPARSE_OPS
+    sparse_ops: tuple[str, ...] = SPARSE_OPS
     dense_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 768, 1024)
     sparse_dims: tuple[int, ...] = (16, 32, 48, 64)
     emb_dim: int = Field(16, ge=1, le=512)
