@@ -79,6 +79,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         pass
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """`Path(path).write_text(text)` through `atomic_write`: the one way run files are written."""
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
 def read_yaml(path: str | Path) -> dict:
     """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
     path = Path(path)

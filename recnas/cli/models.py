@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, atomic_write
+from recnas.configs import SEED_MAX, write_text_atomic
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -239,5 +239,4 @@ def evaluate(
         record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": extra.get("step"), **metrics}
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(json_out) as fh:
-            fh.write(json.dumps(record, indent=2))
+        write_text_atomic(json_out, json.dumps(record, indent=2))

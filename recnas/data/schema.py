@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from recnas.configs import atomic_write, explain, read_text
+from recnas.configs import explain, read_text, write_text_atomic
 from recnas.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -47,8 +47,7 @@ class DatasetMeta(BaseModel):
 
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / META_FILE
-        with atomic_write(path) as fh:
-            fh.write(json.dumps(self.model_dump(), indent=2, sort_keys=True))
+        write_text_atomic(path, json.dumps(self.model_dump(), indent=2, sort_keys=True))
         return path
 
     @classmethod

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recnas.configs import atomic_write
+from recnas.configs import atomic_write, write_text_atomic
 from recnas.data.loader import BatchLoader
 from recnas.data.store import CTRStore
 from recnas.embedding.budget import params_to_mib, table_params
@@ -134,10 +134,8 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / RESULT) as fh:
-            fh.write(json.dumps(json_safe(report), indent=2))
-        with atomic_write(out / EMB_DIMS) as fh:
-            fh.write(json.dumps(widths))
+        write_text_atomic(out / RESULT, json.dumps(json_safe(report), indent=2))
+        write_text_atomic(out / EMB_DIMS, json.dumps(widths))
         if do_retrain:
             with atomic_write(out / MODEL, "wb") as fh:
                 torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, fh)

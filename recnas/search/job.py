@@ -181,8 +181,7 @@ def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overr
 
 
 def dump_config(cfg: JobConfig, path: Path) -> None:
-    with configs.atomic_write(path) as fh:
-        fh.write(yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
+    configs.write_text_atomic(path, yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False))
 
 
 # what the stored supernet, candidate scores and data of a run folder depend on; the other keys

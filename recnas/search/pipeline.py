@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recnas.configs import atomic_write
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
@@ -125,8 +125,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     out.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, out / "config.yaml")
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
-    with atomic_write(out / "space.yaml") as fh:
-        fh.write(yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
 
     # 1. supernet
@@ -189,8 +188,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
-        with atomic_write(out / "best_hardware.json") as fh:
-            fh.write(best.hardware_json)
+        write_text_atomic(out / "best_hardware.json", best.hardware_json)
     if len(finalists) > 1:
         console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []

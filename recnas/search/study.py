@@ -63,8 +63,7 @@ class ScratchCache:
     def put(self, key: str, value: float) -> None:
         self.entries[key] = float(value)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with configs.atomic_write(self.path) as fh:
-            fh.write(json.dumps(self.all, indent=1, sort_keys=True))
+        configs.write_text_atomic(self.path, json.dumps(self.all, indent=1, sort_keys=True))
 
 
 def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
@@ -117,7 +116,6 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
     result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
-    with configs.atomic_write(out / "rank_study.json") as fh:
-        fh.write(json.dumps(result, indent=2))
+    configs.write_text_atomic(out / "rank_study.json", json.dumps(result, indent=2))
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recnas.configs import atomic_write, explain, read_text
+from recnas.configs import explain, read_text, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
@@ -97,8 +97,7 @@ class Architecture(BaseModel):
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        with atomic_write(path) as fh:
-            fh.write(json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), indent=2))
+        write_text_atomic(path, json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":

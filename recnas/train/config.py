@@ -80,8 +80,7 @@ class TrainConfig(BaseModel):
         return TrainConfig.from_dict({**self.model_dump(), **changes}, source=source)
 
     def to_yaml(self, path: str | Path) -> None:
-        with configs.atomic_write(path) as fh:
-            fh.write(yaml.safe_dump(self.model_dump(), sort_keys=False))
+        configs.write_text_atomic(path, yaml.safe_dump(self.model_dump(), sort_keys=False))
 
 
 def merge_overrides(cfg: TrainConfig, **overrides: Any) -> TrainConfig:

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recnas.configs import atomic_write
+from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader
 from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -451,8 +451,7 @@ class Trainer:
         """model.pt (final weights + spec), metrics.json and the resolved config."""
         metrics = result.to_dict()
         save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": json_safe(metrics), "step": self.step})
-        with atomic_write(self.out_dir / METRICS_FILE) as fh:
-            fh.write(json.dumps(json_safe(metrics), indent=2))
+        write_text_atomic(self.out_dir / METRICS_FILE, json.dumps(json_safe(metrics), indent=2))
         self.cfg.to_yaml(self.out_dir / CONFIG_FILE)
 
     def _tensorboard(self):
