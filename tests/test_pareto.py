@@ -42,6 +42,9 @@ def test_crowding_distance_by_hand():
 
 def test_plot_front_writes_a_figure(tmp_path):
     out = plot_front(POINTS, ["log loss", "energy (uJ)"], tmp_path / "fig" / "front.png", labels=[f"a{i}" for i in range(len(POINTS))], baselines={"DLRM": (0.44, 7.0)})
+    assert out.read_bytes().startswith(b"\x89PNG")
+    pdf = plot_front(POINTS, ["log loss", "energy (uJ)"], tmp_path / "fig" / "front.pdf")
+    assert pdf.read_bytes().startswith(b"%PDF")  # the format follows the suffix
     assert out.is_file() and out.stat().st_size > 1000
     with pytest.raises(ConfigError, match="two objectives"):
         plot_front(np.ones((3, 3)), ["a", "b", "c"], tmp_path / "x.png")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recnas.configs import atomic_write
 from recnas.errors import ConfigError
+from recnas.search.plots import pyplot, save_figure
 
 
 def _as_points(points) -> np.ndarray:
@@ -78,11 +78,7 @@ def crowding_distance(points) -> np.ndarray:
 def plot_front(points, names, path, labels=None, baselines=None, title: str | None = None) -> Path:
     """Scatter two objectives (`names` = axis labels), draw the Pareto front as a step line and
     mark `baselines` ({name: (x, y)}) with stars and labels; saves a PNG/PDF to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     p = _as_points(points)
     if p.shape[1] != 2 or len(names) != 2:
         raise ConfigError(f"plot_front draws two objectives, got {p.shape[1]} columns and names {list(names)}")
@@ -109,8 +105,4 @@ def plot_front(points, names, path, labels=None, baselines=None, title: str | No
     ax.legend(fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

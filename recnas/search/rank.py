@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
-from recnas.configs import atomic_write
+from recnas.search.plots import pyplot, save_figure
 
 
 def rank_correlation(a, b) -> dict:
@@ -29,11 +29,7 @@ def rank_correlation(a, b) -> dict:
 
 def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "supernet vs from-scratch") -> None:
     """One scatter per scoring method against the from-scratch log loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for (name, s), marker in zip(scores.items(), "os^D"):
         r = rank_correlation(s, scratch)
@@ -42,7 +38,4 @@ def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "su
     ax.set_ylabel("supernet validation log loss")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

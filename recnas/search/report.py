@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from recnas.configs import atomic_write
+from recnas.configs import write_text_atomic
+from recnas.search.plots import pyplot, save_figure
 from recnas.search.objective import Objective
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import json_safe
@@ -43,8 +44,7 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective) -> None:
     out = Path(out)
-    with atomic_write(out / "results.json") as fh:
-        fh.write(json.dumps(json_safe(report), indent=2, default=float))
+    write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
@@ -54,8 +54,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     candidates = results.all()
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective)
-    with atomic_write(out / "results.md") as fh:
-        fh.write("\n".join(md))
+    write_text_atomic(out / "results.md", "\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run))
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
@@ -71,12 +70,10 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     vectors = np.array([objective.vector(c) for c in cand])
     front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
-    with atomic_write(out / "pareto.json") as fh:
-        fh.write(json.dumps(rows, indent=2))
+    write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
     table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
     table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
-    with atomic_write(out / "pareto.md") as fh:
-        fh.write("# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
+    write_text_atomic(out / "pareto.md", "# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
     baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
     plot_front(
         [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", "log loss (candidates: val, supernet; baselines: test)"),
@@ -85,19 +82,10 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over (log loss, energy, latency, FLOPs): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_progress(path: Path, gens: list[dict]) -> None:
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     if gens:
         g = [r["generation"] for r in gens]
@@ -108,17 +96,14 @@ def plot_progress(path: Path, gens: list[dict]) -> None:
     ax.set_xlabel("generation")
     ax.set_ylabel("score (validation log loss, inherited weights)")
     ax.set_title("regularized evolution")
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None) -> None:
     """Two panels over one cost axis: the searched candidates' supernet scores (validation),
     and the trained models' test log loss. They are different quantities on different scales,
     so they get separate y axes side by side rather than two overlaid ones."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     cand = [c for c in candidates if cost in c]
     if cand:
@@ -151,7 +136,4 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     ax2.set_ylabel("test log loss (trained from scratch)")
     ax2.set_title("trained models")
     ax2.margins(x=0.15, y=0.1)
-    fig.tight_layout()
-    with atomic_write(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
