@@ -191,11 +191,16 @@ RUN_IDENTITY = ("data", "synthetic_rows", "seed", "space", "space_overrides", "s
 RUNTIME_KEYS = {"device", "resident_data", "amp", "compile", "eval_batch_size", "log_every", "checkpoint_every", "tensorboard"}
 
 
+def recipe(train_config: dict) -> dict:
+    """A training config without the keys of where and how fast it runs (RUNTIME_KEYS)."""
+    return {k: v for k, v in train_config.items() if k not in RUNTIME_KEYS}
+
+
 def _identity(cfg: JobConfig) -> dict:
     ident = cfg.model_dump(mode="json", include=set(RUN_IDENTITY))
     for key in ("supernet", "finetune"):
         if ident[key] is not None:
-            ident[key] = {k: v for k, v in ident[key].items() if k not in RUNTIME_KEYS}
+            ident[key] = recipe(ident[key])
     return ident
 
 

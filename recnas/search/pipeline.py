@@ -21,7 +21,7 @@ from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
-from recnas.search.job import RUNTIME_KEYS, JobConfig, check_same_run, dump_config
+from recnas.search.job import JobConfig, check_same_run, dump_config, recipe
 from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -67,18 +67,13 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     model, spec = build()
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         done, done_spec, extra = load_trained(out_dir / "model.pt")
-        if done_spec == spec and _recipe(extra.get("config", {})) == _recipe(tcfg.model_dump()):
+        if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
             return done, extra["metrics"]
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
     stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
     return trainer.model, result.to_dict()
-
-
-def _recipe(train_config: dict) -> dict:
-    """A training config without the keys of where and how fast it runs (RUNTIME_KEYS)."""
-    return {k: v for k, v in train_config.items() if k not in RUNTIME_KEYS}
 
 
 def rung_score(history: list[dict], rung: int) -> float:
