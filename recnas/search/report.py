@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.search.plots import pyplot, save_figure
 from recnas.search.objective import Objective
+from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import json_safe
 
