@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from recnas.configs import write_text_atomic
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import architecture_costs
@@ -145,7 +146,7 @@ def main() -> None:
         for name, r in result["ratios_to_matched"].items():
             print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
     path = out / "codesign.json"
-    path.write_text(json.dumps(result, indent=2, default=float))
+    write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
 
 

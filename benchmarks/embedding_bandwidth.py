@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
 
 # Criteo Kaggle field cardinalities (orders of magnitude), as in benchmarks/prepare_throughput.py
@@ -83,7 +84,7 @@ def main() -> None:
     r = result
     print(f"| {r['batch']:,} | {r['table_rows']:,} x {r['dim']} ({r['table_GB']:.2f} GB) | {r['forward_ms']:.3f} ms | {r['forward_GBps']:.0f} | {r['forward_backward_ms']:.3f} ms | {r['forward_backward_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['forward_fraction_of_copy']:.0%} | {r['forward_backward_fraction_of_copy']:.0%} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_text_atomic(args.out, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
@@ -114,7 +115,7 @@ def main() -> None:
         "runs": rows, "summary": summary, "bayes_test_logloss": bayes, "seconds": time.perf_counter() - t0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float))
+    write_text_atomic(args.out, json.dumps(result, indent=2, default=float))
     print(f"wrote {args.out}")
 
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
 
@@ -100,7 +101,7 @@ def main() -> None:
         print(f"| {r['kernel']} | {r['variant']} | {args.batch} x {r['tokens']} | {r['ms']:.2f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}, indent=2))
+    write_text_atomic(out, json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}, indent=2))
     print(f"-> {out}")
 
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
 
@@ -191,7 +192,7 @@ def main() -> None:
         print(f"{','.join(r['drop']) or '-':<14} {r['val_logloss']:>12.4f} {r['test_logloss']:>13.4f} {r['test_logloss'] - bayes:>+17.4f} {r['epoch']:>5}", flush=True)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(path), "rows": store.meta.rows, "bayes": store.meta.bayes, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(out, indent=2))
+    write_text_atomic(args.json_out, json.dumps(out, indent=2))
     print(f"-> {args.json_out}")
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recnas.configs import write_text_atomic
+
 # Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
 # others a handful. Rough orders of magnitude, per field C1..C26.
 CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
@@ -103,7 +105,7 @@ def main() -> None:
     print(f"{result['rows']:>10,} {result['raw_mib']:>8.0f} {result['wall_s']:>7.2f} {result['rows_per_s']:>9,.0f} {result['cpu_s']:>7.2f} {result['rows_per_cpu_s']:>10,.0f} {result['peak_rss_mib']:>12.0f}")
     print(f"machine: {info['nproc']} x {info['cpu']}, load {info['loadavg_1m_before']} before / {info['loadavg_1m_after']} after the run; RSS after imports {result['rss_after_import_mib']:.0f} MiB")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    write_text_atomic(args.json, json.dumps(result, indent=2))
     print(f"wrote {args.json}")
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from recnas.baselines import build_baseline
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
 from recnas.space import get_space
@@ -96,10 +97,10 @@ def main() -> None:
         print(events.table(sort_by="self_cpu_time_total", row_limit=args.top))
     if args.kernels:
         rows = sorted(({"name": e.key, "calls_per_step": e.count / args.steps, "us_per_step": getattr(e, dev_attr) / args.steps} for e in on_device), key=lambda r: -r["us_per_step"])
-        Path(args.kernels).write_text(json.dumps(rows, indent=1))
+        write_text_atomic(args.kernels, json.dumps(rows, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2))
+    write_text_atomic(out, json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recnas.configs import write_text_atomic
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
 
@@ -78,7 +79,7 @@ def main() -> None:
         "final": cfg.final.model_dump(mode="json"), "rows": rows, "histories": histories, "seconds": time.perf_counter() - t0,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_text_atomic(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 

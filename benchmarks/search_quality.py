@@ -16,6 +16,7 @@ import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
+from recnas.configs import write_text_atomic
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -64,7 +65,7 @@ def main() -> None:
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "summary": summary, "reports": reports}
     path = Path(args.out_dir) / "search_quality.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2, default=float))
+    write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
 
 

@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
 from recnas.errors import RecnasError
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     report(results, terms, Console())
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(args.data), "rows": len(test), "bias": float(planted.bias), "terms": terms, "models": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(json_safe(out), indent=2))
+    write_text_atomic(args.out, json.dumps(json_safe(out), indent=2))
     Console().print(f"-> {args.out}")
     return out
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from recnas.baselines import build_baseline
+from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
 from recnas.search.job import BASELINE_NAMES, PRESETS
@@ -108,7 +109,7 @@ def main() -> None:
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(info, indent=2))
+    write_text_atomic(args.out, json.dumps(info, indent=2))
     print(f"\n| model | batch | samples/s (amp {args.amp}, compile {args.compile}) |\n|---|---|---|")
     for r in results:
         print(f"| {r['model']} | {r['batch']} | {r['samples_per_s']:,.0f} |")
