@@ -146,19 +146,19 @@ def _allowed_values(model: type[BaseModel], loc: tuple) -> str | None:
     return ", ".join(map(str, values)) or None
 
 
-def explain(model: type[BaseModel], exc: ValidationError) -> str:
-    """One clause per problem: unknown keys list the valid keys, choice keys their values."""
+def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
+    """One clause per problem: unknown keys list the valid keys, choice keys their values
+    (`model=None` when the caller cannot tell which model raised: then without those lists)."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc) or "(config)"
         if err["type"] == "extra_forbidden":
-            parent = _submodel(model, loc[:-1])
-            valid = ", ".join(parent.model_fields) if parent is not None else "?"
-            lines.append(f"unknown key {key!r}; valid keys: {valid}")
+            parent = _submodel(model, loc[:-1]) if model is not None else None
+            lines.append(f"unknown key {key!r}" + (f"; valid keys: {', '.join(parent.model_fields)}" if parent is not None else ""))
             continue
         value = err.get("input")
-        allowed = _allowed_values(model, loc)
+        allowed = _allowed_values(model, loc) if model is not None else None
         if allowed and err["type"] == "literal_error":
             lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
         else:

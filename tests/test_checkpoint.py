@@ -164,7 +164,9 @@ def test_sampler_presence_must_match(tiny_store, tmp_path):
     (lambda p: p["model_spec"].pop("name"), r"model_spec is invalid \(KeyError: 'name'\)"),
     (lambda p: p["model_spec"].update(hparams=[1]), r"model_spec is invalid \(TypeError: .*mapping"),
     (lambda p: p["model_spec"].update(data={"n_dense": 1}), r"model_spec is invalid \(KeyError: 'vocab_sizes'\)"),
-    (lambda p: p["model_spec"].update(kind="subnet", space={"zzz": 1}, arch="{}"), r"model_spec is invalid \(zzz: Extra inputs are not permitted\)"),
+    (lambda p: p["model_spec"].update(kind="subnet", space={"zzz": 1}, arch="{}"), r"model_spec is invalid \(unknown key 'zzz'\)"),
+    (lambda p: p["model_spec"].update(kind="subnet", space={"n_blocks": 0, "emb_dim": "x"}, arch="{}"),
+     r"model_spec is invalid \(key 'n_blocks': .*greater than or equal to 1 \(got 0\); key 'emb_dim': .*integer.* \(got 'x'\)\)"),
     (lambda p: p.update(model=[1, 2]), r"weights are not a state dict of named tensors \(got list\)"),
 ])
 def test_hand_edited_checkpoint_is_refused_in_one_line(tiny_store, tmp_path, edit, match):

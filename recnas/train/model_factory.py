@@ -90,11 +90,14 @@ def build_model(model_spec: dict, meta=None) -> torch.nn.Module:
 
 
 def _describe(exc: Exception) -> str:
-    """One line for any error: pydantic's per-key messages, else the exception's type and text."""
+    """One line for any error: pydantic's per-key messages as every config error words them
+    (`configs.explain`), else the exception's type and text."""
     from pydantic import ValidationError
 
+    from recnas.configs import explain
+
     if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors())
+        return explain(None, exc)
     return f"{type(exc).__name__}: {exc}"
 
 
