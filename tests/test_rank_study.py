@@ -5,7 +5,7 @@ import json
 import pytest
 
 from recnas.errors import ConfigError
-from recnas.search.study import RankStudyConfig, run_rank_study
+from recnas.search.study import RankStudyConfig, ScratchCache, run_rank_study
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Supernet
@@ -71,3 +71,16 @@ def test_corrupt_cache_is_a_clear_error_and_left_alone(tiny_store, tmp_path):
     with pytest.raises(ConfigError, match="scratch cache"):
         run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
     assert cache.read_text() == "{not json"
+
+
+@pytest.mark.parametrize("value", ['"NaN"', "null", '"0.45"', "NaN", "Infinity", "true", "[0.5]"])
+def test_non_numeric_cached_result_is_a_clear_error(tmp_path, value):
+    """A hand-edited or foreign entry would otherwise be used as a from-scratch score."""
+    cache = tmp_path / "scratch_cache.json"
+    text = '{"fp": {"good": 0.5}, "other": {"arch1": %s}}' % value
+    cache.write_text(text)
+    with pytest.raises(ConfigError, match=r"scratch_cache.json: unreadable scratch cache \(entry other/arch1 is .*not a finite log loss\)") as info:
+        ScratchCache(cache, "fp")
+    assert "\n" not in str(info.value) and cache.read_text() == text
+    cache.write_text('{"fp": {"good": 0.5, "int": 1}}')
+    assert ScratchCache(cache, "fp").get("good") == 0.5  # numbers still load

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,10 @@ class ScratchCache:
                 data = json.loads(self.path.read_text())
                 if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
                     raise ValueError("not a mapping of fingerprints to results")
+                for fp, entries in data.items():  # a bad entry would be used as a score, or crash the ranking
+                    for key, value in entries.items():
+                        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                            raise ValueError(f"entry {fp}/{key} is {value!r}, not a finite log loss")
             except ValueError as exc:
                 raise ConfigError(f"{self.path}: unreadable scratch cache ({exc}); move it away to start a new one") from None
             self.all = data
