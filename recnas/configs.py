@@ -3,7 +3,8 @@
 A typo in a YAML key would otherwise be silently ignored and a run would use the default;
 here every config model forbids unknown keys, and every problem becomes one ConfigError that
 names the file, the (dotted) key, and what is allowed there. The file helpers every reader and
-writer of recnas shares live here too (`read_text`, `atomic_write`).
+writer of recnas shares live here too (`read_text`, `atomic_write`; whole output folders:
+`recnas.staging`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import typing
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
+from recnas.staging import temp_sibling
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,7 +60,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     block ends: a crash or Ctrl-C mid-write leaves the previous file whole (or none), never a
     truncated one that a resumed run would trust. On an error the temp file is removed."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(path)
     try:
         with open(tmp, mode) as fh:
             yield fh

@@ -339,7 +339,7 @@ def prepare(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             versions={"polars": pl.__version__, "pyarrow": pa.__version__},
         )
-        commit_staging(tmp, out, meta)
+        commit_staging(tmp, out, meta, overwrite)
         return meta
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.errors import DataError
+from recnas.staging import OutputDir
 
 COLUMNS = {"dense": np.float32, "sparse": np.int32, "label": np.float32}
 
@@ -134,15 +134,6 @@ class NpyAppender:
         self._fh.close()
 
 
-def check_parent(path: str | os.PathLike, what: str) -> None:
-    """An output path below a regular file cannot be created: say so instead of an OSError."""
-    for parent in Path(path).parents:  # nearest first
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"{what} {path}: {parent} is not a directory")
-            return
-
-
 def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, where: str = "--out") -> None:
     """Refuse `path` equal to or inside the dir `out`: replacing `out` would delete it."""
     real, real_out = Path(path).resolve(), Path(out).resolve()
@@ -150,52 +141,21 @@ def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, wher
         raise DataError(f"{what} {path} is {'the same path as' if real == real_out else 'inside'} {where} {out}; they must not overlap (the store replaces the whole folder)")
 
 
-def check_replaceable(out: Path, overwrite: bool) -> None:
-    """`out` may be missing, an empty dir, or (with `overwrite`) a store; never anything else,
-    since replacing it deletes what it holds."""
-    if not out.exists() and not out.is_symlink():
-        return
-    if not out.is_dir():
-        raise DataError(f"{out} exists and is not a directory; refusing to replace it (choose another --out)")
-    try:
-        is_store, empty = (out / "meta.json").is_file(), not any(out.iterdir())
-    except OSError as exc:
-        raise DataError(f"{out}: cannot read the output folder ({exc.strerror or exc})") from None
-    if is_store and not overwrite:
-        raise DataError(f"{out} already exists; pass --overwrite to replace it")
-    if not is_store and not empty:
-        raise DataError(f"{out} is a non-empty folder but not a recnas store (no meta.json); refusing to replace it, --overwrite only replaces a store")
+STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", *SPLITS))  # what --overwrite may replace
 
 
 def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """A fresh temp dir beside `out`, after checking `out` may be replaced (see `check_replaceable`)."""
-    out = Path(out)
-    check_parent(out, "--out")
-    check_replaceable(out, overwrite)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise DataError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    """A fresh staging store beside `out` (split folders made), after checking `out` may be replaced."""
+    tmp = STORE.stage(out, overwrite)
     for split in SPLITS:
         (tmp / split).mkdir()
     return tmp
 
 
-def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta) -> Path:
-    """Write meta.json last, then swap the staged dir into place (the old store is kept until then)."""
-    out = Path(out)
+def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta, overwrite: bool) -> Path:
+    """Write meta.json last, then swap the staged store into place (the old one is kept until then)."""
     meta.save(tmp)
-    if out.exists():
-        check_replaceable(out, overwrite=True)  # again: something else may have appeared there meanwhile
-        trash = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, trash)
-        os.replace(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-    return out
+    return STORE.commit(tmp, out, overwrite)
 
 
 def write_store(out: str | os.PathLike, splits: dict[str, SplitArrays], meta: DatasetMeta, overwrite: bool = False) -> Path:
@@ -207,7 +167,7 @@ def write_store(out: str | os.PathLike, splits: dict[str, SplitArrays], meta: Da
             for col, dtype in COLUMNS.items():
                 np.save(tmp / name / f"{col}.npy", np.ascontiguousarray(getattr(arrays, col), dtype=dtype))
         meta.rows = {name: len(splits[name]) for name in SPLITS}
-        return commit_staging(tmp, out, meta)
+        return commit_staging(tmp, out, meta, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -19,8 +19,9 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, check_apart, check_parent, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, commit_staging, staging_dir
 from recnas.errors import ConfigError, DataError
+from recnas.staging import check_parent, temp_sibling
 
 GENERATOR = "recnas.data.synthetic"
 VERSION = 1
@@ -56,7 +57,7 @@ def generate(
     raw_path = Path(raw_out) if raw_out is not None else None
     if raw_path is not None:  # the store swap would delete a raw file inside it, and vice versa
         check_apart(raw_path, out, "--raw-out")
-        check_parent(raw_path, "--raw-out")
+        check_parent(raw_path, "--raw-out", DataError)
         if raw_path.is_dir():
             raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
         check_apart(out, raw_path, "--out", "--raw-out")
@@ -77,7 +78,7 @@ def generate(
                 writers[s, col] = NpyAppender(tmp / s / f"{col}.npy", dtype, widths[col])
         if raw_path is not None:
             raw_path.parent.mkdir(parents=True, exist_ok=True)
-            raw_tmp = raw_path.with_name(f".{raw_path.name}.tmp-{os.getpid()}")
+            raw_tmp = temp_sibling(raw_path)
             raw_fh = open(raw_tmp, "wb")
             hex_tables = _hex_tables(model.vocab_sizes)
         for lo in range(0, rows, chunk_rows):
@@ -118,7 +119,7 @@ def generate(
             },
             bayes=stats.summary(),
         )
-        commit_staging(tmp, out, meta)
+        commit_staging(tmp, out, meta, overwrite)
         return meta
     except BaseException:
         for w in writers.values():

@@ -1,0 +1,121 @@
+"""Output folders written whole: one mechanism for every command that owns its --out folder.
+
+A run writes into a hidden sibling folder (`temp_sibling`) and swaps it in at the end
+(`replace_dir`), so a crash, Ctrl-C or error mid-run never leaves a half-written folder and
+never destroys the previous good result. Since the swap deletes what the old folder held, an
+`OutputDir` only replaces a folder that is missing, empty, or (with --overwrite) a complete
+result of its own kind, and refuses anything else with a clear error. Used for prepared data
+stores and embedding search results; `configs.atomic_write` names its temp files the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from recnas.errors import RecnasError
+
+
+def temp_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
+    """A fresh hidden name beside `path` (`.NAME.TAG-xxxxxxxx`): on the same filesystem, so
+    `os.replace` onto `path` is atomic, and hidden, so a listing of the folder skips it."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def replace_dir(staging: Path, final: Path) -> None:
+    """Swap the folder `staging` in as `final`. A previous `final` is moved aside first, put
+    back if the swap fails, and deleted only once the new folder is in place."""
+    if not final.exists() and not final.is_symlink():
+        os.replace(staging, final)
+        return
+    trash = temp_sibling(final, "old")
+    os.replace(final, trash)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(trash, final)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError]) -> None:
+    """An output path below a regular file cannot be created: say so instead of an OSError."""
+    for parent in Path(path).parents:  # nearest first
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"{what} {path}: {parent} is not a directory")
+            return
+
+
+@dataclass(frozen=True)
+class OutputDir:
+    """A kind of output folder: `marker` (written last) marks a complete one, `names` (when
+    given) is everything one may hold, and `error` is what a refusal raises."""
+
+    what: str
+    marker: str
+    error: type[RecnasError]
+    names: tuple[str, ...] | None = None
+
+    def check(self, out: str | os.PathLike, overwrite: bool) -> None:
+        """`out` may be missing, an empty folder, or (with `overwrite`) a complete result of
+        this kind holding nothing else; never anything else, since replacing it deletes it."""
+        out = Path(out)
+        check_parent(out, "--out", self.error)
+        if not out.exists() and not out.is_symlink():
+            return
+        if not out.is_dir():
+            raise self.error(f"{out} exists and is not a directory; refusing to replace it (choose another --out)")
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise self.error(f"{out}: cannot read the output folder ({exc.strerror or exc})") from None
+        if not held:
+            return
+        foreign = [name for name in held if self.names is not None and name not in self.names]
+        complete = (out / self.marker).is_file()
+        if complete and not foreign:
+            if not overwrite:
+                raise self.error(f"{out} already exists; pass --overwrite to replace it")
+            return
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        why = f"{', '.join(foreign[:5])} {'is' if len(foreign) == 1 else 'are'} not part of one" if complete else f"no {self.marker}"
+        raise self.error(f"{out} holds {shown} but is not a {self.what} ({why}); refusing to replace it, --overwrite only replaces a {self.what}")
+
+    def stage(self, out: str | os.PathLike, overwrite: bool) -> Path:
+        """A fresh, empty staging folder beside `out`, after `check`ing that `out` may be replaced."""
+        out = Path(out)
+        self.check(out, overwrite)
+        tmp = temp_sibling(out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as exc:
+            raise self.error(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+        return tmp
+
+    def commit(self, staging: Path, out: str | os.PathLike, overwrite: bool) -> Path:
+        """Swap the finished `staging` in as `out`, checking `out` again first: something else
+        may have appeared there while the run was going."""
+        out = Path(out)
+        self.check(out, overwrite)
+        replace_dir(staging, out)
+        return out
+
+    @contextlib.contextmanager
+    def staged(self, out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+        """A staging folder to write into; committed as `out` when the block ends, removed
+        (leaving `out` as it was) when it raises."""
+        tmp = self.stage(out, overwrite)
+        try:
+            yield tmp
+            self.commit(tmp, out, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

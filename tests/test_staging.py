@@ -1,0 +1,106 @@
+"""`recnas.staging`: output folders are replaced whole, and only when they hold a result of their kind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from recnas.data.store import write_store
+from recnas.errors import ConfigError, DataError
+from recnas.staging import OutputDir, replace_dir
+from tests.conftest import make_tiny_store
+
+KIND = OutputDir("test result", "result.json", ConfigError, names=("result.json", "model.pt"))
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def _result(out: Path, text: str = "old") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(text)
+    (out / "model.pt").write_text(text)
+    return out
+
+
+def test_staged_folder_replaces_the_old_result_whole(tmp_path):
+    out = _result(tmp_path / "out")
+    with KIND.staged(out, overwrite=True) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".out.tmp-") and not any(tmp.iterdir())
+        (tmp / "result.json").write_text("new")
+    assert _tree(tmp_path) == {"out": None, "out/result.json": b"new"}  # the old model.pt went with the old folder
+
+
+def test_error_mid_run_keeps_the_previous_result_and_no_staging(tmp_path):
+    out = _result(tmp_path / "out")
+    with pytest.raises(RuntimeError, match="boom"):
+        with KIND.staged(out, overwrite=True) as tmp:
+            (tmp / "result.json").write_text("half")
+            raise RuntimeError("boom")
+    assert _tree(tmp_path) == {"out": None, "out/model.pt": b"old", "out/result.json": b"old"}
+
+
+def test_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    out, new = _result(tmp_path / "out"), _result(tmp_path / ".new", "new")
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError("disk full")) if Path(src) == new else real(src, dst))
+    with pytest.raises(OSError, match="disk full"):
+        replace_dir(new, out)
+    assert (out / "result.json").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == [".new", "out"]
+
+
+def _with(out: Path, name: str, text: str = "mine") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text(text)
+    return out
+
+
+def _file(path: Path) -> Path:
+    path.write_text("a file")
+    return path
+
+
+@pytest.mark.parametrize("setup, overwrite, message", [
+    (lambda d: _result(d / "out"), False, "already exists; pass --overwrite"),
+    (lambda d: _with(_result(d / "out"), "notes.txt"), True, r"holds model.pt, notes.txt, result.json but is not a test result \(notes.txt is not part of one\)"),
+    (lambda d: _with(d / "out", "model.pt"), True, r"holds model.pt but is not a test result \(no result.json\)"),
+    (lambda d: _file(d / "out"), True, "exists and is not a directory"),
+    (lambda d: _file(d / "f") / "out", True, "f is not a directory"),
+])
+def test_only_missing_empty_or_own_results_are_replaced(tmp_path, setup, overwrite, message):
+    out = setup(tmp_path)
+    before = _tree(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        with KIND.staged(out, overwrite=overwrite) as tmp:
+            (tmp / "result.json").write_text("new")
+    assert _tree(tmp_path) == before  # nothing deleted, no staging folder left
+
+
+def test_missing_or_empty_folder_needs_no_overwrite(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new" / "deeper"):
+        with KIND.staged(out, overwrite=False) as tmp:
+            (tmp / "result.json").write_text("x")
+        assert _tree(out) == {"result.json": b"x"}
+
+
+def test_result_appearing_during_the_run_is_not_replaced_without_overwrite(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="already exists"):
+        with KIND.staged(out, overwrite=False) as tmp:
+            _result(out, "another run's")
+            (tmp / "result.json").write_text("new")
+    assert (out / "result.json").read_text() == "another run's" and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_store_holding_other_files_is_not_overwritten(tmp_path):
+    """--overwrite deletes the store folder: a file the store never holds (notes, a raw file) is refused."""
+    store = make_tiny_store(tmp_path / "s")
+    (tmp_path / "s" / "notes.txt").write_text("mine")
+    before = _tree(tmp_path)
+    with pytest.raises(DataError, match=r"not a recnas store \(notes.txt is not part of one\)"):
+        write_store(tmp_path / "s", {s: store.split(s) for s in ("train", "val", "test")}, store.meta, overwrite=True)
+    assert _tree(tmp_path) == before
