@@ -1,6 +1,7 @@
 """`recnas embed search` end to end on a tiny store, and its user errors."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -55,6 +56,64 @@ def test_cli_search_end_to_end(setup):
     res = runner.invoke(app, [*args[:5], str(tmp / "partial"), *args[6:]])
     assert isinstance(res.exception, ConfigError) and "model.pt" in str(res.exception)
     assert (tmp / "partial" / "model.pt").read_text() == "keep"
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def _old_result(out):
+    out.mkdir()
+    for name in ("result.json", "emb_dims.json", "model.pt"):
+        (out / name).write_text(f"old {name}")
+    return out
+
+
+@pytest.mark.parametrize("failure, code", [(RuntimeError("disk full"), 1), (KeyboardInterrupt(), 130)])  # 130: Ctrl-C
+def test_failed_search_keeps_the_previous_result_and_leaves_no_staging(setup, monkeypatch, failure, code):
+    """The outputs are staged beside --out and swapped in whole: a write that fails (here
+    model.pt, after emb_dims.json) leaves the earlier result as it was."""
+    import recnas.embedding.pipeline as pipeline
+
+    store, cfg, tmp = setup
+    out = _old_result(tmp / "out")
+    before = _tree(tmp)
+
+    def broken_save(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(pipeline.torch, "save", broken_save)
+    args = ["embed", "search", "--data", str(store.dir), "--out", str(out), "--budget-params", "200", "--widths", "2,4,8", "--config", str(cfg), "--overwrite"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == code, res.output
+    assert code == 130 or res.exception is failure
+    assert _tree(tmp) == before  # the old result whole, no hidden .out.tmp-* or .out.old-* folder beside it
+    monkeypatch.undo()
+    res = runner.invoke(app, [*args, "--no-retrain"])  # replaces the whole folder: the old model.pt does not linger
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["emb_dims.json", "result.json"] and [p.name for p in tmp.iterdir() if p.name.startswith(".")] == []
+    assert json.loads((out / "emb_dims.json").read_text()) == json.loads((out / "result.json").read_text())["emb_dims"]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_out_holding_something_else_is_refused_and_kept(setup, overwrite):
+    """Replacing --out deletes what it holds: only an earlier search result may be replaced."""
+    store, cfg, tmp = setup
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("keep")
+    _old_result(tmp / "extra")
+    (tmp / "extra" / "plot.png").write_text("keep")
+    before = _tree(tmp)
+    for out, message in [
+        (tmp / "mine", r"holds notes.txt but is not a recnas embed search result \(no result.json\)"),
+        (tmp / "extra", r"plot.png is not part of one"),
+        (store.dir, r"holds meta.json, test, train, val but is not a recnas embed search result"),  # --out = --data
+        (tmp / "cfg.yaml", "exists and is not a directory"),
+    ]:
+        res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(out), "--budget-params", "200", "--config", str(cfg), *overwrite])
+        assert isinstance(res.exception, ConfigError) and "\n" not in str(res.exception), res.output
+        assert re.search(message, str(res.exception)), str(res.exception)
+        assert _tree(tmp) == before
 
 
 @pytest.mark.parametrize(

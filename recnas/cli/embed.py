@@ -31,18 +31,15 @@ def search(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed (overrides the config)"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out (never a folder of anything else)"),
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
     from recnas.data.store import CTRStore
     from recnas.embedding.budget import parse_widths, resolve_budget
     from recnas.embedding.config import EmbedSearchConfig
-    from recnas.embedding.pipeline import OUTPUT_FILES, run_search
+    from recnas.embedding.pipeline import run_search
     from recnas.embedding.report import print_report
 
-    written = [name for name in OUTPUT_FILES if (out / name).exists()]
-    if written and not overwrite:
-        raise ConfigError(f"{out} already holds {', '.join(written)}; pass --overwrite to replace them, or use another --out")
     cfg = EmbedSearchConfig.from_yaml(config)
     updates: dict = {}
     if widths is not None:
@@ -55,7 +52,7 @@ def search(
         cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, "command line")
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
-    report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain)
+    report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
     print_report(report)
     typer.echo(f"wrote {out / 'result.json'} and {out / 'emb_dims.json'}")
 

@@ -14,7 +14,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recnas.configs import atomic_write, write_text_atomic
 from recnas.data.loader import BatchLoader
 from recnas.data.store import CTRStore
 from recnas.embedding.budget import params_to_mib, table_params
@@ -23,12 +22,14 @@ from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
+from recnas.errors import ConfigError
+from recnas.staging import OutputDir
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, resolve_device
 
 RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
-OUTPUT_FILES = (RESULT, EMB_DIMS, MODEL)  # what a search writes into its --out
+OUTPUT = OutputDir("recnas embed search result", RESULT, ConfigError, names=(RESULT, EMB_DIMS, MODEL))  # what --out may be
 
 
 def progress_bar(enabled: bool):
@@ -114,8 +115,11 @@ def retrain(store: CTRStore, widths: Sequence[int], cfg: EmbedSearchConfig, prog
     return model, metrics
 
 
-def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int = 1, out: str | Path | None = None, progress: bool = False, do_retrain: bool = True) -> dict:
-    """Search under `budget` table parameters with seeds cfg.seed .. cfg.seed+seeds-1."""
+def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int = 1, out: str | Path | None = None, progress: bool = False, do_retrain: bool = True, overwrite: bool = False) -> dict:
+    """Search under `budget` table parameters with seeds cfg.seed .. cfg.seed+seeds-1; with
+    `out`, write the results there whole (`write_outputs`)."""
+    if out is not None:
+        OUTPUT.check(out, overwrite)  # refuse before the long run, not after it
     meta, choices = store.meta, tuple(cfg.widths)
     val = validation_sample(store, cfg.search.val_rows, cfg.seed)
     with progress_bar(progress) if progress else contextlib.nullcontext() as bar:
@@ -128,15 +132,21 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         "budget_params": budget, "budget_mib": params_to_mib(budget), "budget_used": params / budget,
         "stability": stability([r["widths"] for r in runs], meta.cat_names), "runs": runs, "config": cfg.model_dump(mode="json"),
     }
+    model = None
     if do_retrain:
         model, metrics = retrain(store, widths, cfg, progress)
         report["retrain"] = metrics
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / RESULT, json.dumps(json_safe(report), indent=2))
-        write_text_atomic(out / EMB_DIMS, json.dumps(widths))
-        if do_retrain:
-            with atomic_write(out / MODEL, "wb") as fh:
-                torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, fh)
+        write_outputs(out, report, model, overwrite)
     return report
+
+
+def write_outputs(out: str | Path, report: dict, model: EmbeddingSizeNet | None, overwrite: bool) -> None:
+    """result.json, emb_dims.json and (after a retrain) model.pt, staged beside `out` and swapped
+    in together: a failed or interrupted write leaves the previous result whole, and a new
+    result never sits beside an old run's model.pt."""
+    with OUTPUT.staged(out, overwrite) as tmp:
+        (tmp / EMB_DIMS).write_text(json.dumps(report["emb_dims"]))
+        if model is not None:
+            torch.save({"state_dict": model.state_dict(), "widths": report["emb_dims"], "config": report["config"]}, tmp / MODEL)
+        (tmp / RESULT).write_text(json.dumps(json_safe(report), indent=2))  # the marker of a complete result: last
