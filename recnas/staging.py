@@ -5,7 +5,8 @@ A run writes into a hidden sibling folder (`temp_sibling`) and swaps it in at th
 never destroys the previous good result. Since the swap deletes what the old folder held, an
 `OutputDir` only replaces a folder that is missing, empty, or (with --overwrite) a complete
 result of its own kind, and refuses anything else with a clear error. Used for prepared data
-stores and embedding search results; `configs.atomic_write` names its temp files the same way.
+stores and embedding search results, and (`copy_dir`) a search's best/ folder;
+`configs.atomic_write` names its temp files the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +43,18 @@ def replace_dir(staging: Path, final: Path) -> None:
         os.replace(trash, final)
         raise
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def copy_dir(src: Path, dst: Path) -> None:
+    """Copy the folder `src` as `dst` whole (staged, then `replace_dir`): a failed copy keeps the
+    previous `dst`, and the copy never mixes with files an older `dst` held."""
+    tmp = temp_sibling(dst)
+    try:
+        shutil.copytree(src, tmp)
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError]) -> None:

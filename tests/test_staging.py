@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from recnas.data.store import write_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import OutputDir, replace_dir
+from recnas.staging import OutputDir, copy_dir, replace_dir
 from tests.conftest import make_tiny_store
 
 KIND = OutputDir("test result", "result.json", ConfigError, names=("result.json", "model.pt"))
@@ -104,3 +105,25 @@ def test_store_holding_other_files_is_not_overwritten(tmp_path):
     with pytest.raises(DataError, match=r"not a recnas store \(notes.txt is not part of one\)"):
         write_store(tmp_path / "s", {s: store.split(s) for s in ("train", "val", "test")}, store.meta, overwrite=True)
     assert _tree(tmp_path) == before
+
+
+def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):
+    """best/ = a copy of the chosen finalist: a failed copy keeps the old one, a finished one holds nothing else."""
+    src = _with(_with(tmp_path / "src", "model.pt", "new model"), "metrics.json", "new")
+    dst = _with(_with(tmp_path / "best", "model.pt", "old model"), "stale.pt", "old")
+    real = shutil.copyfile
+    calls = []
+
+    def second_copy_fails(a, b, **kw):
+        calls.append(a)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", second_copy_fails)  # what copytree's copy2 calls per file
+    with pytest.raises(OSError, match="disk full"):
+        copy_dir(src, dst)
+    assert _tree(dst) == {"model.pt": b"old model", "stale.pt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["best", "src"]
+    monkeypatch.undo()
+    copy_dir(src, dst)
+    assert _tree(dst) == _tree(src) and sorted(p.name for p in tmp_path.iterdir()) == ["best", "src"]

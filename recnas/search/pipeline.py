@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
+from recnas.staging import copy_dir
 from recnas.train import Trainer, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -179,7 +179,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
         finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
     if chosen["folder"] != out / "best":
-        shutil.copytree(chosen["folder"], out / "best", dirs_exist_ok=True)
+        copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
     best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
