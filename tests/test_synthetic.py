@@ -237,3 +237,19 @@ def test_failure_midway_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         generate(tmp_path / "s", rows=200, seed=3, raw_out=tmp_path / "raw.txt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_store_commit_keeps_the_previous_raw_file(tmp_path, monkeypatch):
+    """The raw file is swapped in after the store: a failure at the store's commit must not leave
+    a new raw file beside the old store."""
+    generate(tmp_path / "s", rows=200, seed=3, raw_out=tmp_path / "raw.txt")
+    before = {p.name: p.read_bytes() for p in [tmp_path / "raw.txt", tmp_path / "s" / "meta.json", tmp_path / "s" / "train" / "label.npy"]}
+
+    def broken(self, directory):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(DatasetMeta, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        generate(tmp_path / "s", rows=300, seed=4, raw_out=tmp_path / "raw.txt", overwrite=True)
+    assert {p.name: p.read_bytes() for p in [tmp_path / "raw.txt", tmp_path / "s" / "meta.json", tmp_path / "s" / "train" / "label.npy"]} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.txt", "s"]

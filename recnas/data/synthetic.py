@@ -98,7 +98,6 @@ def generate(
             w.close()
         if raw_fh is not None:
             raw_fh.close()
-            os.replace(raw_tmp, raw_path)
         meta = DatasetMeta(
             name=name,
             dense_names=[f"I{i + 1}" for i in range(n_dense)],
@@ -120,6 +119,8 @@ def generate(
             bayes=stats.summary(),
         )
         commit_staging(tmp, out, meta, overwrite)
+        if raw_tmp is not None:  # after the store: a failed store keeps the previous raw file too
+            os.replace(raw_tmp, raw_path)
         return meta
     except BaseException:
         for w in writers.values():
