@@ -84,3 +84,9 @@ def test_non_numeric_cached_result_is_a_clear_error(tmp_path, value):
     assert "\n" not in str(info.value) and cache.read_text() == text
     cache.write_text('{"fp": {"good": 0.5, "int": 1}}')
     assert ScratchCache(cache, "fp").get("good") == 0.5  # numbers still load
+
+
+def test_unreadable_cache_file_is_a_clear_error(tmp_path):
+    (tmp_path / "scratch_cache.json").mkdir()  # e.g. a folder where the file should be
+    with pytest.raises(ConfigError, match="scratch_cache.json: cannot read scratch cache"):
+        ScratchCache(tmp_path / "scratch_cache.json", "fp")

@@ -50,7 +50,7 @@ class ScratchCache:
         self.all: dict[str, dict[str, float]] = {}
         if self.path.exists():
             try:
-                data = json.loads(self.path.read_text())
+                data = json.loads(configs.read_text(self.path, "scratch cache"))
                 if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
                     raise ValueError("not a mapping of fingerprints to results")
                 for fp, entries in data.items():  # a bad entry would be used as a score, or crash the ranking
