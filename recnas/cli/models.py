@@ -55,11 +55,16 @@ SPACE = typer.Option("full", "--space", help="search space: full, small, full-ti
 
 
 def _setup_logging() -> None:
-    """Evaluation lines of the trainer go to stderr (useful when there is no progress bar)."""
+    """Evaluation lines of the trainer go to stderr (useful when there is no progress bar).
+    Under --nproc only rank 0 prints them (each rank would repeat them); warnings and errors
+    still come from any rank, since a rank's own failure is seen by it alone."""
+    from recnas.train.distributed import launched_rank
+
     logger = logging.getLogger("recnas")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.INFO if launched_rank() == 0 else logging.WARNING)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
