@@ -42,3 +42,14 @@ def test_only_rank_zero_prints_log_lines(tmp_path, tiny_store):
     for step in (1, 2):
         assert sum(line.startswith(f"step {step} ") for line in lines) == 1, r.stderr
     assert sum(line.startswith("trained 2 steps") for line in lines) == 1, r.stdout
+
+
+def test_a_bad_config_under_nproc_is_one_error_line(tmp_path, tiny_store):
+    """Checked before torchrun starts: it used to be printed by every rank, then torchrun's traceback."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("max_stepz: 2\n")
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [line for line in r.stderr.splitlines() if line.strip()], r.stderr
+    assert r.stderr.count("error:") == 1 and "max_stepz" in r.stderr
