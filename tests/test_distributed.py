@@ -7,14 +7,19 @@ import sys
 from recnas.train.model_factory import load_trained
 
 
-def _train(tmp_path, store, name, batch, extra=()):
+def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0):
+    """`recnas supernet train` in a subprocess (under torchrun with --nproc); its output."""
     cfg = tmp_path / f"{name}.yaml"
-    cfg.write_text(f"batch_size: {batch}\nmax_steps: 6\neval_every: 0\ndevice: cpu\nlr: 0.01\nseed: 3\n")
-    out = tmp_path / name
-    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "full-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", *extra]
+    cfg.write_text(f"batch_size: {batch}\nmax_steps: {steps}\neval_every: {eval_every}\ndevice: cpu\nlr: 0.01\nseed: 3\n")
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / name), "--no-progress", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
-    return load_trained(out / "model.pt")[0].state_dict()
+    return r
+
+
+def _train(tmp_path, store, name, batch, extra=()):
+    _run(tmp_path, store, name, batch, extra)
+    return load_trained(tmp_path / name / "model.pt")[0].state_dict()
 
 
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path, tiny_store):
@@ -28,3 +33,23 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path, tiny_
     moved = sum((single[k] - first[k]).float().norm() ** 2 for k in single) ** 0.5
     assert moved > 0.05  # five more steps changed the weights: the comparison is not vacuous
     assert gap < 0.002 * moved, (float(gap), float(moved))
+
+
+def test_only_rank_zero_prints_log_lines(tmp_path, tiny_store):
+    """Each rank used to print every evaluation line, so each appeared once per process."""
+    r = _run(tmp_path, tiny_store, "logs", 32, ("--nproc", "2"), steps=2, eval_every=1)
+    lines = (r.stdout + r.stderr).splitlines()
+    for step in (1, 2):
+        assert sum(line.startswith(f"step {step} ") for line in lines) == 1, r.stderr
+    assert sum(line.startswith("trained 2 steps") for line in lines) == 1, r.stdout
+
+
+def test_a_bad_config_under_nproc_is_one_error_line(tmp_path, tiny_store):
+    """Checked before torchrun starts: it used to be printed by every rank, then torchrun's traceback."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("max_stepz: 2\n")
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 2
+    assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [line for line in r.stderr.splitlines() if line.strip()], r.stderr
+    assert r.stderr.count("error:") == 1 and "max_stepz" in r.stderr

@@ -284,3 +284,40 @@ def test_bad_emb_dims_fail_before_the_run_folder_is_written(tmp_path, emb_dims, 
     with pytest.raises(ConfigError, match=match):
         run_job(load_job_config("smoke", emb_dims=emb_dims), out, progress=False)
     assert not out.exists()
+
+
+def test_ray_settings_imply_ray_and_contradict_an_explicit_serial_executor(tmp_path):
+    """They used to be silently ignored: the search then ran serially."""
+    assert load_job_config("smoke").executor == "serial"
+    assert load_job_config("smoke", ray_address="10.0.0.1:6379").executor == "ray"
+    yaml_file = tmp_path / "job.yaml"
+    yaml_file.write_text("ray_workers: 4\n")
+    assert load_job_config("smoke", yaml_file).executor == "ray"
+    yaml_file.write_text("executor: serial\nray_workers: 4\n")
+    with pytest.raises(ConfigError, match=r"job.yaml: .*ray_workers set with executor: serial"):
+        load_job_config("smoke", yaml_file)
+    with pytest.raises(ConfigError, match=r"ray_address set with executor: serial"):
+        load_job_config("smoke", executor="serial", ray_address="10.0.0.1:6379")
+
+
+def _cli_search_config(monkeypatch, capsys, *args):
+    """The JobConfig `recnas search ARGS` resolves, with the job itself stubbed out."""
+    from recnas.search import pipeline
+    from tests.test_cli_models import run
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_job", lambda cfg, out, progress: seen.setdefault("cfg", cfg))
+    code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", *args)
+    return code, seen.get("cfg"), err
+
+
+def test_cli_ray_address_implies_the_ray_executor(tmp_path, monkeypatch, capsys):
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--ray-address", "10.0.0.1:6379")
+    assert code == 0, err
+    assert (cfg.executor, cfg.ray_address) == ("ray", "10.0.0.1:6379")
+    serial = tmp_path / "serial.yaml"
+    serial.write_text("executor: serial\n")
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--config", serial, "--ray-address", "h:1")
+    assert code == 0 and cfg.executor == "ray", err  # the command line overrides the config
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--executor", "serial", "--ray-address", "h:1")
+    assert code == 2 and cfg is None and "ray_address set with executor: serial" in err

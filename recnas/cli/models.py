@@ -55,11 +55,16 @@ SPACE = typer.Option("full", "--space", help="search space: full, small, full-ti
 
 
 def _setup_logging() -> None:
-    """Evaluation lines of the trainer go to stderr (useful when there is no progress bar)."""
+    """Evaluation lines of the trainer go to stderr (useful when there is no progress bar).
+    Under --nproc only rank 0 prints them (each rank would repeat them); warnings and errors
+    still come from any rank, since a rank's own failure is seen by it alone."""
+    from recnas.train.distributed import launched_rank
+
     logger = logging.getLogger("recnas")
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.INFO if launched_rank() == 0 else logging.WARNING)
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
@@ -68,8 +73,10 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
-def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None) -> None:
-    """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding."""
+def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1) -> None:
+    """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
+    Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
+    errors are printed once, not once per process."""
     from recnas.data.store import CTRStore
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.distributed import shutdown
@@ -83,6 +90,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
     if resume and not (out / "checkpoint.pt").is_file():
         raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
+    _relaunch(nproc)
     seed_everything(cfg.seed)
     model, spec, sampler = build(store, cfg)
     _setup_logging()
@@ -115,7 +123,6 @@ def supernet_train(
     nproc: int = NPROC,
 ) -> None:
     """Train the weight-sharing supernet, one sampled subnet per step."""
-    _relaunch(nproc)
 
     def build(store, cfg):
         from recnas.space import resolve_space
@@ -126,7 +133,7 @@ def supernet_train(
         sp = resolve_space(space)
         return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc)
 
 
 @subnet_app.command("train")
@@ -145,7 +152,6 @@ def subnet_train(
     nproc: int = NPROC,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
-    _relaunch(nproc)
 
     def build(store, cfg):
         from recnas.space import Architecture, resolve_space
@@ -159,7 +165,7 @@ def subnet_train(
             supernet = _load_supernet(inherit, sp, store.meta)
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc)
 
 
 def _load_supernet(path: Path, space, meta):

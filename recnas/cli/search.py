@@ -27,7 +27,7 @@ def search(
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
     seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of data, supernet sampling and evolution."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (default: start a local one)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
     emb_dims: Optional[Path] = typer.Option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
@@ -37,6 +37,8 @@ def search(
     from recnas.search.job import load_job_config
     from recnas.search.pipeline import run_job
 
+    if ray_address is not None and executor is None:
+        executor = "ray"  # as on the command line, so it also overrides a config's executor: serial
     over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed, "executor": executor, "ray_address": ray_address}
     if objective is not None:
         over["objective"] = {"kind": objective}

@@ -52,9 +52,9 @@ class JobConfig(BaseModel):
     objective: Objective = Field(default_factory=Objective)
     hardware: Literal["none", "pim"] = "none"
     pim_choices: dict[str, list[int]] = Field(default_factory=dict, description="co-design: restrict searched PIM fields, e.g. {weight_bits: [8], act_bits: [8]}")
-    executor: Literal["serial", "ray"] = Field("serial", description="where candidates are scored")
-    ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one)")
-    ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU)")
+    executor: Literal["serial", "ray"] = Field("serial", description="where candidates are scored; ray when unset and ray_address or ray_workers is set")
+    ray_address: str | None = Field(None, description="join this Ray cluster (None = start a local one); needs executor ray")
+    ray_workers: int | None = Field(None, ge=1, description="Ray actors (None = one per available CPU); needs executor ray")
     finalists: int = Field(1, ge=1, description="best candidates (by search score) trained from scratch; the one with the lowest validation log loss is the result")
     finalist_selection: Literal["full", "halving"] = Field(
         "full", description="full: every finalist trains to the end; halving: successive halving, each rung trains the better half one more evaluation interval of `final` until one is left, which trains to the end",
@@ -62,6 +62,22 @@ class JobConfig(BaseModel):
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ray_settings_need_ray(cls, data):
+        """Ray settings under the serial executor used to be silently ignored: they now imply
+        executor ray, and contradict an explicit `executor: serial`."""
+        if not isinstance(data, dict):
+            return data
+        given = [k for k in ("ray_address", "ray_workers") if data.get(k) is not None]
+        if not given:
+            return data
+        if "executor" not in data:
+            return {**data, "executor": "ray"}
+        if data["executor"] == "serial":
+            raise ValueError(f"{' and '.join(given)} set with executor: serial; Ray settings need executor: ray (or leave executor out)")
+        return data
 
     @field_validator("pim_choices")
     @classmethod

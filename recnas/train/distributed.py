@@ -33,6 +33,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun): known before the process
+    group exists, so output can be set up for rank 0 alone from the start."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def current() -> DistInfo:
     """The process group this process belongs to (initialising it from torchrun's env once)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
