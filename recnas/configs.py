@@ -9,6 +9,7 @@ writer of recnas shares live here too (`read_text`, `atomic_write`).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import typing
 import uuid
@@ -107,13 +108,34 @@ def expect_mapping(data: Any, source: str) -> dict:
     return data
 
 
+def _non_finite(data: Any, loc: tuple = ()) -> Iterator[tuple[tuple, float]]:
+    """(key path, value) of every NaN or infinite float nested in `data`."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield loc, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _non_finite(value, (*loc, key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            yield from _non_finite(value, (*loc, i))
+
+
 def validate(model: type[M], data: Any, source: str = "config") -> M:
-    """`model(**data)`, with every validation problem explained in one ConfigError."""
+    """`model(**data)`, with every validation problem explained in one ConfigError.
+
+    NaN and infinite numbers (YAML `.inf`, `nan`, `1e400`) are refused here, for every config
+    model at once: no setting means anything with them, and pydantic's bounds let `.inf` through
+    (`lr: .inf` passes `gt=0`, then training diverges). The validated values are checked, since
+    pydantic also turns strings such as "inf" into floats."""
     data = expect_mapping(data, source)
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {explain(model, exc)}") from None
+    bad = [f"key {'.'.join(map(str, loc))!r}: must be a finite number (got {value})" for loc, value in _non_finite(config.model_dump())]
+    if bad:
+        raise ConfigError(f"{source}: {'; '.join(bad)}")
+    return config
 
 
 def load(model: type[M], path: str | Path) -> M:

@@ -1,0 +1,32 @@
+"""configs: the shared loading and validation every config model goes through."""
+
+from __future__ import annotations
+
+import pytest
+
+from recnas.embedding.config import EmbedSearchConfig
+from recnas.errors import ConfigError
+from recnas.train import TrainConfig
+
+
+@pytest.mark.parametrize(
+    "model,text,key,value",
+    [
+        (TrainConfig, "lr: .inf\n", "lr", "inf"),  # passes lr's gt=0 bound
+        (TrainConfig, "lr: 1e400\n", "lr", "inf"),  # overflows to inf
+        (TrainConfig, "grad_clip: .inf\n", "grad_clip", "inf"),
+        (TrainConfig, "lr: inf\n", "lr", "inf"),  # a YAML string, which pydantic reads as a float
+        (EmbedSearchConfig, "supernet:\n  lr: .inf\n", "supernet.lr", "inf"),
+        (EmbedSearchConfig, "retrain:\n  embedding_lr: .inf\n", "retrain.embedding_lr", "inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused_for_every_config(tmp_path, model, text, key, value):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"cfg.yaml: key '{key}': must be a finite number \(got {value}\)"):
+        model.from_yaml(path)
+
+
+def test_non_finite_override_is_refused():
+    with pytest.raises(ConfigError, match=r"command line: key 'lr': must be a finite number"):
+        TrainConfig().with_overrides(lr=float("inf"))
