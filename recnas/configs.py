@@ -143,9 +143,12 @@ def load(model: type[M], path: str | Path) -> M:
 
 
 def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The (nested) config model that holds the key at `loc`, for listing its valid keys."""
+    """The (nested) config model that holds the key at `loc`, for listing its valid keys.
+    Integer parts index a list or tuple of models (`blocks.0.zz`): the item model stays current."""
     current: Any = model
     for part in loc:
+        if isinstance(part, int):
+            continue
         field = current.model_fields.get(str(part)) if isinstance(current, type) and issubclass(current, BaseModel) else None
         if field is None:
             return None

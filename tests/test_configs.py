@@ -30,3 +30,13 @@ def test_non_finite_numbers_are_refused_for_every_config(tmp_path, model, text, 
 def test_non_finite_override_is_refused():
     with pytest.raises(ConfigError, match=r"command line: key 'lr': must be a finite number"):
         TrainConfig().with_overrides(lr=float("inf"))
+
+
+def test_unknown_key_inside_a_list_item_lists_the_item_keys(tmp_path):
+    from recnas.space import Architecture
+
+    path = tmp_path / "arch.json"
+    block = '{"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4'
+    path.write_text('{"blocks": [' + block + "}, " + block + ', "zz": 1}]}')
+    with pytest.raises(ConfigError, match=r"unknown key 'blocks.1.zz'; valid keys: dense_ops, sparse_ops, dense_inputs"):
+        Architecture.load(path)
