@@ -67,8 +67,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename == str(tmp):  # name the file the user asked for, not our temp file
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

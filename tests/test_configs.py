@@ -40,3 +40,18 @@ def test_unknown_key_inside_a_list_item_lists_the_item_keys(tmp_path):
     path.write_text('{"blocks": [' + block + "}, " + block + ', "zz": 1}]}')
     with pytest.raises(ConfigError, match=r"unknown key 'blocks.1.zz'; valid keys: dense_ops, sparse_ops, dense_inputs"):
         Architecture.load(path)
+
+
+def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path):
+    from recnas.configs import write_text_atomic
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "meta.json").write_text("{}")
+    with pytest.raises(IsADirectoryError) as err:
+        write_text_atomic(folder, "x")
+    assert err.value.filename == str(folder) and (folder / "meta.json").read_text() == "{}"
+    with pytest.raises(FileNotFoundError) as err:
+        write_text_atomic(tmp_path / "nodir" / "x.json", "x")
+    assert err.value.filename == str(tmp_path / "nodir" / "x.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no temp file left behind
