@@ -73,6 +73,12 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     got = json.loads(report.read_text())
     assert got["rows"] == 60 and got["step"] == 15 and 0 < got["logloss"] < 2 and f"logloss {got['logloss']:.5f}" in stdout
 
+    arch = tmp_path / "arch.json"
+    arch.write_text("{}")
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--arch", arch, "--json-out", tmp_path / "e2.json")
+    assert code == 2 and "--arch chooses the subnet of a supernet" in error_line(err) and "holds a baseline" in err  # not silently ignored
+    assert not (tmp_path / "e2.json").exists()
+
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "x", "--hparams", "{oops")
     assert code == 2 and "--hparams" in error_line(err)
 

@@ -227,6 +227,8 @@ def evaluate(
     model, spec, extra = load_trained(ckpt, map_location=dev)
     check_data(spec, store.meta, where=str(data))
     a = None
+    if arch is not None and spec["kind"] != "supernet":  # a subnet or baseline is one fixed model
+        raise ConfigError(f"--arch chooses the subnet of a supernet checkpoint; {ckpt} holds a {spec['kind']}, which has one architecture already")
     if spec["kind"] == "supernet":
         if arch is None:
             raise ConfigError(f"{ckpt} holds a supernet: pass --arch to choose the subnet to evaluate")
