@@ -88,25 +88,26 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def read_yaml(path: str | Path) -> dict:
-    """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
+def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:
+    """The top-level mapping of a YAML file (an empty file is an empty mapping); every problem,
+    a key given twice included, is one `error` naming the file."""
     path = Path(path)
-    text = read_text(path, "config file")
+    text = read_text(path, what, error)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever the YAML error
-        raise ConfigError(f"{path}:{where} invalid YAML ({problem})") from None
-    return expect_mapping(data, str(path))
+        raise error(f"{path}:{where} invalid YAML ({problem})") from None
+    return expect_mapping(data, str(path), error)
 
 
-def expect_mapping(data: Any, source: str) -> dict:
+def expect_mapping(data: Any, source: str, error: type[RecnasError] = ConfigError) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        raise error(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
     return data
 
 

@@ -34,8 +34,10 @@ def test_load_spec_valid(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("label: y\ndense: [a\n", r"spec.yaml:\d+: invalid YAML"),
-        ("- just\n- a list\n", "must be a mapping"),
+        ("label: y\ndense: [a\n", r"spec.yaml: line \d+ invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("label: y\ncategorical: [b]\nlabel: b\n", r"line 3 invalid YAML \(key 'label' is given twice\)"),  # PyYAML keeps the last
+        ("", "key `label` .*is required"),  # an empty file is an empty mapping
         ("dense: [a]\n", "key `label`"),
         ("label: y\ncategorical: [b]\ncolour: red\n", "unknown key.*colour"),
         ("label: y\ndense: a\n", "key `dense` must be a list"),
