@@ -424,6 +424,11 @@ def test_option_errors_are_recnas_errors(tmp_path):
             prepare("criteo", raw, tmp_path / "s", **kwargs)
     with pytest.raises(RecnasError, match="unknown dataset"):
         prepare("criteo2", raw, tmp_path / "s")
+    with pytest.raises(ConfigError, match="--split sequential keeps file order and takes no seed"):  # not silently ignored
+        prepare("criteo", raw, tmp_path / "s", split="sequential", seed=5)
+    assert not (tmp_path / "s").exists()
+    assert prepare("criteo", raw, tmp_path / "seq", split="sequential").source["options"]["seed"] is None
+    assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
 
 
 # -- CLI ---------------------------------------------------------------------------------------
