@@ -294,7 +294,7 @@ def prepare(
     seed = (DEFAULT_SEED if split == "stratified" else None) if seed is None else seed
     raw = check_readable(raw)
     profile = check_readable(profile, "profile file") if profile is not None else None
-    for path, what in ((raw, "raw file"), (profile, "profile file")):
+    for path, what in ((raw, "raw file"), (profile, "profile file"), (spec, "feature spec")):  # replacing --out deletes what is inside
         if path is not None:
             check_apart(path, out, what)
     tmp = staging_dir(out, overwrite)
