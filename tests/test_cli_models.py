@@ -100,6 +100,10 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 0 and "logloss" in stdout, err
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub", "--inherit", sn / "model.pt")
     assert code == 0, err
+    before = (tmp_path / "sub" / "checkpoint.pt").read_bytes()
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub", "--inherit", sn / "model.pt", "--resume")
+    assert code == 2 and "pass one of them" in error_line(err)  # --inherit is not silently ignored
+    assert (tmp_path / "sub" / "checkpoint.pt").read_bytes() == before
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub2", "--inherit", tmp_path / "sub" / "model.pt")
     assert code == 2 and "needs a supernet checkpoint" in error_line(err)
 

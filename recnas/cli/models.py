@@ -145,6 +145,8 @@ def subnet_train(
     nproc: int = NPROC,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
+    if inherit is not None and resume:  # it would be ignored: a resumed run's weights come from its checkpoint
+        raise ConfigError("--inherit starts a fresh run from supernet weights; --resume continues from --out's checkpoint.pt: pass one of them")
     _relaunch(nproc)
 
     def build(store, cfg):
@@ -154,9 +156,7 @@ def subnet_train(
 
         sp = resolve_space(space)
         a = Architecture.load(arch).validate_for(sp, store.meta.n_sparse)
-        supernet = None
-        if inherit is not None and not resume:  # on resume the weights come from the checkpoint
-            supernet = _load_supernet(inherit, sp, store.meta)
+        supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
     _train(data, config, out, resume, overwrite, progress, build, steps, seed)
