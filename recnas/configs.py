@@ -82,6 +82,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         pass
 
 
+def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError] = ConfigError) -> None:
+    """An output path below a regular file cannot be created: say so instead of an OSError."""
+    for parent in Path(path).parents:  # nearest first
+        if parent.exists():
+            if not parent.is_dir():
+                raise error(f"{what} {path}: {parent} is not a directory")
+            return
+
+
+def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError) -> None:
+    """The folder a command writes its results into must be creatable. Checked before the work:
+    a search writes its results only at the end, and a file in the way would waste the run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path} exists and is not a directory")
+    check_parent(path, what, error)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """`Path(path).write_text(text)` through `atomic_write`: the one way run files are written."""
     with atomic_write(path) as fh:

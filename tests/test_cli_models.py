@@ -112,9 +112,9 @@ def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monke
     """An --out under a file, a binary --arch file, a negative --seed: no traceback, nothing written."""
     afile = tmp_path / "afile"
     afile.write_text("keep")
-    for out in (afile, afile / "sub"):
+    for out, message in ((afile, "exists and is not a directory"), (afile / "sub", "afile is not a directory")):
         code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2)
-        assert code == 2 and str(out) in error_line(err)
+        assert code == 2 and f"--out {out}" in error_line(err) and message in err
     assert afile.read_text() == "keep"
     arch = tmp_path / "arch.json"
     arch.write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from recnas.configs import SEED_MAX
+from recnas.configs import SEED_MAX, check_output_dir
 from recnas.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
@@ -40,6 +40,7 @@ def search(
     from recnas.embedding.pipeline import OUTPUT_FILES, run_search
     from recnas.embedding.report import print_report
 
+    check_output_dir(out)  # results are written at the end: a file in the way must not waste the search
     written = [name for name in OUTPUT_FILES if (out / name).exists()]
     if written and not overwrite:
         raise ConfigError(f"{out} already holds {', '.join(written)}; pass --overwrite to replace them, or use another --out")

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, write_text_atomic
+from recnas.configs import SEED_MAX, check_output_dir, write_text_atomic
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -79,6 +79,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
     store = CTRStore(data)
     out = Path(out)
+    check_output_dir(out)
     if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
     if resume and not (out / "checkpoint.pt").is_file():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recnas.configs import check_parent
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.errors import DataError
 
@@ -134,15 +135,6 @@ class NpyAppender:
         self._fh.close()
 
 
-def check_parent(path: str | os.PathLike, what: str) -> None:
-    """An output path below a regular file cannot be created: say so instead of an OSError."""
-    for parent in Path(path).parents:  # nearest first
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"{what} {path}: {parent} is not a directory")
-            return
-
-
 def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, where: str = "--out") -> None:
     """Refuse `path` equal to or inside the dir `out`: replacing `out` would delete it."""
     real, real_out = Path(path).resolve(), Path(out).resolve()
@@ -170,7 +162,7 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
 def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     """A fresh temp dir beside `out`, after checking `out` may be replaced (see `check_replaceable`)."""
     out = Path(out)
-    check_parent(out, "--out")
+    check_parent(out, "--out", DataError)
     check_replaceable(out, overwrite)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

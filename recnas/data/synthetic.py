@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
+from recnas.configs import check_parent
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, check_apart, check_parent, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, commit_staging, staging_dir
 from recnas.errors import ConfigError, DataError
 
 GENERATOR = "recnas.data.synthetic"
@@ -56,7 +57,7 @@ def generate(
     raw_path = Path(raw_out) if raw_out is not None else None
     if raw_path is not None:  # the store swap would delete a raw file inside it, and vice versa
         check_apart(raw_path, out, "--raw-out")
-        check_parent(raw_path, "--raw-out")
+        check_parent(raw_path, "--raw-out", DataError)
         if raw_path.is_dir():
             raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
         check_apart(out, raw_path, "--out", "--raw-out")
