@@ -78,6 +78,10 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--arch", arch, "--json-out", tmp_path / "e2.json")
     assert code == 2 and "--arch chooses the subnet of a supernet" in error_line(err) and "holds a baseline" in err  # not silently ignored
     assert not (tmp_path / "e2.json").exists()
+    monkeypatch.setattr("recnas.train.evaluate", lambda *a, **k: pytest.fail("evaluated although --json-out is unusable"))
+    for bad, message in ((tmp_path, "is a directory"), (report / "x.json", "eval.json is not a directory")):
+        code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", bad)
+        assert code == 2 and f"--json-out {bad}" in error_line(err) and message in err
 
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "x", "--hparams", "{oops")
     assert code == 2 and "--hparams" in error_line(err)

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, check_output_dir, write_text_atomic
+from recnas.configs import SEED_MAX, check_output_dir, check_parent, write_text_atomic
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -223,6 +223,10 @@ def evaluate(
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")
+    if json_out is not None:  # refused before the evaluation, whose result it would receive
+        if json_out.is_dir():
+            raise ConfigError(f"--json-out {json_out} is a directory; give the path of the JSON file to write")
+        check_parent(json_out, "--json-out")
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
