@@ -55,6 +55,9 @@ def test_cli_search_end_to_end(setup):
     res = runner.invoke(app, [*args[:5], str(tmp / "partial"), *args[6:]])
     assert isinstance(res.exception, ConfigError) and "model.pt" in str(res.exception)
     assert (tmp / "partial" / "model.pt").read_text() == "keep"
+    res = runner.invoke(app, [*args, "--overwrite", "--no-retrain"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "model.pt").exists()  # the replaced search's model: its widths may differ from the new emb_dims.json
 
 
 @pytest.mark.parametrize(

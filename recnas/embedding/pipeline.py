@@ -139,4 +139,6 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         if do_retrain:
             with atomic_write(out / MODEL, "wb") as fh:
                 torch.save({"state_dict": model.state_dict(), "widths": widths, "config": report["config"]}, fh)
+        else:  # an earlier search's (overwritten) retrained model would not match these widths
+            (out / MODEL).unlink(missing_ok=True)
     return report
