@@ -9,6 +9,7 @@ writer of recnas shares live here too (`read_text`, `atomic_write`).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import typing
@@ -104,6 +105,23 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """`Path(path).write_text(text)` through `atomic_write`: the one way run files are written."""
     with atomic_write(path) as fh:
         fh.write(text)
+
+
+def parse_json(text: str, source: str, error: type[RecnasError] = ConfigError) -> Any:
+    """`json.loads` for JSON a user writes (--hparams, architecture files): a key given twice in
+    one object is an error, since `json` (like PyYAML) would silently keep the last one."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise error(f"{source}: key {twice[0]!r} is given twice")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source}: invalid JSON ({exc})") from None
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:

@@ -55,3 +55,19 @@ def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path):
         write_text_atomic(tmp_path / "nodir" / "x.json", "x")
     assert err.value.filename == str(tmp_path / "nodir" / "x.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no temp file left behind
+
+
+def test_a_key_given_twice_in_user_json_is_an_error(tmp_path):
+    from recnas.configs import parse_json
+    from recnas.space import Architecture
+
+    assert parse_json('{"a": {"b": 1}, "c": [1, 2]}', "x") == {"a": {"b": 1}, "c": [1, 2]}
+    with pytest.raises(ConfigError, match=r"--hparams: key 'mlp' is given twice"):  # json.loads kept the last
+        parse_json('{"mlp": [64], "dropout": 0.1, "mlp": [8]}', "--hparams")
+    with pytest.raises(ConfigError, match=r"--hparams: invalid JSON \(Expecting"):
+        parse_json("{oops", "--hparams")
+    block = '{"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "dense_dim": 16, "sparse_dim": 4}'
+    path = tmp_path / "arch.json"
+    path.write_text('{"blocks": [' + block + "]}")
+    with pytest.raises(ConfigError, match=r"arch.json: invalid architecture: key 'dense_dim' is given twice"):
+        Architecture.load(path)

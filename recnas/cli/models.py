@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, check_output_dir, check_parent, write_text_atomic
+from recnas.configs import SEED_MAX, check_output_dir, check_parent, parse_json, write_text_atomic
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -189,10 +189,7 @@ def baseline_train(
     progress: bool = PROGRESS,
 ) -> None:
     """Train a hand-designed baseline."""
-    try:
-        hp = json.loads(hparams) if hparams else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--hparams: invalid JSON ({exc})") from None
+    hp = parse_json(hparams, "--hparams") if hparams else {}
     if not isinstance(hp, dict):
         raise ConfigError("--hparams: expected a JSON object of hyper-parameters")
 
