@@ -84,6 +84,14 @@ def test_reader_line_numbers_blocks_crlf_and_header(tmp_path):
     assert values[0] == "v0" and values[-1] == "v199" and all("\r" not in v for v in values)
 
 
+def test_reader_accepts_a_header_after_a_byte_order_mark(tmp_path):
+    fmt = Format(name="t", label="y", categorical=("a",), header=True)
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfy,a\n1,v\n0,w\n")  # was "missing column(s) y (found: \ufeffy, a)"
+    chunks, bad, _ = _read(path, fmt)
+    assert bad == [] and sum((c.table.column("a").to_pylist() for c in chunks), []) == ["v", "w"]
+
+
 def test_reader_without_trailing_newline_and_quotes(tmp_path):
     fmt = Format(name="t", label="y", categorical=("a",), columns=("y", "a"))
     path = tmp_path / "d.csv"
