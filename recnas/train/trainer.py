@@ -460,8 +460,10 @@ class Trainer:
     def _tensorboard(self):
         if not self.cfg.tensorboard or self.out_dir is None:
             return None
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # torch's writer needs the optional tensorboard package
+            raise ConfigError(f"tensorboard: true needs the tensorboard package ({exc}); install it or set tensorboard: false") from None
         return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
 
     def _progress_bar(self):
