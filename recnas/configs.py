@@ -10,6 +10,8 @@ writer of recnas shares live here too (`read_text`, `atomic_write`; whole output
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import typing
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
-from recnas.staging import temp_sibling
+from recnas.staging import check_parent, temp_sibling
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -67,8 +69,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename == str(tmp):  # name the file the user asked for, not our temp file
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -80,41 +84,89 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
         pass
 
 
+def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError) -> None:
+    """The folder a command writes its results into must be creatable. Checked before the work:
+    a search writes its results only at the end, and a file in the way would waste the run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path} exists and is not a directory")
+    check_parent(path, what, error)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """`Path(path).write_text(text)` through `atomic_write`: the one way run files are written."""
     with atomic_write(path) as fh:
         fh.write(text)
 
 
-def read_yaml(path: str | Path) -> dict:
-    """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
+def parse_json(text: str, source: str, error: type[RecnasError] = ConfigError) -> Any:
+    """`json.loads` for JSON a user writes (--hparams, architecture files): a key given twice in
+    one object is an error, since `json` (like PyYAML) would silently keep the last one."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in pairs]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise error(f"{source}: key {twice[0]!r} is given twice")
+        return dict(pairs)
+
+    try:
+        return json.loads(text, object_pairs_hook=unique)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source}: invalid JSON ({exc})") from None
+
+
+def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:
+    """The top-level mapping of a YAML file (an empty file is an empty mapping); every problem,
+    a key given twice included, is one `error` naming the file."""
     path = Path(path)
-    text = read_text(path, "config file")
+    text = read_text(path, what, error)
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever the YAML error
-        raise ConfigError(f"{path}:{where} invalid YAML ({problem})") from None
-    return expect_mapping(data, str(path))
+        raise error(f"{path}:{where} invalid YAML ({problem})") from None
+    return expect_mapping(data, str(path), error)
 
 
-def expect_mapping(data: Any, source: str) -> dict:
+def expect_mapping(data: Any, source: str, error: type[RecnasError] = ConfigError) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
+        raise error(f"{source}: expected a mapping of config keys, got {type(data).__name__}")
     return data
 
 
+def _non_finite(data: Any, loc: tuple = ()) -> Iterator[tuple[tuple, float]]:
+    """(key path, value) of every NaN or infinite float nested in `data`."""
+    if isinstance(data, float) and not math.isfinite(data):
+        yield loc, data
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            yield from _non_finite(value, (*loc, key))
+    elif isinstance(data, (list, tuple)):
+        for i, value in enumerate(data):
+            yield from _non_finite(value, (*loc, i))
+
+
 def validate(model: type[M], data: Any, source: str = "config") -> M:
-    """`model(**data)`, with every validation problem explained in one ConfigError."""
+    """`model(**data)`, with every validation problem explained in one ConfigError.
+
+    NaN and infinite numbers (YAML `.inf`, `nan`, `1e400`) are refused here, for every config
+    model at once: no setting means anything with them, and pydantic's bounds let `.inf` through
+    (`lr: .inf` passes `gt=0`, then training diverges). The validated values are checked, since
+    pydantic also turns strings such as "inf" into floats."""
     data = expect_mapping(data, source)
     try:
-        return model.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {explain(model, exc)}") from None
+    bad = [f"key {'.'.join(map(str, loc))!r}: must be a finite number (got {value})" for loc, value in _non_finite(config.model_dump())]
+    if bad:
+        raise ConfigError(f"{source}: {'; '.join(bad)}")
+    return config
 
 
 def load(model: type[M], path: str | Path) -> M:
@@ -122,9 +174,12 @@ def load(model: type[M], path: str | Path) -> M:
 
 
 def _submodel(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The (nested) config model that holds the key at `loc`, for listing its valid keys."""
+    """The (nested) config model that holds the key at `loc`, for listing its valid keys.
+    Integer parts index a list or tuple of models (`blocks.0.zz`): the item model stays current."""
     current: Any = model
     for part in loc:
+        if isinstance(part, int):
+            continue
         field = current.model_fields.get(str(part)) if isinstance(current, type) and issubclass(current, BaseModel) else None
         if field is None:
             return None

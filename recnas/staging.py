@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from recnas.errors import RecnasError
+from recnas.errors import ConfigError, RecnasError
 
 
 def temp_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
@@ -57,7 +57,7 @@ def copy_dir(src: Path, dst: Path) -> None:
         raise
 
 
-def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError]) -> None:
+def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError] = ConfigError) -> None:
     """An output path below a regular file cannot be created: say so instead of an OSError."""
     for parent in Path(path).parents:  # nearest first
         if parent.exists():

@@ -114,6 +114,11 @@ def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     more = Trainer(make_model(tiny_store.meta), TrainConfig(**{**t.cfg.model_dump(), "max_steps": t.step + 5}), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
     res = more.fit(resume=True)
     assert res.steps == t.step + 5 and len(res.history) == len(t.history) + 1
+    before = (out / "checkpoint.pt").read_bytes()
+    fewer = Trainer(make_model(tiny_store.meta), TrainConfig(**{**t.cfg.model_dump(), "max_steps": 2}), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    with pytest.raises(CheckpointError, match=rf"at step {t.step + 5}, past the 2 steps asked for"):  # not silently ignored
+        fewer.fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
 
 
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):

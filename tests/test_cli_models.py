@@ -73,6 +73,16 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     got = json.loads(report.read_text())
     assert got["rows"] == 60 and got["step"] == 15 and 0 < got["logloss"] < 2 and f"logloss {got['logloss']:.5f}" in stdout
 
+    arch = tmp_path / "arch.json"
+    arch.write_text("{}")
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--arch", arch, "--json-out", tmp_path / "e2.json")
+    assert code == 2 and "--arch chooses the subnet of a supernet" in error_line(err) and "holds a baseline" in err  # not silently ignored
+    assert not (tmp_path / "e2.json").exists()
+    monkeypatch.setattr("recnas.train.evaluate", lambda *a, **k: pytest.fail("evaluated although --json-out is unusable"))
+    for bad, message in ((tmp_path, "is a directory"), (report / "x.json", "eval.json is not a directory")):
+        code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", bad)
+        assert code == 2 and f"--json-out {bad}" in error_line(err) and message in err
+
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "x", "--hparams", "{oops")
     assert code == 2 and "--hparams" in error_line(err)
 
@@ -94,6 +104,10 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 0 and "logloss" in stdout, err
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub", "--inherit", sn / "model.pt")
     assert code == 0, err
+    before = (tmp_path / "sub" / "checkpoint.pt").read_bytes()
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub", "--inherit", sn / "model.pt", "--resume")
+    assert code == 2 and "pass one of them" in error_line(err)  # --inherit is not silently ignored
+    assert (tmp_path / "sub" / "checkpoint.pt").read_bytes() == before
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub2", "--inherit", tmp_path / "sub" / "model.pt")
     assert code == 2 and "needs a supernet checkpoint" in error_line(err)
 
@@ -102,9 +116,9 @@ def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monke
     """An --out under a file, a binary --arch file, a negative --seed: no traceback, nothing written."""
     afile = tmp_path / "afile"
     afile.write_text("keep")
-    for out in (afile, afile / "sub"):
+    for out, message in ((afile, "exists and is not a directory"), (afile / "sub", "afile is not a directory")):
         code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2)
-        assert code == 2 and str(out) in error_line(err)
+        assert code == 2 and f"--out {out}" in error_line(err) and message in err
     assert afile.read_text() == "keep"
     arch = tmp_path / "arch.json"
     arch.write_bytes(b"\x89PNG\r\n\x1a\n\xff\x00")

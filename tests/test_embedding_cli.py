@@ -56,6 +56,9 @@ def test_cli_search_end_to_end(setup):
     res = runner.invoke(app, [*args[:5], str(tmp / "partial"), *args[6:]])
     assert isinstance(res.exception, ConfigError) and "model.pt" in str(res.exception)
     assert (tmp / "partial" / "model.pt").read_text() == "keep"
+    res = runner.invoke(app, [*args, "--overwrite", "--no-retrain"])
+    assert res.exit_code == 0, res.output
+    assert not (out / "model.pt").exists()  # the replaced search's model: its widths may differ from the new emb_dims.json
 
 
 def _tree(root):
@@ -162,3 +165,14 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
     assert (tmp_path / "arch.json").read_text() == arch_text
     res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a2.json"), "--overwrite"])
     assert res.exit_code == 0, res.output
+
+
+def test_cli_out_that_cannot_be_a_folder_is_refused_before_the_search(setup, monkeypatch):
+    store, cfg, tmp = setup
+    monkeypatch.setattr("recnas.embedding.pipeline.search_one_seed", lambda *a, **k: pytest.fail("searched although --out is unusable"))
+    afile = tmp / "afile"
+    afile.write_text("keep")
+    for out, message in ((afile, "exists and is not a directory"), (afile / "sub", "afile is not a directory")):
+        res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(out), "--config", str(cfg), "--budget-params", "200"])
+        assert isinstance(res.exception, ConfigError) and message in str(res.exception), res.output
+    assert afile.read_text() == "keep"

@@ -34,8 +34,10 @@ def test_load_spec_valid(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("label: y\ndense: [a\n", r"spec.yaml:\d+: invalid YAML"),
-        ("- just\n- a list\n", "must be a mapping"),
+        ("label: y\ndense: [a\n", r"spec.yaml: line \d+ invalid YAML"),
+        ("- just\n- a list\n", "expected a mapping"),
+        ("label: y\ncategorical: [b]\nlabel: b\n", r"line 3 invalid YAML \(key 'label' is given twice\)"),  # PyYAML keeps the last
+        ("", "key `label` .*is required"),  # an empty file is an empty mapping
         ("dense: [a]\n", "key `label`"),
         ("label: y\ncategorical: [b]\ncolour: red\n", "unknown key.*colour"),
         ("label: y\ndense: a\n", "key `dense` must be a list"),
@@ -80,6 +82,14 @@ def test_reader_line_numbers_blocks_crlf_and_header(tmp_path):
     assert got.tolist() == [n for n in range(2, 202) if n != 58]
     values = sum((c.table.column("a").to_pylist() for c in chunks), [])
     assert values[0] == "v0" and values[-1] == "v199" and all("\r" not in v for v in values)
+
+
+def test_reader_accepts_a_header_after_a_byte_order_mark(tmp_path):
+    fmt = Format(name="t", label="y", categorical=("a",), header=True)
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbfy,a\n1,v\n0,w\n")  # was "missing column(s) y (found: \ufeffy, a)"
+    chunks, bad, _ = _read(path, fmt)
+    assert bad == [] and sum((c.table.column("a").to_pylist() for c in chunks), []) == ["v", "w"]
 
 
 def test_reader_without_trailing_newline_and_quotes(tmp_path):

@@ -399,6 +399,13 @@ def test_overwrite_only_replaces_a_store_or_an_empty_folder(tmp_path):
         assert _tree(tmp_path) == before, out
     (tmp_path / "empty").mkdir()
     prepare("criteo", raw, tmp_path / "empty", overwrite=True)  # an empty folder is fine
+    spec = tmp_path / "empty" / "spec.yaml"  # kept beside the store it describes
+    spec.write_text("label: label\ndense: [a]\ncategorical: [b]\n")
+    csv = tmp_path / "shop.csv"
+    csv.write_text("label,a,b\n" + "1,2,x\n0,1,y\n" * 10)
+    with pytest.raises(DataError, match="feature spec .*spec.yaml is inside --out"):
+        prepare("csv", csv, tmp_path / "empty", spec=spec, overwrite=True)
+    assert spec.is_file()
     assert CTRStore(tmp_path / "empty").meta.rows["train"] == 32
 
 
@@ -424,6 +431,11 @@ def test_option_errors_are_recnas_errors(tmp_path):
             prepare("criteo", raw, tmp_path / "s", **kwargs)
     with pytest.raises(RecnasError, match="unknown dataset"):
         prepare("criteo2", raw, tmp_path / "s")
+    with pytest.raises(ConfigError, match="--split sequential keeps file order and takes no seed"):  # not silently ignored
+        prepare("criteo", raw, tmp_path / "s", split="sequential", seed=5)
+    assert not (tmp_path / "s").exists()
+    assert prepare("criteo", raw, tmp_path / "seq", split="sequential").source["options"]["seed"] is None
+    assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
 
 
 # -- CLI ---------------------------------------------------------------------------------------

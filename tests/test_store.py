@@ -104,6 +104,17 @@ def test_row_counts_must_agree_with_meta(tmp_path):
         CTRStore(store.dir).split("val")
 
 
+@pytest.mark.parametrize(
+    "update, match",
+    [({"rows": {"train": 480, "test": 60}}, r"rows must count each split \(train, val, test\), got test, train"), ({"vocab_sizes": [7, 11, 5]}, "4 cat_names but 3 vocab_sizes")],
+)
+def test_inconsistent_meta_is_refused_on_load(tmp_path, update, match):
+    store = make_tiny_store(tmp_path / "s")
+    store.meta.model_copy(update=update).save(store.dir)
+    with pytest.raises(DataError, match=r"meta.json: corrupt dataset metadata: " + match):
+        CTRStore(store.dir)
+
+
 def _edit(path, change):
     arr = np.load(path)
     change(arr)

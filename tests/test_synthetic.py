@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -196,6 +197,8 @@ def test_existing_outputs_need_overwrite(tmp_path):
     meta = generate(tmp_path / "s", rows=300, seed=3, raw_out=tmp_path / "raw.txt", overwrite=True)
     assert CTRStore(tmp_path / "s").meta.rows == meta.rows == {"train": 240, "val": 30, "test": 30}
     assert len((tmp_path / "raw.txt").read_text().splitlines()) == 300
+    generate(tmp_path / "g", rows=300, seed=3, raw_out=tmp_path / "raw.txt.gz")  # compressed, as the name says (prepare reads .gz as gzip)
+    assert gzip.decompress((tmp_path / "raw.txt.gz").read_bytes()).decode() == (tmp_path / "raw.txt").read_text()
 
 
 def test_outputs_must_not_overlap_and_overwrite_only_replaces_a_store(tmp_path):

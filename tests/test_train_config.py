@@ -43,6 +43,7 @@ def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
         ("lr: -1\n", r"key 'lr': .*greater than 0"),
         ("batch_size: lots\n", r"key 'batch_size': .*integer"),
         ("max_steps: 5\nwarmup_steps: 9\n", r"warmup_steps \(9\) exceeds max_steps \(5\)"),
+        ("eval_every: 0\nearly_stopping_patience: 3\n", r"early_stopping_patience counts evaluations, but eval_every is 0"),  # silently never stopped
         ("- lr\n", r"expected a mapping"),
         ("seed: -1\n", r"key 'seed': .*greater than or equal to 0"),
         ("lr: 0.1\nepochs: 2\nlr: 0.2\n", r"line 3 invalid YAML \(key 'lr' is given twice\)"),  # PyYAML keeps the last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch.nn as nn
 from sklearn.metrics import log_loss, roc_auc_score
 
 from recnas.data.loader import BatchLoader
-from recnas.errors import RecnasError
+from recnas.errors import ConfigError, RecnasError
 from recnas.ops.embedding import FieldEmbedding
 from recnas.space.samplers import FixedSampler
 from recnas.train import TrainConfig, Trainer, ctr_metrics, evaluate
@@ -311,3 +312,10 @@ def test_quantisation_aware_training_keeps_full_precision_weights(tiny_store):
     again = make_model(tiny_store.meta)
     Trainer(again, tiny_cfg(epochs=2), tiny_store, progress=False, run_context=functools.partial(quantized, config=hw)).fit()
     assert_same_weights(weights(again), weights(model))  # deterministic
+
+
+def test_tensorboard_without_the_package_is_a_config_error(tiny_store, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import now raises ImportError
+    trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True, max_steps=2), tiny_store, out_dir=tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="tensorboard: true needs the tensorboard package"):
+        trainer.fit()

@@ -56,7 +56,7 @@ def prepare(
     min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
     split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded) or sequential 80/10/10"),
-    seed: int = typer.Option(2018, "--seed", min=0, max=SEED_MAX, help="seed of the stratified split"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="seed of the stratified split (default 2018)"),
     on_bad_row: BadRowPolicy = typer.Option(BadRowPolicy.error, "--on-bad-row", help="error: stop at the first bad row; skip: drop and count"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows"),

@@ -15,7 +15,8 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, write_text_atomic
+from recnas.configs import SEED_MAX, check_output_dir, parse_json, write_text_atomic
+from recnas.staging import check_parent
 from recnas.errors import ConfigError
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -86,6 +87,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
     store = CTRStore(data)
     out = Path(out)
+    check_output_dir(out)
     if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
     if resume and not (out / "checkpoint.pt").is_file():
@@ -152,6 +154,8 @@ def subnet_train(
     nproc: int = NPROC,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
+    if inherit is not None and resume:  # it would be ignored: a resumed run's weights come from its checkpoint
+        raise ConfigError("--inherit starts a fresh run from supernet weights; --resume continues from --out's checkpoint.pt: pass one of them")
 
     def build(store, cfg):
         from recnas.space import Architecture, resolve_space
@@ -160,9 +164,7 @@ def subnet_train(
 
         sp = resolve_space(space)
         a = Architecture.load(arch).validate_for(sp, store.meta.n_sparse)
-        supernet = None
-        if inherit is not None and not resume:  # on resume the weights come from the checkpoint
-            supernet = _load_supernet(inherit, sp, store.meta)
+        supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
     _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc)
@@ -194,10 +196,7 @@ def baseline_train(
     progress: bool = PROGRESS,
 ) -> None:
     """Train a hand-designed baseline."""
-    try:
-        hp = json.loads(hparams) if hparams else {}
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--hparams: invalid JSON ({exc})") from None
+    hp = parse_json(hparams, "--hparams") if hparams else {}
     if not isinstance(hp, dict):
         raise ConfigError("--hparams: expected a JSON object of hyper-parameters")
 
@@ -228,11 +227,17 @@ def evaluate(
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")
+    if json_out is not None:  # refused before the evaluation, whose result it would receive
+        if json_out.is_dir():
+            raise ConfigError(f"--json-out {json_out} is a directory; give the path of the JSON file to write")
+        check_parent(json_out, "--json-out")
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
     check_data(spec, store.meta, where=str(data))
     a = None
+    if arch is not None and spec["kind"] != "supernet":  # a subnet or baseline is one fixed model
+        raise ConfigError(f"--arch chooses the subnet of a supernet checkpoint; {ckpt} holds a {spec['kind']}, which has one architecture already")
     if spec["kind"] == "supernet":
         if arch is None:
             raise ConfigError(f"{ckpt} holds a supernet: pass --arch to choose the subnet to evaluate")

@@ -11,8 +11,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
+from recnas.configs import read_yaml
 from recnas.errors import DataError
 
 LABEL_MODES = ("binary", "count")  # binary: must be 0/1; count: non-negative integer, label = value > 0
@@ -148,18 +147,9 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
         format: csv             # or parquet; default from the raw file's extension
     """
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: feature spec not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read feature spec ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise DataError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(doc, dict):
-        raise DataError(f"{path}: feature spec must be a mapping with at least `label:`")
+    if not path.exists():
+        raise DataError(f"{path}: feature spec not found")
+    doc = read_yaml(path, "feature spec", DataError)  # the YAML rules of every config: a key given twice is an error
     unknown = sorted(set(doc) - _SPEC_KEYS)
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")

@@ -38,6 +38,7 @@ from recnas.errors import ConfigError, DataError
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
+DEFAULT_SEED = 2018  # of the stratified split
 PASS2_ROWS = 1 << 16
 Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 
@@ -138,7 +139,7 @@ def resolve_format(dataset: str, raw: str | os.PathLike, spec: str | os.PathLike
     return builtin(dataset)
 
 
-def _check_options(fmt: Format, profile, min_count, hash_buckets, split, on_bad_row, max_rows) -> None:
+def _check_options(fmt: Format, profile, min_count, hash_buckets, split, seed, on_bad_row, max_rows) -> None:
     if min_count is not None and hash_buckets is not None:
         raise ConfigError("--min-count and --hash-buckets are alternatives; pass one")
     if min_count is not None and min_count < 1:
@@ -147,6 +148,8 @@ def _check_options(fmt: Format, profile, min_count, hash_buckets, split, on_bad_
         raise ConfigError(f"--hash-buckets must be >= 1, got {hash_buckets}")
     if split not in _splits.METHODS:
         raise ConfigError(f"unknown --split {split!r}; expected one of {', '.join(_splits.METHODS)}")
+    if seed is not None and split == "sequential":  # it would be ignored: the split keeps file order
+        raise ConfigError("--seed only shuffles --split stratified; --split sequential keeps file order and takes no seed")
     if on_bad_row not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown --on-bad-row {on_bad_row!r}; expected one of {', '.join(BAD_ROW_POLICIES)}")
     if max_rows is not None and max_rows < 1:
@@ -271,7 +274,7 @@ def prepare(
     min_count: int | None = None,
     hash_buckets: int | None = None,
     split: str = "stratified",
-    seed: int = 2018,
+    seed: int | None = None,
     on_bad_row: str = "error",
     overwrite: bool = False,
     max_rows: int | None = None,
@@ -287,10 +290,11 @@ def prepare(
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     fmt = resolve_format(dataset, raw, spec)
-    _check_options(fmt, profile, min_count, hash_buckets, split, on_bad_row, max_rows)
+    _check_options(fmt, profile, min_count, hash_buckets, split, seed, on_bad_row, max_rows)
+    seed = (DEFAULT_SEED if split == "stratified" else None) if seed is None else seed
     raw = check_readable(raw)
     profile = check_readable(profile, "profile file") if profile is not None else None
-    for path, what in ((raw, "raw file"), (profile, "profile file")):
+    for path, what in ((raw, "raw file"), (profile, "profile file"), (spec, "feature spec")):  # replacing --out deletes what is inside
         if path is not None:
             check_apart(path, out, what)
     tmp = staging_dir(out, overwrite)

@@ -192,7 +192,7 @@ class RawReader:
                 raise DataError(f"{self.path}:1: no line break in the header; is this a delimited text file?")
         head, _, rest = data.partition(b"\n")
         try:
-            text = head.decode("utf-8").rstrip("\r")
+            text = head.decode("utf-8-sig").rstrip("\r")  # -sig: a spreadsheet export starts with a byte order mark
         except UnicodeDecodeError:
             raise DataError(f"{self.path}:1: header is not UTF-8 text") from None
         names = [n.strip().strip('"') for n in text.split(self.fmt.delimiter)]

@@ -57,6 +57,12 @@ class DatasetMeta(BaseModel):
             raise DataError(f"{directory}: not a prepared recnas dataset (no {META_FILE}); run `recnas data prepare` or `recnas data synth` first")
         text = read_text(path, "dataset metadata file", DataError)
         try:
-            return cls.model_validate_json(text)
+            meta = cls.model_validate_json(text)
         except ValidationError as exc:
             raise DataError(f"{path}: unreadable dataset metadata: {explain(cls, exc)}") from None
+        # what every consumer indexes by: a mismatch would surface later as a wrong model or a skipped row check
+        if len(meta.vocab_sizes) != len(meta.cat_names):
+            raise DataError(f"{path}: corrupt dataset metadata: {len(meta.cat_names)} cat_names but {len(meta.vocab_sizes)} vocab_sizes")
+        if sorted(meta.rows) != sorted(SPLITS):
+            raise DataError(f"{path}: corrupt dataset metadata: rows must count each split ({', '.join(SPLITS)}), got {', '.join(meta.rows) or 'none'}")
+        return meta

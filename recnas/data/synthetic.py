@@ -8,6 +8,7 @@ known, meta.json `bayes` records the best log loss / AUC any model can reach on 
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import shutil
@@ -79,7 +80,8 @@ def generate(
         if raw_path is not None:
             raw_path.parent.mkdir(parents=True, exist_ok=True)
             raw_tmp = temp_sibling(raw_path)
-            raw_fh = open(raw_tmp, "wb")
+            # `recnas data prepare` reads a .gz name as gzip: write what the name promises
+            raw_fh = gzip.open(raw_tmp, "wb") if raw_path.suffix == ".gz" else open(raw_tmp, "wb")
             hex_tables = _hex_tables(model.vocab_sizes)
         for lo in range(0, rows, chunk_rows):
             n = min(chunk_rows, rows - lo)

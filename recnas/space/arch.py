@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recnas.configs import explain, read_text, write_text_atomic
+from recnas.configs import explain, parse_json, read_text, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
@@ -101,9 +101,9 @@ class Architecture(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
-        text = read_text(path, "architecture file")
+        data = parse_json(read_text(path, "architecture file"), f"{path}: invalid architecture")
         try:
-            return cls.model_validate_json(text)
+            return cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"{path}: invalid architecture: {explain(cls, exc)}") from None
 
@@ -111,10 +111,7 @@ class Architecture(BaseModel):
 def load_emb_dims(path: str | Path) -> list[int]:
     """The per-field widths of an `emb_dims.json` (from `recnas embed search`): a JSON list of
     positive integers; anything else is a ConfigError naming the file."""
-    try:
-        dims = json.loads(read_text(path, "emb_dims file"))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: cannot read a JSON list of widths ({exc})") from None
+    dims = parse_json(read_text(path, "emb_dims file"), str(path))
     if not isinstance(dims, list) or not dims or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in dims):
         raise ConfigError(f"{path}: expected a JSON list of positive integers, got {str(dims)[:80]}")
     return dims

@@ -60,6 +60,8 @@ class TrainConfig(BaseModel):
     def _check(self) -> "TrainConfig":
         if self.max_steps is not None and self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        if self.early_stopping_patience is not None and self.eval_every == 0:  # it would never stop anything
+            raise ValueError("early_stopping_patience counts evaluations, but eval_every is 0 (never evaluate)")
         return self
 
     # -- loading -------------------------------------------------------------------------

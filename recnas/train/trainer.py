@@ -330,6 +330,9 @@ class Trainer:
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        done = p.get("step")
+        if isinstance(done, int) and done > self.total_steps:  # the run cannot go back: the lower step count would be ignored
+            raise CheckpointError(f"{path}: the run is at step {done}, past the {self.total_steps} steps asked for (max_steps/epochs, --steps); ask for more, or --overwrite to start afresh")
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
         load_model_state(self.model, p["model"], path)
@@ -457,8 +460,10 @@ class Trainer:
     def _tensorboard(self):
         if not self.cfg.tensorboard or self.out_dir is None:
             return None
-        from torch.utils.tensorboard import SummaryWriter
-
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # torch's writer needs the optional tensorboard package
+            raise ConfigError(f"tensorboard: true needs the tensorboard package ({exc}); install it or set tensorboard: false") from None
         return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
 
     def _progress_bar(self):

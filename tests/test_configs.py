@@ -1,0 +1,73 @@
+"""configs: the shared loading and validation every config model goes through."""
+
+from __future__ import annotations
+
+import pytest
+
+from recnas.embedding.config import EmbedSearchConfig
+from recnas.errors import ConfigError
+from recnas.train import TrainConfig
+
+
+@pytest.mark.parametrize(
+    "model,text,key,value",
+    [
+        (TrainConfig, "lr: .inf\n", "lr", "inf"),  # passes lr's gt=0 bound
+        (TrainConfig, "lr: 1e400\n", "lr", "inf"),  # overflows to inf
+        (TrainConfig, "grad_clip: .inf\n", "grad_clip", "inf"),
+        (TrainConfig, "lr: inf\n", "lr", "inf"),  # a YAML string, which pydantic reads as a float
+        (EmbedSearchConfig, "supernet:\n  lr: .inf\n", "supernet.lr", "inf"),
+        (EmbedSearchConfig, "retrain:\n  embedding_lr: .inf\n", "retrain.embedding_lr", "inf"),
+    ],
+)
+def test_non_finite_numbers_are_refused_for_every_config(tmp_path, model, text, key, value):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"cfg.yaml: key '{key}': must be a finite number \(got {value}\)"):
+        model.from_yaml(path)
+
+
+def test_non_finite_override_is_refused():
+    with pytest.raises(ConfigError, match=r"command line: key 'lr': must be a finite number"):
+        TrainConfig().with_overrides(lr=float("inf"))
+
+
+def test_unknown_key_inside_a_list_item_lists_the_item_keys(tmp_path):
+    from recnas.space import Architecture
+
+    path = tmp_path / "arch.json"
+    block = '{"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4'
+    path.write_text('{"blocks": [' + block + "}, " + block + ', "zz": 1}]}')
+    with pytest.raises(ConfigError, match=r"unknown key 'blocks.1.zz'; valid keys: dense_ops, sparse_ops, dense_inputs"):
+        Architecture.load(path)
+
+
+def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path):
+    from recnas.configs import write_text_atomic
+
+    folder = tmp_path / "store"
+    folder.mkdir()
+    (folder / "meta.json").write_text("{}")
+    with pytest.raises(IsADirectoryError) as err:
+        write_text_atomic(folder, "x")
+    assert err.value.filename == str(folder) and (folder / "meta.json").read_text() == "{}"
+    with pytest.raises(FileNotFoundError) as err:
+        write_text_atomic(tmp_path / "nodir" / "x.json", "x")
+    assert err.value.filename == str(tmp_path / "nodir" / "x.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no temp file left behind
+
+
+def test_a_key_given_twice_in_user_json_is_an_error(tmp_path):
+    from recnas.configs import parse_json
+    from recnas.space import Architecture
+
+    assert parse_json('{"a": {"b": 1}, "c": [1, 2]}', "x") == {"a": {"b": 1}, "c": [1, 2]}
+    with pytest.raises(ConfigError, match=r"--hparams: key 'mlp' is given twice"):  # json.loads kept the last
+        parse_json('{"mlp": [64], "dropout": 0.1, "mlp": [8]}', "--hparams")
+    with pytest.raises(ConfigError, match=r"--hparams: invalid JSON \(Expecting"):
+        parse_json("{oops", "--hparams")
+    block = '{"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "dense_dim": 16, "sparse_dim": 4}'
+    path = tmp_path / "arch.json"
+    path.write_text('{"blocks": [' + block + "]}")
+    with pytest.raises(ConfigError, match=r"arch.json: invalid architecture: key 'dense_dim' is given twice"):
+        Architecture.load(path)
