@@ -5,7 +5,7 @@ import torch
 
 from recnas.errors import ConfigError
 from recnas.space import get_space
-from recnas.space.samplers import ArchSampler, FixedSampler, largest_architecture, random_architecture
+from recnas.space.samplers import FixedSampler, largest_architecture, random_architecture
 from recnas.supernet import Subnet, Supernet
 from recnas.train import Trainer, TrainConfig
 
@@ -41,7 +41,7 @@ def test_distillation_trains_the_largest_path_and_changes_the_sampled_paths_upda
         assert all(torch.equal(plain.state_dict()[n], before[n]) for n in names)  # off the path: untouched
         assert any(not torch.equal(distilled.state_dict()[n], before[n]) for n in names)  # the teacher trains it
     # the sampled path's own weights follow a different objective with distillation
-    chosen = f"blocks.0.dense_proj.0.weight"
+    chosen = "blocks.0.dense_proj.0.weight"
     assert not torch.allclose(plain.state_dict()[chosen], distilled.state_dict()[chosen])
     assert result.steps == 3
 
