@@ -53,3 +53,19 @@ def test_a_bad_config_under_nproc_is_one_error_line(tmp_path, tiny_store):
     assert r.returncode == 2
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [line for line in r.stderr.splitlines() if line.strip()], r.stderr
     assert r.stderr.count("error:") == 1 and "max_stepz" in r.stderr
+
+
+def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_path, tiny_store):
+    """Raised after torchrun started (the architecture is read by every rank): it used to be
+    printed by each rank, then torchrun's ChildFailedError traceback, exit code 1."""
+    arch = tmp_path / "arch.json"
+    arch.write_text("{}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    cmd = [sys.executable, "-m", "recnas", "subnet", "train", "--data", str(tiny_store.dir), "--arch", str(arch), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "invalid architecture" in errors[0], output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
