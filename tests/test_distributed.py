@@ -1,5 +1,6 @@
 """DDP on CPU (gloo, 2 processes via torchrun) equals one process on the same global batch."""
 
+import json
 import subprocess
 import sys
 
@@ -18,14 +19,18 @@ def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0):
 
 
 def _train(tmp_path, store, name, batch, extra=()):
-    _run(tmp_path, store, name, batch, extra)
-    return load_trained(tmp_path / name / "model.pt")[0].state_dict()
+    """Trained weights and the train_loss logged at the last step (its one evaluation)."""
+    _run(tmp_path, store, name, batch, extra, eval_every=6)
+    history = json.loads((tmp_path / name / "metrics.json").read_text())["history"]
+    return load_trained(tmp_path / name / "model.pt")[0].state_dict(), history[-1]["train_loss"]
 
 
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path, tiny_store):
-    single = _train(tmp_path, tiny_store, "single", 64)
-    ddp = _train(tmp_path, tiny_store, "ddp", 32, ("--nproc", "2"))
-    first = _train(tmp_path, tiny_store, "first", 64, ("--steps", "1"))
+    single, single_loss = _train(tmp_path, tiny_store, "single", 64)
+    ddp, ddp_loss = _train(tmp_path, tiny_store, "ddp", 32, ("--nproc", "2"))
+    first, _ = _train(tmp_path, tiny_store, "first", 64, ("--steps", "1"))
+    # the logged loss is the global batch's (the mean over ranks), not rank 0's half of it
+    assert abs(ddp_loss - single_loss) < 1e-4 * single_loss, (ddp_loss, single_loss)
     assert single.keys() == ddp.keys()
     # Adam divides by sqrt(v): float reduction-order noise in near-zero gradients shows up as
     # small absolute differences, so compare the DDP-vs-single gap with how far training moved

@@ -82,6 +82,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a per-rank scalar over all ranks, on every rank (all must call it together).
+    A logged train_loss is each rank's loss on its own slice; the ranks' slices of a training
+    batch are equal in size, so their mean is the loss of the whole global batch, as one
+    process on that batch would log it."""
+    if not info.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)  # a sum: gloo has no average
+    return total / info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
