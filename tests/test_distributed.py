@@ -1,5 +1,6 @@
 """DDP on CPU (gloo, 2 processes via torchrun) equals one process on the same global batch."""
 
+import json
 import subprocess
 import sys
 
@@ -18,14 +19,18 @@ def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0):
 
 
 def _train(tmp_path, store, name, batch, extra=()):
-    _run(tmp_path, store, name, batch, extra)
-    return load_trained(tmp_path / name / "model.pt")[0].state_dict()
+    """Trained weights and the train_loss logged at the last step (its one evaluation)."""
+    _run(tmp_path, store, name, batch, extra, eval_every=6)
+    history = json.loads((tmp_path / name / "metrics.json").read_text())["history"]
+    return load_trained(tmp_path / name / "model.pt")[0].state_dict(), history[-1]["train_loss"]
 
 
 def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path, tiny_store):
-    single = _train(tmp_path, tiny_store, "single", 64)
-    ddp = _train(tmp_path, tiny_store, "ddp", 32, ("--nproc", "2"))
-    first = _train(tmp_path, tiny_store, "first", 64, ("--steps", "1"))
+    single, single_loss = _train(tmp_path, tiny_store, "single", 64)
+    ddp, ddp_loss = _train(tmp_path, tiny_store, "ddp", 32, ("--nproc", "2"))
+    first, _ = _train(tmp_path, tiny_store, "first", 64, ("--steps", "1"))
+    # the logged loss is the global batch's (the mean over ranks), not rank 0's half of it
+    assert abs(ddp_loss - single_loss) < 1e-4 * single_loss, (ddp_loss, single_loss)
     assert single.keys() == ddp.keys()
     # Adam divides by sqrt(v): float reduction-order noise in near-zero gradients shows up as
     # small absolute differences, so compare the DDP-vs-single gap with how far training moved
@@ -53,3 +58,19 @@ def test_a_bad_config_under_nproc_is_one_error_line(tmp_path, tiny_store):
     assert r.returncode == 2
     assert [line for line in r.stderr.splitlines() if line.startswith("error:")] == [line for line in r.stderr.splitlines() if line.strip()], r.stderr
     assert r.stderr.count("error:") == 1 and "max_stepz" in r.stderr
+
+
+def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_path, tiny_store):
+    """Raised after torchrun started (the architecture is read by every rank): it used to be
+    printed by each rank, then torchrun's ChildFailedError traceback, exit code 1."""
+    arch = tmp_path / "arch.json"
+    arch.write_text("{}")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    cmd = [sys.executable, "-m", "recnas", "subnet", "train", "--data", str(tiny_store.dir), "--arch", str(arch), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "invalid architecture" in errors[0], output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output

@@ -11,6 +11,7 @@ from recnas.cli import embed as embed_cli
 from recnas.cli import models as models_cli
 from recnas.cli import search as search_cli
 from recnas.errors import RecnasError
+from recnas.rank_errors import report_error
 
 app = typer.Typer(help="Weight-sharing NAS for CTR models.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(data_cli.app, name="data", help="Prepare raw CTR data or generate the synthetic benchmark.")
@@ -22,17 +23,23 @@ search_cli.register(app)
 app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
 
 
+def _fail(message: str) -> None:
+    """Exit 2 with `message` as one `error:` line. A rank of `--nproc` training hands it to its
+    launcher instead, which prints it once for all ranks (recnas.rank_errors)."""
+    if not report_error(message):
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback."""
     try:
         app()
     except RecnasError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _fail(str(exc))
     except OSError as exc:  # an output path under a file, a directory where a file goes, ...
         where = f"{exc.filename}: " if exc.filename else ""
-        typer.secho(f"error: {where}{exc.strerror or exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _fail(f"{where}{exc.strerror or exc}")
     except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
         if exc.code == 130:
             typer.secho("interrupted", err=True)

@@ -33,7 +33,7 @@ NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per
 
 
 def _relaunch(nproc: int) -> None:
-    """Re-run this very command under torchrun with `nproc` processes, then exit with its code."""
+    """Re-run this very command under torchrun with `nproc` processes, then exit (a failure raises)."""
     import os
     import sys
 
@@ -49,7 +49,8 @@ def _relaunch(nproc: int) -> None:
             skip = True
         elif not a.startswith("--nproc="):
             argv.append(a)
-    raise typer.Exit(launch(nproc, argv))
+    launch(nproc, argv)
+    raise typer.Exit(0)
 SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")

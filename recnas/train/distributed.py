@@ -5,17 +5,26 @@
 RANK / WORLD_SIZE in its environment. Every rank seeds its architecture sampler identically,
 so all ranks train the same path each step and DDP's gradient average is well defined; the
 loader gives rank r the r-th slice of every global batch.
+
+A user error inside the ranks (a RecnasError: an architecture that does not fit the space, a
+bad --inherit checkpoint) is not printed by the ranks: each leaves its message in a folder the
+launcher made (recnas.rank_errors), and the launcher prints one of them once and exits 2, as a
+single-process run would. Printed by the ranks it came once per rank, and rank 0 could be
+killed by torchrun (when another rank failed first) before printing it at all.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import subprocess
-import sys
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from recnas.rank_errors import ERROR_DIR_ENV, first_error
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,18 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "module", model)
 
 
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a per-rank scalar over all ranks, on every rank (all must call it together).
+    A logged train_loss is each rank's loss on its own slice; the ranks' slices of a training
+    batch are equal in size, so their mean is the loss of the whole global batch, as one
+    process on that batch would log it."""
+    if not info.enabled:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)  # a sum: gloo has no average
+    return total / info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -87,7 +108,29 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: list[str]) -> int:
-    """Run `recnas <argv>` in `nproc` processes under torchrun; returns the exit code."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv]
-    return subprocess.call(cmd)
+def launch(nproc: int, argv: list[str]) -> None:
+    """Run `recnas <argv>` in `nproc` processes under torchrun, here in this process so that its
+    failure report can be replaced: a user error reported by a rank is raised here as a
+    RecnasError (one `error:` line, exit code 2); any other failure raises torchrun's
+    ChildFailedError with its details."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from recnas.errors import RecnasError
+
+    args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv])
+    elastic = logging.getLogger("torch.distributed.elastic")  # its "failed (exitcode...)" lines: the error says it
+    level = elastic.level
+    with tempfile.TemporaryDirectory(prefix="recnas-errors-") as folder:
+        os.environ[ERROR_DIR_ENV] = folder
+        elastic.setLevel(logging.CRITICAL)
+        try:
+            run(args)
+        except ChildFailedError:
+            message = first_error(Path(folder))
+            if message is None:
+                raise
+            raise RecnasError(message) from None
+        finally:
+            elastic.setLevel(level)
+            del os.environ[ERROR_DIR_ENV]

@@ -5,7 +5,7 @@ supernet) every step is ``model(dense, sparse, sampler.sample())``. Everything t
 future depends on (weights, optimizer, scheduler, sampler, loader position, RNGs, early
 stopping state) goes into the checkpoint, so `fit(resume=True)` reproduces the weights of
 an uninterrupted run exactly. The hot step never synchronises with the device except
-every `log_every` steps, when the running loss is read.
+every `log_every` steps, when the running loss is read (averaged over the ranks under --nproc).
 """
 
 from __future__ import annotations
@@ -387,7 +387,8 @@ class Trainer:
                     bar.advance(task)
                     last = self.step >= self.total_steps
                     if self.step % self.cfg.log_every == 0 or last:
-                        train_loss = float(running.item()) / n_running  # the only sync in the loop
+                        # the only sync in the loop (and, under --nproc, the only collective besides DDP's)
+                        train_loss = float(distributed.mean_over_ranks(running / n_running, self.dist).item())
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):

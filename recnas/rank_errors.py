@@ -1,0 +1,28 @@
+"""User errors of `--nproc` ranks, handed to the launcher so it prints one line for them all.
+
+Kept apart from recnas.train.distributed (which imports torch and the training package) so
+that the CLI's error path stays light for every command that never trains.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ERROR_DIR_ENV = "RECNAS_ERROR_DIR"  # set by recnas.train.distributed.launch for the ranks it starts
+
+
+def report_error(message: str) -> bool:
+    """Under `launch`, hand this rank's user-error message to the launcher (which prints it once)
+    and return True: the rank should then exit quietly. False outside `launch`: print it."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not folder or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    (Path(folder) / f"rank{os.environ.get('RANK', '0')}").write_text(message, encoding="utf-8")
+    return True
+
+
+def first_error(folder: Path) -> str | None:
+    """The message of the lowest rank that reported one (ranks usually fail alike)."""
+    reports = sorted(folder.glob("rank*"), key=lambda f: int(f.name[4:]))
+    return reports[0].read_text(encoding="utf-8") if reports else None
