@@ -124,6 +124,26 @@ def test_store_inside_a_store_is_refused_both_ways(tmp_path):
     assert _tree(tmp_path) == before
 
 
+def test_leftovers_of_a_hard_killed_run_are_removed_and_nothing_else(tmp_path):
+    """A SIGKILL mid-run leaves `.out.tmp-*` / `.out.old-*` folders that no cleanup ever reached."""
+    _result(tmp_path / "out")
+    stale = [_with(tmp_path / ".out.tmp-0123abcd", "model.pt"), _with(tmp_path / ".out.old-89abcdef", "result.json")]
+    kept = [
+        _with(tmp_path / ".out.tmp-0123abc", "x"),  # not the exact pattern
+        _with(tmp_path / ".out.tmp-0123ABCD", "x"),
+        _with(tmp_path / ".out.tmp-0123abcd.bak", "x"),
+        _with(tmp_path / ".other.tmp-0123abcd", "x"),  # another output's
+        _with(tmp_path / ".hidden", "x"),
+        _file(tmp_path / ".out.tmp-aaaaaaaa"),  # a file, not a staging folder
+    ]
+    (tmp_path / ".out.old-bbbbbbbb").symlink_to(kept[-2], target_is_directory=True)  # a link is never followed or removed
+    with KIND.staged(tmp_path / "out", overwrite=True) as tmp:
+        assert tmp.exists() and not any(p.exists() for p in stale)
+        (tmp / "result.json").write_text("new")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["out", ".out.old-bbbbbbbb", *(p.name for p in kept)]) and (kept[-2] / "x").read_text() == "mine"
+
+
 def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):
     """best/ = a copy of the chosen finalist: a failed copy keeps the old one, a finished one holds nothing else."""
     src = _with(_with(tmp_path / "src", "model.pt", "new model"), "metrics.json", "new")
