@@ -13,5 +13,10 @@ class ConfigError(RecnasError):
     """A YAML/JSON config or architecture is invalid."""
 
 
+class TrainingDiverged(RecnasError):
+    """Training reached a non-finite loss. Its own class so that a caller which can carry on
+    without that one model (a rank study's from-scratch runs) catches only this."""
+
+
 class CheckpointError(RecnasError):
     """A checkpoint is corrupt or does not match the model it is loaded into."""

@@ -4,7 +4,8 @@ A run writes into a hidden sibling folder (`temp_sibling`) and swaps it in at th
 (`replace_dir`), so a crash, Ctrl-C or error mid-run never leaves a half-written folder and
 never destroys the previous good result. Since the swap deletes what the old folder held, an
 `OutputDir` only replaces a folder that is missing, empty, or (with --overwrite) a complete
-result of its own kind, and refuses anything else with a clear error. Used for prepared data
+result of its own kind, and refuses anything else with a clear error; nor is an output placed
+inside another result of its kind. Used for prepared data
 stores and embedding search results, and (`copy_dir`) a search's best/ folder;
 `configs.atomic_write` names its temp files the same way.
 """
@@ -12,7 +13,9 @@ stores and embedding search results, and (`copy_dir`) a search's best/ folder;
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -21,12 +24,33 @@ from pathlib import Path
 
 from recnas.errors import ConfigError, RecnasError
 
+log = logging.getLogger("recnas")
+TAG_HEX = 8  # hex digits after the tag in a `temp_sibling` name
+
 
 def temp_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
     """A fresh hidden name beside `path` (`.NAME.TAG-xxxxxxxx`): on the same filesystem, so
     `os.replace` onto `path` is atomic, and hidden, so a listing of the folder skips it."""
     path = Path(path)
-    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:8]}"
+    return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:TAG_HEX]}"
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Delete the staging (`tmp`) and moved-aside (`old`) folders of `path` that a hard kill
+    (SIGKILL, power loss) of an earlier run left beside it: nothing else removes them, and a
+    full-size store each. Only folders named exactly as `temp_sibling` names them for `path`
+    are touched, never a file, a link or any other name. A run still writing the same `path`
+    at the same moment would lose its staging folder (and fail), so do not run two at once."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|old)-[0-9a-f]{{{TAG_HEX}}}")
+    try:
+        stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:  # no parent yet, or unreadable: nothing of ours can be there
+        return []
+    for p in stale:
+        log.info("removing %s, left by an interrupted run", p)
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def replace_dir(staging: Path, final: Path) -> None:
@@ -81,6 +105,7 @@ class OutputDir:
         this kind holding nothing else; never anything else, since replacing it deletes it."""
         out = Path(out)
         check_parent(out, "--out", self.error)
+        self._check_not_nested(out)
         if not out.exists() and not out.is_symlink():
             return
         if not out.is_dir():
@@ -96,15 +121,27 @@ class OutputDir:
         if complete and not foreign:
             if not overwrite:
                 raise self.error(f"{out} already exists; pass --overwrite to replace it")
+            inner = next((p.parent for p in out.rglob(self.marker) if p.parent != out), None)
+            if inner is not None:  # written before nesting was refused: replacing `out` would delete it
+                raise self.error(f"{out} holds another {self.what}, {inner}; refusing to replace it (move that one out first)")
             return
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         why = f"{', '.join(foreign[:5])} {'is' if len(foreign) == 1 else 'are'} not part of one" if complete else f"no {self.marker}"
         raise self.error(f"{out} holds {shown} but is not a {self.what} ({why}); refusing to replace it, --overwrite only replaces a {self.what}")
 
+    def _check_not_nested(self, out: Path) -> None:
+        """Refuse an `out` inside a result of this kind: it would make that result unreplaceable
+        (a foreign name) or, deeper down, be deleted with it by a later --overwrite."""
+        for parent in out.resolve().parents:
+            if (parent / self.marker).is_file():
+                raise self.error(f"--out {out} is inside the {self.what} {parent}; choose an --out outside it (replacing that {self.what} would delete this one)")
+
     def stage(self, out: str | os.PathLike, overwrite: bool) -> Path:
-        """A fresh, empty staging folder beside `out`, after `check`ing that `out` may be replaced."""
+        """A fresh, empty staging folder beside `out`, after `check`ing that `out` may be replaced
+        and removing the staging leftovers of earlier, hard-killed runs for `out`."""
         out = Path(out)
         self.check(out, overwrite)
+        remove_leftovers(out)
         tmp = temp_sibling(out)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)

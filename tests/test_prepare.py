@@ -438,6 +438,17 @@ def test_option_errors_are_recnas_errors(tmp_path):
     assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
 
 
+def test_input_too_small_for_every_split_is_refused(tmp_path):
+    """An empty val/test split used to give a store whose metrics were all n/a (exit 0)."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
+    with pytest.raises(DataError, match=r"train 3, val 0, test 0 rows; every split needs at least one row"):
+        prepare("criteo", raw, tmp_path / "s", max_rows=3)
+    with pytest.raises(DataError, match=r"train 8, val 1, test 0 rows"):  # 9 rows: fold 9 (test) is empty
+        prepare("criteo", raw, tmp_path / "s", max_rows=9)
+    assert not (tmp_path / "s").exists() and [p.name for p in tmp_path.iterdir()] == ["train.txt"]  # staging removed
+    assert prepare("criteo", raw, tmp_path / "s", max_rows=10).rows == {"train": 8, "val": 1, "test": 1}
+
+
 # -- CLI ---------------------------------------------------------------------------------------
 def test_cli_prepare_prints_summary(tmp_path):
     from typer.testing import CliRunner

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, TrainingDiverged
 from recnas.search.study import RankStudyConfig, ScratchCache, run_rank_study
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -90,3 +90,47 @@ def test_unreadable_cache_file_is_a_clear_error(tmp_path):
     (tmp_path / "scratch_cache.json").mkdir()  # e.g. a folder where the file should be
     with pytest.raises(ConfigError, match="scratch_cache.json: cannot read scratch cache"):
         ScratchCache(tmp_path / "scratch_cache.json", "fp")
+
+
+def _diverge_scratch_runs(monkeypatch, count, how):
+    """The next `count` from-scratch runs (6 steps) diverge: the trainer stops them ("raise"), or
+    they end with NaN weights ("nan", a last step's update the loss check cannot see)."""
+    real_fit, left = Trainer.fit, [count]
+
+    def fit(self, *args, **kwargs):
+        if self.cfg.max_steps != 6 or left[0] == 0:
+            return real_fit(self, *args, **kwargs)
+        left[0] -= 1
+        if how == "raise":
+            raise TrainingDiverged("training diverged: loss nan at step 3")
+        result = real_fit(self, *args, **kwargs)
+        for p in self.model.parameters():
+            p.data.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+
+
+def test_diverged_scratch_run_is_left_out_and_not_cached(tiny_store, tmp_path, monkeypatch):
+    a, cache = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "scratch.json"
+    _diverge_scratch_runs(monkeypatch, 1, "nan")
+    first = run_rank_study(a, tiny_store.dir, 4, tmp_path / "s", _config(), progress=False, scratch_cache=cache)
+    assert len(first["diverged"]) == 1 and first["diverged"][0] not in [r["arch"] for r in first["rows"]]
+    assert first["correlation"]["inherited"]["n"] == first["n"] == len(first["rows"])
+    ScratchCache(cache, "any")  # still loads: the NaN was never written
+    (entries,) = json.loads(cache.read_text()).values()
+    assert sorted(entries) == sorted(r["arch"] for r in first["rows"])
+    monkeypatch.undo()
+    second = run_rank_study(a, tiny_store.dir, 4, tmp_path / "s", _config(), progress=False, scratch_cache=cache)
+    assert second["diverged"] == [] and second["scratch_reused"] == first["n"] and second["n"] == first["n"] + 1  # retrained
+
+
+def test_study_with_under_two_finite_scratch_runs_fails_clearly(tiny_store, tmp_path, monkeypatch):
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    _diverge_scratch_runs(monkeypatch, 99, "raise")
+    with pytest.raises(ConfigError, match=r"(\d) of \1 subnets diverged in from-scratch training, leaving 0 to correlate"):
+        run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
+    assert not (tmp_path / "s" / "rank_study.json").exists()
+    with pytest.raises(ValueError, match="not a finite number"):  # the writer refuses what the reader would
+        ScratchCache(tmp_path / "c.json", "fp").put("arch", float("nan"))
+    assert not (tmp_path / "c.json").exists()

@@ -70,6 +70,8 @@ def _file(path: Path) -> Path:
     (lambda d: _with(d / "out", "model.pt"), True, r"holds model.pt but is not a test result \(no result.json\)"),
     (lambda d: _file(d / "out"), True, "exists and is not a directory"),
     (lambda d: _file(d / "f") / "out", True, "f is not a directory"),
+    (lambda d: _result(d / "out") / "sub", False, r"--out .*sub is inside the test result .*out; choose an --out outside it"),
+    (lambda d: _result(d / "out") / "a" / "b", True, "is inside the test result"),  # deeper, parents not made yet
 ])
 def test_only_missing_empty_or_own_results_are_replaced(tmp_path, setup, overwrite, message):
     out = setup(tmp_path)
@@ -105,6 +107,41 @@ def test_store_holding_other_files_is_not_overwritten(tmp_path):
     with pytest.raises(DataError, match=r"not a recnas store \(notes.txt is not part of one\)"):
         write_store(tmp_path / "s", {s: store.split(s) for s in ("train", "val", "test")}, store.meta, overwrite=True)
     assert _tree(tmp_path) == before
+
+
+def test_store_inside_a_store_is_refused_both_ways(tmp_path):
+    """A nested store made an outer --overwrite delete it with the outer one (or fail on its name)."""
+    store = make_tiny_store(tmp_path / "s", rows=50)
+    splits = {s: store.split(s) for s in ("train", "val", "test")}
+    for inner in (tmp_path / "s" / "sub", tmp_path / "s" / "train" / "sub"):
+        with pytest.raises(DataError, match="is inside the recnas store"):
+            write_store(inner, splits, store.meta)
+    make_tiny_store(tmp_path / "t", rows=50)
+    os.rename(tmp_path / "t", tmp_path / "s" / "train" / "t")  # nested before nesting was refused
+    before = _tree(tmp_path)
+    with pytest.raises(DataError, match=r"holds another recnas store, .*train/t; refusing to replace it"):
+        write_store(tmp_path / "s", splits, store.meta, overwrite=True)
+    assert _tree(tmp_path) == before
+
+
+def test_leftovers_of_a_hard_killed_run_are_removed_and_nothing_else(tmp_path):
+    """A SIGKILL mid-run leaves `.out.tmp-*` / `.out.old-*` folders that no cleanup ever reached."""
+    _result(tmp_path / "out")
+    stale = [_with(tmp_path / ".out.tmp-0123abcd", "model.pt"), _with(tmp_path / ".out.old-89abcdef", "result.json")]
+    kept = [
+        _with(tmp_path / ".out.tmp-0123abc", "x"),  # not the exact pattern
+        _with(tmp_path / ".out.tmp-0123ABCD", "x"),
+        _with(tmp_path / ".out.tmp-0123abcd.bak", "x"),
+        _with(tmp_path / ".other.tmp-0123abcd", "x"),  # another output's
+        _with(tmp_path / ".hidden", "x"),
+        _file(tmp_path / ".out.tmp-aaaaaaaa"),  # a file, not a staging folder
+    ]
+    (tmp_path / ".out.old-bbbbbbbb").symlink_to(kept[-2], target_is_directory=True)  # a link is never followed or removed
+    with KIND.staged(tmp_path / "out", overwrite=True) as tmp:
+        assert tmp.exists() and not any(p.exists() for p in stale)
+        (tmp / "result.json").write_text("new")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["out", ".out.old-bbbbbbbb", *(p.name for p in kept)]) and (kept[-2] / "x").read_text() == "mine"
 
 
 def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):

@@ -111,6 +111,8 @@ def test_ctr_metrics_match_sklearn_hand_example():
     one_class = ctr_metrics(np.ones(3), np.array([0.1, 0.2, 0.3]))
     assert math.isnan(one_class["auc"]) and one_class["logloss"] == pytest.approx(-np.mean(np.log(1 / (1 + np.exp(-np.array([0.1, 0.2, 0.3]))))))
     assert math.isnan(ctr_metrics(np.empty(0), np.empty(0))["logloss"])
+    diverged = ctr_metrics(y, np.where(z > 0, np.nan, z))  # a diverged model: NaN, not sklearn's ValueError
+    assert math.isnan(diverged["logloss"]) and math.isnan(diverged["auc"]) and diverged["rows"] == 6
     with pytest.raises(ValueError, match="differ in length"):
         ctr_metrics(np.ones(2), np.ones(3))
 

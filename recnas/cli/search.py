@@ -92,6 +92,8 @@ def rank(
     for name, r in result["correlation"].items():
         console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
     best = result["best_scratch"]
+    if result["diverged"]:
+        console.print(f"[yellow]warning:[/] {len(result['diverged'])} subnet(s) diverged in from-scratch training and are left out: {', '.join(result['diverged'])}")
     console.print(f"best from scratch: {best['arch']} val log loss {best['logloss']:.4f}; {result['scratch_reused']} of {result['n']} from-scratch results reused from the cache")
     console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}")
 

@@ -152,8 +152,19 @@ def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
     return tmp
 
 
+def check_split_rows(rows: dict[str, int], out: str | os.PathLike) -> None:
+    """Refuse a store with an empty split: training would validate on nothing and evaluate
+    would report n/a with success, so an input too small to split is an error here, where
+    the row counts are first known, not a silent n/a later."""
+    if all(rows.get(s, 0) >= 1 for s in SPLITS):
+        return
+    got = ", ".join(f"{s} {rows.get(s, 0):,}" for s in SPLITS)
+    raise DataError(f"{out}: the splits would get {got} rows; every split needs at least one row (the 8:1:1 split needs at least 10 input rows)")
+
+
 def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta, overwrite: bool) -> Path:
     """Write meta.json last, then swap the staged store into place (the old one is kept until then)."""
+    check_split_rows(meta.rows, out)
     meta.save(tmp)
     return STORE.commit(tmp, out, overwrite)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from recnas.data.loader import BatchLoader
 from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
-from recnas.errors import RecnasError
+from recnas.errors import TrainingDiverged
 
 
 def train_supernet(model: EmbeddingSizeNet, loader: BatchLoader, sampler: WidthSampler, choices: tuple[int, ...], steps: int, lr: float, progress=None) -> list[float]:
@@ -38,7 +38,7 @@ def train_supernet(model: EmbeddingSizeNet, loader: BatchLoader, sampler: WidthS
         opt.step()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise RecnasError(f"embedding supernet training diverged at step {step} (loss {value}); lower supernet.lr")
+            raise TrainingDiverged(f"embedding supernet training diverged at step {step} (loss {value}); lower supernet.lr")
         sampler.update(np.asarray(pick), value)
         losses.append(value)
         if progress is not None:

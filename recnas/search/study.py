@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -21,11 +22,13 @@ from rich.progress import Progress
 
 from recnas import configs
 from recnas.data.store import CTRStore
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, TrainingDiverged
 from recnas.search.evaluator import Genotype, SupernetEvaluator
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
 from recnas.train.config import TrainConfig
+
+log = logging.getLogger("recnas.search")
 
 
 class RankStudyConfig(BaseModel):
@@ -39,6 +42,13 @@ class RankStudyConfig(BaseModel):
     @classmethod
     def load(cls, path: str | Path | None) -> "RankStudyConfig":
         return cls() if path is None else configs.load(cls, path)
+
+
+def is_log_loss(value) -> bool:
+    """What the cache holds, checked on write and on read alike: a finite number. A diverged
+    run's NaN would be ranked as a score, and written as JSON `NaN` it made the next study
+    refuse the whole cache."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
 
 
 class ScratchCache:
@@ -55,7 +65,7 @@ class ScratchCache:
                     raise ValueError("not a mapping of fingerprints to results")
                 for fp, entries in data.items():  # a bad entry would be used as a score, or crash the ranking
                     for key, value in entries.items():
-                        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                        if not is_log_loss(value):
                             raise ValueError(f"entry {fp}/{key} is {value!r}, not a finite log loss")
             except ValueError as exc:
                 raise ConfigError(f"{self.path}: unreadable scratch cache ({exc}); move it away to start a new one") from None
@@ -66,6 +76,8 @@ class ScratchCache:
         return self.entries.get(key)
 
     def put(self, key: str, value: float) -> None:
+        if not is_log_loss(value):  # the caller leaves a diverged run out; never write what `__init__` refuses
+            raise ValueError(f"scratch cache: {key} has log loss {value!r}, not a finite number")
         self.entries[key] = float(value)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         configs.write_text_atomic(self.path, json.dumps(self.all, indent=1, sort_keys=True))
@@ -100,7 +112,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     val = store.split("val")
     out = Path(out)
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
-    rows, reused = [], 0
+    rows, reused, diverged = [], 0, []
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("subnets", total=len(archs))
         for arch in archs:
@@ -109,18 +121,28 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
             if scratch is None:
                 torch.manual_seed(cfg.seed)
                 scratch_model = Subnet(arch, space, store.meta)
-                Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
-                scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows)["logloss"]  # on the model's device
+                try:
+                    Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
+                    scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows)["logloss"]  # on the model's device
+                except TrainingDiverged:  # one bad subnet must not end a study of many (nor every rerun of it)
+                    scratch = math.nan
+                if not is_log_loss(scratch):  # not cached: a later study with a fixed config retrains it
+                    log.warning("subnet %s diverged in from-scratch training (val log loss %s): left out of the correlation", arch.hash, scratch)
+                    diverged.append(arch.hash)
+                    bar.advance(task)
+                    continue
                 cache.put(arch.hash, scratch)
             else:
                 reused += 1
             rows.append({"arch": arch.hash, "inherited": plain(g)["logloss"], "finetuned": tuned(g)["logloss"], "scratch": scratch})
             bar.advance(task)
+    if len(rows) < 2:
+        raise ConfigError(f"{len(diverged)} of {len(archs)} subnets diverged in from-scratch training, leaving {len(rows)} to correlate (at least 2 needed); lower the scratch lr or check the data")
     scratch = [r["scratch"] for r in rows]
     corr = {name: rank_correlation([r[name] for r in rows], scratch) for name in ("inherited", "finetuned")}
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
-    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
+    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
     configs.write_text_atomic(out / "rank_study.json", json.dumps(result, indent=2))
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result

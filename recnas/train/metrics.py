@@ -20,15 +20,15 @@ from recnas.data.store import SplitArrays
 def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
     """{"logloss", "auc", "rows"} from labels in {0,1} and pre-sigmoid logits.
 
-    AUC is NaN when only one class is present (it is undefined there); log loss is NaN for
-    an empty set.
+    AUC is NaN when only one class is present (it is undefined there); both are NaN for an
+    empty set and for NaN logits (a diverged model: NaN, not a scikit-learn traceback).
     """
     y = np.asarray(labels, dtype=np.float64).reshape(-1)
     z = np.asarray(logits, dtype=np.float64).reshape(-1)
     if y.shape != z.shape:
         raise ValueError(f"labels ({y.shape[0]}) and logits ({z.shape[0]}) differ in length")
-    if y.size == 0:
-        return {"logloss": math.nan, "auc": math.nan, "rows": 0}
+    if y.size == 0 or np.isnan(z).any():
+        return {"logloss": math.nan, "auc": math.nan, "rows": int(y.size)}
     p = 1.0 / (1.0 + np.exp(-z))
     ll = float(log_loss(y, p, labels=[0, 1]))  # sklearn clips p to its dtype's eps: stays finite
     auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else math.nan

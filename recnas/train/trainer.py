@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader
-from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
+from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -392,7 +392,7 @@ class Trainer:
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):
-                            raise RecnasError(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip")
+                            raise TrainingDiverged(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip")
                         now = time.perf_counter()
                         sps = (self.rows_seen - rows_at_log) / max(now - t_log, 1e-9)
                         rows_at_log, t_log = self.rows_seen, now
