@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
-from recnas.staging import check_parent, temp_sibling
+from recnas.staging import temp_sibling
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -82,15 +82,6 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
             os.close(dir_fd)
     except OSError:
         pass
-
-
-def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError) -> None:
-    """The folder a command writes its results into must be creatable. Checked before the work:
-    a search writes its results only at the end, and a file in the way would waste the run."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise error(f"{what} {path} exists and is not a directory")
-    check_parent(path, what, error)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

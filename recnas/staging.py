@@ -90,6 +90,15 @@ def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError] = 
             return
 
 
+def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError) -> None:
+    """The folder a training run writes into must be creatable. Checked before the work (and
+    before an --nproc relaunch), so a file in the way is one error, not a failure mid-run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path} exists and is not a directory")
+    check_parent(path, what, error)
+
+
 @dataclass(frozen=True)
 class OutputDir:
     """A kind of output folder: `marker` (written last) marks a complete one, `names` (when

@@ -15,9 +15,9 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.configs import SEED_MAX, check_output_dir, parse_json, write_text_atomic
+from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
-from recnas.staging import check_parent
+from recnas.staging import check_output_dir, check_parent
 
 supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
