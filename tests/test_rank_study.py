@@ -134,3 +134,18 @@ def test_study_with_under_two_finite_scratch_runs_fails_clearly(tiny_store, tmp_
     with pytest.raises(ValueError, match="not a finite number"):  # the writer refuses what the reader would
         ScratchCache(tmp_path / "c.json", "fp").put("arch", float("nan"))
     assert not (tmp_path / "c.json").exists()
+
+
+def test_nan_supernet_scores_are_null_in_strict_json(tiny_store, tmp_path, monkeypatch):
+    """A supernet whose weights give NaN logits (e.g. one trained to divergence) must not write
+    `NaN` into rank_study.json, which strict JSON readers (jq, JSON.parse) reject."""
+    from recnas.search import study
+
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    monkeypatch.setattr(study.SupernetEvaluator, "__call__", lambda self, g: {"logloss": float("nan")})
+    result = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
+    text = (tmp_path / "s" / "rank_study.json").read_text()
+    written = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} written"))
+    assert all(r["inherited"] is None and r["finetuned"] is None for r in written["rows"])
+    assert written["correlation"]["inherited"]["kendall_tau"] is None and written["correlation"]["inherited"]["n"] == 0
+    assert all(isinstance(r["scratch"], float) for r in written["rows"]) and result["n"] == len(written["rows"]) >= 2

@@ -27,6 +27,7 @@ from recnas.search.evaluator import Genotype, SupernetEvaluator
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
 from recnas.train.config import TrainConfig
+from recnas.train.metrics import json_safe
 
 log = logging.getLogger("recnas.search")
 
@@ -143,6 +144,6 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
     result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
-    configs.write_text_atomic(out / "rank_study.json", json.dumps(result, indent=2))
+    configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result
