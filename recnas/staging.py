@@ -7,7 +7,8 @@ never destroys the previous good result. Since the swap deletes what the old fol
 result of its own kind, and refuses anything else with a clear error; nor is an output placed
 inside another result of its kind. Used for prepared data
 stores and embedding search results, and (`copy_dir`) a search's best/ folder;
-`configs.atomic_write` names its temp files the same way.
+`configs.atomic_write` names its temp files the same way. `exclusive` keeps a second run
+off an output folder that a first run is still writing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: `exclusive` does not lock
+    fcntl = None
 
 from recnas.errors import ConfigError, RecnasError
 
@@ -39,8 +46,8 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     """Delete the staging (`tmp`) and moved-aside (`old`) folders of `path` that a hard kill
     (SIGKILL, power loss) of an earlier run left beside it: nothing else removes them, and a
     full-size store each. Only folders named exactly as `temp_sibling` names them for `path`
-    are touched, never a file, a link or any other name. A run still writing the same `path`
-    at the same moment would lose its staging folder (and fail), so do not run two at once."""
+    are touched, never a file, a link or any other name. Called with `path` locked
+    (`exclusive`), so no live run's staging folder is among them."""
     path = Path(path)
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|old)-[0-9a-f]{{{TAG_HEX}}}")
     try:
@@ -97,6 +104,76 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[R
     if path.exists() and not path.is_dir():
         raise error(f"{what} {path} exists and is not a directory")
     check_parent(path, what, error)
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of an output `path`: beside it (hidden), since `path` itself may not exist
+    yet or be swapped out whole while the run holds the lock."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+_held = threading.local()  # the lock files this thread holds
+
+
+def _lock_fd(lock: Path, wait: bool) -> int | None:
+    """An open descriptor holding an exclusive flock on `lock`, or None if another process holds
+    it (and not `wait`). A holder unlinks the file before it unlocks, so a descriptor that wins
+    the flock on a file no longer at `lock` is dropped and the open retried."""
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError, wait: bool = False) -> Iterator[None]:
+    """Hold the lock of the output `path` for the block. Another process holding it is an error
+    at once, or with `wait` a wait for it. Two runs writing one output would remove each
+    other's staging folders and interleave checkpoints.
+
+    Why not the filelock package: on Unix it leaves its lock file behind, and these outputs
+    promise nothing left beside them. An OS flock is released by a killed process too, so no
+    lock goes stale; its file is removed on release (`_lock_fd` handles that race). Inside a
+    torchrun rank (WORLD_SIZE set) nothing is taken: the launching process (`--nproc`) holds the
+    lock for all ranks. A thread may take a lock it holds again (a no-op). Where `fcntl` is
+    missing (Windows) runs are not locked."""
+    if "WORLD_SIZE" in os.environ or fcntl is None:
+        yield
+        return
+    path = Path(path)
+    check_parent(path, what, error)
+    lock = lock_path(path)
+    held = _held.__dict__.setdefault("locks", set())
+    key = lock.resolve()
+    if key in held:  # re-entrant within a thread: a job generating its own cached data store
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _lock_fd(lock, wait)
+    except OSError as exc:
+        raise error(f"{what} {path}: cannot create its lock file {lock} ({exc.strerror or exc})") from None
+    if fd is None:
+        raise error(f"{what} {path} is being written by another recnas run (lock {lock}); wait for it to finish or choose another {what}")
+    held.add(key)
+    try:
+        yield
+    finally:
+        held.discard(key)
+        with contextlib.suppress(OSError):
+            os.unlink(lock)  # while still locked: see _lock_fd
+        os.close(fd)  # releases the flock
 
 
 @dataclass(frozen=True)
@@ -170,11 +247,13 @@ class OutputDir:
     @contextlib.contextmanager
     def staged(self, out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
         """A staging folder to write into; committed as `out` when the block ends, removed
-        (leaving `out` as it was) when it raises."""
-        tmp = self.stage(out, overwrite)
-        try:
-            yield tmp
-            self.commit(tmp, out, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        (leaving `out` as it was) when it raises. `out` is locked (`exclusive`) throughout."""
+        self.check(out, overwrite)  # before the lock, whose file would create `out`'s parents
+        with exclusive(out, error=self.error):
+            tmp = self.stage(out, overwrite)
+            try:
+                yield tmp
+                self.commit(tmp, out, overwrite)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,29 @@ torch.set_num_threads(1)
 
 
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
+
+
+@contextlib.contextmanager
+def locked_elsewhere(path):
+    """Hold the output lock of `path` in another thread for the block, as another run would
+    (a thread may re-take its own locks, so the test's thread must not hold it)."""
+    from recnas.staging import exclusive
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with exclusive(path):
+            taken.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert taken.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
 
 
 def load_benchmark(name: str):

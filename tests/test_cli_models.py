@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from recnas.cli import main
+from tests.conftest import locked_elsewhere
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 TINY = str(CONFIGS / "train-tiny.yaml")
@@ -129,3 +130,19 @@ def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monke
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "n", "--resume", "--overwrite")
     assert code == 2 and "pass one of them" in error_line(err)
     assert not (tmp_path / "s").exists() and not (tmp_path / "n").exists()
+
+
+def test_training_into_an_out_another_run_is_writing_is_refused(tiny_store, tmp_path, monkeypatch, capsys):
+    """A second training run on a busy --out would interleave checkpoints with the first: one
+    error line, exit 2, and the busy folder untouched. Once released, the same command works."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ("baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2, "--no-progress")
+    with locked_elsewhere(out):
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and f"--out {out} is being written by another recnas run" in error_line(err)
+        assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert (out / "model.pt").is_file() and not (tmp_path / ".run.lock").exists()

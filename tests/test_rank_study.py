@@ -149,3 +149,16 @@ def test_nan_supernet_scores_are_null_in_strict_json(tiny_store, tmp_path, monke
     assert all(r["inherited"] is None and r["finetuned"] is None for r in written["rows"])
     assert written["correlation"]["inherited"]["kendall_tau"] is None and written["correlation"]["inherited"]["n"] == 0
     assert all(isinstance(r["scratch"], float) for r in written["rows"]) and result["n"] == len(written["rows"]) >= 2
+
+
+def test_two_studies_sharing_a_cache_keep_each_others_results(tmp_path):
+    """Each study writes its in-memory cache back: without merging on write, the second
+    study's write erased what the first had added since the second read the file."""
+    path = tmp_path / "shared.json"
+    first, second = ScratchCache(path, "fp-a"), ScratchCache(path, "fp-b")  # both read the empty cache
+    first.put("arch1", 0.5)
+    second.put("arch2", 0.6)
+    first.put("arch3", 0.7)
+    assert json.loads(path.read_text()) == {"fp-a": {"arch1": 0.5, "arch3": 0.7}, "fp-b": {"arch2": 0.6}}
+    assert second.get("arch2") == 0.6 and first.get("arch1") == 0.5
+    assert not (tmp_path / ".shared.json.lock").exists()

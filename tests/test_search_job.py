@@ -11,6 +11,7 @@ from recnas.search.job import check_same_run, dump_config, load_job_config
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
+from tests.conftest import locked_elsewhere
 
 ARTIFACTS = ["results.md", "results.json", "best_arch.json", "space.yaml", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
 
@@ -143,6 +144,15 @@ def test_cli_search_reports_errors_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "recnas", "search", "--budget", "smoke", "--config", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "objective.kind" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_second_job_on_a_busy_run_folder_is_refused(tmp_path):
+    """`recnas search` twice on one --out: the second is refused before it writes anything."""
+    out = tmp_path / "o"
+    with locked_elsewhere(out):
+        with pytest.raises(ConfigError, match="is being written by another recnas run"):
+            run_job(load_job_config("smoke"), out, progress=False)
+    assert not out.exists()
 
 
 def test_search_with_searched_embedding_widths(tmp_path):
@@ -321,3 +331,39 @@ def test_cli_ray_address_implies_the_ray_executor(tmp_path, monkeypatch, capsys)
     assert code == 0 and cfg.executor == "ray", err  # the command line overrides the config
     code, cfg, err = _cli_search_config(monkeypatch, capsys, "--executor", "serial", "--ray-address", "h:1")
     assert code == 2 and cfg is None and "ray_address set with executor: serial" in err
+
+
+def test_jobs_sharing_the_synthetic_data_cache_wait_for_it_instead_of_failing(tmp_path, monkeypatch):
+    """Run folders beside each other share runs/data/: a job that finds another one generating
+    the store waits for it and reuses it (generated once), rather than being refused."""
+    import threading
+
+    from rich.console import Console
+
+    import recnas.data.synthetic as synthetic
+    from recnas.search.pipeline import prepare_data
+    from recnas.staging import exclusive
+
+    cfg = load_job_config("smoke")
+    path = tmp_path / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
+    calls, release, done = [], threading.Event(), []
+    real = synthetic.generate
+    monkeypatch.setattr(synthetic, "generate", lambda *a, **k: (calls.append(a[0]), real(*a, **k))[1])
+
+    def first_job():  # holds the cache's lock while it generates, as prepare_data does
+        with exclusive(path, "synthetic data cache"):
+            synthetic.generate(path, rows=cfg.synthetic_rows, seed=cfg.seed)
+            release.wait(10)
+
+    first = threading.Thread(target=first_job)
+    first.start()
+    while not calls:
+        first.join(0.01)
+    second = threading.Thread(target=lambda: done.append(prepare_data(cfg, tmp_path / "b", Console(quiet=True))))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive() and not done  # waiting, not failed
+    release.set()
+    first.join(10)
+    second.join(30)
+    assert len(done) == 1 and done[0].dir == path and calls == [path]  # reused, not generated again

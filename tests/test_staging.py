@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from recnas.data.store import write_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import OutputDir, copy_dir, replace_dir
+from recnas.staging import OutputDir, copy_dir, exclusive, lock_path, replace_dir
 from tests.conftest import make_tiny_store
 
 KIND = OutputDir("test result", "result.json", ConfigError, names=("result.json", "model.pt"))
@@ -164,3 +168,77 @@ def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     copy_dir(src, dst)
     assert _tree(dst) == _tree(src) and sorted(p.name for p in tmp_path.iterdir()) == ["best", "src"]
+
+
+def test_a_second_run_on_a_locked_output_is_refused_and_changes_nothing(tmp_path):
+    """Two runs on one --out would remove each other's staging folders: the second is refused
+    at once, before it stages anything, and the first finishes as if alone."""
+    out = _result(tmp_path / "out")
+    staged, finish = threading.Event(), threading.Event()
+
+    def first_run():
+        with KIND.staged(out, overwrite=True) as tmp:
+            (tmp / "result.json").write_text("first")
+            staged.set()
+            finish.wait(30)
+
+    first = threading.Thread(target=first_run)
+    first.start()
+    assert staged.wait(10)
+    during = _tree(tmp_path)
+    with pytest.raises(ConfigError, match=r"--out .*out is being written by another recnas run \(lock .*\.out\.lock\)"):
+        with KIND.staged(out, overwrite=True):
+            pytest.fail("the second run must not start")
+    assert _tree(tmp_path) == during  # the first run's staging folder is still there, untouched
+    finish.set()
+    first.join(10)
+    assert _tree(tmp_path) == {"out": None, "out/result.json": b"first"}  # and no lock file is left
+
+
+def test_a_thread_may_retake_its_own_lock(tmp_path):
+    """A job holding its run folder's lock writes stores inside it; the same thread taking a
+    lock it holds is a no-op, and the lock is released only by the outer block."""
+    out = tmp_path / "out"
+    with exclusive(out):
+        with exclusive(out):
+            pass
+        assert lock_path(out).exists()
+    assert not lock_path(out).exists()
+
+
+def test_lock_of_a_killed_process_does_not_stick(tmp_path):
+    """The lock is an OS lock: a SIGKILLed holder releases it (its lock file stays behind, and
+    the next run takes, then removes it)."""
+    out = tmp_path / "out"
+    code = f"import sys, time; from recnas.staging import exclusive\nwith exclusive({str(out)!r}):\n    print('held', flush=True); time.sleep(60)"
+    env = {k: v for k, v in os.environ.items() if k != "WORLD_SIZE"}
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="being written by another recnas run"):
+            with exclusive(out):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert lock_path(out).exists()  # what the killed holder left
+    with exclusive(out):
+        pass
+    assert not lock_path(out).exists()
+
+
+def test_waiting_lock_is_taken_once_the_holder_releases(tmp_path):
+    """`wait=True` (the shared scratch cache's writes) blocks instead of failing."""
+    path, order = tmp_path / "cache.json", []
+    def wait_for_lock():
+        with exclusive(path, "cache", wait=True):
+            order.append("waiter")
+
+    with exclusive(path, "cache"):
+        waiter = threading.Thread(target=wait_for_lock)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and order == []  # still blocked while held
+        order.append("holder released")
+    waiter.join(10)
+    assert order == ["holder released", "waiter"]

@@ -17,7 +17,7 @@ import typer
 
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
-from recnas.staging import check_output_dir, check_parent
+from recnas.staging import check_output_dir, check_parent, exclusive
 
 supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
@@ -89,26 +89,27 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     store = CTRStore(data)
     out = Path(out)
     check_output_dir(out)
-    if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
-        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
-    if resume and not (out / "checkpoint.pt").is_file():
-        raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
-    _relaunch(nproc)
-    seed_everything(cfg.seed)
-    model, spec, sampler = build(store, cfg)
-    _setup_logging()
-    trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
-    result = trainer.fit(resume=resume)
-    shutdown(trainer.dist)
-    if not trainer.dist.is_main:
-        return
-    best = result.best_val or {}
-    typer.echo(
-        f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
-        f"{result.samples_per_s:,.0f} samples/s; best val logloss {_fmt(best.get('logloss'))} auc {_fmt(best.get('auc'))}"
-        + (" (early stop)" if result.stopped_early else "")
-    )
-    typer.echo(f"wrote {out / 'model.pt'}, {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'config.yaml'}")
+    with exclusive(out):  # held by this process for all ranks of an --nproc run
+        if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
+            raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
+        if resume and not (out / "checkpoint.pt").is_file():
+            raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
+        _relaunch(nproc)
+        seed_everything(cfg.seed)
+        model, spec, sampler = build(store, cfg)
+        _setup_logging()
+        trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
+        result = trainer.fit(resume=resume)
+        shutdown(trainer.dist)
+        if not trainer.dist.is_main:
+            return
+        best = result.best_val or {}
+        typer.echo(
+            f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
+            f"{result.samples_per_s:,.0f} samples/s; best val logloss {_fmt(best.get('logloss'))} auc {_fmt(best.get('auc'))}"
+            + (" (early stop)" if result.stopped_early else "")
+        )
+        typer.echo(f"wrote {out / 'model.pt'}, {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'config.yaml'}")
 
 
 @supernet_app.command("train")

@@ -32,7 +32,7 @@ from recnas.data.encode import Encoder
 from recnas.data.formats import BUILTIN, Format, builtin, load_spec
 from recnas.data.rawio import RawReader, check_readable, prefetched
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, check_apart, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
 
 DATASETS = (*BUILTIN, "csv")
@@ -297,8 +297,7 @@ def prepare(
     for path, what in ((raw, "raw file"), (profile, "profile file"), (spec, "feature spec")):  # replacing --out deletes what is inside
         if path is not None:
             check_apart(path, out, what)
-    tmp = staging_dir(out, overwrite)
-    try:
+    with staged_store(out, overwrite) as tmp:
         work = tmp / "_work"
         work.mkdir()
         encoder = Encoder(fmt, joined=profile is not None)
@@ -343,8 +342,5 @@ def prepare(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             versions={"polars": pl.__version__, "pyarrow": pa.__version__},
         )
-        commit_staging(tmp, out, meta, overwrite)
-        return meta
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        finish_store(tmp, out, meta)
+    return meta

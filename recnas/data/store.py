@@ -12,8 +12,9 @@ decode step, and `np.load(mmap_mode="r")` needs nothing beyond numpy. Layout::
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,12 +145,17 @@ def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, wher
 STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", *SPLITS))  # what --overwrite may replace
 
 
-def staging_dir(out: str | os.PathLike, overwrite: bool) -> Path:
-    """A fresh staging store beside `out` (split folders made), after checking `out` may be replaced."""
-    tmp = STORE.stage(out, overwrite)
-    for split in SPLITS:
-        (tmp / split).mkdir()
-    return tmp
+@contextlib.contextmanager
+def staged_store(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
+    """A staging store beside `out` (split folders made, `out` locked against a second run),
+    swapped in as `out` when the block ends; the block must `finish_store` it last. When the
+    block raises, the staging store is removed and `out` is left as it was."""
+    with STORE.staged(out, overwrite) as tmp:
+        for split in SPLITS:
+            (tmp / split).mkdir()
+        yield tmp
+        if not (tmp / "meta.json").is_file():  # a writer's bug: never swap in a store without its marker
+            raise RuntimeError(f"staged store for {out} was not finished (no meta.json)")
 
 
 def check_split_rows(rows: dict[str, int], out: str | os.PathLike) -> None:
@@ -162,23 +168,20 @@ def check_split_rows(rows: dict[str, int], out: str | os.PathLike) -> None:
     raise DataError(f"{out}: the splits would get {got} rows; every split needs at least one row (the 8:1:1 split needs at least 10 input rows)")
 
 
-def commit_staging(tmp: Path, out: str | os.PathLike, meta: DatasetMeta, overwrite: bool) -> Path:
-    """Write meta.json last, then swap the staged store into place (the old one is kept until then)."""
+def finish_store(tmp: Path, out: str | os.PathLike, meta: DatasetMeta) -> None:
+    """Check the split sizes and write meta.json, the marker of a complete store: the last
+    write into a `staged_store`, whose block end swaps it in (the old store is kept until then)."""
     check_split_rows(meta.rows, out)
     meta.save(tmp)
-    return STORE.commit(tmp, out, overwrite)
 
 
 def write_store(out: str | os.PathLike, splits: dict[str, SplitArrays], meta: DatasetMeta, overwrite: bool = False) -> Path:
     """Write in-memory splits as a complete store (used by the synthetic generator and tests)."""
-    tmp = staging_dir(out, overwrite)
-    try:
+    with staged_store(out, overwrite) as tmp:
         for name in SPLITS:
             arrays = splits[name]
             for col, dtype in COLUMNS.items():
                 np.save(tmp / name / f"{col}.npy", np.ascontiguousarray(getattr(arrays, col), dtype=dtype))
         meta.rows = {name: len(splits[name]) for name in SPLITS}
-        return commit_staging(tmp, out, meta, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        finish_store(tmp, out, meta)
+    return Path(out)

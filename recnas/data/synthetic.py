@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, check_apart, commit_staging, staging_dir
+from recnas.data.store import COLUMNS, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
 from recnas.staging import check_parent, temp_sibling
 
@@ -68,66 +67,65 @@ def generate(
     assign = split_assignment(rows, seed)
     chunk_rows = max(BLOCK, chunk_rows // BLOCK * BLOCK)
 
-    tmp = staging_dir(out, overwrite)
     raw_tmp = raw_fh = None
     widths = {"dense": n_dense, "sparse": n_sparse, "label": None}
     writers: dict[tuple[str, str], NpyAppender] = {}
     stats = _BayesStats()
     try:
-        for s in SPLITS:
-            for col, dtype in COLUMNS.items():
-                writers[s, col] = NpyAppender(tmp / s / f"{col}.npy", dtype, widths[col])
-        if raw_path is not None:
-            raw_path.parent.mkdir(parents=True, exist_ok=True)
-            raw_tmp = temp_sibling(raw_path)
-            # `recnas data prepare` reads a .gz name as gzip: write what the name promises
-            raw_fh = gzip.open(raw_tmp, "wb") if raw_path.suffix == ".gz" else open(raw_tmp, "wb")
-            hex_tables = _hex_tables(model.vocab_sizes)
-        for lo in range(0, rows, chunk_rows):
-            n = min(chunk_rows, rows - lo)
-            counts, missing, sparse, label, p = _sample_rows(model, seed, lo, n)
-            dense = model.dense_transform(counts)
-            part = assign[lo : lo + n]
-            for k, s in enumerate(SPLITS):
-                sel = part == k
-                writers[s, "dense"].append(dense[sel])
-                writers[s, "sparse"].append(sparse[sel])
-                writers[s, "label"].append(label[sel])
-                stats.add(s, p[sel], label[sel])
+        with staged_store(out, overwrite) as tmp:
+            for s in SPLITS:
+                for col, dtype in COLUMNS.items():
+                    writers[s, col] = NpyAppender(tmp / s / f"{col}.npy", dtype, widths[col])
+            if raw_path is not None:
+                raw_path.parent.mkdir(parents=True, exist_ok=True)
+                raw_tmp = temp_sibling(raw_path)
+                # `recnas data prepare` reads a .gz name as gzip: write what the name promises
+                raw_fh = gzip.open(raw_tmp, "wb") if raw_path.suffix == ".gz" else open(raw_tmp, "wb")
+                hex_tables = _hex_tables(model.vocab_sizes)
+            for lo in range(0, rows, chunk_rows):
+                n = min(chunk_rows, rows - lo)
+                counts, missing, sparse, label, p = _sample_rows(model, seed, lo, n)
+                dense = model.dense_transform(counts)
+                part = assign[lo : lo + n]
+                for k, s in enumerate(SPLITS):
+                    sel = part == k
+                    writers[s, "dense"].append(dense[sel])
+                    writers[s, "sparse"].append(sparse[sel])
+                    writers[s, "label"].append(label[sel])
+                    stats.add(s, p[sel], label[sel])
+                if raw_fh is not None:
+                    _write_raw_chunk(raw_fh, label, counts, missing, sparse, hex_tables)
+            for w in writers.values():
+                w.close()
             if raw_fh is not None:
-                _write_raw_chunk(raw_fh, label, counts, missing, sparse, hex_tables)
-        for w in writers.values():
-            w.close()
-        if raw_fh is not None:
-            raw_fh.close()
-        meta = DatasetMeta(
-            name=name,
-            dense_names=[f"I{i + 1}" for i in range(n_dense)],
-            cat_names=[f"C{i + 1}" for i in range(n_sparse)],
-            vocab_sizes=list(model.vocab_sizes),
-            rows={s: writers[s, "label"].rows for s in SPLITS},
-            positive_rate={s: stats.positive_rate(s) for s in SPLITS},
-            source={
-                "generator": GENERATOR,
-                "version": VERSION,
-                "seed": seed,
-                "rows": rows,
-                "config": config.to_dict(),
-                "split": "seeded random 8:1:1 (exact counts), rows keep generation order within a split",
-                "missing": "dense: missing -> 0 after log(max(x,0)+1); categorical: id 0 = missing",
-                "raw_file": str(raw_path) if raw_path is not None else None,
-                "planted": model.describe(),
-            },
-            bayes=stats.summary(),
-        )
-        commit_staging(tmp, out, meta, overwrite)
+                raw_fh.close()
+            meta = DatasetMeta(
+                name=name,
+                dense_names=[f"I{i + 1}" for i in range(n_dense)],
+                cat_names=[f"C{i + 1}" for i in range(n_sparse)],
+                vocab_sizes=list(model.vocab_sizes),
+                rows={s: writers[s, "label"].rows for s in SPLITS},
+                positive_rate={s: stats.positive_rate(s) for s in SPLITS},
+                source={
+                    "generator": GENERATOR,
+                    "version": VERSION,
+                    "seed": seed,
+                    "rows": rows,
+                    "config": config.to_dict(),
+                    "split": "seeded random 8:1:1 (exact counts), rows keep generation order within a split",
+                    "missing": "dense: missing -> 0 after log(max(x,0)+1); categorical: id 0 = missing",
+                    "raw_file": str(raw_path) if raw_path is not None else None,
+                    "planted": model.describe(),
+                },
+                bayes=stats.summary(),
+            )
+            finish_store(tmp, out, meta)
         if raw_tmp is not None:  # after the store: a failed store keeps the previous raw file too
             os.replace(raw_tmp, raw_path)
         return meta
     except BaseException:
         for w in writers.values():
             w.close()
-        shutil.rmtree(tmp, ignore_errors=True)
         if raw_fh is not None:
             raw_fh.close()
             Path(raw_tmp).unlink(missing_ok=True)

@@ -27,7 +27,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import copy_dir
+from recnas.staging import copy_dir, exclusive
 from recnas.train import Trainer, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -37,13 +37,16 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     if cfg.data is not None:
         return CTRStore(cfg.data)
     path = out.parent / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
-    if not (path / "meta.json").exists():
-        from recnas.data.synthetic import generate
+    # shared by the jobs of every run folder beside `out`: a job that finds another one generating
+    # it waits, then reuses it
+    with exclusive(path, "synthetic data cache", wait=True):
+        if not (path / "meta.json").exists():
+            from recnas.data.synthetic import generate
 
-        console.print(f"[bold]data[/] generating the synthetic benchmark ({cfg.synthetic_rows:,} rows) -> {path}")
-        generate(path, rows=cfg.synthetic_rows, seed=cfg.seed)
-    else:
-        console.print(f"[bold]data[/] reusing {path}")
+            console.print(f"[bold]data[/] generating the synthetic benchmark ({cfg.synthetic_rows:,} rows) -> {path}")
+            generate(path, rows=cfg.synthetic_rows, seed=cfg.seed)
+        else:
+            console.print(f"[bold]data[/] reusing {path}")
     return CTRStore(path)
 
 
@@ -102,9 +105,13 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
 
 
 def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> dict:
-    """The whole pipeline; returns the results dict also written to out/results.json."""
-    console = console or Console()
-    out = Path(out)
+    """The whole pipeline; returns the results dict also written to out/results.json. The run
+    folder is locked throughout: a second job on the same `out` is refused, not interleaved."""
+    with exclusive(out):
+        return _run_job(cfg, Path(out), progress, console or Console())
+
+
+def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dict:
     t_start = time.perf_counter()
     check_same_run(cfg, out / "config.yaml")
     # everything that can be checked is checked before the run folder is written, so the config

@@ -26,6 +26,7 @@ from recnas.errors import ConfigError, TrainingDiverged
 from recnas.search.evaluator import Genotype, SupernetEvaluator
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
+from recnas.staging import exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -77,11 +78,19 @@ class ScratchCache:
         return self.entries.get(key)
 
     def put(self, key: str, value: float) -> None:
+        """Add one result. The file is re-read and merged under a lock first: two studies sharing
+        one cache (`--scratch-cache`) at once would otherwise each write back only what they had
+        read, and erase the other's results."""
         if not is_log_loss(value):  # the caller leaves a diverged run out; never write what `__init__` refuses
             raise ValueError(f"scratch cache: {key} has log loss {value!r}, not a finite number")
-        self.entries[key] = float(value)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        configs.write_text_atomic(self.path, json.dumps(self.all, indent=1, sort_keys=True))
+        with exclusive(self.path, "scratch cache", wait=True):
+            merged = ScratchCache(self.path, self.fingerprint)
+            for fp, entries in self.all.items():
+                merged.all.setdefault(fp, {}).update(entries)
+            merged.entries[key] = float(value)
+            self.all, self.entries = merged.all, merged.entries
+            configs.write_text_atomic(self.path, json.dumps(self.all, indent=1, sort_keys=True))
 
 
 def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
@@ -91,7 +100,13 @@ def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
 
 
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
-    """`scratch_cache`: the cache file (default out/scratch_cache.json)."""
+    """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
+    the study runs; a cache shared by several studies is merged on every write."""
+    with exclusive(out):
+        return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
+
+
+def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, progress: bool, scratch_cache: str | Path | None) -> dict:
     from recnas.space import SearchSpace
     from recnas.supernet import Subnet
     from recnas.train import Trainer, evaluate
@@ -111,7 +126,6 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     plain = SupernetEvaluator(supernet, space, store, None, cfg.eval_rows, device)
     tuned = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
     val = store.split("val")
-    out = Path(out)
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
     rows, reused, diverged = [], 0, []
     with Progress(disable=not progress, transient=True) as bar:
