@@ -108,8 +108,9 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[R
 
 def lock_path(path: str | os.PathLike) -> Path:
     """The lock file of an output `path`: beside it (hidden), since `path` itself may not exist
-    yet or be swapped out whole while the run holds the lock."""
-    path = Path(path)
+    yet or be swapped out whole while the run holds the lock. Of the resolved path, so that
+    `runs/a`, `./runs/a` and a link to it share one lock (and `.` gets a name)."""
+    path = Path(path).resolve()
     return path.parent / f".{path.name}.lock"
 
 

@@ -206,6 +206,16 @@ def test_a_thread_may_retake_its_own_lock(tmp_path):
     assert not lock_path(out).exists()
 
 
+def test_one_lock_for_every_spelling_of_an_output(tmp_path, monkeypatch):
+    """`out`, `./out`, `sub/../out` and a link to `out` are one output, so one lock."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "out", target_is_directory=True)
+    assert {lock_path(p) for p in ("out", "./out", "sub/../out", tmp_path / "link")} == {tmp_path / ".out.lock"}
+    assert lock_path(".") == tmp_path.parent / f".{tmp_path.name}.lock"
+
+
 def test_lock_of_a_killed_process_does_not_stick(tmp_path):
     """The lock is an OS lock: a SIGKILLed holder releases it (its lock file stays behind, and
     the next run takes, then removes it)."""
