@@ -297,6 +297,15 @@ def test_bad_emb_dims_fail_before_the_run_folder_is_written(tmp_path, emb_dims, 
     assert not out.exists()
 
 
+def test_an_out_that_is_a_file_is_refused_before_any_data_is_generated(tmp_path):
+    """It used to generate the synthetic data first, then fail with a bare "File exists"."""
+    afile = tmp_path / "run"
+    afile.write_text("keep")
+    with pytest.raises(ConfigError, match=f"--out {afile} exists and is not a directory"):
+        run_job(load_job_config("smoke"), afile, progress=False)
+    assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_ray_settings_imply_ray_and_contradict_an_explicit_serial_executor(tmp_path):
     """They used to be silently ignored: the search then ran serially."""
     assert load_job_config("smoke").executor == "serial"

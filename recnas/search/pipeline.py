@@ -27,7 +27,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import copy_dir, exclusive
+from recnas.staging import check_output_dir, copy_dir, exclusive
 from recnas.train import Trainer, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -106,7 +106,10 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
 
 def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> dict:
     """The whole pipeline; returns the results dict also written to out/results.json. The run
-    folder is locked throughout: a second job on the same `out` is refused, not interleaved."""
+    folder is locked throughout: a second job on the same `out` is refused, not interleaved. An
+    `out` that is a file is refused first: it used to fail with a bare "File exists" after the
+    synthetic data was generated."""
+    check_output_dir(out)
     with exclusive(out):
         return _run_job(cfg, Path(out), progress, console or Console())
 
