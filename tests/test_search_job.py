@@ -218,6 +218,8 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
     ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"flops": -1}}, "pim", "must be positive"),
+    ({"kind": "penalized", "targets": {"flops": 0}}, "none", r"targets must be positive, got \{'flops': 0.0\}"),  # ignored by the score before
+    ({"kind": "penalized", "targets": {"params": -5}}, "none", "targets must be positive"),
 ])
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):

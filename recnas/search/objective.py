@@ -28,6 +28,10 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _reference(self):
+        # `score` skips a target that is not positive: it used to be silently ignored
+        bad = {k: v for k, v in self.targets.items() if not v > 0}
+        if bad:
+            raise ValueError(f"targets must be positive, got {bad}")
         if self.reference is None:
             if self.ratios:
                 raise ValueError("ratios need a reference baseline (objective.reference)")
