@@ -35,6 +35,8 @@ class Objective(BaseModel):
         if self.reference is None:
             if self.ratios:
                 raise ValueError("ratios need a reference baseline (objective.reference)")
+            if self.kind == "penalized" and not self.targets:  # it used to search on log loss alone, silently
+                raise ValueError("kind: penalized needs cost targets (e.g. targets: {flops: 2.0e6}) or a reference baseline with ratios")
             return self
         from recnas.baselines import BASELINES
 
