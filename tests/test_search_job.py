@@ -309,6 +309,19 @@ def test_an_out_that_is_a_file_is_refused_before_any_data_is_generated(tmp_path)
     assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_rerun_that_fails_midway_keeps_the_config_of_the_results(tmp_path):
+    """config.yaml used to be rewritten with the new settings before a stage refused them, so it
+    no longer described results.json; a re-run that finishes does record its settings."""
+    out = tmp_path / "run"
+    run_job(load_job_config("smoke", baselines=["lr"]), out, progress=False)
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(Exception, match="lr: 0.003 -> 0.3"):
+        run_job(load_job_config("smoke", baselines=["lr"], final={"lr": 0.3}), out, progress=False)
+    assert (out / "config.yaml").read_text() == before
+    run_job(load_job_config("smoke", baselines=[]), out, progress=False)
+    assert load_job_config("smoke", out / "config.yaml").baselines == []
+
+
 def test_ray_settings_imply_ray_and_contradict_an_explicit_serial_executor(tmp_path):
     """They used to be silently ignored: the search then ran serially."""
     assert load_job_config("smoke").executor == "serial"

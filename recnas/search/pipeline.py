@@ -145,7 +145,10 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
         connect_ray(cfg.ray_address)
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    # a continued run keeps the config its results come from until it finishes: a re-run with
+    # other `final` settings or baselines that fails midway used to leave it describing that run
+    if not (out / "config.yaml").exists():
+        dump_config(cfg, out / "config.yaml")
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
     write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -239,6 +242,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "total_seconds": time.perf_counter() - t_start,
     }
     write_report(out, report, results, evo.run_name, objective)
+    dump_config(cfg, out / "config.yaml")  # the settings of the results just written
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report
