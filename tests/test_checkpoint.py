@@ -108,6 +108,20 @@ def test_mismatched_spec_config_or_missing_file_is_refused(tiny_store, tmp_path)
         Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, out_dir=tmp_path / "empty", progress=False).fit(resume=True)
 
 
+@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}])
+def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, change):
+    """The optimizer's state holds lr and weight_decay, so a resume used to keep the old values
+    while config.yaml (and a search's report) recorded the new ones: refused, not ignored."""
+    out = tmp_path / "run"
+    t = trained_run(tiny_store, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    key = next(iter(change))
+    cfg = TrainConfig(**{**t.cfg.model_dump(), "max_steps": t.step + 5, **change})
+    with pytest.raises(CheckpointError, match=rf"cannot resume with a changed config \({key}: "):
+        Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
 def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     out = tmp_path / "run"
     t = trained_run(tiny_store, out)

@@ -146,3 +146,18 @@ def test_training_into_an_out_another_run_is_writing_is_refused(tiny_store, tmp_
     code, _, err = run(monkeypatch, capsys, *args)
     assert code == 0, err
     assert (out / "model.pt").is_file() and not (tmp_path / ".run.lock").exists()
+
+
+def test_evaluate_refuses_a_json_out_that_is_one_of_its_inputs(tiny_store, tmp_path, monkeypatch, capsys):
+    """The metrics used to replace the checkpoint (or the dataset's meta.json) with exit 0."""
+    out = tmp_path / "lr"
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2, "--no-progress")
+    assert code == 0, err
+    meta = tiny_store.dir / "meta.json"
+    before = {p: p.read_bytes() for p in (out / "model.pt", meta)}
+    for target in (out / "model.pt", out / ".." / "lr" / "model.pt", meta):
+        code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", target)
+        assert code == 2 and f"--json-out {target}" in error_line(err) and "would replace it" in err
+    assert {p: p.read_bytes() for p in before} == before
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", out / "eval.json")
+    assert code == 0 and (out / "eval.json").is_file(), err

@@ -162,3 +162,14 @@ def test_two_studies_sharing_a_cache_keep_each_others_results(tmp_path):
     assert json.loads(path.read_text()) == {"fp-a": {"arch1": 0.5, "arch3": 0.7}, "fp-b": {"arch2": 0.6}}
     assert second.get("arch2") == 0.6 and first.get("arch1") == 0.5
     assert not (tmp_path / ".shared.json.lock").exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_training(tiny_store, tmp_path, monkeypatch):
+    """It used to train and score subnets, then fail with a bare "File exists" at the first cached result."""
+    net = _supernet(tiny_store, tmp_path / "sn", 0)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained although --out is unusable"))
+    with pytest.raises(ConfigError, match=f"--out {afile} exists and is not a directory"):
+        run_rank_study(net, tiny_store.dir, 3, afile, _config(), progress=False)
+    assert afile.read_text() == "keep"

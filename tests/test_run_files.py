@@ -125,6 +125,22 @@ def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_st
     assert longer["steps"] == 2 * first["steps"]
 
 
+def test_a_shorter_recipe_over_a_trained_model_names_what_a_search_can_do(tiny_store, tmp_path):
+    """The refusal used to say "--overwrite to start afresh", an option `recnas search` lacks."""
+    import functools
+
+    from recnas.errors import ConfigError
+    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+
+    out = tmp_path / "baselines" / "lr"
+    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    _, first = fit_or_load(build, tiny_cfg(epochs=2), tiny_store, out, progress=False)
+    before = (out / "model.pt").read_bytes()
+    with pytest.raises(ConfigError, match=rf"trained to step {first['steps']}, past the 2 steps .*use another --out") as err:
+        fit_or_load(build, tiny_cfg(max_steps=2), tiny_store, out, progress=False)
+    assert "--overwrite" not in str(err.value) and (out / "model.pt").read_bytes() == before
+
+
 def test_unreadable_architecture_in_a_results_row_is_one_line_error(tmp_path):
     """Damage inside a row passes `quick_check`; the re-run reading that candidate's
     architecture says which database and candidate, instead of a pydantic traceback."""

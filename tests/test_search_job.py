@@ -218,6 +218,9 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
     ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"flops": -1}}, "pim", "must be positive"),
+    ({"kind": "penalized", "targets": {"flops": 0}}, "none", r"targets must be positive, got \{'flops': 0.0\}"),  # ignored by the score before
+    ({"kind": "penalized", "targets": {"params": -5}}, "none", "targets must be positive"),
+    ({"kind": "penalized"}, "none", "kind: penalized needs cost targets"),  # searched on log loss alone before
 ])
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):
@@ -280,6 +283,7 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
     ({"baseline_hparams": {"zzz": {"a": 1}}}, r"key 'baseline_hparams': unknown baseline 'zzz'"),
     ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm: unknown hyper-parameter 'zzz'"),
     ({"objective": {"kind": "pareto", "pareto_costs": ["zzz"]}}, r"key 'objective.pareto_costs.0': Input should be 'flops'"),  # counted as 0 before
+    ({"evolution": {"sample_size": 10}}, r"evolution.sample_size \(10\) exceeds evolution.population \(6\)"),  # refused after the supernet before
 ])
 def test_names_a_job_uses_late_are_checked_when_the_config_loads(over, match):
     """These used to fail (or be ignored) only after the supernet and the whole search had run."""
@@ -294,6 +298,28 @@ def test_bad_emb_dims_fail_before_the_run_folder_is_written(tmp_path, emb_dims, 
     with pytest.raises(ConfigError, match=match):
         run_job(load_job_config("smoke", emb_dims=emb_dims), out, progress=False)
     assert not out.exists()
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_data_is_generated(tmp_path):
+    """It used to generate the synthetic data first, then fail with a bare "File exists"."""
+    afile = tmp_path / "run"
+    afile.write_text("keep")
+    with pytest.raises(ConfigError, match=f"--out {afile} exists and is not a directory"):
+        run_job(load_job_config("smoke"), afile, progress=False)
+    assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_rerun_that_fails_midway_keeps_the_config_of_the_results(tmp_path):
+    """config.yaml used to be rewritten with the new settings before a stage refused them, so it
+    no longer described results.json; a re-run that finishes does record its settings."""
+    out = tmp_path / "run"
+    run_job(load_job_config("smoke", baselines=["lr"]), out, progress=False)
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(Exception, match="lr: 0.003 -> 0.3"):
+        run_job(load_job_config("smoke", baselines=["lr"], final={"lr": 0.3}), out, progress=False)
+    assert (out / "config.yaml").read_text() == before
+    run_job(load_job_config("smoke", baselines=[]), out, progress=False)
+    assert load_job_config("smoke", out / "config.yaml").baselines == []
 
 
 def test_ray_settings_imply_ray_and_contradict_an_explicit_serial_executor(tmp_path):

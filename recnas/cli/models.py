@@ -212,6 +212,18 @@ def baseline_train(
     _train(data, config, out, resume, overwrite, progress, build, steps, seed)
 
 
+def _refuse_an_input(json_out: Path, ckpt: Path, arch: Path | None, data: Path) -> None:
+    """--json-out must not name a file the command reads (the checkpoint, the architecture, a
+    file of the dataset): the metrics used to replace it, exit 0, and the input was lost."""
+    if not json_out.is_file():
+        return
+    inputs = [p for p in (ckpt, arch) if p is not None and p.is_file()]
+    if any(json_out.samefile(p) for p in inputs):
+        raise ConfigError(f"--json-out {json_out} is an input of this command; writing the metrics there would replace it")
+    if data.is_dir() and json_out.resolve().is_relative_to(data.resolve()):
+        raise ConfigError(f"--json-out {json_out} is a file of the dataset --data {data}; writing the metrics there would replace it")
+
+
 def evaluate(
     ckpt: Path = typer.Option(..., "--ckpt", help="model.pt or checkpoint.pt written by a training command"),
     data: Path = DATA,
@@ -233,6 +245,7 @@ def evaluate(
         if json_out.is_dir():
             raise ConfigError(f"--json-out {json_out} is a directory; give the path of the JSON file to write")
         check_parent(json_out, "--json-out")
+        _refuse_an_input(json_out, ckpt, arch, data)
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)

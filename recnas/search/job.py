@@ -123,6 +123,14 @@ class JobConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _sample_within_population(self):
+        """RegularizedEvolution refuses it too, but only after the supernet has trained."""
+        ev = self.evolution
+        if ev.sample_size > ev.population:
+            raise ValueError(f"evolution.sample_size ({ev.sample_size}) exceeds evolution.population ({ev.population})")
+        return self
+
+    @model_validator(mode="after")
     def _halving_needs_evaluations(self):
         if self.finalist_selection == "halving" and self.final.eval_every == 0:
             raise ValueError("finalist_selection: halving ranks finalists by validation log loss, so final.eval_every must not be 0")

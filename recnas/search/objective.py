@@ -28,9 +28,15 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _reference(self):
+        # `score` skips a target that is not positive: it used to be silently ignored
+        bad = {k: v for k, v in self.targets.items() if not v > 0}
+        if bad:
+            raise ValueError(f"targets must be positive, got {bad}")
         if self.reference is None:
             if self.ratios:
                 raise ValueError("ratios need a reference baseline (objective.reference)")
+            if self.kind == "penalized" and not self.targets:  # it used to search on log loss alone, silently
+                raise ValueError("kind: penalized needs cost targets (e.g. targets: {flops: 2.0e6}) or a reference baseline with ratios")
             return self
         from recnas.baselines import BASELINES
 

@@ -27,7 +27,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import copy_dir, exclusive
+from recnas.staging import check_output_dir, copy_dir, exclusive
 from recnas.train import Trainer, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -74,9 +74,26 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
             return done, extra["metrics"]
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
+    _refuse_a_shorter_recipe(out_dir, trainer.total_steps)
     stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
     return trainer.model, result.to_dict()
+
+
+def _refuse_a_shorter_recipe(out_dir: Path, total_steps: int) -> None:
+    """A model already trained past the steps its recipe now asks for cannot go back. The
+    trainer's own refusal points to `--overwrite`, which `recnas search` does not have."""
+    from recnas.errors import ConfigError
+    from recnas.train.checkpoint import load_checkpoint
+
+    if not (out_dir / "checkpoint.pt").exists():
+        return
+    done = load_checkpoint(out_dir / "checkpoint.pt").get("step")
+    if isinstance(done, int) and done > total_steps:
+        raise ConfigError(
+            f"{out_dir}: this model is trained to step {done}, past the {total_steps} steps its recipe now asks for "
+            "(max_steps/epochs); a run folder's models train on, never back: ask for as many steps, or use another --out"
+        )
 
 
 def rung_score(history: list[dict], rung: int) -> float:
@@ -106,7 +123,10 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
 
 def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> dict:
     """The whole pipeline; returns the results dict also written to out/results.json. The run
-    folder is locked throughout: a second job on the same `out` is refused, not interleaved."""
+    folder is locked throughout: a second job on the same `out` is refused, not interleaved. An
+    `out` that is a file is refused first: it used to fail with a bare "File exists" after the
+    synthetic data was generated."""
+    check_output_dir(out)
     with exclusive(out):
         return _run_job(cfg, Path(out), progress, console or Console())
 
@@ -125,7 +145,10 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
         connect_ray(cfg.ray_address)
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, out / "config.yaml")
+    # a continued run keeps the config its results come from until it finishes: a re-run with
+    # other `final` settings or baselines that fails midway used to leave it describing that run
+    if not (out / "config.yaml").exists():
+        dump_config(cfg, out / "config.yaml")
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
     write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
@@ -219,6 +242,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "total_seconds": time.perf_counter() - t_start,
     }
     write_report(out, report, results, evo.run_name, objective)
+    dump_config(cfg, out / "config.yaml")  # the settings of the results just written
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report

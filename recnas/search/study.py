@@ -26,7 +26,7 @@ from recnas.errors import ConfigError, TrainingDiverged
 from recnas.search.evaluator import Genotype, SupernetEvaluator
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
-from recnas.staging import exclusive
+from recnas.staging import check_output_dir, exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -101,7 +101,9 @@ def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
 
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
-    the study runs; a cache shared by several studies is merged on every write."""
+    the study runs; a cache shared by several studies is merged on every write. An `out` that
+    is a file is refused first: it used to fail only at the first cached result, "File exists"."""
+    check_output_dir(out)
     with exclusive(out):
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 

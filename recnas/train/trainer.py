@@ -38,8 +38,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-# config keys that must not change across a resume: they change which batches or updates follow
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr")
+# config keys that must not change across a resume: they change which batches or updates follow.
+# lr and weight_decay live in the optimizer's state that a resume restores, so a new value would be
+# silently ignored (while config.yaml recorded it): refused like the others
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay")
 
 
 @dataclass
