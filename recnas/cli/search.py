@@ -25,7 +25,7 @@ def search(
     space: Optional[str] = typer.Option(None, help="Search space: full or small."),
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
-    seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of data, supernet sampling and evolution."),
+    seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of the whole job: synthetic data, path sampling, evolution and every model's training (a config section's own seed: wins)."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
     emb_dims: Optional[Path] = typer.Option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),

@@ -33,6 +33,9 @@ def _as_value_error(check, *args, **kwargs):
         raise ValueError(str(exc)) from None
 
 
+SEEDED_SECTIONS = ("supernet", "finetune", "evolution", "final")  # seeded by the job's seed unless they set their own
+
+
 class JobConfig(BaseModel):
     """Everything `recnas search` does; `budget` presets fill it, YAML overrides it."""
 
@@ -40,7 +43,7 @@ class JobConfig(BaseModel):
 
     data: str | None = Field(None, description="prepared store; None = the built-in synthetic benchmark")
     synthetic_rows: int = Field(200_000, ge=1000)
-    seed: configs.Seed = 0
+    seed: configs.Seed = Field(0, description="seed of the data, the path sampler and (unless a section sets its own) every stage")
     space: str = "full"
     space_overrides: dict[str, Any] = Field(default_factory=dict)
     sampler: str = "single-op-any-conn"
@@ -62,6 +65,25 @@ class JobConfig(BaseModel):
     final: TrainConfig = Field(default_factory=TrainConfig)
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_seed_seeds_every_stage(cls, data):
+        """`seed` (`--seed`) is the default seed of every stage: supernet, fine-tunes, evolution
+        and the retrains and baselines (`final`). It used to reach only the data and the path
+        sampler, so on a prepared store every "seed" trained and evolved exactly the same. A
+        section's own `seed:` still wins."""
+        seed = data.get("seed", 0) if isinstance(data, dict) else None
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= configs.SEED_MAX:  # reported once, as `seed`
+            return data
+        out = dict(data)
+        for section in SEEDED_SECTIONS:
+            given = out.get(section)
+            if given is None and section == "finetune":  # no fine-tune: nothing to seed
+                continue
+            if given is None or isinstance(given, dict):
+                out[section] = {"seed": seed, **(given or {})}
+        return out
 
     @model_validator(mode="before")
     @classmethod
