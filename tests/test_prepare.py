@@ -438,6 +438,18 @@ def test_option_errors_are_recnas_errors(tmp_path):
     assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
 
 
+def test_hash_buckets_beyond_int32_ids_are_refused(tmp_path):
+    """Ids are stored as int32: more buckets than that would wrap into negative ids (a store
+    that only fails later, when a split is opened), so the option is refused up front."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
+    with pytest.raises(ConfigError, match=r"--hash-buckets must be at most 2,147,483,648"):
+        prepare("criteo", raw, tmp_path / "s", hash_buckets=2**31 + 1)
+    assert not (tmp_path / "s").exists()
+    meta = prepare("criteo", raw, tmp_path / "ok", hash_buckets=2**31, split="sequential")
+    ids = np.concatenate([np.load(tmp_path / "ok" / s / "sparse.npy") for s in ("train", "val", "test")])
+    assert meta.vocab_sizes[0] == 2**31 and ids.min() >= 0
+
+
 def test_input_too_small_for_every_split_is_refused(tmp_path):
     """An empty val/test split used to give a store whose metrics were all n/a (exit 0)."""
     raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
