@@ -176,3 +176,23 @@ def test_cli_out_that_cannot_be_a_folder_is_refused_before_the_search(setup, mon
         res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(out), "--config", str(cfg), "--budget-params", "200"])
         assert isinstance(res.exception, ConfigError) and message in str(res.exception), res.output
     assert afile.read_text() == "keep"
+
+
+@pytest.mark.parametrize("widths", ["[]", "[0, 4]", "[-2, 4]"])
+def test_cli_config_widths_must_be_positive(setup, tmp_path, widths):
+    """--widths was checked but the config's `widths` was not: `[]` was a ValueError traceback
+    and `[-2, 4]` a search over a width of -2 that exited 0."""
+    store, cfg, tmp = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text() + f"widths: {widths}\n")
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "1000"])
+    assert isinstance(res.exception, ConfigError) and "widths" in str(res.exception), res.output
+    assert not (tmp / "o").exists()
+
+
+def test_config_widths_are_sorted_like_the_command_line():
+    """Repair and refine step to the next index as the next larger width: a config listing
+    widths in descending order silently got a worse result than the same --widths."""
+    from recnas.embedding.config import EmbedSearchConfig
+
+    assert EmbedSearchConfig.from_dict({"widths": [8, 4, 2, 4]}).widths == (2, 4, 8)
