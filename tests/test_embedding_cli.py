@@ -196,3 +196,16 @@ def test_config_widths_are_sorted_like_the_command_line():
     from recnas.embedding.config import EmbedSearchConfig
 
     assert EmbedSearchConfig.from_dict({"widths": [8, 4, 2, 4]}).widths == (2, 4, 8)
+
+
+@pytest.mark.parametrize("hidden, message", [("[-1]", "greater than or equal to 1"), ("[16, 0]", "greater than or equal to 1")])
+def test_cli_config_hidden_sizes_must_be_positive(setup, tmp_path, hidden, message):
+    """model.hidden [-1] was a torch traceback; [0] trained a model with a zero-wide layer
+    (AUC 0.5) and exited 0."""
+    store, cfg, tmp = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("hidden:\n  - 16", f"hidden: {hidden}"))
+    assert f"hidden: {hidden}" in bad.read_text()
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "1000"])
+    assert isinstance(res.exception, ConfigError) and "model.hidden" in str(res.exception) and message in str(res.exception), res.output
+    assert not (tmp / "o").exists()

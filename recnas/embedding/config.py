@@ -8,7 +8,7 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 
 class ModelSettings(_Strict):
     proj_dim: int = Field(16, ge=1, description="common dim every field is projected to")
-    hidden: tuple[int, ...] = (64, 32)
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)  # 0 would train a zero-wide layer, < 0 fails in torch
 
 
 class SupernetSettings(_Strict):
