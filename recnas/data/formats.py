@@ -202,6 +202,9 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     if fmt.kind == "text" and not fmt.header and fmt.columns is None:
         raise DataError(f"{path}: `header: false` needs `columns:` (all file columns, in order)")
     if fmt.columns is not None:
+        twice = sorted({c for c in fmt.columns if fmt.columns.count(c) > 1})
+        if twice:  # as a file header naming a column twice: which of them is meant is unknown
+            raise DataError(f"{path}: key `columns` lists {', '.join(twice)} more than once; give every file column its own name")
         fmt.check_columns(list(fmt.columns), f"{path}: key `columns`")
     return fmt
 
