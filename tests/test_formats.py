@@ -49,6 +49,8 @@ def test_load_spec_valid(tmp_path):
         ("label: y\ndense: [a]\ndelimiter: '::'\n", "single character"),
         # a file header naming a column twice is refused; `columns:` silently used the first one
         ("label: y\ndense: [a]\nheader: false\ncolumns: [y, a, b, a]\n", r"key `columns` lists a more than once"),
+        # the file header names the columns: `columns:` was silently ignored
+        ("label: y\ndense: [a]\ncolumns: [y, a]\n", r"key `columns` is only read with `header: false`"),
     ],
 )
 def test_load_spec_errors_name_file_and_key(tmp_path, text, message):

@@ -199,6 +199,8 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     dupes = sorted({c for c in roles if roles.count(c) > 1})
     if dupes:
         raise DataError(f"{path}: column(s) {', '.join(dupes)} listed more than once across label/dense/categorical")
+    if fmt.columns is not None and fmt.kind == "text" and fmt.header:  # the header would silently override it
+        raise DataError(f"{path}: key `columns` is only read with `header: false`; with a header line the file names its columns")
     if fmt.kind == "text" and not fmt.header and fmt.columns is None:
         raise DataError(f"{path}: `header: false` needs `columns:` (all file columns, in order)")
     if fmt.columns is not None:
