@@ -179,6 +179,8 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     delimiter = doc.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise DataError(f"{path}: key `delimiter` must be a single character, got {delimiter!r}")
+    if delimiter in ('"', "\n", "\r"):  # the quote and line breaks have their own meaning in a text file
+        raise DataError(f"{path}: key `delimiter` cannot be {delimiter!r} (the quote character or a line break); use e.g. ',', ';', '|' or '\\t'")
     kind_default = "parquet" if raw is not None and str(raw).endswith((".parquet", ".pq")) else "csv"
     kind = choice("format", ("csv", "parquet"), kind_default)
     fmt = Format(
