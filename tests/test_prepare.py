@@ -250,6 +250,26 @@ def test_parquet_missing_column(tmp_path):
         prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
 
 
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("price", [[1.0]] * 20, "column price has Parquet type list<"),  # was a polars traceback
+        ("y", [{"v": 1}] * 20, "column y has Parquet type struct<"),  # was a numpy ValueError
+        ("city", [[1, 2]] * 20, "column city has Parquet type list<"),
+        ("price", [b"1"] * 20, "column price has Parquet type binary"),
+    ],
+)
+def test_parquet_column_of_an_unreadable_type(tmp_path, column, values, message):
+    """A nested (list, struct, map) column, or bytes where a number is expected, is one
+    DataError naming the column and its type, not a traceback from the converter."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    data = {"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": ["a", "b"] * 10, column: values}
+    pq.write_table(pa.table(data), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=message):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+    assert not (tmp_path / "store").exists()
+
+
 # -- bad input ------------------------------------------------------------------------------
 def _corrupt(kind):
     def apply(rows):

@@ -278,6 +278,7 @@ class RawReader:
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
         names = pf.schema_arrow.names
         self.fmt.check_columns(names, f"{self.path}: Parquet schema")
+        self._check_parquet_types(pf.schema_arrow)
         if pf.metadata.num_rows == 0:
             raise DataError(f"{self.path}: no data rows")
         row = 0
@@ -289,6 +290,18 @@ class RawReader:
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+
+    def _check_parquet_types(self, schema: pa.Schema) -> None:
+        """Every used column holds one scalar per row, and label/dense columns no raw bytes: the
+        converter would otherwise fail with a polars or numpy traceback."""
+        numeric = {self.fmt.label, *self.fmt.dense} if self.fmt.label else set(self.fmt.dense)
+        for name in self.fmt.used_columns():
+            kind = schema.field(name).type
+            value = kind.value_type if pa.types.is_dictionary(kind) else kind
+            if pa.types.is_nested(value) or (name in numeric and (pa.types.is_binary(value) or pa.types.is_large_binary(value) or pa.types.is_fixed_size_binary(value))):
+                expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
+                raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
 
 
 def _mask_undecodable(block, fmt: Format) -> tuple[bytes, set[int]]:
