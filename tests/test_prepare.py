@@ -270,6 +270,19 @@ def test_parquet_column_of_an_unreadable_type(tmp_path, column, values, message)
     assert not (tmp_path / "store").exists()
 
 
+def test_parquet_bytes_that_are_not_utf8_are_bad_rows(tmp_path):
+    """A binary categorical column is read as text; a value that is not UTF-8 was a polars
+    traceback for the whole file, and is now a bad row like an undecodable text line."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    city = [b"a", b"b"] * 10
+    city[5] = b"\xff\xfe"
+    pq.write_table(pa.table({"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": city}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet:6: column city: not UTF-8 text"):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
+
+
 # -- bad input ------------------------------------------------------------------------------
 def _corrupt(kind):
     def apply(rows):

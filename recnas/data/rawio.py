@@ -282,11 +282,13 @@ class RawReader:
         if pf.metadata.num_rows == 0:
             raise DataError(f"{self.path}: no data rows")
         row = 0
+        binary = [c for c in self.fmt.categorical if _is_binary(pf.schema_arrow.field(c).type)]
         try:
             for i in range(pf.num_row_groups):
                 for batch in pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=self.fmt.used_columns()):
                     n = batch.num_rows
-                    yield Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    chunk = Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    yield _binary_as_text(chunk, binary) if binary else chunk
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
@@ -299,9 +301,41 @@ class RawReader:
         for name in self.fmt.used_columns():
             kind = schema.field(name).type
             value = kind.value_type if pa.types.is_dictionary(kind) else kind
-            if pa.types.is_nested(value) or (name in numeric and (pa.types.is_binary(value) or pa.types.is_large_binary(value) or pa.types.is_fixed_size_binary(value))):
+            if pa.types.is_nested(value) or (name in numeric and _is_binary(value)):
                 expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+
+
+def _binary_as_text(chunk: Chunk, columns: list[str]) -> Chunk:
+    """Parquet bytes columns as strings (the encoder reads text). A value that is not UTF-8
+    makes its row bad, as an undecodable text line does, instead of failing the whole cast."""
+    table, lines = chunk.table, chunk.lines
+    for name in columns:
+        values = table.column(name)
+        try:
+            text = values.cast(pa.string())
+        except pa.ArrowInvalid:
+            ok = np.array([_utf8(v) for v in values.to_pylist()], dtype=bool)
+            chunk.bad += [(int(line), f"column {name}: not UTF-8 text") for line in lines[~ok]]
+            table, lines = table.filter(pa.array(ok)), lines[ok]
+            text = table.column(name).cast(pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name, text)
+    chunk.table, chunk.lines = table, lines
+    return chunk
+
+
+def _utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _mask_undecodable(block, fmt: Format) -> tuple[bytes, set[int]]:
