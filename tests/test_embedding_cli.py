@@ -209,3 +209,14 @@ def test_cli_config_hidden_sizes_must_be_positive(setup, tmp_path, hidden, messa
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "1000"])
     assert isinstance(res.exception, ConfigError) and "model.hidden" in str(res.exception) and message in str(res.exception), res.output
     assert not (tmp / "o").exists()
+
+
+def test_cli_search_on_a_store_without_categorical_fields(tmp_path):
+    """A store of dense features only (a csv spec without `categorical:`) has no widths to
+    search: one DataError before anything runs, not a torch.cat traceback."""
+    from recnas.errors import DataError
+
+    store = make_planted_store(tmp_path / "data", rows=400, n_signal=0, n_noise=0)
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp_path / "o"), "--budget-params", "100"])
+    assert isinstance(res.exception, DataError) and "no categorical fields" in str(res.exception), res.output
+    assert not (tmp_path / "o").exists()
