@@ -411,6 +411,20 @@ def _tree(root):
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
+def test_overwrite_through_a_link_replaces_the_linked_store(tmp_path):
+    """An --out that is a link to a store (data/criteo -> /big/disk/criteo) is that store, as for
+    the --out lock: --overwrite replaced the link itself by a new folder beside it, left the old
+    store where it was and a stray `.link.old-*` link that nothing removes."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(40))
+    (tmp_path / "disk").mkdir()
+    prepare("criteo", raw, tmp_path / "disk" / "store", max_rows=20)
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "store", target_is_directory=True)
+    prepare("criteo", raw, tmp_path / "link", overwrite=True)
+    assert (tmp_path / "link").is_symlink() and sum(CTRStore(tmp_path / "disk" / "store").meta.rows.values()) == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "link", "train.txt"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["store"]
+
+
 def test_overwrite_only_replaces_a_store_or_an_empty_folder(tmp_path):
     """--overwrite deletes --out: refuse anything but a store, and a raw file inside or equal to it."""
     raw = write_lines(tmp_path / "train.txt", criteo_rows(40))
