@@ -208,6 +208,16 @@ def test_kdd12_bad_profile_row_names_the_profile_line(tmp_path):
         prepare("kdd12", raw, tmp_path / "s", profile=tmp_path / "nope.txt")
 
 
+def test_kdd12_profile_without_valid_rows_is_refused_even_when_skipping(tmp_path):
+    """Like a raw file whose rows are all bad: --on-bad-row skip used to drop every profile row
+    and join nothing, a store whose Gender and Age are all "missing", with exit code 0."""
+    raw = write_lines(tmp_path / "training.txt", kdd_rows(20))
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1"], ["1", "2"]])
+    with pytest.raises(DataError, match=r"userid_profile.txt: no valid rows \(2 bad rows skipped\)"):
+        prepare("kdd12", raw, tmp_path / "s", profile=profile, on_bad_row="skip")
+    assert not (tmp_path / "s").exists()
+
+
 def test_kdd12_negative_click_is_bad(tmp_path):
     rows = kdd_rows(10)
     rows[3][0] = "-1"

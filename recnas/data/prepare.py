@@ -170,6 +170,8 @@ def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> 
             tables.append(chunk.table)
         sha = reader.digest()
     df = pl.from_arrow(pa.concat_tables(tables))
+    if df.height == 0:  # every row skipped as bad: the join would silently add nothing
+        raise DataError(f"{path}: no valid rows ({bad.count} bad rows skipped)")
     encoder.load_side(df)
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": sha, "rows": df.height}
 
