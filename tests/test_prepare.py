@@ -401,6 +401,23 @@ def test_truncated_last_line_is_a_bad_row(tmp_path):
         prepare("criteo", raw, tmp_path / "store")
 
 
+@pytest.mark.parametrize("blank", ["\n", "\r\n"])
+def test_empty_line_is_a_bad_row_named_as_such(tmp_path, blank):
+    """An empty line was reported as `label label is not 0 or 1 (None)` (pyarrow reads it as a
+    row of nulls); it is now an empty line, with its line number, in text and CSV input alike."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(lines[:5] + [blank.rstrip("\n").encode()] + lines[5:]))
+    with pytest.raises(DataError, match=r"train.txt:6: empty line"):
+        prepare("criteo", raw, tmp_path / "store")
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 30 and meta.bad_row_examples == ["train.txt:6: empty line"]
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    csv = write_lines(tmp_path / "d.csv", [["1", "2.0", "u", "c"], [], ["0", "1.0", "v", "d"]] * 5, sep=",", header=["y", "price", "user", "city"])
+    with pytest.raises(DataError, match=r"d.csv:3: empty line"):
+        prepare("csv", csv, tmp_path / "csvstore", spec=tmp_path / "spec.yaml")
+
+
 def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
     good = write_lines(tmp_path / "good.txt", criteo_rows(40))
     bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))

@@ -238,6 +238,8 @@ class RawReader:
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
             raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
+        if fmt.label and table.column(fmt.label).null_count:  # pyarrow reads an empty line as a row of nulls
+            table, lines, bad = _drop_empty_lines(block, line, table, lines, bad)
         return table, lines, bad
 
     def _error(self, exc: Exception, line: int, n_lines: int) -> DataError:
@@ -304,6 +306,21 @@ class RawReader:
             if pa.types.is_nested(value) or (name in numeric and _is_binary(value)):
                 expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
+
+
+def _drop_empty_lines(block, line: int, table: pa.Table, lines: np.ndarray, bad: list[tuple[int, str]]):
+    """Empty lines as bad rows named as such (not as a missing label). Only called for a block
+    whose label column has nulls, so the scan costs nothing on clean input."""
+    data = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(data == 0x0A)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    length = ends - starts
+    empty = (length == 0) | ((length == 1) & (data[np.minimum(starts, len(data) - 1)] == 0x0D))
+    numbers = line + 1 + np.flatnonzero(empty)
+    keep = ~np.isin(lines, numbers)
+    if keep.all():
+        return table, lines, bad
+    return table.filter(pa.array(keep)), lines[keep], bad + [(int(n), "empty line") for n in lines[~keep]]
 
 
 def _is_binary(kind: pa.DataType) -> bool:
