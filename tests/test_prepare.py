@@ -165,6 +165,16 @@ def test_avazu_bad_hour_is_a_bad_row(tmp_path):
     assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19
 
 
+@pytest.mark.parametrize("hour", [" 4102100", "+4102100", "1410210 "])
+def test_avazu_hour_with_a_non_digit_is_a_bad_row(tmp_path, hour):
+    """Eight characters were enough: ' 4102100' passed as a date and gave a made-up weekday."""
+    rows = avazu_rows(20)
+    rows[6][2] = hour
+    raw = write_lines(tmp_path / "train.csv", rows, sep=",", header=AVAZU_HEADER)
+    with pytest.raises(DataError, match=r"train.csv:8: column hour: not a YYMMDDHH timestamp"):
+        prepare("avazu", raw, tmp_path / "store")
+
+
 def test_avazu_missing_column_in_header(tmp_path):
     raw = write_lines(tmp_path / "train.csv", [r[:-1] for r in avazu_rows(5)], sep=",", header=AVAZU_HEADER[:-1])
     with pytest.raises(DataError, match=r"header \(line 1\): missing column\(s\) C21"):
