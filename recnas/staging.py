@@ -248,7 +248,12 @@ class OutputDir:
     @contextlib.contextmanager
     def staged(self, out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
         """A staging folder to write into; committed as `out` when the block ends, removed
-        (leaving `out` as it was) when it raises. `out` is locked (`exclusive`) throughout."""
+        (leaving `out` as it was) when it raises. `out` is locked (`exclusive`) throughout.
+        An `out` that is a link is written through: its target is staged beside and replaced,
+        as the lock already treats it (the link itself would otherwise be swapped for a folder,
+        leaving the old result in place and a stray `.out.old-*` link)."""
+        if Path(out).is_symlink():
+            out = Path(out).resolve()
         self.check(out, overwrite)  # before the lock, whose file would create `out`'s parents
         with exclusive(out, error=self.error):
             tmp = self.stage(out, overwrite)

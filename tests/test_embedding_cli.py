@@ -176,3 +176,47 @@ def test_cli_out_that_cannot_be_a_folder_is_refused_before_the_search(setup, mon
         res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(out), "--config", str(cfg), "--budget-params", "200"])
         assert isinstance(res.exception, ConfigError) and message in str(res.exception), res.output
     assert afile.read_text() == "keep"
+
+
+@pytest.mark.parametrize("widths", ["[]", "[0, 4]", "[-2, 4]"])
+def test_cli_config_widths_must_be_positive(setup, tmp_path, widths):
+    """--widths was checked but the config's `widths` was not: `[]` was a ValueError traceback
+    and `[-2, 4]` a search over a width of -2 that exited 0."""
+    store, cfg, tmp = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text() + f"widths: {widths}\n")
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "1000"])
+    assert isinstance(res.exception, ConfigError) and "widths" in str(res.exception), res.output
+    assert not (tmp / "o").exists()
+
+
+def test_config_widths_are_sorted_like_the_command_line():
+    """Repair and refine step to the next index as the next larger width: a config listing
+    widths in descending order silently got a worse result than the same --widths."""
+    from recnas.embedding.config import EmbedSearchConfig
+
+    assert EmbedSearchConfig.from_dict({"widths": [8, 4, 2, 4]}).widths == (2, 4, 8)
+
+
+@pytest.mark.parametrize("hidden, message", [("[-1]", "greater than or equal to 1"), ("[16, 0]", "greater than or equal to 1")])
+def test_cli_config_hidden_sizes_must_be_positive(setup, tmp_path, hidden, message):
+    """model.hidden [-1] was a torch traceback; [0] trained a model with a zero-wide layer
+    (AUC 0.5) and exited 0."""
+    store, cfg, tmp = setup
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(cfg.read_text().replace("hidden:\n  - 16", f"hidden: {hidden}"))
+    assert f"hidden: {hidden}" in bad.read_text()
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "1000"])
+    assert isinstance(res.exception, ConfigError) and "model.hidden" in str(res.exception) and message in str(res.exception), res.output
+    assert not (tmp / "o").exists()
+
+
+def test_cli_search_on_a_store_without_categorical_fields(tmp_path):
+    """A store of dense features only (a csv spec without `categorical:`) has no widths to
+    search: one DataError before anything runs, not a torch.cat traceback."""
+    from recnas.errors import DataError
+
+    store = make_planted_store(tmp_path / "data", rows=400, n_signal=0, n_noise=0)
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp_path / "o"), "--budget-params", "100"])
+    assert isinstance(res.exception, DataError) and "no categorical fields" in str(res.exception), res.output
+    assert not (tmp_path / "o").exists()

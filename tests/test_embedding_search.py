@@ -35,6 +35,8 @@ def test_budget_resolution_and_clear_errors():
     for bad in (-1.0, float("inf"), float("nan")):  # inf overflowed int() with a traceback
         with pytest.raises(ConfigError, match="positive, finite"):
             resolve_budget(vocab, CHOICES, budget_mb=bad)
+    with pytest.raises(ConfigError, match="--budget-mb 1e\\+308 is too large"):  # finite, but its parameter count is not
+        resolve_budget(vocab, CHOICES, budget_mb=1e308)
 
 
 def test_refine_spends_leftover_budget_only_where_the_score_improves():

@@ -47,6 +47,14 @@ def test_load_spec_valid(tmp_path):
         ("label: y\ndense: [a]\nheader: false\n", "needs `columns:`"),
         ("label: y\ndense: [a]\nheader: false\ncolumns: [y, b]\n", r"key `columns`: missing column\(s\) a"),
         ("label: y\ndense: [a]\ndelimiter: '::'\n", "single character"),
+        # a line break or the quote character cannot separate fields: the header came out as one
+        # name and the error listed every column as missing from a header that holds them
+        ('label: y\ndense: [a]\ndelimiter: "\\n"\n', r"key `delimiter` cannot be '\\n'"),
+        ("label: y\ndense: [a]\ndelimiter: '\"'\n", r"key `delimiter` cannot be '\"'"),
+        # a file header naming a column twice is refused; `columns:` silently used the first one
+        ("label: y\ndense: [a]\nheader: false\ncolumns: [y, a, b, a]\n", r"key `columns` lists a more than once"),
+        # the file header names the columns: `columns:` was silently ignored
+        ("label: y\ndense: [a]\ncolumns: [y, a]\n", r"key `columns` is only read with `header: false`"),
     ],
 )
 def test_load_spec_errors_name_file_and_key(tmp_path, text, message):

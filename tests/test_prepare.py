@@ -165,6 +165,16 @@ def test_avazu_bad_hour_is_a_bad_row(tmp_path):
     assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19
 
 
+@pytest.mark.parametrize("hour", [" 4102100", "+4102100", "1410210 "])
+def test_avazu_hour_with_a_non_digit_is_a_bad_row(tmp_path, hour):
+    """Eight characters were enough: ' 4102100' passed as a date and gave a made-up weekday."""
+    rows = avazu_rows(20)
+    rows[6][2] = hour
+    raw = write_lines(tmp_path / "train.csv", rows, sep=",", header=AVAZU_HEADER)
+    with pytest.raises(DataError, match=r"train.csv:8: column hour: not a YYMMDDHH timestamp"):
+        prepare("avazu", raw, tmp_path / "store")
+
+
 def test_avazu_missing_column_in_header(tmp_path):
     raw = write_lines(tmp_path / "train.csv", [r[:-1] for r in avazu_rows(5)], sep=",", header=AVAZU_HEADER[:-1])
     with pytest.raises(DataError, match=r"header \(line 1\): missing column\(s\) C21"):
@@ -208,6 +218,16 @@ def test_kdd12_bad_profile_row_names_the_profile_line(tmp_path):
         prepare("kdd12", raw, tmp_path / "s", profile=tmp_path / "nope.txt")
 
 
+def test_kdd12_profile_without_valid_rows_is_refused_even_when_skipping(tmp_path):
+    """Like a raw file whose rows are all bad: --on-bad-row skip used to drop every profile row
+    and join nothing, a store whose Gender and Age are all "missing", with exit code 0."""
+    raw = write_lines(tmp_path / "training.txt", kdd_rows(20))
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1"], ["1", "2"]])
+    with pytest.raises(DataError, match=r"userid_profile.txt: no valid rows \(2 bad rows skipped\)"):
+        prepare("kdd12", raw, tmp_path / "s", profile=profile, on_bad_row="skip")
+    assert not (tmp_path / "s").exists()
+
+
 def test_kdd12_negative_click_is_bad(tmp_path):
     rows = kdd_rows(10)
     rows[3][0] = "-1"
@@ -248,6 +268,39 @@ def test_parquet_missing_column(tmp_path):
     pq.write_table(pa.table({"y": [1, 0], "price": [1.0, 2.0], "user": [1, 2]}), tmp_path / "d.parquet")
     with pytest.raises(DataError, match=r"Parquet schema: missing column\(s\) city"):
         prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+
+
+@pytest.mark.parametrize(
+    "column, values, message",
+    [
+        ("price", [[1.0]] * 20, "column price has Parquet type list<"),  # was a polars traceback
+        ("y", [{"v": 1}] * 20, "column y has Parquet type struct<"),  # was a numpy ValueError
+        ("city", [[1, 2]] * 20, "column city has Parquet type list<"),
+        ("price", [b"1"] * 20, "column price has Parquet type binary"),
+    ],
+)
+def test_parquet_column_of_an_unreadable_type(tmp_path, column, values, message):
+    """A nested (list, struct, map) column, or bytes where a number is expected, is one
+    DataError naming the column and its type, not a traceback from the converter."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    data = {"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": ["a", "b"] * 10, column: values}
+    pq.write_table(pa.table(data), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=message):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+    assert not (tmp_path / "store").exists()
+
+
+def test_parquet_bytes_that_are_not_utf8_are_bad_rows(tmp_path):
+    """A binary categorical column is read as text; a value that is not UTF-8 was a polars
+    traceback for the whole file, and is now a bad row like an undecodable text line."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    city = [b"a", b"b"] * 10
+    city[5] = b"\xff\xfe"
+    pq.write_table(pa.table({"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": city}), tmp_path / "d.parquet")
+    with pytest.raises(DataError, match=r"d.parquet:6: column city: not UTF-8 text"):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml")
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -358,6 +411,23 @@ def test_truncated_last_line_is_a_bad_row(tmp_path):
         prepare("criteo", raw, tmp_path / "store")
 
 
+@pytest.mark.parametrize("blank", ["\n", "\r\n"])
+def test_empty_line_is_a_bad_row_named_as_such(tmp_path, blank):
+    """An empty line was reported as `label label is not 0 or 1 (None)` (pyarrow reads it as a
+    row of nulls); it is now an empty line, with its line number, in text and CSV input alike."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(lines[:5] + [blank.rstrip("\n").encode()] + lines[5:]))
+    with pytest.raises(DataError, match=r"train.txt:6: empty line"):
+        prepare("criteo", raw, tmp_path / "store")
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 30 and meta.bad_row_examples == ["train.txt:6: empty line"]
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    csv = write_lines(tmp_path / "d.csv", [["1", "2.0", "u", "c"], [], ["0", "1.0", "v", "d"]] * 5, sep=",", header=["y", "price", "user", "city"])
+    with pytest.raises(DataError, match=r"d.csv:3: empty line"):
+        prepare("csv", csv, tmp_path / "csvstore", spec=tmp_path / "spec.yaml")
+
+
 def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
     good = write_lines(tmp_path / "good.txt", criteo_rows(40))
     bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))
@@ -376,6 +446,20 @@ def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
 def _tree(root):
     """Every path under `root` with file contents: to show a refused run changed nothing."""
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+def test_overwrite_through_a_link_replaces_the_linked_store(tmp_path):
+    """An --out that is a link to a store (data/criteo -> /big/disk/criteo) is that store, as for
+    the --out lock: --overwrite replaced the link itself by a new folder beside it, left the old
+    store where it was and a stray `.link.old-*` link that nothing removes."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(40))
+    (tmp_path / "disk").mkdir()
+    prepare("criteo", raw, tmp_path / "disk" / "store", max_rows=20)
+    (tmp_path / "link").symlink_to(tmp_path / "disk" / "store", target_is_directory=True)
+    prepare("criteo", raw, tmp_path / "link", overwrite=True)
+    assert (tmp_path / "link").is_symlink() and sum(CTRStore(tmp_path / "disk" / "store").meta.rows.values()) == 40
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "link", "train.txt"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["store"]
 
 
 def test_overwrite_only_replaces_a_store_or_an_empty_folder(tmp_path):
@@ -436,6 +520,18 @@ def test_option_errors_are_recnas_errors(tmp_path):
     assert not (tmp_path / "s").exists()
     assert prepare("criteo", raw, tmp_path / "seq", split="sequential").source["options"]["seed"] is None
     assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
+
+
+def test_hash_buckets_beyond_int32_ids_are_refused(tmp_path):
+    """Ids are stored as int32: more buckets than that would wrap into negative ids (a store
+    that only fails later, when a split is opened), so the option is refused up front."""
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(30))
+    with pytest.raises(ConfigError, match=r"--hash-buckets must be at most 2,147,483,648"):
+        prepare("criteo", raw, tmp_path / "s", hash_buckets=2**31 + 1)
+    assert not (tmp_path / "s").exists()
+    meta = prepare("criteo", raw, tmp_path / "ok", hash_buckets=2**31, split="sequential")
+    ids = np.concatenate([np.load(tmp_path / "ok" / s / "sparse.npy") for s in ("train", "val", "test")])
+    assert meta.vocab_sizes[0] == 2**31 and ids.min() >= 0
 
 
 def test_input_too_small_for_every_split_is_refused(tmp_path):

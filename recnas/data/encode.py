@@ -64,7 +64,8 @@ def _derive(kind: str, s: pl.Series) -> tuple[pl.Series, pl.Series]:
     s = _as_string(s)
     date = s.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False)
     hour = s.str.slice(6, 2).cast(pl.Int32, strict=False)
-    ok = (s.str.len_bytes() == 8) & date.is_not_null() & hour.is_between(0, 23).fill_null(False)
+    # eight digits: strptime alone takes e.g. ' 41021' as a date
+    ok = s.str.contains(r"^[0-9]{8}$") & date.is_not_null() & hour.is_between(0, 23).fill_null(False)
     values = hour if kind == "hour_of_day" else date.dt.weekday()
     return values.cast(pl.String).fill_null(MISSING), ~ok
 

@@ -179,6 +179,8 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     delimiter = doc.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise DataError(f"{path}: key `delimiter` must be a single character, got {delimiter!r}")
+    if delimiter in ('"', "\n", "\r"):  # the quote and line breaks have their own meaning in a text file
+        raise DataError(f"{path}: key `delimiter` cannot be {delimiter!r} (the quote character or a line break); use e.g. ',', ';', '|' or '\\t'")
     kind_default = "parquet" if raw is not None and str(raw).endswith((".parquet", ".pq")) else "csv"
     kind = choice("format", ("csv", "parquet"), kind_default)
     fmt = Format(
@@ -199,9 +201,14 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     dupes = sorted({c for c in roles if roles.count(c) > 1})
     if dupes:
         raise DataError(f"{path}: column(s) {', '.join(dupes)} listed more than once across label/dense/categorical")
+    if fmt.columns is not None and fmt.kind == "text" and fmt.header:  # the header would silently override it
+        raise DataError(f"{path}: key `columns` is only read with `header: false`; with a header line the file names its columns")
     if fmt.kind == "text" and not fmt.header and fmt.columns is None:
         raise DataError(f"{path}: `header: false` needs `columns:` (all file columns, in order)")
     if fmt.columns is not None:
+        twice = sorted({c for c in fmt.columns if fmt.columns.count(c) > 1})
+        if twice:  # as a file header naming a column twice: which of them is meant is unknown
+            raise DataError(f"{path}: key `columns` lists {', '.join(twice)} more than once; give every file column its own name")
         fmt.check_columns(list(fmt.columns), f"{path}: key `columns`")
     return fmt
 

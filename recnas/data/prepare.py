@@ -40,6 +40,7 @@ BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
 DEFAULT_SEED = 2018  # of the stratified split
 PASS2_ROWS = 1 << 16
+MAX_HASH_BUCKETS = 1 << 31  # ids 0..N-1 must fit the store's int32 sparse arrays
 Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 
 
@@ -146,6 +147,8 @@ def _check_options(fmt: Format, profile, min_count, hash_buckets, split, seed, o
         raise ConfigError(f"--min-count must be >= 1, got {min_count}")
     if hash_buckets is not None and hash_buckets < 1:
         raise ConfigError(f"--hash-buckets must be >= 1, got {hash_buckets}")
+    if hash_buckets is not None and hash_buckets > MAX_HASH_BUCKETS:  # larger ids would wrap to negative ones
+        raise ConfigError(f"--hash-buckets must be at most {MAX_HASH_BUCKETS:,} (ids are stored as int32), got {hash_buckets:,}")
     if split not in _splits.METHODS:
         raise ConfigError(f"unknown --split {split!r}; expected one of {', '.join(_splits.METHODS)}")
     if seed is not None and split == "sequential":  # it would be ignored: the split keeps file order
@@ -167,6 +170,8 @@ def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> 
             tables.append(chunk.table)
         sha = reader.digest()
     df = pl.from_arrow(pa.concat_tables(tables))
+    if df.height == 0:  # every row skipped as bad: the join would silently add nothing
+        raise DataError(f"{path}: no valid rows ({bad.count} bad rows skipped)")
     encoder.load_side(df)
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": sha, "rows": df.height}
 

@@ -238,6 +238,8 @@ class RawReader:
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
             raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
+        if fmt.label and table.column(fmt.label).null_count:  # pyarrow reads an empty line as a row of nulls
+            table, lines, bad = _drop_empty_lines(block, line, table, lines, bad)
         return table, lines, bad
 
     def _error(self, exc: Exception, line: int, n_lines: int) -> DataError:
@@ -278,17 +280,79 @@ class RawReader:
             raise DataError(f"{self.path}: not a readable Parquet file ({exc})") from None
         names = pf.schema_arrow.names
         self.fmt.check_columns(names, f"{self.path}: Parquet schema")
+        self._check_parquet_types(pf.schema_arrow)
         if pf.metadata.num_rows == 0:
             raise DataError(f"{self.path}: no data rows")
         row = 0
+        binary = [c for c in self.fmt.categorical if _is_binary(pf.schema_arrow.field(c).type)]
         try:
             for i in range(pf.num_row_groups):
                 for batch in pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=self.fmt.used_columns()):
                     n = batch.num_rows
-                    yield Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    chunk = Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    yield _binary_as_text(chunk, binary) if binary else chunk
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+
+    def _check_parquet_types(self, schema: pa.Schema) -> None:
+        """Every used column holds one scalar per row, and label/dense columns no raw bytes: the
+        converter would otherwise fail with a polars or numpy traceback."""
+        numeric = {self.fmt.label, *self.fmt.dense} if self.fmt.label else set(self.fmt.dense)
+        for name in self.fmt.used_columns():
+            kind = schema.field(name).type
+            value = kind.value_type if pa.types.is_dictionary(kind) else kind
+            if pa.types.is_nested(value) or (name in numeric and _is_binary(value)):
+                expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
+                raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
+
+
+def _drop_empty_lines(block, line: int, table: pa.Table, lines: np.ndarray, bad: list[tuple[int, str]]):
+    """Empty lines as bad rows named as such (not as a missing label). Only called for a block
+    whose label column has nulls, so the scan costs nothing on clean input."""
+    data = np.frombuffer(block, np.uint8)
+    ends = np.flatnonzero(data == 0x0A)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    length = ends - starts
+    empty = (length == 0) | ((length == 1) & (data[np.minimum(starts, len(data) - 1)] == 0x0D))
+    numbers = line + 1 + np.flatnonzero(empty)
+    keep = ~np.isin(lines, numbers)
+    if keep.all():
+        return table, lines, bad
+    return table.filter(pa.array(keep)), lines[keep], bad + [(int(n), "empty line") for n in lines[~keep]]
+
+
+def _is_binary(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+
+
+def _binary_as_text(chunk: Chunk, columns: list[str]) -> Chunk:
+    """Parquet bytes columns as strings (the encoder reads text). A value that is not UTF-8
+    makes its row bad, as an undecodable text line does, instead of failing the whole cast."""
+    table, lines = chunk.table, chunk.lines
+    for name in columns:
+        values = table.column(name)
+        try:
+            text = values.cast(pa.string())
+        except pa.ArrowInvalid:
+            ok = np.array([_utf8(v) for v in values.to_pylist()], dtype=bool)
+            chunk.bad += [(int(line), f"column {name}: not UTF-8 text") for line in lines[~ok]]
+            table, lines = table.filter(pa.array(ok)), lines[ok]
+            text = table.column(name).cast(pa.string())
+        table = table.set_column(table.schema.get_field_index(name), name, text)
+    chunk.table, chunk.lines = table, lines
+    return chunk
+
+
+def _utf8(value: bytes | None) -> bool:
+    if value is None:
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _mask_undecodable(block, fmt: Format) -> tuple[bytes, set[int]]:

@@ -40,7 +40,10 @@ def resolve_budget(vocab_sizes: Sequence[int], widths: Sequence[int], budget_par
     else:
         if not 0 < budget_mb < float("inf"):
             raise ConfigError(f"--budget-mb must be a positive, finite number of MiB, got {budget_mb}")
-        budget = int(budget_mb * MIB / BYTES_PER_PARAM)
+        params = budget_mb * MIB / BYTES_PER_PARAM
+        if params == float("inf"):  # a finite --budget-mb near the float limit: int() would overflow
+            raise ConfigError(f"--budget-mb {budget_mb:g} is too large to count in parameters; give a realistic number of MiB")
+        budget = int(params)
     floor = table_params(vocab_sizes, [min(widths)] * len(vocab_sizes))
     if budget < floor:
         raise ConfigError(

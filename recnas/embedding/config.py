@@ -8,9 +8,9 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recnas import configs
 from recnas.train.config import TrainConfig
@@ -24,7 +24,7 @@ class _Strict(BaseModel):
 
 class ModelSettings(_Strict):
     proj_dim: int = Field(16, ge=1, description="common dim every field is projected to")
-    hidden: tuple[int, ...] = (64, 32)
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (64, 32)  # 0 would train a zero-wide layer, < 0 fails in torch
 
 
 class SupernetSettings(_Strict):
@@ -55,6 +55,15 @@ class EmbedSearchConfig(_Strict):
     supernet: SupernetSettings = SupernetSettings()
     search: SearchSettings = SearchSettings()
     retrain: TrainConfig = TrainConfig(epochs=2, batch_size=512)
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, widths: tuple[int, ...]) -> tuple[int, ...]:
+        """Positive, sorted and de-duplicated, as `--widths` is: the search steps to the next
+        index as the next larger width, so an unsorted list would give a silently worse result."""
+        if not widths or min(widths) <= 0:
+            raise ValueError("must be a non-empty list of positive integers")
+        return tuple(sorted(set(widths)))
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":

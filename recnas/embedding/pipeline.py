@@ -22,7 +22,7 @@ from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, DataError
 from recnas.staging import OutputDir
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
@@ -118,6 +118,8 @@ def retrain(store: CTRStore, widths: Sequence[int], cfg: EmbedSearchConfig, prog
 def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int = 1, out: str | Path | None = None, progress: bool = False, do_retrain: bool = True, overwrite: bool = False) -> dict:
     """Search under `budget` table parameters with seeds cfg.seed .. cfg.seed+seeds-1; with
     `out`, write the results there whole (`write_outputs`)."""
+    if not store.meta.cat_names:  # a dense-only store (csv spec without `categorical:`)
+        raise DataError(f"{store.dir} has no categorical fields: there are no embedding widths to search")
     if out is not None:
         OUTPUT.check(out, overwrite)  # refuse before the long run, not after it
     meta, choices = store.meta, tuple(cfg.widths)
