@@ -142,19 +142,39 @@ def _non_finite(data: Any, loc: tuple = ()) -> Iterator[tuple[tuple, float]]:
             yield from _non_finite(value, (*loc, i))
 
 
+def _coerced(given: Any, got: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """(key path, given value) wherever the input held true/false or a string and the validated
+    config holds an integer there: pydantic's lax mode reads `epochs: yes` as 1 epoch and
+    `"dense_dim": "16"` as 16, a typo or a wrong file taken silently. Strings that became
+    floats stay allowed: YAML reads `lr: 1e-3` as a string."""
+    if isinstance(given, (bool, str)):
+        if (isinstance(got, int) and not isinstance(got, bool)) or (isinstance(given, bool) and isinstance(got, float)):
+            yield loc, given
+    elif isinstance(given, dict) and isinstance(got, dict):
+        for key, value in given.items():
+            if key in got:
+                yield from _coerced(value, got[key], (*loc, key))
+    elif isinstance(given, (list, tuple)) and isinstance(got, (list, tuple)) and len(given) == len(got):
+        for i, (a, b) in enumerate(zip(given, got)):
+            yield from _coerced(a, b, (*loc, i))
+
+
 def validate(model: type[M], data: Any, source: str = "config") -> M:
     """`model(**data)`, with every validation problem explained in one ConfigError.
 
     NaN and infinite numbers (YAML `.inf`, `nan`, `1e400`) are refused here, for every config
     model at once: no setting means anything with them, and pydantic's bounds let `.inf` through
     (`lr: .inf` passes `gt=0`, then training diverges). The validated values are checked, since
-    pydantic also turns strings such as "inf" into floats."""
+    pydantic also turns strings such as "inf" into floats. So are numbers given as true/false
+    or as quoted integers (`_coerced`)."""
     data = expect_mapping(data, source)
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {explain(model, exc)}") from None
-    bad = [f"key {'.'.join(map(str, loc))!r}: must be a finite number (got {value})" for loc, value in _non_finite(config.model_dump())]
+    dumped = config.model_dump()
+    bad = [f"key {'.'.join(map(str, loc))!r}: must be a finite number (got {value})" for loc, value in _non_finite(dumped)]
+    bad += [f"key {'.'.join(map(str, loc))!r}: must be a number, not {json.dumps(value)}" for loc, value in _coerced(data, dumped)]
     if bad:
         raise ConfigError(f"{source}: {'; '.join(bad)}")
     return config

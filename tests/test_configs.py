@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from recnas.embedding.config import EmbedSearchConfig
@@ -71,3 +74,42 @@ def test_a_key_given_twice_in_user_json_is_an_error(tmp_path):
     path.write_text('{"blocks": [' + block + "]}")
     with pytest.raises(ConfigError, match=r"arch.json: invalid architecture: key 'dense_dim' is given twice"):
         Architecture.load(path)
+
+
+@pytest.mark.parametrize("text, key, shown", [
+    ("epochs: yes\n", "epochs", "true"),  # YAML 1.1 reads yes as true: it used to train 1 epoch
+    ("epochs: '6'\n", "epochs", '"6"'),
+    ("lr: true\n", "lr", "true"),
+])
+def test_numbers_given_as_booleans_or_quoted_integers_are_refused(tmp_path, text, key, shown):
+    from recnas.train import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"key '{key}': must be a number, not {re.escape(shown)}"):
+        TrainConfig.from_yaml(path)
+
+
+def test_yaml_exponent_floats_still_load(tmp_path):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; pydantic's float parse of it stays allowed."""
+    from recnas.train import TrainConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nepochs: 2\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert cfg.lr == 1e-3 and cfg.epochs == 2
+
+
+def test_job_config_and_architecture_files_refuse_coerced_numbers(tmp_path):
+    from recnas.search.job import load_job_config
+    from recnas.space import Architecture
+
+    job = tmp_path / "job.yaml"
+    job.write_text("evolution: {generations: true}\n")
+    with pytest.raises(ConfigError, match=r"key 'evolution.generations': must be a number, not true"):
+        load_job_config("smoke", job)
+    arch = tmp_path / "arch.json"
+    block = {"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [True], "sparse_inputs": [0], "dense_dim": "16", "sparse_dim": 16}
+    arch.write_text(json.dumps({"blocks": [block]}))
+    with pytest.raises(ConfigError, match=r"invalid architecture: key 'blocks.0.dense_inputs.0': must be a number, not true; key 'blocks.0.dense_dim': must be a number, not \"16\""):
+        Architecture.load(arch)

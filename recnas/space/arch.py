@@ -11,9 +11,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from recnas.configs import explain, parse_json, read_text, write_text_atomic
+from recnas.configs import parse_json, read_text, validate, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
@@ -102,10 +102,7 @@ class Architecture(BaseModel):
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
         data = parse_json(read_text(path, "architecture file"), f"{path}: invalid architecture")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: invalid architecture: {explain(cls, exc)}") from None
+        return validate(cls, data, f"{path}: invalid architecture")
 
 
 def load_emb_dims(path: str | Path) -> list[int]:
