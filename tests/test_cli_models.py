@@ -161,3 +161,13 @@ def test_evaluate_refuses_a_json_out_that_is_one_of_its_inputs(tiny_store, tmp_p
     assert {p: p.read_bytes() for p in before} == before
     code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", out / "eval.json")
     assert code == 0 and (out / "eval.json").is_file(), err
+
+
+def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_store, tmp_path, monkeypatch, capsys):
+    block = {"dense_ops": ["fc"], "sparse_ops": ["attention"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4}
+    arch = tmp_path / "best_arch.json"
+    arch.write_text(json.dumps({"blocks": [block] * 3}))
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "small-tiny", "--config", TINY, "--out", tmp_path / "s")
+    line = error_line(err)
+    assert code == 2 and f"{arch}: the architecture does not fit the space 'small-tiny': block 0: sparse op 'attention' not in space" in line
+    assert not (tmp_path / "s" / "model.pt").exists()

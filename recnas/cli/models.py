@@ -160,12 +160,13 @@ def subnet_train(
         raise ConfigError("--inherit starts a fresh run from supernet weights; --resume continues from --out's checkpoint.pt: pass one of them")
 
     def build(store, cfg):
-        from recnas.space import Architecture, resolve_space
+        from recnas.space import resolve_space
+        from recnas.space.arch import load_architecture_for
         from recnas.supernet import Subnet
         from recnas.train import subnet_spec
 
         sp = resolve_space(space)
-        a = Architecture.load(arch).validate_for(sp, store.meta.n_sparse)
+        a = load_architecture_for(arch, sp, store.meta.n_sparse)
         supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
@@ -256,9 +257,10 @@ def evaluate(
     if spec["kind"] == "supernet":
         if arch is None:
             raise ConfigError(f"{ckpt} holds a supernet: pass --arch to choose the subnet to evaluate")
-        from recnas.space import Architecture, SearchSpace
+        from recnas.space import SearchSpace
+        from recnas.space.arch import load_architecture_for
 
-        a = Architecture.load(arch).validate_for(SearchSpace(**spec["space"]), store.meta.n_sparse)
+        a = load_architecture_for(arch, SearchSpace(**spec["space"]), store.meta.n_sparse)
     metrics = evaluate_model(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
     typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
     if json_out is not None:

@@ -105,6 +105,16 @@ class Architecture(BaseModel):
         return validate(cls, data, f"{path}: invalid architecture")
 
 
+def load_architecture_for(path: str | Path, space: SearchSpace, n_fields: int | None = None) -> Architecture:
+    """`Architecture.load(path)` checked against `space`; a misfit names the file and the space,
+    which "block 0: sparse op 'attention' not in space" alone did not."""
+    arch = Architecture.load(path)
+    try:
+        return arch.validate_for(space, n_fields)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: the architecture does not fit the space {space.name!r}: {exc}") from None
+
+
 def load_emb_dims(path: str | Path) -> list[int]:
     """The per-field widths of an `emb_dims.json` (from `recnas embed search`): a JSON list of
     positive integers; anything else is a ConfigError naming the file."""
