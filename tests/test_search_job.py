@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 import torch
+import yaml
 
 from recnas.search.job import check_same_run, dump_config, load_job_config
 from recnas.search.pipeline import run_job
@@ -416,3 +417,19 @@ def test_jobs_sharing_the_synthetic_data_cache_wait_for_it_instead_of_failing(tm
     first.join(10)
     second.join(30)
     assert len(done) == 1 and done[0].dir == path and calls == [path]  # reused, not generated again
+
+
+def test_data_path_is_recorded_absolute(tmp_path, monkeypatch):
+    """`--data d` re-run from another directory names another store: the run folder records
+    where the data was, so the re-run is refused instead of continuing on other rows."""
+    from recnas.data.synthetic import generate
+
+    for where in ("a", "b"):
+        generate(tmp_path / where / "d", rows=3000, seed=0)
+    over = dict(data="d", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    monkeypatch.chdir(tmp_path / "a")
+    run_job(load_job_config("smoke", **over), tmp_path / "run", progress=False)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"] == str(tmp_path / "a" / "d")
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"holds a run with other settings \(data: .*a/d' -> .*b/d'\)"):
+        run_job(load_job_config("smoke", **over), tmp_path / "run", progress=False)

@@ -101,6 +101,13 @@ class JobConfig(BaseModel):
             raise ValueError(f"{' and '.join(given)} set with executor: serial; Ray settings need executor: ray (or leave executor out)")
         return data
 
+    @field_validator("data")
+    @classmethod
+    def _absolute_data(cls, v):
+        """Recorded absolute in the run folder's config.yaml: a relative path re-run from another
+        directory could otherwise continue the run on another store of the same shape."""
+        return None if v is None else str(Path(v).expanduser().resolve())
+
     @field_validator("pim_choices")
     @classmethod
     def _pim_choices(cls, v):
