@@ -171,3 +171,27 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
     line = error_line(err)
     assert code == 2 and f"{arch}: the architecture does not fit the space 'small-tiny': block 0: sparse op 'attention' not in space" in line
     assert not (tmp_path / "s" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 3488800000000 bytes")])
+def test_out_of_memory_is_one_error_line(monkeypatch, capsys, exc):
+    import recnas.cli as cli
+
+    def app():
+        raise exc
+
+    monkeypatch.setattr(cli, "app", app)
+    code, _, err = run(monkeypatch, capsys)
+    assert code == 1 and "error: out of memory" in error_line(err) and "lower the batch size" in err
+
+
+def test_other_runtime_errors_are_not_dressed_up_as_user_errors(monkeypatch, capsys):
+    """A bug must keep its traceback: only out-of-memory errors are turned into one line."""
+    import recnas.cli as cli
+
+    def app():
+        raise RuntimeError("shape mismatch in a kernel")
+
+    monkeypatch.setattr(cli, "app", app)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.main()

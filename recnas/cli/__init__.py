@@ -31,6 +31,13 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, CUDA's OutOfMemoryError (a RuntimeError), or PyTorch's CPU
+    allocator failing ("can't allocate memory", also a RuntimeError): a resource limit the user
+    can act on, reported in one line instead of a traceback (exit 1: not a usage error)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback."""
     try:
@@ -40,6 +47,12 @@ def main() -> None:
     except OSError as exc:  # an output path under a file, a directory where a file goes, ...
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}")
+    except (MemoryError, RuntimeError) as exc:
+        if not _out_of_memory(exc):
+            raise
+        first = (str(exc).strip().splitlines() or ["no details"])[0]
+        typer.secho(f"error: out of memory ({first[:200]}); lower the batch size, the widths or the rows, or use a larger machine", fg=typer.colors.RED, err=True)
+        sys.exit(1)
     except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
         if exc.code == 130:
             typer.secho("interrupted", err=True)
