@@ -295,7 +295,6 @@ class RawReader:
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
 
-
     def _check_parquet_types(self, schema: pa.Schema) -> None:
         """Every used column holds one scalar per row, and label/dense columns no raw bytes: the
         converter would otherwise fail with a polars or numpy traceback."""
