@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
+from recnas.errors import ConfigError
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -31,6 +32,7 @@ from recnas.staging import check_output_dir, copy_dir, exclusive
 from recnas.train import Trainer, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
+from recnas.train.trainer import PastRequestedSteps
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
@@ -74,26 +76,15 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
             return done, extra["metrics"]
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
-    _refuse_a_shorter_recipe(out_dir, trainer.total_steps)
     stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
-    result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
-    return trainer.model, result.to_dict()
-
-
-def _refuse_a_shorter_recipe(out_dir: Path, total_steps: int) -> None:
-    """A model already trained past the steps its recipe now asks for cannot go back. The
-    trainer's own refusal points to `--overwrite`, which `recnas search` does not have."""
-    from recnas.errors import ConfigError
-    from recnas.train.checkpoint import load_checkpoint
-
-    if not (out_dir / "checkpoint.pt").exists():
-        return
-    done = load_checkpoint(out_dir / "checkpoint.pt").get("step")
-    if isinstance(done, int) and done > total_steps:
+    try:
+        result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+    except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(
-            f"{out_dir}: this model is trained to step {done}, past the {total_steps} steps its recipe now asks for "
+            f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
             "(max_steps/epochs); a run folder's models train on, never back: ask for as many steps, or use another --out"
-        )
+        ) from None
+    return trainer.model, result.to_dict()
 
 
 def rung_score(history: list[dict], rung: int) -> float:

@@ -44,6 +44,15 @@ CONFIG_FILE = "config.yaml"
 RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay")
 
 
+class PastRequestedSteps(CheckpointError):
+    """A resumed run already past the steps now asked for. Its own class, with the numbers, so a
+    caller that offers other ways out than --overwrite (a search's run folder) can say so."""
+
+    def __init__(self, path: str | Path, done: int, total: int):
+        self.done, self.total = done, total
+        super().__init__(f"{path}: the run is at step {done}, past the {total} steps asked for (max_steps/epochs, --steps); ask for more, or --overwrite to start afresh")
+
+
 @dataclass
 class FitResult:
     steps: int
@@ -334,7 +343,7 @@ class Trainer:
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
         done = p.get("step")
         if isinstance(done, int) and done > self.total_steps:  # the run cannot go back: the lower step count would be ignored
-            raise CheckpointError(f"{path}: the run is at step {done}, past the {self.total_steps} steps asked for (max_steps/epochs, --steps); ask for more, or --overwrite to start afresh")
+            raise PastRequestedSteps(path, done, self.total_steps)
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
         load_model_state(self.model, p["model"], path)
