@@ -159,6 +159,11 @@ def _coerced(given: Any, got: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any
             yield from _coerced(a, b, (*loc, i))
 
 
+def key_name(loc: tuple) -> str:
+    """A key path as errors name it: `evolution.generations`, `blocks.0.dense_dim`."""
+    return ".".join(map(str, loc)) or "(config)"
+
+
 def validate(model: type[M], data: Any, source: str = "config") -> M:
     """`model(**data)`, with every validation problem explained in one ConfigError.
 
@@ -173,8 +178,8 @@ def validate(model: type[M], data: Any, source: str = "config") -> M:
     except ValidationError as exc:
         raise ConfigError(f"{source}: {explain(model, exc)}") from None
     dumped = config.model_dump()
-    bad = [f"key {'.'.join(map(str, loc))!r}: must be a finite number (got {value})" for loc, value in _non_finite(dumped)]
-    bad += [f"key {'.'.join(map(str, loc))!r}: must be a number, not {json.dumps(value)}" for loc, value in _coerced(data, dumped)]
+    bad = [f"key {key_name(loc)!r}: must be a finite number (got {value})" for loc, value in _non_finite(dumped)]
+    bad += [f"key {key_name(loc)!r}: must be a number, not {json.dumps(value)}" for loc, value in _coerced(data, dumped)]
     if bad:
         raise ConfigError(f"{source}: {'; '.join(bad)}")
     return config
@@ -219,7 +224,7 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(config)"
+        key = key_name(loc)
         if err["type"] == "extra_forbidden":
             parent = _submodel(model, loc[:-1]) if model is not None else None
             lines.append(f"unknown key {key!r}" + (f"; valid keys: {', '.join(parent.model_fields)}" if parent is not None else ""))

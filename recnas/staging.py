@@ -156,8 +156,7 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
     check_parent(path, what, error)
     lock = lock_path(path)
     held = _held.__dict__.setdefault("locks", set())
-    key = lock.resolve()
-    if key in held:  # re-entrant within a thread: a job generating its own cached data store
+    if lock in held:  # re-entrant within a thread (`lock_path` resolves): a job generating its own cached data store
         yield
         return
     try:
@@ -167,11 +166,11 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
         raise error(f"{what} {path}: cannot create its lock file {lock} ({exc.strerror or exc})") from None
     if fd is None:
         raise error(f"{what} {path} is being written by another recnas run (lock {lock}); wait for it to finish or choose another {what}")
-    held.add(key)
+    held.add(lock)
     try:
         yield
     finally:
-        held.discard(key)
+        held.discard(lock)
         with contextlib.suppress(OSError):
             os.unlink(lock)  # while still locked: see _lock_fd
         os.close(fd)  # releases the flock
