@@ -433,3 +433,57 @@ def test_data_path_is_recorded_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "b")
     with pytest.raises(ConfigError, match=r"holds a run with other settings \(data: .*a/d' -> .*b/d'\)"):
         run_job(load_job_config("smoke", **over), tmp_path / "run", progress=False)
+
+
+def test_final_grid_trains_every_model_at_each_point_and_keeps_the_best_on_validation(tmp_path):
+    """`final_grid` applies one selection to the searched model and every baseline: each trains
+    at every point in its own folder, and the one kept is the lowest validation log loss."""
+    from recnas.data.store import CTRStore
+    from recnas.train import evaluate
+    from recnas.train.model_factory import load_trained
+
+    cfg = load_job_config("smoke", final_grid={"lr": [1e-3, 3e-2]}, finalists=2, baselines=["dlrm"])
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    store = CTRStore(tmp_path / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}")
+    rows = {m["model"]: m for m in report["models"]}
+    folders = {"recnas (searched)": out / "finalists" / next(f["key"] for f in report["finalists"] if f["chosen"]), "dlrm": out / "baselines" / "dlrm"}
+    for name, folder in folders.items():
+        vals = {}
+        for tag in ("lr=0.001", "lr=0.03"):
+            model, _, extra = load_trained(folder / tag / "model.pt")
+            assert extra["config"]["lr"] == float(tag[3:])
+            vals[tag] = evaluate(model, store.split("val"))["logloss"]
+        assert vals["lr=0.001"] != vals["lr=0.03"]
+        kept = min(vals, key=vals.get)
+        assert rows[name]["final_choice"] == kept, (name, vals)
+        assert {g["point"]: round(g["val_logloss"], 6) for g in rows[name]["grid"]} == {k: round(v, 6) for k, v in vals.items()}
+        test = evaluate(load_trained(folder / kept / "model.pt")[0], store.split("test"))["logloss"]
+        assert rows[name]["test_logloss"] == pytest.approx(test, abs=1e-6)
+    # best/ is the kept finalist's kept point; every finalist tried both points
+    kept_dir = folders["recnas (searched)"] / rows["recnas (searched)"]["final_choice"]
+    best_weights, kept_weights = (load_trained(d / "model.pt")[0].state_dict() for d in (out / "best", kept_dir))
+    assert best_weights.keys() == kept_weights.keys() and all(torch.equal(best_weights[k], kept_weights[k]) for k in best_weights)
+    assert all(len(f["grid"]) == 2 for f in report["finalists"])
+    assert "kept at (final_grid)" in (out / "results.md").read_text()
+    # re-run: every point is reused, nothing retrains
+    again = run_job(cfg, out, progress=False)
+    assert _losses(again) == _losses(report)
+
+
+@pytest.mark.parametrize("grid, match", [
+    ({"learning_rate": [1e-3]}, "'learning_rate' is not a setting of final"),
+    ({"lr": []}, "non-empty list"),
+    ({"lr": 1e-3}, "lr"),
+    ({"lr": [1e-3, 0.001]}, "repeats"),
+    ({"lr": [1e-3, -1.0]}, "final_grid point lr=-1.*greater than 0"),
+    ({"device": ["cpu", "cuda"]}, "where or how fast"),
+])
+def test_bad_final_grids_are_refused_when_the_config_loads(grid, match):
+    with pytest.raises(ConfigError, match=match):
+        load_job_config("smoke", final_grid=grid)
+
+
+def test_final_grid_with_halving_is_refused():
+    with pytest.raises(ConfigError, match="halving"):
+        load_job_config("smoke", final_grid={"lr": [1e-3, 3e-3]}, finalists=2, finalist_selection="halving")

@@ -7,6 +7,7 @@ exist, so re-running the same command after an interruption continues where it s
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,10 @@ class JobConfig(BaseModel):
         "full", description="full: every finalist trains to the end; halving: successive halving, each rung trains the better half one more evaluation interval of `final` until one is left, which trains to the end",
     )
     final: TrainConfig = Field(default_factory=TrainConfig)
+    final_grid: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="`final` settings to try, e.g. {lr: [1.0e-3, 3.0e-3]}: every model trained from scratch (finalists and baselines alike) is trained at each combination and kept at the lowest validation log loss",
+    )
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
@@ -166,11 +171,40 @@ class JobConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _final_grid_points_are_recipes(self):
+        """Every combination is checked as a `final` recipe at load, not when its model trains."""
+        for key, values in self.final_grid.items():
+            if key not in TrainConfig.model_fields:
+                raise ValueError(f"final_grid: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
+            if key in RUNTIME_KEYS:
+                raise ValueError(f"final_grid: {key!r} says where or how fast a model trains, not what it learns; set it in final")
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"final_grid.{key}: give a non-empty list of values")
+            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
+                raise ValueError(f"final_grid.{key}: {values} repeats a value")
+        if self.final_grid and self.finalist_selection == "halving":
+            raise ValueError("final_grid with finalist_selection: halving is not supported: halving ranks finalists on one recipe; use finalist_selection: full")
+        base = self.final.model_dump()
+        for point in grid_points(self.final_grid):
+            _as_value_error(configs.validate, TrainConfig, {**base, **point}, f"final_grid point {point_tag(point)}")
+        return self
+
+    @model_validator(mode="after")
     def _pim_costs_need_pim(self):
         pim_costs = sorted({"energy", "latency"} & (set(self.objective.ratios) | set(self.objective.targets)))
         if pim_costs and self.hardware != "pim":
             raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim")
         return self
+
+
+def grid_points(grid: dict[str, list]) -> list[dict]:
+    """Every combination of a `final_grid`, in the order given; [{}] (the recipe as is) without one."""
+    return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def point_tag(point: dict) -> str:
+    """A grid point as a folder and report name: `lr=0.001,weight_decay=1e-05`."""
+    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
 
 
 _TINY_SPACE = {"n_blocks": 3, "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}

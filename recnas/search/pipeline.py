@@ -21,7 +21,7 @@ from recnas.hardware.quant import quantized
 from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
-from recnas.search.job import JobConfig, check_same_run, dump_config, recipe
+from recnas.search.job import JobConfig, check_same_run, dump_config, grid_points, point_tag, recipe
 from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -29,7 +29,7 @@ from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.staging import check_output_dir, copy_dir, exclusive
-from recnas.train import Trainer, evaluate
+from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.trainer import PastRequestedSteps
@@ -193,11 +193,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         to_train = ranked
     finalists = []
     for key, score, g in to_train:
-        folder = out / "best" if len(ranked) == 1 else out / "finalists" / key
-        model, fit = fit_or_load(subnet_builder(g, space, meta), cfg.final, store, folder, progress, hardware=g.hardware)
-        with quantized(model.to(device), g.hardware):  # co-design: judged as it runs on its PIM config
-            val = evaluate(model, store.split("val"), device=device)["logloss"]
-        finalists.append({"key": key, "genotype": g, "model": model, "fit": fit, "folder": folder, "val_logloss": val, "search_score": score})
+        folder = out / "best" if len(ranked) == 1 and not cfg.final_grid else out / "finalists" / key
+        fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
     if chosen["folder"] != out / "best":
         copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
@@ -209,14 +207,14 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
     costs = architecture_costs(best.arch, space, meta, best.hardware)
-    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware))
+    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware) | _grid_fields(chosen))
 
     # 4. baselines under the same training budget
     for name in cfg.baselines:
         _stage(console, "baseline", name)
-        bl, fit = fit_or_load(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg.final, store, out / "baselines" / name, progress)
-        pim = _default_pim() if codesign else None
-        rows.append(_row(name, bl, store, fit, model_costs(bl, meta, pim), device, pim))
+        trained = fit_selected(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device)
+        bl, pim = trained["model"], _default_pim() if codesign else None
+        rows.append(_row(name, bl, store, trained["fit"], model_costs(bl, meta, pim), device, pim) | _grid_fields(trained))
 
     report = {
         "dataset": meta.name,
@@ -227,7 +225,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
         "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
-        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen} for f in finalists]
+        "final_grid": cfg.final_grid,
+        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **_grid_fields(f)} for f in finalists]
         + [{**d, "chosen": False} for d in dropped],  # halving: the dropped ones, with their rung and best validation log loss then
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
@@ -237,6 +236,37 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
     return report
+
+
+def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None) -> dict:
+    """Train a model from scratch with the `final` recipe at every point of `final_grid` (each in
+    `folder/<point>`; without a grid in `folder` itself) and keep the lowest validation log loss:
+    one selection for the searched model and every baseline, so none is compared at a learning
+    rate that suits only the others. Returns model, fit metrics, validation log loss, the point,
+    the folder it trained in and every point's validation log loss. Models that lose go back to
+    the CPU, freeing the device for the next point."""
+    best, tried = None, []
+    for point in grid_points(cfg.final_grid):
+        tcfg = TrainConfig.model_validate({**cfg.final.model_dump(), **point})  # checked when the config loaded
+        where = folder / point_tag(point) if point else folder
+        model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
+        with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
+            val = evaluate(model, store.split("val"), device=device)["logloss"]
+        tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
+        if best is None or val < best["val_logloss"]:
+            if best is not None:
+                best["model"].cpu()
+            best = {"model": model, "fit": fit, "val_logloss": val, "point": point, "folder": where}
+        else:
+            model.cpu()
+    return {**best, "grid": tried}
+
+
+def _grid_fields(trained: dict) -> dict:
+    """What a report records of a `final_grid` selection (nothing without a grid): the point
+    kept, and every point's validation log loss and train time (the row's `train_seconds` is
+    the kept point's alone)."""
+    return {"final_choice": point_tag(trained["point"]), "grid": trained["grid"]} if trained["point"] else {}
 
 
 def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool) -> tuple[str, list[dict]]:

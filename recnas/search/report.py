@@ -27,6 +27,7 @@ COLUMNS = [
     ("latency", "PIM latency (ns)", "{:,.0f}"),
     ("latency_seq", "PIM latency (ns, sequential)", "{:,.0f}"),
     ("train_seconds", "train s", "{:.1f}"),
+    ("final_choice", "kept at (final_grid)", "{}"),
 ]
 
 
