@@ -173,11 +173,41 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
     assert not (tmp_path / "s" / "model.pt").exists()
 
 
+@pytest.mark.parametrize(
+    "args, option, reason",
+    [
+        (("supernet", "train", "--nproc", "0"), "'--nproc'", "greater than or equal to 1"),
+        (("search", "--seed", "-1"), "'--seed'", "greater than or equal to 0"),
+        (("data", "synth", "--out", "o", "--rows", "abc"), "'--rows'", "valid integer"),
+        (("data", "prepare", "--raw", "r", "--out", "o"), "'--dataset'", "criteo, avazu, kdd12, csv"),
+        (("data", "frobnicate"), "'frobnicate'", "No such command"),
+    ],
+)
+def test_a_bad_command_line_is_one_error_line(monkeypatch, capsys, args, option, reason):
+    """Click's usage errors (an invalid option value, a missing option, an unknown command) come
+    out like every other user error: one `error:` line naming the option and the reason, exit 2,
+    no boxed usage panel."""
+    code, out, err = run(monkeypatch, capsys, *args)
+    line = error_line(err)
+    assert code == 2 and option in line and reason in line and "--help" in line
+    assert err.strip() == line and out == ""
+    assert not any(c in err for c in "╭│╰") and "Usage:" not in err
+
+
+def test_help_and_no_args_still_print_help(monkeypatch, capsys):
+    code, out, err = run(monkeypatch, capsys, "data", "synth", "--help")
+    assert code == 0 and "--rows" in out and "error:" not in err
+    code, out, err = run(monkeypatch, capsys, "data")
+    assert code == 2 and "synth" in out + err and "error:" not in err
+    code, out, err = run(monkeypatch, capsys)
+    assert code == 2 and "supernet" in out + err and "error:" not in err
+
+
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 3488800000000 bytes")])
 def test_out_of_memory_is_one_error_line(monkeypatch, capsys, exc):
     import recnas.cli as cli
 
-    def app():
+    def app(**_):
         raise exc
 
     monkeypatch.setattr(cli, "app", app)
@@ -189,7 +219,7 @@ def test_other_runtime_errors_are_not_dressed_up_as_user_errors(monkeypatch, cap
     """A bug must keep its traceback: only out-of-memory errors are turned into one line."""
     import recnas.cli as cli
 
-    def app():
+    def app(**_):
         raise RuntimeError("shape mismatch in a kernel")
 
     monkeypatch.setattr(cli, "app", app)

@@ -22,6 +22,11 @@ app.command("evaluate", help="Evaluate a trained model checkpoint on a split.")(
 search_cli.register(app)
 app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
 
+# Typer's own click: recent Typers vendor one (typer._click), older ones use click itself. The
+# module of its public BadParameter holds the rest of the usage errors either way.
+_click_errors = sys.modules[typer.BadParameter.__module__]
+_NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
+
 
 def _fail(message: str) -> None:
     """Exit 2 with `message` as one `error:` line. A rank of `--nproc` training hands it to its
@@ -38,10 +43,35 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(exc)
 
 
+def _usage_error(exc) -> str:
+    """Click's message for a bad command line (an option's invalid value, a missing option, an
+    unknown command), folded into one line, with where to find the right usage."""
+    message = " ".join(exc.format_message().split())
+    ctx = exc.ctx
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
 def main() -> None:
-    """Entry point: user errors become one clear line and exit code 2, never a traceback."""
+    """Entry point: user errors become one clear line and exit code 2, never a traceback.
+    Typer runs outside click's standalone mode so that a bad command line reaches us as a
+    click exception (instead of Typer's boxed usage panel); `--help` and `typer.Exit` come back
+    as an exit code."""
     try:
-        app()
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except _NoArgsIsHelp as exc:  # `recnas`, `recnas data`: help, exit 2 as before
+        if exc.format_message().strip():  # Typer's rich help has printed itself already
+            exc.show()
+        sys.exit(exc.exit_code)
+    except _click_errors.UsageError as exc:  # BadParameter, MissingParameter, NoSuchOption, ...
+        _fail(_usage_error(exc))
+    except _click_errors.ClickException as exc:
+        typer.secho(f"error: {' '.join(exc.format_message().split())}", fg=typer.colors.RED, err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # a RuntimeError in recent Typers: caught before those below
+        typer.secho("Aborted!", err=True)
+        sys.exit(1)
     except RecnasError as exc:
         _fail(str(exc))
     except OSError as exc:  # an output path under a file, a directory where a file goes, ...
