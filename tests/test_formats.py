@@ -28,7 +28,28 @@ def test_load_spec_valid(tmp_path):
     path.write_text("name: shop\nlabel: y\nlabel_mode: count\ndense: [a]\ncategorical: [b, c]\ndelimiter: ';'\nheader: false\ncolumns: [y, a, b, c, d]\n")
     fmt = load_spec(path)
     assert fmt == Format(name="shop", label="y", label_mode="count", dense=("a",), categorical=("b", "c"), columns=("y", "a", "b", "c", "d"), delimiter=";", header=False)
-    assert load_spec(path, raw="x.parquet").kind == "parquet"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: shop\nlabel: y\nlabel_mode: count\ndense: [a]\ncategorical: [b, c]\n")
+    assert load_spec(plain, raw="x.parquet") == Format(name="shop", label="y", label_mode="count", dense=("a",), categorical=("b", "c"), header=True, kind="parquet")
+
+
+@pytest.mark.parametrize(
+    "extra, raw, keys",
+    [
+        ("header: false\ncolumns: [y, a, b, c, d]\n", "x.parquet", "`columns`, `header`"),
+        ("columns: [y, a, b, c]\n", "x.pq", "`columns`"),
+        ("header: true\n", "x.parquet", "`header`"),
+        ("delimiter: ';'\n", "x.parquet", "`delimiter`"),
+        ("format: parquet\nheader: false\ncolumns: [y, a, b, c]\n", "x.csv", "`columns`, `header`"),  # by `format:`, not the extension
+    ],
+)
+def test_parquet_spec_refuses_the_text_only_keys(tmp_path, extra, raw, keys):
+    """`columns:`, `header:` and `delimiter:` mean nothing for Parquet (its schema names the
+    columns) and were silently ignored; they are refused, naming the keys."""
+    path = tmp_path / "spec.yaml"
+    path.write_text("label: y\ndense: [a]\ncategorical: [b, c]\n" + extra)
+    with pytest.raises(DataError, match=f"spec.yaml: key\\(s\\) {keys} apply to delimited text files only; a Parquet file names its columns"):
+        load_spec(path, raw=raw)
 
 
 @pytest.mark.parametrize(

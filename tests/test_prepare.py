@@ -261,6 +261,11 @@ def test_generic_parquet_with_spec(tmp_path):
     np.testing.assert_allclose(concat(parts, "dense")[:4, 0], np.log1p([1.0, 0.0, 3.0, 0.0]), rtol=1e-6)
     sparse = concat(parts, "sparse")
     assert sparse[0, 0] == sparse[2, 0] != sparse[3, 0] and sparse[2, 1] != sparse[0, 1]
+    # `columns:` (here renaming the schema's columns) was silently ignored for Parquet: refused
+    (tmp_path / "cols.yaml").write_text(SPEC + "header: false\ncolumns: [y, user, price, city]\n")
+    with pytest.raises(DataError, match=r"cols.yaml: key\(s\) `columns`, `header` apply to delimited text files only"):
+        prepare("csv", tmp_path / "d.parquet", tmp_path / "store2", spec=tmp_path / "cols.yaml", split="sequential")
+    assert not (tmp_path / "store2").exists()
 
 
 def test_parquet_missing_column(tmp_path):

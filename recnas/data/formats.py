@@ -130,6 +130,7 @@ def builtin(name: str) -> Format:
 
 
 _SPEC_KEYS = {"name", "label", "label_mode", "dense", "categorical", "columns", "delimiter", "header", "dense_transform", "format"}
+_TEXT_ONLY_KEYS = ("columns", "header", "delimiter")  # refused for Parquet, whose schema names the columns
 
 
 def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> Format:
@@ -141,8 +142,8 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
         label_mode: binary      # or count (label = value > 0)
         dense: [price, age]
         categorical: [user, item, city]
-        delimiter: ","          # text files only
-        header: true            # false needs `columns:` (all file columns, in order)
+        delimiter: ","          # text files only (refused for Parquet)
+        header: true            # text files only; false needs `columns:` (all file columns, in order)
         dense_transform: log1p  # or none
         format: csv             # or parquet; default from the raw file's extension
     """
@@ -183,6 +184,13 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
         raise DataError(f"{path}: key `delimiter` cannot be {delimiter!r} (the quote character or a line break); use e.g. ',', ';', '|' or '\\t'")
     kind_default = "parquet" if raw is not None and str(raw).endswith((".parquet", ".pq")) else "csv"
     kind = choice("format", ("csv", "parquet"), kind_default)
+    text_only = [k for k in _TEXT_ONLY_KEYS if k in doc]
+    if kind == "parquet" and text_only:  # were silently ignored: the schema names the columns
+        raise DataError(
+            f"{path}: key(s) {', '.join(f'`{k}`' for k in text_only)} apply to delimited text files only; "
+            "a Parquet file names its columns in its schema and `label`/`dense`/`categorical` pick them by name "
+            "(remove the key(s), or set `format: csv` for a text file)"
+        )
     fmt = Format(
         name=str(doc.get("name", "csv")),
         label=str(label),
