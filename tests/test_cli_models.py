@@ -194,6 +194,25 @@ def test_a_bad_command_line_is_one_error_line(monkeypatch, capsys, args, option,
     assert not any(c in err for c in "╭│╰") and "Usage:" not in err
 
 
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("data", "prepare", "--dataset", "criteo", "--raw", "", "--out", "o"), "'--raw'"),  # said ".: raw file is not a regular file"
+        (("data", "prepare", "--dataset", "criteo", "--raw", "r", "--out", ""), "'--out'"),  # said ". holds ... is not a recnas store"
+        (("data", "synth", "--out="), "'--out'"),
+        (("baseline", "train", "lr", "--data", "", "--config", "c", "--out", "o"), "'--data'"),
+        (("search", "--config", ""), "'--config'"),  # said ".: cannot read config file (Is a directory)"
+        (("search", "show", ""), "'run'"),
+    ],
+)
+def test_an_empty_path_is_named_not_read_as_the_current_directory(monkeypatch, capsys, tmp_path, args, option):
+    monkeypatch.chdir(tmp_path)  # an empty path was Path("") == Path("."): the current directory
+    code, _, err = run(monkeypatch, capsys, *args)
+    line = error_line(err)
+    assert code == 2 and f"Invalid value for {option}: the path is empty" in line and "'.'" not in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_and_no_args_still_print_help(monkeypatch, capsys):
     code, out, err = run(monkeypatch, capsys, "data", "synth", "--help")
     assert code == 0 and "--rows" in out and "error:" not in err

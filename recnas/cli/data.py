@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 
 app = typer.Typer(no_args_is_help=True, help="Prepare raw CTR data or generate the synthetic benchmark.")
@@ -49,10 +50,10 @@ def summary(meta, elapsed: float) -> str:
 @app.command()
 def prepare(
     dataset: Dataset = typer.Option(..., "--dataset", help="raw format; csv needs --spec"),
-    raw: Path = typer.Option(..., "--raw", help="raw file (.gz accepted for text formats)"),
-    out: Path = typer.Option(..., "--out", help="store directory to create"),
-    spec: Optional[Path] = typer.Option(None, "--spec", help="YAML feature spec (--dataset csv)"),
-    profile: Optional[Path] = typer.Option(None, "--profile", help="KDD12 userid_profile.txt (adds gender, age)"),
+    raw: Path = path_option(..., "--raw", help="raw file (.gz accepted for text formats)"),
+    out: Path = path_option(..., "--out", help="store directory to create"),
+    spec: Optional[Path] = path_option(None, "--spec", help="YAML feature spec (--dataset csv)"),
+    profile: Optional[Path] = path_option(None, "--profile", help="KDD12 userid_profile.txt (adds gender, age)"),
     min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
     split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded) or sequential 80/10/10"),
@@ -97,10 +98,10 @@ def prepare(
 
 @app.command()
 def synth(
-    out: Path = typer.Option(..., "--out", help="store directory to create"),
+    out: Path = path_option(..., "--out", help="store directory to create"),
     rows: int = typer.Option(200_000, "--rows", help="number of rows"),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="generator seed"),
-    raw_out: Optional[Path] = typer.Option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
+    raw_out: Optional[Path] = path_option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),
 ) -> None:
     """Generate the synthetic CTR benchmark (known Bayes-optimal loss) as a store."""

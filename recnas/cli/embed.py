@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 from recnas.errors import ConfigError
 
@@ -21,12 +22,12 @@ def _group() -> None:
 
 @app.command()
 def search(
-    data: Path = typer.Option(..., "--data", help="prepared dataset directory"),
-    out: Path = typer.Option(..., "--out", help="output directory (result.json, emb_dims.json, model.pt)"),
+    data: Path = path_option(..., "--data", help="prepared dataset directory"),
+    out: Path = path_option(..., "--out", help="output directory (result.json, emb_dims.json, model.pt)"),
     budget_params: Optional[int] = typer.Option(None, "--budget-params", help="budget: total embedding-table parameters"),
     budget_mb: Optional[float] = typer.Option(None, "--budget-mb", help="budget: embedding-table MiB (float32)"),
     widths: Optional[str] = typer.Option(None, "--widths", help="candidate widths, e.g. 2,4,8,16,32,64"),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with model/supernet/search/retrain sections"),
+    config: Optional[Path] = path_option(None, "--config", help="YAML with model/supernet/search/retrain sections"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="repeat supernet training + search with K seeds (stability report)"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed (overrides the config)"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
@@ -59,9 +60,9 @@ def search(
 
 @app.command()
 def apply(
-    arch: Path = typer.Option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
-    emb_dims: Path = typer.Option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
-    out: Path = typer.Option(..., "--out", help="architecture JSON to write, with emb_dims set"),
+    arch: Path = path_option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
+    emb_dims: Path = path_option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
+    out: Path = path_option(..., "--out", help="architecture JSON to write, with emb_dims set"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 import typer
 
+from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.staging import check_output_dir, check_parent, exclusive
@@ -23,9 +24,9 @@ supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
 baseline_app = typer.Typer(no_args_is_help=True)
 
-DATA = typer.Option(..., "--data", help="prepared dataset directory (recnas data prepare / synth)")
-CONFIG = typer.Option(..., "--config", help="training config YAML (see configs/ and docs/training.md)")
-OUT = typer.Option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
+DATA = path_option(..., "--data", help="prepared dataset directory (recnas data prepare / synth)")
+CONFIG = path_option(..., "--config", help="training config YAML (see configs/ and docs/training.md)")
+OUT = path_option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 STEPS = typer.Option(None, "--steps", help="override max_steps (total optimizer steps)")
@@ -143,11 +144,11 @@ def supernet_train(
 @subnet_app.command("train")
 def subnet_train(
     data: Path = DATA,
-    arch: Path = typer.Option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
+    arch: Path = path_option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
     config: Path = CONFIG,
     out: Path = OUT,
     space: str = SPACE,
-    inherit: Optional[Path] = typer.Option(None, "--inherit", help="supernet model.pt/checkpoint.pt to inherit weights from"),
+    inherit: Optional[Path] = path_option(None, "--inherit", help="supernet model.pt/checkpoint.pt to inherit weights from"),
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
@@ -226,11 +227,11 @@ def _refuse_an_input(json_out: Path, ckpt: Path, arch: Path | None, data: Path) 
 
 
 def evaluate(
-    ckpt: Path = typer.Option(..., "--ckpt", help="model.pt or checkpoint.pt written by a training command"),
+    ckpt: Path = path_option(..., "--ckpt", help="model.pt or checkpoint.pt written by a training command"),
     data: Path = DATA,
     split: str = typer.Option("test", "--split", help="train, val or test"),
-    arch: Optional[Path] = typer.Option(None, "--arch", help="architecture JSON (required for a supernet checkpoint)"),
-    json_out: Optional[Path] = typer.Option(None, "--json-out", help="also write the metrics as JSON here"),
+    arch: Optional[Path] = path_option(None, "--arch", help="architecture JSON (required for a supernet checkpoint)"),
+    json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:

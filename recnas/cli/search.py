@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recnas.cli.paths import path_argument, path_option
 from recnas.configs import SEED_MAX
 
 search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
@@ -18,17 +19,17 @@ study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_ar
 @search_app.callback()
 def search(
     ctx: typer.Context,
-    data: Optional[Path] = typer.Option(None, help="Prepared store (recnas data prepare); default: the built-in synthetic benchmark."),
-    out: Path = typer.Option(Path("runs/search"), help="Run folder (re-running continues an interrupted run)."),
+    data: Optional[Path] = path_option(None, help="Prepared store (recnas data prepare); default: the built-in synthetic benchmark."),
+    out: Path = path_option(Path("runs/search"), help="Run folder (re-running continues an interrupted run)."),
     budget: str = typer.Option("cpu", help="Preset: smoke (seconds), cpu (< 10 min on 2 cores), gpu (real data on one GPU)."),
-    config: Optional[Path] = typer.Option(None, help="YAML overriding the preset (keys of JobConfig, see docs/search.md)."),
+    config: Optional[Path] = path_option(None, help="YAML overriding the preset (keys of JobConfig, see docs/search.md)."),
     space: Optional[str] = typer.Option(None, help="Search space: full or small."),
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
     seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of the whole job: synthetic data, path sampling, evolution and every model's training (a config section's own seed: wins)."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
-    emb_dims: Optional[Path] = typer.Option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
+    emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Prepare data, train a supernet, evolve, retrain the winner and compare with baselines."""
@@ -51,7 +52,7 @@ def search(
 
 
 @search_app.command("show")
-def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
+def show(run: Path = path_argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
     """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
@@ -75,12 +76,12 @@ def show(run: Path = typer.Argument(..., help="Run folder of a search."), top: i
 
 @study_app.command("rank")
 def rank(
-    supernet: Path = typer.Option(..., help="Supernet model.pt / checkpoint.pt."),
-    data: Path = typer.Option(..., help="The prepared store the supernet was trained on."),
+    supernet: Path = path_option(..., help="Supernet model.pt / checkpoint.pt."),
+    data: Path = path_option(..., help="The prepared store the supernet was trained on."),
     n: int = typer.Option(20, min=2, max=1000, help="Random subnets to compare (each trains from scratch)."),
-    out: Path = typer.Option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
-    config: Optional[Path] = typer.Option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
-    scratch_cache: Optional[Path] = typer.Option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
+    out: Path = path_option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
+    config: Optional[Path] = path_option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
+    scratch_cache: Optional[Path] = path_option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
     progress: bool = typer.Option(True),
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
