@@ -227,7 +227,7 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
         key = key_name(loc)
         if err["type"] == "extra_forbidden":
             parent = _submodel(model, loc[:-1]) if model is not None else None
-            lines.append(f"unknown key {key!r}" + (f"; valid keys: {', '.join(parent.model_fields)}" if parent is not None else ""))
+            lines.append(f"unknown key {key!r}" + (f"; valid keys: {', '.join(parent.model_fields) or 'none'}" if parent is not None else ""))
             continue
         value = err.get("input")
         allowed = _allowed_values(model, loc) if model is not None else None

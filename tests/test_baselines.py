@@ -201,8 +201,13 @@ def test_cin_split_half_output_width():
     "name,hp,needle",
     [
         ("nope", {}, "available: lr, dlrm"),
-        ("deepfm", {"mlpp": [8]}, "unknown hyper-parameter 'mlpp'"),
-        ("lr", {"embed_dim": 4}, "unknown hyper-parameter 'embed_dim'"),
+        # worded like every config (recnas.configs.validate), the baseline named first
+        ("deepfm", {"mlpp": [8]}, "deepfm hyper-parameters: unknown key 'mlpp'; valid keys: embed_dim, mlp, dropout, batch_norm."),
+        ("lr", {"embed_dim": 4}, "lr hyper-parameters: unknown key 'embed_dim'; valid keys: none."),
+        ("deepfm", {"dropout": 1.5}, "deepfm hyper-parameters: key 'dropout': Input should be less than 1 (got 1.5)"),
+        ("deepfm", {"mlp": ["64"]}, "key 'mlp.0': must be a number, not \"64\""),  # was read as 64
+        ("deepfm", {"embed_dim": True}, "key 'embed_dim': must be a number, not true"),  # was read as 1
+        ("dlrm", {"embed_dim": 8}, "dlrm hyper-parameters: bottom_mlp must end in embed_dim (8)"),  # a model-level error names the baseline
         ("deepfm", {"dropout": 1.5}, "'dropout'"),
         ("dcnv2", {"structure": "diagonal"}, "'structure'"),
         ("dcnv2", {"cross_layers": 0}, "'cross_layers'"),

@@ -58,7 +58,7 @@ def test_replication_trades_crossbars_for_latency_of_repeated_layers():
         assert rep.area_mm2 == pytest.approx(r * base.area_mm2)
     once = pim_cost(fc_costs(reps=1), PIMConfig(replication=16))
     assert once.crossbars == pim_cost(fc_costs(reps=1)).crossbars  # nothing to replicate
-    with pytest.raises(ConfigError, match="replication must be one of"):
+    with pytest.raises(ConfigError, match=r"PIM config: key 'replication': must be one of \[1, 2, 4, 8, 16\] \(got 3\)"):
         PIMConfig.from_dict({"replication": 3})
 
 
@@ -120,12 +120,16 @@ def test_config_validation():
     assert PIMConfig().lossless_adc_bits == 9  # ISAAC: 128 rows, 2-bit cells, 1-bit DAC
     assert PIMConfig(xbar_size=64, cell_bits=1, cols_per_adc=64).lossless_adc_bits == 7
     assert PIMConfig(xbar_size=256, cell_bits=4, dac_bits=2).lossless_adc_bits == math.ceil(math.log2(256 * 15 * 3 + 1))
-    with pytest.raises(ConfigError, match="xbar_size must be one of"):
+    with pytest.raises(ConfigError, match=r"PIM config: key 'xbar_size': must be one of \[64, 128, 256\] \(got 100\)"):
         PIMConfig.from_dict({"xbar_size": 100})
-    with pytest.raises(ConfigError, match="cols_per_adc"):
+    with pytest.raises(ConfigError, match=r"PIM config: cols_per_adc \(128\) cannot exceed the crossbar size \(64\)"):
         PIMConfig.from_dict({"xbar_size": 64, "cols_per_adc": 128})
-    with pytest.raises(ConfigError, match="extra|not permitted"):
+    with pytest.raises(ConfigError, match=r"PIM config: unknown key 'adc'; valid keys: xbar_size, cell_bits"):
         PIMConfig.from_dict({"adc": 8})
+    with pytest.raises(ConfigError, match=r"hardware.yaml: key 'crossbar_budget': must be positive \(got 0\)"):
+        PIMConfig.from_dict({"crossbar_budget": 0}, "hardware.yaml")
+    with pytest.raises(ConfigError, match=r"PIM config: key 'xbar_size': must be a number, not \"128\""):  # as every config: was read as 128
+        PIMConfig.from_dict({"xbar_size": "128"})
 
 
 def test_random_and_mutated_configs_are_valid_and_differ_in_one_field():

@@ -305,7 +305,7 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
     ({"sampler": "zzz"}, r"key 'sampler': unknown sampler 'zzz'; choose one of single-op-any-conn"),
     ({"baselines": ["dlrm", "zzz"]}, r"key 'baselines': unknown baseline 'zzz'; available: lr, dlrm"),
     ({"baseline_hparams": {"zzz": {"a": 1}}}, r"key 'baseline_hparams': unknown baseline 'zzz'"),
-    ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm: unknown hyper-parameter 'zzz'"),
+    ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm hyper-parameters: unknown key 'zzz'; valid keys: embed_dim, bottom_mlp"),
     ({"objective": {"kind": "pareto", "pareto_costs": ["zzz"]}}, r"key 'objective.pareto_costs.0': Input should be 'flops'"),  # counted as 0 before
     ({"evolution": {"sample_size": 10}}, r"evolution.sample_size \(10\) exceeds evolution.population \(6\)"),  # refused after the supernet before
 ])

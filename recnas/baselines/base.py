@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from recnas.configs import validate
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError, DataError
 
@@ -44,20 +45,14 @@ def describe_hparams(config: type[HParams]) -> str:
 
 
 def parse_hparams(name: str, config: type[HParams], hparams: dict[str, Any]) -> HParams:
-    """Validate `hparams` against `config`; every problem is reported in one ConfigError."""
+    """Validate `hparams` against `config` with the rules and wording of every config
+    (recnas.configs.validate: keys named by their path, non-finite or quoted numbers refused);
+    every problem is reported in one ConfigError that names the baseline and lists its
+    hyper-parameters with their defaults."""
     try:
-        return config(**hparams)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown hyper-parameter {field!r}")
-            elif field:
-                problems.append(f"invalid hyper-parameter {field!r}={err['input']!r}: {err['msg']}")
-            else:
-                problems.append(err["msg"].removeprefix("Value error, "))
-        raise ConfigError(f"{name}: {'; '.join(problems)}. Allowed: {describe_hparams(config)}") from None
+        return validate(config, hparams, f"{name} hyper-parameters")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}. Allowed: {describe_hparams(config)}") from None
 
 
 class Baseline(nn.Module):

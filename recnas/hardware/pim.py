@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from recnas.configs import validate
 from recnas.errors import ConfigError
 from recnas.hardware.costs import Costs, Layer, count_costs
 
@@ -58,14 +59,14 @@ class PIMConfig(BaseModel):
     @classmethod
     def _allowed(cls, v, info):
         if v not in CHOICES[info.field_name]:
-            raise ValueError(f"{info.field_name} must be one of {list(CHOICES[info.field_name])}, got {v}")
+            raise ValueError(f"must be one of {list(CHOICES[info.field_name])}")  # the key and the value: from the caller
         return v
 
     @field_validator("crossbar_budget")
     @classmethod
     def _budget(cls, v):
         if v <= 0:
-            raise ValueError(f"crossbar_budget must be positive, got {v}")
+            raise ValueError("must be positive")
         return v
 
     @model_validator(mode="after")
@@ -75,13 +76,10 @@ class PIMConfig(BaseModel):
         return self
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PIMConfig":
-        """Validated config from user input; problems become one ConfigError line."""
-        try:
-            return cls(**data)
-        except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-            raise ConfigError(f"invalid PIM config: {msgs}") from None
+    def from_dict(cls, data: dict, source: str = "PIM config") -> "PIMConfig":
+        """Validated config from user input; problems become one ConfigError line, worded like
+        every other config's (recnas.configs.validate), prefixed by `source`."""
+        return validate(cls, data, source)
 
     @property
     def cells_per_weight(self) -> int:
