@@ -189,7 +189,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, val {d['val_logloss']:.4f})" for d in dropped))
         to_train = [r for r in ranked if r[0] == survivor]
     else:
-        _stage(console, "retrain", "the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch; the lowest validation log loss wins")
+        points = len(grid_points(cfg.final_grid))
+        grid = f", at each of the {points} points of final_grid" if cfg.final_grid else ""
+        _stage(console, "retrain", ("the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch") + grid + ("" if len(ranked) == 1 and not grid else "; the lowest validation log loss wins"))
         to_train = ranked
     finalists = []
     for key, score, g in to_train:
