@@ -70,7 +70,9 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
         table.add_row(r["key"], f"{r['logloss']:.4f}", f"{r['auc']:.4f}", f"{r.get('flops', 0):,.0f}", f"{r.get('params', 0):,.0f}")
     console.print(table)
     if (run / "results.md").exists():
-        console.print((run / "results.md").read_text())
+        # as written: rich markup would take `[search progress]` of the plot links (or any
+        # bracketed model name) for a style tag and drop it
+        console.print((run / "results.md").read_text(), markup=False, highlight=False)
     store.close()
 
 
