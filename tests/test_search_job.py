@@ -490,3 +490,15 @@ def test_bad_final_grids_are_refused_when_the_config_loads(grid, match):
 def test_final_grid_with_halving_is_refused():
     with pytest.raises(ConfigError, match="halving"):
         load_job_config("smoke", final_grid={"lr": [1e-3, 3e-3]}, finalists=2, finalist_selection="halving")
+
+
+def test_paths_with_brackets_are_printed_as_they_are(tmp_path):
+    """Rich markup used to swallow a bracketed part of a run folder's path (`runs/[lr]`) in the
+    job's messages, naming a folder that does not exist."""
+    from rich.console import Console
+
+    console = Console(record=True, width=400)
+    out = tmp_path / "runs[bold]" / "a[x]"
+    run_job(load_job_config("smoke", baselines=[]), out, progress=False, console=console)
+    text = console.export_text()
+    assert str(out / "results.md") in text and str(out.parent / "data") in text

@@ -98,7 +98,7 @@ def rank(
     if result["diverged"]:
         console.print(f"[yellow]warning:[/] {len(result['diverged'])} subnet(s) diverged in from-scratch training and are left out: {', '.join(result['diverged'])}")
     console.print(f"best from scratch: {best['arch']} val log loss {best['logloss']:.4f}; {result['scratch_reused']} of {result['n']} from-scratch results reused from the cache")
-    console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}")
+    console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

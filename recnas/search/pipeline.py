@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
@@ -45,10 +46,10 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
         if not (path / "meta.json").exists():
             from recnas.data.synthetic import generate
 
-            console.print(f"[bold]data[/] generating the synthetic benchmark ({cfg.synthetic_rows:,} rows) -> {path}")
+            console.print(f"[bold]data[/] generating the synthetic benchmark ({cfg.synthetic_rows:,} rows) -> {escape(str(path))}")
             generate(path, rows=cfg.synthetic_rows, seed=cfg.seed)
         else:
-            console.print(f"[bold]data[/] reusing {path}")
+            console.print(f"[bold]data[/] reusing {escape(str(path))}")
     return CTRStore(path)
 
 
@@ -236,7 +237,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     write_report(out, report, results, evo.run_name, objective)
     dump_config(cfg, out / "config.yaml")  # the settings of the results just written
     results.close()
-    console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {out / 'results.md'}")
+    console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
 
 
