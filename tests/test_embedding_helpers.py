@@ -31,3 +31,18 @@ def make_planted_store(path, rows: int = 6000, vocab: int = 60, n_signal: int = 
     )
     write_store(path, splits, meta)
     return CTRStore(path)
+
+
+def test_report_prints_bracketed_field_names_as_they_are():
+    """Field names come from the user's data spec: rich markup used to swallow `price[usd]`."""
+    from rich.console import Console
+
+    from recnas.embedding.report import print_report
+
+    report = {"fields": ["price[usd]", "[b]city"], "vocab_sizes": [10, 20], "emb_dims": [2, 4], "params": 100, "mib": 0.1,
+              "budget_params": 200, "budget_mib": 0.2, "budget_used": 0.5,
+              "stability": {"seeds": 1, "per_field": [{"agreement": 1.0}, {"agreement": 1.0}], "overall_agreement": 1.0}}
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    text = console.export_text()
+    assert "price[usd]" in text and "[b]city" in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -13,7 +14,7 @@ def print_report(report: dict, console: Console | None = None) -> None:
     for col in ("field", "vocab", "width", "params", "seed agreement"):
         table.add_column(col, justify="left" if col == "field" else "right")
     for name, vocab, width, agree in zip(report["fields"], report["vocab_sizes"], report["emb_dims"], stab["per_field"]):
-        table.add_row(name, f"{vocab:,}", str(width), f"{vocab * width:,}", f"{agree['agreement']:.0%}")
+        table.add_row(escape(name), f"{vocab:,}", str(width), f"{vocab * width:,}", f"{agree['agreement']:.0%}")
     console.print(table)
     console.print(
         f"embedding tables: {report['params']:,} params ({report['mib']:.3f} MiB) vs budget {report['budget_params']:,} "
