@@ -76,15 +76,19 @@ class CIN(nn.Module):
         self.out_dim = out_dim
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
-        h, pooled = x0, []
+        # every layer works on maps laid out [maps, B*d] (d fastest): the contracted orders are
+        # then one matrix product per layer and their Hadamard products run over contiguous rows
+        b, n_f, d = x0.shape
+        x0t = _maps_last(x0)
+        h, pooled = x0t, []
         for conv, half in zip(self.convs, self.split):
-            z = self.layer(conv, h, x0)
+            z = self._layer_t(conv, h, x0t, b, d)
             if half:
-                h, out = z[:, :half], z[:, half:]
+                h, out = z[:half], z[half:]
             else:
                 h = out = z
-            pooled.append(out.sum(-1))
-        return torch.cat(pooled, dim=1)
+            pooled.append(out.view(out.shape[0], b, d).sum(-1))
+        return torch.cat(pooled, dim=0).t()
 
     @staticmethod
     def layer(conv: nn.Conv1d, h: torch.Tensor, x0: torch.Tensor, way: str | None = None) -> torch.Tensor:
@@ -95,20 +99,83 @@ class CIN(nn.Module):
         products were most of xDeepFM's CPU time (docs/benchmarks.md). A conv with forward hooks
         (the PIM profiler's, quantisation's) takes the paper's way: only that calls the conv, so
         only then do the hooks see it as the crossbar layer it is."""
-        o, n_h, n_f = conv.out_channels, h.shape[1], x0.shape[1]
+        b, _, d = x0.shape
+        z = CIN._layer_t(conv, _maps_last(h), _maps_last(x0), b, d, way)
+        return z.view(z.shape[0], b, d).transpose(0, 1)
+
+    @staticmethod
+    def _layer_t(conv: nn.Conv1d, h: torch.Tensor, x0: torch.Tensor, b: int, d: int, way: str | None = None) -> torch.Tensor:
+        """`layer` on maps laid out [H, B*d] and fields [F, B*d] -> [O, B*d]."""
+        o, n_h, n_f = conv.out_channels, h.shape[0], x0.shape[0]
         sizes = {"outer": n_h * n_f, "fields": o * n_h, "maps": o * n_f}
         hooked = bool(conv._forward_hooks or conv._forward_pre_hooks)
         way = way or ("outer" if hooked else min(sizes, key=sizes.get))
         if way == "outer":
-            return conv(torch.einsum("bhd,bfd->bhfd", h, x0).flatten(1, 2))
+            outer = torch.einsum("hbd,fbd->bhfd", h.view(n_h, b, d), x0.view(n_f, b, d)).flatten(1, 2)
+            return _maps_last(conv(outer))
         w = conv.weight.view(o, n_h, n_f)
         if way == "fields":
-            z = (torch.einsum("ohf,bfd->bohd", w, x0) * h.unsqueeze(1)).sum(2)
+            z = bilinear_contract(w.reshape(o * n_h, n_f), x0, h)
         elif way == "maps":
-            z = (torch.einsum("ohf,bhd->bofd", w, h) * x0.unsqueeze(1)).sum(2)
+            z = bilinear_contract(w.transpose(1, 2).reshape(o * n_f, n_h), h, x0)
         else:
             raise ValueError(f"unknown CIN contraction order {way!r}")
         return z + conv.bias[:, None]
+
+
+def _maps_last(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, d] -> [C, B*d] (a copy)."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+# floats of one block's [O, K, cols] intermediate in bilinear_contract on the CPU: ~1 MiB, so
+# it stays in cache between its matrix product and the Hadamard product that reduces it
+_CONTRACT_BLOCK = 1 << 18
+
+
+def bilinear_contract(a: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """z[o, n] = sum_k (a @ p)[o*K + k, n] * q[k, n] for a [O*K, M], p [M, N], q [K, N] -> [O, N].
+
+    On the CPU it runs over blocks of columns and recomputes each block's product in the
+    backward instead of keeping the [O, K, N] intermediate: that tensor (10M floats for the
+    `cpu` budget's first CIN layer at batch 1,024) was written and re-read from memory several
+    times per step, which made the CIN memory-bound. Elsewhere it is the plain formula.
+    """
+    k = q.shape[0]
+    if p.device.type == "cpu":
+        return _BlockedBilinear.apply(a, p, q, max(64, _CONTRACT_BLOCK // a.shape[0]))
+    return ((a @ p).view(a.shape[0] // k, k, -1) * q).sum(1)
+
+
+class _BlockedBilinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, p, q, cols):
+        ctx.save_for_backward(a, p, q)
+        ctx.cols = cols
+        k = q.shape[0]
+        o = a.shape[0] // k
+        return torch.cat([((a @ p[:, s : s + cols]).view(o, k, -1) * q[:, s : s + cols]).sum(1) for s in range(0, p.shape[1], cols)], dim=1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gz):
+        a, p, q = ctx.saved_tensors
+        cols, k = ctx.cols, q.shape[0]
+        o = a.shape[0] // k
+        ga = torch.zeros_like(a) if ctx.needs_input_grad[0] else None
+        gps, gqs = [], []
+        for s in range(0, p.shape[1], cols):
+            pc, qc, gc = p[:, s : s + cols], q[:, s : s + cols], gz[:, s : s + cols].unsqueeze(1)
+            if ctx.needs_input_grad[2]:
+                gqs.append(((a @ pc).view(o, k, -1) * gc).sum(0))
+            gy = (gc * qc).view(o * k, -1)
+            if ga is not None:
+                ga.addmm_(gy, pc.t())
+            if ctx.needs_input_grad[1]:
+                gps.append(a.t() @ gy)
+        gp = torch.cat(gps, dim=1) if gps else None
+        gq = torch.cat(gqs, dim=1) if gqs else None
+        return ga, gp, gq, None
 
 
 class InteractingLayer(nn.Module):
