@@ -133,6 +133,20 @@ def test_evaluate_matches_sklearn_and_leaves_loader_untouched(tiny_store):
         evaluate(model, [1, 2, 3])
 
 
+def test_cpu_evaluation_batches_are_capped_and_give_the_same_metrics(tiny_store):
+    from recnas.train.metrics import CPU_EVAL_BATCH, eval_batch_size, predict
+
+    assert eval_batch_size("cpu") == CPU_EVAL_BATCH == 1024 and eval_batch_size("cpu", 1024) == 1024
+    assert eval_batch_size("cpu", 32) == 128 and eval_batch_size("cuda") == 4096 and eval_batch_size("cuda", 2048) == 8192
+    trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(batch_size=512), tiny_store, progress=False)
+    assert trainer.val_loader.batch_size == 1024
+    assert Trainer(make_model(tiny_store.meta), tiny_cfg(eval_batch_size=7), tiny_store, progress=False).val_loader.batch_size == 7
+    model, val = make_model(tiny_store.meta), tiny_store.split("val")
+    _, whole = predict(model, val, batch_size=4096)
+    for batch in (None, 7):
+        np.testing.assert_allclose(predict(model, val, batch_size=batch)[1], whole, rtol=1e-6, atol=1e-6)
+
+
 def test_lr_schedule_shapes():
     assert [lr_factor(s, 4, 20, "constant") for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0) and lr_factor(20, 4, 20, "cosine") == pytest.approx(0.0)

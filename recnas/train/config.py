@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     restore_best: bool = Field(True, description="end with the weights of the best validation log loss")
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(None, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1, description="None = 4 x batch_size")
+    eval_batch_size: int | None = Field(None, ge=1, description="None = 4 x batch_size, at most 1,024 on the CPU")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resident_data: bool = Field(False, description="copy the splits to the device once (fast when they fit)")
     seed: configs.Seed = 0

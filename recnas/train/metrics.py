@@ -52,16 +52,30 @@ def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
+# rows per evaluation batch on the CPU: at 4,096 rows AutoInt's activations (160 MB a tensor) are
+# above glibc's 32 MiB mmap threshold, so every one was mapped afresh and page-faulted on every
+# batch, half of its evaluation time (docs/benchmarks.md); a row's logit does not depend on the batch
+CPU_EVAL_BATCH = 1024
+
+
+def eval_batch_size(device: str | torch.device, train_batch: int | None = None) -> int:
+    """The default evaluation batch: 4 x the training batch (4,096 without one), at most
+    `CPU_EVAL_BATCH` rows on the CPU."""
+    rows = 4096 if train_batch is None else 4 * train_batch
+    return min(rows, CPU_EVAL_BATCH) if torch.device(device).type == "cpu" else rows
+
+
 def evaluate(
     model: torch.nn.Module,
     loader_or_split: BatchLoader | SplitArrays,
     arch=None,
     device: str | torch.device | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     max_rows: int | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> dict:
-    """Log loss and AUC of `model` over one full pass of a split (or of a loader's split).
+    """Log loss and AUC of `model` over one full pass of a split (or of a loader's split), in
+    batches of `batch_size` rows (default `eval_batch_size(device)`).
 
     A loader is rewound for the pass and left exactly where it was, so evaluating never
     disturbs a training run that owns it. `arch` is passed to supernet forwards.
@@ -75,7 +89,7 @@ def predict(
     loader_or_split: BatchLoader | SplitArrays,
     arch=None,
     device: str | torch.device | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     max_rows: int | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +100,7 @@ def predict(
     if isinstance(loader_or_split, BatchLoader):
         loader = loader_or_split
     elif isinstance(loader_or_split, SplitArrays):
-        loader = BatchLoader(loader_or_split, batch_size, shuffle=False, device=device, max_rows=max_rows)
+        loader = BatchLoader(loader_or_split, batch_size or eval_batch_size(device), shuffle=False, device=device, max_rows=max_rows)
     else:
         raise TypeError(f"evaluate() needs a BatchLoader or SplitArrays, got {type(loader_or_split).__name__}")
     saved = loader.state_dict()

@@ -30,7 +30,7 @@ from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiver
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
-from recnas.train.metrics import evaluate, json_safe
+from recnas.train.metrics import eval_batch_size, evaluate, json_safe
 
 log = logging.getLogger("recnas.train")
 
@@ -163,7 +163,7 @@ class Trainer:
         self.train_loader = train_loader
         self.val_loader = val_loader
         if val_loader is None and cfg.eval_every != 0:
-            self.val_loader = self._loader(store.split("val"), cfg.eval_batch_size or 4 * cfg.batch_size, False, cfg.max_eval_rows)
+            self.val_loader = self._loader(store.split("val"), cfg.eval_batch_size or eval_batch_size(self.device, cfg.batch_size), False, cfg.max_eval_rows)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise DataError("the train split has no rows")
