@@ -43,3 +43,18 @@ def test_ray_executor_matches_serial_and_survives_a_dead_worker(tiny_store, tmp_
     again = ray.get(refs)
     assert [m["logloss"] for m in again] == pytest.approx(expected, rel=1e-5)
     ex.shutdown()
+
+
+def test_a_cluster_that_cannot_be_joined_is_one_config_error_with_the_token_hint(monkeypatch):
+    """Ray 2.60's `ray start` turns token authentication on; a job without the token failed with
+    only Ray's "Failed to connect", which does not say why (docs/search.md)."""
+    from recnas.errors import ConfigError
+    from recnas.search.executors import connect_ray
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6390")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at 10.0.0.1:6390: Failed to connect.*RAY_AUTH_TOKEN"):
+        connect_ray("10.0.0.1:6390")

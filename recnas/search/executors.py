@@ -53,7 +53,10 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None):
         try:
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
         except ConnectionError as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {address}: {exc}") from None
+            raise ConfigError(
+                f"cannot join the Ray cluster at {address}: {exc} (a cluster with token authentication also needs its token: "
+                "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+            ) from None
     return ray
 
 
