@@ -472,6 +472,11 @@ def test_final_grid_trains_every_model_at_each_point_and_keeps_the_best_on_valid
     # re-run: every point is reused, nothing retrains
     again = run_job(cfg, out, progress=False)
     assert _losses(again) == _losses(report)
+    # continued with fewer finalists and no grid: the top finalist at the plain recipe is the
+    # result (best/ held another recipe's copy, in which the job used to try to resume)
+    plain = run_job(load_job_config("smoke", finalists=1, baselines=["dlrm"]), out, progress=False)
+    assert yaml.safe_load((out / "best" / "config.yaml").read_text())["lr"] == cfg.final.lr
+    assert plain["finalists"][0]["key"] == report["finalists"][0]["key"] and "final_choice" not in plain["models"][0]
 
 
 @pytest.mark.parametrize("grid, match", [

@@ -196,12 +196,13 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         to_train = ranked
     finalists = []
     for key, score, g in to_train:
-        folder = out / "best" if len(ranked) == 1 and not cfg.final_grid else out / "finalists" / key
+        # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
+        # its final_grid used to resume training in a best/ that held another model or recipe
+        folder = out / "finalists" / key
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
-    if chosen["folder"] != out / "best":
-        copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
+    copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
     best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
