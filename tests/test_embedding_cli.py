@@ -42,6 +42,7 @@ def test_cli_search_end_to_end(setup):
     assert report["params"] <= 200 == report["budget_params"]
     assert 0 < report["retrain"]["test"]["logloss"] < 1 and 0 <= report["stability"]["overall_agreement"] <= 1
     assert len(report["runs"]) == 2 and (out / "model.pt").is_file()
+    assert f"wrote {out / 'result.json'}, {out / 'emb_dims.json'}, {out / 'model.pt'}" in " ".join(res.output.split())  # every file written
     block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
     assert Architecture(blocks=(block,), emb_dims=tuple(emb_dims)).emb_dims == tuple(emb_dims)  # plugs into the encoding
     assert runner.invoke(app, [*args[:5], str(tmp / "out2"), *args[6:]]).exit_code == 0
@@ -59,6 +60,7 @@ def test_cli_search_end_to_end(setup):
     res = runner.invoke(app, [*args, "--overwrite", "--no-retrain"])
     assert res.exit_code == 0, res.output
     assert not (out / "model.pt").exists()  # the replaced search's model: its widths may differ from the new emb_dims.json
+    assert "model.pt" not in res.output.split("wrote ")[-1]  # and the message names only what was written
 
 
 def _tree(root):

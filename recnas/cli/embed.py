@@ -55,7 +55,8 @@ def search(
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
     report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
     print_report(report)
-    typer.echo(f"wrote {out / 'result.json'} and {out / 'emb_dims.json'}")
+    names = ["result.json", "emb_dims.json"] + (["model.pt"] if (out / "model.pt").is_file() else [])
+    typer.echo("wrote " + ", ".join(str(out / name) for name in names))
 
 
 @app.command()
