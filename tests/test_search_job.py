@@ -289,9 +289,11 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
     store.close()
     code, out, _ = run(monkeypatch, capsys, "search", "show", run_dir, "--top", 2)
     assert code == 0 and "3 candidates evaluated (best 2" in out and out.index("k1") < out.index("k2") and "k0" not in out
-    (run_dir / "results.md").write_text("| model |\n|---|\n| [bold]x[/bold] |\n\n![search progress](search_progress.png)\n")
+    wide = "| recnas (searched) | " + " | ".join(f"{i:,}" for i in range(100_000, 100_020)) + " |"  # wider than any console
+    results = f"| model |\n|---|\n| [bold]x[/bold] |\n{wide}\n\n![search progress](search_progress.png)\n"
+    (run_dir / "results.md").write_text(results)
     code, out, _ = run(monkeypatch, capsys, "search", "show", run_dir)
-    assert code == 0 and "| [bold]x[/bold] |" in out and "![search progress](search_progress.png)" in out  # printed as written
+    assert code == 0 and out.endswith(results)  # printed as written: no markup taken, no row wrapped
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "search.sqlite").write_bytes(b"")

@@ -71,8 +71,9 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     console.print(table)
     if (run / "results.md").exists():
         # as written: rich markup would take `[search progress]` of the plot links (or any
-        # bracketed model name) for a style tag and drop it
-        console.print((run / "results.md").read_text(), markup=False, highlight=False)
+        # bracketed model name) for a style tag and drop it, and its wrapping at the console
+        # width (80 columns when piped) cut every wide table row into pieces
+        console.print((run / "results.md").read_text().rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     store.close()
 
 
