@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from recnas.cli import main
 from tests.conftest import locked_elsewhere
@@ -244,3 +245,17 @@ def test_other_runtime_errors_are_not_dressed_up_as_user_errors(monkeypatch, cap
     monkeypatch.setattr(cli, "app", app)
     with pytest.raises(RuntimeError, match="shape mismatch"):
         cli.main()
+
+
+def test_a_short_run_of_a_shipped_config_names_the_warmup_flag(tiny_store, tmp_path, monkeypatch, capsys):
+    """The shipped configs warm up for 1,000 steps: `--steps 5` was refused with no way to lower
+    the warmup from the command line; `--warmup-steps` is that way, and the refusal names it."""
+    shipped = str(CONFIGS / "baseline.yaml")
+    args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", shipped, "--steps", "5"]
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "a")
+    assert code == 2 and "--steps 5 is fewer than the 1000 warmup_steps" in error_line(err) and "--warmup-steps" in error_line(err)
+    assert not (tmp_path / "a").exists()
+    code, _, err = run(monkeypatch, capsys, *args, "--warmup-steps", "2", "--out", tmp_path / "b")
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
+    assert saved["warmup_steps"] == 2 and saved["max_steps"] == 5

@@ -30,6 +30,7 @@ OUT = path_option(..., "--out", help="output directory: model.pt, checkpoint.pt,
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 STEPS = typer.Option(None, "--steps", help="override max_steps (total optimizer steps)")
+WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
 
 
@@ -76,7 +77,7 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
-def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1) -> None:
+def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None) -> None:
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
@@ -86,7 +87,10 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
 
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
-    cfg = TrainConfig.from_yaml(config).with_overrides(max_steps=steps, seed=seed)
+    cfg = TrainConfig.from_yaml(config)
+    if steps is not None and warmup is None and cfg.warmup_steps > steps:  # the generic message would not say which flag helps
+        raise ConfigError(f"--steps {steps} is fewer than the {cfg.warmup_steps} warmup_steps of {config}: give --warmup-steps of at most {steps}, or more --steps")
+    cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     store = CTRStore(data)
     out = Path(out)
     check_output_dir(out)
@@ -123,6 +127,7 @@ def supernet_train(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
+    warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
     nproc: int = NPROC,
@@ -138,7 +143,7 @@ def supernet_train(
         sp = resolve_space(space)
         return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup)
 
 
 @subnet_app.command("train")
@@ -152,6 +157,7 @@ def subnet_train(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
+    warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
     nproc: int = NPROC,
@@ -171,7 +177,7 @@ def subnet_train(
         supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup)
 
 
 def _load_supernet(path: Path, space, meta):
@@ -196,6 +202,7 @@ def baseline_train(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
+    warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
 ) -> None:
@@ -211,7 +218,7 @@ def baseline_train(
         model = build_baseline(name, store.meta, **hp)
         return model, baseline_spec(name, model.hparams, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup)
 
 
 def _refuse_an_input(json_out: Path, ckpt: Path, arch: Path | None, data: Path) -> None:
