@@ -93,8 +93,9 @@ def test_unreadable_cache_file_is_a_clear_error(tmp_path):
 
 
 def _diverge_scratch_runs(monkeypatch, count, how):
-    """The next `count` from-scratch runs (6 steps) diverge: the trainer stops them ("raise"), or
-    they end with NaN weights ("nan", a last step's update the loss check cannot see)."""
+    """The next `count` from-scratch runs (6 steps) diverge: the trainer stops them ("raise"),
+    they end with NaN weights ("nan", a last step's update the loss check cannot see), or with
+    finite weights far from any solution ("blowup")."""
     real_fit, left = Trainer.fit, [count]
 
     def fit(self, *args, **kwargs):
@@ -105,7 +106,7 @@ def _diverge_scratch_runs(monkeypatch, count, how):
             raise TrainingDiverged("training diverged: loss nan at step 3")
         result = real_fit(self, *args, **kwargs)
         for p in self.model.parameters():
-            p.data.fill_(float("nan"))
+            p.data.fill_(float("nan") if how == "nan" else 3.0)  # "blowup": finite, and far off
         return result
 
     monkeypatch.setattr(Trainer, "fit", fit)
@@ -173,3 +174,35 @@ def test_an_out_that_is_a_file_is_refused_before_any_training(tiny_store, tmp_pa
     with pytest.raises(ConfigError, match=f"--out {afile} exists and is not a directory"):
         run_rank_study(net, tiny_store.dir, 3, afile, _config(), progress=False)
     assert afile.read_text() == "keep"
+
+
+def test_scratch_runs_worse_than_the_base_rate_are_named(tiny_store, tmp_path, monkeypatch, capsys):
+    """A from-scratch run that ends above the log loss of predicting the click rate is finite,
+    so it is not 'diverged', but its rank means nothing: the study names it, and the CLI warns."""
+    import numpy as np
+
+    from recnas.data.store import CTRStore
+    from recnas.search.study import base_rate_logloss
+
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    _diverge_scratch_runs(monkeypatch, 1, "blowup")
+    result = run_rank_study(a, tiny_store.dir, 4, tmp_path / "s", _config(), progress=False)
+    store = CTRStore(tiny_store.dir)
+    p, y = store.split("train").label.mean(), store.split("val").label[:100].astype(float)
+    assert result["base_rate_logloss"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    bad = [r["arch"] for r in result["rows"] if r["scratch"] > result["base_rate_logloss"]]
+    assert len(bad) >= 1 and result["worse_than_base_rate"] == bad
+    assert json.loads((tmp_path / "s" / "rank_study.json").read_text())["worse_than_base_rate"] == bad
+    assert base_rate_logloss(np.array([0, 1]), np.array([0, 1])) == pytest.approx(np.log(2))
+    # the CLI on the same cache (the far-off result is cached: it is finite) prints the warning
+    import yaml
+
+    from tests.test_cli_models import run as cli
+
+    cfg_file = tmp_path / "study.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(_config().model_dump_json())))
+    monkeypatch.undo()
+    code, out, err = cli(monkeypatch, capsys, "study", "rank", "--supernet", a, "--data", tiny_store.dir, "--n", "4",
+                         "--out", tmp_path / "s2", "--config", cfg_file, "--scratch-cache", tmp_path / "s" / "scratch_cache.json", "--no-progress")
+    assert code == 0, err
+    assert f"{len(bad)} of {result['n']} subnet(s) ended their from-scratch training above the log loss of predicting the click rate" in " ".join(out.split())

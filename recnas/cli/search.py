@@ -98,6 +98,11 @@ def rank(
     best = result["best_scratch"]
     if result["diverged"]:
         console.print(f"[yellow]warning:[/] {len(result['diverged'])} subnet(s) diverged in from-scratch training and are left out: {', '.join(result['diverged'])}")
+    if result["worse_than_base_rate"]:
+        console.print(
+            f"[yellow]warning:[/] {len(result['worse_than_base_rate'])} of {result['n']} subnet(s) ended their from-scratch training above the log loss of "
+            f"predicting the click rate ({result['base_rate_logloss']:.4f}): their ranks say little; give `scratch` more steps or a lower lr (--config)"
+        )
     console.print(f"best from scratch: {best['arch']} val log loss {best['logloss']:.4f}; {result['scratch_reused']} of {result['n']} from-scratch results reused from the cache")
     console.print(f"-> {out / 'rank_study.json'}, {out / 'rank_study.png'}", markup=False)
 

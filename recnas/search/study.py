@@ -99,6 +99,15 @@ def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def base_rate_logloss(train_labels: np.ndarray, val_labels: np.ndarray) -> float:
+    """Validation log loss of the constant prediction of the training click rate: a subnet
+    trained from scratch that ends above it has learnt nothing usable (too short a recipe, too
+    high an lr), and its rank in the study says nothing about its architecture."""
+    p = float(np.clip(np.mean(train_labels), 1e-7, 1 - 1e-7))
+    y = np.asarray(val_labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
@@ -155,11 +164,13 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
             bar.advance(task)
     if len(rows) < 2:
         raise ConfigError(f"{len(diverged)} of {len(archs)} subnets diverged in from-scratch training, leaving {len(rows)} to correlate (at least 2 needed); lower the scratch lr or check the data")
+    base = base_rate_logloss(store.split("train").label, val.label[: cfg.eval_rows])
     scratch = [r["scratch"] for r in rows]
     corr = {name: rank_correlation([r[name] for r in rows], scratch) for name in ("inherited", "finetuned")}
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
-    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]}, "rows": rows, "config": json.loads(cfg.model_dump_json())}
+    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
+              "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if r["scratch"] > base], "rows": rows, "config": json.loads(cfg.model_dump_json())}
     configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result
