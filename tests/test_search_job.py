@@ -509,3 +509,11 @@ def test_paths_with_brackets_are_printed_as_they_are(tmp_path):
     run_job(load_job_config("smoke", baselines=[]), out, progress=False, console=console)
     text = console.export_text()
     assert str(out / "results.md") in text and str(out.parent / "data") in text
+
+
+def test_job_lines_are_not_wrapped_when_piped(tmp_path, capsys):
+    """Piped into a log, rich wrapped every line at 80 columns, cutting run paths in two."""
+    out = tmp_path / ("a-long-run-folder-name-" * 4)
+    run_job(load_job_config("smoke", baselines=[]), out, progress=False)
+    printed = capsys.readouterr().out
+    assert f"-> {out / 'results.md'}" in printed

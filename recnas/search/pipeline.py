@@ -120,7 +120,8 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     synthetic data was generated."""
     check_output_dir(out)
     with exclusive(out):
-        return _run_job(cfg, Path(out), progress, console or Console())
+        # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
+        return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))
 
 
 def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dict:
