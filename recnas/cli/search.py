@@ -92,7 +92,7 @@ def rank(
 
     cfg = RankStudyConfig.load(config)
     result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
-    console = Console()
+    console = Console(soft_wrap=True)  # whole lines in a piped log
     for name, r in result["correlation"].items():
         console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
     best = result["best_scratch"]
