@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
 import sys
 
 import numpy as np
@@ -604,3 +605,119 @@ def test_synthetic_raw_output_prepares_to_the_same_rows(tmp_path):
     assert sum(meta.rows.values()) == sum(synth.rows.values()) == 500
     labels = np.concatenate([CTRStore(tmp_path / "synth").split(s).label for s in SPLITS])
     assert abs(np.mean(labels) - np.mean(concat(load(tmp_path / "store")[1], "label"))) < 1e-9
+
+
+# -- encoding other files like a store (--vocab-from) --------------------------------------
+def ids_by_value(rows, parts) -> list[dict[str, int]]:
+    """Per field: raw value -> stored id of a store prepared from `rows` (file order kept)."""
+    sparse = concat(parts, "sparse")
+    return [{r[14 + j]: int(sparse[i, j]) for i, r in enumerate(rows)} for j in range(26)]
+
+
+@pytest.mark.parametrize("min_count", [None, 3])
+def test_vocab_from_reuses_the_ids_and_maps_unseen_values_to_oov(tmp_path, min_count):
+    first, new = criteo_rows(300, seed=0), criteo_rows(120, seed=9)
+    new[0][14] = "never-seen-before"
+    base = prepare("criteo", write_lines(tmp_path / "day1.txt", first), tmp_path / "s1", min_count=min_count, split="sequential")
+    meta = prepare("criteo", write_lines(tmp_path / "day2.txt", new), tmp_path / "s2", vocab_from=tmp_path / "s1", split="none")
+    assert (tmp_path / "s1" / "vocab.parquet").is_file() and base.encoding["kind"] == "vocabulary"
+    assert (meta.vocab_sizes, meta.cat_names, meta.dense_names, meta.name) == (base.vocab_sizes, base.cat_names, base.dense_names, base.name)
+    assert meta.rows == {"train": 0, "val": 0, "test": 120}
+    store, parts = load(tmp_path / "s2")  # empty splits open and pass the checks
+    assert len(parts["train"]) == len(parts["val"]) == 0
+    known, sparse = ids_by_value(first, load(tmp_path / "s1")[1]), concat(parts, "sparse")
+    unseen = {}
+    for j in range(26):
+        want = [known[j].get(r[14 + j], 0) for r in new]  # rare under --min-count: 0 in both
+        np.testing.assert_array_equal(sparse[:, j], want)
+        unseen[f"C{j + 1}"] = sum(r[14 + j] not in known[j] or known[j][r[14 + j]] == 0 for r in new)
+    assert sparse[0, 0] == 0 and unseen["C1"] >= 1
+    assert meta.source["vocab_from"]["unseen_rows"] == unseen
+    assert meta.source["options"]["min_count"] == (min_count or 1)
+    # the new store passes the same ids on in turn
+    again = prepare("criteo", tmp_path / "day2.txt", tmp_path / "s3", vocab_from=tmp_path / "s2", split="none")
+    np.testing.assert_array_equal(concat(load(tmp_path / "s3")[1], "sparse"), sparse)
+    assert again.vocab_sizes == base.vocab_sizes
+
+
+def test_vocab_keeps_any_string(tmp_path):
+    (tmp_path / "spec.yaml").write_text(SPEC + "dense_transform: none\n")
+    header = ["y", "user", "price", "unused", "city"]
+    odd = ["\u00e9t\u00e9", "a,b", "\U0001f600", " spaced ", "tab\there", "0", "00"]
+    rows = [["1" if i % 3 else "0", odd[i % len(odd)], "1", "x", f"c{i % 4}"] for i in range(40)]
+    text = "".join(",".join(f'"{v}"' if "," in v else v for v in r) + "\n" for r in [header] + rows)
+    (tmp_path / "a.csv").write_text(text)
+    prepare("csv", tmp_path / "a.csv", tmp_path / "s1", spec=tmp_path / "spec.yaml", split="sequential")
+    prepare("csv", tmp_path / "a.csv", tmp_path / "s2", spec=tmp_path / "spec.yaml", split="none", vocab_from=tmp_path / "s1")
+    one, two = concat(load(tmp_path / "s1")[1], "sparse"), concat(load(tmp_path / "s2")[1], "sparse")
+    np.testing.assert_array_equal(one, two)  # every value found again, same row order
+    assert sorted(pq.read_table(tmp_path / "s1" / "vocab.parquet").column("value").to_pylist()[:7]) == sorted(odd)
+
+
+def test_vocab_from_a_hash_store(tmp_path):
+    first, new = criteo_rows(200, seed=2), criteo_rows(60, seed=3)
+    base = prepare("criteo", write_lines(tmp_path / "a.txt", first), tmp_path / "s1", hash_buckets=7, split="sequential")
+    assert base.encoding == {"kind": "hash", "buckets": 7, "dense_transform": "log1p"} and not (tmp_path / "s1" / "vocab.parquet").exists()
+    meta = prepare("criteo", write_lines(tmp_path / "b.txt", new), tmp_path / "s2", vocab_from=tmp_path / "s1", split="none")
+    plain = prepare("criteo", tmp_path / "b.txt", tmp_path / "s3", hash_buckets=7, split="none")
+    assert meta.vocab_sizes == base.vocab_sizes == [7] * 26 and meta.encoding["kind"] == "hash"
+    sparse = concat(load(tmp_path / "s2")[1], "sparse")
+    np.testing.assert_array_equal(sparse, concat(load(tmp_path / "s3")[1], "sparse"))
+    known = ids_by_value(first, load(tmp_path / "s1")[1])
+    assert all(sparse[i, j] == known[j][r[14 + j]] for i, r in enumerate(new) for j in range(26) if r[14 + j] in known[j])
+    assert plain.source["options"]["hash_buckets"] == meta.source["options"]["hash_buckets"] == 7
+
+
+def test_vocab_from_refusals_keep_what_is_there(tmp_path):
+    import json
+
+    raw = write_lines(tmp_path / "a.txt", criteo_rows(60))
+    prepare("criteo", raw, tmp_path / "s1", split="sequential")
+    out = tmp_path / "out"
+    kept = prepare("criteo", raw, out, split="sequential", min_count=2)
+    for kwargs, error, match in [
+        ({"min_count": 2}, ConfigError, "--min-count is decided by --vocab-from"),
+        ({"hash_buckets": 5}, ConfigError, "--hash-buckets is decided by --vocab-from"),
+    ]:
+        with pytest.raises(error, match=match):
+            prepare("criteo", raw, out, vocab_from=tmp_path / "s1", overwrite=True, **kwargs)
+    avazu = write_lines(tmp_path / "av.csv", avazu_rows(30), sep=",", header=AVAZU_HEADER)
+    with pytest.raises(DataError, match=r"--vocab-from .*s1 and .*av.csv \(for .*out\) differ in their dataset: criteo vs avazu"):
+        prepare("avazu", avazu, out, vocab_from=tmp_path / "s1", overwrite=True)
+    old = tmp_path / "old"  # a store written before the vocabulary was saved
+    shutil.copytree(tmp_path / "s1", old)
+    (old / "vocab.parquet").unlink()
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["encoding"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"--vocab-from .*old has no saved vocabulary.*so .*out cannot get its ids"):
+        prepare("criteo", raw, out, vocab_from=old, overwrite=True)
+    with pytest.raises(DataError, match="not a prepared recnas dataset"):
+        prepare("criteo", raw, out, vocab_from=tmp_path / "nothing", overwrite=True)
+    with pytest.raises(DataError, match="the same path as --out"):
+        prepare("criteo", raw, tmp_path / "s1", vocab_from=tmp_path / "s1", overwrite=True)
+    bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))
+    with pytest.raises(DataError, match="bad.txt:5"):  # fails in pass 1: the store in --out stays
+        prepare("criteo", bad, out, vocab_from=tmp_path / "s1", overwrite=True)
+    assert CTRStore(out).meta.source["options"]["min_count"] == kept.source["options"]["min_count"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "av.csv", "bad.txt", "old", "out", "s1"]
+
+
+def test_split_none_needs_no_seed_and_one_row(tmp_path):
+    raw = write_lines(tmp_path / "a.txt", criteo_rows(3))
+    meta = prepare("criteo", raw, tmp_path / "s", split="none")  # too few rows for 8:1:1, fine for scoring
+    assert meta.rows == {"train": 0, "val": 0, "test": 3}
+    with pytest.raises(ConfigError, match="--split none keeps file order and takes no seed"):
+        prepare("criteo", raw, tmp_path / "t", split="none", seed=3)
+
+
+def test_cli_prepare_vocab_from_reports_unseen_values(tmp_path):
+    from typer.testing import CliRunner
+
+    from recnas.cli import app
+
+    prepare("criteo", write_lines(tmp_path / "a.txt", criteo_rows(100)), tmp_path / "s1", split="sequential")
+    raw = write_lines(tmp_path / "b.txt", criteo_rows(50, seed=4))
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s2"), "--vocab-from", str(tmp_path / "s1"), "--split", "none"])
+    assert result.exit_code == 0, result.output
+    assert "test 50" in result.output and f"ids from {tmp_path / 's1'}: " in result.output and "unseen there (OOV id 0)" in result.output

@@ -25,6 +25,7 @@ class Dataset(str, Enum):
 class SplitMethod(str, Enum):
     stratified = "stratified"
     sequential = "sequential"
+    none = "none"
 
 
 class BadRowPolicy(str, Enum):
@@ -43,8 +44,22 @@ def summary(meta, elapsed: float) -> str:
             f"  splits: {splits}",
             f"  vocab sizes (incl. OOV id 0): {vocab}" if not meta.source.get("options", {}).get("hash_buckets") else f"  hash buckets per field: {meta.vocab_sizes[0] if meta.vocab_sizes else 0:,}",
             f"  bad rows skipped: {meta.bad_rows_skipped:,}",
+            *_unseen(meta),
         ]
     )
+
+
+def _unseen(meta) -> list[str]:
+    """The line on values the --vocab-from store never kept (they got the OOV id 0), if any."""
+    base = meta.source.get("vocab_from")
+    if not base:
+        return []
+    unseen = base.get("unseen_rows")
+    if unseen is None:
+        return [f"  ids from {base['store']} (hash buckets: no unseen values)"]
+    total, cells = sum(unseen.values()), sum(meta.rows.values()) * max(len(unseen), 1)
+    worst = ", ".join(f"{k} {v:,}" for k, v in sorted(unseen.items(), key=lambda kv: -kv[1])[:5] if v)
+    return [f"  ids from {base['store']}: {total:,} of {cells:,} values unseen there (OOV id 0){'; most in ' + worst if worst else ''}"]
 
 
 @app.command()
@@ -56,11 +71,12 @@ def prepare(
     profile: Optional[Path] = path_option(None, "--profile", help="KDD12 userid_profile.txt (adds gender, age)"),
     min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
     hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
-    split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded) or sequential 80/10/10"),
+    split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded), sequential 80/10/10, or none (every row in test: data to score)"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="seed of the stratified split (default 2018)"),
     on_bad_row: BadRowPolicy = typer.Option(BadRowPolicy.error, "--on-bad-row", help="error: stop at the first bad row; skip: drop and count"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows"),
+    vocab_from: Optional[Path] = path_option(None, "--vocab-from", help="a store to take the ids from (its vocabulary or hash buckets), so models trained on it accept this one"),
 ) -> None:
     """Stream a raw CTR file into a memory-mappable store with train/val/test splits."""
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -90,6 +106,7 @@ def prepare(
             on_bad_row=on_bad_row.value,
             overwrite=overwrite,
             max_rows=max_rows,
+            vocab_from=vocab_from,
             progress=progress,
         )
     typer.echo(summary(meta, time.perf_counter() - started))

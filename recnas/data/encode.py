@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from recnas.data import vocab
 from recnas.data.formats import Format
 from recnas.errors import DataError
 
@@ -187,16 +189,35 @@ class Encoder:
             sizes.append(len(kept) + 1)
         return remaps, sizes
 
+    def values(self, name: str) -> pl.Series:
+        """A field's strings by code (the value of code k at position k)."""
+        strings = self.categories[name].to_series()
+        if len(strings) < len(self.counts[self.cat_names.index(name)]):
+            raise DataError(f"internal: the category table of {name} is shorter than its codes")
+        return strings
+
     def hashed(self, buckets: int) -> tuple[list[np.ndarray], list[int]]:
         """Per field: code -> stable_hash(value) % buckets (same ids in every run and version)."""
         remaps = []
         for name, counts in zip(self.cat_names, self.counts):
-            strings = self.categories[name].to_series()
-            if len(strings) < len(counts):
-                raise DataError(f"internal: the category table of {name} is shorter than its codes")
-            h = stable_hash(strings[: len(counts)])
+            h = stable_hash(self.values(name)[: len(counts)])
             remaps.append((h % np.uint64(buckets)).astype(np.int32))
         return remaps, [buckets] * len(remaps)
+
+    def save_vocabulary(self, path: Path, remaps: list[np.ndarray]) -> None:
+        """Write the kept values of every field in id order (`vocab.save`), one field in memory at a time."""
+        vocab.save(path, self.cat_names, self.values, remaps)
+
+    def saved_vocabulary(self, path: Path, sizes: list[int]) -> tuple[list[np.ndarray], list[int], dict[str, int]]:
+        """Per field: code -> id of another store's saved vocabulary (`path`, table `sizes`), 0 for
+        a value it does not hold; and per field the number of rows with such unseen values."""
+        remaps, unseen = [], {}
+        for name, counts, size in zip(self.cat_names, self.counts, sizes):
+            remap, unseen[name] = vocab.remap_from(path, name, self.values(name), counts)
+            if len(remap) and int(remap.max()) >= size:
+                raise DataError(f"{path}: field {name} has ids beyond its vocabulary size {size} in meta.json; the store is inconsistent")
+            remaps.append(remap)
+        return remaps, list(sizes), unseen
 
 
 def stable_hash(strings: pl.Series) -> np.ndarray:

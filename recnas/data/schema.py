@@ -33,6 +33,9 @@ class DatasetMeta(BaseModel):
     positive_rate: dict[str, float] = Field(default_factory=dict)
     source: dict[str, Any] = Field(default_factory=dict, description="raw file, checksum, options")
     bad_rows_skipped: int = 0
+    encoding: dict[str, Any] | None = Field(
+        default=None, description="how values became ids, to encode other files alike (recnas.data.vocab); None: not saved"
+    )
     bayes: dict[str, float] | None = Field(
         default=None, description="synthetic data only: Bayes-optimal log loss / AUC per split"
     )

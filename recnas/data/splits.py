@@ -5,7 +5,8 @@ random_state=seed) folds, 0-7 train, 8 val, 9 test. Within each class the fold l
 0..9 are dealt round-robin (continuing across classes) and then shuffled, so every fold
 gets each class's rows, and rows in total, to within one row and the positive rate is the same in all three splits. (Same scheme as sklearn's,
 not bit-identical row assignment.) `sequential` keeps file order: first 80% / next 10% /
-last 10%, the honest choice when rows are in time order (Avazu, Criteo).
+last 10%, the honest choice when rows are in time order (Avazu, Criteo). `none` puts every
+row into test (train and val stay empty): a store of new data to score, not to train on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from recnas.errors import ConfigError
 
-METHODS = ("stratified", "sequential")
+METHODS = ("stratified", "sequential", "none")
 TRAIN, VAL, TEST = 0, 1, 2
 N_FOLDS = 10
 FOLD_TO_SPLIT = np.array([TRAIN] * 8 + [VAL, TEST], np.uint8)
@@ -49,4 +50,6 @@ def assign(labels: np.ndarray, method: str, seed: int) -> np.ndarray:
         return stratified(labels, seed)
     if method == "sequential":
         return sequential(len(labels))
+    if method == "none":
+        return np.full(len(labels), TEST, np.uint8)
     raise ConfigError(f"unknown split method {method!r}; expected one of {', '.join(METHODS)}")

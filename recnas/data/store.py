@@ -8,6 +8,7 @@ decode step, and `np.load(mmap_mode="r")` needs nothing beyond numpy. Layout::
     DIR/<split>/dense.npy          float32 [rows, n_dense]  (already log-transformed)
     DIR/<split>/sparse.npy         int32   [rows, n_sparse] (per-field ids, 0 = OOV/rare)
     DIR/<split>/label.npy          float32 [rows]
+    DIR/vocab.parquet              the vocabulary, to encode other files alike (recnas.data.vocab)
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, wher
         raise DataError(f"{what} {path} is {'the same path as' if real == real_out else 'inside'} {where} {out}; they must not overlap (the store replaces the whole folder)")
 
 
-STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", *SPLITS))  # what --overwrite may replace
+STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", "vocab.parquet", *SPLITS))  # what --overwrite may replace
 
 
 @contextlib.contextmanager
@@ -158,20 +159,22 @@ def staged_store(out: str | os.PathLike, overwrite: bool) -> Iterator[Path]:
             raise RuntimeError(f"staged store for {out} was not finished (no meta.json)")
 
 
-def check_split_rows(rows: dict[str, int], out: str | os.PathLike) -> None:
+def check_split_rows(rows: dict[str, int], out: str | os.PathLike, required: tuple[str, ...] = SPLITS) -> None:
     """Refuse a store with an empty split: training would validate on nothing and evaluate
     would report n/a with success, so an input too small to split is an error here, where
-    the row counts are first known, not a silent n/a later."""
-    if all(rows.get(s, 0) >= 1 for s in SPLITS):
+    the row counts are first known, not a silent n/a later. A store to score (`--split none`)
+    requires only its test split."""
+    if all(rows.get(s, 0) >= 1 for s in required):
         return
     got = ", ".join(f"{s} {rows.get(s, 0):,}" for s in SPLITS)
     raise DataError(f"{out}: the splits would get {got} rows; every split needs at least one row (the 8:1:1 split needs at least 10 input rows)")
 
 
-def finish_store(tmp: Path, out: str | os.PathLike, meta: DatasetMeta) -> None:
-    """Check the split sizes and write meta.json, the marker of a complete store: the last
-    write into a `staged_store`, whose block end swaps it in (the old store is kept until then)."""
-    check_split_rows(meta.rows, out)
+def finish_store(tmp: Path, out: str | os.PathLike, meta: DatasetMeta, required: tuple[str, ...] = SPLITS) -> None:
+    """Check the split sizes (`required` ones non-empty) and write meta.json, the marker of a
+    complete store: the last write into a `staged_store`, whose block end swaps it in (the old
+    store is kept until then)."""
+    check_split_rows(meta.rows, out, required)
     meta.save(tmp)
 
 
