@@ -80,7 +80,7 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--arch", arch, "--json-out", tmp_path / "e2.json")
     assert code == 2 and "--arch chooses the subnet of a supernet" in error_line(err) and "holds a baseline" in err  # not silently ignored
     assert not (tmp_path / "e2.json").exists()
-    monkeypatch.setattr("recnas.train.evaluate", lambda *a, **k: pytest.fail("evaluated although --json-out is unusable"))
+    monkeypatch.setattr("recnas.train.metrics.predict", lambda *a, **k: pytest.fail("evaluated although --json-out is unusable"))
     for bad, message in ((tmp_path, "is a directory"), (report / "x.json", "eval.json is not a directory")):
         code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", bad)
         assert code == 2 and f"--json-out {bad}" in error_line(err) and message in err
@@ -259,3 +259,60 @@ def test_a_short_run_of_a_shipped_config_names_the_warmup_flag(tiny_store, tmp_p
     assert code == 0, err
     saved = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert saved["warmup_steps"] == 2 and saved["max_steps"] == 5
+
+
+def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
+    """Day 1 trains, day 2 is encoded with day 1's vocabulary and scored row by row."""
+    import numpy as np
+
+    from recnas.data.store import CTRStore
+    from recnas.train.metrics import predict
+    from recnas.train.model_factory import load_trained
+    from tests.test_prepare import criteo_rows, write_lines
+
+    day1, day2 = write_lines(tmp_path / "day1.txt", criteo_rows(300)), write_lines(tmp_path / "day2.txt", criteo_rows(90, seed=7))
+    code, _, err = run(monkeypatch, capsys, "data", "prepare", "--dataset", "criteo", "--raw", day1, "--out", tmp_path / "s1", "--split", "sequential")
+    assert code == 0, err
+    code, out, err = run(monkeypatch, capsys, "data", "prepare", "--dataset", "criteo", "--raw", day2, "--out", tmp_path / "s2", "--vocab-from", tmp_path / "s1", "--split", "none")
+    assert code == 0 and "test 90" in out and "unseen there" in out, err
+    run_dir = tmp_path / "lr"
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tmp_path / "s1", "--config", TINY, "--out", run_dir, "--steps", 3, "--no-progress")
+    assert code == 0, err
+
+    ckpt, preds = run_dir / "model.pt", tmp_path / "p" / "day2.npy"
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tmp_path / "s2", "--predictions-out", preds)
+    assert code == 0 and "(90 rows)" in out and f"wrote 90 click probabilities to {preds}" in out, err
+    p = np.load(preds)
+    assert p.dtype == np.float32 and p.shape == (90,) and ((p >= 0) & (p <= 1)).all()
+    model, _, _ = load_trained(ckpt)
+    _, logits = predict(model, CTRStore(tmp_path / "s2").split("test"))
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tmp_path / "s2", "--predictions-out", tmp_path / "day2.csv")
+    assert code == 0, err
+    lines = (tmp_path / "day2.csv").read_text().splitlines()
+    assert lines[0] == "p" and len(lines) == 91
+    np.testing.assert_array_equal(np.array(lines[1:], np.float32), p)  # the same numbers, exactly
+    code, out, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tmp_path / "s2", "--split", "train", "--predictions-out", tmp_path / "none.npy")
+    assert code == 0 and "(0 rows): logloss n/a" in out, err  # an empty split: nothing to score
+    assert np.load(tmp_path / "none.npy").shape == (0,)
+
+    before = {f: f.read_bytes() for f in (ckpt, tmp_path / "s2" / "meta.json", preds)}
+    monkeypatch.setattr("recnas.train.metrics.predict", lambda *a, **k: pytest.fail("evaluated although --predictions-out is unusable"))
+    for target, message in [
+        (tmp_path / "p.txt", "unknown format .txt; name a .npy (float32) or .csv"),
+        (tmp_path / "p", "is a directory"),
+        (tmp_path / "s2" / "test" / "label.npy", "is a file of the dataset --data"),
+        (tmp_path / "s2" / "p.csv", "is a file of the dataset --data"),
+        (run_dir / "model.npy", None),
+    ]:
+        if message is None:  # the checkpoint itself, under a name with the right suffix
+            (run_dir / "model.npy").symlink_to(ckpt)
+            message = "is an input of this command; writing the predictions there would replace it"
+        code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", run_dir / "model.npy" if "input" in message else ckpt, "--data", tmp_path / "s2", "--predictions-out", target)
+        assert code == 2 and f"--predictions-out {target}" in error_line(err) and message in err
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tmp_path / "s2", "--predictions-out", preds, "--json-out", preds)
+    assert code == 2 and "both" in error_line(err)
+    assert {f: f.read_bytes() for f in before} == before and not (tmp_path / "s2" / "p.csv").exists()
+
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tmp_path / "s2", "--config", TINY, "--out", tmp_path / "bad", "--steps", 3, "--no-progress")
+    assert code == 2 and "the train split has no rows" in error_line(err) and "--split none" in err

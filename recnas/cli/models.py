@@ -221,16 +221,40 @@ def baseline_train(
     _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup)
 
 
-def _refuse_an_input(json_out: Path, ckpt: Path, arch: Path | None, data: Path) -> None:
-    """--json-out must not name a file the command reads (the checkpoint, the architecture, a
-    file of the dataset): the metrics used to replace it, exit 0, and the input was lost."""
-    if not json_out.is_file():
+def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | None, data: Path) -> None:
+    """An output file (`flag`: --json-out, --predictions-out) must not name a file the command
+    reads (the checkpoint, the architecture, a file of the dataset): the metrics used to
+    replace it, exit 0, and the input was lost."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a directory; give the path of the file to write")
+    check_parent(path, flag)
+    if data.is_dir() and path.resolve().is_relative_to(data.resolve()):
+        raise ConfigError(f"{flag} {path} is a file of the dataset --data {data}; writing the {what} there would replace it")
+    if not path.is_file():
         return
     inputs = [p for p in (ckpt, arch) if p is not None and p.is_file()]
-    if any(json_out.samefile(p) for p in inputs):
-        raise ConfigError(f"--json-out {json_out} is an input of this command; writing the metrics there would replace it")
-    if data.is_dir() and json_out.resolve().is_relative_to(data.resolve()):
-        raise ConfigError(f"--json-out {json_out} is a file of the dataset --data {data}; writing the metrics there would replace it")
+    if any(path.samefile(p) for p in inputs):
+        raise ConfigError(f"{flag} {path} is an input of this command; writing the {what} there would replace it")
+
+
+PREDICTION_FORMATS = (".npy", ".csv")
+
+
+def write_predictions(path: Path, probabilities) -> None:
+    """One click probability per row, atomically: `.npy` (float32 [rows]) or `.csv` (header `p`)."""
+    import numpy as np
+
+    from recnas.configs import atomic_write
+
+    p = np.asarray(probabilities, np.float32).reshape(-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npy":
+        with atomic_write(path, "wb") as fh:
+            np.save(fh, p)
+    else:
+        with atomic_write(path, "w") as fh:
+            fh.write("p\n")
+            np.savetxt(fh, p, fmt="%.9g")  # 9 significant digits: the float32 read back exactly
 
 
 def evaluate(
@@ -239,22 +263,29 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="train, val or test"),
     arch: Optional[Path] = path_option(None, "--arch", help="architecture JSON (required for a supernet checkpoint)"),
     json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
+    predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
-    """Log loss and AUC of a trained checkpoint on one split."""
+    """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
+    import numpy as np
+
     from recnas.data.store import CTRStore
-    from recnas.train import evaluate as evaluate_model
+    from recnas.train.metrics import ctr_metrics, predict
     from recnas.train.model_factory import check_data, load_trained
     from recnas.train.trainer import resolve_device
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")
-    if json_out is not None:  # refused before the evaluation, whose result it would receive
-        if json_out.is_dir():
-            raise ConfigError(f"--json-out {json_out} is a directory; give the path of the JSON file to write")
-        check_parent(json_out, "--json-out")
-        _refuse_an_input(json_out, ckpt, arch, data)
+    # outputs are refused before the evaluation, whose result they would receive
+    if json_out is not None:
+        _refuse_an_input(json_out, "--json-out", "metrics", ckpt, arch, data)
+    if predictions_out is not None:
+        _refuse_an_input(predictions_out, "--predictions-out", "predictions", ckpt, arch, data)
+        if predictions_out.suffix not in PREDICTION_FORMATS:
+            raise ConfigError(f"--predictions-out {predictions_out}: unknown format {predictions_out.suffix or '(no suffix)'}; name a .npy (float32) or .csv (header p) file")
+        if json_out is not None and predictions_out.resolve() == json_out.resolve():
+            raise ConfigError(f"--predictions-out and --json-out are both {json_out}; give two files")
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
@@ -269,10 +300,16 @@ def evaluate(
         from recnas.space.arch import load_architecture_for
 
         a = load_architecture_for(arch, SearchSpace(**spec["space"]), store.meta.n_sparse)
-    metrics = evaluate_model(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
+    labels, logits = predict(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
+    metrics = ctr_metrics(labels, logits)
+    if predictions_out is not None:
+        with np.errstate(over="ignore"):  # a logit below -88: exp overflows, p is 0
+            write_predictions(predictions_out, 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))))
     typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
     if json_out is not None:
         record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": extra.get("step"), **metrics}
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json_out, json.dumps(record, indent=2))
+    if predictions_out is not None:
+        typer.echo(f"wrote {metrics['rows']:,} click probabilities to {predictions_out}")
