@@ -41,7 +41,7 @@ def save(path: str | os.PathLike, names: list[str], values: Callable[[str], pl.S
             kept = kept[np.argsort(remap[kept], kind="stable")]
             table = pa.table(
                 {
-                    "field": pa.array(np.full(len(kept), name, object), pa.string()),
+                    "field": pa.DictionaryArray.from_arrays(np.zeros(len(kept), np.int32), pa.array([name])).cast(pa.string()),  # no Python objects
                     "value": strings.gather(kept).to_arrow().cast(pa.large_string()),
                     "id": pa.array(remap[kept].astype(np.int32)),
                 },
