@@ -316,3 +316,6 @@ def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
 
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tmp_path / "s2", "--config", TINY, "--out", tmp_path / "bad", "--steps", 3, "--no-progress")
     assert code == 2 and "the train split has no rows" in error_line(err) and "--split none" in err
+    # the main job refuses it too, before its run folder gets anything
+    code, _, err = run(monkeypatch, capsys, "search", "--data", tmp_path / "s2", "--budget", "smoke", "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and "--split none" in error_line(err) and not (tmp_path / "run").exists()

@@ -53,6 +53,13 @@ class CTRStore:
         self.meta = DatasetMeta.load(self.dir)
         self._checked: set[str] = set()
 
+    def check_trainable(self) -> None:
+        """Refuse a store without training rows (one prepared with `--split none`, for scoring)
+        before anything is trained or written for it."""
+        if len(self.split("train")) == 0:
+            scoring = self.meta.source.get("options", {}).get("split") == "none"
+            raise DataError("the train split has no rows" + (f": {self.dir} was prepared with --split none (every row in test), to score with a model trained on another store, not to train on" if scoring else ""))
+
     def split(self, name: str) -> SplitArrays:
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")

@@ -130,6 +130,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # everything that can be checked is checked before the run folder is written, so the config
     # saved there passed every check (and `check_same_run` holds each re-run to it)
     store = prepare_data(cfg, out, console)
+    store.check_trainable()
     meta = store.meta
     space = get_space(cfg.space, **cfg.space_overrides)
     emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)

@@ -166,8 +166,9 @@ class Trainer:
             self.val_loader = self._loader(store.split("val"), cfg.eval_batch_size or eval_batch_size(self.device, cfg.batch_size), False, cfg.max_eval_rows)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
-            scoring = store is not None and store.meta.source.get("options", {}).get("split") == "none"
-            raise DataError("the train split has no rows" + (f": {store.dir} was prepared with --split none (every row in test), to score with a model trained on another store, not to train on" if scoring else ""))
+            if store is not None:
+                store.check_trainable()
+            raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
