@@ -240,13 +240,13 @@ def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | 
 PREDICTION_FORMATS = (".npy", ".csv")
 
 
-def write_predictions(path: Path, probabilities) -> None:
+def write_predictions(path: Path, probs) -> None:
     """One click probability per row, atomically: `.npy` (float32 [rows]) or `.csv` (header `p`)."""
     import numpy as np
 
     from recnas.configs import atomic_write
 
-    p = np.asarray(probabilities, np.float32).reshape(-1)
+    p = np.asarray(probs, np.float32).reshape(-1)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".npy":
         with atomic_write(path, "wb") as fh:
@@ -268,10 +268,8 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
-    import numpy as np
-
     from recnas.data.store import CTRStore
-    from recnas.train.metrics import ctr_metrics, predict
+    from recnas.train.metrics import ctr_metrics, predict, probabilities
     from recnas.train.model_factory import check_data, load_trained
     from recnas.train.trainer import resolve_device
 
@@ -303,8 +301,7 @@ def evaluate(
     labels, logits = predict(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
     metrics = ctr_metrics(labels, logits)
     if predictions_out is not None:
-        with np.errstate(over="ignore"):  # a logit below -88: exp overflows, p is 0
-            write_predictions(predictions_out, 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64))))
+        write_predictions(predictions_out, probabilities(logits))
     typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
     if json_out is not None:
         record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": extra.get("step"), **metrics}

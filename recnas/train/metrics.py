@@ -84,6 +84,18 @@ def evaluate(
     return ctr_metrics(labels, logits)
 
 
+def probabilities(logits) -> np.ndarray:
+    """Click probabilities of logits (a stable sigmoid: a logit below -88 gives 0, not an overflow)."""
+    from scipy.special import expit
+
+    return expit(np.asarray(logits, np.float64))
+
+
+def predict_proba(model: torch.nn.Module, loader_or_split: BatchLoader | SplitArrays, **kwargs) -> np.ndarray:
+    """The model's click probability for every row of a split, in row order (`predict`'s keywords)."""
+    return probabilities(predict(model, loader_or_split, **kwargs)[1])
+
+
 def predict(
     model: torch.nn.Module,
     loader_or_split: BatchLoader | SplitArrays,
