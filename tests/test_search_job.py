@@ -486,12 +486,27 @@ def test_final_grid_trains_every_model_at_each_point_and_keeps_the_best_on_valid
     ({"lr": []}, "non-empty list"),
     ({"lr": 1e-3}, "lr"),
     ({"lr": [1e-3, 0.001]}, "repeats"),
+    ({"lr": [1, 1.0]}, "repeats"),  # one recipe once read: they shared the folder lr=1
+    ({"lr": ["1e-3", 0.001]}, "repeats"),
+    ({"epochs": [1, 1.0]}, "repeats"),
     ({"lr": [1e-3, -1.0]}, "final_grid point lr=-1.*greater than 0"),
     ({"device": ["cpu", "cuda"]}, "where or how fast"),
 ])
 def test_bad_final_grids_are_refused_when_the_config_loads(grid, match):
     with pytest.raises(ConfigError, match=match):
         load_job_config("smoke", final_grid=grid)
+
+
+def test_final_grid_points_keep_the_values_final_reads_and_never_share_a_folder():
+    """Points were named with 6 digits from the values as given: two learning rates that agree
+    in 6 digits trained in one folder, the second reusing (or resuming) the first's model."""
+    from recnas.search.job import grid_points, point_tag
+
+    cfg = load_job_config("smoke", final_grid={"lr": [0.0012345678, 0.0012345679, "1e-10", 1e-3], "epochs": [2.0]})
+    assert cfg.final_grid == {"lr": [0.0012345678, 0.0012345679, 1e-10, 1e-3], "epochs": [2]}
+    assert type(cfg.final_grid["epochs"][0]) is int
+    tags = [point_tag(p) for p in grid_points(cfg.final_grid)]
+    assert tags == ["lr=0.0012345678,epochs=2", "lr=0.0012345679,epochs=2", "lr=1e-10,epochs=2", "lr=0.001,epochs=2"]
 
 
 def test_final_grid_with_halving_is_refused():

@@ -172,7 +172,12 @@ class JobConfig(BaseModel):
 
     @model_validator(mode="after")
     def _final_grid_points_are_recipes(self):
-        """Every combination is checked as a `final` recipe at load, not when its model trains."""
+        """Every combination is checked as a `final` recipe at load, not when its model trains,
+        and the grid keeps the values as `final` reads them (`lr: ["1e-3"]` -> 0.001, `epochs:
+        [2.0]` -> 2): values equal once read (`lr: [1, 1.0]`) are one recipe, and the folder of
+        a point is named from what trains there. Values were kept as given, so `[1, 1.0]` or
+        two learning rates that agree in 6 digits trained as two points in one folder, the
+        second taking the first's model (or resuming it under another recipe)."""
         for key, values in self.final_grid.items():
             if key not in TrainConfig.model_fields:
                 raise ValueError(f"final_grid: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
@@ -180,13 +185,19 @@ class JobConfig(BaseModel):
                 raise ValueError(f"final_grid: {key!r} says where or how fast a model trains, not what it learns; set it in final")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"final_grid.{key}: give a non-empty list of values")
-            if len({json.dumps(v, sort_keys=True, default=str) for v in values}) < len(values):
-                raise ValueError(f"final_grid.{key}: {values} repeats a value")
         if self.final_grid and self.finalist_selection == "halving":
             raise ValueError("final_grid with finalist_selection: halving is not supported: halving ranks finalists on one recipe; use finalist_selection: full")
-        base = self.final.model_dump()
-        for point in grid_points(self.final_grid):
-            _as_value_error(configs.validate, TrainConfig, {**base, **point}, f"final_grid point {point_tag(point)}")
+        base, keys = self.final.model_dump(), list(self.final_grid)
+        read = {key: list(values) for key, values in self.final_grid.items()}
+        for index in itertools.product(*(range(len(v)) for v in self.final_grid.values())):
+            point = {key: self.final_grid[key][i] for key, i in zip(keys, index)}
+            checked = _as_value_error(configs.validate, TrainConfig, {**base, **point}, f"final_grid point {point_tag(point)}")
+            for key, i in zip(keys, index):
+                read[key][i] = getattr(checked, key)
+        for key, values in read.items():
+            if len({json.dumps(v) for v in values}) < len(values):
+                raise ValueError(f"final_grid.{key}: {self.final_grid[key]} repeats a value")
+        self.final_grid = read
         return self
 
     @model_validator(mode="after")
@@ -204,7 +215,13 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 
 def point_tag(point: dict) -> str:
     """A grid point as a folder and report name: `lr=0.001,weight_decay=1e-05`."""
-    return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items())
+    return ",".join(f"{k}={_tag_value(v)}" for k, v in point.items())
+
+
+def _tag_value(v: Any) -> str:
+    """A float in 6 digits where that is the number itself (0.001, 1e-05), else in full: two
+    values of a grid never share a tag (and so a folder)."""
+    return (f"{v:g}" if float(f"{v:g}") == v else repr(v)) if isinstance(v, float) else str(v)
 
 
 _TINY_SPACE = {"n_blocks": 3, "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}
