@@ -703,6 +703,38 @@ def test_vocab_from_refusals_keep_what_is_there(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "av.csv", "bad.txt", "old", "out", "s1"]
 
 
+@pytest.mark.parametrize("damage, match", [
+    ("drop C1", r"field C1 holds 0 values, not ids 1\.\.\d+ each once"),  # every C1 value used to become OOV silently
+    ("negate ids", r"field C1 holds \d+ values, not ids 1"),  # negative ids used to be written into the new store
+    ("drop id", r"unreadable vocabulary file \(no column id; it has field, value\)"),
+    ("kind foo", r"meta.json: its encoding .* is not one recnas writes: kind must be vocabulary or hash"),
+    ("no file", r"meta.json: its encoding .* file must name the vocabulary file"),  # was a KeyError traceback
+    ("file ../a.txt", r"meta.json: its encoding .* file must name the vocabulary file"),
+    ("hash no buckets", r"meta.json: its encoding .* buckets must be a whole number"),  # was a KeyError traceback
+])
+def test_vocab_from_a_damaged_store_is_refused(tmp_path, damage, match):
+    import json
+
+    import pyarrow.compute as pc
+
+    raw = write_lines(tmp_path / "a.txt", criteo_rows(80))
+    s1 = tmp_path / "s1"
+    prepare("criteo", raw, s1, split="sequential")
+    table, meta = pq.read_table(s1 / "vocab.parquet"), json.loads((s1 / "meta.json").read_text())
+    if damage == "drop C1":
+        pq.write_table(table.filter(pc.not_equal(table["field"], "C1")), s1 / "vocab.parquet")
+    elif damage == "negate ids":
+        pq.write_table(table.set_column(2, "id", pc.negate(table["id"])), s1 / "vocab.parquet")
+    elif damage == "drop id":
+        pq.write_table(table.drop(["id"]), s1 / "vocab.parquet")
+    else:
+        meta["encoding"] = {"kind foo": {**meta["encoding"], "kind": "foo"}, "no file": {"kind": "vocabulary"}, "file ../a.txt": {"kind": "vocabulary", "file": "../a.txt"}, "hash no buckets": {"kind": "hash"}}[damage]
+        (s1 / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=match):
+        prepare("criteo", raw, tmp_path / "s2", vocab_from=s1, split="none")
+    assert not (tmp_path / "s2").exists()
+
+
 def test_split_none_needs_no_seed_and_one_row(tmp_path):
     raw = write_lines(tmp_path / "a.txt", criteo_rows(3))
     meta = prepare("criteo", raw, tmp_path / "s", split="none")  # too few rows for 8:1:1, fine for scoring

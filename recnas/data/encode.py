@@ -213,9 +213,7 @@ class Encoder:
         a value it does not hold; and per field the number of rows with such unseen values."""
         remaps, unseen = [], {}
         for name, counts, size in zip(self.cat_names, self.counts, sizes):
-            remap, unseen[name] = vocab.remap_from(path, name, self.values(name), counts)
-            if len(remap) and int(remap.max()) >= size:
-                raise DataError(f"{path}: field {name} has ids beyond its vocabulary size {size} in meta.json; the store is inconsistent")
+            remap, unseen[name] = vocab.remap_from(path, name, self.values(name), counts, size)
             remaps.append(remap)
         return remaps, list(sizes), unseen
 

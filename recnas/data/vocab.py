@@ -50,25 +50,56 @@ def save(path: str | os.PathLike, names: list[str], values: Callable[[str], pl.S
             writer.write_table(table, row_group_size=ROW_GROUP)
 
 
-def encoding_of(meta: DatasetMeta) -> dict | None:
-    """The saved encoding of a store, or None. Hash stores written before `encoding` existed
-    still say their bucket count in `source.options` (the hash is stable across versions)."""
+def encoding_of(meta: DatasetMeta, where: str | os.PathLike = "the store") -> dict | None:
+    """The saved encoding of a store (`where`, for messages), or None. Hash stores written
+    before `encoding` existed still say their bucket count in `source.options` (the hash is
+    stable across versions). An encoding that is not one of the two kinds above is refused:
+    an unknown kind was read as a vocabulary, and a missing `file` or `buckets` ended in a
+    KeyError traceback."""
     enc = getattr(meta, "encoding", None)
-    if enc:
-        return dict(enc)
-    buckets = meta.source.get("options", {}).get("hash_buckets")
-    return {"kind": "hash", "buckets": int(buckets)} if buckets else None
+    if not enc:
+        buckets = meta.source.get("options", {}).get("hash_buckets")
+        if not buckets:
+            return None
+        enc = {"kind": "hash", "buckets": buckets}
+    enc = dict(enc)
+    bad = f"{Path(where) / 'meta.json'}: its encoding {enc} is not one recnas writes"
+    if enc.get("kind") == "hash":
+        buckets = enc.get("buckets")
+        if not isinstance(buckets, int) or isinstance(buckets, bool) or buckets < 1:
+            raise DataError(f"{bad}: buckets must be a whole number >= 1")
+    elif enc.get("kind") == "vocabulary":
+        file = enc.get("file")
+        if not isinstance(file, str) or not file or Path(file).name != file or file in (".", ".."):
+            raise DataError(f"{bad}: file must name the vocabulary file inside the store (e.g. {VOCAB_FILE})")
+    else:
+        raise DataError(f"{bad}: kind must be vocabulary or hash")
+    return enc
 
 
-def remap_from(path: Path, name: str, strings: pl.Series, counts: np.ndarray) -> tuple[np.ndarray, int]:
-    """Code -> id for one field of a new file (`strings` by code) from a saved vocabulary, and
-    the number of rows whose value it does not hold (they get the OOV id 0)."""
+def remap_from(path: Path, name: str, strings: pl.Series, counts: np.ndarray, size: int) -> tuple[np.ndarray, int]:
+    """Code -> id for one field of a new file (`strings` by code) from a saved vocabulary whose
+    field `name` has `size` ids (meta.json's vocab_sizes), and the number of rows whose value it
+    does not hold (they get the OOV id 0). The field's saved values must be ids 1..size-1, each
+    once: a vocabulary that lost a field's rows used to map every value to 0 silently, and one
+    with ids out of range wrote them into the new store."""
     try:
+        names = pq.read_schema(path).names
+        lacking = [c for c in ("field", "value", "id") if c not in names]
+        if lacking:
+            raise DataError(f"{path}: unreadable vocabulary file (no column {', '.join(lacking)}; it has {', '.join(names)})")
         saved = pq.read_table(path, columns=["value", "id"], filters=[("field", "==", name)])
-    except (OSError, pa.ArrowException) as exc:
-        raise DataError(f"{path}: unreadable vocabulary file ({exc})") from None
+        saved = pl.from_arrow(saved).with_columns(pl.col("value").cast(pl.String), pl.col("id").cast(pl.Int64))
+    except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"{path}: unreadable vocabulary file ({' '.join(str(exc).split())})") from None
+    ids = np.sort(saved.get_column("id").to_numpy())
+    if len(ids) != size - 1 or not np.array_equal(ids, np.arange(1, size)) or saved.get_column("value").n_unique() != len(ids):
+        raise DataError(
+            f"{path}: field {name} holds {len(ids):,} values, not ids 1..{size - 1} each once as meta.json's vocab_sizes ({size}) says; "
+            "the store is inconsistent: prepare it again from its raw file"
+        )
     codes = pl.DataFrame({"value": strings[: len(counts)], "code": np.arange(len(counts), dtype=np.int64)})
-    found = codes.join(pl.from_arrow(saved).with_columns(pl.col("value").cast(pl.String)), on="value", how="inner")
+    found = codes.join(saved, on="value", how="inner")
     remap = np.zeros(len(counts), np.int32)
     remap[found.get_column("code").to_numpy()] = found.get_column("id").to_numpy()
     return remap, int(counts[remap == 0].sum())
