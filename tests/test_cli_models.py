@@ -261,6 +261,18 @@ def test_a_short_run_of_a_shipped_config_names_the_warmup_flag(tiny_store, tmp_p
     assert saved["warmup_steps"] == 2 and saved["max_steps"] == 5
 
 
+def test_resume_with_another_warmup_is_refused_and_keeps_the_run(tiny_store, tmp_path, monkeypatch, capsys):
+    """A finished run "resumed" with another --warmup-steps (and no more steps) trained nothing
+    and recorded the new warmup in config.yaml and model.pt for weights trained without it."""
+    args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", str(CONFIGS / "baseline.yaml"), "--steps", "5", "--out", tmp_path / "a"]
+    code, _, err = run(monkeypatch, capsys, *args, "--warmup-steps", "0")
+    assert code == 0, err
+    before = {f: (tmp_path / "a" / f).read_bytes() for f in ("config.yaml", "model.pt", "checkpoint.pt")}
+    code, _, err = run(monkeypatch, capsys, *args, "--warmup-steps", "3", "--resume")
+    assert code == 2 and "cannot resume with a changed config (warmup_steps: 0 -> 3)" in error_line(err)
+    assert before == {f: (tmp_path / "a" / f).read_bytes() for f in before}
+
+
 def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
     """Day 1 trains, day 2 is encoded with day 1's vocabulary and scored row by row."""
     import numpy as np

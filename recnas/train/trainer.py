@@ -40,8 +40,11 @@ METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 # config keys that must not change across a resume: they change which batches or updates follow.
 # lr and weight_decay live in the optimizer's state that a resume restores, so a new value would be
-# silently ignored (while config.yaml recorded it): refused like the others
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay")
+# silently ignored (while config.yaml recorded it): refused like the others. warmup_steps and
+# lr_schedule decide the lr of the steps already taken: a resume under new ones (a finished run
+# "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
+# model.pt for weights trained under the old ones (only the total may change: more steps)
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "warmup_steps", "lr_schedule")
 
 
 class PastRequestedSteps(CheckpointError):
