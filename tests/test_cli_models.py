@@ -261,6 +261,16 @@ def test_a_short_run_of_a_shipped_config_names_the_warmup_flag(tiny_store, tmp_p
     assert saved["warmup_steps"] == 2 and saved["max_steps"] == 5
 
 
+def test_a_warmup_longer_than_an_epoch_run_is_refused(tiny_store, tmp_path, monkeypatch, capsys):
+    """--steps 5 with 1,000 warmup steps is refused; 1 epoch of a few steps with them trained
+    the whole run at a fraction of its lr, recording that lr in config.yaml."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("epochs: 1\nbatch_size: 256\ndevice: cpu\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--warmup-steps", "1000", "--out", tmp_path / "a")
+    assert code == 2 and "warmup_steps (1000) exceeds the" in error_line(err) and "--warmup-steps" in error_line(err)
+    assert not (tmp_path / "a").exists()
+
+
 def test_resume_with_another_warmup_is_refused_and_keeps_the_run(tiny_store, tmp_path, monkeypatch, capsys):
     """A finished run "resumed" with another --warmup-steps (and no more steps) trained nothing
     and recorded the new warmup in config.yaml and model.pt for weights trained without it."""

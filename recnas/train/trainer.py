@@ -173,6 +173,12 @@ class Trainer:
                 store.check_trainable()
             raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        if cfg.warmup_steps > self.total_steps:  # max_steps is checked by the config; epochs only here
+            # the lr never reached its value: the run trained at a fraction of the lr it records
+            raise ConfigError(
+                f"warmup_steps ({cfg.warmup_steps}) exceeds the {self.total_steps} steps of this run ({cfg.epochs} epochs of {self.steps_per_epoch}): "
+                "the lr would never reach its value; lower warmup_steps (--warmup-steps) or train longer"
+            )
         self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
         self.optimizer = self._optimizer()
