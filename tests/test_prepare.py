@@ -210,6 +210,21 @@ def test_kdd12_label_is_click_positive_and_profile_join(tmp_path):
         prepare("criteo", raw, tmp_path / "x", profile=profile)
 
 
+def test_vocab_from_a_kdd12_store_names_the_profile_fields_it_lacks(tmp_path):
+    """Both field lists were cut at 80 characters, so the message showed two identical lists
+    and hid the difference (the profile's Gender and Age come last)."""
+    raw = write_lines(tmp_path / "training.txt", kdd_rows(40))
+    profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2", "4"]])
+    prepare("kdd12", raw, tmp_path / "joined", profile=profile, split="sequential")
+    prepare("kdd12", raw, tmp_path / "plain", split="sequential")
+    with pytest.raises(DataError, match=r"categorical fields: only .*joined has Gender, Age; .*joined was prepared with --profile: give it again"):
+        prepare("kdd12", raw, tmp_path / "s", vocab_from=tmp_path / "joined", split="none")
+    with pytest.raises(DataError, match=r"only .*training.txt has Gender, Age; .*plain was prepared without --profile: drop it"):
+        prepare("kdd12", raw, tmp_path / "s", vocab_from=tmp_path / "plain", profile=profile, split="none")
+    meta = prepare("kdd12", raw, tmp_path / "s", vocab_from=tmp_path / "joined", profile=profile, split="none")
+    assert meta.cat_names[-2:] == ["Gender", "Age"]
+
+
 def test_kdd12_bad_profile_row_names_the_profile_line(tmp_path):
     raw = write_lines(tmp_path / "training.txt", kdd_rows(10))
     profile = write_lines(tmp_path / "userid_profile.txt", [["0", "1", "3"], ["1", "2"]])

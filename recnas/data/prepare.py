@@ -177,10 +177,31 @@ def _encoding_from(store: str | os.PathLike, fmt: Format, dataset: str, cat_name
     ours = (dataset, cat_names, list(fmt.dense), fmt.dense_transform)
     for what, a, b in zip(aspects, theirs, ours):
         if a != b:
-            raise DataError(f"--vocab-from {store} and {raw} (for {out}) differ in their {what}: {_short(a)} vs {_short(b)}; both must be the same format")
+            raise DataError(f"--vocab-from {store} and {raw} (for {out}) differ in their {what}: {_difference(a, b, store, raw)}; both must be the same format{_profile_hint(fmt, a, b, store)}")
     if encoding["kind"] == "vocabulary" and not (Path(store) / encoding["file"]).is_file():
         raise DataError(f"--vocab-from {store}: its vocabulary file {encoding['file']} is missing, so {out} cannot get its ids")
     return meta, encoding
+
+
+def _difference(a, b, store, raw) -> str:
+    """How two settings differ; for lists of names, the names one has and the other lacks (both
+    lists shortened alike hid the difference: KDD12's Gender and Age come last)."""
+    if not (isinstance(a, list) and isinstance(b, list)):
+        return f"{_short(a)} vs {_short(b)}"
+    only_a, only_b = [x for x in a if x not in b], [x for x in b if x not in a]
+    parts = [f"only {where} has {_short(names)}" for where, names in ((store, only_a), (raw, only_b)) if names]
+    return "; ".join(parts) or f"the same names in another order ({_short(a)} vs {_short(b)})"
+
+
+def _profile_hint(fmt: Format, a, b, store) -> str:
+    """KDD12: the profile join adds fields, so a store prepared with --profile needs it again."""
+    if fmt.join is None or not (isinstance(a, list) and isinstance(b, list)):
+        return ""
+    if set(b) < set(a):
+        return f" ({store} was prepared with --profile: give it again)"
+    if set(a) < set(b):
+        return f" ({store} was prepared without --profile: drop it)"
+    return ""
 
 
 def _short(value) -> str:
