@@ -267,7 +267,11 @@ def test_a_warmup_longer_than_an_epoch_run_is_refused(tiny_store, tmp_path, monk
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("epochs: 1\nbatch_size: 256\ndevice: cpu\n")
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--warmup-steps", "1000", "--out", tmp_path / "a")
-    assert code == 2 and "warmup_steps (1000) exceeds the" in error_line(err) and "--warmup-steps" in error_line(err)
+    assert code == 2 and "--warmup-steps 1000 would outlast the" in error_line(err) and "give --warmup-steps of at most" in error_line(err)
+    assert not (tmp_path / "a").exists()
+    cfg.write_text("epochs: 1\nbatch_size: 256\ndevice: cpu\nwarmup_steps: 1000\n")  # the YAML's own warmup: named as such
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", tmp_path / "a")
+    assert code == 2 and f"the 1000 warmup_steps of {cfg} would outlast the" in error_line(err)
     assert not (tmp_path / "a").exists()
 
 

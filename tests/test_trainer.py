@@ -335,3 +335,13 @@ def test_tensorboard_without_the_package_is_a_config_error(tiny_store, tmp_path,
     trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True, max_steps=2), tiny_store, out_dir=tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="tensorboard: true needs the tensorboard package"):
         trainer.fit()
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=32), dict(batch_size=7, epochs=3), dict(batch_size=10_000), dict(batch_size=32, max_train_rows=50), dict(batch_size=32, max_steps=4)])
+def test_planned_steps_are_the_trainers(tiny_store, kw):
+    """The training commands refuse a warmup longer than the run before building a Trainer:
+    the steps they count must be the ones it takes."""
+    from recnas.train.trainer import planned_steps
+
+    cfg = tiny_cfg(**kw)
+    assert planned_steps(cfg, tiny_store.meta.rows["train"]) == Trainer(make_model(tiny_store.meta), cfg, tiny_store).total_steps

@@ -83,6 +83,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     errors are printed once, not once per process."""
     from recnas.data.store import CTRStore
     from recnas.train import TrainConfig, Trainer, seed_everything
+    from recnas.train.trainer import planned_steps
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
@@ -92,6 +93,11 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         raise ConfigError(f"--steps {steps} is fewer than the {cfg.warmup_steps} warmup_steps of {config}: give --warmup-steps of at most {steps}, or more --steps")
     cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     store = CTRStore(data)
+    total = planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
+    if 0 < total < cfg.warmup_steps:  # max_steps is checked by the config; a run of epochs only here
+        # the lr never reached its value: the run trained at a fraction of the lr it records
+        given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
+        raise ConfigError(f"{given} would outlast the {total} steps of this run ({cfg.epochs} epochs of {data}): the lr would never reach its value; give --warmup-steps of at most {total}, or train longer")
     out = Path(out)
     check_output_dir(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run

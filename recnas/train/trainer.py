@@ -47,6 +47,17 @@ CONFIG_FILE = "config.yaml"
 RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "warmup_steps", "lr_schedule")
 
 
+def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
+    """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
+    known before a Trainer is built: its train loader drops a last partial batch)."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
+    b = cfg.batch_size
+    per_epoch = n // (b * world_size) if world_size > 1 else (n // b if n >= b else -(-n // b))
+    return cfg.epochs * per_epoch
+
+
 class PastRequestedSteps(CheckpointError):
     """A resumed run already past the steps now asked for. Its own class, with the numbers, so a
     caller that offers other ways out than --overwrite (a search's run folder) can say so."""
@@ -173,12 +184,6 @@ class Trainer:
                 store.check_trainable()
             raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        if cfg.warmup_steps > self.total_steps:  # max_steps is checked by the config; epochs only here
-            # the lr never reached its value: the run trained at a fraction of the lr it records
-            raise ConfigError(
-                f"warmup_steps ({cfg.warmup_steps}) exceeds the {self.total_steps} steps of this run ({cfg.epochs} epochs of {self.steps_per_epoch}): "
-                "the lr would never reach its value; lower warmup_steps (--warmup-steps) or train longer"
-            )
         self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
         self.optimizer = self._optimizer()
