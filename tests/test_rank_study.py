@@ -1,6 +1,7 @@
 """`recnas study rank`: correlations, and the from-scratch cache that studies share."""
 
 import json
+import math
 
 import pytest
 
@@ -206,3 +207,16 @@ def test_scratch_runs_worse_than_the_base_rate_are_named(tiny_store, tmp_path, m
                          "--out", tmp_path / "s2", "--config", cfg_file, "--scratch-cache", tmp_path / "s" / "scratch_cache.json", "--no-progress")
     assert code == 0, err
     assert f"{len(bad)} of {result['n']} subnet(s) ended their from-scratch training above the log loss of predicting the click rate" in " ".join(out.split())
+
+
+def test_base_rate_of_a_train_split_of_one_class_is_exact():
+    """It was clipped to 1e-7: an all-zero train split gave 1e-7 on an all-zero validation split
+    and 16 x the positive rate on one with clicks, numbers of the clip, not the data."""
+    import numpy as np
+
+    from recnas.search.study import base_rate_logloss
+
+    zeros, ones, mixed = np.zeros(8, np.float32), np.ones(8, np.float32), np.array([0, 1, 0, 0], np.float32)
+    assert base_rate_logloss(zeros, zeros) == 0.0 and base_rate_logloss(ones, ones) == 0.0
+    assert base_rate_logloss(zeros, mixed) == math.inf and base_rate_logloss(ones, mixed) == math.inf
+    assert base_rate_logloss(np.array([0, 0, 0, 1], np.float32), mixed) == pytest.approx(-(0.25 * np.log(0.25) + 0.75 * np.log(0.75)))

@@ -102,9 +102,15 @@ def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
 def base_rate_logloss(train_labels: np.ndarray, val_labels: np.ndarray) -> float:
     """Validation log loss of the constant prediction of the training click rate: a subnet
     trained from scratch that ends above it has learnt nothing usable (too short a recipe, too
-    high an lr), and its rank in the study says nothing about its architecture."""
-    p = float(np.clip(np.mean(train_labels), 1e-7, 1 - 1e-7))
+    high an lr), and its rank in the study says nothing about its architecture. A train split of
+    one class predicts it for certain: 0 on a validation split of that class, infinite (null in
+    JSON) on one with the other (a clip to 1e-7 used to write 1e-7 and 16 x the positive rate,
+    numbers of the clip, not the data)."""
+    p = float(np.mean(np.asarray(train_labels, dtype=np.float64)))
     y = np.asarray(val_labels, dtype=np.float64)
+    if p in (0.0, 1.0):  # 0 * log(0) is 0 here: a class that never occurs costs nothing
+        other = float(y.sum()) if p == 0.0 else float((1 - y).sum())
+        return math.inf if other > 0 else 0.0
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
