@@ -345,3 +345,19 @@ def test_planned_steps_are_the_trainers(tiny_store, kw):
 
     cfg = tiny_cfg(**kw)
     assert planned_steps(cfg, tiny_store.meta.rows["train"]) == Trainer(make_model(tiny_store.meta), cfg, tiny_store).total_steps
+
+
+def test_a_warmup_longer_than_an_epochs_run_is_warned_about(tiny_store, caplog):
+    """`recnas search --budget gpu` on its own 2M-row synthetic data warms the supernet up for 500
+    of its 390 steps: the lr never reaches its value. The training commands refuse such a run;
+    inside a job the trainer says so."""
+    import logging
+
+    steps = len(tiny_store.split("train")) // 32
+    with caplog.at_level(logging.WARNING, logger="recnas.train"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, warmup_steps=steps + 10), tiny_store, progress=False)
+    assert f"warmup_steps ({steps + 10}) outlasts this run's {steps} steps" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="recnas.train"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, warmup_steps=steps), tiny_store, progress=False)
+    assert "outlasts" not in caplog.text

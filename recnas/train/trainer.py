@@ -184,6 +184,9 @@ class Trainer:
                 store.check_trainable()
             raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        if cfg.warmup_steps > self.total_steps:  # the training commands refuse it; a job's preset on small data says it here
+            log.warning("warmup_steps (%d) outlasts this run's %d steps: the lr never reaches %g (it ends at %.0f%% of it)",
+                        cfg.warmup_steps, self.total_steps, cfg.lr, 100 * self.total_steps / cfg.warmup_steps)
         self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
         self.optimizer = self._optimizer()
