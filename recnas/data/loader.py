@@ -30,6 +30,13 @@ class Batch:
         return Batch(self.dense.to(device, non_blocking=True), self.sparse.to(device, non_blocking=True), self.label.to(device, non_blocking=True))
 
 
+def batch_count(rows: int, batch_size: int, drop_last: bool = False, world_size: int = 1) -> int:
+    """Batches in one pass over `rows` rows: a `BatchLoader`'s length, known without building one."""
+    if world_size > 1:  # whole global batches only, so every rank runs the same steps
+        return rows // (batch_size * world_size)
+    return rows // batch_size if drop_last else -(-rows // batch_size)
+
+
 class BatchLoader:
     """Iterates over one split in batches; deterministic given (seed, epoch).
 
@@ -73,9 +80,7 @@ class BatchLoader:
         return np.arange(self.n)
 
     def __len__(self) -> int:
-        if self.world_size > 1:  # whole global batches only, so every rank runs the same steps
-            return self.n // (self.batch_size * self.world_size)
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        return batch_count(self.n, self.batch_size, self.drop_last, self.world_size)
 
     def _batch_index(self, order: np.ndarray, k: int) -> np.ndarray:
         """Rank r reads the r-th slice of global batch k: W ranks with batch B see exactly the

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recnas.configs import write_text_atomic
-from recnas.data.loader import BatchLoader
+from recnas.data.loader import BatchLoader, batch_count
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
@@ -47,15 +47,18 @@ CONFIG_FILE = "config.yaml"
 RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "warmup_steps", "lr_schedule")
 
 
+def _drops_last(rows: int, batch_size: int) -> bool:
+    """Whether training drops a last partial batch: always, unless the split is smaller than one."""
+    return rows >= batch_size
+
+
 def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
     """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
-    known before a Trainer is built: its train loader drops a last partial batch)."""
+    known before a Trainer is built)."""
     if cfg.max_steps:
         return cfg.max_steps
     n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
-    b = cfg.batch_size
-    per_epoch = n // (b * world_size) if world_size > 1 else (n // b if n >= b else -(-n // b))
-    return cfg.epochs * per_epoch
+    return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
 
 
 class PastRequestedSteps(CheckpointError):
@@ -211,7 +214,7 @@ class Trainer:
         shard = dict(rank=self.dist.rank, world_size=self.dist.world_size) if train else {}  # evaluation: every rank sees all
         return BatchLoader(
             arrays, batch_size, shuffle=train, seed=self.cfg.seed, device=self.device, resident=self.cfg.resident_data,
-            drop_last=train and n >= batch_size, max_rows=max_rows, **shard,
+            drop_last=train and _drops_last(n, batch_size), max_rows=max_rows, **shard,
         )
 
     @staticmethod
