@@ -218,7 +218,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # 4. baselines under the same training budget
     for name in cfg.baselines:
         _stage(console, "baseline", name)
-        trained = fit_selected(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device)
+        trained = fit_selected(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
         bl, pim = trained["model"], _default_pim() if codesign else None
         rows.append(_row(name, bl, store, trained["fit"], model_costs(bl, meta, pim), device, pim) | _grid_fields(trained))
 
@@ -244,20 +244,24 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     return report
 
 
-def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None) -> dict:
+def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None, validate: bool = True) -> dict:
     """Train a model from scratch with the `final` recipe at every point of `final_grid` (each in
     `folder/<point>`; without a grid in `folder` itself) and keep the lowest validation log loss:
     one selection for the searched model and every baseline, so none is compared at a learning
     rate that suits only the others. Returns model, fit metrics, validation log loss, the point,
     the folder it trained in and every point's validation log loss. Models that lose go back to
-    the CPU, freeing the device for the next point."""
+    the CPU, freeing the device for the next point. Without `validate` the validation pass runs
+    only when a grid needs it (a baseline's is reported nowhere else; its log loss is then NaN)."""
+    points = grid_points(cfg.final_grid)
     best, tried = None, []
-    for point in grid_points(cfg.final_grid):
+    for point in points:
         tcfg = TrainConfig.model_validate({**cfg.final.model_dump(), **point})  # checked when the config loaded
         where = folder / point_tag(point) if point else folder
         model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
-        with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
-            val = evaluate(model, store.split("val"), device=device)["logloss"]
+        val = math.nan
+        if validate or len(points) > 1:
+            with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
+                val = evaluate(model, store.split("val"), device=device)["logloss"]
         tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
         if best is None or val < best["val_logloss"]:
             if best is not None:
