@@ -144,7 +144,7 @@ def test_nan_supernet_scores_are_null_in_strict_json(tiny_store, tmp_path, monke
     from recnas.search import study
 
     a = _supernet(tiny_store, tmp_path / "a", 0)
-    monkeypatch.setattr(study.SupernetEvaluator, "__call__", lambda self, g: {"logloss": float("nan")})
+    monkeypatch.setattr(study.CandidateEvaluator, "__call__", lambda self, g: {"logloss": float("nan")})
     result = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
     text = (tmp_path / "s" / "rank_study.json").read_text()
     written = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} written"))

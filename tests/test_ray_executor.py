@@ -5,7 +5,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from recnas.search.evaluator import Genotype, SupernetEvaluator  # noqa: E402
+from recnas.search.evaluator import CandidateEvaluator, Genotype  # noqa: E402
 from recnas.search.executors import RayExecutor  # noqa: E402
 from recnas.space import get_space  # noqa: E402
 from recnas.space.samplers import ArchSampler, random_architecture  # noqa: E402
@@ -30,10 +30,10 @@ def test_ray_executor_matches_serial_and_survives_a_dead_worker(tiny_store, tmp_
     genos = [Genotype(random_architecture(rng, space)) for _ in range(6)]
 
     supernet, _, _ = load_trained(tmp_path / "sn" / "model.pt")
-    serial = SupernetEvaluator(supernet, space, tiny_store, finetune, eval_rows=None)
+    serial = CandidateEvaluator(space, tiny_store, finetune, eval_rows=None, supernet=supernet)
     expected = [serial(g)["logloss"] for g in genos]
 
-    ex = RayExecutor(tmp_path / "sn" / "model.pt", tiny_store.dir, finetune, None, workers=2)
+    ex = RayExecutor(space, tiny_store.dir, finetune, None, supernet_path=tmp_path / "sn" / "model.pt", workers=2)
     got = ex(genos)
     assert [m["logloss"] for m in got] == pytest.approx(expected, rel=1e-5)
 
@@ -58,3 +58,15 @@ def test_a_cluster_that_cannot_be_joined_is_one_config_error_with_the_token_hint
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at 10.0.0.1:6390: Failed to connect.*RAY_AUTH_TOKEN"):
         connect_ray("10.0.0.1:6390")
+
+
+def test_ray_executor_scores_from_scratch_as_the_serial_evaluator_does(tiny_store, ray_local):
+    """`scoring: scratch`: the actors need no supernet checkpoint, only the space and the store."""
+    space = get_space("full-tiny")
+    proxy = TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu")
+    rng = np.random.default_rng(2)
+    genos = [Genotype(random_architecture(rng, space)) for _ in range(3)]
+    expected = [CandidateEvaluator(space, tiny_store, proxy, eval_rows=None)(g)["logloss"] for g in genos]
+    ex = RayExecutor(space, tiny_store.dir, proxy, None, workers=2)
+    assert [m["logloss"] for m in ex(genos)] == pytest.approx(expected, rel=1e-5)
+    ex.shutdown()

@@ -26,13 +26,14 @@ def search(
     space: Optional[str] = typer.Option(None, help="Search space: full or small."),
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
+    scoring: Optional[str] = typer.Option(None, help="How candidates are scored: supernet (inherited weights; default) or scratch (each trains briefly from scratch, no supernet)."),
     seed: Optional[int] = typer.Option(None, min=0, max=SEED_MAX, help="Seed of the whole job: synthetic data, path sampling, evolution and every model's training (a config section's own seed: wins)."),
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Prepare data, train a supernet, evolve, retrain the winner and compare with baselines."""
+    """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
     if ctx.invoked_subcommand is not None:
         return
     from recnas.search.job import load_job_config
@@ -40,7 +41,7 @@ def search(
 
     if ray_address is not None and executor is None:
         executor = "ray"  # as on the command line, so it also overrides a config's executor: serial
-    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "seed": seed, "executor": executor, "ray_address": ray_address}
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address}
     if objective is not None:
         over["objective"] = {"kind": objective}
     if emb_dims is not None:

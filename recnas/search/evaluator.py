@@ -1,4 +1,5 @@
-"""Scoring candidates: inherit supernet weights, fine-tune briefly, evaluate on validation.
+"""Scoring candidates: inherit supernet weights and fine-tune briefly (NASRec), or train
+briefly from scratch; then evaluate on validation.
 
 Post-training fine-tuning (NASRec): each candidate is copied out of the supernet as a compact
 subnet and trained for a few steps before scoring; the supernet itself is never modified,
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from recnas.data.store import CTRStore
+from recnas.errors import TrainingDiverged
 from recnas.space.arch import Architecture
 from recnas.space.spaces import SearchSpace
 
@@ -65,12 +68,25 @@ def model_costs(model, meta, hardware=None) -> dict:
     return cost_summary(module_costs(model, *example_inputs(model, 2, meta=meta)), hardware)
 
 
-class SupernetEvaluator:
-    """Callable `Genotype -> metrics dict`; deterministic for a given supernet and config."""
+class CandidateEvaluator:
+    """Callable `Genotype -> metrics dict`: the search's score of a candidate, its validation
+    log loss on `eval_rows` rows. Deterministic for a given supernet and config, so candidates
+    can be scored in any order or on other machines.
 
-    def __init__(self, supernet, space: SearchSpace, store: CTRStore, finetune_cfg=None, eval_rows: int | None = 20_000, device: str | torch.device = "cpu"):
+    Two ways to get there, one mechanism:
+    - with a `supernet`: the candidate inherits its weights (a compact `Subnet`), fine-tuned
+      by `train_cfg` if given (post-training fine-tuning, NASRec);
+    - without one: the candidate is built afresh right after seeding with `train_cfg.seed`
+      and trained by `train_cfg`, a short from-scratch budget (`scoring: scratch`). It costs
+      a training run per candidate, but one epoch from scratch ranks architectures far better
+      than inherited weights do (docs/benchmarks.md, rank correlation).
+    """
+
+    def __init__(self, space: SearchSpace, store: CTRStore, train_cfg=None, eval_rows: int | None = 20_000, device: str | torch.device = "cpu", supernet=None):
+        if supernet is None and train_cfg is None:
+            raise ValueError("a candidate scored without a supernet needs a training config")
         self.supernet, self.space, self.store = supernet, space, store
-        self.finetune_cfg = finetune_cfg
+        self.train_cfg = train_cfg
         self.eval_rows = eval_rows
         self.device = torch.device(device)
         self.val = store.split("val")
@@ -78,6 +94,10 @@ class SupernetEvaluator:
     def subnet(self, geno: Genotype):
         from recnas.supernet import Subnet
 
+        if self.supernet is None:
+            from recnas.train.checkpoint import seed_everything
+
+            seed_everything(self.train_cfg.seed)  # its initial weights depend on the seed alone, not on what ran before
         return Subnet.from_architecture(geno.arch, self.space, self.store.meta, self.supernet).to(self.device)
 
     def __call__(self, geno: Genotype) -> dict:
@@ -85,9 +105,11 @@ class SupernetEvaluator:
         from recnas.train import Trainer, evaluate
 
         model = self.subnet(geno)
-        if self.finetune_cfg is not None:
-            Trainer(model, self.finetune_cfg, self.store, progress=False).fit()
-        with quantized(model, geno.hardware):  # scored on the model's device: the fine-tune's config may have moved it
+        if self.train_cfg is not None:
+            try:
+                Trainer(model, self.train_cfg, self.store, progress=False).fit()
+            except TrainingDiverged:  # one candidate that cannot train must not end a search of hundreds
+                return {"logloss": math.inf, "auc": math.nan, "diverged": True, **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
+        with quantized(model, geno.hardware):  # scored on the model's device: the training config may have moved it
             m = evaluate(model, self.val, max_rows=self.eval_rows)
         return {"logloss": m["logloss"], "auc": m["auc"], **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
-

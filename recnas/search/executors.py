@@ -15,21 +15,22 @@ from recnas.search.evaluator import Genotype
 
 
 class _Worker:
-    """One Ray actor: a SupernetEvaluator built from files, so it needs no pickled model."""
+    """One Ray actor: a CandidateEvaluator built from files and plain settings, so it needs no
+    pickled model (no supernet at all when candidates are scored from scratch)."""
 
-    def __init__(self, supernet_path: str, data_dir: str, finetune: dict | None, eval_rows: int | None, threads: int = 1):
+    def __init__(self, space: dict, data_dir: str, train_cfg: dict | None, eval_rows: int | None, supernet_path: str | None, threads: int = 1):
         import torch
 
         from recnas.data.store import CTRStore
-        from recnas.search.evaluator import SupernetEvaluator
+        from recnas.search.evaluator import CandidateEvaluator
         from recnas.space import SearchSpace
         from recnas.train import TrainConfig
         from recnas.train.model_factory import load_trained
 
         torch.set_num_threads(threads)
-        supernet, spec, _ = load_trained(supernet_path)
-        cfg = None if finetune is None else TrainConfig(**finetune)
-        self.evaluator = SupernetEvaluator(supernet.eval(), SearchSpace(**spec["space"]), CTRStore(data_dir), cfg, eval_rows)
+        supernet = None if supernet_path is None else load_trained(supernet_path)[0].eval()
+        cfg = None if train_cfg is None else TrainConfig(**train_cfg)
+        self.evaluator = CandidateEvaluator(SearchSpace(**space), CTRStore(data_dir), cfg, eval_rows, supernet=supernet)
 
     def evaluate(self, arch_json: str, hardware_json: str | None) -> dict:
         from recnas.space import Architecture
@@ -61,17 +62,20 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None):
 
 
 class RayExecutor:
-    """`evaluate_many(genotypes) -> metrics` over a pool of Ray actors (joins `address` if given)."""
+    """`evaluate_many(genotypes) -> metrics` over a pool of Ray actors (joins `address` if given),
+    each scoring as `CandidateEvaluator(space, store at data_dir, train_cfg, eval_rows)` with the
+    supernet at `supernet_path` (None: from scratch)."""
 
-    def __init__(self, supernet_path, data_dir, finetune=None, eval_rows=None, workers: int | None = None, address: str | None = None, max_retries: int = 3, init_kwargs: dict | None = None):
-        if not Path(supernet_path).exists():
+    def __init__(self, space, data_dir, train_cfg=None, eval_rows=None, supernet_path=None, workers: int | None = None, address: str | None = None, max_retries: int = 3, init_kwargs: dict | None = None):
+        if supernet_path is not None and not Path(supernet_path).exists():
             raise ConfigError(f"{supernet_path}: supernet checkpoint not found")
         ray = self.ray = connect_ray(address, init_kwargs)
         from ray.util import ActorPool
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_Worker)
-        ft = None if finetune is None else finetune.model_dump()
-        self.actors = [actor.remote(str(supernet_path), str(data_dir), ft, eval_rows) for _ in range(n)]
+        tc = None if train_cfg is None else train_cfg.model_dump()
+        sn = None if supernet_path is None else str(supernet_path)
+        self.actors = [actor.remote(space.model_dump(mode="json"), str(data_dir), tc, eval_rows, sn) for _ in range(n)]
         self.pool = ActorPool(self.actors)
 
     def __call__(self, genos: list[Genotype]) -> list[dict]:

@@ -51,6 +51,10 @@ class JobConfig(BaseModel):
     emb_dims: list[int] | None = Field(None, description="per-field embedding widths from `recnas embed search` (emb_dims.json)")
     supernet: TrainConfig = Field(default_factory=TrainConfig)
     finetune: TrainConfig | None = None
+    scoring: Literal["supernet", "scratch"] = Field(
+        "supernet", description="how the search scores a candidate: supernet (inherited weights, then `finetune`) or scratch (no supernet: each candidate trains from scratch with `final` changed by `proxy`)",
+    )
+    proxy: dict[str, Any] = Field(default_factory=lambda: {"epochs": 1}, description="scoring: scratch: the settings of `final` changed for the short training that scores each candidate")
     eval_rows: int | None = Field(20_000, ge=1)
     evolution: EvolutionConfig = Field(default_factory=EvolutionConfig)
     objective: Objective = Field(default_factory=Objective)
@@ -201,6 +205,22 @@ class JobConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _proxy_is_a_recipe(self):
+        """Checked at load as a `final` recipe, like a grid point; keys that only say where or
+        how fast it trains come from `final` (as the finalists train there)."""
+        for key in self.proxy:
+            if key not in TrainConfig.model_fields:
+                raise ValueError(f"proxy: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
+            if key in RUNTIME_KEYS:
+                raise ValueError(f"proxy: {key!r} says where or how fast a model trains, not what it learns; set it in final")
+        _as_value_error(self.proxy_config)
+        return self
+
+    def proxy_config(self) -> TrainConfig:
+        """The training that scores each candidate when `scoring: scratch`: `final` with `proxy`."""
+        return configs.validate(TrainConfig, {**self.final.model_dump(), **self.proxy}, "proxy (final with its settings)")
+
+    @model_validator(mode="after")
     def _pim_costs_need_pim(self):
         pim_costs = sorted({"energy", "latency"} & (set(self.objective.ratios) | set(self.objective.targets)))
         if pim_costs and self.hardware != "pim":
@@ -291,7 +311,7 @@ def dump_config(cfg: JobConfig, path: Path) -> None:
 # what the stored supernet, candidate scores and data of a run folder depend on; the other keys
 # (more generations, finalists, baselines, ...) may change when a run is continued, and so may
 # where and how fast the supernet and fine-tunes run (e.g. a CPU run continued on a GPU)
-RUN_IDENTITY = ("data", "synthetic_rows", "seed", "space", "space_overrides", "sampler", "emb_dims", "supernet", "finetune", "eval_rows", "hardware", "pim_choices")
+RUN_IDENTITY = ("data", "synthetic_rows", "seed", "space", "space_overrides", "scoring", "sampler", "emb_dims", "supernet", "finetune", "proxy", "eval_rows", "hardware", "pim_choices")
 RUNTIME_KEYS = {"device", "resident_data", "amp", "compile", "eval_batch_size", "log_every", "checkpoint_every", "tensorboard"}
 
 
@@ -301,7 +321,13 @@ def recipe(train_config: dict) -> dict:
 
 
 def _identity(cfg: JobConfig) -> dict:
+    """What the stored scores depend on: with `scoring: scratch` the proxy recipe (so `final`
+    too) and not the supernet, its sampler or fine-tune, which are then never trained."""
     ident = cfg.model_dump(mode="json", include=set(RUN_IDENTITY))
+    if cfg.scoring == "scratch":
+        ident.update(supernet=None, finetune=None, sampler=None, proxy=recipe(cfg.proxy_config().model_dump(mode="json")))
+    else:
+        ident["proxy"] = None
     for key in ("supernet", "finetune"):
         if ident[key] is not None:
             ident[key] = recipe(ident[key])

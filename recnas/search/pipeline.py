@@ -19,7 +19,7 @@ from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
 from recnas.hardware.quant import quantized
-from recnas.search.evaluator import SupernetEvaluator, architecture_costs, model_costs
+from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, check_same_run, dump_config, grid_points, point_tag, recipe
@@ -109,6 +109,12 @@ def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module
     return model, baseline_spec(name, model.hparams, meta)
 
 
+def _budget(tcfg: TrainConfig) -> str:
+    """A training config's length and rate, for the job's stage line."""
+    length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else f"{tcfg.epochs} epoch{'s' if tcfg.epochs > 1 else ''}"
+    return f"{length}, lr {tcfg.lr:g}, batch {tcfg.batch_size}"
+
+
 def _stage(console: Console, name: str, detail: str = "") -> None:
     console.print(f"[bold cyan]==>[/] [bold]{name}[/] {detail}")
 
@@ -145,15 +151,22 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         dump_config(cfg, out / "config.yaml")
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
     write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
-    device = "cuda" if cfg.supernet.device != "cpu" and torch.cuda.is_available() else "cpu"
+    # where candidates are scored: beside the supernet, or where the from-scratch proxies train
+    device = "cuda" if (cfg.supernet if cfg.scoring == "supernet" else cfg.final).device != "cpu" and torch.cuda.is_available() else "cpu"
 
-    # 1. supernet
-    from recnas.supernet import Supernet
+    # 1. supernet (none when candidates are scored from scratch)
+    supernet, sn_metrics = None, {}
+    if cfg.scoring == "supernet":
+        from recnas.supernet import Supernet
 
-    _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
-    sampler = make_sampler(cfg.sampler, space, cfg.seed)
-    supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
-    supernet = supernet.to(device).eval()
+        _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
+        sampler = make_sampler(cfg.sampler, space, cfg.seed)
+        supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
+        supernet = supernet.to(device).eval()
+        score_cfg, how = cfg.finetune, "inherited weights"
+    else:
+        score_cfg, how = cfg.proxy_config(), "from scratch"
+        _stage(console, "supernet", f"none: scoring: scratch trains every candidate from scratch ({_budget(score_cfg)})")
 
     # 2. evolution
     codesign = cfg.hardware == "pim"
@@ -162,19 +175,19 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in objective.targets.items()))
     results = ResultsStore(out / "search.sqlite")
-    evaluator = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
+    evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet)
     executor = None
     if cfg.executor == "ray":
         from recnas.search.executors import RayExecutor
 
-        executor = RayExecutor(out / "supernet" / "model.pt", store.dir, cfg.finetune, cfg.eval_rows, cfg.ray_workers, cfg.ray_address)
+        executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / "model.pt", cfg.ray_workers, cfg.ray_address)
     evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
     if executor is not None:
         executor.shutdown()
-    console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} (inherited weights), {evo_result.evaluated} evaluated this run, {len(results)} in store")
+    console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} ({how}), {evo_result.evaluated} evaluated this run, {len(results)} in store")
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
     # (all trained to the end, or by successive halving)
@@ -228,8 +241,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "space": space.model_dump(mode="json"),
         "best_arch": json.loads(best.arch.to_json()),
         "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
-        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")},
-        "search": {"evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
+        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")} if supernet is not None else None,
+        "search": {"scoring": cfg.scoring, "evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
         "final_grid": cfg.final_grid,
         "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **_grid_fields(f)} for f in finalists]

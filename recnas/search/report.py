@@ -31,6 +31,10 @@ COLUMNS = [
 ]
 
 
+# what a candidate's search score is, by `scoring`: labels of the report's plots and tables
+SCORED_WITH = {"supernet": "supernet weights", "scratch": "trained briefly from scratch"}
+
+
 def markdown_table(rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -50,40 +54,41 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if report.get("bayes"):
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
-    md += ["", markdown_table(report["models"]), "", f"Search: {report['search']['candidates_in_store']} candidates evaluated; best architecture in `best_arch.json`.", ""]
+    scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
+    md += ["", markdown_table(report["models"]), "", f"Search: {report['search']['candidates_in_store']} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
     candidates = results.all()
     if any("energy" in c for c in candidates):
-        md += write_pareto(out, candidates, report["models"], objective)
+        md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
-    plot_progress(out / "search_progress.png", results.generations(run))
+    plot_progress(out / "search_progress.png", results.generations(run), scored)
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
-    plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes)
+    plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
 
 
-def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective) -> list[str]:
+def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective, scored: str = SCORED_WITH["supernet"]) -> list[str]:
     """Co-design: the Pareto front of (log loss, energy, latency, FLOPs) as pareto.md/.json and a
     plot of energy vs log loss with the baselines (on the default PIM config) marked."""
     from recnas.search.pareto import pareto_front, plot_front
 
-    cand = [c for c in candidates if "energy" in c]
+    cand = [c for c in candidates if "energy" in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
     vectors = np.array([objective.vector(c) for c in cand])
     front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
     write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
     table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
     table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
-    write_text_atomic(out / "pareto.md", "# Pareto front (supernet scores on validation)\n\n" + "\n".join(table) + "\n")
+    write_text_atomic(out / "pareto.md", f"# Pareto front (search scores on validation, {scored})\n\n" + "\n".join(table) + "\n")
     baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
     plot_front(
-        [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", "log loss (candidates: val, supernet; baselines: test)"),
+        [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
         out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
     )
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over (log loss, energy, latency, FLOPs): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
-def plot_progress(path: Path, gens: list[dict]) -> None:
+def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"]) -> None:
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -95,18 +100,18 @@ def plot_progress(path: Path, gens: list[dict]) -> None:
         ax.legend()
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
-    ax.set_ylabel("score (validation log loss, inherited weights)")
+    ax.set_ylabel(f"score (validation log loss, {scored})")
     ax.set_title("regularized evolution")
     save_figure(fig, path)
 
 
-def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None) -> None:
-    """Two panels over one cost axis: the searched candidates' supernet scores (validation),
+def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None, scored: str = SCORED_WITH["supernet"]) -> None:
+    """Two panels over one cost axis: the searched candidates' search scores (validation),
     and the trained models' test log loss. They are different quantities on different scales,
     so they get separate y axes side by side rather than two overlaid ones."""
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    cand = [c for c in candidates if cost in c]
+    cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
@@ -123,7 +128,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
         ax.legend(loc="best", fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"{cost} per sample")
-    ax.set_ylabel("validation log loss (supernet weights)")
+    ax.set_ylabel(f"validation log loss ({scored})")
     ax.set_title("search: candidates")
     trained = [m for m in models if cost in m and m.get(cost, 0) > 0]
     for i, m in enumerate(trained):

@@ -23,7 +23,7 @@ from rich.progress import Progress
 from recnas import configs
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError, TrainingDiverged
-from recnas.search.evaluator import Genotype, SupernetEvaluator
+from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
 from recnas.staging import check_output_dir, exclusive
@@ -140,8 +140,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     archs = list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
-    plain = SupernetEvaluator(supernet, space, store, None, cfg.eval_rows, device)
-    tuned = SupernetEvaluator(supernet, space, store, cfg.finetune, cfg.eval_rows, device)
+    plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)
+    tuned = CandidateEvaluator(space, store, cfg.finetune, cfg.eval_rows, device, supernet=supernet)
     val = store.split("val")
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
     rows, reused, diverged = [], 0, []

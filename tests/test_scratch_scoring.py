@@ -1,0 +1,117 @@
+"""`scoring: scratch`: the search scores each candidate by a short training from scratch, with no
+supernet (recnas/search/evaluator.py, CandidateEvaluator without a supernet)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from recnas.errors import ConfigError, TrainingDiverged
+from recnas.search.evaluator import CandidateEvaluator, Genotype
+from recnas.search.job import check_same_run, dump_config, load_job_config
+from recnas.search.pipeline import run_job
+from recnas.space import get_space
+from recnas.space.samplers import random_architecture
+from recnas.train import TrainConfig
+
+
+def test_scratch_scored_search_trains_no_supernet_and_scores_as_its_retrain_does(tmp_path):
+    # the proxy is the final recipe itself (1 epoch at the smoke budget) and the 300 eval rows are
+    # the whole validation split: a candidate's search score must then be exactly the validation
+    # log loss its retrain reaches, which holds only if the proxy builds and seeds it as the retrain does
+    cfg = load_job_config("smoke", scoring="scratch", baselines=["lr"], finalists=2)
+    assert cfg.proxy_config() == cfg.final
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    assert not (out / "supernet").exists() and report["supernet"] is None
+    assert report["search"]["scoring"] == "scratch" and report["search"]["evaluated_this_run"] >= 6
+    for f in report["finalists"]:
+        assert f["search_score"] == pytest.approx(f["val_logloss"], abs=1e-6)
+    assert "trained briefly from scratch" in (out / "results.md").read_text()
+    again = run_job(cfg, out, progress=False)  # resumed: every score comes from search.sqlite
+    assert again["search"]["evaluated_this_run"] == 0 and again["best_arch"] == report["best_arch"]
+
+
+def test_a_proxy_budget_changes_the_scores_and_is_part_of_the_run(tmp_path):
+    one = load_job_config("smoke", scoring="scratch", proxy={"max_steps": 1})
+    assert one.proxy_config().max_steps == 1 and one.proxy_config().lr == one.final.lr
+    out = tmp_path / "run"
+    out.mkdir()
+    dump_config(one, out / "config.yaml")
+    # scores came from that proxy: another proxy, or another final it is made from, would mix them
+    for over, match in (({"proxy": {"max_steps": 2}}, r"proxy: .*'max_steps': 1.* -> .*'max_steps': 2"), ({"final": {"lr": 0.01}}, r"proxy: .*'lr': 0.01"), ({"scoring": "supernet"}, r"scoring: 'scratch' -> 'supernet'")):
+        with pytest.raises(ConfigError, match=r"holds a run with other settings \(" + match):
+            check_same_run(load_job_config("smoke", **{"scoring": "scratch", "proxy": {"max_steps": 1}, **over}), out / "config.yaml")
+    # the supernet and its fine-tune are never trained when scoring from scratch: changing them is harmless
+    check_same_run(load_job_config("smoke", scoring="scratch", proxy={"max_steps": 1}, supernet={"lr": 0.5}, finetune={"max_steps": 9}, sampler="any-path"), out / "config.yaml")
+
+
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        ({"scoring": "scratchy"}, r"scoring"),
+        ({"scoring": "scratch", "proxy": {"epoch": 1}}, r"proxy: 'epoch' is not a setting of final"),
+        ({"scoring": "scratch", "proxy": {"device": "cpu"}}, r"proxy: 'device' says where or how fast"),
+        ({"scoring": "scratch", "proxy": {"lr": -1}}, r"proxy.*lr"),
+        ({"scoring": "scratch", "proxy": {"max_steps": 1, "warmup_steps": 5}}, r"warmup_steps \(5\) exceeds max_steps \(1\)"),
+    ],
+)
+def test_bad_scoring_settings_are_refused_when_the_config_loads(over, match):
+    with pytest.raises(ConfigError, match=match):
+        load_job_config("smoke", **over)
+
+
+def test_a_candidate_that_diverges_scores_inf_and_the_search_goes_on(tiny_store, monkeypatch):
+    from recnas.train import trainer
+
+    space = get_space("full-tiny")
+    rng = np.random.default_rng(0)
+    genos = [Genotype(random_architecture(rng, space)) for _ in range(2)]
+    ev = CandidateEvaluator(space, tiny_store, TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu"), eval_rows=None)
+    fine = ev(genos[0])
+    assert math.isfinite(fine["logloss"]) and "diverged" not in fine
+
+    def diverge(self, *args, **kwargs):
+        raise TrainingDiverged("training diverged: loss nan at step 2")
+
+    monkeypatch.setattr(trainer.Trainer, "fit", diverge)
+    bad = ev(genos[1])
+    assert bad["logloss"] == math.inf and bad["diverged"] and bad["flops"] > 0
+    assert json.loads(json.dumps(bad))["logloss"] == math.inf  # stored in search.sqlite as JSON
+
+
+def test_a_diverged_candidate_never_wins_and_the_report_is_written(tmp_path, monkeypatch):
+    from recnas.search import evaluator
+
+    calls = {"n": 0}
+    real = evaluator.CandidateEvaluator.__call__
+
+    def every_other_diverges(self, geno):
+        calls["n"] += 1
+        if calls["n"] % 2:
+            return {"logloss": math.inf, "auc": math.nan, "diverged": True, **evaluator.architecture_costs(geno.arch, self.space, self.store.meta)}
+        return real(self, geno)
+
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", every_other_diverges)
+    report = run_job(load_job_config("smoke", scoring="scratch", baselines=["lr"]), tmp_path / "run", progress=False)
+    assert math.isfinite(report["finalists"][0]["search_score"])
+    assert (tmp_path / "run" / "score_vs_cost.png").stat().st_size > 0
+
+
+def test_an_evaluator_needs_a_supernet_or_a_training_config(tiny_store):
+    with pytest.raises(ValueError, match="needs a training config"):
+        CandidateEvaluator(get_space("full-tiny"), tiny_store)
+
+
+def test_a_scratch_score_does_not_depend_on_what_ran_before(tiny_store):
+    """Candidates are scored in any order (and resumed, or on Ray workers): each is built right
+    after seeding, so the global RNG state left by earlier work must not change its score."""
+    import torch
+
+    space = get_space("full-tiny")
+    g = Genotype(random_architecture(np.random.default_rng(1), space))
+    ev = CandidateEvaluator(space, tiny_store, TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu", seed=3), eval_rows=None)
+    first = ev(g)["logloss"]
+    torch.rand(1000)  # what other work does to the RNG between two candidates
+    assert ev(g)["logloss"] == first
