@@ -45,6 +45,8 @@ def test_a_proxy_budget_changes_the_scores_and_is_part_of_the_run(tmp_path):
             check_same_run(load_job_config("smoke", **{"scoring": "scratch", "proxy": {"max_steps": 1}, **over}), out / "config.yaml")
     # the supernet and its fine-tune are never trained when scoring from scratch: changing them is harmless
     check_same_run(load_job_config("smoke", scoring="scratch", proxy={"max_steps": 1}, supernet={"lr": 0.5}, finetune={"max_steps": 9}, sampler="any-path"), out / "config.yaml")
+    # nor is a change of final that the proxy overrides (here its length): the proxy's recipe is the same
+    check_same_run(load_job_config("smoke", scoring="scratch", proxy={"max_steps": 1}, final={"max_steps": 5}), out / "config.yaml")
 
 
 @pytest.mark.parametrize(
