@@ -104,12 +104,13 @@ class CandidateEvaluator:
         from recnas.hardware.quant import quantized
         from recnas.train import Trainer, evaluate
 
+        costs = architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)
         model = self.subnet(geno)
         if self.train_cfg is not None:
             try:
                 Trainer(model, self.train_cfg, self.store, progress=False).fit()
             except TrainingDiverged:  # one candidate that cannot train must not end a search of hundreds
-                return {"logloss": math.inf, "auc": math.nan, "diverged": True, **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
+                return {"logloss": math.inf, "auc": math.nan, "diverged": True, **costs}
         with quantized(model, geno.hardware):  # scored on the model's device: the training config may have moved it
             m = evaluate(model, self.val, max_rows=self.eval_rows)
-        return {"logloss": m["logloss"], "auc": m["auc"], **architecture_costs(geno.arch, self.space, self.store.meta, geno.hardware)}
+        return {"logloss": m["logloss"], "auc": m["auc"], **costs}

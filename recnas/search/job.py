@@ -182,11 +182,8 @@ class JobConfig(BaseModel):
         a point is named from what trains there. Values were kept as given, so `[1, 1.0]` or
         two learning rates that agree in 6 digits trained as two points in one folder, the
         second taking the first's model (or resuming it under another recipe)."""
+        _check_recipe_keys("final_grid", self.final_grid)
         for key, values in self.final_grid.items():
-            if key not in TrainConfig.model_fields:
-                raise ValueError(f"final_grid: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
-            if key in RUNTIME_KEYS:
-                raise ValueError(f"final_grid: {key!r} says where or how fast a model trains, not what it learns; set it in final")
             if not isinstance(values, list) or not values:
                 raise ValueError(f"final_grid.{key}: give a non-empty list of values")
         if self.final_grid and self.finalist_selection == "halving":
@@ -208,11 +205,7 @@ class JobConfig(BaseModel):
     def _proxy_is_a_recipe(self):
         """Checked at load as a `final` recipe, like a grid point; keys that only say where or
         how fast it trains come from `final` (as the finalists train there)."""
-        for key in self.proxy:
-            if key not in TrainConfig.model_fields:
-                raise ValueError(f"proxy: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
-            if key in RUNTIME_KEYS:
-                raise ValueError(f"proxy: {key!r} says where or how fast a model trains, not what it learns; set it in final")
+        _check_recipe_keys("proxy", self.proxy)
         _as_value_error(self.proxy_config)
         return self
 
@@ -226,6 +219,16 @@ class JobConfig(BaseModel):
         if pim_costs and self.hardware != "pim":
             raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim")
         return self
+
+
+def _check_recipe_keys(section: str, keys) -> None:
+    """`section`'s keys (final_grid, proxy) change what `final` trains: each must be a setting of
+    `final`, and not one of where or how fast it runs (RUNTIME_KEYS), which `final` alone sets."""
+    for key in keys:
+        if key not in TrainConfig.model_fields:
+            raise ValueError(f"{section}: {key!r} is not a setting of final (allowed: {', '.join(TrainConfig.model_fields)})")
+        if key in RUNTIME_KEYS:
+            raise ValueError(f"{section}: {key!r} says where or how fast a model trains, not what it learns; set it in final")
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
