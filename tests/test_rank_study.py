@@ -144,7 +144,8 @@ def test_nan_supernet_scores_are_null_in_strict_json(tiny_store, tmp_path, monke
     from recnas.search import study
 
     a = _supernet(tiny_store, tmp_path / "a", 0)
-    monkeypatch.setattr(study.CandidateEvaluator, "__call__", lambda self, g: {"logloss": float("nan")})
+    scratch = study.CandidateEvaluator.__call__  # the from-scratch side scores as usual
+    monkeypatch.setattr(study.CandidateEvaluator, "__call__", lambda self, g: {"logloss": float("nan")} if self.supernet is not None else scratch(self, g))
     result = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
     text = (tmp_path / "s" / "rank_study.json").read_text()
     written = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c} written"))
@@ -220,3 +221,30 @@ def test_base_rate_of_a_train_split_of_one_class_is_exact():
     assert base_rate_logloss(zeros, zeros) == 0.0 and base_rate_logloss(ones, ones) == 0.0
     assert base_rate_logloss(zeros, mixed) == math.inf and base_rate_logloss(ones, mixed) == math.inf
     assert base_rate_logloss(np.array([0, 0, 0, 1], np.float32), mixed) == pytest.approx(-(0.25 * np.log(0.25) + 0.75 * np.log(0.75)))
+
+
+def test_study_scores_from_scratch_as_the_search_does(tiny_store, tmp_path):
+    """The study measures the ranker the search uses (`scoring: scratch`): its from-scratch
+    score of an architecture is the search's `CandidateEvaluator` score, to the last bit,
+    whatever ran before it."""
+    from recnas.search.evaluator import CandidateEvaluator, Genotype
+
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    cfg = _config(seed=1)  # picks the architectures; the scratch config's own seed (0) seeds their runs
+    result = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", cfg, progress=False)
+    cache = json.loads((tmp_path / "s" / "scratch_cache.json").read_text())
+    (archs,) = cache.values()
+    space = get_space("small-tiny")
+    search = CandidateEvaluator(space, tiny_store, cfg.scratch, cfg.eval_rows, "cpu")
+    listed = {r["arch"]: r["scratch"] for r in result["rows"]}
+    for arch in _study_archs(space, cfg.seed, 3):
+        assert search(Genotype(arch))["logloss"] == listed[arch.hash] == archs[arch.hash]
+
+
+def _study_archs(space, seed, n):
+    import numpy as np
+
+    from recnas.space.samplers import random_architecture
+
+    rng = np.random.default_rng(seed)
+    return list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())

@@ -16,13 +16,12 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from recnas import configs
 from recnas.data.store import CTRStore
-from recnas.errors import ConfigError, TrainingDiverged
+from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import random_architecture
@@ -95,7 +94,9 @@ class ScratchCache:
 
 def scratch_fingerprint(meta, space, cfg: RankStudyConfig) -> str:
     """What a from-scratch score depends on besides the architecture."""
-    what = {"data": meta.model_dump(mode="json"), "space": space.model_dump(mode="json"), "scratch": cfg.scratch.model_dump(mode="json"), "eval_rows": cfg.eval_rows, "seed": cfg.seed}
+    # "init": scratch runs are built and trained as the search's `scoring: scratch` builds them
+    # (seeded by the scratch config's own seed); entries of the earlier init are not reused
+    what = {"data": meta.model_dump(mode="json"), "space": space.model_dump(mode="json"), "scratch": cfg.scratch.model_dump(mode="json"), "eval_rows": cfg.eval_rows, "seed": cfg.seed, "init": 2}
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -125,8 +126,6 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
 
 def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, progress: bool, scratch_cache: str | Path | None) -> dict:
     from recnas.space import SearchSpace
-    from recnas.supernet import Subnet
-    from recnas.train import Trainer, evaluate
     from recnas.train.trainer import resolve_device
     from recnas.train.model_factory import check_data, load_trained
 
@@ -142,6 +141,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)
     tuned = CandidateEvaluator(space, store, cfg.finetune, cfg.eval_rows, device, supernet=supernet)
+    # the search's own from-scratch scorer (`scoring: scratch`), so the study measures the ranker the search uses
+    from_scratch = CandidateEvaluator(space, store, cfg.scratch, cfg.eval_rows, resolve_device(cfg.scratch.device))
     val = store.split("val")
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
     rows, reused, diverged = [], 0, []
@@ -151,13 +152,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
             g = Genotype(arch)
             scratch = cache.get(arch.hash)
             if scratch is None:
-                torch.manual_seed(cfg.seed)
-                scratch_model = Subnet(arch, space, store.meta)
-                try:
-                    Trainer(scratch_model, cfg.scratch, store, progress=False).fit()
-                    scratch = evaluate(scratch_model, val, max_rows=cfg.eval_rows)["logloss"]  # on the model's device
-                except TrainingDiverged:  # one bad subnet must not end a study of many (nor every rerun of it)
-                    scratch = math.nan
+                scratch = from_scratch(g)["logloss"]  # inf when training diverged
                 if not is_log_loss(scratch):  # not cached: a later study with a fixed config retrains it
                     log.warning("subnet %s diverged in from-scratch training (val log loss %s): left out of the correlation", arch.hash, scratch)
                     diverged.append(arch.hash)
