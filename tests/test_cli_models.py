@@ -253,7 +253,8 @@ def test_a_short_run_of_a_shipped_config_names_the_warmup_flag(tiny_store, tmp_p
     shipped = str(CONFIGS / "baseline.yaml")
     args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", shipped, "--steps", "5"]
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "a")
-    assert code == 2 and "--steps 5 is fewer than the 1000 warmup_steps" in error_line(err) and "--warmup-steps" in error_line(err)
+    assert code == 2 and f"the 1000 warmup_steps of {shipped} would outlast the 5 steps of this run (--steps 5)" in error_line(err)
+    assert "give --warmup-steps of at most 5, or more --steps" in error_line(err)
     assert not (tmp_path / "a").exists()
     code, _, err = run(monkeypatch, capsys, *args, "--warmup-steps", "2", "--out", tmp_path / "b")
     assert code == 0, err
@@ -272,6 +273,10 @@ def test_a_warmup_longer_than_an_epoch_run_is_refused(tiny_store, tmp_path, monk
     cfg.write_text("epochs: 1\nbatch_size: 256\ndevice: cpu\nwarmup_steps: 1000\n")  # the YAML's own warmup: named as such
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", tmp_path / "a")
     assert code == 2 and f"the 1000 warmup_steps of {cfg} would outlast the" in error_line(err)
+    assert not (tmp_path / "a").exists()
+    cfg.write_text("max_steps: 5\nbatch_size: 256\ndevice: cpu\n")  # a run of max_steps: named, not its epochs
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--warmup-steps", "10", "--out", tmp_path / "a")
+    assert code == 2 and f"--warmup-steps 10 would outlast the 5 steps of this run (max_steps of {cfg})" in error_line(err)
     assert not (tmp_path / "a").exists()
 
 

@@ -89,15 +89,17 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg = TrainConfig.from_yaml(config)
-    if steps is not None and warmup is None and cfg.warmup_steps > steps:  # the generic message would not say which flag helps
-        raise ConfigError(f"--steps {steps} is fewer than the {cfg.warmup_steps} warmup_steps of {config}: give --warmup-steps of at most {steps}, or more --steps")
-    cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     store = CTRStore(data)
-    total = planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
-    if 0 < total < cfg.warmup_steps:  # max_steps is checked by the config; a run of epochs only here
-        # the lr never reached its value: the run trained at a fraction of the lr it records
+    total = steps if steps is not None else planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
+    if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
+        # the lr would never reach its value: the run would train at a fraction of the lr it records
         given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
-        raise ConfigError(f"{given} would outlast the {total} steps of this run ({cfg.epochs} epochs of {data}): the lr would never reach its value; give --warmup-steps of at most {total}, or train longer")
+        if steps is not None:
+            length, longer = f"--steps {steps}", "more --steps"
+        else:
+            length, longer = (f"max_steps of {config}" if cfg.max_steps else f"{cfg.epochs} epochs of {data}"), "train longer"
+        raise ConfigError(f"{given} would outlast the {total} steps of this run ({length}): the lr would never reach its value; give --warmup-steps of at most {total}, or {longer}")
+    cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     out = Path(out)
     check_output_dir(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run
