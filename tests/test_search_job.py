@@ -206,7 +206,7 @@ def test_finalists_are_retrained_and_the_best_on_validation_wins(tmp_path):
     assert (out / "best" / "model.pt").read_bytes() == (out / "finalists" / chosen[0]["key"] / "model.pt").read_bytes()
 
 
-@pytest.mark.parametrize("name", ["search-gpu-1m.yaml", "codesign-gpu-1m.yaml"])
+@pytest.mark.parametrize("name", ["search-gpu-1m.yaml", "search-gpu-1m-scratch.yaml", "codesign-gpu-1m.yaml"])
 def test_shipped_job_configs_load(name):
     """The configs the README and benchmarks point at stay valid as the schema changes."""
     from pathlib import Path
@@ -219,6 +219,7 @@ def test_shipped_job_configs_load(name):
     assert space.n_blocks == 3 and cfg.finalists == 3 and cfg.synthetic_rows == 1_000_000
     if name.startswith("codesign"):
         assert pim_choices(cfg.pim_choices)["act_bits"] == (8,)
+    assert (cfg.scoring == "scratch") == ("scratch" in name)
 
 
 def test_cost_targets_relative_to_a_baseline(tmp_path):
