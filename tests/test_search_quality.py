@@ -1,0 +1,41 @@
+"""benchmarks/search_quality.py: the per-seed verdict on the target (beat every baseline,
+close half the best baseline's gap to the Bayes-optimal log loss, on every seed)."""
+
+import pytest
+
+from tests.conftest import load_benchmark
+
+sq = load_benchmark("search_quality")
+
+
+def _report(seed, searched, baselines, bayes=0.44):
+    models = [{"model": sq.NAS, "test_logloss": searched, "test_auc": 0.7}]
+    models += [{"model": k, "test_logloss": v, "test_auc": 0.7} for k, v in baselines.items()]
+    return {"seed": seed, "models": models, "bayes": {"test_logloss": bayes}}
+
+
+def test_a_seed_meets_the_target_only_beating_every_baseline_by_half_the_gap():
+    v = sq.seed_verdict(_report(0, 0.45, {"xdeepfm": 0.46, "dcnv2": 0.47}))
+    assert v["best_baseline"] == "xdeepfm" and v["beats_every_baseline"] and v["gap_closed"] == pytest.approx(0.5) and v["target_met"]
+    v = sq.seed_verdict(_report(0, 0.455, {"xdeepfm": 0.46, "dcnv2": 0.47}))  # beats both, closes a quarter
+    assert v["beats_every_baseline"] and v["gap_closed"] == pytest.approx(0.25) and not v["target_met"]
+    v = sq.seed_verdict(_report(0, 0.465, {"xdeepfm": 0.46, "dcnv2": 0.47}))
+    assert not v["beats_every_baseline"] and v["gap_closed"] < 0 and not v["target_met"]
+
+
+def test_a_better_mean_does_not_hide_a_seed_lost_to_a_baseline():
+    """The mean can beat every baseline while one seed does not: the target asks for every seed."""
+    reports = [_report(0, 0.440, {"xdeepfm": 0.46}, bayes=0.43), _report(1, 0.465, {"xdeepfm": 0.46}, bayes=0.43)]
+    summary = sq.summarise(reports)
+    assert summary["beats_every_baseline"]  # on the means: 0.4525 < 0.46
+    assert not summary["beats_every_baseline_on_every_seed"] and not summary["target_met"]
+    assert [v["beats_every_baseline"] for v in summary["seeds"]] == [True, False]
+    good = sq.summarise([_report(0, 0.440, {"xdeepfm": 0.46}, bayes=0.43), _report(1, 0.441, {"xdeepfm": 0.46}, bayes=0.43)])
+    assert good["beats_every_baseline_on_every_seed"] and good["target_met"]
+
+
+def test_real_data_has_no_gap_verdict():
+    report = _report(0, 0.45, {"dlrm": 0.46})
+    del report["bayes"]
+    summary = sq.summarise([report])
+    assert "target_met" not in summary and "gap_closed" not in summary["seeds"][0] and summary["beats_every_baseline_on_every_seed"]
