@@ -18,7 +18,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from recnas.configs import write_text_atomic
@@ -43,7 +42,7 @@ def proxy_table(histories: dict[str, list[float]]) -> list[dict]:
 def main() -> None:
     from recnas.search.pipeline import prepare_data
     from recnas.space import get_space
-    from recnas.space.samplers import random_architecture
+    from recnas.space.samplers import distinct_random_architectures
     from recnas.supernet import Subnet
     from recnas.train import Trainer
     from rich.console import Console
@@ -61,8 +60,7 @@ def main() -> None:
     cfg = load_job_config(args.budget, args.config, seed=args.seed)
     store = prepare_data(cfg, Path(args.runs) / "proxy", Console(stderr=True))
     space = get_space(cfg.space, **cfg.space_overrides)
-    rng = np.random.default_rng(0)  # the same draws as `recnas study rank` (its seed 0)
-    archs = list({a.hash: a for a in (random_architecture(rng, space) for _ in range(args.n))}.values())
+    archs = distinct_random_architectures(0, space, args.n)  # the same draws as `recnas study rank` (its seed 0)
     histories, t0 = {}, time.perf_counter()
     for i, arch in enumerate(archs, 1):
         torch.manual_seed(cfg.final.seed)

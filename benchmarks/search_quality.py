@@ -29,14 +29,14 @@ from recnas.search.pipeline import run_job
 NAS = "recnas (searched)"
 
 
-def _logloss(report: dict, name: str) -> float:
-    return next(m for m in report["models"] if m["model"] == name)["test_logloss"]
+def _metric(report: dict, name: str, key: str = "test_logloss") -> float:
+    return next(m for m in report["models"] if m["model"] == name)[key]
 
 
 def seed_verdict(report: dict) -> dict:
     """One seed against the target: the searched model beats every baseline of this seed, and
     closes at least half of the best baseline's gap to this seed's Bayes-optimal log loss."""
-    nas = _logloss(report, NAS)
+    nas = _metric(report, NAS)
     baselines = {m["model"]: m["test_logloss"] for m in report["models"] if m["model"] != NAS}
     best = min(baselines, key=baselines.get)
     out = {"seed": report.get("seed"), "searched": nas, "best_baseline": best, "best_baseline_logloss": baselines[best], "beats_every_baseline": all(nas < v for v in baselines.values())}
@@ -51,8 +51,8 @@ def summarise(reports: list[dict]) -> dict:
     models = [m["model"] for m in reports[0]["models"]]
     table = {}
     for name in models:
-        ll = [_logloss(r, name) for r in reports]
-        auc = [next(m for m in r["models"] if m["model"] == name)["test_auc"] for r in reports]
+        ll = [_metric(r, name) for r in reports]
+        auc = [_metric(r, name, "test_auc") for r in reports]
         table[name] = {"logloss_mean": statistics.fmean(ll), "logloss_std": statistics.pstdev(ll), "auc_mean": statistics.fmean(auc), "logloss": ll}
     baselines = {k: v for k, v in table.items() if k != NAS}
     best_name = min(baselines, key=lambda k: baselines[k]["logloss_mean"])

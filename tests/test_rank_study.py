@@ -228,6 +228,7 @@ def test_study_scores_from_scratch_as_the_search_does(tiny_store, tmp_path):
     score of an architecture is the search's `CandidateEvaluator` score, to the last bit,
     whatever ran before it."""
     from recnas.search.evaluator import CandidateEvaluator, Genotype
+    from recnas.space.samplers import distinct_random_architectures
 
     a = _supernet(tiny_store, tmp_path / "a", 0)
     cfg = _config(seed=1)  # picks the architectures; the scratch config's own seed (0) seeds their runs
@@ -237,14 +238,5 @@ def test_study_scores_from_scratch_as_the_search_does(tiny_store, tmp_path):
     space = get_space("small-tiny")
     search = CandidateEvaluator(space, tiny_store, cfg.scratch, cfg.eval_rows, "cpu")
     listed = {r["arch"]: r["scratch"] for r in result["rows"]}
-    for arch in _study_archs(space, cfg.seed, 3):
+    for arch in distinct_random_architectures(cfg.seed, space, 3):
         assert search(Genotype(arch))["logloss"] == listed[arch.hash] == archs[arch.hash]
-
-
-def _study_archs(space, seed, n):
-    import numpy as np
-
-    from recnas.space.samplers import random_architecture
-
-    rng = np.random.default_rng(seed)
-    return list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())

@@ -539,12 +539,13 @@ def test_job_lines_are_not_wrapped_when_piped(tmp_path, capsys):
 def test_every_preset_warms_up_within_its_own_runs_on_its_default_data(budget):
     """The `gpu` preset warmed its supernet up for 500 steps of a 390-step run on its default
     2M synthetic rows: its lr never reached the configured value."""
+    from recnas.data.synthetic import split_assignment
     from recnas.search.job import PRESETS
     from recnas.train.trainer import planned_steps
 
     assert budget in PRESETS
     cfg = load_job_config(budget)
-    train_rows = cfg.synthetic_rows - 2 * (cfg.synthetic_rows // 10)  # the synthetic 8:1:1 split
+    train_rows = int((split_assignment(cfg.synthetic_rows, cfg.seed) == 0).sum())  # the synthetic data's own split
     for stage in ("supernet", "finetune", "final"):
         c = getattr(cfg, stage)
         assert c.warmup_steps <= planned_steps(c, train_rows) // 2, (stage, c.warmup_steps)

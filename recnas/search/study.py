@@ -24,7 +24,7 @@ from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
-from recnas.space.samplers import random_architecture
+from recnas.space.samplers import distinct_random_architectures
 from recnas.staging import check_output_dir, exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
@@ -135,8 +135,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
         raise ConfigError(f"{supernet_path}: holds a {spec.get('kind')} model, not a supernet")
     check_data(spec, store.meta, str(data))
     space = SearchSpace(**spec["space"])
-    rng = np.random.default_rng(cfg.seed)
-    archs = list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())
+    archs = distinct_random_architectures(cfg.seed, space, n)
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)

@@ -55,6 +55,13 @@ def random_architecture(rng: np.random.Generator, space: SearchSpace, any_ops: b
     return Architecture(blocks=tuple(random_block(rng, space, i, any_ops, any_conn) for i in range(space.n_blocks))).canonical()
 
 
+def distinct_random_architectures(seed: int, space: SearchSpace, n: int) -> list[Architecture]:
+    """The distinct ones among `n` random architectures drawn with `seed`, in draw order: the
+    subnets of a rank study, so that any tool drawing with the same seed gets the same subnets."""
+    rng = np.random.default_rng(seed)
+    return list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())
+
+
 def largest_architecture(space: SearchSpace) -> Architecture:
     """Every operator and every input at the widest dims: the path that holds all the
     supernet's weights (the in-place distillation teacher, `TrainConfig.inplace_distill`)."""
