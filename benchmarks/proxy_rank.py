@@ -18,8 +18,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
 from recnas.configs import write_text_atomic
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
@@ -43,7 +41,7 @@ def main() -> None:
     from recnas.search.pipeline import prepare_data
     from recnas.space import get_space
     from recnas.space.samplers import distinct_random_architectures
-    from recnas.supernet import Subnet
+    from recnas.search.evaluator import CandidateEvaluator, Genotype
     from recnas.train import Trainer
     from rich.console import Console
 
@@ -61,10 +59,12 @@ def main() -> None:
     store = prepare_data(cfg, Path(args.runs) / "proxy", Console(stderr=True))
     space = get_space(cfg.space, **cfg.space_overrides)
     archs = distinct_random_architectures(0, space, args.n)  # the same draws as `recnas study rank` (its seed 0)
+    # each subnet built as `scoring: scratch` builds a candidate (its init seeded by the training
+    # config's seed alone); trained here by Trainer directly, for its per-epoch history
+    build = CandidateEvaluator(space, store, cfg.final, eval_rows=None).subnet
     histories, t0 = {}, time.perf_counter()
     for i, arch in enumerate(archs, 1):
-        torch.manual_seed(cfg.final.seed)
-        trainer = Trainer(Subnet(arch, space, store.meta), cfg.final, store, progress=False)
+        trainer = Trainer(build(Genotype(arch)), cfg.final, store, progress=False)
         trainer.fit()
         histories[arch.hash] = [h["val_logloss"] for h in trainer.history]
         print(f"[{i}/{len(archs)}] {arch.hash}: " + " ".join(f"{v:.4f}" for v in histories[arch.hash]), flush=True)
