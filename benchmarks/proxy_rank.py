@@ -38,10 +38,10 @@ def proxy_table(histories: dict[str, list[float]]) -> list[dict]:
 
 
 def main() -> None:
+    from recnas.search.evaluator import CandidateEvaluator, Genotype
     from recnas.search.pipeline import prepare_data
     from recnas.space import get_space
     from recnas.space.samplers import distinct_random_architectures
-    from recnas.search.evaluator import CandidateEvaluator, Genotype
     from recnas.train import Trainer
     from rich.console import Console
 
