@@ -161,6 +161,34 @@ def test_embedding_lr_gets_its_own_group(tiny_store):
     assert groups[id(model.mlp[0].weight)]["lr"] == 0.02 and groups[id(model.mlp[0].weight)]["weight_decay"] == 0.01
 
 
+@pytest.mark.parametrize(
+    "overrides, emb, rest",
+    [
+        ({"weight_decay": 0.01}, (0.02, 0.01), (0.02, 0.01)),  # one group, as before
+        ({"weight_decay": 0.01, "embedding_weight_decay": 0.1}, (0.02, 0.1), (0.02, 0.01)),
+        ({"embedding_weight_decay": 0.1}, (0.02, 0.1), (0.02, 0.0)),  # the tables alone
+        ({"embedding_lr": 0.5, "weight_decay": 0.01, "embedding_weight_decay": 0.1}, (0.5, 0.1), (0.02, 0.01)),
+    ],
+)
+def test_embedding_weight_decay_applies_to_the_tables_only(tiny_store, overrides, emb, rest):
+    model = make_model(tiny_store.meta)
+    t = Trainer(model, tiny_cfg(**overrides), tiny_store, progress=False)
+    groups = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
+    assert (groups[id(model.embedding.weight)]["lr"], groups[id(model.embedding.weight)]["weight_decay"]) == emb
+    assert (groups[id(model.mlp[0].weight)]["lr"], groups[id(model.mlp[0].weight)]["weight_decay"]) == rest
+    assert len(t.optimizer.param_groups) == (1 if emb == rest else 2)
+
+
+def test_embedding_weight_decay_shrinks_only_the_tables(tiny_store):
+    """A big table-only decay pulls the embedding tables toward 0."""
+    norms = {}
+    for ewd in (None, 1.0):
+        model = make_model(tiny_store.meta)
+        Trainer(model, tiny_cfg(epochs=1, embedding_weight_decay=ewd), tiny_store, progress=False).fit()
+        norms[ewd] = model.embedding.weight.norm().item()
+    assert norms[1.0] < 0.8 * norms[None]
+
+
 # -- determinism and exact resume -----------------------------------------------------------------
 def test_same_seed_same_result_different_seed_differs(tiny_store):
     runs = []

@@ -25,6 +25,10 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="learning rate of the non-embedding parameters")
     embedding_lr: float | None = Field(None, gt=0, description="separate lr for embedding tables (None = lr)")
     weight_decay: float = Field(0.0, ge=0)
+    embedding_weight_decay: float | None = Field(
+        None, ge=0,
+        description="weight decay of the embedding tables (None = weight_decay, or 0 when embedding_lr is set); CTR models overfit through their embeddings, so this is the one that counts",
+    )
     batch_size: int = Field(512, ge=1)
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="total optimizer steps; when set, epochs is ignored")

@@ -44,7 +44,7 @@ CONFIG_FILE = "config.yaml"
 # lr_schedule decide the lr of the steps already taken: a resume under new ones (a finished run
 # "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
 # model.pt for weights trained under the old ones (only the total may change: more steps)
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "warmup_steps", "lr_schedule")
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule")
 
 
 def _drops_last(rows: int, batch_size: int) -> bool:
@@ -111,6 +111,16 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
         return 1.0
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
+
+
+def _embedding_group_settings(cfg: TrainConfig) -> tuple[float, float]:
+    """(lr, weight decay) of the embedding tables: their own where set, else the model's; a
+    separate `embedding_lr` alone means no weight decay on the tables (its meaning before
+    `embedding_weight_decay` existed)."""
+    lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
+    if cfg.embedding_weight_decay is not None:
+        return lr, cfg.embedding_weight_decay
+    return lr, (cfg.weight_decay if cfg.embedding_lr is None else 0.0)
 
 
 def _embedding_param_ids(model: nn.Module) -> set[int]:
@@ -243,11 +253,12 @@ class Trainer:
         if not params:
             raise ValueError("model has no trainable parameters")
         groups = [{"params": [p for _, p in params], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-        if cfg.embedding_lr is not None:  # embeddings get their own lr and no weight decay
+        emb_lr, emb_wd = _embedding_group_settings(cfg)
+        if (emb_lr, emb_wd) != (cfg.lr, cfg.weight_decay):  # embeddings get their own group
             emb = _embedding_param_ids(self.model)
             groups = [
                 {"params": [p for _, p in params if id(p) not in emb], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                {"params": [p for _, p in params if id(p) in emb], "lr": cfg.embedding_lr, "weight_decay": 0.0},
+                {"params": [p for _, p in params if id(p) in emb], "lr": emb_lr, "weight_decay": emb_wd},
             ]
             groups = [g for g in groups if g["params"]]
         if cfg.optimizer == "adagrad":
