@@ -254,7 +254,9 @@ class Trainer:
             raise ValueError("model has no trainable parameters")
         groups = [{"params": [p for _, p in params], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
         emb_lr, emb_wd = _embedding_group_settings(cfg)
-        if (emb_lr, emb_wd) != (cfg.lr, cfg.weight_decay):  # embeddings get their own group
+        # a group of their own whenever either is set (as before for embedding_lr: the optimizer
+        # state a resume loads has the groups it was saved with)
+        if cfg.embedding_lr is not None or cfg.embedding_weight_decay is not None:
             emb = _embedding_param_ids(self.model)
             groups = [
                 {"params": [p for _, p in params if id(p) not in emb], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
