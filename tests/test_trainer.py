@@ -153,24 +153,17 @@ def test_lr_schedule_shapes():
     assert lr_factor(12, 4, 20, "linear") == pytest.approx(0.5) and lr_factor(12, 4, 20, "cosine") == pytest.approx(0.5)
 
 
-def test_embedding_lr_gets_its_own_group(tiny_store):
-    model = make_model(tiny_store.meta)
-    t = Trainer(model, tiny_cfg(embedding_lr=0.5, weight_decay=0.01), tiny_store, progress=False)
-    groups = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
-    assert groups[id(model.embedding.weight)]["lr"] == 0.5 and groups[id(model.embedding.weight)]["weight_decay"] == 0.0
-    assert groups[id(model.mlp[0].weight)]["lr"] == 0.02 and groups[id(model.mlp[0].weight)]["weight_decay"] == 0.01
-
-
 @pytest.mark.parametrize(
     "overrides, emb, rest",
     [
         ({"weight_decay": 0.01}, (0.02, 0.01), (0.02, 0.01)),  # one group, as before
+        ({"embedding_lr": 0.5, "weight_decay": 0.01}, (0.5, 0.0), (0.02, 0.01)),  # embedding_lr alone: no decay on the tables
         ({"weight_decay": 0.01, "embedding_weight_decay": 0.1}, (0.02, 0.1), (0.02, 0.01)),
         ({"embedding_weight_decay": 0.1}, (0.02, 0.1), (0.02, 0.0)),  # the tables alone
         ({"embedding_lr": 0.5, "weight_decay": 0.01, "embedding_weight_decay": 0.1}, (0.5, 0.1), (0.02, 0.01)),
     ],
 )
-def test_embedding_weight_decay_applies_to_the_tables_only(tiny_store, overrides, emb, rest):
+def test_embedding_lr_and_weight_decay_apply_to_the_tables_only(tiny_store, overrides, emb, rest):
     model = make_model(tiny_store.meta)
     t = Trainer(model, tiny_cfg(**overrides), tiny_store, progress=False)
     groups = {id(p): g for g in t.optimizer.param_groups for p in g["params"]}
@@ -179,7 +172,7 @@ def test_embedding_weight_decay_applies_to_the_tables_only(tiny_store, overrides
     assert len(t.optimizer.param_groups) == (1 if emb == rest else 2)
 
 
-def test_embedding_weight_decay_shrinks_only_the_tables(tiny_store):
+def test_embedding_weight_decay_shrinks_the_tables(tiny_store):
     """A big table-only decay pulls the embedding tables toward 0."""
     norms = {}
     for ewd in (None, 1.0):

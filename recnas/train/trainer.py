@@ -113,16 +113,6 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
 
 
-def _embedding_group_settings(cfg: TrainConfig) -> tuple[float, float]:
-    """(lr, weight decay) of the embedding tables: their own where set, else the model's; a
-    separate `embedding_lr` alone means no weight decay on the tables (its meaning before
-    `embedding_weight_decay` existed)."""
-    lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
-    if cfg.embedding_weight_decay is not None:
-        return lr, cfg.embedding_weight_decay
-    return lr, (cfg.weight_decay if cfg.embedding_lr is None else 0.0)
-
-
 def _embedding_param_ids(model: nn.Module) -> set[int]:
     """Parameters of embedding tables: by module type, or a name containing "embedding"."""
     from recnas.ops.embedding import FieldEmbedding
@@ -253,11 +243,13 @@ class Trainer:
         if not params:
             raise ValueError("model has no trainable parameters")
         groups = [{"params": [p for _, p in params], "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
-        emb_lr, emb_wd = _embedding_group_settings(cfg)
-        # a group of their own whenever either is set (as before for embedding_lr: the optimizer
-        # state a resume loads has the groups it was saved with)
+        # the tables get a group of their own whenever either is set (as before for embedding_lr:
+        # the optimizer state a resume loads has the groups it was saved with); an embedding_lr
+        # alone means no weight decay on them, its meaning before embedding_weight_decay existed
         if cfg.embedding_lr is not None or cfg.embedding_weight_decay is not None:
             emb = _embedding_param_ids(self.model)
+            emb_lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
+            emb_wd = 0.0 if cfg.embedding_weight_decay is None else cfg.embedding_weight_decay
             groups = [
                 {"params": [p for _, p in params if id(p) not in emb], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
                 {"params": [p for _, p in params if id(p) in emb], "lr": emb_lr, "weight_decay": emb_wd},
