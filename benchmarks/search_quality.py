@@ -38,6 +38,8 @@ def seed_verdict(report: dict) -> dict:
     closes at least half of the best baseline's gap to this seed's Bayes-optimal log loss."""
     nas = _metric(report, NAS)
     baselines = {m["model"]: m["test_logloss"] for m in report["models"] if m["model"] != NAS}
+    if not baselines:  # a job run with `baselines: []`: nothing to compare against
+        return {"seed": report.get("seed"), "searched": nas}
     best = min(baselines, key=baselines.get)
     out = {"seed": report.get("seed"), "searched": nas, "best_baseline": best, "best_baseline_logloss": baselines[best], "beats_every_baseline": all(nas < v for v in baselines.values())}
     if report.get("bayes"):
@@ -55,8 +57,10 @@ def summarise(reports: list[dict]) -> dict:
         auc = [_metric(r, name, "test_auc") for r in reports]
         table[name] = {"logloss_mean": statistics.fmean(ll), "logloss_std": statistics.pstdev(ll), "auc_mean": statistics.fmean(auc), "logloss": ll}
     baselines = {k: v for k, v in table.items() if k != NAS}
-    best_name = min(baselines, key=lambda k: baselines[k]["logloss_mean"])
     seeds = [seed_verdict(r) for r in reports]
+    if not baselines:
+        return {"models": table, "seeds": seeds}
+    best_name = min(baselines, key=lambda k: baselines[k]["logloss_mean"])
     out = {"models": table, "best_baseline": best_name, "beats_every_baseline": all(table[NAS]["logloss_mean"] < v["logloss_mean"] for v in baselines.values()),
            "seeds": seeds, "beats_every_baseline_on_every_seed": all(v["beats_every_baseline"] for v in seeds)}
     bayes = [r["bayes"]["test_logloss"] for r in reports if r.get("bayes")]
@@ -101,7 +105,8 @@ def main() -> None:
     print("\n| seed | searched | best baseline | beats every baseline | gap closed |\n|---|---|---|---|---|")
     for v in summary["seeds"]:
         closed = f"{100 * v['gap_closed']:.0f}%" if "gap_closed" in v else "-"
-        print(f"| {v['seed']} | {v['searched']:.4f} | {v['best_baseline']} {v['best_baseline_logloss']:.4f} | {v['beats_every_baseline']} | {closed} |")
+        best = f"{v['best_baseline']} {v['best_baseline_logloss']:.4f}" if "best_baseline" in v else "-"
+        print(f"| {v['seed']} | {v['searched']:.4f} | {best} | {v.get('beats_every_baseline', '-')} | {closed} |")
     if "target_met" in summary:
         print(f"target (on every seed: beat every baseline, close half the best one's gap to Bayes) met: {summary['target_met']}")
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "summary": summary, "reports": reports}

@@ -39,3 +39,11 @@ def test_real_data_has_no_gap_verdict():
     del report["bayes"]
     summary = sq.summarise([report])
     assert "target_met" not in summary and "gap_closed" not in summary["seeds"][0] and summary["beats_every_baseline_on_every_seed"]
+
+
+def test_a_run_without_baselines_reports_the_search_alone():
+    """`baselines: []` is a valid job; the summary then has the searched model's numbers and no verdict."""
+    summary = sq.summarise([_report(0, 0.45, {}), _report(1, 0.47, {})])
+    assert summary["models"][sq.NAS]["logloss_mean"] == pytest.approx(0.46)
+    assert "target_met" not in summary and "best_baseline" not in summary
+    assert summary["seeds"] == [{"seed": 0, "searched": 0.45}, {"seed": 1, "searched": 0.47}]
