@@ -222,6 +222,20 @@ def test_shipped_job_configs_load(name):
     assert (cfg.scoring == "scratch") == ("scratch" in name)
 
 
+def test_shipped_cpu_config_changes_only_the_final_recipe_and_finalists():
+    """configs/search-cpu-decay.yaml stays valid and leaves the preset's search untouched, so its
+    run folders can continue the default job's (docs/benchmarks.md)."""
+    from pathlib import Path
+
+    from recnas.search.job import RUN_IDENTITY
+
+    preset = load_job_config("cpu")
+    cfg = load_job_config("cpu", Path(__file__).parents[1] / "configs" / "search-cpu-decay.yaml")
+    assert cfg.final.embedding_weight_decay == 1e-3 and preset.final.embedding_weight_decay is None
+    assert cfg.finalists == 6 and cfg.final.epochs == preset.final.epochs
+    assert {k: getattr(cfg, k) for k in RUN_IDENTITY} == {k: getattr(preset, k) for k in RUN_IDENTITY}
+
+
 def test_cost_targets_relative_to_a_baseline(tmp_path):
     """`reference` + `ratios`: the targets are the baseline's own costs (its PIM costs on the
     default configuration, as in the results table) divided by the ratios."""
