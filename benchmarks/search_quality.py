@@ -38,10 +38,11 @@ def seed_verdict(report: dict) -> dict:
     closes at least half of the best baseline's gap to this seed's Bayes-optimal log loss."""
     nas = _metric(report, NAS)
     baselines = {m["model"]: m["test_logloss"] for m in report["models"] if m["model"] != NAS}
+    out = {"seed": report.get("seed"), "searched": nas}
     if not baselines:  # a job run with `baselines: []`: nothing to compare against
-        return {"seed": report.get("seed"), "searched": nas}
+        return out
     best = min(baselines, key=baselines.get)
-    out = {"seed": report.get("seed"), "searched": nas, "best_baseline": best, "best_baseline_logloss": baselines[best], "beats_every_baseline": all(nas < v for v in baselines.values())}
+    out.update(best_baseline=best, best_baseline_logloss=baselines[best], beats_every_baseline=all(nas < v for v in baselines.values()))
     if report.get("bayes"):
         gap = baselines[best] - report["bayes"]["test_logloss"]
         out["gap_closed"] = (baselines[best] - nas) / gap if gap > 0 else float("nan")
