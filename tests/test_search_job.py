@@ -3,6 +3,7 @@
 import json
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,8 @@ from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
 from tests.conftest import locked_elsewhere
+
+CONFIGS = Path(__file__).parents[1] / "configs"  # the job configs the README and benchmarks point at
 
 ARTIFACTS = ["results.md", "results.json", "best_arch.json", "space.yaml", "search.sqlite", "search_progress.png", "score_vs_cost.png", "config.yaml", "best/model.pt", "supernet/model.pt"]
 
@@ -209,12 +212,10 @@ def test_finalists_are_retrained_and_the_best_on_validation_wins(tmp_path):
 @pytest.mark.parametrize("name", ["search-gpu-1m.yaml", "search-gpu-1m-scratch.yaml", "codesign-gpu-1m.yaml"])
 def test_shipped_job_configs_load(name):
     """The configs the README and benchmarks point at stay valid as the schema changes."""
-    from pathlib import Path
-
     from recnas.hardware import pim_choices
     from recnas.space import get_space
 
-    cfg = load_job_config("gpu", Path(__file__).parents[1] / "configs" / name)
+    cfg = load_job_config("gpu", CONFIGS / name)
     space = get_space(cfg.space, **cfg.space_overrides)
     assert space.n_blocks == 3 and cfg.finalists == 3 and cfg.synthetic_rows == 1_000_000
     if name.startswith("codesign"):
@@ -225,12 +226,8 @@ def test_shipped_job_configs_load(name):
 def test_shipped_cpu_config_changes_only_the_final_recipe_and_finalists(tmp_path):
     """configs/search-cpu-decay.yaml stays valid and leaves the preset's search untouched, so it
     may continue the default job's run folder (docs/benchmarks.md)."""
-    from pathlib import Path
-
-    from recnas.search.job import check_same_run, dump_config
-
     preset = load_job_config("cpu")
-    cfg = load_job_config("cpu", Path(__file__).parents[1] / "configs" / "search-cpu-decay.yaml")
+    cfg = load_job_config("cpu", CONFIGS / "search-cpu-decay.yaml")
     assert cfg.final.embedding_weight_decay == 1e-3 and preset.final.embedding_weight_decay is None
     assert cfg.finalists == 6 and cfg.final.epochs == preset.final.epochs
     dump_config(preset, tmp_path / "config.yaml")
