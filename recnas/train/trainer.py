@@ -113,8 +113,9 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
 
 
-def _embedding_param_ids(model: nn.Module) -> set[int]:
-    """Parameters of embedding tables: by module type, or a name containing "embedding"."""
+def embedding_param_ids(model: nn.Module) -> set[int]:
+    """Parameters of embedding tables: by module type, or a name containing "embedding" (the
+    trainer gives them their own lr and weight decay; benchmarks freeze them)."""
     from recnas.ops.embedding import FieldEmbedding
 
     ids = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, FieldEmbedding)) for p in m.parameters(recurse=False)}
@@ -247,7 +248,7 @@ class Trainer:
         # the optimizer state a resume loads has the groups it was saved with); an embedding_lr
         # alone means no weight decay on them, its meaning before embedding_weight_decay existed
         if cfg.embedding_lr is not None or cfg.embedding_weight_decay is not None:
-            emb = _embedding_param_ids(self.model)
+            emb = embedding_param_ids(self.model)
             emb_lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
             emb_wd = 0.0 if cfg.embedding_weight_decay is None else cfg.embedding_weight_decay
             groups = [
