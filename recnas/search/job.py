@@ -21,6 +21,7 @@ from recnas.errors import ConfigError
 from recnas.search.evolution import EvolutionConfig
 from recnas.search.objective import Objective
 from recnas.train.config import TrainConfig
+from recnas.train.tables import TableFinetune
 
 BASELINE_NAMES = tuple(BASELINES)
 
@@ -71,6 +72,9 @@ class JobConfig(BaseModel):
     final_grid: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="`final` settings to try, e.g. {lr: [1.0e-3, 3.0e-3]}: every model trained from scratch (finalists and baselines alike) is trained at each combination and kept at the lowest validation log loss",
+    )
+    table_finetune: TableFinetune | None = Field(
+        None, description="after each model's final training (finalists and baselines alike, at every final_grid point), train its embedding tables alone a few more epochs; kept where it lowers the validation log loss",
     )
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     baseline_hparams: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -33,6 +33,7 @@ from recnas.staging import check_output_dir, copy_dir, exclusive
 from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
+from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.trainer import PastRequestedSteps
 
 
@@ -226,14 +227,14 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
     costs = architecture_costs(best.arch, space, meta, best.hardware)
-    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware) | _grid_fields(chosen))
+    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware) | _selection_fields(chosen))
 
     # 4. baselines under the same training budget
     for name in cfg.baselines:
         _stage(console, "baseline", name)
         trained = fit_selected(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
         bl, pim = trained["model"], _default_pim() if codesign else None
-        rows.append(_row(name, bl, store, trained["fit"], model_costs(bl, meta, pim), device, pim) | _grid_fields(trained))
+        rows.append(_row(name, bl, store, trained["fit"], model_costs(bl, meta, pim), device, pim) | _selection_fields(trained))
 
     report = {
         "dataset": meta.name,
@@ -245,7 +246,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "search": {"scoring": cfg.scoring, "evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
         "final_grid": cfg.final_grid,
-        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **_grid_fields(f)} for f in finalists]
+        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **_selection_fields(f)} for f in finalists]
         + [{**d, "chosen": False} for d in dropped],  # halving: the dropped ones, with their rung and best validation log loss then
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
@@ -264,7 +265,9 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     rate that suits only the others. Returns model, fit metrics, validation log loss, the point,
     the folder it trained in and every point's validation log loss. Models that lose go back to
     the CPU, freeing the device for the next point. Without `validate` the validation pass runs
-    only when a grid needs it (a baseline's is reported nowhere else; its log loss is then NaN)."""
+    only when a grid or `table_finetune` needs it (a baseline's is reported nowhere else; its
+    log loss is then NaN). With `table_finetune` each point's model goes on to train its tables
+    alone, and the lower of the two validation log losses stands for the point."""
     points = grid_points(cfg.final_grid)
     best, tried = None, []
     for point in points:
@@ -272,9 +275,10 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
         where = folder / point_tag(point) if point else folder
         model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
         val = math.nan
-        if validate or len(points) > 1:
-            with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
-                val = evaluate(model, store.split("val"), device=device)["logloss"]
+        if validate or len(points) > 1 or cfg.table_finetune is not None:
+            val = _val_logloss(model, store, device, hardware)
+        if cfg.table_finetune is not None:
+            model, fit, val, where = train_tables_alone(build, model, fit, val, tcfg, cfg.table_finetune, store, where, progress, device, hardware)
         tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
         if best is None or val < best["val_logloss"]:
             if best is not None:
@@ -285,11 +289,46 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     return {**best, "grid": tried}
 
 
-def _grid_fields(trained: dict) -> dict:
+def _val_logloss(model, store: CTRStore, device, hardware=None) -> float:
+    with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
+        return evaluate(model, store.split("val"), device=device)["logloss"]
+
+
+def train_tables_alone(build, model, fit: dict, val: float, tcfg: TrainConfig, phase: TableFinetune, store: CTRStore, folder: Path, progress: bool, device, hardware=None) -> tuple:
+    """The `table_finetune` phase (recnas.train.tables) of a trained `model` whose validation log
+    loss is `val`, in `folder/tables-<digest of its weights>`: the tuned model when it validates
+    lower, else `model`, with its validation log loss and folder (best/ copies the winner's).
+    `fit` gains the phase's record and its train time."""
+
+    def from_trained():
+        fresh, spec = build()  # the spec, and a model of the right shape for the trained weights
+        fresh.load_state_dict(model.state_dict())
+        freeze_all_but_tables(fresh)
+        return fresh, spec
+
+    where = folder / f"tables-{weights_digest(model)}"
+    tuned, tuned_fit = fit_or_load(from_trained, table_phase_config(tcfg, phase), store, where, progress, hardware=hardware)
+    tuned.requires_grad_(True)  # as a model loaded from its model.pt is, so a re-run reports the very same numbers
+    tuned_val = _val_logloss(tuned, store, device, hardware)
+    kept = tuned_val < val
+    record = {"val_before": val, "val_after": tuned_val, "kept": kept, "train_seconds": tuned_fit.get("train_seconds", math.nan)}
+    fit = {**fit, "train_seconds": fit.get("train_seconds", math.nan) + record["train_seconds"], "table_finetune": record}
+    if kept:
+        model.cpu()
+        return tuned, fit, tuned_val, where
+    tuned.cpu()
+    return model, fit, val, folder
+
+
+def _selection_fields(trained: dict) -> dict:
     """What a report records of a `final_grid` selection (nothing without a grid): the point
     kept, and every point's validation log loss and train time (the row's `train_seconds` is
-    the kept point's alone)."""
-    return {"final_choice": point_tag(trained["point"]), "grid": trained["grid"]} if trained["point"] else {}
+    the kept point's alone); and of a `table_finetune`, the validation log loss before and
+    after it and whether it was kept."""
+    fields = {"final_choice": point_tag(trained["point"]), "grid": trained["grid"]} if trained["point"] else {}
+    if "table_finetune" in trained["fit"]:
+        fields["table_finetune"] = trained["fit"]["table_finetune"]
+    return fields
 
 
 def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool) -> tuple[str, list[dict]]:
