@@ -58,6 +58,8 @@ def test_job_trains_every_model_s_tables_alone_and_keeps_the_better(tmp_path):
     for name, folder in (("recnas (searched)", out / "finalists" / report["finalists"][0]["key"]), ("dlrm", out / "baselines" / "dlrm")):
         record = rows[name]["table_finetune"]
         assert record["kept"] == (record["val_after"] < record["val_before"])
+        assert rows[name]["tables_alone"] == f"{record['val_after'] - record['val_before']:+.4f}, " + ("kept" if record["kept"] else "not kept")
+        assert f"| {rows[name]['tables_alone']} |" in (out / "results.md").read_text()
         phases = list(folder.glob("tables-*"))
         assert len(phases) == 1 and (phases[0] / "model.pt").exists()
         first, _, _ = load_trained(folder / "model.pt")

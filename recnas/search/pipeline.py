@@ -327,7 +327,9 @@ def _selection_fields(trained: dict) -> dict:
     after it and whether it was kept."""
     fields = {"final_choice": point_tag(trained["point"]), "grid": trained["grid"]} if trained["point"] else {}
     if "table_finetune" in trained["fit"]:
-        fields["table_finetune"] = trained["fit"]["table_finetune"]
+        t = trained["fit"]["table_finetune"]
+        fields["table_finetune"] = t
+        fields["tables_alone"] = f"{t['val_after'] - t['val_before']:+.4f}, " + ("kept" if t["kept"] else "not kept")
     return fields
 
 

@@ -28,6 +28,7 @@ COLUMNS = [
     ("latency_seq", "PIM latency (ns, sequential)", "{:,.0f}"),
     ("train_seconds", "train s", "{:.1f}"),
     ("final_choice", "kept at (final_grid)", "{}"),
+    ("tables_alone", "tables alone (val log loss)", "{}"),
 ]
 
 
