@@ -223,13 +223,14 @@ def test_shipped_job_configs_load(name):
     assert (cfg.scoring == "scratch") == ("scratch" in name)
 
 
-def test_shipped_cpu_config_changes_only_the_final_recipe_and_finalists(tmp_path):
+def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_and_table_phase(tmp_path):
     """configs/search-cpu-decay.yaml stays valid and leaves the preset's search untouched, so it
     may continue the default job's run folder (docs/benchmarks.md)."""
     preset = load_job_config("cpu")
     cfg = load_job_config("cpu", CONFIGS / "search-cpu-decay.yaml")
     assert cfg.final.embedding_weight_decay == 1e-3 and preset.final.embedding_weight_decay is None
     assert cfg.finalists == 6 and cfg.final.epochs == preset.final.epochs
+    assert cfg.table_finetune is not None and (cfg.table_finetune.epochs, cfg.table_finetune.lr_scale) == (2, 0.25) and preset.table_finetune is None
     dump_config(preset, tmp_path / "config.yaml")
     check_same_run(cfg, tmp_path / "config.yaml")  # the job's own check: raises if the search would differ
 
