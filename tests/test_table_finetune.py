@@ -81,3 +81,22 @@ def test_job_trains_every_model_s_tables_alone_and_keeps_the_better(tmp_path):
     again = run_job(cfg, out, progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("model.pt") if p.parent.name != "best"} == {p: s for p, s in stamps.items() if p.parent.name != "best"}
     assert [r["test_logloss"] for r in again["models"]] == [r["test_logloss"] for r in report["models"]]
+
+
+def test_every_grid_point_gets_its_own_phase_also_in_codesign(tmp_path):
+    """With a final_grid each point's model has a phase of its own (named by that model's weights),
+    and the point stands for the better of its two models; a co-design job runs it too."""
+    cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], final_grid={"lr": [1e-2, 3e-2]}, table_finetune={"epochs": 1})
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    for folder in (out / "finalists" / report["finalists"][0]["key"], out / "baselines" / "lr"):
+        phases = sorted(p.parent.parent.name for p in folder.glob("*/tables-*/model.pt"))
+        assert phases == ["lr=0.01", "lr=0.03"]
+        digests = {p.name for p in folder.glob("*/tables-*")}
+        assert len(digests) == 2  # two models, two starting points
+    for row in report["models"]:
+        assert row["final_choice"] in ("lr=0.01", "lr=0.03") and row["table_finetune"]["val_after"] > 0
+        # the point's validation log loss is the better of the two, before or after the phase
+        kept_point = next(g for g in row["grid"] if g["point"] == row["final_choice"])
+        t = row["table_finetune"]
+        assert kept_point["val_logloss"] == min(t["val_before"], t["val_after"])

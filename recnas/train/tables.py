@@ -2,11 +2,10 @@
 
 Why: deep CTR models overfit through their dense layers on every new pass over the training
 rows (the "one-epoch phenomenon", Zhang et al., CIKM 2022). On the 200k-row synthetic
-benchmark the searched models peak after 3-4 epochs and then lose 0.03-0.1 validation log
-loss in one more epoch, while their tables are still learning: trained on from the best
-weights with everything else frozen, the tables alone gain 0.001-0.004
-(`benchmarks/epoch_overfit.py`, docs/benchmarks.md). So a model can stop early and then
-train its tables for a few more epochs.
+benchmark the searched models peak after 3-4 epochs and lose 0.02-0.04 validation log loss
+within two more, while their tables are still learning: trained on from the best weights with
+everything else frozen, the tables alone gain 0.001-0.004 (`benchmarks/epoch_overfit.py`,
+docs/benchmarks.md). So a model can stop early and then train its tables for a few more epochs.
 """
 
 from __future__ import annotations
