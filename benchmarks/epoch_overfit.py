@@ -31,11 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from recnas.configs import write_text_atomic
+from recnas.configs import validate, write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError, RecnasError
 from recnas.train import Trainer, TrainConfig, evaluate, load_trained
@@ -100,12 +99,12 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")
     store = CTRStore(args.data)
     if args.config is not None:
-        raw = yaml.safe_load(args.config.read_text())
+        cfg = TrainConfig.from_yaml(args.config)  # a bad file or key: one ConfigError line
     else:
         raw = load_trained(args.model)[2].get("config")
         if not raw:
             raise ConfigError(f"{args.model}: no training config saved with the model; pass --config")
-    cfg = TrainConfig.model_validate(raw)
+        cfg = validate(TrainConfig, raw, f"{args.model}: its saved training config")
     groups = [g for g in args.freeze.split(",") if g]
     probe, spec, _ = load_trained(args.model)
     check_data(spec, store.meta, where=str(args.data))

@@ -103,3 +103,12 @@ def test_every_group_is_checked_before_the_first_run_trains(tiny_store, dlrm_ckp
     with pytest.raises(ConfigError, match="matches no parameter"):
         epoch_overfit.main(["--data", str(tiny_store.dir), str(dlrm_ckpt), "--freeze", "none,re:nothing_like_this", "--out", str(tmp_path / "eo.json")])
     assert ran == []
+
+
+def test_a_bad_config_file_is_one_clear_line(tiny_store, dlrm_ckpt, tmp_path):
+    bad = tmp_path / "final.yaml"
+    bad.write_text("lr: 0.003\nbatch_sise: 64\n")
+    r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tiny_store.dir), str(dlrm_ckpt), "--config", str(bad), "--out", str(tmp_path / "eo.json")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "batch_sise" in r.stderr
+    r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tiny_store.dir), str(dlrm_ckpt), "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "missing.yaml" in r.stderr
