@@ -98,16 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.epochs < 1 or not 0 < args.lr_scale <= 1:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")
     store = CTRStore(args.data)
+    probe, spec, extra = load_trained(args.model)
+    check_data(spec, store.meta, where=str(args.data))
     if args.config is not None:
         cfg = TrainConfig.from_yaml(args.config)  # a bad file or key: one ConfigError line
     else:
-        raw = load_trained(args.model)[2].get("config")
-        if not raw:
+        if not extra.get("config"):
             raise ConfigError(f"{args.model}: no training config saved with the model; pass --config")
-        cfg = validate(TrainConfig, raw, f"{args.model}: its saved training config")
+        cfg = validate(TrainConfig, extra["config"], f"{args.model}: its saved training config")
     groups = [g for g in args.freeze.split(",") if g]
-    probe, spec, _ = load_trained(args.model)
-    check_data(spec, store.meta, where=str(args.data))
     for group in groups:  # every group checked before the first run trains
         frozen_names(probe, group)
     runs = []

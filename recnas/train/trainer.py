@@ -115,7 +115,7 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
 
 def embedding_param_ids(model: nn.Module) -> set[int]:
     """Parameters of embedding tables: by module type, or a name containing "embedding" (the
-    trainer gives them their own lr and weight decay; benchmarks freeze them)."""
+    trainer gives them their own lr and weight decay; `table_finetune` trains them alone)."""
     from recnas.ops.embedding import FieldEmbedding
 
     ids = {id(p) for m in model.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag, FieldEmbedding)) for p in m.parameters(recurse=False)}
