@@ -134,7 +134,8 @@ def test_every_dangling_block_feeds_the_logit():
 
 def test_embeddings_start_field_fan_uniform_and_raw_tokens_unmixed():
     """NASRec nets start like the reference DLRM (U(+-sqrt(1/n)) per field) and read the raw
-    field embeddings through an identity token projection where the token count allows."""
+    field embeddings through an identity token projection where the token count allows;
+    earlier blocks' tokens beside them start at zero."""
     space, m = get_space("full-tiny"), meta(fields=5)
     net = Supernet(space, m)
     emb = net.embedding
@@ -144,7 +145,16 @@ def test_embeddings_start_field_fan_uniform_and_raw_tokens_unmixed():
     proj = net.blocks[0].sparse_proj["0"].weight  # [max tokens 8, 5 fields]
     torch.testing.assert_close(proj[:5], torch.eye(5))
     assert proj[5:].abs().sum() == 0
-    assert net.blocks[1].sparse_proj["1"].weight.abs().sum() > 0  # block outputs stay randomly mixed
+    # an earlier block's tokens enter as a no-op, and the gradient reaches their projection
+    later = net.blocks[1].sparse_proj["1"].weight
+    assert later.abs().sum() == 0
+    arch = Architecture(blocks=tuple(BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(i,), sparse_inputs=(0, i) if i else (0,), dense_dim=8, sparse_dim=8) for i in range(3)))
+    dense, sparse = batch(m)
+    net(dense, sparse, arch).pow(2).sum().backward()
+    assert later.grad is not None and later.grad.abs().sum() > 0
+    # without the raw fields beside them there is nothing to swamp: random init as before
+    only_earlier = Architecture(blocks=tuple(b.model_copy(update={"sparse_inputs": (i,)}) for i, b in enumerate(arch.blocks)))
+    assert Subnet(only_earlier, space, m).blocks[2].sparse_proj["2"].weight.abs().sum() > 0
     # a compact subnet with fewer tokens than fields keeps the random init (no field is dropped)
     arch = ArchSampler(space, seed=0).sample()
     small = Architecture(blocks=tuple(b.model_copy(update={"sparse_dim": 4, "sparse_inputs": (0,)}) for b in arch.blocks))

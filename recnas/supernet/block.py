@@ -48,6 +48,13 @@ class ChoiceBlock(nn.Module):
             # DLRM's pairwise dots: a DLRM-like subnet on 1M synthetic rows reached 0.4873 test
             # log loss with this init and 0.4990 with random field mixing (docs/benchmarks.md)
             self.sparse_proj["0"].identity_()
+            for j, proj in self.sparse_proj.items():
+                if j != "0":
+                    # earlier blocks' tokens join the raw fields as a no-op and grow in by
+                    # gradient: they carry their block's dense output broadcast onto every token,
+                    # which, mixed in at random, swamps the raw fields' pairwise dots (a finalist
+                    # trained to 0.5108 validation log loss, 0.4794 with this; docs/benchmarks.md)
+                    nn.init.zeros_(proj.weight)
         self.dense_ops = nn.ModuleDict({name: DENSE_OPERATORS[name](d) for name in cap.dense_ops})
         self.sparse_ops = nn.ModuleDict({name: SPARSE_OPERATORS[name](t, d, e) for name in cap.sparse_ops})
         self.sparse_to_dense = ElasticLinear(t * e, d)  # merger: flattened tokens -> dense
