@@ -24,6 +24,7 @@ dense` this is the search job's `table_finetune` phase (recnas.train.tables).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -65,10 +66,9 @@ def frozen_names(model: torch.nn.Module, group: str) -> set[str]:
     raise ConfigError(f"--freeze: unknown group {group!r}; use none, tables, dense or re:PATTERN")
 
 
-def continue_training(path: Path, store: CTRStore, cfg: TrainConfig, group: str, epochs: int, lr_scale: float) -> dict:
-    """Load `path`, freeze `group`, train `epochs` more; validation log loss before and after each epoch."""
-    model, spec, _ = load_trained(path)
-    check_data(spec, store.meta, where=str(store.dir))
+def continue_training(model: torch.nn.Module, store: CTRStore, cfg: TrainConfig, group: str, epochs: int, lr_scale: float) -> dict:
+    """Freeze `group` of a trained `model` (checked against `store`), train `epochs` more in
+    place; validation log loss before and after each epoch."""
     frozen = frozen_names(model, group)
     for name, p in model.named_parameters():
         p.requires_grad_(name not in frozen)
@@ -109,10 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     groups = [g for g in args.freeze.split(",") if g]
     for group in groups:  # every group checked before the first run trains
         frozen_names(probe, group)
-    runs = []
-    for group in groups:
-        torch.manual_seed(cfg.seed)
-        runs.append(continue_training(args.model, store, cfg, group, args.epochs, args.lr_scale))
+    # each run trains its own copy of the loaded weights (the Trainer seeds itself from cfg.seed)
+    runs = [continue_training(copy.deepcopy(probe), store, cfg, group, args.epochs, args.lr_scale) for group in groups]
     t = Table(title=f"{args.model}: validation log loss, from its best weights, training on with a group frozen")
     t.add_column("frozen")
     t.add_column("trainable params", justify="right")

@@ -65,7 +65,7 @@ def test_frozen_parameters_stay_and_the_rest_train(tiny_store, dlrm_ckpt, group,
 
     monkeypatch.setattr(epoch_overfit.Trainer, "fit", keep)
     cfg = TrainConfig(**RECIPE)
-    run = epoch_overfit.continue_training(dlrm_ckpt, tiny_store, cfg, group, epochs=2, lr_scale=0.5)
+    run = epoch_overfit.continue_training(load_trained(dlrm_ckpt)[0], tiny_store, cfg, group, epochs=2, lr_scale=0.5)
     assert len(run["val_logloss"]) == 3 and all(0 < v < 5 for v in run["val_logloss"])
     tables = _tables(load_trained(dlrm_ckpt)[0])
     for name, value in trained.items():
