@@ -47,7 +47,7 @@ class ChoiceBlock(nn.Module):
             # raw field embeddings reach the interaction operators unmixed at first, as in
             # DLRM's pairwise dots: a DLRM-like subnet on 1M synthetic rows reached 0.4873 test
             # log loss with this init and 0.4990 with random field mixing (docs/benchmarks.md)
-            self.sparse_proj["0"].identity_()
+            self.sparse_proj["0"].unmixed_()
             for j, proj in self.sparse_proj.items():
                 if j != "0":
                     # earlier blocks' tokens join the raw fields as a no-op and grow in by
