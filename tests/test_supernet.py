@@ -160,4 +160,14 @@ def test_embeddings_start_field_fan_uniform_and_raw_tokens_unmixed():
     arch = ArchSampler(space, seed=0).sample()
     small = Architecture(blocks=tuple(b.model_copy(update={"sparse_dim": 4, "sparse_inputs": (0,)}) for b in arch.blocks))
     w = Subnet(small, space, m).blocks[0].sparse_proj["0"].weight
-    torch.testing.assert_close(w, torch.tensor([[1.0, 0, 0, 0, 1], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]]))
+    folded = torch.tensor([[1.0, 0, 0, 0, 1], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]])
+    torch.testing.assert_close(w, folded)
+    # the supernet's 4-token path folds its raw projection the same way (it used to take the
+    # leading slice, dropping field 4), so the subnet inherits the start it would have alone,
+    # and the fifth field's row learns on the 4-token path, on the masked path as on the sliced
+    torch.testing.assert_close(Subnet.from_architecture(small, space, m, net).blocks[0].sparse_proj["0"].weight, folded)
+    for path in (small, net.path_masks(small)):
+        net.zero_grad()
+        net(dense, sparse, path).pow(2).sum().backward()
+        grad = net.blocks[0].sparse_proj["0"].weight.grad
+        assert grad[4].abs().sum() > 0 and grad[5:].abs().sum() == 0

@@ -33,7 +33,18 @@ class ElasticLinear(nn.Module):
 
 
 class TokenLinear(ElasticLinear):
-    """Linear map along the token/field axis of [B, T, E] (the EFC operator's core)."""
+    """Linear map along the token/field axis of [B, T, E] (the EFC operator's core).
+
+    With `fold`, a call with fewer output tokens than inputs folds the rows beyond them back
+    onto the first ones (row r -> r mod t, rows below max(t, max_in) only): the supernet's
+    projection of the raw fields, whose rows start unmixed (`unmixed_`), then gives a
+    16-token path every field folded, as a standalone 16-token block starts, instead of the
+    leading slice that dropped fields 16-25. A standalone block (max_out = t) is unchanged by
+    it; `inherit_from` copies the folded matrix into one."""
+
+    def __init__(self, max_in: int, max_out: int, bias: bool = True, fold: bool = False):
+        super().__init__(max_in, max_out, bias)
+        self.fold = fold
 
     @torch.no_grad()
     def unmixed_(self) -> "TokenLinear":
@@ -47,6 +58,30 @@ class TokenLinear(ElasticLinear):
         self.weight[j % self.max_out, j] = 1.0
         return self
 
-    def forward(self, x: torch.Tensor, out: int | None = None) -> torch.Tensor:  # x: [B, T, E]
-        y = super().forward(x.transpose(1, 2), out)  # [B, E, out]
+    def weight_for(self, out: int, active: int | torch.Tensor | None = None) -> torch.Tensor:
+        """The [out, max_in] matrix of a call with `out` output tokens, `active` of them live
+        (a 0-dim tensor on the masked path, where out = max_out; default `out`)."""
+        active = out if active is None else active
+        if not self.fold or (isinstance(active, int) and active >= min(self.max_in, self.max_out)):
+            return self.weight[:out]  # nothing to fold: the leading slice
+        rows = torch.arange(self.max_out, device=self.weight.device)
+        limit = torch.clamp(torch.as_tensor(active, device=rows.device), min=self.max_in)
+        fold = (rows[None, :] < limit) & (rows[None, :] % active == rows[:out, None])
+        return fold.to(self.weight.dtype) @ self.weight
+
+    @torch.no_grad()
+    def inherit_from(self, source: "TokenLinear") -> None:
+        """This (standalone) projection's weights from a supernet's: its folded leading slice."""
+        if source.max_in < self.max_in or source.max_out < self.max_out or (self.bias is None) != (source.bias is None):
+            raise ValueError(f"TokenLinear({source.max_in}->{source.max_out}) cannot hold TokenLinear({self.max_in}->{self.max_out})")
+        self.weight.copy_(source.weight_for(self.max_out)[:, : self.max_in])
+        if self.bias is not None:
+            self.bias.copy_(source.bias[: self.max_out])
+
+    def forward(self, x: torch.Tensor, out: int | None = None, active: torch.Tensor | None = None) -> torch.Tensor:  # x: [B, T, E]
+        out = self.max_out if out is None else out
+        if x.shape[1] > self.max_in or out > self.max_out:
+            raise ValueError(f"TokenLinear({self.max_in}->{self.max_out}) asked for {x.shape[1]}->{out}")
+        w = self.weight_for(out, active)[:, : x.shape[1]]
+        y = F.linear(x.transpose(1, 2), w, None if self.bias is None else self.bias[:out])  # [B, E, out]
         return y.transpose(1, 2)

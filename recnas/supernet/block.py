@@ -42,7 +42,7 @@ class ChoiceBlock(nn.Module):
         d, t, e = cap.dense_dim, cap.sparse_dim, cap.emb_dim
         self.dense_proj = nn.ModuleDict({str(j): ElasticLinear(w, d, bias=False) for j, w in cap.dense_inputs.items() if w > 0})
         self.dense_bias = nn.Parameter(torch.zeros(d))
-        self.sparse_proj = nn.ModuleDict({str(j): TokenLinear(n, t, bias=False) for j, n in cap.sparse_inputs.items()})
+        self.sparse_proj = nn.ModuleDict({str(j): TokenLinear(n, t, bias=False, fold=j == 0) for j, n in cap.sparse_inputs.items()})
         if "0" in self.sparse_proj:
             # raw field embeddings reach the interaction operators unmixed at first, as in
             # DLRM's pairwise dots: a DLRM-like subnet on 1M synthetic rows reached 0.4873 test
@@ -69,20 +69,21 @@ class ChoiceBlock(nn.Module):
             d, t = spec.dense_dim, spec.sparse_dim
             dense_in, sparse_in = [(j, None) for j in spec.dense_inputs], [(j, None) for j in spec.sparse_inputs]
             dense_ops, sparse_ops = [(n, None) for n in spec.dense_ops], [(n, None) for n in spec.sparse_ops]
-            width = tokens = key_mask = None
+            width = tokens = key_mask = active = None
         else:
             d, t = cap.dense_dim, cap.sparse_dim
             dense_in, sparse_in = [(j, masks.dense_inputs[j]) for j in cap.dense_inputs], [(j, masks.sparse_inputs[j]) for j in cap.sparse_inputs]
             dense_ops = [(n, masks.dense_ops[k]) for k, n in enumerate(cap.dense_ops)]
             sparse_ops = [(n, masks.sparse_ops[k]) for k, n in enumerate(cap.sparse_ops)]
             width, tokens, key_mask = masks.width, masks.tokens[:, None], masks.tokens
+            active = masks.tokens.sum().long()  # the path's token count, for the raw fields' fold
         batch = sparse_outs[0].shape[0]
         h = self.dense_bias[:d].expand(batch, d)
         for j, w in dense_in:
             if str(j) in self.dense_proj:  # raw dense may have width 0 (e.g. Avazu)
                 h = h + _weighted(self.dense_proj[str(j)](dense_outs[j], d), w)
         h = _weighted(h, width)
-        z = _weighted(sum(_weighted(self.sparse_proj[str(j)](sparse_outs[j], t), w) for j, w in sparse_in), tokens)
+        z = _weighted(sum(_weighted(self.sparse_proj[str(j)](sparse_outs[j], t, active), w) for j, w in sparse_in), tokens)
 
         dense = _weighted(sum(_weighted(self.dense_ops[name](h), w) for name, w in dense_ops), width)
         out, extra = None, None

@@ -140,16 +140,17 @@ class Subnet(NASRecNet):
 
 def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
     """Copy the leading slice of every supernet tensor into the same-named subnet tensor;
-    compact mixed-width embeddings copy their own slices (`MixedWidthEmbedding.inherit_from`)."""
+    modules with their own rule (`inherit_from`: compact mixed-width embeddings, the raw fields'
+    folding projection) copy what it says."""
     source = supernet.state_dict()
     done: set[str] = set()
     with torch.no_grad():
         for prefix, module in subnet.named_modules():
-            if isinstance(module, MixedWidthEmbedding):
+            if hasattr(module, "inherit_from") and module is not subnet:
                 try:
                     module.inherit_from(supernet.get_submodule(prefix))
                 except (AttributeError, ValueError) as exc:
-                    raise ConfigError(f"cannot inherit embedding {prefix!r} from the supernet: {exc}") from None
+                    raise ConfigError(f"cannot inherit {prefix!r} from the supernet: {exc}") from None
                 done |= {f"{prefix}.{n}" for n in module.state_dict()}
         for name, target in subnet.state_dict().items():
             if name in done:
