@@ -1,8 +1,10 @@
 """Elastic layers: one set of max-size weights; a call uses the leading slice it needs.
 
 Every supernet weight is stored at its largest shape and every subnet uses the *leading*
-slice `W[:out, :in]`. That one rule is what lets a standalone subnet inherit its weights by
-copying leading slices (see `recnas.supernet.inherit`).
+slice `W[:out, :in]`. That rule is what lets a standalone subnet inherit its weights by
+copying leading slices (`recnas.supernet.net.inherit_weights`). The one exception is the raw
+fields' token projection with fewer tokens than fields, which folds its rows
+(`TokenLinear(fold=True)`) and is inherited folded.
 """
 
 from __future__ import annotations
