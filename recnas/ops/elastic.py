@@ -26,11 +26,16 @@ class ElasticLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
-    def forward(self, x: torch.Tensor, out: int | None = None) -> torch.Tensor:
+    def weight_for(self, out: int, active: int | torch.Tensor | None = None) -> torch.Tensor:
+        """The [out, max_in] matrix of a call with `out` outputs: the leading slice (`active`,
+        the live outputs, matters only to a folding `TokenLinear`)."""
+        return self.weight[:out]
+
+    def forward(self, x: torch.Tensor, out: int | None = None, active: torch.Tensor | None = None) -> torch.Tensor:
         out = self.max_out if out is None else out
-        w = self.weight[:out, : x.shape[-1]]
         if x.shape[-1] > self.max_in or out > self.max_out:
-            raise ValueError(f"ElasticLinear({self.max_in}->{self.max_out}) asked for {x.shape[-1]}->{out}")
+            raise ValueError(f"{type(self).__name__}({self.max_in}->{self.max_out}) asked for {x.shape[-1]}->{out}")
+        w = self.weight_for(out, active)[:, : x.shape[-1]]
         return F.linear(x, w, None if self.bias is None else self.bias[:out])
 
 
@@ -81,9 +86,5 @@ class TokenLinear(ElasticLinear):
             self.bias.copy_(source.bias[: self.max_out])
 
     def forward(self, x: torch.Tensor, out: int | None = None, active: torch.Tensor | None = None) -> torch.Tensor:  # x: [B, T, E]
-        out = self.max_out if out is None else out
-        if x.shape[1] > self.max_in or out > self.max_out:
-            raise ValueError(f"TokenLinear({self.max_in}->{self.max_out}) asked for {x.shape[1]}->{out}")
-        w = self.weight_for(out, active)[:, : x.shape[1]]
-        y = F.linear(x.transpose(1, 2), w, None if self.bias is None else self.bias[:out])  # [B, E, out]
+        y = super().forward(x.transpose(1, 2), out, active)  # [B, E, out]
         return y.transpose(1, 2)

@@ -146,7 +146,7 @@ def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
     done: set[str] = set()
     with torch.no_grad():
         for prefix, module in subnet.named_modules():
-            if hasattr(module, "inherit_from") and module is not subnet:
+            if hasattr(module, "inherit_from"):
                 try:
                     module.inherit_from(supernet.get_submodule(prefix))
                 except (AttributeError, ValueError) as exc:
