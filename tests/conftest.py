@@ -54,9 +54,12 @@ def load_benchmark(name: str):
 
 
 def tiny_space(name: str, **overrides):
-    """A preset, or `every-op-tiny`: `full-tiny` with every operator, NASRec's and ours."""
+    """A preset, `every-op-tiny` (`full-tiny` with every operator, NASRec's and ours) or
+    `cin-tiny` (`full-tiny` with a CIN head beside every architecture's blocks)."""
     if name == "every-op-tiny":
         return get_space("full-tiny", dense_ops=DENSE_OPS, **overrides)
+    if name == "cin-tiny":
+        return get_space("full-tiny", cin_head=(4, 3), **overrides)
     return get_space(name, **overrides)
 
 

@@ -112,6 +112,21 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert (tmp_path / "sub" / "checkpoint.pt").read_bytes() == before
     code, _, err = run(monkeypatch, capsys, "subnet", "train", *common, "--arch", arch, "--out", tmp_path / "sub2", "--inherit", tmp_path / "sub" / "model.pt")
     assert code == 2 and "needs a supernet checkpoint" in error_line(err)
+    # the same space with a CIN head inherits the supernet's blocks (the head starts fresh) ...
+    spaces = {}
+    for name, extra in (("head", {"cin_head": [4, 2]}), ("wider", {"emb_dim": 16})):
+        spaces[name] = tmp_path / f"{name}.yaml"
+        spaces[name].write_text(yaml.safe_dump({**get_space("small-tiny").model_dump(mode="json"), **extra}))
+    with_head = ["--data", tiny_store.dir, "--config", TINY, "--space", spaces["head"], "--steps", "3", "--arch", arch, "--inherit", sn / "model.pt"]
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *with_head, "--out", tmp_path / "sub3")
+    assert code == 0, err
+    from recnas.train.model_factory import load_trained
+
+    assert load_trained(tmp_path / "sub3" / "model.pt")[0].cin_head is not None
+    # ... another space is refused, naming what differs
+    other = ["--data", tiny_store.dir, "--config", TINY, "--space", spaces["wider"], "--steps", "3", "--arch", arch, "--inherit", sn / "model.pt"]
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", *other, "--out", tmp_path / "sub4")
+    assert code == 2 and "trained on another space than 'small-tiny' (differs in emb_dim)" in error_line(err)
 
 
 def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monkeypatch, capsys):

@@ -33,7 +33,7 @@ def profiler_flops(net, m, b=2):
     return counter.get_total_flops() / b
 
 
-@pytest.mark.parametrize("space_name", TINY_SPACES)
+@pytest.mark.parametrize("space_name", TINY_SPACES + ["cin-tiny"])
 @pytest.mark.parametrize("n_dense", [3, 0])
 def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
     space, m = tiny_space(space_name), meta(n_dense)
@@ -44,10 +44,13 @@ def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
         net = Subnet(arch, space, m)
         assert (costs.dense_params, costs.embedding_params) == param_split(net)
         assert costs.params == sum(p.numel() for p in net.parameters())
-        head = sum(arch.blocks[i].dense_dim + 1 for i in arch.dense_leaves())
+        cin = 0 if net.cin_head is None else param_split(net.cin_head)[0]  # its id weights are embedding params
+        head = sum(arch.blocks[i].dense_dim + 1 for i in arch.dense_leaves()) + cin
         assert sum(b.params for b in costs.blocks) + costs.embedding_params + head == costs.params
         assert profiler_flops(net, m) == costs.flops
-        assert costs.flops == sum(b.flops for b in costs.blocks) + sum(2 * arch.blocks[i].dense_dim for i in arch.dense_leaves())
+        cin_flops = sum(2 * l.macs for l in costs.layers if l.name.startswith("cin_head"))
+        assert (cin_flops > 0) == bool(space.cin_head)
+        assert costs.flops == sum(b.flops for b in costs.blocks) + sum(2 * arch.blocks[i].dense_dim for i in arch.dense_leaves()) + cin_flops
 
 
 def test_attention_score_and_value_products_are_counted():
@@ -99,6 +102,19 @@ def test_hand_counted_block(dense_op, sparse_op, dense_params, macs):
     assert costs.dense_params == dense_params
     assert costs.flops == 2 * macs
     assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(arch, space, m).parameters())
+
+
+def test_hand_counted_cin_head():
+    """CIN [4, 3] over 2 categorical + 3 numeric fields of width 8: the numeric vectors (3*8
+    params), layer 0 conv 5*5 -> 4 (104 params, 25*4*8 MACs), half (2 maps) to layer 1 conv
+    2*5 -> 3 (33 params, 10*3*8 MACs), output 2 + 3 pooled maps -> 1 (6 params, 5 MACs); the
+    first-order term: a weight per id (4 + 5, embedding params), numeric 3 -> 1 (3 MACs), a bias."""
+    m = meta(3, (4, 5))
+    arch = Architecture(blocks=(BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
+    plain, cin = (count_costs(arch, get_space("full-tiny", n_blocks=1, **extra), m) for extra in ({}, {"cin_head": (4, 3)}))
+    assert cin.dense_params - plain.dense_params == 24 + 104 + 33 + 6 + 3 + 1
+    assert cin.flops - plain.flops == 2 * (25 * 4 * 8 + 10 * 3 * 8 + 5 + 3)
+    assert cin.embedding_params - plain.embedding_params == 4 + 5
 
 
 def test_invalid_architecture_is_a_config_error():

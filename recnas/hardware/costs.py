@@ -163,6 +163,28 @@ def _dense_op(g: CostGraph, op: str, p: str, i: int, h: str, d: int) -> str:
     raise ValueError(f"unknown dense op {op!r}")
 
 
+def _cin_head(g: CostGraph, sizes: tuple[int, ...], meta: DatasetMeta, e: int, emb: str, n: int) -> str:
+    """The CIN head (`recnas.supernet.head.CINHead`): every numeric feature as a field (value x a
+    learnt vector), then xDeepFM's CIN counted as the paper computes it: outer products of the
+    H maps with the F fields, a 1x1 convolution (H*F -> O, applied per embedding column), sum
+    pooling; a linear map of the pooled maps to the logit; and the first-order term (a 1-wide
+    table of a weight per id, summed over the fields, and a linear map of the numeric features)."""
+    fields, n_fields = (emb,), meta.n_sparse + meta.n_dense
+    if meta.n_dense:
+        fields = (emb, g.digital("cin_head.numeric", n, (), elementwise=meta.n_dense * e, params=meta.n_dense * e))
+    prev, node, pooled, out_dim = n_fields, fields, [], 0
+    for k, size in enumerate(sizes):
+        outer = g.digital(f"cin_head.{k}.outer", n, (*node, *fields), elementwise=prev * n_fields * e)
+        conv = g.linear(f"cin_head.{k}.conv", n, prev * n_fields, size, (outer,), reps=e)
+        half = size // 2 if k < len(sizes) - 1 else 0
+        pooled.append(g.digital(f"cin_head.{k}.pool", n, (conv,), elementwise=(size - half) * e))
+        prev, node, out_dim = half or size, (conv,), out_dim + size - half
+    out = g.linear("cin_head.out", n, out_dim, 1, pooled)
+    ids = g.add(Layer("cin_head.linear.ids", n, "embedding", params=sum(meta.vocab_sizes), reads=meta.n_sparse))
+    first = [g.linear("cin_head.linear.dense", n, meta.n_dense, 1, bias=False)] if meta.n_dense else []
+    return g.digital("cin_head.sum", n, (out, ids, *first), elementwise=meta.n_sparse + len(first) + 1, params=1)  # id weights, + bias
+
+
 def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Costs:
     """Parameters, FLOPs and the layer graph of `Subnet(arch, space, meta)`, without building it."""
     arch = arch.canonical().validate_for(space, meta.n_sparse)
@@ -186,5 +208,7 @@ def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Co
         g.digital(f"{p}.out", i, (dense, tokens, s2d, d2s, *extra), elementwise=d * (1 + len(extra)) + t * e)
     n = len(arch.blocks)
     heads = [g.linear(f"head{i}", n, arch.blocks[i].dense_dim, 1, (f"block{i}.out",)) for i in arch.dense_leaves()]
+    if space.cin_head:
+        heads.append(_cin_head(g, space.cin_head, meta, e, emb, n))
     g.digital("logit", n, heads, elementwise=len(heads) - 1)
     return g.costs(n)

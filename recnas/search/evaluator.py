@@ -98,7 +98,9 @@ class CandidateEvaluator:
             from recnas.train.checkpoint import seed_everything
 
             seed_everything(self.train_cfg.seed)  # its initial weights depend on the seed alone, not on what ran before
-        return Subnet.from_architecture(geno.arch, self.space, self.store.meta, self.supernet).to(self.device)
+        # scored without the space's CIN head, if it has one: the blocks are ranked on their own
+        # and only the finalists train with the head (recnas/supernet/head.py)
+        return Subnet.from_architecture(geno.arch, self.space.blocks_only(), self.store.meta, self.supernet).to(self.device)
 
     def __call__(self, geno: Genotype) -> dict:
         from recnas.hardware.quant import quantized

@@ -27,6 +27,9 @@ class SearchSpace(BaseModel):
     dense_dims: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 768, 1024)
     sparse_dims: tuple[int, ...] = (16, 32, 48, 64)
     emb_dim: int = Field(16, ge=1, le=512)
+    # layer sizes of a CIN head (xDeepFM's, over the raw fields) beside every architecture's
+    # blocks; empty = none. Not searched, and not in the supernet: recnas/supernet/head.py
+    cin_head: tuple[int, ...] = ()
 
     @field_validator("dense_ops")
     @classmethod
@@ -50,6 +53,22 @@ class SearchSpace(BaseModel):
         if not v or any(d <= 0 for d in v):
             raise ValueError("dims must be a non-empty list of positive integers")
         return tuple(sorted(set(v)))
+
+    @field_validator("cin_head")
+    @classmethod
+    def _cin_head(cls, v):
+        if any(s <= 0 for s in v) or any(s % 2 for s in v[:-1]):
+            raise ValueError("cin_head must list positive layer sizes, every one but the last even (half of each layer's maps go on to the next)")
+        return tuple(v)
+
+    def blocks_only(self) -> "SearchSpace":
+        """This space without its CIN head: what the supernet holds and candidates are scored on."""
+        return self.model_copy(update={"cin_head": ()}) if self.cin_head else self
+
+    def spec(self) -> dict:
+        """The space as a model spec records it. An empty `cin_head` is left out, so a spec
+        written before the field existed still matches the same model (run folders resume)."""
+        return self.model_dump(mode="json", exclude=set() if self.cin_head else {"cin_head"})
 
     @property
     def max_dense(self) -> int:

@@ -18,6 +18,7 @@ from recnas.ops.embedding import FieldEmbedding, MixedWidthEmbedding
 from recnas.space.arch import Architecture
 from recnas.space.spaces import SearchSpace
 from recnas.supernet.block import BlockCapacity, ChoiceBlock
+from recnas.supernet.head import CINHead
 from recnas.supernet.masks import PathMasks, path_masks
 
 
@@ -26,7 +27,7 @@ class NASRecNet(nn.Module):
     parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
     supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
 
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, cin_head: tuple[int, ...] = ()):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
@@ -37,6 +38,7 @@ class NASRecNet(nn.Module):
                 table.fan_uniform_()
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
+        self.cin_head = CINHead(meta.vocab_sizes, self.n_dense, emb_dim, cin_head) if cin_head else None
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
         """Logits of one path: an `Architecture` runs sliced, its `PathMasks` run masked at full
@@ -55,8 +57,12 @@ class NASRecNet(nn.Module):
             dense_outs.append(d)
             sparse_outs.append(s)
         if masked:
-            return sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks))).squeeze(-1)
-        return sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves()).squeeze(-1)
+            logit = sum(self.heads[str(i)](dense_outs[i + 1], 1) * path.heads[i] for i in range(len(self.blocks)))
+        else:
+            logit = sum(self.heads[str(i)](dense_outs[i + 1], 1) for i in path.dense_leaves())
+        if self.cin_head is not None:
+            logit = logit + self.cin_head(dense, sparse, emb)
+        return logit.squeeze(-1)
 
 
 def _full_capacities(space: SearchSpace, meta: DatasetMeta) -> list[BlockCapacity]:
@@ -88,6 +94,7 @@ class Supernet(NASRecNet):
     """All architectures of `space` in one set of weights; `forward` takes the architecture."""
 
     def __init__(self, space: SearchSpace, meta: DatasetMeta):
+        space = space.blocks_only()  # never the CIN head (recnas/supernet/head.py)
         super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
@@ -124,7 +131,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, space.cin_head)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
@@ -141,7 +148,8 @@ class Subnet(NASRecNet):
 def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
     """Copy the leading slice of every supernet tensor into the same-named subnet tensor;
     modules with their own rule (`inherit_from`: compact mixed-width embeddings, the raw fields'
-    folding projection) copy what it says."""
+    folding projection) copy what it says. A subnet's CIN head keeps its own initial weights:
+    the supernet has none (recnas/supernet/head.py)."""
     source = supernet.state_dict()
     done: set[str] = set()
     with torch.no_grad():
@@ -153,7 +161,7 @@ def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
                     raise ConfigError(f"cannot inherit {prefix!r} from the supernet: {exc}") from None
                 done |= {f"{prefix}.{n}" for n in module.state_dict()}
         for name, target in subnet.state_dict().items():
-            if name in done:
+            if name in done or name.startswith("cin_head."):
                 continue
             if name not in source:
                 raise ConfigError(f"supernet has no weight {name!r}: architecture does not belong to its space")

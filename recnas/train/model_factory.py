@@ -28,11 +28,11 @@ def data_spec(meta) -> dict:
 
 
 def supernet_spec(space, meta, sampler: str | None = None) -> dict:
-    return _plain({"kind": "supernet", "space": space.model_dump(mode="json"), "sampler": sampler, "data": data_spec(meta)})
+    return _plain({"kind": "supernet", "space": space.blocks_only().spec(), "sampler": sampler, "data": data_spec(meta)})
 
 
 def subnet_spec(arch, space, meta) -> dict:
-    return _plain({"kind": "subnet", "space": space.model_dump(mode="json"), "arch": arch.to_json(), "data": data_spec(meta)})
+    return _plain({"kind": "subnet", "space": space.spec(), "arch": arch.to_json(), "data": data_spec(meta)})
 
 
 def baseline_spec(name: str, hparams: dict, meta) -> dict:

@@ -1,0 +1,41 @@
+"""The optional CIN head: xDeepFM's compressed interaction network beside the searched blocks.
+
+Why: xDeepFM was the one baseline the search did not beat. Its CIN (vector-wise products of
+the raw fields, sum-pooled straight into the logit) is a different kind of interaction from
+any NASRec operator, and the searched blocks trained with it beside them beat their own
+retrains on 10 of 12 seeds at 200k synthetic rows (docs/benchmarks.md, "a CIN head").
+
+It is a fixed part of every architecture of a space with `cin_head`, never searched, and it
+lives in the trained models only: the supernet has no head, and candidates are scored
+without it. Trained inside the supernet, it had made every candidate score alike and its
+shared weights overfit (docs/benchmarks.md, "xDeepFM's CIN as a fixed part of every
+architecture"); so the blocks are ranked on their own and every finalist trains with the head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from recnas.baselines.interactions import CIN
+from recnas.baselines.layers import LinearTerm, NumericEmbedding
+
+
+class CINHead(nn.Module):
+    """xDeepFM without its MLP: linear(sum-pooled CIN maps) over the raw categorical embeddings
+    [B, F, e] and every numeric feature as one more field (value * a learnt vector), plus the
+    first-order term (a weight per id, a linear map of the numeric features). Output [B, 1].
+
+    The first-order term is xDeepFM's too: with it the head gained 0.0015 over the blocks alone
+    on seeds 0-5 at 200k rows, without it 0.0011 (docs/benchmarks.md, "a CIN head")."""
+
+    def __init__(self, vocab_sizes: list[int], n_dense: int, emb_dim: int, layer_sizes: tuple[int, ...]):
+        super().__init__()
+        self.numeric = NumericEmbedding(n_dense, emb_dim) if n_dense > 0 else None
+        self.cin = CIN(len(vocab_sizes) + n_dense, list(layer_sizes))
+        self.out = nn.Linear(self.cin.out_dim, 1)
+        self.linear = LinearTerm(vocab_sizes, n_dense)
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        fields = emb if self.numeric is None else torch.cat([emb, self.numeric(dense)], dim=1)
+        return self.out(self.cin(fields)) + self.linear(dense, sparse).unsqueeze(-1)

@@ -1,0 +1,113 @@
+"""The CIN head (recnas/supernet/head.py): xDeepFM's CIN beside every architecture's blocks of a
+space with `cin_head`, in the trained models only, never in the supernet or a candidate's score."""
+
+import numpy as np
+import pytest
+import torch
+
+from recnas.errors import ConfigError
+from recnas.search.evaluator import CandidateEvaluator, Genotype
+from recnas.search.job import load_job_config
+from recnas.search.pipeline import run_job
+from recnas.space import get_space, resolve_space
+from recnas.space.samplers import random_architecture
+from recnas.supernet import Subnet, Supernet
+from recnas.train import TrainConfig
+from tests.conftest import tiny_space
+from tests.test_supernet import batch, meta
+
+
+@pytest.mark.parametrize("bad", [(3, 4), (4, 0)])  # an odd layer that sends half its maps on; an empty layer
+def test_a_bad_cin_head_is_a_clear_error(bad):
+    with pytest.raises(ConfigError, match="cin_head"):
+        get_space("full", cin_head=bad)
+
+
+def test_space_spec_omits_an_empty_cin_head():
+    """Model specs written before `cin_head` existed must still match the same model."""
+    plain, head = get_space("full-tiny"), tiny_space("cin-tiny")
+    assert "cin_head" not in plain.spec() and head.spec()["cin_head"] == [4, 3]
+    assert head.blocks_only() == plain and head.blocks_only().spec() == plain.spec()
+
+
+@pytest.mark.parametrize("n_dense", [3, 0])
+def test_cin_head_adds_xdeepfms_cin_of_the_raw_fields_to_a_subnets_logit(n_dense):
+    from recnas.baselines.interactions import CIN
+
+    space, m = tiny_space("cin-tiny"), meta(n_dense)
+    arch = random_architecture(np.random.default_rng(3), space)
+    sub = Subnet(arch, space, m)
+    dense, sparse = batch(m)
+    out = sub(dense, sparse)
+    out.sum().backward()
+    head = sub.cin_head
+    assert isinstance(head.cin, CIN) and head.cin.convs[0].weight.grad.abs().sum() > 0
+    assert head.cin.convs[0].in_channels == (5 + n_dense) ** 2  # every numeric feature is one more field
+    assert (head.numeric is None) == (n_dense == 0)
+    plain = Subnet(arch, space.blocks_only(), m)  # the same blocks without the head
+    missing, unexpected = plain.load_state_dict(sub.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("cin_head.") for k in unexpected)
+    with torch.no_grad():
+        torch.testing.assert_close(out, plain(dense, sparse) + head(dense, sparse, sub.embedding(sparse)).squeeze(-1))
+
+
+def test_the_supernet_has_no_cin_head_and_subnets_keep_their_own():
+    """Candidates are ranked on their blocks alone: the supernet of a space with a head is the
+    blocks-only space's, and an inherited subnet gets the supernet's blocks plus a fresh head."""
+    from recnas.train import subnet_spec, supernet_spec
+
+    space, m = tiny_space("cin-tiny"), meta()
+    torch.manual_seed(0)
+    net = Supernet(space, m)
+    torch.manual_seed(0)
+    plain = Supernet(space.blocks_only(), m)
+    assert not any(k.startswith("cin_head") for k in net.state_dict())
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in net.state_dict().items())
+    assert supernet_spec(space, m) == supernet_spec(space.blocks_only(), m)
+    arch = random_architecture(np.random.default_rng(5), space)
+    assert subnet_spec(arch, space, m) != subnet_spec(arch, space.blocks_only(), m)
+    torch.manual_seed(1)
+    fresh = Subnet(arch, space, m).cin_head.state_dict()
+    torch.manual_seed(1)
+    sub = Subnet.from_architecture(arch, space, m, supernet=net)
+    assert all(torch.equal(v, fresh[k]) for k, v in sub.cin_head.state_dict().items())
+    dense, sparse = batch(m)
+    with torch.no_grad():
+        blocks = sub(dense, sparse) - sub.cin_head(dense, sparse, sub.embedding(sparse)).squeeze(-1)
+        torch.testing.assert_close(blocks, net(dense, sparse, arch), rtol=1e-5, atol=1e-6)
+
+
+def test_candidates_are_scored_without_the_head_and_costed_with_it(tiny_store):
+    space = tiny_space("cin-tiny")
+    g = Genotype(random_architecture(np.random.default_rng(2), space))
+    recipe = TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu", seed=3)
+    with_head = CandidateEvaluator(space, tiny_store, recipe, eval_rows=None)
+    without = CandidateEvaluator(space.blocks_only(), tiny_store, recipe, eval_rows=None)
+    assert with_head.subnet(g).cin_head is None
+    scored, plain = with_head(g), without(g)
+    assert scored["logloss"] == plain["logloss"]
+    assert scored["flops"] > plain["flops"] and scored["params"] > plain["params"]
+
+
+def test_a_search_with_a_cin_head_ranks_as_without_it_and_trains_its_finalists_with_it(tmp_path):
+    from recnas.search.job import PRESETS
+    from recnas.train.model_factory import load_trained
+
+    tiny = PRESETS["smoke"]["space_overrides"]
+    reports = {}
+    for name, extra in (("plain", {}), ("head", {"cin_head": [4, 3]})):
+        cfg = load_job_config("smoke", baselines=["lr"], finalists=2, space_overrides={**tiny, **extra})
+        reports[name] = run_job(cfg, tmp_path / name, progress=False)
+    plain, head = reports["plain"], reports["head"]
+    # the same supernet, the same scores, the same finalists
+    assert [f["search_score"] for f in head["finalists"]] == [f["search_score"] for f in plain["finalists"]]
+    assert [f["key"] for f in head["finalists"]] == [f["key"] for f in plain["finalists"]]
+    supernet = torch.load(tmp_path / "head" / "supernet" / "model.pt", weights_only=False)
+    assert not any("cin_head" in k for k in supernet["model"])
+    # ... but every finalist, and so the searched model, trains with the head
+    model, spec, _ = load_trained(tmp_path / "head" / "best" / "model.pt")
+    assert model.cin_head is not None and spec["space"]["cin_head"] == [4, 3]
+    # the run's space.yaml rebuilds it (`recnas subnet train --space <run>/space.yaml`)
+    assert resolve_space(tmp_path / "head" / "space.yaml").cin_head == (4, 3)
+    rows = {name: next(r for r in rep["models"] if r["model"] == "recnas (searched)") for name, rep in reports.items()}
+    assert rows["head"]["flops"] > rows["plain"]["flops"]
