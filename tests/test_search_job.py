@@ -223,16 +223,23 @@ def test_shipped_job_configs_load(name):
     assert (cfg.scoring == "scratch") == ("scratch" in name)
 
 
-def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_and_table_phase(tmp_path):
-    """configs/search-cpu-decay.yaml stays valid and leaves the preset's search untouched, so it
-    may continue the default job's run folder (docs/benchmarks.md)."""
+def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_table_phase_and_head(tmp_path):
+    """configs/search-cpu-decay.yaml stays valid and searches the preset's space: its one change
+    to the space is the CIN head, which candidates are scored without (docs/search.md)."""
+    from recnas.space import get_space
+
     preset = load_job_config("cpu")
     cfg = load_job_config("cpu", CONFIGS / "search-cpu-decay.yaml")
     assert cfg.final.embedding_weight_decay == 1e-3 and preset.final.embedding_weight_decay is None
     assert cfg.finalists == 6 and cfg.final.epochs == preset.final.epochs
     assert cfg.table_finetune is not None and (cfg.table_finetune.epochs, cfg.table_finetune.lr_scale) == (2, 0.25) and preset.table_finetune is None
+    space, preset_space = get_space(cfg.space, **cfg.space_overrides), get_space(preset.space, **preset.space_overrides)
+    assert space.cin_head == (16, 16) and space.blocks_only() == preset_space
     dump_config(preset, tmp_path / "config.yaml")
-    check_same_run(cfg, tmp_path / "config.yaml")  # the job's own check: raises if the search would differ
+    # the head is part of a run's identity (candidates' costs include it): not the preset's run folder
+    with pytest.raises(ConfigError, match="space_overrides"):
+        check_same_run(cfg, tmp_path / "config.yaml")
+    check_same_run(cfg.model_copy(update={"space_overrides": preset.space_overrides}), tmp_path / "config.yaml")
 
 
 def test_cost_targets_relative_to_a_baseline(tmp_path):
