@@ -194,8 +194,9 @@ def _load_supernet(path: Path, space, meta):
     model, spec, _ = load_trained(path)
     if spec.get("kind") != "supernet":
         raise ConfigError(f"{path}: --inherit needs a supernet checkpoint, this one holds a {spec.get('kind')}")
-    if spec["space"] != space.blocks_only().spec():  # a CIN head is never in a supernet: the subnet's starts fresh
-        differ = sorted(k for k in {**spec["space"], **space.blocks_only().spec()} if spec["space"].get(k) != space.blocks_only().spec().get(k))
+    want = space.blocks_only().spec()  # a CIN head is never in a supernet: the subnet's starts fresh
+    if spec["space"] != want:
+        differ = sorted(k for k in {**spec["space"], **want} if spec["space"].get(k) != want.get(k))
         raise ConfigError(f"{path}: supernet was trained on another space than {space.name!r} (differs in {', '.join(differ)})")
     check_data(spec, meta, where=str(path))
     return model

@@ -2,8 +2,9 @@
 
 Why: xDeepFM was the one baseline the search did not beat. Its CIN (vector-wise products of
 the raw fields, sum-pooled straight into the logit) is a different kind of interaction from
-any NASRec operator, and the searched blocks trained with it beside them beat their own
-retrains on 10 of 12 seeds at 200k synthetic rows (docs/benchmarks.md, "a CIN head").
+any NASRec operator. The searched blocks retrained with it beside them beat xDeepFM on 10 of 12
+seeds at 200k synthetic rows, and the search with it beat every baseline on every seed run
+(docs/benchmarks.md, "a CIN head beside the searched blocks").
 
 It is a fixed part of every architecture of a space with `cin_head`, never searched, and it
 lives in the trained models only: the supernet has no head, and candidates are scored
@@ -27,7 +28,7 @@ class CINHead(nn.Module):
     first-order term (a weight per id, a linear map of the numeric features). Output [B, 1].
 
     The first-order term is xDeepFM's too: with it the head gained 0.0015 over the blocks alone
-    on seeds 0-5 at 200k rows, without it 0.0011 (docs/benchmarks.md, "a CIN head")."""
+    on seeds 0-5 at 200k rows, without it 0.0011 (docs/benchmarks.md, same section)."""
 
     def __init__(self, vocab_sizes: list[int], n_dense: int, emb_dim: int, layer_sizes: tuple[int, ...]):
         super().__init__()
