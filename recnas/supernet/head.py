@@ -3,7 +3,7 @@
 Why: xDeepFM was the one baseline the search did not beat. Its CIN (vector-wise products of
 the raw fields, sum-pooled straight into the logit) is a different kind of interaction from
 any NASRec operator. The searched blocks retrained with it beside them beat xDeepFM on 10 of 12
-seeds at 200k synthetic rows, and the search with it beat every baseline on 10 of 11 seeds
+seeds at 200k synthetic rows, and the search with it beat every baseline on 11 of 12 seeds
 (docs/benchmarks.md, "a CIN head beside the searched blocks").
 
 It is a fixed part of every architecture of a space with `cin_head`, never searched, and it
