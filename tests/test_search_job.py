@@ -221,6 +221,10 @@ def test_shipped_job_configs_load(name):
     if name.startswith("codesign"):
         assert pim_choices(cfg.pim_choices)["act_bits"] == (8,)
     assert (cfg.scoring == "scratch") == ("scratch" in name)
+    # only the scratch config has the CIN head, and with table decay, without which it overfits (docs/search.md)
+    assert space.cin_head == ((64, 64) if "scratch" in name else ())
+    if space.cin_head:
+        assert "embedding_weight_decay" in cfg.final_grid or cfg.final.embedding_weight_decay
 
 
 def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_table_phase_and_head(tmp_path):
