@@ -1,9 +1,12 @@
 """The CIN head (recnas/supernet/head.py): xDeepFM's CIN beside every architecture's blocks of a
 space with `cin_head`, in the trained models only, never in the supernet or a candidate's score."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
@@ -94,11 +97,16 @@ def test_a_search_with_a_cin_head_ranks_as_without_it_and_trains_its_finalists_w
     from recnas.train.model_factory import load_trained
 
     tiny = PRESETS["smoke"]["space_overrides"]
-    reports = {}
+    reports, printed = {}, {}
     for name, extra in (("plain", {}), ("head", {"cin_head": [4, 3]})):
         cfg = load_job_config("smoke", baselines=["lr"], finalists=2, space_overrides={**tiny, **extra})
-        reports[name] = run_job(cfg, tmp_path / name, progress=False)
+        log = io.StringIO()
+        reports[name] = run_job(cfg, tmp_path / name, progress=False, console=Console(file=log, width=1000))
+        printed[name] = log.getvalue()
     plain, head = reports["plain"], reports["head"]
+    # the smoke recipe has no table decay, under which the head was measured to hurt: said so
+    assert "cin_head without weight decay on the embedding tables" in printed["head"]
+    assert "cin_head without" not in printed["plain"]
     # the same supernet, the same scores, the same finalists
     assert [f["search_score"] for f in head["finalists"]] == [f["search_score"] for f in plain["finalists"]]
     assert [f["key"] for f in head["finalists"]] == [f["key"] for f in plain["finalists"]]
@@ -111,3 +119,17 @@ def test_a_search_with_a_cin_head_ranks_as_without_it_and_trains_its_finalists_w
     assert resolve_space(tmp_path / "head" / "space.yaml").cin_head == (4, 3)
     rows = {name: next(r for r in rep["models"] if r["model"] == "recnas (searched)") for name, rep in reports.items()}
     assert rows["head"]["flops"] > rows["plain"]["flops"]
+
+
+@pytest.mark.parametrize("final, grid, decays", [
+    ({}, {}, False),
+    ({"embedding_weight_decay": 1e-3}, {}, True),
+    ({}, {"embedding_weight_decay": [3e-4, 1e-3]}, True),
+    ({}, {"embedding_weight_decay": [0.0, 1e-3]}, False),  # one point of the grid trains without it
+    ({"weight_decay": 1e-4}, {}, True),  # unset, the tables get the general decay ...
+    ({"weight_decay": 1e-4, "embedding_lr": 1e-2}, {}, False),  # ... but none beside a separate embedding_lr
+])
+def test_decays_every_table_reads_the_final_recipe_and_every_grid_point(final, grid, decays):
+    from recnas.search.job import decays_every_table
+
+    assert decays_every_table(load_job_config("smoke", final=final, final_grid=grid)) is decays

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from recnas.search.job import check_same_run, dump_config, load_job_config
+from recnas.search.job import check_same_run, decays_every_table, dump_config, load_job_config
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
@@ -224,7 +224,7 @@ def test_shipped_job_configs_load(name):
     # only the scratch config has the CIN head, and with table decay, without which it overfits (docs/search.md)
     assert space.cin_head == ((64, 64) if "scratch" in name else ())
     if space.cin_head:
-        assert "embedding_weight_decay" in cfg.final_grid or cfg.final.embedding_weight_decay
+        assert decays_every_table(cfg)
 
 
 def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_table_phase_and_head(tmp_path):
@@ -238,7 +238,7 @@ def test_shipped_cpu_config_changes_only_the_final_recipe_finalists_table_phase_
     assert cfg.finalists == 6 and cfg.final.epochs == preset.final.epochs
     assert cfg.table_finetune is not None and (cfg.table_finetune.epochs, cfg.table_finetune.lr_scale) == (2, 0.25) and preset.table_finetune is None
     space, preset_space = get_space(cfg.space, **cfg.space_overrides), get_space(preset.space, **preset.space_overrides)
-    assert space.cin_head == (16, 16) and space.blocks_only() == preset_space
+    assert space.cin_head == (16, 16) and space.blocks_only() == preset_space and decays_every_table(cfg)
     dump_config(preset, tmp_path / "config.yaml")
     # the head is part of a run's identity (candidates' costs include it): not the preset's run folder
     with pytest.raises(ConfigError, match="space_overrides"):

@@ -240,6 +240,12 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
     return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
 
+def decays_every_table(cfg: JobConfig) -> bool:
+    """Whether every final training (each point of `final_grid`) puts weight decay on the
+    embedding tables. A CIN head without it made models overfit sooner (docs/search.md)."""
+    return all(cfg.final.model_copy(update=point).table_decay > 0 for point in grid_points(cfg.final_grid))
+
+
 def point_tag(point: dict) -> str:
     """A grid point as a folder and report name: `lr=0.001,weight_decay=1e-05`."""
     return ",".join(f"{k}={_tag_value(v)}" for k, v in point.items())

@@ -22,7 +22,7 @@ from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
-from recnas.search.job import JobConfig, check_same_run, dump_config, grid_points, point_tag, recipe
+from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
 from recnas.search.objective import resolve_targets
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -140,6 +140,12 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store.check_trainable()
     meta = store.meta
     space = get_space(cfg.space, **cfg.space_overrides)
+    if space.cin_head and not decays_every_table(cfg):
+        console.print(
+            "[yellow]warning:[/] cin_head without weight decay on the embedding tables in every final training: "
+            "measured so, the head made the models overfit sooner and lose (docs/search.md, \"Search spaces\"); "
+            "set final.embedding_weight_decay or final_grid: {embedding_weight_decay: [...]}"
+        )
     emb_dims = None if cfg.emb_dims is None else check_emb_dims(cfg.emb_dims, space, meta.n_sparse)
     if cfg.executor == "ray":
         from recnas.search.executors import connect_ray

@@ -68,6 +68,14 @@ class TrainConfig(BaseModel):
             raise ValueError("early_stopping_patience counts evaluations, but eval_every is 0 (never evaluate)")
         return self
 
+    @property
+    def table_decay(self) -> float:
+        """The weight decay the embedding tables get: `embedding_weight_decay`; unset, none with a
+        separate `embedding_lr` (its meaning before that key existed), else `weight_decay`."""
+        if self.embedding_weight_decay is not None:
+            return self.embedding_weight_decay
+        return 0.0 if self.embedding_lr is not None else self.weight_decay
+
     # -- loading -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Any, source: str = "config") -> "TrainConfig":

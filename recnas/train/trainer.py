@@ -250,10 +250,9 @@ class Trainer:
         if cfg.embedding_lr is not None or cfg.embedding_weight_decay is not None:
             emb = embedding_param_ids(self.model)
             emb_lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
-            emb_wd = 0.0 if cfg.embedding_weight_decay is None else cfg.embedding_weight_decay
             groups = [
                 {"params": [p for _, p in params if id(p) not in emb], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                {"params": [p for _, p in params if id(p) in emb], "lr": emb_lr, "weight_decay": emb_wd},
+                {"params": [p for _, p in params if id(p) in emb], "lr": emb_lr, "weight_decay": cfg.table_decay},
             ]
             groups = [g for g in groups if g["params"]]
         if cfg.optimizer == "adagrad":
