@@ -53,6 +53,19 @@ class CrossNetV2(nn.Module):
         return x
 
 
+def cin_layers(n_fields: int, layer_sizes: list[int] | tuple[int, ...], split_half: bool = True) -> list[tuple[int, int, int]]:
+    """(maps in, maps out, maps sent on to the next layer) per CIN layer: the layout that `CIN`
+    builds and the cost model counts (recnas/hardware/costs.py). With `split_half` a non-final
+    layer sends half its maps on and pools the other half; otherwise it pools all of them and
+    sends all on (0 sent on means all)."""
+    layers, prev = [], n_fields
+    for k, size in enumerate(layer_sizes):
+        half = size // 2 if split_half and k < len(layer_sizes) - 1 else 0
+        layers.append((prev, size, half))
+        prev = half or size
+    return layers
+
+
 class CIN(nn.Module):
     """xDeepFM's compressed interaction network on fields [B, F, d] -> pooled features [B, out_dim].
 
@@ -64,16 +77,10 @@ class CIN(nn.Module):
 
     def __init__(self, n_fields: int, layer_sizes: list[int], split_half: bool = True):
         super().__init__()
-        self.convs = nn.ModuleList()
-        self.split = []
-        prev, out_dim = n_fields, 0
-        for k, size in enumerate(layer_sizes):
-            self.convs.append(nn.Conv1d(prev * n_fields, size, kernel_size=1))
-            half = size // 2 if split_half and k < len(layer_sizes) - 1 else 0
-            self.split.append(half)
-            prev = half if half else size
-            out_dim += size - half
-        self.out_dim = out_dim
+        layers = cin_layers(n_fields, layer_sizes, split_half)
+        self.convs = nn.ModuleList(nn.Conv1d(n_in * n_fields, size, kernel_size=1) for n_in, size, _ in layers)
+        self.split = [half for _, _, half in layers]
+        self.out_dim = sum(size - half for _, size, half in layers)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         # every layer works on maps laid out [maps, B*d] (d fastest): the contracted orders are

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from recnas.baselines.interactions import cin_layers
 from recnas.data.schema import DatasetMeta
 from recnas.space.arch import Architecture
 from recnas.space.spaces import SearchSpace
@@ -172,13 +173,12 @@ def _cin_head(g: CostGraph, sizes: tuple[int, ...], meta: DatasetMeta, e: int, e
     fields, n_fields = (emb,), meta.n_sparse + meta.n_dense
     if meta.n_dense:
         fields = (emb, g.digital("cin_head.numeric", n, (), elementwise=meta.n_dense * e, params=meta.n_dense * e))
-    prev, node, pooled, out_dim = n_fields, fields, [], 0
-    for k, size in enumerate(sizes):
-        outer = g.digital(f"cin_head.{k}.outer", n, (*node, *fields), elementwise=prev * n_fields * e)
-        conv = g.linear(f"cin_head.{k}.conv", n, prev * n_fields, size, (outer,), reps=e)
-        half = size // 2 if k < len(sizes) - 1 else 0
+    node, pooled, out_dim = fields, [], 0
+    for k, (n_in, size, half) in enumerate(cin_layers(n_fields, sizes)):
+        outer = g.digital(f"cin_head.{k}.outer", n, (*node, *fields), elementwise=n_in * n_fields * e)
+        conv = g.linear(f"cin_head.{k}.conv", n, n_in * n_fields, size, (outer,), reps=e)
         pooled.append(g.digital(f"cin_head.{k}.pool", n, (conv,), elementwise=(size - half) * e))
-        prev, node, out_dim = half or size, (conv,), out_dim + size - half
+        node, out_dim = (conv,), out_dim + size - half
     out = g.linear("cin_head.out", n, out_dim, 1, pooled)
     ids = g.add(Layer("cin_head.linear.ids", n, "embedding", params=sum(meta.vocab_sizes), reads=meta.n_sparse))
     first = [g.linear("cin_head.linear.dense", n, meta.n_dense, 1, bias=False)] if meta.n_dense else []

@@ -178,6 +178,10 @@ class JobConfig(BaseModel):
             raise ValueError("finalist_selection: halving ranks finalists by validation log loss, so final.eval_every must not be 0")
         return self
 
+    def final_config(self, point: dict) -> TrainConfig:
+        """The final recipe at one point of `final_grid` (every point was checked at load)."""
+        return TrainConfig.model_validate({**self.final.model_dump(), **point})
+
     @model_validator(mode="after")
     def _final_grid_points_are_recipes(self):
         """Every combination is checked as a `final` recipe at load, not when its model trains,
@@ -243,7 +247,7 @@ def grid_points(grid: dict[str, list]) -> list[dict]:
 def decays_every_table(cfg: JobConfig) -> bool:
     """Whether every final training (each point of `final_grid`) puts weight decay on the
     embedding tables. A CIN head without it made models overfit sooner (docs/search.md)."""
-    return all(cfg.final.model_copy(update=point).table_decay > 0 for point in grid_points(cfg.final_grid))
+    return all(cfg.final_config(point).table_decay > 0 for point in grid_points(cfg.final_grid))
 
 
 def point_tag(point: dict) -> str:

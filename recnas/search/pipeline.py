@@ -277,7 +277,7 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     points = grid_points(cfg.final_grid)
     best, tried = None, []
     for point in points:
-        tcfg = TrainConfig.model_validate({**cfg.final.model_dump(), **point})  # checked when the config loaded
+        tcfg = cfg.final_config(point)
         where = folder / point_tag(point) if point else folder
         model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
         val = math.nan
