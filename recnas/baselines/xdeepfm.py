@@ -7,7 +7,7 @@ import torch.nn as nn
 from pydantic import PositiveInt, model_validator
 
 from recnas.baselines.base import Baseline, DeepHParams
-from recnas.baselines.interactions import CIN
+from recnas.baselines.interactions import CIN, cin_layers
 from recnas.baselines.layers import MLP, FieldInputs, LinearTerm
 from recnas.data.schema import DatasetMeta
 
@@ -18,10 +18,10 @@ class XDeepFMConfig(DeepHParams):
 
     @model_validator(mode="after")
     def _even_split(self):
-        if not self.cin:
-            raise ValueError("cin must list at least one layer size")
-        if self.cin_split_half and any(s % 2 for s in self.cin[:-1]):
-            raise ValueError(f"with cin_split_half every CIN layer but the last needs an even size, got {self.cin}")
+        try:
+            cin_layers(1, self.cin, self.cin_split_half)  # the CIN module's own rule
+        except ValueError as err:
+            raise ValueError(f"cin {self.cin}: {err}") from None
         return self
 
 

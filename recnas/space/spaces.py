@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from recnas import configs
+from recnas.baselines.interactions import cin_layers
 from recnas.configs import explain
 from recnas.errors import ConfigError
 
@@ -57,8 +58,8 @@ class SearchSpace(BaseModel):
     @field_validator("cin_head")
     @classmethod
     def _cin_head(cls, v):
-        if any(s <= 0 for s in v) or any(s % 2 for s in v[:-1]):
-            raise ValueError("cin_head must list positive layer sizes, every one but the last even (half of each layer's maps go on to the next)")
+        if v:
+            cin_layers(1, v)  # the CIN module's own rule; raises on a layout it cannot build
         return tuple(v)
 
     def blocks_only(self) -> "SearchSpace":

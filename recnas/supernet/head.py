@@ -32,6 +32,8 @@ class CINHead(nn.Module):
     The first-order term is xDeepFM's too: with it the head gained 0.0015 over the blocks alone
     on seeds 0-5 at 200k rows, without it 0.0011 (docs/benchmarks.md, same section)."""
 
+    keeps_own_init = True  # the supernet has no head to inherit from (recnas/supernet/net.py: inherit_weights)
+
     def __init__(self, vocab_sizes: list[int], n_dense: int, emb_dim: int, layer_sizes: tuple[int, ...]):
         super().__init__()
         self.numeric = NumericEmbedding(n_dense, emb_dim) if n_dense > 0 else None

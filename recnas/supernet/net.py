@@ -148,20 +148,25 @@ class Subnet(NASRecNet):
 def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
     """Copy the leading slice of every supernet tensor into the same-named subnet tensor;
     modules with their own rule (`inherit_from`: compact mixed-width embeddings, the raw fields'
-    folding projection) copy what it says. A subnet's CIN head keeps its own initial weights:
-    the supernet has none (recnas/supernet/head.py)."""
+    folding projection) copy what it says. Modules that the supernet does not hold (the CIN
+    head, recnas/supernet/head.py) say `keeps_own_init = True` and keep their initial weights."""
     source = supernet.state_dict()
-    done: set[str] = set()
+    handled: list[str] = []  # modules whose whole state is settled by their own rule
     with torch.no_grad():
         for prefix, module in subnet.named_modules():
-            if hasattr(module, "inherit_from"):
+            if any(prefix.startswith(f"{h}.") for h in handled):
+                continue
+            if getattr(module, "keeps_own_init", False):
+                handled.append(prefix)
+            elif hasattr(module, "inherit_from"):
                 try:
                     module.inherit_from(supernet.get_submodule(prefix))
                 except (AttributeError, ValueError) as exc:
                     raise ConfigError(f"cannot inherit {prefix!r} from the supernet: {exc}") from None
-                done |= {f"{prefix}.{n}" for n in module.state_dict()}
+                handled.append(prefix)
+        done = {f"{h}.{n}" for h in handled for n in subnet.get_submodule(h).state_dict()}
         for name, target in subnet.state_dict().items():
-            if name in done or name.startswith("cin_head."):
+            if name in done:
                 continue
             if name not in source:
                 raise ConfigError(f"supernet has no weight {name!r}: architecture does not belong to its space")
