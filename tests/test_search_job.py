@@ -413,6 +413,17 @@ def test_cli_ray_address_implies_the_ray_executor(tmp_path, monkeypatch, capsys)
     assert code == 2 and cfg is None and "ray_address set with executor: serial" in err
 
 
+def test_cli_finalists_overrides_the_config(tmp_path, monkeypatch, capsys):
+    six = tmp_path / "six.yaml"
+    six.write_text("finalists: 6\n")
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--config", six)
+    assert code == 0 and cfg.finalists == 6, err
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--config", six, "--finalists", "1")
+    assert code == 0 and cfg.finalists == 1, err
+    code, cfg, err = _cli_search_config(monkeypatch, capsys, "--finalists", "0")
+    assert code == 2 and cfg is None and "--finalists" in err
+
+
 def test_jobs_sharing_the_synthetic_data_cache_wait_for_it_instead_of_failing(tmp_path, monkeypatch):
     """Run folders beside each other share runs/data/: a job that finds another one generating
     the store waits for it and reuses it (generated once), rather than being refused."""

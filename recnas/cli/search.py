@@ -31,6 +31,7 @@ def search(
     executor: Optional[str] = typer.Option(None, help="serial (default) or ray: score candidates on a Ray cluster."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
+    finalists: Optional[int] = typer.Option(None, min=1, help="Best candidates retrained from scratch; the lowest validation log loss wins (default: the preset's or config's; may change when a run is continued)."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
@@ -41,7 +42,7 @@ def search(
 
     if ray_address is not None and executor is None:
         executor = "ray"  # as on the command line, so it also overrides a config's executor: serial
-    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address}
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address, "finalists": finalists}
     if objective is not None:
         over["objective"] = {"kind": objective}
     if emb_dims is not None:
