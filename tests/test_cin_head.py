@@ -107,6 +107,7 @@ def test_a_search_with_a_cin_head_ranks_as_without_it_and_trains_its_finalists_w
     # the smoke recipe has no table decay, under which the head was measured to hurt: said so
     assert "cin_head without weight decay on the embedding tables" in printed["head"]
     assert "cin_head without" not in printed["plain"]
+    assert "sized for a GPU" not in printed["plain"]
     # the same supernet, the same scores, the same finalists
     assert [f["search_score"] for f in head["finalists"]] == [f["search_score"] for f in plain["finalists"]]
     assert [f["key"] for f in head["finalists"]] == [f["key"] for f in plain["finalists"]]

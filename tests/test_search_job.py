@@ -40,6 +40,20 @@ def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
     assert again["best_arch"] == report["best_arch"]
 
 
+def test_gpu_sized_settings_on_a_machine_without_cuda_warn(tmp_path, monkeypatch):
+    """`--budget gpu` on a CPU-only machine runs (for hours): the user is told at the start."""
+    import io
+
+    from rich.console import Console
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_job_config("smoke", baselines=["lr"], supernet={"resident_data": True})
+    log = io.StringIO()
+    report = run_job(cfg, tmp_path / "run", progress=False, console=Console(file=log, width=1000))
+    assert "sized for a GPU" in log.getvalue() and "--budget cpu" in log.getvalue()
+    assert report["models"][0]["test_logloss"] > 0  # a warning, not a refusal
+
+
 def test_best_arch_retrains_from_the_cli_in_the_space_of_its_run(tmp_path, monkeypatch, capsys):
     """The search's space (a preset plus overrides) is not a preset: `--space <run>/space.yaml`
     rebuilds the architecture as found; a preset name is refused, not silently another model."""
