@@ -47,11 +47,16 @@ def test_gpu_sized_settings_on_a_machine_without_cuda_warn(tmp_path, monkeypatch
     from rich.console import Console
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = load_job_config("smoke", baselines=["lr"], supernet={"resident_data": True})
+    cfg = load_job_config("smoke", baselines=["lr"], supernet={"resident_data": True, "device": "auto"})
     log = io.StringIO()
     report = run_job(cfg, tmp_path / "run", progress=False, console=Console(file=log, width=1000))
     assert "sized for a GPU" in log.getvalue() and "--budget cpu" in log.getvalue()
     assert report["models"][0]["test_logloss"] > 0  # a warning, not a refusal
+    # a job told to run on the CPU is where it was asked to be: no warning
+    cfg = load_job_config("smoke", baselines=["lr"], supernet={"resident_data": True, "device": "cpu"})
+    log = io.StringIO()
+    run_job(cfg, tmp_path / "cpu", progress=False, console=Console(file=log, width=1000))
+    assert "sized for a GPU" not in log.getvalue()
 
 
 def test_best_arch_retrains_from_the_cli_in_the_space_of_its_run(tmp_path, monkeypatch, capsys):

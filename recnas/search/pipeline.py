@@ -159,8 +159,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
     write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     # where candidates are scored: beside the supernet, or where the from-scratch proxies train
-    device = "cuda" if (cfg.supernet if cfg.scoring == "supernet" else cfg.final).device != "cpu" and torch.cuda.is_available() else "cpu"
-    if device == "cpu" and (cfg.supernet.resident_data or cfg.final.resident_data):
+    wants_gpu = (cfg.supernet if cfg.scoring == "supernet" else cfg.final).device != "cpu"
+    device = "cuda" if wants_gpu and torch.cuda.is_available() else "cpu"
+    if wants_gpu and device == "cpu" and (cfg.supernet.resident_data or cfg.final.resident_data):
         # `--budget gpu` (and the GPU configs) on a machine without CUDA: it runs, for hours
         console.print(
             "[yellow]warning:[/] no CUDA device: this job's settings are sized for a GPU (resident_data) and will "
