@@ -53,16 +53,21 @@ class CrossNetV2(nn.Module):
         return x
 
 
-def cin_layers(n_fields: int, layer_sizes: list[int] | tuple[int, ...], split_half: bool = True) -> list[tuple[int, int, int]]:
-    """(maps in, maps out, maps sent on to the next layer) per CIN layer: the layout that `CIN`
-    builds and the cost model counts (recnas/hardware/costs.py). With `split_half` a non-final
-    layer sends half its maps on and pools the other half; otherwise it pools all of them and
-    sends all on (0 sent on means all). Raises ValueError on a layout it cannot build: so the
-    xDeepFM baseline's config and a space's `cin_head` check their sizes here, by one rule."""
+def check_cin_sizes(layer_sizes: list[int] | tuple[int, ...], split_half: bool = True) -> None:
+    """Raise ValueError on layer sizes a CIN cannot be built from: the one rule that the xDeepFM
+    baseline's config, a space's `cin_head` and `cin_layers` itself apply."""
     if not layer_sizes or any(s <= 0 for s in layer_sizes):
         raise ValueError("a CIN needs at least one layer, and positive layer sizes")
     if split_half and any(s % 2 for s in layer_sizes[:-1]):
         raise ValueError("every CIN layer but the last needs an even size (half of its maps go on to the next)")
+
+
+def cin_layers(n_fields: int, layer_sizes: list[int] | tuple[int, ...], split_half: bool = True) -> list[tuple[int, int, int]]:
+    """(maps in, maps out, maps sent on to the next layer) per CIN layer: the layout that `CIN`
+    builds and the cost model counts (recnas/hardware/costs.py). With `split_half` a non-final
+    layer sends half its maps on and pools the other half; otherwise it pools all of them and
+    sends all on (0 sent on means all)."""
+    check_cin_sizes(layer_sizes, split_half)
     layers, prev = [], n_fields
     for k, size in enumerate(layer_sizes):
         half = size // 2 if split_half and k < len(layer_sizes) - 1 else 0

@@ -7,7 +7,7 @@ import torch.nn as nn
 from pydantic import PositiveInt, model_validator
 
 from recnas.baselines.base import Baseline, DeepHParams
-from recnas.baselines.interactions import CIN, cin_layers
+from recnas.baselines.interactions import CIN, check_cin_sizes
 from recnas.baselines.layers import MLP, FieldInputs, LinearTerm
 from recnas.data.schema import DatasetMeta
 
@@ -19,7 +19,7 @@ class XDeepFMConfig(DeepHParams):
     @model_validator(mode="after")
     def _even_split(self):
         try:
-            cin_layers(1, self.cin, self.cin_split_half)  # the CIN module's own rule
+            check_cin_sizes(self.cin, self.cin_split_half)
         except ValueError as err:
             raise ValueError(f"cin {self.cin}: {err}") from None
         return self
