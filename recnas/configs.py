@@ -218,16 +218,31 @@ def _allowed_values(model: type[BaseModel], loc: tuple) -> str | None:
     return ", ".join(map(str, values)) or None
 
 
+UNKNOWN_SHOWN = 5  # unknown keys of one mapping named in an error; the rest are counted
+
+
+def _unknown_keys(model: type[BaseModel] | None, parent: tuple, keys: list[str]) -> str:
+    """One clause for all the unknown keys of one mapping, with its valid keys listed once: a
+    file of another kind (a training config given where a search config goes) used to repeat
+    the list for each of its keys, an error of several kilobytes."""
+    shown = ", ".join(map(repr, keys[:UNKNOWN_SHOWN])) + (f" and {len(keys) - UNKNOWN_SHOWN} more" if len(keys) > UNKNOWN_SHOWN else "")
+    sub = _submodel(model, parent) if model is not None else None
+    return f"unknown key{'s' if len(keys) > 1 else ''} {shown}" + (f"; valid keys: {', '.join(sub.model_fields) or 'none'}" if sub is not None else "")
+
+
 def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
-    """One clause per problem: unknown keys list the valid keys, choice keys their values
-    (`model=None` when the caller cannot tell which model raised: then without those lists)."""
-    lines = []
+    """One clause per problem: unknown keys (one clause per mapping) list the valid keys, choice
+    keys their values (`model=None` when the caller cannot tell which model raised: then
+    without those lists)."""
+    lines: list = []  # clauses, and the key path of a mapping with unknown keys where its clause goes
+    unknown: dict[tuple, list[str]] = {}
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = key_name(loc)
         if err["type"] == "extra_forbidden":
-            parent = _submodel(model, loc[:-1]) if model is not None else None
-            lines.append(f"unknown key {key!r}" + (f"; valid keys: {', '.join(parent.model_fields) or 'none'}" if parent is not None else ""))
+            if loc[:-1] not in unknown:
+                lines.append(loc[:-1])
+            unknown.setdefault(loc[:-1], []).append(key)
             continue
         value = err.get("input")
         allowed = _allowed_values(model, loc) if model is not None else None
@@ -236,4 +251,4 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"key {key!r}: {msg} (got {value!r})" if loc else msg)
-    return "; ".join(lines)
+    return "; ".join(_unknown_keys(model, line, unknown[line]) if isinstance(line, tuple) else line for line in lines)

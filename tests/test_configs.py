@@ -45,6 +45,21 @@ def test_unknown_key_inside_a_list_item_lists_the_item_keys(tmp_path):
         Architecture.load(path)
 
 
+def test_unknown_keys_of_one_mapping_are_one_clause(tmp_path):
+    """A file of another kind (a training config given where a search config goes) has many
+    unknown keys: the valid keys are listed once, and only the first few unknown ones named."""
+    from recnas.search.job import load_job_config
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("".join(f"k{i}: 1\n" for i in range(8)) + "evolution: {zz: 1, yy: 2}\n")
+    with pytest.raises(ConfigError) as err:
+        load_job_config("smoke", path)
+    message = str(err.value)
+    assert "unknown keys 'k0', 'k1', 'k2', 'k3', 'k4' and 3 more; valid keys: data, synthetic_rows" in message
+    assert "unknown keys 'evolution.zz', 'evolution.yy'; valid keys: population" in message
+    assert message.count("valid keys") == 2 and len(message) < 1000
+
+
 def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path):
     from recnas.configs import write_text_atomic
 
