@@ -70,7 +70,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # under a regular file even the unlink fails (not a directory)
+            tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.filename == str(tmp):  # name the file the user asked for, not our temp file
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None
         raise

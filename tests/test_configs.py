@@ -72,6 +72,9 @@ def test_atomic_write_errors_name_the_target_not_the_temp_file(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         write_text_atomic(tmp_path / "nodir" / "x.json", "x")
     assert err.value.filename == str(tmp_path / "nodir" / "x.json")
+    with pytest.raises(NotADirectoryError) as err:  # below a regular file: `embed apply --out FILE/x.json`
+        write_text_atomic(folder / "meta.json" / "x.json", "x")
+    assert err.value.filename == str(folder / "meta.json" / "x.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]  # no temp file left behind
 
 
