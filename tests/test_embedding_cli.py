@@ -165,6 +165,9 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
         res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(out)])
         assert isinstance(res.exception, ConfigError) and match in str(res.exception)
     assert (tmp_path / "arch.json").read_text() == arch_text
+    for flags in ([], ["--overwrite"]):  # a folder: neither "pass --overwrite" nor, with it, a bare "Is a directory"
+        res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path), *flags])
+        assert isinstance(res.exception, ConfigError) and "is a directory; give the path of the architecture file" in str(res.exception)
     res = runner.invoke(app, ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a2.json"), "--overwrite"])
     assert res.exit_code == 0, res.output
 

@@ -72,6 +72,8 @@ def apply(
 
     if out.resolve() in (arch.resolve(), emb_dims.resolve()):
         raise ConfigError(f"--out {out} is one of the inputs; write the new architecture to another file")
+    if out.is_dir():  # "exists; pass --overwrite" sent the user to a flag that fails here too
+        raise ConfigError(f"--out {out} is a directory; give the path of the architecture file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
 
