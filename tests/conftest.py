@@ -68,7 +68,7 @@ def make_tiny_store(path, rows: int = 600, n_dense: int = 3, vocab_sizes=(7, 11,
     rng = np.random.default_rng(seed)
     dense = rng.normal(size=(rows, n_dense)).astype(np.float32)
     sparse = np.stack([rng.integers(0, v, rows) for v in vocab_sizes], 1).astype(np.int32)
-    logit = (dense[:, 0] if n_dense else 0) + np.where((sparse[:, 0] % 2) == (sparse[:, 1] % 2), 1.5, -1.5)
+    logit = (dense[:, 0] if n_dense else 0) + np.where((sparse[:, 0] % 2) == (sparse[:, min(1, len(vocab_sizes) - 1)] % 2), 1.5, -1.5)
     label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
     cut = [int(rows * 0.8), int(rows * 0.9)]
     parts = np.split(np.arange(rows), cut)

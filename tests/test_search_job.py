@@ -13,7 +13,7 @@ from recnas.search.job import check_same_run, decays_every_table, dump_config, l
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
 from recnas.space import Architecture
-from tests.conftest import locked_elsewhere
+from tests.conftest import locked_elsewhere, make_tiny_store
 
 CONFIGS = Path(__file__).parents[1] / "configs"  # the job configs the README and benchmarks point at
 
@@ -370,6 +370,20 @@ def test_bad_emb_dims_fail_before_the_run_folder_is_written(tmp_path, emb_dims, 
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=match):
         run_job(load_job_config("smoke", emb_dims=emb_dims), out, progress=False)
+    assert not out.exists()
+
+
+def test_a_baseline_that_cannot_be_built_on_the_data_fails_before_any_training(tmp_path, monkeypatch):
+    """dlrm's dot interaction on one categorical field and no dense features used to fail only
+    after the supernet, the search and the retrain had run; so did a reference baseline."""
+    store = make_tiny_store(tmp_path / "one-field", n_dense=0, vocab_sizes=(7,))
+    monkeypatch.setattr("recnas.search.pipeline.fit_or_load", lambda *a, **k: pytest.fail("trained before the baselines were checked"))
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"dlrm: the dot interaction needs .* leave it out of `baselines`"):
+        run_job(load_job_config("smoke", data=str(store.dir), baselines=["lr", "dlrm"]), out, progress=False)
+    reference = {"kind": "penalized", "reference": "dlrm", "ratios": {"flops": 2.0}}
+    with pytest.raises(ConfigError, match=r"dlrm: the dot interaction needs .* choose another objective.reference"):
+        run_job(load_job_config("smoke", data=str(store.dir), baselines=["lr"], objective=reference), out, progress=False)
     assert not out.exists()
 
 

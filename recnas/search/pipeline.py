@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, RecnasError
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -110,6 +110,21 @@ def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module
     return model, baseline_spec(name, model.hparams, meta)
 
 
+def check_baselines(cfg: JobConfig, meta) -> None:
+    """Build every baseline of the job (and its objective's reference) once before any training:
+    one that cannot be built on this data (dlrm's dot interaction with one categorical field and
+    no dense features, any baseline without categorical fields) used to fail only after the
+    supernet, the search and the retrain. What a build checks depends on the fields, not on their
+    vocabulary sizes, so each is built with one-row tables: no memory for the real ones."""
+    small = meta.model_copy(update={"vocab_sizes": [1] * len(meta.vocab_sizes)})
+    for name in dict.fromkeys([*cfg.baselines, *([cfg.objective.reference] if cfg.objective.reference else [])]):
+        try:
+            _baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
+        except RecnasError as exc:
+            instead = "leave it out of `baselines`" if name in cfg.baselines else "choose another objective.reference"
+            raise type(exc)(f"{exc} (a baseline of this job: set its baseline_hparams in --config, or {instead})") from None
+
+
 def _budget(tcfg: TrainConfig) -> str:
     """A training config's length and rate, for the job's stage line."""
     length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else f"{tcfg.epochs} epoch{'s' if tcfg.epochs > 1 else ''}"
@@ -139,6 +154,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store = prepare_data(cfg, out, console)
     store.check_trainable()
     meta = store.meta
+    check_baselines(cfg, meta)
     space = get_space(cfg.space, **cfg.space_overrides)
     if space.cin_head and not decays_every_table(cfg):
         console.print(
