@@ -60,6 +60,9 @@ def test_parquet_spec_refuses_the_text_only_keys(tmp_path, extra, raw, keys):
         ("label: y\ncategorical: [b]\nlabel: b\n", r"line 3 invalid YAML \(key 'label' is given twice\)"),  # PyYAML keeps the last
         ("", "key `label` .*is required"),  # an empty file is an empty mapping
         ("dense: [a]\n", "key `label`"),
+        # a list was taken as the dataset name "['a', 'b']", and one as label said it was missing
+        ("label: y\ndense: [a]\nname: [a, b]\n", r"key `name` must be the dataset's name .*got \['a', 'b'\]"),
+        ("label: [y]\ndense: [a]\n", r"key `label` must be the label column's name, got \['y'\]"),
         ("label: y\ncategorical: [b]\ncolour: red\n", "unknown key.*colour"),
         ("label: y\ndense: a\n", "key `dense` must be a list"),
         ("label: y\ncategorical: [b]\nlabel_mode: multi\n", "key `label_mode` is 'multi'"),

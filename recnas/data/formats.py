@@ -172,8 +172,13 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
         return value
 
     label = doc.get("label")
-    if not isinstance(label, (str, int)) or not str(label):
+    if label is None:
         raise DataError(f"{path}: key `label` (the label column name) is required")
+    if not isinstance(label, (str, int)) or not str(label):
+        raise DataError(f"{path}: key `label` must be the label column's name, got {label!r}")
+    name = doc.get("name", "csv")
+    if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name):  # a list used to become the name "['a', 'b']"
+        raise DataError(f"{path}: key `name` must be the dataset's name (a string, kept in meta.json), got {name!r}")
     header = doc.get("header", True)
     if not isinstance(header, bool):
         raise DataError(f"{path}: key `header` must be true or false")
@@ -192,7 +197,7 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
             "(remove the key(s), or set `format: csv` for a text file)"
         )
     fmt = Format(
-        name=str(doc.get("name", "csv")),
+        name=str(name),
         label=str(label),
         label_mode=choice("label_mode", LABEL_MODES, "binary"),
         dense=names("dense"),
