@@ -115,6 +115,8 @@ def test_resolve_space_takes_a_preset_or_a_space_file(tmp_path):
         resolve_space(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="unknown search space 'huge'.*space file"):
         resolve_space("huge")
+    with pytest.raises(ConfigError, match="unknown search space ''.*space file"):  # `--space ""` was read as the folder "."
+        resolve_space("")
 
 
 def test_every_dangling_block_feeds_the_logit():

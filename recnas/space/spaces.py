@@ -107,6 +107,6 @@ def resolve_space(value: str | Path) -> SearchSpace:
     if str(value) in PRESETS:
         return get_space(str(value))
     path = Path(value)
-    if path.suffix.lower() not in (".yaml", ".yml", ".json") and not path.exists():
+    if not str(value) or (path.suffix.lower() not in (".yaml", ".yml", ".json") and not path.exists()):  # "" is Path("."): a folder that exists
         raise ConfigError(f"unknown search space {str(value)!r}; choose one of {', '.join(PRESETS)}, or give a space file (a search run's space.yaml)")
     return configs.load(SearchSpace, path)
