@@ -365,3 +365,11 @@ def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
     # the main job refuses it too, before its run folder gets anything
     code, _, err = run(monkeypatch, capsys, "search", "--data", tmp_path / "s2", "--budget", "smoke", "--out", tmp_path / "run", "--no-progress")
     assert code == 2 and "--split none" in error_line(err) and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["baseline", "train", "lr"], ["supernet", "train"], ["subnet", "train", "--arch", "a.json"]])
+def test_steps_below_one_names_the_option(command, tiny_store, tmp_path, monkeypatch, capsys):
+    """`--steps 0` was reported as "command line: key 'max_steps'", a key the user never typed."""
+    code, _, err = run(monkeypatch, capsys, *command, "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "a", "--steps", "0")
+    assert code == 2 and "'--steps'" in error_line(err) and "max_steps" not in error_line(err)
+    assert not (tmp_path / "a").exists()

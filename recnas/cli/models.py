@@ -29,7 +29,8 @@ CONFIG = path_option(..., "--config", help="training config YAML (see configs/ a
 OUT = path_option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
-STEPS = typer.Option(None, "--steps", help="override max_steps (total optimizer steps)")
+# min=1: refused while parsing, naming --steps (the config's own check would name its key max_steps)
+STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
 WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
 
