@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
 from recnas.staging import temp_sibling
@@ -172,18 +172,51 @@ def validate(model: type[M], data: Any, source: str = "config") -> M:
     model at once: no setting means anything with them, and pydantic's bounds let `.inf` through
     (`lr: .inf` passes `gt=0`, then training diverges). The validated values are checked, since
     pydantic also turns strings such as "inf" into floats. So are numbers given as true/false
-    or as quoted integers (`_coerced`)."""
+    or as quoted integers (`_coerced`), before any other problem of a config refused anyway
+    (`_coerced_fields`)."""
     data = expect_mapping(data, source)
     try:
         config = model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {explain(model, exc)}") from None
+        # a model-level check saw the coerced value (dlrm's `embed_dim: true` read as 1 failed
+        # "bottom_mlp must end in embed_dim (1)"): the coercion is the mistake to report
+        coerced = list(_coerced_fields(model, data))
+        raise ConfigError(f"{source}: {_must_be_numbers(coerced) if coerced else explain(model, exc)}") from None
     dumped = config.model_dump()
     bad = [f"key {key_name(loc)!r}: must be a finite number (got {value})" for loc, value in _non_finite(dumped)]
-    bad += [f"key {key_name(loc)!r}: must be a number, not {json.dumps(value)}" for loc, value in _coerced(data, dumped)]
+    if coerced := list(_coerced(data, dumped)):
+        bad.append(_must_be_numbers(coerced))
     if bad:
         raise ConfigError(f"{source}: {'; '.join(bad)}")
     return config
+
+
+def _must_be_numbers(coerced: list[tuple[tuple, Any]]) -> str:
+    return "; ".join(f"key {key_name(loc)!r}: must be a number, not {json.dumps(value)}" for loc, value in coerced)
+
+
+def _coerced_fields(model: type[BaseModel], data: Any, loc: tuple = ()) -> Iterator[tuple[tuple, Any]]:
+    """`_coerced` for data that `model` refused, so with no validated config to compare: each
+    given field is validated on its own (nested config models field by field in turn), without
+    the model-level checks that may be what refused it."""
+    if not isinstance(data, dict):
+        return
+    for key, given in data.items():
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        if field is None:  # an unknown key: `explain`'s
+            continue
+        sub = _submodel(model, (key,))
+        if sub is not None and isinstance(given, (list, tuple)):  # a list of config models (`blocks`)
+            for i, item in enumerate(given):
+                yield from _coerced_fields(sub, item, (*loc, key, i))
+        elif sub is not None and isinstance(given, dict):
+            yield from _coerced_fields(sub, given, (*loc, key))
+        else:
+            try:
+                got = TypeAdapter(field.annotation).validate_python(given)
+            except (ValidationError, TypeError, ValueError):  # refused by the type itself: `explain` says why
+                continue
+            yield from _coerced(given, got, (*loc, key))
 
 
 def load(model: type[M], path: str | Path) -> M:

@@ -246,6 +246,9 @@ def test_cin_split_half_output_width():
         ("deepfm", {"dropout": 1.5}, "deepfm hyper-parameters: key 'dropout': Input should be less than 1 (got 1.5)"),
         ("deepfm", {"mlp": ["64"]}, "key 'mlp.0': must be a number, not \"64\""),  # was read as 64
         ("deepfm", {"embed_dim": True}, "key 'embed_dim': must be a number, not true"),  # was read as 1
+        # read as 1, it failed dlrm's own check: "bottom_mlp must end in embed_dim (1)"
+        ("dlrm", {"embed_dim": True}, "dlrm hyper-parameters: key 'embed_dim': must be a number, not true."),
+        ("dlrm", {"embed_dim": "8", "bottom_mlp": [8]}, "dlrm hyper-parameters: key 'embed_dim': must be a number, not \"8\"."),
         ("dlrm", {"embed_dim": 8}, "dlrm hyper-parameters: bottom_mlp must end in embed_dim (8)"),  # a model-level error names the baseline
         ("deepfm", {"dropout": 1.5}, "'dropout'"),
         ("dcnv2", {"structure": "diagonal"}, "'structure'"),

@@ -108,6 +108,22 @@ def test_numbers_given_as_booleans_or_quoted_integers_are_refused(tmp_path, text
         TrainConfig.from_yaml(path)
 
 
+def test_a_coerced_number_is_named_when_a_model_check_refuses_the_config(tmp_path):
+    """`max_steps: true` was read as 1, and the error was the model's own check on that 1
+    ("warmup_steps (5) exceeds max_steps (1)"), also in a nested section of a job config."""
+    from recnas.search.job import load_job_config
+    from recnas.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^config: key 'max_steps': must be a number, not true$"):
+        TrainConfig.from_dict({"max_steps": True, "warmup_steps": 5})
+    with pytest.raises(ConfigError, match=r"warmup_steps \(5\) exceeds max_steps \(3\)"):  # a real mistake is still the model's
+        TrainConfig.from_dict({"max_steps": 3, "warmup_steps": 5})
+    job = tmp_path / "job.yaml"
+    job.write_text("supernet: {max_steps: true, warmup_steps: 5}\n")
+    with pytest.raises(ConfigError, match=r"key 'supernet.max_steps': must be a number, not true$"):
+        load_job_config("smoke", job)
+
+
 def test_yaml_exponent_floats_still_load(tmp_path):
     """YAML 1.1 reads `1e-3` (no dot) as a string; pydantic's float parse of it stays allowed."""
     from recnas.train import TrainConfig
