@@ -119,6 +119,21 @@ def test_resolve_space_takes_a_preset_or_a_space_file(tmp_path):
         resolve_space("")
 
 
+@pytest.mark.parametrize("key, given, shown", [
+    ("dense_dims", [8, 16, 8], "8"),  # was accepted as [8, 16]
+    ("sparse_dims", [4, 4], "4"),
+    ("dense_ops", ["fc", "sum", "fc", "sum"], "fc, sum"),  # was kept twice
+    ("sparse_ops", ["dot", "dot"], "dot"),
+])
+def test_a_space_file_listing_a_choice_twice_is_refused(tmp_path, key, given, shown):
+    f = tmp_path / "space.yaml"
+    f.write_text(yaml.safe_dump({**get_space("full-tiny").model_dump(mode="json"), key: given}))
+    with pytest.raises(ConfigError, match=rf"key '{key}': {key} lists {shown} more than once; give each choice once"):
+        resolve_space(f)
+    f.write_text(yaml.safe_dump({**get_space("full-tiny").model_dump(mode="json"), "dense_dims": [16, 8]}))
+    assert resolve_space(f).dense_dims == (8, 16)  # distinct choices in any order load as before
+
+
 def test_every_dangling_block_feeds_the_logit():
     space, m = get_space("full-tiny"), meta()
     spec = dict(dense_ops=("fc",), sparse_ops=("dot",), sparse_inputs=(0,), dense_dim=8, sparse_dim=4)

@@ -32,6 +32,15 @@ class SearchSpace(BaseModel):
     # blocks; empty = none. Not searched, and not in the supernet: recnas/supernet/head.py
     cin_head: tuple[int, ...] = ()
 
+    @field_validator("dense_ops", "sparse_ops", "dense_dims", "sparse_dims")
+    @classmethod
+    def _distinct(cls, v, info):
+        # a choice listed twice is a mistake in the file: dims used to drop it silently, ops to keep it
+        twice = sorted({c for c in v if v.count(c) > 1}, key=v.index)
+        if twice:
+            raise ValueError(f"{info.field_name} lists {', '.join(map(str, twice))} more than once; give each choice once")
+        return v
+
     @field_validator("dense_ops")
     @classmethod
     def _dense_ops(cls, v):
