@@ -172,6 +172,21 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_cli_apply_creates_the_folders_of_out(tmp_path):
+    """Like every other output: a missing parent folder was a bare "No such file or directory"."""
+    block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
+    Architecture(blocks=(block,)).save(tmp_path / "arch.json")
+    (tmp_path / "dims.json").write_text("[2, 8, 4]")
+    args = ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out"]
+    res = runner.invoke(app, [*args, str(tmp_path / "nodir" / "x" / "a.json")])
+    assert res.exit_code == 0, res.output
+    assert Architecture.load(tmp_path / "nodir" / "x" / "a.json").emb_dims == (2, 8, 4)
+    (tmp_path / "afile").write_text("keep")  # a folder that cannot be created: said so, before any reading
+    res = runner.invoke(app, [*args, str(tmp_path / "afile" / "a.json")])
+    assert isinstance(res.exception, ConfigError) and "afile is not a directory" in str(res.exception)
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
 def test_cli_out_that_cannot_be_a_folder_is_refused_before_the_search(setup, monkeypatch):
     store, cfg, tmp = setup
     monkeypatch.setattr("recnas.embedding.pipeline.search_one_seed", lambda *a, **k: pytest.fail("searched although --out is unusable"))

@@ -11,6 +11,7 @@ import typer
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 from recnas.errors import ConfigError
+from recnas.staging import check_parent
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -76,7 +77,10 @@ def apply(
         raise ConfigError(f"--out {out} is a directory; give the path of the architecture file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    check_parent(out, "--out")
 
     dims = load_emb_dims(emb_dims)
-    Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)}).save(out)
+    new = Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)})
+    out.parent.mkdir(parents=True, exist_ok=True)  # as every output: missing folders are created
+    new.save(out)
     typer.echo(f"wrote {out} (emb_dims: {len(dims)} fields, widths {min(dims)}..{max(dims)}; they must not exceed the space's emb_dim)")
