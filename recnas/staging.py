@@ -5,7 +5,8 @@ A run writes into a hidden sibling folder (`temp_sibling`) and swaps it in at th
 never destroys the previous good result. Since the swap deletes what the old folder held, an
 `OutputDir` only replaces a folder that is missing, empty, or (with --overwrite) a complete
 result of its own kind, and refuses anything else with a clear error; nor is an output placed
-inside another result of its kind. Used for prepared data
+inside another result of its kind, or any other output (`check_outside`: a training run's
+folder, a raw file) inside a data store. Used for prepared data
 stores and embedding search results, and (`copy_dir`) a search's best/ folder;
 `configs.atomic_write` names its temp files the same way. `exclusive` keeps a second run
 off an output folder that a first run is still writing.
@@ -20,7 +21,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,12 +216,34 @@ class OutputDir:
         why = f"{', '.join(foreign[:5])} {'is' if len(foreign) == 1 else 'are'} not part of one" if complete else f"no {self.marker}"
         raise self.error(f"{out} holds {shown} but is not a {self.what} ({why}); refusing to replace it, --overwrite only replaces a {self.what}")
 
+    def _holder(self, folders: Iterable[Path]) -> Path | None:
+        """The first of `folders` that is a result of this kind: its marker, and (`names` given)
+        nothing else, as `check` requires of one it replaces. A folder holding anything else is
+        never replaced, so nothing inside it is at risk (and a stray meta.json makes no store)."""
+        for folder in folders:
+            try:
+                if (folder / self.marker).is_file() and (self.names is None or all(p.name in self.names for p in folder.iterdir())):
+                    return folder
+            except OSError:  # unreadable: not one we could replace either
+                continue
+        return None
+
     def _check_not_nested(self, out: Path) -> None:
         """Refuse an `out` inside a result of this kind: it would make that result unreplaceable
         (a foreign name) or, deeper down, be deleted with it by a later --overwrite."""
-        for parent in out.resolve().parents:
-            if (parent / self.marker).is_file():
-                raise self.error(f"--out {out} is inside the {self.what} {parent}; choose an --out outside it (replacing that {self.what} would delete this one)")
+        parent = self._holder(out.resolve().parents)
+        if parent is not None:
+            raise self.error(f"--out {out} is inside the {self.what} {parent}; choose an --out outside it (replacing that {self.what} would delete this one)")
+
+    def check_outside(self, path: str | os.PathLike, what: str, error: type[RecnasError] | None = None) -> None:
+        """Refuse an output of another kind (a training run's folder, a file) at or inside a
+        result of this kind, for the reasons of `_check_not_nested`: a store with a run's model
+        files (or a raw.txt) beside its data could no longer be replaced with --overwrite."""
+        real = Path(path).resolve()
+        holder = self._holder([real, *real.parents])
+        if holder is not None:
+            where = "is" if holder == real else "is inside"
+            raise (error or self.error)(f"{what} {path} {where} the {self.what} {holder}; choose a {what} outside it (a {self.what} holds only its own files)")
 
     def stage(self, out: str | os.PathLike, overwrite: bool) -> Path:
         """A fresh, empty staging folder beside `out`, after `check`ing that `out` may be replaced

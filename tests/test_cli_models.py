@@ -373,3 +373,14 @@ def test_steps_below_one_names_the_option(command, tiny_store, tmp_path, monkeyp
     code, _, err = run(monkeypatch, capsys, *command, "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "a", "--steps", "0")
     assert code == 2 and "'--steps'" in error_line(err) and "max_steps" not in error_line(err)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("command", [["baseline", "train", "lr", "--config", TINY], ["supernet", "train", "--config", TINY], ["study", "rank", "--supernet", "missing.pt"]])
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_output_folder_at_or_inside_a_data_store_is_refused(command, inside, tiny_store, tmp_path, monkeypatch, capsys):
+    """Model files were written beside the data, after which the store's --overwrite was refused."""
+    before = sorted(p.name for p in tiny_store.dir.iterdir())
+    out = tiny_store.dir / "run" if inside else tiny_store.dir
+    code, _, err = run(monkeypatch, capsys, *command, "--data", tiny_store.dir, "--out", out)
+    assert code == 2 and f"--out {out} {'is inside' if inside else 'is'} the recnas store {tiny_store.dir.resolve()}" in error_line(err)
+    assert sorted(p.name for p in tiny_store.dir.iterdir()) == before

@@ -185,6 +185,10 @@ def test_cli_apply_creates_the_folders_of_out(tmp_path):
     res = runner.invoke(app, [*args, str(tmp_path / "afile" / "a.json")])
     assert isinstance(res.exception, ConfigError) and "afile is not a directory" in str(res.exception)
     assert (tmp_path / "afile").read_text() == "keep"
+    store = make_planted_store(tmp_path / "store", rows=200, vocab=5)  # nor inside a data store, as no output is
+    res = runner.invoke(app, [*args, str(store.dir / "a.json")])
+    assert isinstance(res.exception, ConfigError) and "is inside the recnas store" in str(res.exception)
+    assert not (store.dir / "a.json").exists()
 
 
 def test_cli_out_that_cannot_be_a_folder_is_refused_before_the_search(setup, monkeypatch):

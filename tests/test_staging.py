@@ -128,6 +128,18 @@ def test_store_inside_a_store_is_refused_both_ways(tmp_path):
     assert _tree(tmp_path) == before
 
 
+def test_outputs_of_other_kinds_are_refused_at_or_inside_a_result(tmp_path):
+    """A run's files (or a raw file) written into a store made that store unreplaceable."""
+    out = _result(tmp_path / "out")
+    for path, where in ((out, "is"), (out / "run", "is inside"), (out / "a" / "model.pt", "is inside")):
+        with pytest.raises(DataError, match=rf"^--x {path} {where} the test result {out}; choose a --x outside it"):
+            KIND.check_outside(path, "--x", DataError)
+    KIND.check_outside(tmp_path / "elsewhere" / "run", "--x")  # anywhere else: allowed
+    _with(out, "notes.txt")  # no result (its --overwrite is refused anyway): a stray marker does not count
+    KIND.check_outside(out / "run", "--x")
+    assert not (out / "run").exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_leftovers_of_a_hard_killed_run_are_removed_and_nothing_else(tmp_path):
     """A SIGKILL mid-run leaves `.out.tmp-*` / `.out.old-*` folders that no cleanup ever reached."""
     _result(tmp_path / "out")

@@ -222,6 +222,15 @@ def test_outputs_must_not_overlap_and_overwrite_only_replaces_a_store(tmp_path):
     assert (tmp_path / "file").read_text() == "f"
 
 
+def test_raw_out_inside_another_store_is_refused(tmp_path):
+    """It wrote raw.txt into that store, whose --overwrite was then refused (raw.txt is not part of one)."""
+    generate(tmp_path / "s", rows=200, seed=3)
+    with pytest.raises(DataError, match=r"--raw-out .*raw.txt is inside the recnas store .*s; choose a --raw-out outside it"):
+        generate(tmp_path / "t", rows=200, seed=3, raw_out=tmp_path / "s" / "raw.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"] and not (tmp_path / "s" / "raw.txt").exists()
+    generate(tmp_path / "s", rows=200, seed=3, overwrite=True)  # still replaceable
+
+
 def test_planted_model_is_cached_and_deterministic():
     from recnas.data.planted import PlantedModel, SynthConfig
 

@@ -68,6 +68,7 @@ def apply(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
+    from recnas.data.store import STORE
     from recnas.space import Architecture
     from recnas.space.arch import load_emb_dims
 
@@ -78,6 +79,7 @@ def apply(
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     check_parent(out, "--out")
+    STORE.check_outside(out, "--out", ConfigError)
 
     dims = load_emb_dims(emb_dims)
     new = Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)})

@@ -82,7 +82,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
-    from recnas.data.store import CTRStore
+    from recnas.data.store import STORE, CTRStore
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.trainer import planned_steps
     from recnas.train.distributed import shutdown
@@ -103,6 +103,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     out = Path(out)
     check_output_dir(out)
+    STORE.check_outside(out, "--out", ConfigError)
     with exclusive(out):  # held by this process for all ranks of an --nproc run
         if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
             raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
@@ -241,6 +242,9 @@ def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | 
     check_parent(path, flag)
     if data.is_dir() and path.resolve().is_relative_to(data.resolve()):
         raise ConfigError(f"{flag} {path} is a file of the dataset --data {data}; writing the {what} there would replace it")
+    from recnas.data.store import STORE
+
+    STORE.check_outside(path, flag, ConfigError)  # any other store
     if not path.is_file():
         return
     inputs = [p for p in (ckpt, arch) if p is not None and p.is_file()]

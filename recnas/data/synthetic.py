@@ -19,7 +19,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.data.store import COLUMNS, NpyAppender, check_apart, finish_store, staged_store
+from recnas.data.store import COLUMNS, STORE, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
 from recnas.staging import check_parent, temp_sibling
 
@@ -58,6 +58,7 @@ def generate(
     if raw_path is not None:  # the store swap would delete a raw file inside it, and vice versa
         check_apart(raw_path, out, "--raw-out")
         check_parent(raw_path, "--raw-out", DataError)
+        STORE.check_outside(raw_path, "--raw-out")  # another store
         if raw_path.is_dir():
             raise DataError(f"raw output {raw_path} is a directory; give the path of the train.txt file to write")
         check_apart(out, raw_path, "--out", "--raw-out")

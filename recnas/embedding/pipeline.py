@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from recnas.data.loader import BatchLoader
-from recnas.data.store import CTRStore
+from recnas.data.store import STORE, CTRStore
 from recnas.embedding.budget import params_to_mib, table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.model import EmbeddingSizeNet
@@ -122,6 +122,7 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         raise DataError(f"{store.dir} has no categorical fields: there are no embedding widths to search")
     if out is not None:
         OUTPUT.check(out, overwrite)  # refuse before the long run, not after it
+        STORE.check_outside(out, "--out", ConfigError)
     meta, choices = store.meta, tuple(cfg.widths)
     val = validation_sample(store, cfg.search.val_rows, cfg.seed)
     with progress_bar(progress) if progress else contextlib.nullcontext() as bar:

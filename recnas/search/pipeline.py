@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore
+from recnas.data.store import STORE, CTRStore
 from recnas.errors import ConfigError, RecnasError
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
@@ -141,6 +141,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     `out` that is a file is refused first: it used to fail with a bare "File exists" after the
     synthetic data was generated."""
     check_output_dir(out)
+    STORE.check_outside(out, "--out", ConfigError)
     with exclusive(out):
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from recnas import configs
-from recnas.data.store import CTRStore
+from recnas.data.store import STORE, CTRStore
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
@@ -120,6 +120,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     the study runs; a cache shared by several studies is merged on every write. An `out` that
     is a file is refused first: it used to fail only at the first cached result, "File exists"."""
     check_output_dir(out)
+    STORE.check_outside(out, "--out", ConfigError)
     with exclusive(out):
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
