@@ -45,6 +45,30 @@ def test_latent_dim_sets_the_width_of_the_learnt_tables(store):
     assert (r["latent_dim"], r["init_std"]) == (8, 0.05) and 0 < r["test_logloss"] < 1
 
 
+def test_table_decay_reaches_the_embedding_tables_alone(store, monkeypatch):
+    """Like the trainer's embedding_weight_decay: the tables get Adam's weight decay, the dense,
+    gate, scale and MLP weights none (the bound is compared with models trained so)."""
+    groups = []
+    adam = torch.optim.Adam
+
+    def spy(params, **kw):
+        groups.extend(params)
+        return adam(params, **kw)
+
+    monkeypatch.setattr(oracle_bound.torch.optim, "Adam", spy)
+    r = oracle_bound.run(store, set(), epochs=1, batch=256, lr=0.01, seed=0, table_decay=1e-3)
+    assert r["table_decay"] == 1e-3
+    rest, tables = groups
+    assert tables["weight_decay"] == 1e-3 and rest["weight_decay"] == 0  # Adam fills in its default, none
+    model = _oracle(store)
+    table_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    assert len(tables["params"]) == len(table_ids) > 0
+    assert len(rest["params"]) == sum(1 for p in model.parameters() if id(p) not in table_ids) > 0
+    # and it changes the fit: the decayed run ends elsewhere than the undecayed one
+    plain = oracle_bound.run(store, set(), epochs=1, batch=256, lr=0.01, seed=0)
+    assert plain["val_logloss"] != r["val_logloss"]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -53,6 +77,7 @@ def test_latent_dim_sets_the_width_of_the_learnt_tables(store):
         (["--triple-l1", "1e-4"], "needs --triples all"),
         (["--triples", "all", "--triple-l1", "-1"], "--triple-l1 must be >= 0"),
         (["--patience", "0"], "--patience must be >= 1"),
+        (["--table-decay=-1e-3"], "--table-decay must be >= 0"),
         (["--skip-full"], "--skip-full needs at least one --drop"),
     ],
 )
