@@ -23,7 +23,7 @@ def search(
     out: Path = path_option(Path("runs/search"), help="Run folder (re-running continues an interrupted run)."),
     budget: str = typer.Option("cpu", help="Preset: smoke (seconds), cpu (< 10 min on 2 cores), gpu (real data on one GPU)."),
     config: Optional[Path] = path_option(None, help="YAML overriding the preset (keys of JobConfig, see docs/search.md)."),
-    space: Optional[str] = typer.Option(None, help="Search space: full or small."),
+    space: Optional[str] = typer.Option(None, help="Search space: full, small, full-tiny or small-tiny."),
     objective: Optional[str] = typer.Option(None, help="loss, penalized or pareto."),
     hardware: Optional[str] = typer.Option(None, help="none or pim (co-design: PIM configuration is searched too)."),
     scoring: Optional[str] = typer.Option(None, help="How candidates are scored: supernet (inherited weights; default) or scratch (each trains briefly from scratch, no supernet)."),
