@@ -18,7 +18,7 @@ import typer
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
-from recnas.staging import check_output_dir, check_parent, exclusive
+from recnas.staging import check_parent, exclusive
 
 supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
@@ -82,7 +82,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
-    from recnas.data.store import STORE, CTRStore
+    from recnas.data.store import CTRStore, check_run_folder
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.trainer import planned_steps
     from recnas.train.distributed import shutdown
@@ -102,8 +102,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         raise ConfigError(f"{given} would outlast the {total} steps of this run ({length}): the lr would never reach its value; give --warmup-steps of at most {total}, or {longer}")
     cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
     out = Path(out)
-    check_output_dir(out)
-    STORE.check_outside(out, "--out", ConfigError)
+    check_run_folder(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run
         if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
             raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.errors import DataError
-from recnas.staging import OutputDir
+from recnas.errors import ConfigError, DataError
+from recnas.staging import OutputDir, check_output_dir
 
 COLUMNS = {"dense": np.float32, "sparse": np.int32, "label": np.float32}
 
@@ -151,6 +151,13 @@ def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, wher
 
 
 STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", "vocab.parquet", *SPLITS))  # what --overwrite may replace
+
+
+def check_run_folder(out: str | os.PathLike) -> None:
+    """A run's --out (training, search, rank study): creatable (`check_output_dir`), and neither
+    a data store nor inside one, whose --overwrite would then be refused (`STORE.check_outside`)."""
+    check_output_dir(out)
+    STORE.check_outside(out, "--out", ConfigError)
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
-from recnas.data.store import STORE, CTRStore
+from recnas.data.store import CTRStore, check_run_folder
 from recnas.errors import ConfigError, RecnasError
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
@@ -29,7 +29,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import check_output_dir, copy_dir, exclusive
+from recnas.staging import copy_dir, exclusive
 from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -140,8 +140,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     folder is locked throughout: a second job on the same `out` is refused, not interleaved. An
     `out` that is a file is refused first: it used to fail with a bare "File exists" after the
     synthetic data was generated."""
-    check_output_dir(out)
-    STORE.check_outside(out, "--out", ConfigError)
+    check_run_folder(out)
     with exclusive(out):
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))

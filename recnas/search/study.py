@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from recnas import configs
-from recnas.data.store import STORE, CTRStore
+from recnas.data.store import CTRStore, check_run_folder
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import distinct_random_architectures
-from recnas.staging import check_output_dir, exclusive
+from recnas.staging import exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -119,8 +119,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
     is a file is refused first: it used to fail only at the first cached result, "File exists"."""
-    check_output_dir(out)
-    STORE.check_outside(out, "--out", ConfigError)
+    check_run_folder(out)
     with exclusive(out):
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
