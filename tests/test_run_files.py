@@ -77,6 +77,29 @@ def test_damaged_results_database_is_one_line_error(tmp_path, monkeypatch, capsy
     assert code == 2 and "damaged results database" in error_line(err)
 
 
+def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A search.sqlite whose candidates table is another application's (same name, other
+    columns): refused on opening, by `search show` and the job alike, not an sqlite
+    OperationalError traceback from the first query (or the first result written)."""
+    import sqlite3
+
+    from recnas.errors import DataError
+    from tests.test_cli_models import error_line, run
+
+    path = tmp_path / "run" / "search.sqlite"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE candidates (key TEXT, metrics TEXT)")
+    db.execute("""INSERT INTO candidates VALUES ('a', '{"logloss": 0.5, "auc": 0.6}')""")
+    db.commit()
+    db.close()
+    for read_only in (False, True):
+        with pytest.raises(DataError, match="candidates table has no column arch"):
+            ResultsStore(path, read_only=read_only)
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "not a recnas results database" in error_line(err)
+
+
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""
