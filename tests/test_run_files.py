@@ -100,6 +100,20 @@ def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, cap
     assert code == 2 and "not a recnas results database" in error_line(err)
 
 
+def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
+    """Rows whose AUC or costs are missing or not numbers (written by another tool, or edited)
+    are listed with "-" there, not a KeyError / format traceback."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("only-logloss", "{}", {"logloss": 0.5})
+    store.put("nulls", "{}", {"logloss": 0.4, "auc": None, "flops": None, "params": "many"})
+    store.close()
+    code, out, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 0 and "Traceback" not in err, err
+    assert "only-logloss" in out and "nulls" in out and "0.4000" in out
+
+
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""
