@@ -114,6 +114,17 @@ def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
     assert "only-logloss" in out and "nulls" in out and "0.4000" in out
 
 
+def test_show_with_binary_results_md_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A results.md that is not UTF-8 text (damaged, or another file under that name) is one
+    error naming it, not a UnicodeDecodeError traceback."""
+    from tests.test_cli_models import error_line, run
+
+    ResultsStore(tmp_path / "run" / "search.sqlite").close()
+    (tmp_path / "run" / "results.md").write_bytes(b"\xff\xfe\x00 not text")
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "results.md" in error_line(err) and "UTF-8" in error_line(err)
+
+
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""

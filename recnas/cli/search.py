@@ -56,6 +56,7 @@ def search(
 @search_app.command("show")
 def show(run: Path = path_argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
     """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
+    from recnas.configs import read_text
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
 
@@ -75,7 +76,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
         # as written: rich markup would take `[search progress]` of the plot links (or any
         # bracketed model name) for a style tag and drop it, and its wrapping at the console
         # width (80 columns when piped) cut every wide table row into pieces
-        console.print((run / "results.md").read_text().rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        console.print(read_text(run / "results.md", "results table", DataError).rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     store.close()
 
 
