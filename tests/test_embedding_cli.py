@@ -244,3 +244,20 @@ def test_cli_search_on_a_store_without_categorical_fields(tmp_path):
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp_path / "o"), "--budget-params", "100"])
     assert isinstance(res.exception, DataError) and "no categorical fields" in str(res.exception), res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_training_run_out_at_or_in_a_search_result_is_refused(setup, tmp_path, monkeypatch, capsys, sub):
+    """`recnas baseline train --out RESULT --overwrite` took the result's model.pt for a
+    training run and replaced it, leaving result.json beside another model; inside one it
+    made the result unreplaceable. Both are refused before training, the result kept."""
+    from recnas.train import Trainer
+    from tests.test_cli_models import TINY as TRAIN_CFG, error_line, run
+
+    store, _, tmp = setup
+    out = _old_result(tmp / "out")
+    before = _tree(tmp)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained into a search result"))
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", store.dir, "--config", TRAIN_CFG, "--out", out / sub, "--overwrite")
+    assert code == 2 and "recnas embed search result" in error_line(err)
+    assert _tree(tmp) == before

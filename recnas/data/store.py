@@ -155,9 +155,13 @@ STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", "v
 
 def check_run_folder(out: str | os.PathLike) -> None:
     """A run's --out (training, search, rank study): creatable (`check_output_dir`), and neither
-    a data store nor inside one, whose --overwrite would then be refused (`STORE.check_outside`)."""
+    a data store nor an embedding search result, nor inside one, whose --overwrite would then be
+    refused (`check_outside`); a training run's --overwrite also replaced the result's model.pt."""
+    from recnas.embedding.pipeline import OUTPUT as EMBED_RESULT  # imports this module
+
     check_output_dir(out)
-    STORE.check_outside(out, "--out", ConfigError)
+    for kind in (STORE, EMBED_RESULT):
+        kind.check_outside(out, "--out", ConfigError)
 
 
 @contextlib.contextmanager
