@@ -114,6 +114,20 @@ def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
     assert "only-logloss" in out and "nulls" in out and "0.4000" in out
 
 
+def test_show_ranks_a_nan_score_last(tmp_path, monkeypatch, capsys):
+    """A NaN log loss (NaN logits under inherited weights) compared as a score left the sort
+    unordered: the "best" listed were 0.5 and nan while 0.3 was stored."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    for key, loss in [("a", 0.5), ("b", float("nan")), ("c", 0.3), ("d", 0.4), ("e", 0.45)]:
+        store.put(key, "{}", {"logloss": loss, "auc": 0.6})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run", "--top", "3")
+    listed = [line.split()[1] for line in out.splitlines() if line.startswith("│")]
+    assert code == 0 and listed == ["c", "d", "e"], out
+
+
 def test_show_with_binary_results_md_is_one_line_error(tmp_path, monkeypatch, capsys):
     """A results.md that is not UTF-8 text (damaged, or another file under that name) is one
     error naming it, not a UnicodeDecodeError traceback."""
