@@ -273,8 +273,9 @@ class OutputDir:
         (leaving `out` as it was) when it raises. `out` is locked (`exclusive`) throughout.
         An `out` that is a link is written through: its target is staged beside and replaced,
         as the lock already treats it (the link itself would otherwise be swapped for a folder,
-        leaving the old result in place and a stray `.out.old-*` link)."""
-        if Path(out).is_symlink():
+        leaving the old result in place and a stray `.out.old-*` link). So is `.` or `..`, by the
+        folder's own name: its staging folder went inside it, and the finished run was refused."""
+        if Path(out).is_symlink() or Path(out).name in ("", ".."):
             out = Path(out).resolve()
         self.check(out, overwrite)  # before the lock, whose file would create `out`'s parents
         with exclusive(out, error=self.error):

@@ -244,3 +244,36 @@ def test_cli_search_on_a_store_without_categorical_fields(tmp_path):
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp_path / "o"), "--budget-params", "100"])
     assert isinstance(res.exception, DataError) and "no categorical fields" in str(res.exception), res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("sub", ["", "sub"])
+def test_training_run_out_at_or_in_a_search_result_is_refused(setup, tmp_path, monkeypatch, capsys, sub):
+    """`recnas baseline train --out RESULT --overwrite` took the result's model.pt for a
+    training run and replaced it, leaving result.json beside another model; inside one it
+    made the result unreplaceable. Both are refused before training, the result kept."""
+    from recnas.train import Trainer
+    from tests.test_cli_models import TINY as TRAIN_CFG, error_line, run
+
+    store, _, tmp = setup
+    out = _old_result(tmp / "out")
+    before = _tree(tmp)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained into a search result"))
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", store.dir, "--config", TRAIN_CFG, "--out", out / sub, "--overwrite")
+    assert code == 2 and "recnas embed search result" in error_line(err)
+    assert _tree(tmp) == before
+
+
+@pytest.mark.parametrize("retrain, message", [({"device": "cuda"}, "device: 'cuda'"), ({"amp": "fp16"}, "amp: 'fp16'")])
+def test_retrain_settings_this_machine_lacks_are_refused_before_the_search(setup, monkeypatch, retrain, message):
+    """A retrain device (or fp16 amp) without CUDA failed only after supernet training and the
+    search, all of their work lost; it is refused first, naming the retrain section."""
+    import recnas.embedding.pipeline as pipeline
+
+    store, _, tmp = setup
+    cfg = tmp / "cuda.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "retrain": {**TINY["retrain"], **retrain}}))
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline, "train_supernet", lambda *a, **k: pytest.fail("searched before refusing the retrain settings"))
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--config", str(cfg)])
+    assert isinstance(res.exception, ConfigError) and "retrain" in str(res.exception) and message in str(res.exception), res.output
+    assert not (tmp / "out").exists()

@@ -178,6 +178,24 @@ def test_an_out_that_is_a_file_is_refused_before_any_training(tiny_store, tmp_pa
     assert afile.read_text() == "keep"
 
 
+@pytest.mark.parametrize("where", ["in the store", "in an embed search result", "below a file"])
+def test_unusable_scratch_cache_path_is_refused_before_any_training(tiny_store, tmp_path, monkeypatch, where):
+    """--scratch-cache in the data store wrote cache.json there (the store's --overwrite then
+    refused it), as in an embed search result; below a file it failed only after the first
+    from-scratch run, "File exists"."""
+    net = _supernet(tiny_store, tmp_path / "sn", 0)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    (tmp_path / "emb").mkdir()
+    (tmp_path / "emb" / "result.json").write_text("{}")
+    cache = {"in the store": tiny_store.dir, "in an embed search result": tmp_path / "emb", "below a file": afile}[where] / "cache.json"
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained although --scratch-cache is unusable"))
+    with pytest.raises(ConfigError, match="--scratch-cache"):
+        run_rank_study(net, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False, scratch_cache=cache)
+    assert not cache.exists() and afile.read_text() == "keep"
+    assert sorted(p.name for p in tiny_store.dir.iterdir()) == ["meta.json", "test", "train", "val"]
+
+
 def test_scratch_runs_worse_than_the_base_rate_are_named(tiny_store, tmp_path, monkeypatch, capsys):
     """A from-scratch run that ends above the log loss of predicting the click rate is finite,
     so it is not 'diverged', but its rank means nothing: the study names it, and the CLI warns."""

@@ -77,6 +77,68 @@ def test_damaged_results_database_is_one_line_error(tmp_path, monkeypatch, capsy
     assert code == 2 and "damaged results database" in error_line(err)
 
 
+def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A search.sqlite whose candidates table is another application's (same name, other
+    columns): refused on opening, by `search show` and the job alike, not an sqlite
+    OperationalError traceback from the first query (or the first result written)."""
+    import sqlite3
+
+    from recnas.errors import DataError
+    from tests.test_cli_models import error_line, run
+
+    path = tmp_path / "run" / "search.sqlite"
+    path.parent.mkdir()
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE candidates (key TEXT, metrics TEXT)")
+    db.execute("""INSERT INTO candidates VALUES ('a', '{"logloss": 0.5, "auc": 0.6}')""")
+    db.commit()
+    db.close()
+    for read_only in (False, True):
+        with pytest.raises(DataError, match="candidates table has no column arch"):
+            ResultsStore(path, read_only=read_only)
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "not a recnas results database" in error_line(err)
+
+
+def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
+    """Rows whose AUC or costs are missing or not numbers (written by another tool, or edited)
+    are listed with "-" there, not a KeyError / format traceback."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("only-logloss", "{}", {"logloss": 0.5})
+    store.put("nulls", "{}", {"logloss": 0.4, "auc": None, "flops": None, "params": "many"})
+    store.close()
+    code, out, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 0 and "Traceback" not in err, err
+    assert "only-logloss" in out and "nulls" in out and "0.4000" in out
+
+
+def test_show_ranks_a_nan_score_last(tmp_path, monkeypatch, capsys):
+    """A NaN log loss (NaN logits under inherited weights) compared as a score left the sort
+    unordered: the "best" listed were 0.5 and nan while 0.3 was stored."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    for key, loss in [("a", 0.5), ("b", float("nan")), ("c", 0.3), ("d", 0.4), ("e", 0.45)]:
+        store.put(key, "{}", {"logloss": loss, "auc": 0.6})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run", "--top", "3")
+    listed = [line.split()[1] for line in out.splitlines() if line.startswith("│")]
+    assert code == 0 and listed == ["c", "d", "e"], out
+
+
+def test_show_with_binary_results_md_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A results.md that is not UTF-8 text (damaged, or another file under that name) is one
+    error naming it, not a UnicodeDecodeError traceback."""
+    from tests.test_cli_models import error_line, run
+
+    ResultsStore(tmp_path / "run" / "search.sqlite").close()
+    (tmp_path / "run" / "results.md").write_bytes(b"\xff\xfe\x00 not text")
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "results.md" in error_line(err) and "UTF-8" in error_line(err)
+
+
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""

@@ -94,6 +94,17 @@ def test_missing_or_empty_folder_needs_no_overwrite(tmp_path):
         assert _tree(out) == {"result.json": b"x"}
 
 
+def test_out_dot_is_staged_beside_the_current_folder(tmp_path, monkeypatch):
+    """`--out .` (an empty current folder) staged into `./..tmp-*`, inside itself: the finished
+    run was then refused ("holds ..tmp-*"), its work lost. Now it is staged by the folder's name."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    with KIND.staged(Path("."), overwrite=False) as tmp:
+        assert tmp.parent == tmp_path
+        (tmp / "result.json").write_text("new")
+    assert _tree(tmp_path) == {"here": None, "here/result.json": b"new"}
+
+
 def test_result_appearing_during_the_run_is_not_replaced_without_overwrite(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="already exists"):

@@ -56,6 +56,7 @@ def search(
 @search_app.command("show")
 def show(run: Path = path_argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
     """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
+    from recnas.configs import read_text
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
 
@@ -63,20 +64,27 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     if not db.exists():
         raise DataError(f"{run}: no search.sqlite here; is this a recnas search run folder?")
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
-    rows = sorted(store.all(), key=lambda r: r["logloss"])
+    # a NaN score (a subnet whose inherited weights give NaN logits) last: compared, it stops the sort midway
+    rows = sorted(store.all(), key=lambda r: (r["logloss"] != r["logloss"], r["logloss"]))
     console = Console()
     table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
         table.add_column(col)
     for r in rows[:top]:
-        table.add_row(r["key"], f"{r['logloss']:.4f}", f"{r['auc']:.4f}", f"{r.get('flops', 0):,.0f}", f"{r.get('params', 0):,.0f}")
+        table.add_row(r["key"], *(_cell(r.get(name), fmt) for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
     console.print(table)
     if (run / "results.md").exists():
         # as written: rich markup would take `[search progress]` of the plot links (or any
         # bracketed model name) for a style tag and drop it, and its wrapping at the console
         # width (80 columns when piped) cut every wide table row into pieces
-        console.print((run / "results.md").read_text().rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        console.print(read_text(run / "results.md", "results table", DataError).rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     store.close()
+
+
+def _cell(value, fmt: str) -> str:
+    """A metric of a stored candidate as `show` prints it; "-" where the row has none, or not a
+    number (a row written by another tool or edited), as the results table shows a gap."""
+    return fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @study_app.command("rank")

@@ -154,10 +154,20 @@ STORE = OutputDir("recnas store", "meta.json", DataError, names=("meta.json", "v
 
 
 def check_run_folder(out: str | os.PathLike) -> None:
-    """A run's --out (training, search, rank study): creatable (`check_output_dir`), and neither
-    a data store nor inside one, whose --overwrite would then be refused (`STORE.check_outside`)."""
+    """A run's --out (training, search, rank study): creatable (`check_output_dir`), and outside
+    the results that are replaced whole (`check_outside_results`)."""
     check_output_dir(out)
-    STORE.check_outside(out, "--out", ConfigError)
+    check_outside_results(out, "--out")
+
+
+def check_outside_results(path: str | os.PathLike, what: str) -> None:
+    """An output (`what`: its flag) neither at nor inside a data store or an embedding search
+    result, whose --overwrite it would then block (`OutputDir.check_outside`); a training run's
+    --overwrite there also replaced the search result's model.pt."""
+    from recnas.embedding.pipeline import OUTPUT as EMBED_RESULT  # imports this module
+
+    for kind in (STORE, EMBED_RESULT):
+        kind.check_outside(path, what, ConfigError)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS generations (
 );
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# the columns of SCHEMA that are read and written: a table of one of these names in another
+# application's database (which CREATE TABLE IF NOT EXISTS leaves as it is) must have them all
+COLUMNS = {
+    "candidates": ("key", "arch", "hardware", "metrics", "created"),
+    "generations": ("run", "generation", "best_key", "best_score", "mean_score", "evaluated"),
+    "info": ("key", "value"),
+}
 
 
 class ResultsStore:
@@ -50,10 +57,12 @@ class ResultsStore:
                 tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "candidates" not in tables:
                     raise DataError(f"{self.path}: not a recnas results database (it has no candidates table)")
+                self._check_columns()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path)
                 self._check_intact()
+                self._check_columns()
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: not a readable recnas results database ({exc})") from None
@@ -62,6 +71,15 @@ class ResultsStore:
         (status,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
         if status != "ok":
             raise DataError(f"{self.path}: damaged results database ({status.splitlines()[-1]}); move it away to score the candidates afresh")
+
+    def _check_columns(self) -> None:
+        """Refuse a database whose tables of our names lack our columns (another application's,
+        or an edited one): the first query would fail on them, a traceback midway through."""
+        for table, columns in COLUMNS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in have]
+            if have and missing:
+                raise DataError(f"{self.path}: not a recnas results database (its {table} table has no column {', '.join(missing)})")
 
     def close(self) -> None:
         self.db.close()

@@ -20,12 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from recnas import configs
-from recnas.data.store import CTRStore, check_run_folder
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import distinct_random_architectures
-from recnas.staging import exclusive
+from recnas.staging import check_parent, exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -118,8 +118,13 @@ def base_rate_logloss(train_labels: np.ndarray, val_labels: np.ndarray) -> float
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
-    is a file is refused first: it used to fail only at the first cached result, "File exists"."""
+    is a file is refused first: it used to fail only at the first cached result, "File exists";
+    so is a `scratch_cache` below a file, or in a data store or embedding search result (whose
+    --overwrite it would block)."""
     check_run_folder(out)
+    if scratch_cache is not None:
+        check_parent(scratch_cache, "--scratch-cache")
+        check_outside_results(scratch_cache, "--scratch-cache")
     with exclusive(out):
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
