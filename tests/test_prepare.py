@@ -267,6 +267,23 @@ def test_generic_csv_with_spec(tmp_path):
         prepare("csv", raw, tmp_path / "x")
 
 
+def test_dense_value_beyond_float32_is_a_bad_row_without_a_transform(tmp_path):
+    """With `dense_transform: none` a value past float32's range (1e39) was stored as inf: the
+    prepare succeeded and the store failed later, at training or evaluation. It is a bad row."""
+    (tmp_path / "spec.yaml").write_text(SPEC + "dense_transform: none\n")
+    rows = [["1", "2.5", "u1", "paris"], ["0", "-1e39", "u2", "rome"], ["1", "3e38", "u1", "paris"]] * 10
+    raw = write_lines(tmp_path / "d.csv", rows, sep=",", header=["y", "price", "user", "city"])
+    with pytest.raises(DataError, match=r"d.csv:3: column price: beyond the float32 range .*\(-1e\+39\)"):
+        prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml")
+    meta = prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 10 and sum(meta.rows.values()) == 20
+    _, parts = load(tmp_path / "store")
+    assert np.isfinite(concat(parts, "dense")).all() and concat(parts, "dense").max() == np.float32(3e38)
+    (tmp_path / "spec.yaml").write_text(SPEC)  # log1p: any finite value fits
+    meta = prepare("csv", raw, tmp_path / "store2", spec=tmp_path / "spec.yaml")
+    assert meta.bad_rows_skipped == 0
+
+
 def test_generic_parquet_with_spec(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     table = pa.table({"y": [1, 0, 1, 0] * 5, "price": [1.0, None, 3.0, 0.0] * 5, "user": [7, 8, 7, None] * 5, "city": ["a", "b", None, "a"] * 5})
