@@ -284,6 +284,18 @@ def test_dense_value_beyond_float32_is_a_bad_row_without_a_transform(tmp_path):
     assert meta.bad_rows_skipped == 0
 
 
+def test_quoted_header_name_holding_the_delimiter_is_one_column(tmp_path):
+    """The header was split at every delimiter, quotes or not: `"price, EUR"` made two names,
+    one more than each row's fields, and every row was reported as a wrong field count."""
+    (tmp_path / "spec.yaml").write_text('label: y\ndense: ["price, EUR"]\ncategorical: [user]\n')
+    raw = tmp_path / "d.csv"
+    raw.write_text('y,"price, EUR",user,"note, long"\n' + '1,2.5,u1,"a, b"\n0,1.0,u2,c\n' * 10)
+    meta = prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", split="sequential")
+    assert meta.dense_names == ["price, EUR"] and meta.bad_rows_skipped == 0 and sum(meta.rows.values()) == 20
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_allclose(concat(parts, "dense")[:2, 0], np.log1p([2.5, 1.0]).astype(np.float32))
+
+
 def test_generic_parquet_with_spec(tmp_path):
     (tmp_path / "spec.yaml").write_text(SPEC)
     table = pa.table({"y": [1, 0, 1, 0] * 5, "price": [1.0, None, 3.0, 0.0] * 5, "user": [7, 8, 7, None] * 5, "city": ["a", "b", None, "a"] * 5})

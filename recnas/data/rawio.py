@@ -12,6 +12,7 @@ lines they were.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import os
@@ -195,7 +196,9 @@ class RawReader:
             text = head.decode("utf-8-sig").rstrip("\r")  # -sig: a spreadsheet export starts with a byte order mark
         except UnicodeDecodeError:
             raise DataError(f"{self.path}:1: header is not UTF-8 text") from None
-        names = [n.strip().strip('"') for n in text.split(self.fmt.delimiter)]
+        # quoted as the rows are: a name holding the delimiter ("price, EUR") is one column
+        fields = next(csv.reader([text], delimiter=self.fmt.delimiter, quotechar='"')) if self.fmt.quote and text else text.split(self.fmt.delimiter)
+        names = [n.strip().strip('"') for n in fields]
         if not text or len(set(names)) != len(names):
             raise DataError(f"{self.path}:1: header must list distinct column names, got {text[:200]!r}")
         return names, rest
