@@ -478,6 +478,26 @@ def test_empty_line_is_a_bad_row_named_as_such(tmp_path, blank):
         prepare("csv", csv, tmp_path / "csvstore", spec=tmp_path / "spec.yaml")
 
 
+def test_empty_line_beside_a_non_numeric_value_or_in_the_profile_is_an_empty_line(tmp_path):
+    """Empty lines were found only through a null label: in a block re-parsed as strings (it
+    holds a non-numeric value elsewhere) one was reported as `label ... is not 0 or 1 ('')`,
+    and in the KDD12 profile (no label) it was joined silently as a user ''."""
+    rows = criteo_rows(30)
+    rows[9][2] = "12abc"
+    raw = write_lines(tmp_path / "train.txt", rows)
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(lines[:5] + [b""] + lines[5:]))
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_row_examples == ["train.txt:6: empty line", "train.txt:11: column I2: not a finite number ('12abc')"]
+    kdd = write_lines(tmp_path / "training.txt", kdd_rows(20))
+    profile = tmp_path / "userid_profile.txt"
+    profile.write_text("0\t1\t3\n\n1\t2\t4\n")
+    with pytest.raises(DataError, match=r"userid_profile.txt:2: empty line"):
+        prepare("kdd12", kdd, tmp_path / "s", profile=profile)
+    meta = prepare("kdd12", kdd, tmp_path / "s", profile=profile, on_bad_row="skip")
+    assert meta.source["profile"]["rows"] == 2 and meta.bad_row_examples == ["userid_profile.txt:2: empty line"]
+
+
 def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
     good = write_lines(tmp_path / "good.txt", criteo_rows(40))
     bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))

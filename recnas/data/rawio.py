@@ -23,6 +23,7 @@ from typing import Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recnas.data.formats import Format, with_columns
@@ -241,7 +242,7 @@ class RawReader:
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
             raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
-        if fmt.label and table.column(fmt.label).null_count:  # pyarrow reads an empty line as a row of nulls
+        if _may_hold_empty_lines(table.column(fmt.used_columns()[0])):
             table, lines, bad = _drop_empty_lines(block, line, table, lines, bad)
         return table, lines, bad
 
@@ -310,9 +311,19 @@ class RawReader:
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
 
 
+def _may_hold_empty_lines(column: pa.ChunkedArray) -> bool:
+    """pyarrow reads an empty line as a row of nulls (numbers) or of empty strings (text: a
+    block re-parsed as strings, a side table without a label), so a block whose first used
+    column has neither holds no empty line."""
+    if column.null_count:
+        return True
+    return pa.types.is_string(column.type) and len(column) > 0 and pc.min(pc.binary_length(column)).as_py() == 0
+
+
 def _drop_empty_lines(block, line: int, table: pa.Table, lines: np.ndarray, bad: list[tuple[int, str]]):
     """Empty lines as bad rows named as such (not as a missing label). Only called for a block
-    whose label column has nulls, so the scan costs nothing on clean input."""
+    whose first used column has an empty value (`_may_hold_empty_lines`), so the scan costs
+    nothing on clean input."""
     data = np.frombuffer(block, np.uint8)
     ends = np.flatnonzero(data == 0x0A)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
