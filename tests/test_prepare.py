@@ -498,6 +498,23 @@ def test_empty_line_beside_a_non_numeric_value_or_in_the_profile_is_an_empty_lin
     assert meta.source["profile"]["rows"] == 2 and meta.bad_row_examples == ["userid_profile.txt:2: empty line"]
 
 
+@pytest.mark.parametrize("damage", ["carriage_return", "quoted_line_break", "open_quote"])
+def test_a_line_that_is_not_one_row_is_named_by_its_line(tmp_path, damage):
+    """A stray carriage return or a quote left open makes the parser's rows disagree with the
+    lines; the error named only the whole block (`lines 2-71000` on a real file)."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    rows = [["1", "2.5", "u1", "paris"] if i % 2 else ["0", "1.0", '"u2"', "rome"] for i in range(80)]
+    rows[56][3] = {"carriage_return": "ro\rme", "quoted_line_break": '"ro\nme"', "open_quote": '"rome'}[damage]
+    raw = write_lines(tmp_path / "d.csv", rows, sep=",", header=["y", "price", "user", "city"])
+    with pytest.raises(DataError, match=r"d.csv:58: not one row per line"):
+        prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", block_bytes=512)
+    if damage == "carriage_return":  # the tab-separated dumps alike; in a block's last line it was an IndexError
+        rows = criteo_rows(60)
+        rows[59][20] = "ab\rcd"
+        with pytest.raises(DataError, match=r"train.txt:60: not one row per line"):
+            prepare("criteo", write_lines(tmp_path / "train.txt", rows), tmp_path / "store", on_bad_row="skip")
+
+
 def test_refuses_existing_store_and_keeps_it_when_a_rerun_fails(tmp_path):
     good = write_lines(tmp_path / "good.txt", criteo_rows(40))
     bad = write_lines(tmp_path / "bad.txt", _corrupt("label")(criteo_rows(40)))

@@ -237,14 +237,44 @@ class RawReader:
                 return "skip"
 
             table = self._csv(block, fmt, line, n_lines, numbered, threads=False, typed=typed)
+            if max(number for number, _, _ in found) > n_lines:  # more rows than lines (its numbers count rows)
+                raise self._not_one_row(block, fmt, line, n_lines)
             bad = [(line + number, "not UTF-8 text (invalid bytes)" if number in undecodable else f"expected {expected} fields, found {actual}") for number, expected, actual in found]
             lines = np.delete(lines, [n - 1 for n, _, _ in found])
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
-            raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
+            raise self._not_one_row(block, fmt, line, n_lines)
         if _may_hold_empty_lines(table.column(fmt.used_columns()[0])):
             table, lines, bad = _drop_empty_lines(block, line, table, lines, bad)
         return table, lines, bad
+
+    def _not_one_row(self, block, fmt: Format, line: int, n_lines: int) -> DataError:
+        """The error for a block whose rows are not its lines, naming the first line that the
+        parser does not read as exactly one row (valid or invalid): one with a carriage return
+        inside it or a quote that opens a field and is not closed on that line (it swallows the
+        row of empty fields parsed after it). Only such lines are parsed, one at a time."""
+        found = self._first_line_not_one_row(block, fmt)
+        where = f"{self.path}:{line + found}" if found else f"{self.path}: lines {line + 1}-{line + n_lines}"
+        return DataError(f"{where}: not one row per line: a carriage return inside the line or a quoted field left open (quoted line breaks are not supported)")
+
+    @staticmethod
+    def _first_line_not_one_row(block, fmt: Format) -> int | None:
+        read = pacsv.ReadOptions(column_names=list(fmt.columns), use_threads=False)
+        convert = pacsv.ConvertOptions(column_types=dict.fromkeys(fmt.columns, pa.string()), check_utf8=False)
+        probe = fmt.delimiter.encode() * (len(fmt.columns) - 1)
+        for i, text in enumerate(bytes(block).split(b"\n")):
+            body = text[:-1] if text.endswith(b"\r") else text
+            if b"\r" not in body and not (fmt.quote and b'"' in body):
+                continue
+            invalid: list = []
+            options = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quote else False, ignore_empty_lines=False, invalid_row_handler=lambda row: invalid.append(row) or "skip")
+            try:
+                rows = pacsv.read_csv(pa.BufferReader(text + b"\n" + probe), read_options=read, parse_options=options, convert_options=convert).num_rows
+            except pa.ArrowInvalid:
+                return i + 1
+            if rows + len(invalid) != 2:
+                return i + 1
+        return None
 
     def _error(self, exc: Exception, line: int, n_lines: int) -> DataError:
         msg = str(exc).splitlines()[0]
