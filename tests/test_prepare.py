@@ -384,6 +384,19 @@ def test_bad_rows_error_names_line_and_skip_counts(tmp_path, kind, message):
     assert meta.bad_row_examples[0].startswith("train.txt:5: ")
 
 
+def test_a_long_bad_value_is_shown_shortened(tmp_path):
+    """The whole value went into the error and into meta.json's bad_row_examples: a binary
+    line (a .tar.gz passed as --raw) or a runaway field made an error line of megabytes."""
+    rows = criteo_rows(30, seed=5)
+    rows[4][3] = "9x" * 50_000
+    raw = write_lines(tmp_path / "train.txt", rows)
+    with pytest.raises(DataError, match=r"train.txt:5: column I3: not a finite number \('9x9x.*\.\.\.\)") as err:
+        prepare("criteo", raw, tmp_path / "store")
+    assert len(str(err.value)) < len(str(raw)) + 200
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip")
+    assert len(meta.bad_row_examples[0]) < 150
+
+
 def test_bad_row_line_numbers_across_blocks(tmp_path):
     rows = criteo_rows(400, seed=6)
     for i in (50, 51, 230):

@@ -24,6 +24,7 @@ from recnas.data.formats import Format
 from recnas.errors import DataError
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # dense values are stored as float32
+SHOWN_CHARS = 80  # of a bad value in an error message or a bad_row_examples entry
 MISSING = ""  # the category of an empty/null value (and of a key absent from a joined table)
 
 
@@ -170,7 +171,8 @@ class Encoder:
         def explain(i: int) -> str:
             for mask, what, raw in checks:
                 if mask[i]:
-                    return f"{what} ({raw[i]!r})"
+                    shown = repr(raw[i])  # a binary or runaway value: its start, not megabytes
+                    return f"{what} ({shown if len(shown) <= SHOWN_CHARS else shown[: SHOWN_CHARS - 3] + '...'})"
             return "bad row"
 
         return Encoded(label.astype(np.uint8), dense, codes, bad, explain)
