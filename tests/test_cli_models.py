@@ -89,6 +89,25 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     assert code == 2 and "--hparams" in error_line(err)
 
 
+def test_training_refuses_to_replace_a_config_kept_in_out(tiny_store, tmp_path, monkeypatch, capsys):
+    """A config kept in --out (runs/a/config.yaml) was replaced by the run's resolved config:
+    its comments were lost and an override such as --steps 3 baked in as max_steps for every
+    later run with it. Files a run writes, in an --out that holds no run, need --overwrite."""
+    pytest.importorskip("recnas.baselines").build_baseline
+    out = tmp_path / "a"
+    out.mkdir()
+    mine = out / "config.yaml"
+    mine.write_text("# tuned by hand\n" + (CONFIGS / "train-tiny.yaml").read_text())
+    before = mine.read_text()
+    args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", mine, "--out", out, "--steps", "3"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and f"--config {mine} is one of them" in error_line(err) and "--overwrite" in err
+    assert mine.read_text() == before and sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    code, _, err = run(monkeypatch, capsys, *args, "--overwrite")
+    assert code == 0, err
+    assert "max_steps: 3" in mine.read_text()
+
+
 def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsys):
     pytest.importorskip("recnas.supernet").Supernet
     from recnas.space import get_space

@@ -84,7 +84,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     errors are printed once, not once per process."""
     from recnas.data.store import CTRStore, check_run_folder
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import planned_steps
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, planned_steps
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
@@ -104,8 +104,12 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     out = Path(out)
     check_run_folder(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run
-        if not resume and not overwrite and any((out / f).exists() for f in ("checkpoint.pt", "model.pt")):
+        if not resume and not overwrite and any((out / f).exists() for f in (CHECKPOINT_FILE, MODEL_FILE)):
             raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --overwrite to start afresh")
+        held = [f for f in (CONFIG_FILE, METRICS_FILE) if (out / f).exists()]
+        if not resume and not overwrite and held:  # e.g. the user's own config: it was replaced by the resolved one
+            mine = f" (--config {config} is one of them)" if any((out / f).samefile(config) for f in held if Path(config).is_file()) else ""
+            raise ConfigError(f"{out} holds {' and '.join(held)} but no training run{mine}; a run writes its own there, replacing them: keep them outside --out, or pass --overwrite to replace them")
         if resume and not (out / "checkpoint.pt").is_file():
             raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
         _relaunch(nproc)

@@ -23,6 +23,8 @@ from recnas.data import vocab
 from recnas.data.formats import Format
 from recnas.errors import DataError
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # dense values are stored as float32
+SHOWN_CHARS = 80  # of a bad value in an error message or a bad_row_examples entry
 MISSING = ""  # the category of an empty/null value (and of a key absent from a joined table)
 
 
@@ -134,8 +136,13 @@ class Encoder:
         x = x[:, 1:]
         np.copyto(x, 0.0, where=np.isnan(x))  # missing -> 0 (in place, like the transform)
         if fmt.dense_transform == "log1p":
-            np.log1p(np.maximum(x, 0.0, out=x), out=x)
-        dense = x.astype(np.float32)
+            np.log1p(np.maximum(x, 0.0, out=x), out=x)  # at most ~710: always fits float32
+        else:  # kept as is: a value past float32's range would be stored as inf
+            huge = np.abs(x) > FLOAT32_MAX
+            for j, col in enumerate(fmt.dense):
+                checks.append((huge[:, j], f"column {col}: beyond the float32 range (|x| > {FLOAT32_MAX:.4g}; dense_transform: none keeps values as they are)", df.get_column(col)))
+        with np.errstate(over="ignore"):  # only rows made bad above overflow
+            dense = x.astype(np.float32)
 
         codes = np.empty((n, len(self.cat_names)), np.uint32)
         if fmt.categorical:
@@ -164,7 +171,8 @@ class Encoder:
         def explain(i: int) -> str:
             for mask, what, raw in checks:
                 if mask[i]:
-                    return f"{what} ({raw[i]!r})"
+                    shown = repr(raw[i])  # a binary or runaway value: its start, not megabytes
+                    return f"{what} ({shown if len(shown) <= SHOWN_CHARS else shown[: SHOWN_CHARS - 3] + '...'})"
             return "bad row"
 
         return Encoded(label.astype(np.uint8), dense, codes, bad, explain)

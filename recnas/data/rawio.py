@@ -12,6 +12,7 @@ lines they were.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import os
@@ -22,6 +23,7 @@ from typing import Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from recnas.data.formats import Format, with_columns
@@ -195,7 +197,9 @@ class RawReader:
             text = head.decode("utf-8-sig").rstrip("\r")  # -sig: a spreadsheet export starts with a byte order mark
         except UnicodeDecodeError:
             raise DataError(f"{self.path}:1: header is not UTF-8 text") from None
-        names = [n.strip().strip('"') for n in text.split(self.fmt.delimiter)]
+        # quoted as the rows are: a name holding the delimiter ("price, EUR") is one column
+        fields = next(csv.reader([text], delimiter=self.fmt.delimiter, quotechar='"')) if self.fmt.quote and text else text.split(self.fmt.delimiter)
+        names = [n.strip().strip('"') for n in fields]
         if not text or len(set(names)) != len(names):
             raise DataError(f"{self.path}:1: header must list distinct column names, got {text[:200]!r}")
         return names, rest
@@ -233,14 +237,44 @@ class RawReader:
                 return "skip"
 
             table = self._csv(block, fmt, line, n_lines, numbered, threads=False, typed=typed)
+            if max(number for number, _, _ in found) > n_lines:  # more rows than lines (its numbers count rows)
+                raise self._not_one_row(block, fmt, line, n_lines)
             bad = [(line + number, "not UTF-8 text (invalid bytes)" if number in undecodable else f"expected {expected} fields, found {actual}") for number, expected, actual in found]
             lines = np.delete(lines, [n - 1 for n, _, _ in found])
         table = table.combine_chunks()  # one chunk per column: polars then codes it in file order
         if len(lines) != table.num_rows:
-            raise DataError(f"{self.path}: lines {line + 1}-{line + n_lines}: {table.num_rows} rows parsed from {len(lines)} lines (stray carriage returns or quoted line breaks are not supported)")
-        if fmt.label and table.column(fmt.label).null_count:  # pyarrow reads an empty line as a row of nulls
+            raise self._not_one_row(block, fmt, line, n_lines)
+        if _may_hold_empty_lines(table.column(fmt.used_columns()[0])):
             table, lines, bad = _drop_empty_lines(block, line, table, lines, bad)
         return table, lines, bad
+
+    def _not_one_row(self, block, fmt: Format, line: int, n_lines: int) -> DataError:
+        """The error for a block whose rows are not its lines, naming the first line that the
+        parser does not read as exactly one row (valid or invalid): one with a carriage return
+        inside it or a quote that opens a field and is not closed on that line (it swallows the
+        row of empty fields parsed after it). Only such lines are parsed, one at a time."""
+        found = self._first_line_not_one_row(block, fmt)
+        where = f"{self.path}:{line + found}" if found else f"{self.path}: lines {line + 1}-{line + n_lines}"
+        return DataError(f"{where}: not one row per line: a carriage return inside the line or a quoted field left open (quoted line breaks are not supported)")
+
+    @staticmethod
+    def _first_line_not_one_row(block, fmt: Format) -> int | None:
+        read = pacsv.ReadOptions(column_names=list(fmt.columns), use_threads=False)
+        convert = pacsv.ConvertOptions(column_types=dict.fromkeys(fmt.columns, pa.string()), check_utf8=False)
+        probe = fmt.delimiter.encode() * (len(fmt.columns) - 1)
+        for i, text in enumerate(bytes(block).split(b"\n")):
+            body = text[:-1] if text.endswith(b"\r") else text
+            if b"\r" not in body and not (fmt.quote and b'"' in body):
+                continue
+            invalid: list = []
+            options = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char='"' if fmt.quote else False, ignore_empty_lines=False, invalid_row_handler=lambda row: invalid.append(row) or "skip")
+            try:
+                rows = pacsv.read_csv(pa.BufferReader(text + b"\n" + probe), read_options=read, parse_options=options, convert_options=convert).num_rows
+            except pa.ArrowInvalid:
+                return i + 1
+            if rows + len(invalid) != 2:
+                return i + 1
+        return None
 
     def _error(self, exc: Exception, line: int, n_lines: int) -> DataError:
         msg = str(exc).splitlines()[0]
@@ -307,9 +341,19 @@ class RawReader:
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
 
 
+def _may_hold_empty_lines(column: pa.ChunkedArray) -> bool:
+    """pyarrow reads an empty line as a row of nulls (numbers) or of empty strings (text: a
+    block re-parsed as strings, a side table without a label), so a block whose first used
+    column has neither holds no empty line."""
+    if column.null_count:
+        return True
+    return pa.types.is_string(column.type) and len(column) > 0 and pc.min(pc.binary_length(column)).as_py() == 0
+
+
 def _drop_empty_lines(block, line: int, table: pa.Table, lines: np.ndarray, bad: list[tuple[int, str]]):
     """Empty lines as bad rows named as such (not as a missing label). Only called for a block
-    whose label column has nulls, so the scan costs nothing on clean input."""
+    whose first used column has an empty value (`_may_hold_empty_lines`), so the scan costs
+    nothing on clean input."""
     data = np.frombuffer(block, np.uint8)
     ends = np.flatnonzero(data == 0x0A)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
