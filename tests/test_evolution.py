@@ -96,3 +96,24 @@ def test_rank_correlation_on_hand_made_rankings():
     r = rank_correlation([1, 2, float("nan"), 4], [1, 2, 3, 4])
     assert r["n"] == 3 and r["kendall_tau"] == pytest.approx(1.0)
     assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3])["kendall_tau"])
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("kind", ["loss", "pareto"])
+def test_search_goes_on_past_candidates_with_a_non_finite_log_loss(tmp_path, kind, bad):
+    """A diverged candidate scores inf (NaN logits give a NaN log loss): the Pareto selection
+    used to end the search on it ("points contain NaN or infinite objective values"), and a NaN
+    score failed the generation log with a SQLite traceback and could win `min`."""
+
+    def some_diverge(g):
+        m = fake_metrics(g)
+        if sum(b.dense_dim for b in g.arch.blocks) % 3 == 0:
+            m["logloss"] = bad
+        return {**m, "energy": m["flops"], "latency": m["params"]}
+
+    res = ResultsStore(tmp_path / "r.sqlite")
+    out = RegularizedEvolution(get_space("full-tiny"), some_diverge, res, CFG, Objective(kind=kind)).run()
+    assert any(not math.isfinite(h["logloss"]) for h in out.history)  # the case is exercised
+    assert math.isfinite(out.best_metrics["logloss"])
+    assert Objective().score({"logloss": math.nan}) == math.inf
+    assert all(math.isfinite(g["best_score"]) for g in res.generations("search"))

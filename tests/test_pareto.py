@@ -50,3 +50,19 @@ def test_plot_front_writes_a_figure(tmp_path):
         plot_front(np.ones((3, 3)), ["a", "b", "c"], tmp_path / "x.png")
     with pytest.raises(ConfigError, match="labels"):
         plot_front(POINTS, ["a", "b"], tmp_path / "x.png", labels=["one"])
+
+
+def test_codesign_report_when_every_candidate_diverged(tmp_path):
+    """No candidate with a finite log loss: an empty front, not a failed report after the job."""
+    import json
+    import math
+
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    cand = [{"key": f"k{i}", "logloss": math.inf, "auc": math.nan, "energy": 10.0 + i, "latency": 1.0, "flops": 5.0, "params": 2.0} for i in range(3)]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}, {"model": "dlrm", "test_logloss": 0.45, "energy": 20.0}]
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    assert json.loads((tmp_path / "pareto.json").read_text()) == []
+    assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert any("0 non-dominated candidates of 0" in line for line in lines)

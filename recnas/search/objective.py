@@ -8,6 +8,7 @@ DLRM"): `reference` + `ratios`, resolved against the dataset by `resolve_targets
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -50,8 +51,13 @@ class Objective(BaseModel):
         return self
 
     def score(self, metrics: dict) -> float:
-        """Lower is better. In pareto mode this is the tie-break inside a front."""
+        """Lower is better. In pareto mode this is the tie-break inside a front. A log loss that
+        is not a number (NaN logits) scores inf, as a diverged candidate does: NaN compares
+        false both ways, so it used to win `min` when it came first, and failed the store of the
+        generation's best and mean score with a SQLite traceback."""
         s = float(metrics["logloss"])
+        if math.isnan(s):
+            return math.inf
         if self.kind == "penalized":
             for cost, target in self.targets.items():
                 if cost in metrics and target > 0:
