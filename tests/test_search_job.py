@@ -289,6 +289,8 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     ({"kind": "penalized", "targets": {"flops": 0}}, "none", r"targets must be positive, got \{'flops': 0.0\}"),  # ignored by the score before
     ({"kind": "penalized", "targets": {"params": -5}}, "none", "targets must be positive"),
     ({"kind": "penalized"}, "none", "kind: penalized needs cost targets"),  # searched on log loss alone before
+    ({"kind": "loss", "targets": {"flops": 1000}}, "none", r"cost targets need kind: penalized \(kind loss"),  # ignored before
+    ({"kind": "pareto", "targets": {"energy": 10}}, "pim", r"cost targets need kind: penalized \(kind pareto"),  # ignored before
 ])
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):

@@ -33,6 +33,8 @@ class Objective(BaseModel):
         bad = {k: v for k, v in self.targets.items() if not v > 0}
         if bad:
             raise ValueError(f"targets must be positive, got {bad}")
+        if self.targets and self.kind != "penalized":  # only `penalized` reads them: they were silently ignored
+            raise ValueError(f"cost targets need kind: penalized (kind {self.kind} does not use them), got targets {dict(self.targets)}")
         if self.reference is None:
             if self.ratios:
                 raise ValueError("ratios need a reference baseline (objective.reference)")
