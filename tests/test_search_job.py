@@ -282,6 +282,8 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
 
 @pytest.mark.parametrize("objective, hardware, match", [
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"energy": 1.8}}, "none", "need hardware: pim"),
+    ({"kind": "pareto"}, "none", r"costs \['energy', 'latency'\] are PIM costs: they need hardware: pim; or set objective.pareto_costs"),  # counted as 0 before
+    ({"kind": "pareto", "pareto_costs": ["energy"]}, "none", r"costs \['energy'\] are PIM costs"),  # ranked on log loss alone before
     ({"kind": "penalized", "reference": "nope", "ratios": {"flops": 2}}, "pim", "reference must be one of"),
     ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
     ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),

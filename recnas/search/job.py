@@ -223,9 +223,15 @@ class JobConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pim_costs_need_pim(self):
-        pim_costs = sorted({"energy", "latency"} & (set(self.objective.ratios) | set(self.objective.targets)))
+        """Without hardware: pim no candidate has energy or latency: a target on them was
+        ignored, and the Pareto ranking counted them as 0 (`kind: pareto` ranked on log loss and
+        FLOPs alone, under the default pareto_costs too)."""
+        ob = self.objective
+        used = set(ob.ratios) | set(ob.targets) | (set(ob.pareto_costs) if ob.kind == "pareto" else set())
+        pim_costs = sorted({"energy", "latency"} & used)
         if pim_costs and self.hardware != "pim":
-            raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim")
+            hint = "; or set objective.pareto_costs without them, e.g. [flops, params]" if ob.kind == "pareto" else ""
+            raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim{hint}")
         return self
 
 
