@@ -156,6 +156,13 @@ def test_codesign_searches_only_the_allowed_pim_values(tmp_path):
     assert len({(c["xbar_size"], c["adc_bits"], c["replication"], c["cell_bits"]) for c in configs}) > 1
 
 
+def test_pim_choices_without_hardware_pim_are_a_config_error():
+    """No PIM configuration is searched without hardware: pim: the restriction was ignored."""
+    with pytest.raises(ConfigError, match=r"pim_choices \{'weight_bits': \[8\]\} restrict the searched PIM configuration: they need hardware: pim"):
+        load_job_config("smoke", pim_choices={"weight_bits": [8]})
+    load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]})
+
+
 def test_codesign_finalists_are_distinct_architectures(tmp_path):
     """The same architecture on several PIM configs is one finalist (its best-scored config)."""
     cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], finalists=3,

@@ -234,6 +234,13 @@ class JobConfig(BaseModel):
             raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim{hint}")
         return self
 
+    @model_validator(mode="after")
+    def _pim_choices_need_pim(self):
+        """Without hardware: pim no PIM configuration is searched: the restriction was ignored."""
+        if self.pim_choices and self.hardware != "pim":
+            raise ValueError(f"pim_choices {self.pim_choices} restrict the searched PIM configuration: they need hardware: pim")
+        return self
+
 
 def _check_recipe_keys(section: str, keys) -> None:
     """`section`'s keys (final_grid, proxy) change what `final` trains: each must be a setting of
