@@ -66,3 +66,19 @@ def test_codesign_report_when_every_candidate_diverged(tmp_path):
     assert json.loads((tmp_path / "pareto.json").read_text()) == []
     assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
     assert any("0 non-dominated candidates of 0" in line for line in lines)
+
+
+def test_codesign_report_names_the_objectives_of_its_front(tmp_path):
+    """The front is over log loss and `pareto_costs`; the report said (log loss, energy, latency,
+    FLOPs) whatever they were."""
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    # b is dominated in (log loss, energy) only: cheaper latency and FLOPs would keep it
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0},
+            {"key": "b", "logloss": 0.41, "auc": 0.7, "energy": 6.0, "latency": 1.0, "flops": 1.0, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}]
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto", pareto_costs=("energy",)))
+    assert any("1 non-dominated candidates of 2 over (log loss, energy):" in line for line in lines)
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    assert any("2 non-dominated candidates of 2 over (log loss, energy, latency, flops):" in line for line in lines)

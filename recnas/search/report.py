@@ -69,7 +69,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
 
 
 def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective, scored: str = SCORED_WITH["supernet"]) -> list[str]:
-    """Co-design: the Pareto front of (log loss, energy, latency, FLOPs) as pareto.md/.json and a
+    """Co-design: the Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a
     plot of energy vs log loss with the baselines (on the default PIM config) marked."""
     from recnas.search.pareto import pareto_front, plot_front
 
@@ -87,7 +87,8 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
         np.array([(c["energy"], c["logloss"]) for c in cand]).reshape(-1, 2), ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
         out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
     )
-    return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over (log loss, energy, latency, FLOPs): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
+    over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
+    return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
 def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"]) -> None:
