@@ -287,6 +287,22 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     assert objective.score({"logloss": 0.5, "flops": 3 * targets["flops"], "energy": 0.0, "latency": 0.0}) == pytest.approx(0.5 + 2.0)
 
 
+def test_a_reference_without_the_cost_is_refused_before_any_training(tmp_path):
+    """lr has no FLOPs on data without numeric features: the target lr.flops / 2 was 0, which the
+    score skips, so the search ran on log loss alone after printing "targets: flops 0"."""
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "data", n_dense=0)
+    cfg = load_job_config("smoke", data=str(store.dir), baselines=["lr"], objective={"kind": "penalized", "reference": "lr", "ratios": {"flops": 2, "params": 2}})
+    with pytest.raises(ConfigError, match=r"objective.reference lr has no flops on this dataset \(flops 0\), so no target can be derived"):
+        run_job(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "supernet").exists()  # refused before the supernet trained
+    explicit = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"targets": {"flops": 100.0}})})
+    from recnas.search.objective import resolve_targets
+
+    assert resolve_targets(explicit.objective, store.meta).targets == {"flops": 100.0, "params": pytest.approx(0.5)}  # lr: one bias
+
+
 @pytest.mark.parametrize("objective, hardware, match", [
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"energy": 1.8}}, "none", "need hardware: pim"),
     ({"kind": "pareto"}, "none", r"costs \['energy', 'latency'\] are PIM costs: they need hardware: pim; or set objective.pareto_costs"),  # counted as 0 before

@@ -88,5 +88,15 @@ def resolve_targets(objective: Objective, meta, hparams: dict | None = None) -> 
     if objective.reference is None:
         return objective
     ref = reference_costs(objective.reference, meta, hparams)
+    # a target of 0 cannot be met, and `score` skips it: the search ran on log loss alone (e.g.
+    # reference lr, whose FLOPs are 0 on data without numeric features)
+    zero = [k for k in objective.ratios if k not in objective.targets and not ref[k] > 0]
+    if zero:
+        from recnas.errors import ConfigError
+
+        raise ConfigError(
+            f"objective.reference {objective.reference} has no {' or '.join(zero)} on this dataset ({', '.join(f'{k} {ref[k]:g}' for k in zero)}), "
+            "so no target can be derived from it: choose another reference, or give those costs as targets"
+        )
     targets = {k: ref[k] / r for k, r in objective.ratios.items()}
     return objective.model_copy(update={"targets": {**targets, **objective.targets}})
