@@ -163,6 +163,17 @@ def test_pim_choices_without_hardware_pim_are_a_config_error():
     load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]})
 
 
+def test_pim_choices_in_another_order_continue_the_same_run(tmp_path):
+    """The search reads them sorted and once each: the same values in another order (or repeated)
+    are the same run, not "other settings"."""
+    first = load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8, 4], "adc_bits": [6, 8, 6]})
+    assert first.pim_choices == {"weight_bits": [4, 8], "adc_bits": [6, 8]}
+    dump_config(first, tmp_path / "config.yaml")
+    check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"adc_bits": [8, 6], "weight_bits": [4, 8]}), tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="pim_choices"):
+        check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]}), tmp_path / "config.yaml")
+
+
 def test_codesign_finalists_are_distinct_architectures(tmp_path):
     """The same architecture on several PIM configs is one finalist (its best-scored config)."""
     cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], finalists=3,

@@ -124,13 +124,15 @@ class JobConfig(BaseModel):
     @field_validator("pim_choices")
     @classmethod
     def _pim_choices(cls, v):
+        """Kept as the search reads them (sorted, each value once): `[8, 4]` and `[4, 8]` search the
+        same values, and a run folder continued with the one used to be refused as other settings."""
         from recnas.hardware.pim import pim_choices
 
         try:
-            pim_choices(v)
+            read = pim_choices(v)
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
-        return v
+        return {name: list(read[name]) for name in v}
 
     @field_validator("sampler")
     @classmethod
