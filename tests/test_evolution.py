@@ -62,6 +62,21 @@ def test_interrupted_search_resumes_without_re_evaluating(tmp_path):
     assert [h["key"] for h in resumed.history] == [h["key"] for h in full.history]
 
 
+def test_a_search_continued_with_fewer_generations_logs_only_its_own(tmp_path):
+    """The generations of an earlier, longer search on the same store used to stay in the log
+    (and the progress plot) after the shorter one's."""
+    space, db = get_space("full-tiny"), tmp_path / "r.sqlite"
+    RegularizedEvolution(space, Counting(), ResultsStore(db), CFG).run()
+    res = ResultsStore(db)
+    short = CFG.model_copy(update={"generations": 2})
+    RegularizedEvolution(space, Counting(), res, short).run()
+    fresh = ResultsStore(tmp_path / "fresh.sqlite")
+    RegularizedEvolution(space, Counting(), fresh, short).run()
+    drop = lambda gens: [{k: v for k, v in g.items() if k != "evaluated"} for g in gens]  # noqa: E731 (cached here, evaluated there)
+    assert [g["generation"] for g in res.generations("search")] == [0, 1, 2]
+    assert drop(res.generations("search")) == drop(fresh.generations("search"))
+
+
 def test_penalized_objective_prefers_cheaper_models_over_target(tmp_path):
     obj = Objective(kind="penalized", targets={"flops": 1000.0}, beta=1.0)
     assert obj.score({"logloss": 0.4, "flops": 900.0}) == pytest.approx(0.4)  # under target: no penalty

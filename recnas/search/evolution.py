@@ -142,6 +142,10 @@ class RegularizedEvolution:
     # -- the loop ---------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> EvolutionResult:
         cfg = self.cfg
+        # the log is this search's alone: a run continued with fewer generations (or another
+        # objective) used to keep the earlier search's later generations, which the progress plot
+        # then drew after this one's
+        self.results.clear_generations(self.run_name)
         init = [self.random_genotype() for _ in range(cfg.population)]
         population = deque(zip(init, self._score_all(init)))
         self._log(0, population)
