@@ -62,6 +62,21 @@ def test_interrupted_search_resumes_without_re_evaluating(tmp_path):
     assert [h["key"] for h in resumed.history] == [h["key"] for h in full.history]
 
 
+def test_a_search_continued_with_fewer_generations_logs_only_its_own(tmp_path):
+    """The generations of an earlier, longer search on the same store used to stay in the log
+    (and the progress plot) after the shorter one's."""
+    space, db = get_space("full-tiny"), tmp_path / "r.sqlite"
+    RegularizedEvolution(space, Counting(), ResultsStore(db), CFG).run()
+    res = ResultsStore(db)
+    short = CFG.model_copy(update={"generations": 2})
+    RegularizedEvolution(space, Counting(), res, short).run()
+    fresh = ResultsStore(tmp_path / "fresh.sqlite")
+    RegularizedEvolution(space, Counting(), fresh, short).run()
+    drop = lambda gens: [{k: v for k, v in g.items() if k != "evaluated"} for g in gens]  # noqa: E731 (cached here, evaluated there)
+    assert [g["generation"] for g in res.generations("search")] == [0, 1, 2]
+    assert drop(res.generations("search")) == drop(fresh.generations("search"))
+
+
 def test_penalized_objective_prefers_cheaper_models_over_target(tmp_path):
     obj = Objective(kind="penalized", targets={"flops": 1000.0}, beta=1.0)
     assert obj.score({"logloss": 0.4, "flops": 900.0}) == pytest.approx(0.4)  # under target: no penalty
@@ -96,3 +111,24 @@ def test_rank_correlation_on_hand_made_rankings():
     r = rank_correlation([1, 2, float("nan"), 4], [1, 2, 3, 4])
     assert r["n"] == 3 and r["kendall_tau"] == pytest.approx(1.0)
     assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3])["kendall_tau"])
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+@pytest.mark.parametrize("kind", ["loss", "pareto"])
+def test_search_goes_on_past_candidates_with_a_non_finite_log_loss(tmp_path, kind, bad):
+    """A diverged candidate scores inf (NaN logits give a NaN log loss): the Pareto selection
+    used to end the search on it ("points contain NaN or infinite objective values"), and a NaN
+    score failed the generation log with a SQLite traceback and could win `min`."""
+
+    def some_diverge(g):
+        m = fake_metrics(g)
+        if sum(b.dense_dim for b in g.arch.blocks) % 3 == 0:
+            m["logloss"] = bad
+        return {**m, "energy": m["flops"], "latency": m["params"]}
+
+    res = ResultsStore(tmp_path / "r.sqlite")
+    out = RegularizedEvolution(get_space("full-tiny"), some_diverge, res, CFG, Objective(kind=kind)).run()
+    assert any(not math.isfinite(h["logloss"]) for h in out.history)  # the case is exercised
+    assert math.isfinite(out.best_metrics["logloss"])
+    assert Objective().score({"logloss": math.nan}) == math.inf
+    assert all(math.isfinite(g["best_score"]) for g in res.generations("search"))

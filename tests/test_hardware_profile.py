@@ -111,6 +111,26 @@ def test_baselines_are_costed_on_the_default_pim_config():
             assert (convs["cin.convs.0"].n_in, convs["cin.convs.0"].reps) == (model.fields.n_fields**2, 4)
 
 
+def test_profiling_leaves_a_model_in_training_mode_untouched():
+    """Costing a trained baseline used to run its random profiling batch in training mode: its
+    BatchNorm running statistics moved, so the search's results table reported a test log loss
+    that was not the saved model's; dropout's work was counted as inference cost too."""
+    from recnas.baselines import build_baseline
+    from recnas.search.evaluator import model_costs
+
+    model = build_baseline("dlrm", META, bottom_mlp=[8, 4], top_mlp=[8], embed_dim=4, batch_norm=True, dropout=0.5)
+    model.train()
+    model.bottom.eval()  # a mixed state is restored as it was, module by module
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dense, sparse = example_inputs(model, 2)
+    costs = module_costs(model, dense, sparse)
+    profile_module(model, dense, sparse)
+    model_costs(model, META, PIMConfig())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and model.top.training and not model.bottom.training
+    assert costs.elementwise_ops == module_costs(model.eval(), dense, sparse).elementwise_ops  # no dropout work
+
+
 def test_measure_latency_on_cpu():
     space = get_space("small-tiny")
     net = Subnet(random_architecture(np.random.default_rng(0), space), space, META)

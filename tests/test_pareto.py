@@ -50,3 +50,35 @@ def test_plot_front_writes_a_figure(tmp_path):
         plot_front(np.ones((3, 3)), ["a", "b", "c"], tmp_path / "x.png")
     with pytest.raises(ConfigError, match="labels"):
         plot_front(POINTS, ["a", "b"], tmp_path / "x.png", labels=["one"])
+
+
+def test_codesign_report_when_every_candidate_diverged(tmp_path):
+    """No candidate with a finite log loss: an empty front, not a failed report after the job."""
+    import json
+    import math
+
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    cand = [{"key": f"k{i}", "logloss": math.inf, "auc": math.nan, "energy": 10.0 + i, "latency": 1.0, "flops": 5.0, "params": 2.0} for i in range(3)]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}, {"model": "dlrm", "test_logloss": 0.45, "energy": 20.0}]
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    assert json.loads((tmp_path / "pareto.json").read_text()) == []
+    assert (tmp_path / "pareto.png").read_bytes().startswith(b"\x89PNG")
+    assert any("0 non-dominated candidates of 0" in line for line in lines)
+
+
+def test_codesign_report_names_the_objectives_of_its_front(tmp_path):
+    """The front is over log loss and `pareto_costs`; the report said (log loss, energy, latency,
+    FLOPs) whatever they were."""
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    # b is dominated in (log loss, energy) only: cheaper latency and FLOPs would keep it
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0},
+            {"key": "b", "logloss": 0.41, "auc": 0.7, "energy": 6.0, "latency": 1.0, "flops": 1.0, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}]
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto", pareto_costs=("energy",)))
+    assert any("1 non-dominated candidates of 2 over (log loss, energy):" in line for line in lines)
+    lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    assert any("2 non-dominated candidates of 2 over (log loss, energy, latency, flops):" in line for line in lines)

@@ -156,6 +156,24 @@ def test_codesign_searches_only_the_allowed_pim_values(tmp_path):
     assert len({(c["xbar_size"], c["adc_bits"], c["replication"], c["cell_bits"]) for c in configs}) > 1
 
 
+def test_pim_choices_without_hardware_pim_are_a_config_error():
+    """No PIM configuration is searched without hardware: pim: the restriction was ignored."""
+    with pytest.raises(ConfigError, match=r"pim_choices \{'weight_bits': \[8\]\} restrict the searched PIM configuration: they need hardware: pim"):
+        load_job_config("smoke", pim_choices={"weight_bits": [8]})
+    load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]})
+
+
+def test_pim_choices_in_another_order_continue_the_same_run(tmp_path):
+    """The search reads them sorted and once each: the same values in another order (or repeated)
+    are the same run, not "other settings"."""
+    first = load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8, 4], "adc_bits": [6, 8, 6]})
+    assert first.pim_choices == {"weight_bits": [4, 8], "adc_bits": [6, 8]}
+    dump_config(first, tmp_path / "config.yaml")
+    check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"adc_bits": [8, 6], "weight_bits": [4, 8]}), tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="pim_choices"):
+        check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]}), tmp_path / "config.yaml")
+
+
 def test_codesign_finalists_are_distinct_architectures(tmp_path):
     """The same architecture on several PIM configs is one finalist (its best-scored config)."""
     cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], finalists=3,
@@ -280,8 +298,26 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     assert objective.score({"logloss": 0.5, "flops": 3 * targets["flops"], "energy": 0.0, "latency": 0.0}) == pytest.approx(0.5 + 2.0)
 
 
+def test_a_reference_without_the_cost_is_refused_before_any_training(tmp_path):
+    """lr has no FLOPs on data without numeric features: the target lr.flops / 2 was 0, which the
+    score skips, so the search ran on log loss alone after printing "targets: flops 0"."""
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "data", n_dense=0)
+    cfg = load_job_config("smoke", data=str(store.dir), baselines=["lr"], objective={"kind": "penalized", "reference": "lr", "ratios": {"flops": 2, "params": 2}})
+    with pytest.raises(ConfigError, match=r"objective.reference lr has no flops on this dataset \(flops 0\), so no target can be derived"):
+        run_job(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "supernet").exists()  # refused before the supernet trained
+    explicit = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"targets": {"flops": 100.0}})})
+    from recnas.search.objective import resolve_targets
+
+    assert resolve_targets(explicit.objective, store.meta).targets == {"flops": 100.0, "params": pytest.approx(0.5)}  # lr: one bias
+
+
 @pytest.mark.parametrize("objective, hardware, match", [
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"energy": 1.8}}, "none", "need hardware: pim"),
+    ({"kind": "pareto"}, "none", r"costs \['energy', 'latency'\] are PIM costs: they need hardware: pim; or set objective.pareto_costs"),  # counted as 0 before
+    ({"kind": "pareto", "pareto_costs": ["energy"]}, "none", r"costs \['energy'\] are PIM costs"),  # ranked on log loss alone before
     ({"kind": "penalized", "reference": "nope", "ratios": {"flops": 2}}, "pim", "reference must be one of"),
     ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
     ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),
@@ -289,6 +325,8 @@ def test_cost_targets_relative_to_a_baseline(tmp_path):
     ({"kind": "penalized", "targets": {"flops": 0}}, "none", r"targets must be positive, got \{'flops': 0.0\}"),  # ignored by the score before
     ({"kind": "penalized", "targets": {"params": -5}}, "none", "targets must be positive"),
     ({"kind": "penalized"}, "none", "kind: penalized needs cost targets"),  # searched on log loss alone before
+    ({"kind": "loss", "targets": {"flops": 1000}}, "none", r"cost targets need kind: penalized \(kind loss"),  # ignored before
+    ({"kind": "pareto", "targets": {"energy": 10}}, "pim", r"cost targets need kind: penalized \(kind pareto"),  # ignored before
 ])
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):

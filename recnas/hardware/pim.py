@@ -190,7 +190,7 @@ class LayerReport:
 @dataclass
 class PIMReport:
     energy_pj: float  # per sample
-    latency_ns: float  # per sample, critical path (or sequential sum for generic modules)
+    latency_ns: float  # per sample, critical path (the sequential sum with parallel=False)
     area_mm2: float  # crossbars + their ADCs, DACs, shift-adders (no buffers, DRAM, digital units)
     crossbars: int
     crossbar_budget: int
@@ -258,9 +258,10 @@ def pim_cost(target, config: PIMConfig | None = None, space=None, meta=None, con
     """Energy (pJ), latency (ns), area (mm2) per sample of an Architecture (with `space`, `meta`)
     or of precomputed `Costs` (e.g. `module_costs` of a baseline) on one PIM design point.
 
-    `parallel=None` follows `costs.parallel`: the critical path through the layer graph for
-    analytic NASRec costs (a block's dense and sparse branches overlap), a sequential sum
-    for generic modules. Pass `parallel=False` to compare both kinds on equal terms.
+    `parallel=None` follows `costs.parallel`: the critical path through the layer graph, for
+    analytic NASRec costs (a block's dense and sparse branches overlap) and generic modules
+    (`module_costs` traces which layers each layer waits for) alike. `parallel=False` gives the
+    sequential sum of every layer's latency, an upper bound (`latency_seq` in the search's rows).
     """
     cfg = config if config is not None else PIMConfig()
     if isinstance(target, Costs):

@@ -148,11 +148,22 @@ def _forward(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=N
 def _counted_forward(model, dense, sparse, arch, *modes):
     """Forward pass under `modes` with the math SDPA kernel, whose matmuls the profiler sees.
     Gradients stay enabled: FlopCounterMode's module tracker (torch 2.13) fails under no_grad
-    when a parameter slice is the only input of a block (datasets without dense features)."""
-    with sdpa_kernel(SDPBackend.MATH), contextlib.ExitStack() as stack:
-        for mode in modes:
-            stack.enter_context(mode)
-        return _forward(model, dense, sparse, arch)
+    when a parameter slice is the only input of a block (datasets without dense features).
+
+    It runs in eval mode (every module's mode restored afterwards): inference costs, without
+    dropout's work, and without side effects. In training mode the random profiling batch
+    updated BatchNorm's running statistics, so a trained baseline costed before its test pass
+    (the search's results table) was reported with statistics that were not its own."""
+    was_training = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with sdpa_kernel(SDPBackend.MATH), contextlib.ExitStack() as stack:
+            for mode in modes:
+                stack.enter_context(mode)
+            return _forward(model, dense, sparse, arch)
+    finally:
+        for m, training in was_training.items():
+            m.training = training
 
 
 def profile_module(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=None) -> tuple[int, float]:

@@ -128,15 +128,24 @@ class RegularizedEvolution:
         if self.objective.kind == "pareto":
             from recnas.search.pareto import crowding_distance, non_dominated_sort
 
-            pts = np.array([self.objective.vector(m) for _, m in members])
-            first = non_dominated_sort(pts)[0]
-            crowd = crowding_distance(pts[first])
-            return members[first[int(np.argmax(crowd))]][0]
+            # only candidates with finite objectives are ranked: a diverged one (log loss inf)
+            # used to end the whole search ("points contain NaN or infinite objective values")
+            vectors = [self.objective.vector(m) for _, m in members]
+            finite = [i for i, v in enumerate(vectors) if np.isfinite(v).all()]
+            if finite:
+                pts = np.array([vectors[i] for i in finite])
+                first = non_dominated_sort(pts)[0]
+                crowd = crowding_distance(pts[first])
+                return members[finite[first[int(np.argmax(crowd))]]][0]
         return min(members, key=lambda gm: gm[1]["score"])[0]
 
     # -- the loop ---------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> EvolutionResult:
         cfg = self.cfg
+        # the log is this search's alone: a run continued with fewer generations (or another
+        # objective) used to keep the earlier search's later generations, which the progress plot
+        # then drew after this one's
+        self.results.clear_generations(self.run_name)
         init = [self.random_genotype() for _ in range(cfg.population)]
         population = deque(zip(init, self._score_all(init)))
         self._log(0, population)

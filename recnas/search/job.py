@@ -124,13 +124,15 @@ class JobConfig(BaseModel):
     @field_validator("pim_choices")
     @classmethod
     def _pim_choices(cls, v):
+        """Kept as the search reads them (sorted, each value once): `[8, 4]` and `[4, 8]` search the
+        same values, and a run folder continued with the one used to be refused as other settings."""
         from recnas.hardware.pim import pim_choices
 
         try:
-            pim_choices(v)
+            read = pim_choices(v)
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
-        return v
+        return {name: list(read[name]) for name in v}
 
     @field_validator("sampler")
     @classmethod
@@ -223,9 +225,22 @@ class JobConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pim_costs_need_pim(self):
-        pim_costs = sorted({"energy", "latency"} & (set(self.objective.ratios) | set(self.objective.targets)))
+        """Without hardware: pim no candidate has energy or latency: a target on them was
+        ignored, and the Pareto ranking counted them as 0 (`kind: pareto` ranked on log loss and
+        FLOPs alone, under the default pareto_costs too)."""
+        ob = self.objective
+        used = set(ob.ratios) | set(ob.targets) | (set(ob.pareto_costs) if ob.kind == "pareto" else set())
+        pim_costs = sorted({"energy", "latency"} & used)
         if pim_costs and self.hardware != "pim":
-            raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim")
+            hint = "; or set objective.pareto_costs without them, e.g. [flops, params]" if ob.kind == "pareto" else ""
+            raise ValueError(f"objective costs {pim_costs} are PIM costs: they need hardware: pim{hint}")
+        return self
+
+    @model_validator(mode="after")
+    def _pim_choices_need_pim(self):
+        """Without hardware: pim no PIM configuration is searched: the restriction was ignored."""
+        if self.pim_choices and self.hardware != "pim":
+            raise ValueError(f"pim_choices {self.pim_choices} restrict the searched PIM configuration: they need hardware: pim")
         return self
 
 

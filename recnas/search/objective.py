@@ -8,6 +8,7 @@ DLRM"): `reference` + `ratios`, resolved against the dataset by `resolve_targets
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -32,6 +33,8 @@ class Objective(BaseModel):
         bad = {k: v for k, v in self.targets.items() if not v > 0}
         if bad:
             raise ValueError(f"targets must be positive, got {bad}")
+        if self.targets and self.kind != "penalized":  # only `penalized` reads them: they were silently ignored
+            raise ValueError(f"cost targets need kind: penalized (kind {self.kind} does not use them), got targets {dict(self.targets)}")
         if self.reference is None:
             if self.ratios:
                 raise ValueError("ratios need a reference baseline (objective.reference)")
@@ -50,8 +53,13 @@ class Objective(BaseModel):
         return self
 
     def score(self, metrics: dict) -> float:
-        """Lower is better. In pareto mode this is the tie-break inside a front."""
+        """Lower is better. In pareto mode this is the tie-break inside a front. A log loss that
+        is not a number (NaN logits) scores inf, as a diverged candidate does: NaN compares
+        false both ways, so it used to win `min` when it came first, and failed the store of the
+        generation's best and mean score with a SQLite traceback."""
         s = float(metrics["logloss"])
+        if math.isnan(s):
+            return math.inf
         if self.kind == "penalized":
             for cost, target in self.targets.items():
                 if cost in metrics and target > 0:
@@ -80,5 +88,15 @@ def resolve_targets(objective: Objective, meta, hparams: dict | None = None) -> 
     if objective.reference is None:
         return objective
     ref = reference_costs(objective.reference, meta, hparams)
+    # a target of 0 cannot be met, and `score` skips it: the search ran on log loss alone (e.g.
+    # reference lr, whose FLOPs are 0 on data without numeric features)
+    zero = [k for k in objective.ratios if k not in objective.targets and not ref[k] > 0]
+    if zero:
+        from recnas.errors import ConfigError
+
+        raise ConfigError(
+            f"objective.reference {objective.reference} has no {' or '.join(zero)} on this dataset ({', '.join(f'{k} {ref[k]:g}' for k in zero)}), "
+            "so no target can be derived from it: choose another reference, or give those costs as targets"
+        )
     targets = {k: ref[k] / r for k, r in objective.ratios.items()}
     return objective.model_copy(update={"targets": {**targets, **objective.targets}})

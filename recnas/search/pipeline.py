@@ -155,6 +155,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store.check_trainable()
     meta = store.meta
     check_baselines(cfg, meta)
+    # the cost targets, resolved before any training: a reference that gives none fails here
+    objective = resolve_targets(cfg.objective, meta, cfg.baseline_hparams.get(cfg.objective.reference or "", {}))
     space = get_space(cfg.space, **cfg.space_overrides)
     if space.cin_head and not decays_every_table(cfg):
         console.print(
@@ -200,7 +202,6 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
     # 2. evolution
     codesign = cfg.hardware == "pim"
-    objective = resolve_targets(cfg.objective, meta, cfg.baseline_hparams.get(cfg.objective.reference or "", {}))
     _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {objective.kind}")
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in objective.targets.items()))

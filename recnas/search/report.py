@@ -69,12 +69,13 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
 
 
 def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective, scored: str = SCORED_WITH["supernet"]) -> list[str]:
-    """Co-design: the Pareto front of (log loss, energy, latency, FLOPs) as pareto.md/.json and a
+    """Co-design: the Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a
     plot of energy vs log loss with the baselines (on the default PIM config) marked."""
     from recnas.search.pareto import pareto_front, plot_front
 
     cand = [c for c in candidates if "energy" in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
-    vectors = np.array([objective.vector(c) for c in cand])
+    # shaped even when every candidate diverged (no front): the report used to fail there
+    vectors = np.array([objective.vector(c) for c in cand]).reshape(len(cand), 1 + len(objective.pareto_costs))
     front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
     write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
@@ -83,10 +84,11 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     write_text_atomic(out / "pareto.md", f"# Pareto front (search scores on validation, {scored})\n\n" + "\n".join(table) + "\n")
     baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
     plot_front(
-        [(c["energy"], c["logloss"]) for c in cand], ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
+        np.array([(c["energy"], c["logloss"]) for c in cand]).reshape(-1, 2), ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
         out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
     )
-    return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over (log loss, energy, latency, FLOPs): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
+    over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
+    return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
 def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"]) -> None:

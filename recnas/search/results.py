@@ -138,6 +138,11 @@ class ResultsStore:
                 (run, generation, best_key, best_score, mean_score, evaluated),
             )
 
+    def clear_generations(self, run: str) -> None:
+        """Forget `run`'s logged generations: a search replays (and logs) every generation from 0."""
+        with self.db:
+            self.db.execute("DELETE FROM generations WHERE run = ?", (run,))
+
     def generations(self, run: str) -> list[dict]:
         rows = self.db.execute(
             "SELECT generation, best_key, best_score, mean_score, evaluated FROM generations WHERE run = ? ORDER BY generation", (run,)
