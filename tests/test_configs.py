@@ -147,3 +147,23 @@ def test_job_config_and_architecture_files_refuse_coerced_numbers(tmp_path):
     arch.write_text(json.dumps({"blocks": [block]}))
     with pytest.raises(ConfigError, match=r"invalid architecture: key 'blocks.0.dense_inputs.0': must be a number, not true; key 'blocks.0.dense_dim': must be a number, not \"16\""):
         Architecture.load(arch)
+
+
+def test_a_job_option_refused_is_blamed_on_the_option_not_the_config_file(tmp_path):
+    """`recnas search --config job.yaml --hardware zzz` said "job.yaml: key 'hardware': ...", a
+    value the file does not hold; a file's own mistake is still the file's, and an option that
+    mends it is taken."""
+    from recnas.search.job import load_job_config
+
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text("finalists: 1\nobjective: {kind: penalized, targets: {flops: 1000}}\n")
+    bad.write_text("hardware: zzz\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(good))} with --hardware: key 'hardware': invalid value 'zzz'"):
+        load_job_config("smoke", good, hardware="zzz")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(good))} with --seed, --objective: key 'objective': cost targets need kind: penalized"):
+        load_job_config("smoke", good, seed=3, objective={"kind": "pareto"})
+    with pytest.raises(ConfigError, match=r"^budget 'smoke' with --hardware: "):
+        load_job_config("smoke", None, hardware="zzz")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: key 'hardware'"):
+        load_job_config("smoke", bad, seed=3)
+    assert load_job_config("smoke", bad, hardware="pim").hardware == "pim"

@@ -327,14 +327,23 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overrides) -> JobConfig:
-    """Preset `budget`, then the YAML file at `path`, then keyword overrides (None = unset)."""
+    """Preset `budget`, then the YAML file at `path`, then keyword overrides (None = unset: the
+    CLI's options, each named `--key`). A refusal is blamed on the options when the preset and
+    file alone are valid: it used to name the file for an option's bad value."""
     if budget not in PRESETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
     data, source = dict(PRESETS[budget]), f"budget {budget!r}"
     if path is not None:
         data, source = _merge(data, configs.read_yaml(path)), str(path)
-    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    return configs.validate(JobConfig, data, source)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return configs.validate(JobConfig, _merge(data, given), source)
+    except ConfigError:
+        if not given:
+            raise
+        configs.validate(JobConfig, data, source)  # the preset and file alone refused: their error
+        options = ", ".join("--" + k.replace("_", "-") for k in given)
+        return configs.validate(JobConfig, _merge(data, given), f"{source} with {options}")
 
 
 def dump_config(cfg: JobConfig, path: Path) -> None:
