@@ -172,6 +172,8 @@ def test_pim_choices_in_another_order_continue_the_same_run(tmp_path):
     check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"adc_bits": [8, 6], "weight_bits": [4, 8]}), tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match="pim_choices"):
         check_same_run(load_job_config("smoke", hardware="pim", pim_choices={"weight_bits": [8]}), tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match=r"key 'pim_choices': xbar_size: values must be a non-empty subset of \[64, 128, 256\], got \[7\]"):
+        load_job_config("smoke", hardware="pim", pim_choices={"xbar_size": [7]})  # named once ("pim_choices.xbar_size" after it too)
 
 
 def test_codesign_finalists_are_distinct_architectures(tmp_path):

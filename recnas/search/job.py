@@ -131,7 +131,7 @@ class JobConfig(BaseModel):
         try:
             read = pim_choices(v)
         except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("pim_choices: ")) from None
+            raise ValueError(str(exc).removeprefix("pim_choices: ").removeprefix("pim_choices.")) from None  # the key is named once, by the caller
         return {name: list(read[name]) for name in v}
 
     @field_validator("sampler")
