@@ -657,3 +657,15 @@ def test_every_preset_warms_up_within_its_own_runs_on_its_default_data(budget):
     for stage in ("supernet", "finetune", "final"):
         c = getattr(cfg, stage)
         assert c.warmup_steps <= planned_steps(c, train_rows) // 2, (stage, c.warmup_steps)
+
+
+def test_results_without_their_config_are_not_continued(tmp_path):
+    """A run folder whose config.yaml is gone (or a search.sqlite copied into an empty one) used
+    to be continued as this run's, its candidates' scores taken whatever settings made them."""
+    cfg = load_job_config("smoke")
+    check_same_run(cfg, tmp_path / "config.yaml")  # an empty folder is a new run
+    (tmp_path / "search.sqlite").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"holds search.sqlite of a search but no config.yaml"):
+        check_same_run(cfg, tmp_path / "config.yaml")
+    dump_config(cfg, tmp_path / "config.yaml")
+    check_same_run(cfg, tmp_path / "config.yaml")  # with its config: continued

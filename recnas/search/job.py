@@ -354,6 +354,8 @@ def dump_config(cfg: JobConfig, path: Path) -> None:
 # (more generations, finalists, baselines, ...) may change when a run is continued, and so may
 # where and how fast the supernet and fine-tunes run (e.g. a CPU run continued on a GPU)
 RUN_IDENTITY = ("data", "synthetic_rows", "seed", "space", "space_overrides", "scoring", "sampler", "emb_dims", "supernet", "finetune", "proxy", "eval_rows", "hardware", "pim_choices")
+# what a search writes after its config.yaml, so never without it
+RUN_RESULTS = ("search.sqlite", "supernet", "finalists", "best", "baselines", "results.json")
 RUNTIME_KEYS = {"device", "resident_data", "amp", "compile", "eval_batch_size", "log_every", "checkpoint_every", "tensorboard"}
 
 
@@ -378,8 +380,13 @@ def _identity(cfg: JobConfig) -> dict:
 
 def check_same_run(cfg: JobConfig, path: Path) -> None:
     """Refuse to continue the run whose config is at `path` with settings that would mix its
-    stored results with new ones (and overwrite its config and results with the mixture)."""
+    stored results with new ones (and overwrite its config and results with the mixture).
+    Results without their config (deleted, or a database copied in) are refused too: nothing
+    says what they were scored with, and they used to be taken as this run's."""
     if not path.exists():
+        held = [name for name in RUN_RESULTS if (path.parent / name).exists()]
+        if held:
+            raise ConfigError(f"{path.parent} holds {', '.join(held)} of a search but no {path.name} saying which settings made them; they would be mixed with this run's: use another --out, or move them away")
         return
     try:
         old = configs.load(JobConfig, path)
