@@ -276,3 +276,27 @@ def test_search_doc_states_which_config_keys_replace_the_presets_whole(tmp_path)
 
     space = get_space(cfg.space, **cfg.space_overrides)
     assert (space.n_blocks, min(space.dense_dims), max(space.dense_dims)) == (7, 16, 1024)
+
+
+# -- files the docs name ---------------------------------------------------------------------
+
+RUN_OUTPUTS = {"results.md", "pareto.md"}  # written into a run folder by `recnas search`
+
+
+def doc_file_problems(text: str) -> list[str]:
+    """Markdown files a doc names that a reader cannot open: a bare `name.md` must be a file of
+    the repository's root or docs/ (or one a search writes), a `dir/name.md` path must exist."""
+    problems = []
+    for m in re.finditer(r"(?<![\w<>./-])((?:[\w-]+/)*[\w-]+\.md)\b", text):
+        name = m.group(1)
+        found = (ROOT / name).is_file() if "/" in name else (name in RUN_OUTPUTS or (ROOT / name).is_file() or (ROOT / "docs" / name).is_file())
+        if not found:
+            problems.append(name)
+    return problems
+
+
+def test_docs_name_only_markdown_files_that_exist():
+    """docs/hardware.md cited `design.md section 4` for its formulas and constants, a file the
+    repository does not have."""
+    assert doc_file_problems("see design.md section 4 and docs/nothing.md; `results.md`, docs/data.md") == ["design.md", "docs/nothing.md"]
+    assert {doc.name: doc_file_problems(doc.read_text()) for doc in DOCS if doc_file_problems(doc.read_text())} == {}
