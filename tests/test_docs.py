@@ -256,3 +256,47 @@ def test_data_doc_spec_example_loads(tmp_path):
     spec.write_text("\n".join(next(lines for lang, lines in _fenced_blocks(text) if lang == "yaml")))
     fmt = load_spec(spec)  # unknown keys and bad values raise DataError
     assert (fmt.name, fmt.label, fmt.dense, fmt.categorical) == ("shop", "click", ("price", "age"), ("user", "item", "city"))
+
+
+def test_search_doc_states_which_config_keys_replace_the_presets_whole(tmp_path):
+    """docs/search.md says how a --config file meets the preset: sections merged key by key,
+    the REPLACED_WHOLE keys replaced whole (a user's `space_overrides` used to drop the `cpu`
+    preset's 3 blocks and dims without the docs saying so)."""
+    from recnas.search.job import REPLACED_WHOLE, load_job_config
+
+    text = " ".join((ROOT / "docs" / "search.md").read_text().split())
+    sentence = text.split("A section is merged key by key", 1)[1].split(". E.g.", 1)[0]
+    assert set(re.findall(r"except `(\w+)` and `(\w+)`", sentence)[0]) == set(REPLACED_WHOLE)
+    path = tmp_path / "job.yaml"
+    path.write_text("space_overrides: {dense_ops: [fc, cross]}\nfinal: {epochs: 2}\n")
+    cfg, preset = load_job_config("cpu", path), load_job_config("cpu")
+    assert cfg.final.epochs == 2 and cfg.final.lr == preset.final.lr  # merged
+    assert cfg.space_overrides == {"dense_ops": ["fc", "cross"]}  # replaced: as the doc says, back to 7 blocks of 16-1024
+    from recnas.space import get_space
+
+    space = get_space(cfg.space, **cfg.space_overrides)
+    assert (space.n_blocks, min(space.dense_dims), max(space.dense_dims)) == (7, 16, 1024)
+
+
+# -- files the docs name ---------------------------------------------------------------------
+
+RUN_OUTPUTS = {"results.md", "pareto.md"}  # written into a run folder by `recnas search`
+
+
+def doc_file_problems(text: str) -> list[str]:
+    """Markdown files a doc names that a reader cannot open: a bare `name.md` must be a file of
+    the repository's root or docs/ (or one a search writes), a `dir/name.md` path must exist."""
+    problems = []
+    for m in re.finditer(r"(?<![\w<>./-])((?:[\w-]+/)*[\w-]+\.md)\b", text):
+        name = m.group(1)
+        found = (ROOT / name).is_file() if "/" in name else (name in RUN_OUTPUTS or (ROOT / name).is_file() or (ROOT / "docs" / name).is_file())
+        if not found:
+            problems.append(name)
+    return problems
+
+
+def test_docs_name_only_markdown_files_that_exist():
+    """docs/hardware.md cited `design.md section 4` for its formulas and constants, a file the
+    repository does not have."""
+    assert doc_file_problems("see design.md section 4 and docs/nothing.md; `results.md`, docs/data.md") == ["design.md", "docs/nothing.md"]
+    assert {doc.name: doc_file_problems(doc.read_text()) for doc in DOCS if doc_file_problems(doc.read_text())} == {}

@@ -100,9 +100,9 @@ def _c(value: float, source: str, unit: str):
     return field(default=value, metadata={"source": source, "unit": unit})
 
 
-ISAAC = "ISAAC (Shafiee et al., ISCA 2016), 32 nm, as given in design.md section 4"
+ISAAC = "ISAAC (Shafiee et al., ISCA 2016), 32 nm"
 ISAAC_T = "ISAAC Table 6 (32 nm), per unit = IMA total / units per IMA"
-HOROWITZ = "Horowitz, ISSCC 2014, 45 nm (design.md section 4)"
+HOROWITZ = "Horowitz, ISSCC 2014, 45 nm"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class PIMConstants:
     digital add x b_a/8, multiply x (b_a/8)^2."""
 
     adc_pj_8bit: float = _c(1.67, ISAAC, "pJ per conversion")
-    adc_bit_factor: float = _c(1.2, "our rule: 0.81 pJ at 4 bits, 2.40 pJ at 10 bits (design.md band 0.8-2.4)", "x per bit")
+    adc_bit_factor: float = _c(1.2, "our rule: 0.81 pJ at 4 bits, 2.40 pJ at 10 bits (a 0.8-2.4 pJ band for 4-10 bits)", "x per bit")
     dac_pj_1bit: float = _c(0.417, ISAAC, "pJ per conversion")
     xbar_read_mw: float = _c(0.3, ISAAC + " (128x128 array)", "mW")
     xbar_cycle_ns: float = _c(100.0, ISAAC + " (one read cycle)", "ns")
@@ -121,7 +121,7 @@ class PIMConstants:
     buffer_pj_256b: float = _c(20.45, ISAAC + " (eDRAM buffer)", "pJ per 256-bit access")
     add_pj_8bit: float = _c(0.03, HOROWITZ, "pJ")
     mult_pj_8bit: float = _c(0.2, HOROWITZ, "pJ")
-    dram_pj_bit: float = _c(30.0, "midpoint of design.md's 20-40 pJ/bit", "pJ per bit")
+    dram_pj_bit: float = _c(30.0, "assumption: midpoint of 20-40 pJ/bit", "pJ per bit")
     adc_gsps_8bit: float = _c(1.28, "ISAAC Table 6 (8-bit ADC at 1.28 GS/s)", "GS/s")
     digital_lanes: int = _c(64, "assumption: 64-lane SIMD digital unit", "ops per cycle")
     digital_ghz: float = _c(1.0, "assumption", "GHz")

@@ -319,10 +319,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# keys a --config file (or option) replaces whole instead of merging into the preset's: the
+# preset's own tiny space or baseline sizes would otherwise leak into the user's (docs/search.md)
+REPLACED_WHOLE = ("baseline_hparams", "space_overrides")
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("baseline_hparams", "space_overrides") else v
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED_WHOLE else v
     return out
 
 
