@@ -208,6 +208,9 @@ class Trainer:
         self.rows_seen = 0
         self.last_val: dict | None = None
         self.stopped_early = False  # a resumed early-stopped run stays stopped
+        # the loss summed over the steps since the last log, and their count: the next logged
+        # train_loss averages them, so a resumed run must pick them up (mean over the ranks)
+        self.running_loss: tuple[float, int] = (0.0, 0)
 
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
@@ -346,7 +349,7 @@ class Trainer:
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
-            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss)},
             "best_model": self.best_state,
         }
 
@@ -387,6 +390,8 @@ class Trainer:
             self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
             self.best_state = p.get("best_model")
             self.stopped_early = bool(best.get("stopped_early", False))
+            total, count = best.get("running_loss", (0.0, 0))  # absent from older checkpoints
+            self.running_loss = (float(total), int(count))
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
@@ -410,7 +415,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         self.model.train()
-        running, n_running, train_loss = torch.zeros((), device=self.device), 0, None
+        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], None
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
@@ -452,6 +457,7 @@ class Trainer:
                                 writer.add_scalar("val/auc", metrics["auc"], self.step)
                             self.model.train()
                         if (ckpt_due or interrupted) and self.out_dir is not None:
+                            self._keep_running(running, n_running)
                             self.save_checkpoint()
                         t_seg = time.perf_counter()
                     if last or self.stopped_early or interrupted:
@@ -466,6 +472,7 @@ class Trainer:
             self._after_eval(self.evaluate(), train_loss)  # e.g. resumed a finished run
         final_val = self.last_val
         if self.out_dir is not None:
+            self._keep_running(running, n_running)
             self.save_checkpoint()  # last weights, resumable (e.g. with a larger max_steps)
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -474,6 +481,11 @@ class Trainer:
             self._write_outputs(result)
         distributed.barrier(self.dist)
         return result
+
+    def _keep_running(self, running: torch.Tensor, n_running: int) -> None:
+        """Record the unlogged running loss for the checkpoint (every rank calls it: a collective).
+        Its mean over the ranks is restored on every rank, which keeps the logged mean the same."""
+        self.running_loss = (float(distributed.mean_over_ranks(running, self.dist).item()), n_running)
 
     def _pause_clock(self, t_seg: float) -> float:
         if self.device.type == "cuda":
