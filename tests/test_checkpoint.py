@@ -108,7 +108,7 @@ def test_mismatched_spec_config_or_missing_file_is_refused(tiny_store, tmp_path)
         Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, out_dir=tmp_path / "empty", progress=False).fit(resume=True)
 
 
-@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}])
+@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}, {"grad_clip": 0.5}])
 def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, change):
     """The optimizer's state holds lr and weight_decay, so a resume used to keep the old values
     while config.yaml (and a search's report) recorded the new ones: refused, not ignored."""

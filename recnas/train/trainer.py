@@ -43,8 +43,9 @@ CONFIG_FILE = "config.yaml"
 # silently ignored (while config.yaml recorded it): refused like the others. warmup_steps and
 # lr_schedule decide the lr of the steps already taken: a resume under new ones (a finished run
 # "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
-# model.pt for weights trained under the old ones (only the total may change: more steps)
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule")
+# model.pt for weights trained under the old ones (only the total may change: more steps). So do
+# grad_clip and inplace_distill, which decided the updates (objective, clipping) already made
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "inplace_distill")
 
 
 def _drops_last(rows: int, batch_size: int) -> bool:
