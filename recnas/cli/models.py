@@ -84,13 +84,15 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     errors are printed once, not once per process."""
     from recnas.data.store import CTRStore, check_run_folder
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, planned_steps
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg = TrainConfig.from_yaml(config)
     store = CTRStore(data)
+    rows = store.meta.rows.get("train", 0)
+    check_global_batch(rows if cfg.max_train_rows is None else min(rows, cfg.max_train_rows), cfg.batch_size, nproc)  # before the processes start
     total = steps if steps is not None else planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
     if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
         # the lr would never reach its value: the run would train at a fraction of the lr it records

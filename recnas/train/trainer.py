@@ -62,6 +62,16 @@ def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int
     return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
 
 
+def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
+    """Under --nproc every step takes one whole global batch (a batch per process): a train split
+    of fewer rows has no step to take (it used to be refused as "the train split has no rows")."""
+    if world_size > 1 and 0 < rows < batch_size * world_size:
+        raise DataError(
+            f"the train split's {rows:,} rows are fewer than one global batch of {world_size} processes x batch_size "
+            f"{batch_size} = {batch_size * world_size:,} rows; lower batch_size or --nproc"
+        )
+
+
 class PastRequestedSteps(CheckpointError):
     """A resumed run already past the steps now asked for. Its own class, with the numbers, so a
     caller that offers other ways out than --overwrite (a search's run folder) can say so."""
@@ -187,6 +197,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             if store is not None:
                 store.check_trainable()
+            check_global_batch(self.train_loader.n, self.train_loader.batch_size, self.dist.world_size)
             raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         if cfg.warmup_steps > self.total_steps:  # the training commands refuse it; a job's preset on small data says it here
