@@ -306,6 +306,21 @@ def test_tensorboard_scalars(tiny_store, tmp_path, monkeypatch):
     assert ("val/logloss", 15) in calls and ("train/loss", 5) in calls
 
 
+def test_tensorboard_is_written_by_rank_zero_alone(tiny_store, tmp_path, monkeypatch):
+    """Under --nproc every rank wrote an events file into tb/ (a second curve of each scalar,
+    its own samples_per_s among them); rank 0 writes the run's files, TensorBoard's too."""
+    import types
+
+    from recnas.train.distributed import DistInfo
+
+    made = []
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=lambda **kw: made.append(kw) or "writer"))
+    trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True), tiny_store, out_dir=tmp_path / "run", progress=False)
+    assert trainer._tensorboard() == "writer"
+    trainer.dist = DistInfo(rank=1, world_size=2, local_rank=1)
+    assert trainer._tensorboard() is None and len(made) == 1
+
+
 def test_prebuilt_loaders_without_store(tiny_store):
     train = BatchLoader(tiny_store.split("train"), 32, seed=0, drop_last=True)
     val = BatchLoader(tiny_store.split("val"), 64, shuffle=False)

@@ -527,6 +527,8 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # torch's writer needs the optional tensorboard package
             raise ConfigError(f"tensorboard: true needs the tensorboard package ({exc}); install it or set tensorboard: false") from None
+        if not self.dist.is_main:  # rank 0 writes the run's files; every rank's events used to land in tb/
+            return None
         return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
 
     def _progress_bar(self):
