@@ -321,6 +321,30 @@ def test_tensorboard_is_written_by_rank_zero_alone(tiny_store, tmp_path, monkeyp
     assert trainer._tensorboard() is None and len(made) == 1
 
 
+def test_tensorboard_shows_a_fresh_run_alone_after_one_it_replaced_and_a_resumed_one_whole(tiny_store, tmp_path):
+    """A fresh run into a folder with a run's tb/ (--overwrite) left its events in view: each
+    scalar showed the old run's points and the new run's as one curve. A resumed run hid the
+    points of its checkpoint's step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    for lr, steps in ((0.5, 10), (0.01, 5)):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True, max_steps=steps, lr=lr, log_every=1, eval_every=0), tiny_store, out_dir=out, progress=False).fit()
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/lr")] == [(s, pytest.approx(0.01)) for s in range(1, 6)]
+    # a resumed run hides what came after its checkpoint, not the checkpoint step's own points
+    # (written before the checkpoint, and not written again)
+    cfg = tiny_cfg(tensorboard=True, max_steps=6, log_every=1, eval_every=2, checkpoint_every=100)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "cut", progress=False).fit(stop_after=4)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "cut", progress=False).fit(resume=True)
+    events = EventAccumulator(str(tmp_path / "cut" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("val/logloss")] == [2, 4, 6]
+
+
 def test_prebuilt_loaders_without_store(tiny_store):
     train = BatchLoader(tiny_store.split("train"), 32, seed=0, drop_last=True)
     val = BatchLoader(tiny_store.split("val"), 64, shuffle=False)

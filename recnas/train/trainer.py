@@ -529,7 +529,11 @@ class Trainer:
             raise ConfigError(f"tensorboard: true needs the tensorboard package ({exc}); install it or set tensorboard: false") from None
         if not self.dist.is_main:  # rank 0 writes the run's files; every rank's events used to land in tb/
             return None
-        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
+        # purge: TensorBoard hides the events of earlier files in tb/ at or past the step this run
+        # logs next: a resumed run's logged after its checkpoint (purging from the checkpoint's
+        # step hid that step's points for good), and a fresh run's (--overwrite) all of a
+        # replaced run's, which were shown as one curve with this run's
+        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step + 1)
 
     def _progress_bar(self):
         from rich.console import Console
