@@ -122,6 +122,21 @@ def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, chang
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_refuses_another_number_of_processes(tiny_store, tmp_path):
+    """A run of --nproc 2 resumed in one process (or the reverse) went on silently with another
+    global batch: other rows per step, the loader's position read in other batches."""
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    payload = load_checkpoint(out / "checkpoint.pt")
+    assert payload["world_size"] == 1
+    save_checkpoint(out / "checkpoint.pt", {**payload, "world_size": 2})  # as an --nproc 2 run writes it
+    before = (out / "checkpoint.pt").read_bytes()
+    more = Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    with pytest.raises(CheckpointError, match=r"trained in 2 processes and would resume in 1; .* resume with --nproc 2"):
+        more.fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
 def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     out = tmp_path / "run"
     t = trained_run(tiny_store, out)

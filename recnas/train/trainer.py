@@ -357,6 +357,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             "loader": self.train_loader.state_dict(),
+            "world_size": self.dist.world_size,
             "step": self.step,
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
@@ -383,6 +384,12 @@ class Trainer:
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        world = p.get("world_size")  # absent from older checkpoints: not checked
+        if isinstance(world, int) and world != self.dist.world_size:  # like batch_size: the global batch, so the rows that follow
+            raise CheckpointError(
+                f"{path}: the run was trained in {world} process{'es' if world > 1 else ''} and would resume in {self.dist.world_size}; "
+                f"a step's global batch is batch_size x processes, so other rows and updates would follow: resume with --nproc {world}"
+            )
         done = p.get("step")
         if isinstance(done, int) and done > self.total_steps:  # the run cannot go back: the lower step count would be ignored
             raise PastRequestedSteps(path, done, self.total_steps)
