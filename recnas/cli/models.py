@@ -112,8 +112,10 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         if not resume and not overwrite and held:  # e.g. the user's own config: it was replaced by the resolved one
             mine = f" (--config {config} is one of them)" if any((out / f).samefile(config) for f in held if Path(config).is_file()) else ""
             raise ConfigError(f"{out} holds {' and '.join(held)} but no training run{mine}; a run writes its own there, replacing them: keep them outside --out, or pass --overwrite to replace them")
-        if resume and not (out / "checkpoint.pt").is_file():
-            raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
+        if resume and not (out / CHECKPOINT_FILE).is_file():
+            if (out / MODEL_FILE).exists():  # "run without --resume first" was then refused: out holds a run
+                raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; {out} holds a {MODEL_FILE} without the checkpoint that continues its run: pass --overwrite to start afresh")
+            raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; run without --resume first")
         _relaunch(nproc)
         seed_everything(cfg.seed)
         model, spec, sampler = build(store, cfg)
