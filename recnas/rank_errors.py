@@ -12,11 +12,16 @@ from pathlib import Path
 ERROR_DIR_ENV = "RECNAS_ERROR_DIR"  # set by recnas.train.distributed.launch for the ranks it starts
 
 
+def launched_rank() -> bool:
+    """Whether this process is one of the ranks that `launch` started (the launcher reports for them)."""
+    return bool(os.environ.get(ERROR_DIR_ENV)) and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def report_error(message: str) -> bool:
     """Under `launch`, hand this rank's user-error message to the launcher (which prints it once)
     and return True: the rank should then exit quietly. False outside `launch`: print it."""
     folder = os.environ.get(ERROR_DIR_ENV)
-    if not folder or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_rank():
         return False
     (Path(folder) / f"rank{os.environ.get('RANK', '0')}").write_text(message, encoding="utf-8")
     return True

@@ -108,7 +108,7 @@ def test_mismatched_spec_config_or_missing_file_is_refused(tiny_store, tmp_path)
         Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, out_dir=tmp_path / "empty", progress=False).fit(resume=True)
 
 
-@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}])
+@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}, {"grad_clip": 0.5}])
 def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, change):
     """The optimizer's state holds lr and weight_decay, so a resume used to keep the old values
     while config.yaml (and a search's report) recorded the new ones: refused, not ignored."""
@@ -119,6 +119,21 @@ def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, chang
     cfg = TrainConfig(**{**t.cfg.model_dump(), "max_steps": t.step + 5, **change})
     with pytest.raises(CheckpointError, match=rf"cannot resume with a changed config \({key}: "):
         Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_refuses_another_number_of_processes(tiny_store, tmp_path):
+    """A run of --nproc 2 resumed in one process (or the reverse) went on silently with another
+    global batch: other rows per step, the loader's position read in other batches."""
+    out = tmp_path / "run"
+    trained_run(tiny_store, out)
+    payload = load_checkpoint(out / "checkpoint.pt")
+    assert payload["world_size"] == 1
+    save_checkpoint(out / "checkpoint.pt", {**payload, "world_size": 2})  # as an --nproc 2 run writes it
+    before = (out / "checkpoint.pt").read_bytes()
+    more = Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    with pytest.raises(CheckpointError, match=r"trained in 2 processes and would resume in 1; .* resume with --nproc 2"):
+        more.fit(resume=True)
     assert (out / "checkpoint.pt").read_bytes() == before
 
 

@@ -326,6 +326,18 @@ def test_resume_with_another_warmup_is_refused_and_keeps_the_run(tiny_store, tmp
     assert before == {f: (tmp_path / "a" / f).read_bytes() for f in before}
 
 
+def test_resume_without_a_checkpoint_beside_a_model_points_to_overwrite(tiny_store, tmp_path, monkeypatch, capsys):
+    """A model.pt without its checkpoint.pt: --resume said "run without --resume first", which
+    was then refused because --out holds a run; each pointed at the other."""
+    args = ["baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--steps", "3", "--out", tmp_path / "a"]
+    assert run(monkeypatch, capsys, *args)[0] == 0
+    (tmp_path / "a" / "checkpoint.pt").unlink()
+    code, _, err = run(monkeypatch, capsys, *args, "--resume")
+    assert code == 2 and "holds a model.pt without the checkpoint that continues its run: pass --overwrite" in error_line(err)
+    code, _, err = run(monkeypatch, capsys, *args[:-1], tmp_path / "b", "--resume")  # nothing there at all
+    assert code == 2 and "nothing to resume; run without --resume first" in error_line(err)
+
+
 def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
     """Day 1 trains, day 2 is encoded with day 1's vocabulary and scored row by row."""
     import numpy as np

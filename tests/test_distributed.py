@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 
 from recnas.train.model_factory import load_trained
 
@@ -74,3 +75,50 @@ def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_pat
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "invalid architecture" in errors[0], output
     assert "Traceback" not in output and "ChildFailedError" not in output, output
+
+
+def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_processes_start(tmp_path, tiny_store, monkeypatch, capsys):
+    """480 rows and 2 processes x batch 256: no whole global batch, so no step. It used to be
+    refused inside the ranks as "the train split has no rows"."""
+    from recnas.errors import DataError
+    from recnas.train.trainer import check_global_batch
+    from tests.test_cli_models import error_line, run
+
+    launched = []
+    monkeypatch.setattr("recnas.train.distributed.launch", lambda *a: launched.append(a))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 256\nmax_steps: 2\ndevice: cpu\n")
+    code, _, err = run(monkeypatch, capsys, "supernet", "train", "--data", tiny_store.dir, "--space", "small-tiny", "--config", cfg, "--out", tmp_path / "o", "--nproc", "2")
+    assert code == 2 and not launched and not (tmp_path / "o").exists()
+    assert "the train split's 480 rows are fewer than one global batch of 2 processes x batch_size 256 = 512 rows" in error_line(err)
+    check_global_batch(480, 240, 2)  # exactly one global batch: fine
+    check_global_batch(480, 4096, 1)  # one process takes the partial batch
+    with pytest.raises(DataError, match="fewer than one global batch"):
+        check_global_batch(100, 64, 2)
+
+
+def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, tiny_store):
+    """Ctrl-C (SIGINT to the terminal's process group: the launcher and its ranks) used to end in
+    torchrun's SignalException traceback, exit code 1, after an "interrupted" from each rank. Now
+    as without --nproc: one "interrupted", exit code 130, and the checkpoint to resume from."""
+    import os
+    import signal
+    import time
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 1000000\neval_every: 0\ncheckpoint_every: 1\ndevice: cpu\n")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", "--nproc", "2"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 200
+        while not (out / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists(), "training did not start"
+        os.killpg(p.pid, signal.SIGINT)
+        stdout, stderr = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stderr and (stdout + stderr).count("interrupted") == 1, stderr

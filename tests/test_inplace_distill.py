@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from recnas.errors import ConfigError
+from recnas.errors import CheckpointError, ConfigError
 from recnas.space import get_space
 from recnas.space.samplers import FixedSampler, largest_architecture, random_architecture
 from recnas.supernet import Subnet, Supernet
@@ -54,3 +54,15 @@ def test_distillation_needs_a_supernet_with_a_sampler(tiny_store):
         Trainer(Subnet(arch, space, tiny_store.meta), cfg, tiny_store, progress=False)
     with pytest.raises(ValueError, match="inplace_distill"):
         TrainConfig(inplace_distill=1.5)
+
+
+def test_resume_refuses_another_inplace_distill(tiny_store, tmp_path):
+    """The objective of the steps already taken: a resume under another value used to train on
+    and record the new one in config.yaml and model.pt for weights trained under the old."""
+    space = get_space("small-tiny")
+    arch = random_architecture(__import__("numpy").random.default_rng(1), space)
+    cfg = TrainConfig(batch_size=64, max_steps=2, eval_every=0, device="cpu", seed=0)
+    Trainer(Supernet(space, tiny_store.meta), cfg, tiny_store, out_dir=tmp_path, sampler=FixedSampler(arch), progress=False).fit()
+    more = cfg.model_copy(update={"max_steps": 4, "inplace_distill": 0.5})
+    with pytest.raises(CheckpointError, match=r"changed config \(inplace_distill: 0.0 -> 0.5\)"):
+        Trainer(Supernet(space, tiny_store.meta), more, tiny_store, out_dir=tmp_path, sampler=FixedSampler(arch), progress=False).fit(resume=True)

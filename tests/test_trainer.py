@@ -213,6 +213,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_store, tmp_path
     assert res.steps == ref.steps == 45 and not res.interrupted
     assert_same_weights(weights(full.model), weights(resumed.model))
     assert [h["val_logloss"] for h in res.history] == [h["val_logloss"] for h in ref.history]
+    # the logged train_loss too: it averages the steps since the last log, some of them before
+    # the interruption (their sum is in the checkpoint; it used to restart from the resume)
+    assert res.history == ref.history
     if supernet:
         assert resumed.sampler.calls == ref.steps - 17  # the sampler stream continued, not restarted
         assert full.eval_archs == resumed.eval_archs
@@ -301,6 +304,45 @@ def test_tensorboard_scalars(tiny_store, tmp_path, monkeypatch):
     tags = {c for c, _ in calls}
     assert {"train/loss", "train/lr", "train/samples_per_s", "val/logloss", "val/auc"} <= tags
     assert ("val/logloss", 15) in calls and ("train/loss", 5) in calls
+
+
+def test_tensorboard_is_written_by_rank_zero_alone(tiny_store, tmp_path, monkeypatch):
+    """Under --nproc every rank wrote an events file into tb/ (a second curve of each scalar,
+    its own samples_per_s among them); rank 0 writes the run's files, TensorBoard's too."""
+    import types
+
+    from recnas.train.distributed import DistInfo
+
+    made = []
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=lambda **kw: made.append(kw) or "writer"))
+    trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True), tiny_store, out_dir=tmp_path / "run", progress=False)
+    assert trainer._tensorboard() == "writer"
+    trainer.dist = DistInfo(rank=1, world_size=2, local_rank=1)
+    assert trainer._tensorboard() is None and len(made) == 1
+
+
+def test_tensorboard_shows_a_fresh_run_alone_after_one_it_replaced_and_a_resumed_one_whole(tiny_store, tmp_path):
+    """A fresh run into a folder with a run's tb/ (--overwrite) left its events in view: each
+    scalar showed the old run's points and the new run's as one curve. A resumed run hid the
+    points of its checkpoint's step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    for lr, steps in ((0.5, 10), (0.01, 5)):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(tensorboard=True, max_steps=steps, lr=lr, log_every=1, eval_every=0), tiny_store, out_dir=out, progress=False).fit()
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/lr")] == [(s, pytest.approx(0.01)) for s in range(1, 6)]
+    # a resumed run hides what came after its checkpoint, not the checkpoint step's own points
+    # (written before the checkpoint, and not written again)
+    cfg = tiny_cfg(tensorboard=True, max_steps=6, log_every=1, eval_every=2, checkpoint_every=100)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "cut", progress=False).fit(stop_after=4)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "cut", progress=False).fit(resume=True)
+    events = EventAccumulator(str(tmp_path / "cut" / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events.Scalars("val/logloss")] == [2, 4, 6]
 
 
 def test_prebuilt_loaders_without_store(tiny_store):

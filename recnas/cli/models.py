@@ -84,13 +84,15 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     errors are printed once, not once per process."""
     from recnas.data.store import CTRStore, check_run_folder
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, planned_steps
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
     cfg = TrainConfig.from_yaml(config)
     store = CTRStore(data)
+    rows = store.meta.rows.get("train", 0)
+    check_global_batch(rows if cfg.max_train_rows is None else min(rows, cfg.max_train_rows), cfg.batch_size, nproc)  # before the processes start
     total = steps if steps is not None else planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
     if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
         # the lr would never reach its value: the run would train at a fraction of the lr it records
@@ -110,8 +112,10 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         if not resume and not overwrite and held:  # e.g. the user's own config: it was replaced by the resolved one
             mine = f" (--config {config} is one of them)" if any((out / f).samefile(config) for f in held if Path(config).is_file()) else ""
             raise ConfigError(f"{out} holds {' and '.join(held)} but no training run{mine}; a run writes its own there, replacing them: keep them outside --out, or pass --overwrite to replace them")
-        if resume and not (out / "checkpoint.pt").is_file():
-            raise ConfigError(f"{out / 'checkpoint.pt'}: nothing to resume; run without --resume first")
+        if resume and not (out / CHECKPOINT_FILE).is_file():
+            if (out / MODEL_FILE).exists():  # "run without --resume first" was then refused: out holds a run
+                raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; {out} holds a {MODEL_FILE} without the checkpoint that continues its run: pass --overwrite to start afresh")
+            raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; run without --resume first")
         _relaunch(nproc)
         seed_everything(cfg.seed)
         model, spec, sampler = build(store, cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +112,9 @@ def shutdown(info: DistInfo) -> None:
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `recnas <argv>` in `nproc` processes under torchrun, here in this process so that its
     failure report can be replaced: a user error reported by a rank is raised here as a
-    RecnasError (one `error:` line, exit code 2); any other failure raises torchrun's
-    ChildFailedError with its details."""
+    RecnasError (one `error:` line, exit code 2); Ctrl-C raises KeyboardInterrupt (as in one
+    process); any other failure raises torchrun's ChildFailedError with its details."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -131,6 +133,11 @@ def launch(nproc: int, argv: list[str]) -> None:
             if message is None:
                 raise
             raise RecnasError(message) from None
+        except SignalException as exc:  # torchrun's handler, after stopping the ranks: Ctrl-C
+            # used to end in its traceback (and exit 1); now as without --nproc: "interrupted", 130
+            if exc.sigval == signal.SIGINT:
+                raise KeyboardInterrupt from None
+            raise SystemExit(128 + int(exc.sigval)) from None  # e.g. SIGTERM: the code a kill gives
         finally:
             elastic.setLevel(level)
             del os.environ[ERROR_DIR_ENV]

@@ -43,8 +43,9 @@ CONFIG_FILE = "config.yaml"
 # silently ignored (while config.yaml recorded it): refused like the others. warmup_steps and
 # lr_schedule decide the lr of the steps already taken: a resume under new ones (a finished run
 # "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
-# model.pt for weights trained under the old ones (only the total may change: more steps)
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule")
+# model.pt for weights trained under the old ones (only the total may change: more steps). So do
+# grad_clip and inplace_distill, which decided the updates (objective, clipping) already made
+RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "inplace_distill")
 
 
 def _drops_last(rows: int, batch_size: int) -> bool:
@@ -59,6 +60,16 @@ def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int
         return cfg.max_steps
     n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
     return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
+
+
+def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
+    """Under --nproc every step takes one whole global batch (a batch per process): a train split
+    of fewer rows has no step to take (it used to be refused as "the train split has no rows")."""
+    if world_size > 1 and 0 < rows < batch_size * world_size:
+        raise DataError(
+            f"the train split's {rows:,} rows are fewer than one global batch of {world_size} processes x batch_size "
+            f"{batch_size} = {batch_size * world_size:,} rows; lower batch_size or --nproc"
+        )
 
 
 class PastRequestedSteps(CheckpointError):
@@ -186,6 +197,7 @@ class Trainer:
         if self.steps_per_epoch == 0:
             if store is not None:
                 store.check_trainable()
+            check_global_batch(self.train_loader.n, self.train_loader.batch_size, self.dist.world_size)
             raise DataError("the train split has no rows")
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         if cfg.warmup_steps > self.total_steps:  # the training commands refuse it; a job's preset on small data says it here
@@ -208,6 +220,9 @@ class Trainer:
         self.rows_seen = 0
         self.last_val: dict | None = None
         self.stopped_early = False  # a resumed early-stopped run stays stopped
+        # the loss summed over the steps since the last log, and their count: the next logged
+        # train_loss averages them, so a resumed run must pick them up (mean over the ranks)
+        self.running_loss: tuple[float, int] = (0.0, 0)
 
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
@@ -342,11 +357,12 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             "loader": self.train_loader.state_dict(),
+            "world_size": self.dist.world_size,
             "step": self.step,
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
-            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss)},
             "best_model": self.best_state,
         }
 
@@ -368,6 +384,12 @@ class Trainer:
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        world = p.get("world_size")  # absent from older checkpoints: not checked
+        if isinstance(world, int) and world != self.dist.world_size:  # like batch_size: the global batch, so the rows that follow
+            raise CheckpointError(
+                f"{path}: the run was trained in {world} process{'es' if world > 1 else ''} and would resume in {self.dist.world_size}; "
+                f"a step's global batch is batch_size x processes, so other rows and updates would follow: resume with --nproc {world}"
+            )
         done = p.get("step")
         if isinstance(done, int) and done > self.total_steps:  # the run cannot go back: the lower step count would be ignored
             raise PastRequestedSteps(path, done, self.total_steps)
@@ -387,6 +409,8 @@ class Trainer:
             self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
             self.best_state = p.get("best_model")
             self.stopped_early = bool(best.get("stopped_early", False))
+            total, count = best.get("running_loss", (0.0, 0))  # absent from older checkpoints
+            self.running_loss = (float(total), int(count))
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
@@ -410,7 +434,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         self.model.train()
-        running, n_running, train_loss = torch.zeros((), device=self.device), 0, None
+        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], None
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
@@ -452,6 +476,7 @@ class Trainer:
                                 writer.add_scalar("val/auc", metrics["auc"], self.step)
                             self.model.train()
                         if (ckpt_due or interrupted) and self.out_dir is not None:
+                            self._keep_running(running, n_running)
                             self.save_checkpoint()
                         t_seg = time.perf_counter()
                     if last or self.stopped_early or interrupted:
@@ -466,6 +491,7 @@ class Trainer:
             self._after_eval(self.evaluate(), train_loss)  # e.g. resumed a finished run
         final_val = self.last_val
         if self.out_dir is not None:
+            self._keep_running(running, n_running)
             self.save_checkpoint()  # last weights, resumable (e.g. with a larger max_steps)
         if self.cfg.restore_best and self.best_state is not None:
             self.model.load_state_dict(self.best_state)
@@ -474,6 +500,11 @@ class Trainer:
             self._write_outputs(result)
         distributed.barrier(self.dist)
         return result
+
+    def _keep_running(self, running: torch.Tensor, n_running: int) -> None:
+        """Record the unlogged running loss for the checkpoint (every rank calls it: a collective).
+        Its mean over the ranks is restored on every rank, which keeps the logged mean the same."""
+        self.running_loss = (float(distributed.mean_over_ranks(running, self.dist).item()), n_running)
 
     def _pause_clock(self, t_seg: float) -> float:
         if self.device.type == "cuda":
@@ -503,7 +534,13 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # torch's writer needs the optional tensorboard package
             raise ConfigError(f"tensorboard: true needs the tensorboard package ({exc}); install it or set tensorboard: false") from None
-        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step or None)
+        if not self.dist.is_main:  # rank 0 writes the run's files; every rank's events used to land in tb/
+            return None
+        # purge: TensorBoard hides the events of earlier files in tb/ at or past the step this run
+        # logs next: a resumed run's logged after its checkpoint (purging from the checkpoint's
+        # step hid that step's points for good), and a fresh run's (--overwrite) all of a
+        # replaced run's, which were shown as one curve with this run's
+        return SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=self.step + 1)
 
     def _progress_bar(self):
         from rich.console import Console
