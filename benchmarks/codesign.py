@@ -34,6 +34,7 @@ from rich.console import Console
 from recnas.configs import write_text_atomic
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
+from recnas.scripts import run_script
 from recnas.search.evaluator import architecture_costs
 from recnas.search.job import load_job_config
 from recnas.search.objective import reference_costs
@@ -151,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -26,6 +26,7 @@ from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.pipeline import retrain, run_search, stability
+from recnas.scripts import run_script
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -120,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

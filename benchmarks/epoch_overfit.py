@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import re
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +36,8 @@ from rich.table import Table
 
 from recnas.configs import validate, write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.errors import ConfigError, RecnasError
+from recnas.errors import ConfigError
+from recnas.scripts import run_script
 from recnas.train import Trainer, TrainConfig, evaluate, load_trained
 from recnas.train.model_factory import check_data
 from recnas.train.tables import TableFinetune, table_phase_config
@@ -130,8 +130,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecnasError as exc:  # a bad model file, a store it was not trained on, a bad --freeze
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
+from recnas.scripts import run_script
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -205,4 +206,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

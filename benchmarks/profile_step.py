@@ -23,6 +23,7 @@ from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
+from recnas.scripts import run_script
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -104,4 +105,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
+from recnas.scripts import run_script
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
 
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

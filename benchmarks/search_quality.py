@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
+from recnas.scripts import run_script
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -118,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from rich.table import Table
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
-from recnas.errors import RecnasError
+from recnas.scripts import run_script
 from recnas.train.metrics import ctr_metrics, json_safe, predict
 from recnas.train.model_factory import check_data, load_trained
 
@@ -122,8 +121,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecnasError as exc:  # a store not made by the synthetic generator, a bad checkpoint
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -24,6 +24,7 @@ from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
+from recnas.scripts import run_script
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -117,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
