@@ -38,6 +38,7 @@ from recnas.baselines.interactions import CIN, InteractingLayer
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
+from recnas.scripts import output_file
 from recnas.search.job import PRESETS
 from recnas.train.metrics import predict
 
@@ -102,7 +103,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="cpu: process time (all threads' CPU seconds); wall: elapsed time, the measure with --threads > 1")
-    ap.add_argument("--out", default="benchmarks/out/cpu_components.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/cpu_components.json")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter

@@ -26,7 +26,7 @@ from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.pipeline import retrain, run_search, stability
-from recnas.scripts import run_script
+from recnas.scripts import output_file, run_script
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -47,7 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--out", type=Path, default=OUT / "embedding_search.json")
+    p.add_argument("--out", type=output_file, default=OUT / "embedding_search.json")
     return p.parse_args()
 
 

@@ -30,6 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
+from recnas.scripts import output_file
 
 
 def timed_ms(fn, reps: int) -> float:
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--tokens", default="64,32")
     ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--out", default="benchmarks/out/layernorm_attention.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/layernorm_attention.json")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
-from recnas.scripts import run_script
+from recnas.scripts import output_file, run_script
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
     ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
+    ap.add_argument("--json-out", type=output_file, default=Path("benchmarks/out/oracle_bound.json"))
     args = ap.parse_args()
     if args.latent_dim < 1 or not args.init_std > 0:
         ap.error(f"--latent-dim must be >= 1 and --init-std > 0 (got {args.latent_dim}, {args.init_std})")

@@ -23,7 +23,7 @@ from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from recnas.scripts import run_script
+from recnas.scripts import output_file, run_script
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -49,8 +49,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--out", default="benchmarks/out/profile_step.json")
-    ap.add_argument("--kernels", default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json")
+    ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp())

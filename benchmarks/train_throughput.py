@@ -24,7 +24,7 @@ from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from recnas.scripts import run_script
+from recnas.scripts import output_file, run_script
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--amp", default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile (CUDA graphs on GPU); the supernet trains on masked paths")
-    ap.add_argument("--out", default="benchmarks/out/train_throughput.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/train_throughput.json")
     ap.add_argument("--data", default=None, help="existing store (default: generate synthetic rows)")
     args = ap.parse_args()
     unknown = set(args.models.split(",")) - {"supernet", "subnet", *BASELINE_NAMES}

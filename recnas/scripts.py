@@ -1,13 +1,17 @@
-"""What the scripts in benchmarks/ share: their entry point. A user error there (an unknown
-budget, a missing store, a bad config) is one line and exit code 2, as in the CLI
-(`recnas.cli.main`), never a traceback."""
+"""What the scripts in benchmarks/ share: their entry point and the argparse types of their
+output paths. A user error there (an unknown budget, a missing store, a bad config, an output
+path under a file) is one line and exit code 2, as in the CLI (`recnas.cli.main`), never a
+traceback; an output path that cannot be written is refused before the run, not after it."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from recnas.errors import RecnasError
+from recnas.errors import ConfigError, RecnasError
+from recnas.staging import check_parent
 
 
 def run_script(main: Callable[[], object]) -> None:
@@ -18,3 +22,30 @@ def run_script(main: Callable[[], object]) -> None:
     except RecnasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _creatable(path: Path) -> None:
+    try:
+        check_parent(path, "output")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def output_file(text: str) -> Path:
+    """argparse type of a result file (the JSON a script writes): not a folder, and not below
+    a regular file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; give the path of a file")
+    _creatable(path)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """argparse type of a folder a script writes into: not an existing file, and not below a
+    regular file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    _creatable(path)
+    return path

@@ -46,3 +46,31 @@ def test_a_user_error_is_one_line_not_a_traceback(name, argv, message, tmp_path,
     monkeypatch.chdir(tmp_path)  # the scripts' default outputs are relative paths
     err = refused(name, argv, capsys)
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+OUTPUTS = [  # (script, arguments it needs, its output flags: file or dir)
+    ("cpu_components", [], {"--out": "file"}),
+    ("embedding_bandwidth", [], {"--out": "file"}),
+    ("embedding_search", [], {"--out": "file"}),
+    ("epoch_overfit", ["--data", "store", "model.pt"], {"--out": "file"}),
+    ("layernorm_attention", [], {"--out": "file"}),
+    ("oracle_bound", [], {"--json-out": "file"}),
+    ("prepare_throughput", [], {"--json": "file", "--workdir": "dir"}),
+    ("profile_step", [], {"--out": "file", "--kernels": "file"}),
+    ("proxy_rank", [], {"--out": "file", "--runs": "dir"}),
+    ("term_capture", ["--data", "store", "model.pt"], {"--out": "file"}),
+    ("train_throughput", [], {"--out": "file"}),
+]
+
+
+@pytest.mark.parametrize("name, needs, flag, kind", [(n, a, f, k) for n, a, flags in OUTPUTS for f, k in flags.items()])
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(name, needs, flag, kind, tmp_path, monkeypatch, capsys):
+    """Not after minutes of work, as an OSError traceback that loses the results."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    err = refused(name, [*needs, flag, str(tmp_path / "a-file" / "x")], capsys)
+    assert f"argument {flag}" in err and "a-file is not a directory" in err
+    wrong = tmp_path if kind == "file" else tmp_path / "a-file"  # a folder where a file goes, and the reverse
+    err = refused(name, [*needs, flag, str(wrong)], capsys)
+    assert f"argument {flag}" in err and ("is a directory" in err if kind == "file" else "is not a directory" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing generated or written
