@@ -3,31 +3,9 @@
 
 from __future__ import annotations
 
-import runpy
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
-
-
-def run_benchmark(name: str, *argv: str) -> None:
-    """benchmarks/NAME.py run as a script with `argv`."""
-    old = sys.argv
-    sys.argv = [f"{name}.py", *argv]
-    try:
-        runpy.run_path(str(BENCHMARKS / f"{name}.py"), run_name="__main__")
-    finally:
-        sys.argv = old
-
-
-def refused(name: str, argv: list[str], capsys) -> str:
-    """The script exits with code 2; returns what it printed on stderr."""
-    with pytest.raises(SystemExit) as exc:
-        run_benchmark(name, *argv)
-    assert exc.value.code == 2
-    return capsys.readouterr().err
+from tests.conftest import benchmark_refused as refused
 
 
 @pytest.mark.parametrize(
