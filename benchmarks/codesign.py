@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.01, help="pareto: val log loss slack over the front's best")
     ap.add_argument("--out-dir", default="benchmarks/out/codesign")
     args = ap.parse_args()
+    if args.retrain < 0 or not 0 <= args.tolerance < float("inf"):
+        ap.error(f"--retrain and --tolerance must be >= 0 (got {args.retrain}, {args.tolerance})")
     out = Path(args.out_dir)
     cfg = load_job_config(args.budget, args.config, hardware="pim", synthetic_rows=args.rows, seed=args.seed)
     if args.objective == "penalized":  # the job resolves the targets: reference cost / ratio

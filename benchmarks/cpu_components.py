@@ -38,7 +38,7 @@ from recnas.baselines.interactions import CIN, InteractingLayer
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from recnas.scripts import output_file
+from recnas.scripts import output_file, positive_int
 from recnas.search.job import PRESETS
 from recnas.train.metrics import predict
 
@@ -100,8 +100,8 @@ def run(variants: dict, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="cpu: process time (all threads' CPU seconds); wall: elapsed time, the measure with --threads > 1")
     ap.add_argument("--out", type=output_file, default="benchmarks/out/cpu_components.json")
     args = ap.parse_args()

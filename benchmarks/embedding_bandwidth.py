@@ -21,7 +21,7 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import output_file
+from recnas.scripts import output_file, positive_float, positive_int
 
 # Criteo Kaggle field cardinalities (orders of magnitude), as in benchmarks/prepare_throughput.py
 CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
@@ -41,10 +41,10 @@ def timed(fn, device, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=65536)
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--batch", type=positive_int, default=65536)
+    ap.add_argument("--dim", type=positive_int, default=16)
+    ap.add_argument("--scale", type=positive_float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
+    ap.add_argument("--repeats", type=positive_int, default=20)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json")
     args = ap.parse_args()

@@ -26,7 +26,7 @@ from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.pipeline import retrain, run_search, stability
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, positive_float, positive_int, run_script
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -37,8 +37,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=60_000, help="synthetic rows (8:1:1 split)")
     p.add_argument("--n-sparse", type=int, default=26)
     p.add_argument("--max-vocab", type=int, default=2000)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--fraction", type=float, default=0.8, help="budget as a fraction of the uniform-16 tables")
+    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--fraction", type=positive_float, default=0.8, help="budget as a fraction of the uniform-16 tables")
     p.add_argument("--sampler", choices=["adaptive", "uniform"], default="adaptive")
     p.add_argument("--supernet-epochs", type=float, default=2.0)
     p.add_argument("--iterations", type=int, default=100)

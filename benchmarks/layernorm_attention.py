@@ -30,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
-from recnas.scripts import output_file
+from recnas.scripts import output_file, positive_int, positive_ints
 
 
 def timed_ms(fn, reps: int) -> float:
@@ -66,16 +66,16 @@ def _sdpa(qkv: torch.Tensor, mask: torch.Tensor, backend) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=65536)
-    ap.add_argument("--tokens", default="64,32")
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--batch", type=positive_int, default=65536)
+    ap.add_argument("--tokens", type=positive_ints, default="64,32")
+    ap.add_argument("--reps", type=positive_int, default=20)
     ap.add_argument("--out", type=output_file, default="benchmarks/out/layernorm_attention.json")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     dev = torch.device("cuda")
     rows = []
-    for t in (int(v) for v in args.tokens.split(",")):
+    for t in args.tokens:
         x = torch.randn(args.batch, t, 16, device=dev, requires_grad=True)
         for name, norm in (("nn.LayerNorm", nn.LayerNorm(16)), ("RowLayerNorm", RowLayerNorm(16, min_elements=0))):
             norm = norm.to(dev)

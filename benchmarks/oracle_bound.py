@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, positive_float, positive_int, run_script
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -160,9 +160,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=2048)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=positive_int, default=40)
+    ap.add_argument("--batch", type=positive_int, default=2048)
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
     ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better validation log loss")
     ap.add_argument("--latent-dim", type=int, default=32, help="width of the learnt latent tables (the planted rank is 4)")
     ap.add_argument("--init-std", type=float, default=0.02, help="std of the normal init of every table")

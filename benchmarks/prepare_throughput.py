@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import output_dir, output_file
+from recnas.scripts import output_dir, output_file, positive_int
 
 # Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
 # others a handful. Rough orders of magnitude, per field C1..C26.
@@ -82,8 +82,8 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--rows", type=positive_int, default=2_000_000)
+    parser.add_argument("--min-count", type=positive_int, default=1)
     parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out")
     parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json")
     args = parser.parse_args()

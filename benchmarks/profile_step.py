@@ -15,15 +15,16 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from recnas.baselines import build_baseline
+from recnas.baselines import BASELINES, build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, positive_int, run_script
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -41,14 +42,14 @@ def build(name: str, space, meta):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--model", default="supernet")
+    ap.add_argument("--batch", type=positive_int, default=4096)
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet")
     ap.add_argument("--space", default="full")
-    ap.add_argument("--amp", default="off")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--top", type=positive_int, default=15)
     ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json")
     ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()

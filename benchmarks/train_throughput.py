@@ -17,6 +17,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 
 import torch
 
@@ -24,7 +25,7 @@ from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, positive_int, positive_ints, run_script
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -54,13 +55,13 @@ def measure(make_model, store, batch, steps, device, sampler_factory=None, resid
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch-sizes", default="1024,4096")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-sizes", type=positive_ints, default="1024,4096")
+    ap.add_argument("--steps", type=positive_int, default=30)
     ap.add_argument("--space", default="full")
     ap.add_argument("--models", default="supernet,subnet,dlrm", help=f"supernet, subnet and any baseline ({', '.join(BASELINE_NAMES)})")
     ap.add_argument("--baseline-hparams", default=None, help="a job budget (e.g. cpu) whose baseline hyper-parameters to use; default: each baseline's own")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--amp", default="auto")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile (CUDA graphs on GPU); the supernet trains on masked paths")
     ap.add_argument("--out", type=output_file, default="benchmarks/out/train_throughput.json")
     ap.add_argument("--data", default=None, help="existing store (default: generate synthetic rows)")
@@ -89,7 +90,7 @@ def main() -> None:
         makers[name] = (lambda name=name: build_baseline(name, meta, **hparams.get(name, {})), None)
 
     results = []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch in args.batch_sizes:
         for name in args.models.split(","):
             make, samp = makers[name]
             r = measure(make, store, batch, args.steps, args.device, samp, amp=args.amp, compile_=args.compile)

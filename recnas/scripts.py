@@ -1,7 +1,8 @@
 """What the scripts in benchmarks/ share: their entry point and the argparse types of their
-output paths. A user error there (an unknown budget, a missing store, a bad config, an output
-path under a file) is one line and exit code 2, as in the CLI (`recnas.cli.main`), never a
-traceback; an output path that cannot be written is refused before the run, not after it."""
+output paths and sizes. A user error there (an unknown budget, a missing store, a bad config,
+an output path under a file, a size of 0) is one line and exit code 2, as in the CLI
+(`recnas.cli.main`), never a traceback; an output path that cannot be written or a size that
+means nothing is refused before the run, not after it."""
 
 from __future__ import annotations
 
@@ -49,3 +50,33 @@ def output_dir(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
     _creatable(path)
     return path
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a size or count (rows, steps, batch, repeats): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """argparse type of a comma-separated list of sizes (`1024,4096`): each an integer >= 1."""
+    try:
+        return [positive_int(v) for v in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a rate or scale: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value

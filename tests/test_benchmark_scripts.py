@@ -52,3 +52,37 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(name, n
     err = refused(name, [*needs, flag, str(wrong)], capsys)
     assert f"argument {flag}" in err and ("is a directory" in err if kind == "file" else "is not a directory" in err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # nothing generated or written
+
+
+SIZES = [  # (script, arguments it needs, flag, a value that means nothing)
+    ("codesign", ["--budget", "smoke"], "--retrain", "-1"),  # [:-1]: the cheapest front candidates but the last
+    ("codesign", ["--budget", "smoke"], "--tolerance", "-0.1"),
+    ("cpu_components", [], "--repeats", "0"),  # min() of no timings
+    ("cpu_components", [], "--threads", "0"),
+    ("embedding_bandwidth", [], "--batch", "0"),
+    ("embedding_bandwidth", [], "--scale", "-1"),
+    ("embedding_search", [], "--seeds", "0"),  # no seed: an IndexError after the data was made
+    ("embedding_search", [], "--fraction", "0"),
+    ("layernorm_attention", [], "--tokens", "64,0"),
+    ("oracle_bound", [], "--epochs", "0"),  # an UnboundLocalError after the data was made
+    ("oracle_bound", [], "--batch", "0"),
+    ("oracle_bound", [], "--lr", "0"),
+    ("prepare_throughput", [], "--rows", "0"),  # an empty raw file, cached
+    ("prepare_throughput", [], "--min-count", "0"),
+    ("profile_step", [], "--steps", "0"),  # a ZeroDivisionError after the data was made
+    ("profile_step", [], "--batch", "-5"),
+    ("profile_step", [], "--amp", "fast"),  # a pydantic traceback
+    ("profile_step", [], "--model", "nope"),
+    ("train_throughput", [], "--steps", "0"),  # "0 samples/s" reported and written
+    ("train_throughput", [], "--batch-sizes", "1024,0"),
+    ("train_throughput", [], "--amp", "fast"),
+    ("train_throughput", [], "--device", "gpu"),
+]
+
+
+@pytest.mark.parametrize("name, needs, flag, value", SIZES)
+def test_a_size_that_means_nothing_is_refused_before_the_run(name, needs, flag, value, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = refused(name, [*needs, flag, value], capsys)
+    assert flag in err
+    assert list(tmp_path.iterdir()) == []  # nothing generated or written
