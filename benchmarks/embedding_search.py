@@ -31,6 +31,16 @@ from recnas.scripts import output_file, positive_float, positive_int, run_script
 OUT = Path(__file__).resolve().parent / "out"
 
 
+def synthetic_store(rows: int, n_sparse: int, max_vocab: int, out: Path = OUT) -> Path:
+    """The synthetic benchmark with these settings (seed 0), generated once under `out`. Every
+    setting is in the folder's name: a store cached under another --max-vocab was reused as if
+    it were this one."""
+    path = out / f"synthetic_{rows}_{n_sparse}_vocab{max_vocab}"
+    if not (path / "meta.json").is_file():
+        generate(path, rows=rows, seed=0, n_sparse=n_sparse, max_vocab=max_vocab, overwrite=True)
+    return path
+
+
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="existing store (default: generate the synthetic benchmark)")
@@ -56,9 +66,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data is None:
-        args.data = OUT / f"synthetic_{args.rows}_{args.n_sparse}"
-        if not (args.data / "meta.json").is_file():
-            generate(args.data, rows=args.rows, seed=0, n_sparse=args.n_sparse, max_vocab=args.max_vocab, overwrite=True)
+        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab)
     store = CTRStore(args.data)
     vocab = store.meta.vocab_sizes
     uniform = [16] * len(vocab)

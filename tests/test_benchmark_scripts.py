@@ -86,3 +86,14 @@ def test_a_size_that_means_nothing_is_refused_before_the_run(name, needs, flag, 
     err = refused(name, [*needs, flag, value], capsys)
     assert flag in err
     assert list(tmp_path.iterdir()) == []  # nothing generated or written
+
+
+def test_embedding_search_caches_its_data_per_setting(tmp_path):
+    """A store cached under another --max-vocab was reused as if it were this one."""
+    from recnas.data.store import CTRStore
+    from tests.conftest import load_benchmark
+
+    es = load_benchmark("embedding_search")
+    wide, narrow = es.synthetic_store(1000, 3, 60, out=tmp_path), es.synthetic_store(1000, 3, 6, out=tmp_path)
+    assert wide != narrow and max(CTRStore(narrow).meta.vocab_sizes) <= 7 < max(CTRStore(wide).meta.vocab_sizes)  # an OOV row each
+    assert es.synthetic_store(1000, 3, 60, out=tmp_path) == wide
