@@ -25,7 +25,6 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,9 +35,7 @@ import torch.nn.functional as F
 from recnas.baselines import build_baseline
 from recnas.baselines.interactions import CIN, InteractingLayer
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
-from recnas.scripts import output_file, positive_int
+from recnas.scripts import output_file, positive_int, temporary_synthetic_store
 from recnas.search.job import PRESETS
 from recnas.train.metrics import predict
 
@@ -108,9 +105,7 @@ def main() -> None:
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp())
-    generate(tmp / "data", rows=40_000, seed=0)
-    store = CTRStore(tmp / "data")
+    store = temporary_synthetic_store(40_000)
     meta, train = store.meta, store.split("train")
     hp = PRESETS["cpu"]["baseline_hparams"]
     torch.manual_seed(0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import get_args
@@ -22,9 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from recnas.baselines import BASELINES, build_baseline
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
-from recnas.scripts import output_file, positive_int, run_script
+from recnas.scripts import output_file, positive_int, run_script, temporary_synthetic_store
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -54,9 +51,7 @@ def main() -> None:
     ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp())
-    generate(tmp / "data", rows=args.rows, seed=0)
-    store = CTRStore(tmp / "data")
+    store = temporary_synthetic_store(args.rows)
     model, sampler = build(args.model, get_space(args.space), store.meta)
     cfg = TrainConfig(batch_size=args.batch, max_steps=10**9, eval_every=0, device=args.device, resident_data=args.device == "cuda", amp=args.amp, log_every=10**9, checkpoint_every=10**9, compile=args.compile)
     trainer = Trainer(model, cfg, store, sampler=sampler, progress=False)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +23,7 @@ import torch
 from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
-from recnas.scripts import output_file, positive_int, positive_ints, run_script
+from recnas.scripts import output_file, positive_int, positive_ints, run_script, temporary_synthetic_store
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -72,12 +70,7 @@ def main() -> None:
     if args.baseline_hparams is not None and args.baseline_hparams not in PRESETS:
         ap.error(f"--baseline-hparams: unknown budget {args.baseline_hparams!r}; choose from {', '.join(PRESETS)}")
 
-    tmp = tempfile.mkdtemp()
-    if args.data is None:
-        generate(Path(tmp) / "data", rows=args.rows, seed=0)
-        store = CTRStore(Path(tmp) / "data")
-    else:
-        store = CTRStore(args.data)
+    store = temporary_synthetic_store(args.rows) if args.data is None else CTRStore(args.data)
     space = get_space(args.space)
     meta = store.meta
     fixed = ArchSampler(space, seed=123).sample()

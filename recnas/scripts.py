@@ -7,7 +7,10 @@ means nothing is refused before the run, not after it."""
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,3 +83,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def temporary_synthetic_store(rows: int, seed: int = 0):
+    """The synthetic benchmark (`rows` rows) generated into a temporary folder that is deleted
+    when the script exits, normally, on an error or on Ctrl-C (the scripts timing a model on it
+    used to leave one such store in the temp folder per run)."""
+    from recnas.data.store import CTRStore
+    from recnas.data.synthetic import generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="recnas-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    generate(tmp / "data", rows=rows, seed=seed)
+    return CTRStore(tmp / "data")

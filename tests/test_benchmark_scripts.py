@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import benchmark_refused as refused
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize(
@@ -97,3 +102,21 @@ def test_embedding_search_caches_its_data_per_setting(tmp_path):
     wide, narrow = es.synthetic_store(1000, 3, 60, out=tmp_path), es.synthetic_store(1000, 3, 6, out=tmp_path)
     assert wide != narrow and max(CTRStore(narrow).meta.vocab_sizes) <= 7 < max(CTRStore(wide).meta.vocab_sizes)  # an OOV row each
     assert es.synthetic_store(1000, 3, 60, out=tmp_path) == wide
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("profile_step", ["--rows", "300", "--batch", "16", "--steps", "1", "--space", "full-tiny", "--model", "lr", "--top", "1"]),
+    ("train_throughput", ["--rows", "300", "--batch-sizes", "16", "--steps", "1", "--space", "full-tiny", "--models", "lr"]),
+])
+def test_the_data_generated_for_a_timing_is_deleted_at_exit(name, argv, tmp_path):
+    """Each run used to leave its synthetic store in the temp folder (200k rows by default)."""
+    import os
+    import subprocess
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "PYTHONPATH": os.pathsep.join([str(BENCHMARKS.parent), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *argv, "--out", str(tmp_path / "out.json")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    left = [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")]  # torch's own cache
+    assert (tmp_path / "out.json").is_file() and left == []
