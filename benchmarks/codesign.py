@@ -32,6 +32,7 @@ from pathlib import Path
 from rich.console import Console
 
 from recnas.configs import validate, write_text_atomic
+from recnas.errors import ConfigError
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
 from recnas.scripts import run_script
@@ -112,6 +113,8 @@ def main() -> None:
         ap.error(f"--retrain and --tolerance must be >= 0 (got {args.retrain}, {args.tolerance})")
     out = Path(args.out_dir)
     cfg = load_job_config(args.budget, args.config, hardware="pim", synthetic_rows=args.rows, seed=args.seed)
+    if not set(cfg.baselines) - {"lr"}:  # checked before the job: the comparison is the result
+        raise ConfigError(f"{args.config or f'budget {args.budget!r}'}: baselines {cfg.baselines} has no hand-designed baseline (lr is not one) to compare the co-designed model with")
     if args.objective == "penalized":  # the job resolves the targets: reference cost / ratio
         cfg = with_objective(cfg, "--ratios/--beta/--reference", kind="penalized", reference=args.reference, ratios=dict(zip(COSTS, args.ratios)), beta=args.beta)
     else:

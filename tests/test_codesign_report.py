@@ -31,3 +31,12 @@ def test_a_bad_objective_is_refused_before_the_job_runs(flags, message, tmp_path
     err = benchmark_refused("codesign", ["--budget", "smoke", "--out-dir", str(out), *flags], capsys)
     assert message in err and "--ratios/--beta/--reference" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("baselines", ["[]", "[lr]"])
+def test_a_job_without_a_hand_designed_baseline_is_refused_before_it_runs(baselines, tmp_path, capsys):
+    """It failed on min() of no baselines after the whole job."""
+    config, out = tmp_path / "job.yaml", tmp_path / "cd"
+    config.write_text(f"baselines: {baselines}\n")
+    err = benchmark_refused("codesign", ["--budget", "smoke", "--config", str(config), "--out-dir", str(out)], capsys)
+    assert "no hand-designed baseline" in err and not out.exists()
