@@ -192,6 +192,7 @@ def main() -> None:
     if not (path / "meta.json").exists():  # after the checks: generating 1M+ rows takes a while
         generate(path, rows=args.rows, seed=args.seed)
     store = CTRStore(path)
+    model_from_source(store.meta)  # a store the synthetic generator did not make: a DataError, before its missing Bayes loss
     bayes = store.meta.bayes["test_logloss"]
     rows = []
     print(f"{'left out':<14} {'val log loss':>12} {'test log loss':>13} {'test gap to Bayes':>17} {'epoch':>5}")
