@@ -120,3 +120,14 @@ def test_the_data_generated_for_a_timing_is_deleted_at_exit(name, argv, tmp_path
     assert r.returncode == 0, r.stderr
     left = [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")]  # torch's own cache
     assert (tmp_path / "out.json").is_file() and left == []
+
+
+def test_cpu_components_records_how_many_calls_each_timing_took():
+    """The JSON gave one `repeats` for every row, but AutoInt's evaluation runs half as many."""
+    from tests.conftest import load_benchmark
+
+    cc = load_benchmark("cpu_components")
+    calls = []
+    got = cc.run({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b"] + ["a", "b"] * 3  # a warm-up call each, then interleaved
+    assert {k: v["repeats"] for k, v in got.items()} == {"a": 3, "b": 3}
