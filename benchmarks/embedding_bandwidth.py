@@ -21,10 +21,8 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import output_file, positive_float, positive_int
+from recnas.scripts import CRITEO_CARDINALITY, output_file, positive_float, positive_int
 
-# Criteo Kaggle field cardinalities (orders of magnitude), as in benchmarks/prepare_throughput.py
-CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
 
 
 def timed(fn, device, repeats: int) -> float:
@@ -49,7 +47,7 @@ def main() -> None:
     ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json")
     args = ap.parse_args()
     device = torch.device(args.device)
-    vocab = [max(2, int(v * args.scale)) for v in CARDINALITY]
+    vocab = [max(2, int(v * args.scale)) for v in CRITEO_CARDINALITY]  # Criteo-sized, as prepare_throughput.py generates
     emb = FieldEmbedding(vocab, args.dim).to(device)
     rng = np.random.default_rng(0)
     ids = np.stack([np.minimum(rng.zipf(1.2, args.batch) - 1, v - 1) for v in vocab], 1)

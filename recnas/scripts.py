@@ -2,7 +2,8 @@
 output paths and sizes. A user error there (an unknown budget, a missing store, a bad config,
 an output path under a file, a size of 0) is one line and exit code 2, as in the CLI
 (`recnas.cli.main`), never a traceback; an output path that cannot be written or a size that
-means nothing is refused before the run, not after it."""
+means nothing is refused before the run, not after it. Also the Criteo-like table sizes the
+data-preparation and embedding-bandwidth benchmarks both model."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from pathlib import Path
 
 from recnas.errors import ConfigError, RecnasError
 from recnas.staging import check_parent
+
+# Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
+# others a handful. Rough orders of magnitude, per field C1..C26.
+CRITEO_CARDINALITY = (1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572)
 
 
 def run_script(main: Callable[[], object]) -> None:

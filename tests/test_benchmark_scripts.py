@@ -131,3 +131,14 @@ def test_cpu_components_records_how_many_calls_each_timing_took():
     got = cc.run({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
     assert calls == ["a", "b"] + ["a", "b"] * 3  # a warm-up call each, then interleaved
     assert {k: v["repeats"] for k, v in got.items()} == {"a": 3, "b": 3}
+
+
+def test_the_criteo_sized_benchmarks_share_one_table_of_field_sizes():
+    """embedding_bandwidth.py kept its own copy of prepare_throughput.py's list."""
+    from recnas.scripts import CRITEO_CARDINALITY
+    from tests.conftest import load_benchmark
+
+    assert len(CRITEO_CARDINALITY) == 26
+    for name in ("prepare_throughput", "embedding_bandwidth"):
+        module = load_benchmark(name)
+        assert module.CRITEO_CARDINALITY is CRITEO_CARDINALITY and not hasattr(module, "CARDINALITY")
