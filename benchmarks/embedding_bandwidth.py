@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,20 +20,8 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import CRITEO_CARDINALITY, output_file, positive_float, positive_int
+from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int
 
-
-
-def timed(fn, device, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / repeats
 
 
 def main() -> None:
@@ -55,7 +42,7 @@ def main() -> None:
     n_fields, elem = len(vocab), emb.weight.element_size()
     lookup_bytes = args.batch * n_fields * args.dim * elem  # one [B, F, D] tensor
 
-    fwd = timed(lambda: emb(sparse), device, args.repeats)
+    fwd = mean_seconds(lambda: emb(sparse), args.repeats, device)
     out = emb(sparse)
     grad = torch.ones_like(out)
 
@@ -63,9 +50,9 @@ def main() -> None:
         emb.weight.grad = None
         out.backward(grad, retain_graph=True)
 
-    fwd_bwd = timed(backward, device, args.repeats) + fwd
+    fwd_bwd = mean_seconds(backward, args.repeats, device) + fwd
     big = torch.empty(256 * 2**20, dtype=torch.float32, device=device)  # 1 GiB
-    copy_bw = 2 * big.numel() * 4 / timed(lambda: big.clone(), device, 5)
+    copy_bw = 2 * big.numel() * 4 / mean_seconds(lambda: big.clone(), 5, device)
     table_bytes = emb.weight.numel() * elem
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,18 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
-from recnas.scripts import output_file, positive_int, positive_ints
-
-
-def timed_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps * 1e3
+from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints
 
 
 def _heads(qkv: torch.Tensor):
@@ -83,7 +71,7 @@ def main() -> None:
             def step():
                 norm(x).backward(torch.ones_like(x))
 
-            rows.append({"kernel": "LayerNorm fp32 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(step, args.reps)})
+            rows.append({"kernel": "LayerNorm fp32 fwd+bwd", "variant": name, "tokens": t, "ms": mean_seconds(step, args.reps, "cuda") * 1e3})
         qkv = torch.randn(args.batch, t, 48, device=dev, dtype=torch.bfloat16, requires_grad=True)
         mask = (torch.arange(t, device=dev) < 3 * t // 4).float()
         grad = torch.randn(args.batch, t, 16, device=dev, dtype=torch.bfloat16)
@@ -96,7 +84,7 @@ def main() -> None:
             def attention(fn=fn):
                 fn(qkv).backward(grad)
 
-            rows.append({"kernel": "attention core bf16 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(attention, args.reps)})
+            rows.append({"kernel": "attention core bf16 fwd+bwd", "variant": name, "tokens": t, "ms": mean_seconds(attention, args.reps, "cuda") * 1e3})
     print("| kernel | variant | batch x tokens x 16 | ms |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['kernel']} | {r['variant']} | {args.batch} x {r['tokens']} | {r['ms']:.2f} |")

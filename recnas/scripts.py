@@ -3,7 +3,7 @@ output paths and sizes. A user error there (an unknown budget, a missing store, 
 an output path under a file, a size of 0) is one line and exit code 2, as in the CLI
 (`recnas.cli.main`), never a traceback; an output path that cannot be written or a size that
 means nothing is refused before the run, not after it. Also the Criteo-like table sizes the
-data-preparation and embedding-bandwidth benchmarks both model."""
+data-preparation and embedding-bandwidth benchmarks both model, and the kernel timers' loop."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import atexit
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,3 +102,19 @@ def temporary_synthetic_store(rows: int, seed: int = 0):
     atexit.register(shutil.rmtree, tmp, True)
     generate(tmp / "data", rows=rows, seed=seed)
     return CTRStore(tmp / "data")
+
+
+def mean_seconds(fn: Callable[[], object], repeats: int, device: str = "cpu", warmup: int = 3) -> float:
+    """Mean wall seconds of a call of `fn` over `repeats` calls after `warmup` untimed ones,
+    the device synchronised before and after (CUDA runs asynchronously)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / repeats

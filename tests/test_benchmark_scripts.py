@@ -142,3 +142,15 @@ def test_the_criteo_sized_benchmarks_share_one_table_of_field_sizes():
     for name in ("prepare_throughput", "embedding_bandwidth"):
         module = load_benchmark(name)
         assert module.CRITEO_CARDINALITY is CRITEO_CARDINALITY and not hasattr(module, "CARDINALITY")
+
+
+def test_one_kernel_timer_for_the_kernel_benchmarks():
+    """embedding_bandwidth.py and layernorm_attention.py each had a copy of this loop."""
+    from recnas.scripts import mean_seconds
+    from tests.conftest import load_benchmark
+
+    calls = []
+    assert mean_seconds(lambda: calls.append(1), 4, "cpu") >= 0 and len(calls) == 3 + 4  # three warm-up calls untimed
+    for name in ("embedding_bandwidth", "layernorm_attention"):
+        module = load_benchmark(name)
+        assert module.mean_seconds is mean_seconds and not hasattr(module, "timed") and not hasattr(module, "timed_ms")
