@@ -85,7 +85,8 @@ def main() -> None:
     summary = {
         "model": args.model, "batch": args.batch, "amp": args.amp, "compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__, "wall_ms_per_step": wall_ms, "samples_per_s": args.batch / wall_ms * 1e3,
-        "device_ms_per_step": device_us / args.steps / 1e3, "kernels_per_step": kernels / args.steps,
+        # on the CPU there is no device kernel to count: null, not a measured 0
+        "device_ms_per_step": device_us / args.steps / 1e3 if cuda else None, "kernels_per_step": kernels / args.steps if cuda else None,
     }
     print(json.dumps(summary, indent=1))
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"

@@ -154,3 +154,16 @@ def test_one_kernel_timer_for_the_kernel_benchmarks():
     for name in ("embedding_bandwidth", "layernorm_attention"):
         module = load_benchmark(name)
         assert module.mean_seconds is mean_seconds and not hasattr(module, "timed") and not hasattr(module, "timed_ms")
+
+
+def test_profile_step_on_the_cpu_reports_no_device_time_rather_than_zero(tmp_path, monkeypatch, capsys):
+    import json
+
+    from tests.conftest import run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    run_benchmark("profile_step", "--rows", "300", "--batch", "16", "--steps", "2", "--space", "full-tiny", "--model", "lr", "--top", "1", "--device", "cpu", "--out", "p.json")
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["wall_ms_per_step"] > 0 and summary["device"] == "cpu"
+    assert summary["device_ms_per_step"] is None and summary["kernels_per_step"] is None
+    assert '"device_ms_per_step": null' in capsys.readouterr().out  # the printed summary is the JSON's
