@@ -20,7 +20,7 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int
+from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, torch_device
 
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--dim", type=positive_int, default=16)
     ap.add_argument("--scale", type=positive_float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
     ap.add_argument("--repeats", type=positive_int, default=20)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json")
     args = ap.parse_args()
     device = torch.device(args.device)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
-from recnas.scripts import output_file, positive_float, positive_int, run_script
+from recnas.scripts import output_file, positive_float, positive_int, run_script, torch_device
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--triples", choices=TRIPLES, default="planted", help="all: a learnt weight on every field triple instead of the planted ones")
     ap.add_argument("--triple-l1", type=float, default=0.0, help="L1 penalty on those weights (with --triples all)")
     ap.add_argument("--table-decay", type=float, default=0.0, help="weight decay on the embedding tables (the trainer's embedding_weight_decay)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
     ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
     ap.add_argument("--json-out", type=output_file, default=Path("benchmarks/out/oracle_bound.json"))

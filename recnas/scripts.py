@@ -2,8 +2,8 @@
 output paths and sizes. A user error there (an unknown budget, a missing store, a bad config,
 an output path under a file, a size of 0) is one line and exit code 2, as in the CLI
 (`recnas.cli.main`), never a traceback; an output path that cannot be written or a size that
-means nothing is refused before the run, not after it. Also the Criteo-like table sizes the
-data-preparation and embedding-bandwidth benchmarks both model, and the kernel timers' loop."""
+means nothing is refused before the run, not after it. Also what several of them build on:
+a synthetic store deleted at exit, the Criteo-like table sizes, the kernel timers' loop."""
 
 from __future__ import annotations
 
@@ -118,3 +118,16 @@ def mean_seconds(fn: Callable[[], object], repeats: int, device: str = "cpu", wa
         fn()
     sync()
     return (time.perf_counter() - t) / repeats
+
+
+def torch_device(text: str) -> str:
+    """argparse type of a --device the script hands to torch: one torch knows, and present."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} requested but no CUDA device is available; use cpu")
+    return text

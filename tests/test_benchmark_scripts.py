@@ -68,10 +68,12 @@ SIZES = [  # (script, arguments it needs, flag, a value that means nothing)
     ("embedding_bandwidth", [], "--scale", "-1"),
     ("embedding_search", [], "--seeds", "0"),  # no seed: an IndexError after the data was made
     ("embedding_search", [], "--fraction", "0"),
+    ("embedding_bandwidth", [], "--device", "nope"),  # a torch RuntimeError
     ("layernorm_attention", [], "--tokens", "64,0"),
     ("oracle_bound", [], "--epochs", "0"),  # an UnboundLocalError after the data was made
     ("oracle_bound", [], "--batch", "0"),
     ("oracle_bound", [], "--lr", "0"),
+    ("oracle_bound", [], "--device", "nope"),
     ("prepare_throughput", [], "--rows", "0"),  # an empty raw file, cached
     ("prepare_throughput", [], "--min-count", "0"),
     ("profile_step", [], "--steps", "0"),  # a ZeroDivisionError after the data was made
@@ -167,3 +169,11 @@ def test_profile_step_on_the_cpu_reports_no_device_time_rather_than_zero(tmp_pat
     assert summary["wall_ms_per_step"] > 0 and summary["device"] == "cpu"
     assert summary["device_ms_per_step"] is None and summary["kernels_per_step"] is None
     assert '"device_ms_per_step": null' in capsys.readouterr().out  # the printed summary is the JSON's
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("name", ["embedding_bandwidth", "oracle_bound"])
+def test_cuda_on_a_machine_without_it_is_refused_before_the_run(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    err = refused(name, ["--device", "cuda"], capsys)
+    assert "argument --device" in err and "no CUDA device" in err and list(tmp_path.iterdir()) == []
