@@ -31,11 +31,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from recnas.configs import write_text_atomic
+from recnas.configs import validate, write_text_atomic
+from recnas.errors import ConfigError
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
+from recnas.scripts import run_script
 from recnas.search.evaluator import architecture_costs
-from recnas.search.job import load_job_config
+from recnas.search.job import JobConfig, load_job_config
 from recnas.search.objective import reference_costs
 from recnas.search.pipeline import fit_or_load, prepare_data, run_job
 from recnas.space import Architecture, get_space
@@ -62,6 +64,15 @@ def ratios_to_matched(candidate: dict, baselines: list[dict]) -> dict[str, dict[
 def candidate_row(key: str, arch: Architecture, hw: PIMConfig, space, meta, test: float, test_full: float) -> dict:
     costs = architecture_costs(arch, space, meta, hw)
     return {"key": key, "test_logloss": test, "test_logloss_full_precision": test_full, **{k: costs[k] for k in REPORTED}, "hardware": hw.model_dump()}
+
+
+def with_objective(cfg: JobConfig, source: str, **objective) -> JobConfig:
+    """`cfg` with these keys of its objective replaced, checked as the job checks a config
+    (`model_copy` checks nothing: a ratio of 0 divided by zero, a negative one was searched
+    with and written into the run folder's config.yaml, which no later run could then read)."""
+    data = cfg.model_dump(mode="json")
+    data["objective"] = {**data["objective"], **objective}
+    return validate(JobConfig, data, source)
 
 
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
@@ -98,17 +109,21 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.01, help="pareto: val log loss slack over the front's best")
     ap.add_argument("--out-dir", default="benchmarks/out/codesign")
     args = ap.parse_args()
+    if args.retrain < 0 or not 0 <= args.tolerance < float("inf"):
+        ap.error(f"--retrain and --tolerance must be >= 0 (got {args.retrain}, {args.tolerance})")
     out = Path(args.out_dir)
     cfg = load_job_config(args.budget, args.config, hardware="pim", synthetic_rows=args.rows, seed=args.seed)
+    if not set(cfg.baselines) - {"lr"}:  # checked before the job: the comparison is the result
+        raise ConfigError(f"{args.config or f'budget {args.budget!r}'}: baselines {cfg.baselines} has no hand-designed baseline (lr is not one) to compare the co-designed model with")
+    if args.objective == "penalized":  # the job resolves the targets: reference cost / ratio
+        cfg = with_objective(cfg, "--ratios/--beta/--reference", kind="penalized", reference=args.reference, ratios=dict(zip(COSTS, args.ratios)), beta=args.beta)
+    else:
+        cfg = with_objective(cfg, "--objective pareto", kind="pareto")
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
     result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args)}
-    if args.objective == "penalized":  # the job resolves the targets: reference cost / ratio
-        ratios = dict(zip(COSTS, args.ratios))
-        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "penalized", "reference": args.reference, "ratios": ratios, "beta": args.beta})})
+    if args.objective == "penalized":
         result["reference_costs"] = reference_costs(args.reference, store.meta, cfg.baseline_hparams.get(args.reference, {}))
-    else:
-        cfg = cfg.model_copy(update={"objective": cfg.objective.model_copy(update={"kind": "pareto"})})
     report = run_job(cfg, out / "run", progress=False)
     if args.objective == "penalized":
         result["targets"] = report["objective"]["targets"]
@@ -151,4 +166,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -2,7 +2,8 @@
 
 Each variant is timed in CPU seconds of this process (`time.process_time`, so other work on a
 shared machine inflates it less than wall time; `--clock wall` for several threads),
-interleaved with the others, `--repeats` times; the table shows the minimum and the median.
+interleaved with the others, `--repeats` times (AutoInt's evaluation, seconds a call, half as
+many and at least twice); the table shows the minimum, the median and how many calls gave them.
 Components:
 
 - `cin`: xDeepFM's CIN [16, 16] over 39 fields of 16 dims, batch 1,024, forward + backward.
@@ -25,7 +26,6 @@ import argparse
 import json
 import platform
 import statistics
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,8 +36,7 @@ import torch.nn.functional as F
 from recnas.baselines import build_baseline
 from recnas.baselines.interactions import CIN, InteractingLayer
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
+from recnas.scripts import output_file, positive_int, temporary_synthetic_store
 from recnas.search.job import PRESETS
 from recnas.train.metrics import predict
 
@@ -94,22 +93,20 @@ def run(variants: dict, repeats: int) -> dict:
     for _ in range(repeats):
         for k, fn in variants.items():
             times[k].append(timed(fn))
-    return {k: {"min_ms": min(v) * 1e3, "median_ms": statistics.median(v) * 1e3} for k, v in times.items()}
+    return {k: {"min_ms": min(v) * 1e3, "median_ms": statistics.median(v) * 1e3, "repeats": len(v)} for k, v in times.items()}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="cpu: process time (all threads' CPU seconds); wall: elapsed time, the measure with --threads > 1")
-    ap.add_argument("--out", default="benchmarks/out/cpu_components.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/cpu_components.json")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp())
-    generate(tmp / "data", rows=40_000, seed=0)
-    store = CTRStore(tmp / "data")
+    store = temporary_synthetic_store(40_000)
     meta, train = store.meta, store.split("train")
     hp = PRESETS["cpu"]["baseline_hparams"]
     torch.manual_seed(0)
@@ -182,10 +179,10 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(info, indent=2))
     print(f"torch {torch.__version__}, {args.threads} thread(s), ms per call ({'process CPU time' if args.clock == 'cpu' else 'wall time'})\n")
-    print("| component | variant | min ms | median ms |\n|---|---|---|---|")
+    print("| component | variant | min ms | median ms | calls |\n|---|---|---|---|---|")
     for comp, variants in results.items():
         for name, r in variants.items():
-            print(f"| {comp} | {name} | {r['min_ms']:.1f} | {r['median_ms']:.1f} |")
+            print(f"| {comp} | {name} | {r['min_ms']:.1f} | {r['median_ms']:.1f} | {r['repeats']} |")
     print(f"-> {args.out}")
 
 

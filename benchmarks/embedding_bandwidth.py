@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,34 +20,21 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
+from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, torch_device
 
-# Criteo Kaggle field cardinalities (orders of magnitude), as in benchmarks/prepare_throughput.py
-CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
-
-
-def timed(fn, device, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    sync()
-    return (time.perf_counter() - t) / repeats
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=65536)
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="benchmarks/out/embedding_bandwidth.json")
+    ap.add_argument("--batch", type=positive_int, default=65536)
+    ap.add_argument("--dim", type=positive_int, default=16)
+    ap.add_argument("--scale", type=positive_float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
+    ap.add_argument("--repeats", type=positive_int, default=20)
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json")
     args = ap.parse_args()
     device = torch.device(args.device)
-    vocab = [max(2, int(v * args.scale)) for v in CARDINALITY]
+    vocab = [max(2, int(v * args.scale)) for v in CRITEO_CARDINALITY]  # Criteo-sized, as prepare_throughput.py generates
     emb = FieldEmbedding(vocab, args.dim).to(device)
     rng = np.random.default_rng(0)
     ids = np.stack([np.minimum(rng.zipf(1.2, args.batch) - 1, v - 1) for v in vocab], 1)
@@ -56,7 +42,7 @@ def main() -> None:
     n_fields, elem = len(vocab), emb.weight.element_size()
     lookup_bytes = args.batch * n_fields * args.dim * elem  # one [B, F, D] tensor
 
-    fwd = timed(lambda: emb(sparse), device, args.repeats)
+    fwd = mean_seconds(lambda: emb(sparse), args.repeats, device)
     out = emb(sparse)
     grad = torch.ones_like(out)
 
@@ -64,9 +50,9 @@ def main() -> None:
         emb.weight.grad = None
         out.backward(grad, retain_graph=True)
 
-    fwd_bwd = timed(backward, device, args.repeats) + fwd
+    fwd_bwd = mean_seconds(backward, args.repeats, device) + fwd
     big = torch.empty(256 * 2**20, dtype=torch.float32, device=device)  # 1 GiB
-    copy_bw = 2 * big.numel() * 4 / timed(lambda: big.clone(), device, 5)
+    copy_bw = 2 * big.numel() * 4 / mean_seconds(lambda: big.clone(), 5, device)
     table_bytes = emb.weight.numel() * elem
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -26,8 +26,19 @@ from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.pipeline import retrain, run_search, stability
+from recnas.scripts import output_file, positive_float, positive_int, run_script
 
 OUT = Path(__file__).resolve().parent / "out"
+
+
+def synthetic_store(rows: int, n_sparse: int, max_vocab: int, out: Path = OUT) -> Path:
+    """The synthetic benchmark with these settings (seed 0), generated once under `out`. Every
+    setting is in the folder's name: a store cached under another --max-vocab was reused as if
+    it were this one."""
+    path = out / f"synthetic_{rows}_{n_sparse}_vocab{max_vocab}"
+    if not (path / "meta.json").is_file():
+        generate(path, rows=rows, seed=0, n_sparse=n_sparse, max_vocab=max_vocab, overwrite=True)
+    return path
 
 
 def parse() -> argparse.Namespace:
@@ -36,8 +47,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--rows", type=int, default=60_000, help="synthetic rows (8:1:1 split)")
     p.add_argument("--n-sparse", type=int, default=26)
     p.add_argument("--max-vocab", type=int, default=2000)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--fraction", type=float, default=0.8, help="budget as a fraction of the uniform-16 tables")
+    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--fraction", type=positive_float, default=0.8, help="budget as a fraction of the uniform-16 tables")
     p.add_argument("--sampler", choices=["adaptive", "uniform"], default="adaptive")
     p.add_argument("--supernet-epochs", type=float, default=2.0)
     p.add_argument("--iterations", type=int, default=100)
@@ -46,7 +57,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--out", type=Path, default=OUT / "embedding_search.json")
+    p.add_argument("--out", type=output_file, default=OUT / "embedding_search.json")
     return p.parse_args()
 
 
@@ -55,9 +66,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data is None:
-        args.data = OUT / f"synthetic_{args.rows}_{args.n_sparse}"
-        if not (args.data / "meta.json").is_file():
-            generate(args.data, rows=args.rows, seed=0, n_sparse=args.n_sparse, max_vocab=args.max_vocab, overwrite=True)
+        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab)
     store = CTRStore(args.data)
     vocab = store.meta.vocab_sizes
     uniform = [16] * len(vocab)
@@ -120,4 +129,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -27,7 +27,6 @@ import argparse
 import copy
 import json
 import re
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +36,8 @@ from rich.table import Table
 
 from recnas.configs import validate, write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.errors import ConfigError, RecnasError
+from recnas.errors import ConfigError
+from recnas.scripts import output_file, run_script
 from recnas.train import Trainer, TrainConfig, evaluate, load_trained
 from recnas.train.model_factory import check_data
 from recnas.train.tables import TableFinetune, table_phase_config
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", type=Path, help="TrainConfig YAML the model trained with (default: the one saved in its checkpoint)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr-scale", type=float, default=0.25, help="starting lr as a share of the recipe's (default 0.25: two epochs before the end of a 6-epoch cosine)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/epoch_overfit.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/epoch_overfit.json"))
     args = ap.parse_args(argv)
     if args.epochs < 1 or not 0 < args.lr_scale <= 1:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")
@@ -130,8 +130,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecnasError as exc:  # a bad model file, a store it was not trained on, a bad --freeze
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

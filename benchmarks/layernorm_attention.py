@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,17 +29,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
-
-
-def timed_ms(fn, reps: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps * 1e3
+from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints
 
 
 def _heads(qkv: torch.Tensor):
@@ -65,16 +54,16 @@ def _sdpa(qkv: torch.Tensor, mask: torch.Tensor, backend) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=65536)
-    ap.add_argument("--tokens", default="64,32")
-    ap.add_argument("--reps", type=int, default=20)
-    ap.add_argument("--out", default="benchmarks/out/layernorm_attention.json")
+    ap.add_argument("--batch", type=positive_int, default=65536)
+    ap.add_argument("--tokens", type=positive_ints, default="64,32")
+    ap.add_argument("--reps", type=positive_int, default=20)
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/layernorm_attention.json")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("needs a CUDA GPU")
     dev = torch.device("cuda")
     rows = []
-    for t in (int(v) for v in args.tokens.split(",")):
+    for t in args.tokens:
         x = torch.randn(args.batch, t, 16, device=dev, requires_grad=True)
         for name, norm in (("nn.LayerNorm", nn.LayerNorm(16)), ("RowLayerNorm", RowLayerNorm(16, min_elements=0))):
             norm = norm.to(dev)
@@ -82,7 +71,7 @@ def main() -> None:
             def step():
                 norm(x).backward(torch.ones_like(x))
 
-            rows.append({"kernel": "LayerNorm fp32 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(step, args.reps)})
+            rows.append({"kernel": "LayerNorm fp32 fwd+bwd", "variant": name, "tokens": t, "ms": mean_seconds(step, args.reps, "cuda") * 1e3})
         qkv = torch.randn(args.batch, t, 48, device=dev, dtype=torch.bfloat16, requires_grad=True)
         mask = (torch.arange(t, device=dev) < 3 * t // 4).float()
         grad = torch.randn(args.batch, t, 16, device=dev, dtype=torch.bfloat16)
@@ -95,7 +84,7 @@ def main() -> None:
             def attention(fn=fn):
                 fn(qkv).backward(grad)
 
-            rows.append({"kernel": "attention core bf16 fwd+bwd", "variant": name, "tokens": t, "ms": timed_ms(attention, args.reps)})
+            rows.append({"kernel": "attention core bf16 fwd+bwd", "variant": name, "tokens": t, "ms": mean_seconds(attention, args.reps, "cuda") * 1e3})
     print("| kernel | variant | batch x tokens x 16 | ms |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['kernel']} | {r['variant']} | {args.batch} x {r['tokens']} | {r['ms']:.2f} |")

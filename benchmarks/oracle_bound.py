@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
+from recnas.scripts import output_file, positive_float, positive_int, run_script, torch_device
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -159,19 +160,19 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--batch", type=int, default=2048)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--epochs", type=positive_int, default=40)
+    ap.add_argument("--batch", type=positive_int, default=2048)
+    ap.add_argument("--lr", type=positive_float, default=1e-3)
     ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better validation log loss")
     ap.add_argument("--latent-dim", type=int, default=32, help="width of the learnt latent tables (the planted rank is 4)")
     ap.add_argument("--init-std", type=float, default=0.02, help="std of the normal init of every table")
     ap.add_argument("--triples", choices=TRIPLES, default="planted", help="all: a learnt weight on every field triple instead of the planted ones")
     ap.add_argument("--triple-l1", type=float, default=0.0, help="L1 penalty on those weights (with --triples all)")
     ap.add_argument("--table-decay", type=float, default=0.0, help="weight decay on the embedding tables (the trainer's embedding_weight_decay)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
     ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
-    ap.add_argument("--json-out", type=Path, default=Path("benchmarks/out/oracle_bound.json"))
+    ap.add_argument("--json-out", type=output_file, default=Path("benchmarks/out/oracle_bound.json"))
     args = ap.parse_args()
     if args.latent_dim < 1 or not args.init_std > 0:
         ap.error(f"--latent-dim must be >= 1 and --init-std > 0 (got {args.latent_dim}, {args.init_std})")
@@ -191,6 +192,7 @@ def main() -> None:
     if not (path / "meta.json").exists():  # after the checks: generating 1M+ rows takes a while
         generate(path, rows=args.rows, seed=args.seed)
     store = CTRStore(path)
+    model_from_source(store.meta)  # a store the synthetic generator did not make: a DataError, before its missing Bayes loss
     bayes = store.meta.bayes["test_logloss"]
     rows = []
     print(f"{'left out':<14} {'val log loss':>12} {'test log loss':>13} {'test gap to Bayes':>17} {'epoch':>5}")
@@ -205,4 +207,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

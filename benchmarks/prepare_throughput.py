@@ -22,10 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
+from recnas.scripts import CRITEO_CARDINALITY, output_dir, output_file, positive_int
 
-# Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
-# others a handful. Rough orders of magnitude, per field C1..C26.
-CARDINALITY = [1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572]
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
@@ -50,7 +48,7 @@ def generate(path: Path, rows: int, seed: int = 0, batch: int = 250_000) -> None
             for i in range(13):
                 v = np.minimum(rng.zipf(1.4, n) - 1, 1_000_000) - (rng.random(n) < 0.02) * 3
                 cols[f"I{i + 1}"] = pl.Series(v).set(pl.Series(rng.random(n) < 0.2), None)
-            for j, card in enumerate(CARDINALITY):
+            for j, card in enumerate(CRITEO_CARDINALITY):
                 rank = (rng.zipf(1.15, n) - 1) % card  # power law over the field's values
                 key = ((rank.astype(np.uint64) * np.uint64(2654435761) + np.uint64(j * 97)) % np.uint64(1 << 32)).astype(np.uint32)
                 cols[f"C{j + 1}"] = _hex8(key).set(pl.Series(rng.random(n) < 0.05), None)
@@ -81,10 +79,10 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2_000_000)
-    parser.add_argument("--min-count", type=int, default=1)
-    parser.add_argument("--workdir", type=Path, default=Path(__file__).parent / "out")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "out" / "prepare_throughput.json")
+    parser.add_argument("--rows", type=positive_int, default=2_000_000)
+    parser.add_argument("--min-count", type=positive_int, default=1)
+    parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out")
+    parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = args.workdir / f"criteo_synth_{args.rows}.txt"

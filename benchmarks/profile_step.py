@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from recnas.baselines import build_baseline
+from recnas.baselines import BASELINES, build_baseline
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
+from recnas.scripts import output_file, positive_int, run_script, temporary_synthetic_store
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -40,21 +39,19 @@ def build(name: str, space, meta):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--model", default="supernet")
+    ap.add_argument("--batch", type=positive_int, default=4096)
+    ap.add_argument("--steps", type=positive_int, default=20)
+    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet")
     ap.add_argument("--space", default="full")
-    ap.add_argument("--amp", default="off")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off")
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--top", type=int, default=15)
-    ap.add_argument("--out", default="benchmarks/out/profile_step.json")
-    ap.add_argument("--kernels", default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--top", type=positive_int, default=15)
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json")
+    ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp())
-    generate(tmp / "data", rows=args.rows, seed=0)
-    store = CTRStore(tmp / "data")
+    store = temporary_synthetic_store(args.rows)
     model, sampler = build(args.model, get_space(args.space), store.meta)
     cfg = TrainConfig(batch_size=args.batch, max_steps=10**9, eval_every=0, device=args.device, resident_data=args.device == "cuda", amp=args.amp, log_every=10**9, checkpoint_every=10**9, compile=args.compile)
     trainer = Trainer(model, cfg, store, sampler=sampler, progress=False)
@@ -88,7 +85,8 @@ def main() -> None:
     summary = {
         "model": args.model, "batch": args.batch, "amp": args.amp, "compile": args.compile, "device": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__, "wall_ms_per_step": wall_ms, "samples_per_s": args.batch / wall_ms * 1e3,
-        "device_ms_per_step": device_us / args.steps / 1e3, "kernels_per_step": kernels / args.steps,
+        # on the CPU there is no device kernel to count: null, not a measured 0
+        "device_ms_per_step": device_us / args.steps / 1e3 if cuda else None, "kernels_per_step": kernels / args.steps if cuda else None,
     }
     print(json.dumps(summary, indent=1))
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
@@ -104,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
+from recnas.scripts import output_dir, output_file, run_script
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
 
@@ -50,8 +51,8 @@ def main() -> None:
     ap.add_argument("--config", default=None, help="YAML overrides for the job config")
     ap.add_argument("--seed", type=int, default=0, help="data seed (and job seed)")
     ap.add_argument("--n", type=int, default=30, help="random subnets")
-    ap.add_argument("--out", default="benchmarks/out/proxy_rank.json")
-    ap.add_argument("--runs", default="benchmarks/out/runs", help="where the synthetic data is cached")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/proxy_rank.json")
+    ap.add_argument("--runs", type=output_dir, default="benchmarks/out/runs", help="where the synthetic data is cached")
     args = ap.parse_args()
     if args.n < 3:
         ap.error("--n must be at least 3")
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
+from recnas.scripts import run_script
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -74,6 +75,18 @@ def summarise(reports: list[dict]) -> dict:
     return out
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type of --seeds: distinct integers >= 0 (a seed given twice would be counted
+    twice in every mean, spread and verdict)."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 def _run_seed(budget: str, config: str | None, seed: int, rows: int | None, data: str | None, out_dir: str) -> dict:
     cfg = load_job_config(budget, config, seed=seed, synthetic_rows=rows, data=data)
     return {**run_job(cfg, Path(out_dir) / f"seed{seed}", progress=False), "seed": seed}
@@ -84,18 +97,17 @@ def main() -> None:
     ap.add_argument("--budget", default="cpu")
     ap.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the budget's)")
     ap.add_argument("--data", default=None, help="a prepared store instead of the synthetic benchmark")
-    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--seeds", type=seed_list, default="0,1", help="comma-separated, distinct")
     ap.add_argument("--config", default=None, help="YAML overrides for the job")
     ap.add_argument("--out-dir", default="benchmarks/out/search_quality")
     ap.add_argument("--jobs", type=int, default=1, help="seeds run side by side, each in its own process (e.g. 4 on one GPU)")
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
     job = functools.partial(_run_seed, args.budget, args.config, rows=args.rows, data=args.data, out_dir=args.out_dir)
     if args.jobs > 1:  # spawned, not forked: a CUDA context does not survive a fork
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            reports = list(pool.map(job, seeds))
+            reports = list(pool.map(job, args.seeds))
     else:
-        reports = [job(seed) for seed in seeds]
+        reports = [job(seed) for seed in args.seeds]
     summary = summarise(reports)
     print(f"\n| model | test log loss (mean ± std over {len(reports)} seeds) | test AUC |\n|---|---|---|")
     for name, v in sorted(summary["models"].items(), key=lambda kv: kv[1]["logloss_mean"]):
@@ -118,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

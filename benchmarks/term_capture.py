@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from rich.table import Table
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
-from recnas.errors import RecnasError
+from recnas.scripts import output_file, run_script
 from recnas.train.metrics import ctr_metrics, json_safe, predict
 from recnas.train.model_factory import check_data, load_trained
 
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("models", type=Path, nargs="+", help="model.pt / checkpoint.pt files (subnets or baselines)")
     ap.add_argument("--names", help="comma-separated display names, one per model (default: each file's folder name)")
     ap.add_argument("--rows", type=int, default=200_000, help="use the first N rows of the test split (default 200000)")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/out/term_capture.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/term_capture.json"))
     args = ap.parse_args(argv)
     names = args.names.split(",") if args.names else [_default_name(p) for p in args.models]
     if args.rows < 1:
@@ -122,8 +121,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RecnasError as exc:  # a store not made by the synthetic generator, a bad checkpoint
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 
 import torch
 
 from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate
+from recnas.scripts import output_file, positive_int, positive_ints, run_script, temporary_synthetic_store
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -53,15 +53,15 @@ def measure(make_model, store, batch, steps, device, sampler_factory=None, resid
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch-sizes", default="1024,4096")
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--batch-sizes", type=positive_ints, default="1024,4096")
+    ap.add_argument("--steps", type=positive_int, default=30)
     ap.add_argument("--space", default="full")
     ap.add_argument("--models", default="supernet,subnet,dlrm", help=f"supernet, subnet and any baseline ({', '.join(BASELINE_NAMES)})")
     ap.add_argument("--baseline-hparams", default=None, help="a job budget (e.g. cpu) whose baseline hyper-parameters to use; default: each baseline's own")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--amp", default="auto")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="auto")
     ap.add_argument("--compile", action="store_true", help="torch.compile (CUDA graphs on GPU); the supernet trains on masked paths")
-    ap.add_argument("--out", default="benchmarks/out/train_throughput.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/train_throughput.json")
     ap.add_argument("--data", default=None, help="existing store (default: generate synthetic rows)")
     args = ap.parse_args()
     unknown = set(args.models.split(",")) - {"supernet", "subnet", *BASELINE_NAMES}
@@ -70,12 +70,7 @@ def main() -> None:
     if args.baseline_hparams is not None and args.baseline_hparams not in PRESETS:
         ap.error(f"--baseline-hparams: unknown budget {args.baseline_hparams!r}; choose from {', '.join(PRESETS)}")
 
-    tmp = tempfile.mkdtemp()
-    if args.data is None:
-        generate(Path(tmp) / "data", rows=args.rows, seed=0)
-        store = CTRStore(Path(tmp) / "data")
-    else:
-        store = CTRStore(args.data)
+    store = temporary_synthetic_store(args.rows) if args.data is None else CTRStore(args.data)
     space = get_space(args.space)
     meta = store.meta
     fixed = ArchSampler(space, seed=123).sample()
@@ -88,7 +83,7 @@ def main() -> None:
         makers[name] = (lambda name=name: build_baseline(name, meta, **hparams.get(name, {})), None)
 
     results = []
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+    for batch in args.batch_sizes:
         for name in args.models.split(","):
             make, samp = makers[name]
             r = measure(make, store, batch, args.steps, args.device, samp, amp=args.amp, compile_=args.compile)
@@ -117,4 +112,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import runpy
+import sys
 import threading
 from pathlib import Path
 
@@ -51,6 +53,24 @@ def load_benchmark(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_benchmark(name: str, *argv: str) -> None:
+    """benchmarks/NAME.py run as a script (`__main__`) with `argv`, in this process."""
+    old = sys.argv
+    sys.argv = [f"{name}.py", *argv]
+    try:
+        runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / f"{name}.py"), run_name="__main__")
+    finally:
+        sys.argv = old
+
+
+def benchmark_refused(name: str, argv: list[str], capsys) -> str:
+    """benchmarks/NAME.py exits with code 2 on `argv`; returns what it printed on stderr."""
+    with pytest.raises(SystemExit) as exc:
+        run_benchmark(name, *argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
 
 
 def tiny_space(name: str, **overrides):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import load_benchmark
+from tests.conftest import benchmark_refused, load_benchmark
 
 codesign = load_benchmark("codesign")
 
@@ -20,3 +20,23 @@ def test_ratios_only_against_baselines_the_candidate_matches():
     assert got["dlrm"]["latency_seq"] == pytest.approx(5_901 / 10_536)  # < 1: slower summed layer by layer
     assert got["tie"] == pytest.approx({"flops": 2.0, "energy": 1.0, "latency": 0.5, "latency_seq": 1.0})
     assert codesign.ratios_to_matched(cand, baselines[:1]) == {}
+
+
+@pytest.mark.parametrize("flags, message", [(["--ratios", "0", "1", "1"], "ratios must be positive"), (["--ratios", "-1", "1", "1"], "ratios must be positive"),
+                                            (["--beta=-1"], "objective.beta"), (["--reference", "nope"], "reference must be one of")])
+def test_a_bad_objective_is_refused_before_the_job_runs(flags, message, tmp_path, capsys):
+    """The objective is checked as the job checks a config: a negative ratio was searched with
+    and written into the run folder's config.yaml, which no later run could read."""
+    out = tmp_path / "cd"
+    err = benchmark_refused("codesign", ["--budget", "smoke", "--out-dir", str(out), *flags], capsys)
+    assert message in err and "--ratios/--beta/--reference" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("baselines", ["[]", "[lr]"])
+def test_a_job_without_a_hand_designed_baseline_is_refused_before_it_runs(baselines, tmp_path, capsys):
+    """It failed on min() of no baselines after the whole job."""
+    config, out = tmp_path / "job.yaml", tmp_path / "cd"
+    config.write_text(f"baselines: {baselines}\n")
+    err = benchmark_refused("codesign", ["--budget", "smoke", "--config", str(config), "--out-dir", str(out)], capsys)
+    assert "no hand-designed baseline" in err and not out.exists()

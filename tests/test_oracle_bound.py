@@ -8,7 +8,7 @@ import torch
 
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate
-from tests.conftest import load_benchmark
+from tests.conftest import benchmark_refused, load_benchmark, make_tiny_store
 
 oracle_bound = load_benchmark("oracle_bound")
 
@@ -135,3 +135,10 @@ def test_bad_arguments_are_refused_before_any_data_is_generated(tmp_path, monkey
     with pytest.raises(SystemExit):
         oracle_bound.main()
     assert not missing.exists()
+
+
+def test_a_store_not_made_by_the_generator_is_one_clear_line(tmp_path, capsys):
+    """It was a TypeError on the store's missing Bayes loss."""
+    store = make_tiny_store(tmp_path / "tiny")
+    err = benchmark_refused("oracle_bound", ["--data", str(store.dir), "--epochs", "1", "--json-out", str(tmp_path / "o.json")], capsys)
+    assert "not made by the synthetic generator" in err and not (tmp_path / "o.json").exists()

@@ -3,7 +3,7 @@ close half the best baseline's gap to the Bayes-optimal log loss, on every seed)
 
 import pytest
 
-from tests.conftest import load_benchmark
+from tests.conftest import benchmark_refused, load_benchmark
 
 sq = load_benchmark("search_quality")
 
@@ -47,3 +47,13 @@ def test_a_run_without_baselines_reports_the_search_alone():
     assert summary["models"][sq.NAS]["logloss_mean"] == pytest.approx(0.46)
     assert "target_met" not in summary and "best_baseline" not in summary
     assert summary["seeds"] == [{"seed": 0, "searched": 0.45}, {"seed": 1, "searched": 0.47}]
+
+
+@pytest.mark.parametrize("seeds, message", [("0,0", "distinct"), ("0,1,0", "distinct"), ("-1", ">= 0"), ("a", "comma-separated integers"), ("", "comma-separated integers")])
+def test_seeds_are_distinct_integers(seeds, message, tmp_path, capsys):
+    """A seed given twice was run once and counted twice: in the means, the spread, the 'over N
+    seeds' count and the verdict on every seed."""
+    err = benchmark_refused("search_quality", ["--budget", "smoke", "--seeds", seeds, "--out-dir", str(tmp_path / "sq")], capsys)
+    assert "argument --seeds" in err and message in err
+    assert not (tmp_path / "sq").exists()
+    assert sq.seed_list("3,0,1") == [3, 0, 1]

@@ -1,0 +1,133 @@
+"""What the scripts in benchmarks/ share: their entry point and the argparse types of their
+output paths and sizes. A user error there (an unknown budget, a missing store, a bad config,
+an output path under a file, a size of 0) is one line and exit code 2, as in the CLI
+(`recnas.cli.main`), never a traceback; an output path that cannot be written or a size that
+means nothing is refused before the run, not after it. Also what several of them build on:
+a synthetic store deleted at exit, the Criteo-like table sizes, the kernel timers' loop."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from recnas.errors import ConfigError, RecnasError
+from recnas.staging import check_parent
+
+# Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
+# others a handful. Rough orders of magnitude, per field C1..C26.
+CRITEO_CARDINALITY = (1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572)
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """Run a benchmark script's `main`; a `RecnasError` is printed as `error: ...` on stderr
+    and the process exits with code 2."""
+    try:
+        main()
+    except RecnasError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _creatable(path: Path) -> None:
+    try:
+        check_parent(path, "output")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def output_file(text: str) -> Path:
+    """argparse type of a result file (the JSON a script writes): not a folder, and not below
+    a regular file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; give the path of a file")
+    _creatable(path)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """argparse type of a folder a script writes into: not an existing file, and not below a
+    regular file."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    _creatable(path)
+    return path
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a size or count (rows, steps, batch, repeats): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """argparse type of a comma-separated list of sizes (`1024,4096`): each an integer >= 1."""
+    try:
+        return [positive_int(v) for v in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 1, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    """argparse type of a rate or scale: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def temporary_synthetic_store(rows: int, seed: int = 0):
+    """The synthetic benchmark (`rows` rows) generated into a temporary folder that is deleted
+    when the script exits, normally, on an error or on Ctrl-C (the scripts timing a model on it
+    used to leave one such store in the temp folder per run)."""
+    from recnas.data.store import CTRStore
+    from recnas.data.synthetic import generate
+
+    tmp = Path(tempfile.mkdtemp(prefix="recnas-bench-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    generate(tmp / "data", rows=rows, seed=seed)
+    return CTRStore(tmp / "data")
+
+
+def mean_seconds(fn: Callable[[], object], repeats: int, device: str = "cpu", warmup: int = 3) -> float:
+    """Mean wall seconds of a call of `fn` over `repeats` calls after `warmup` untimed ones,
+    the device synchronised before and after (CUDA runs asynchronously)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / repeats
+
+
+def torch_device(text: str) -> str:
+    """argparse type of a --device the script hands to torch: one torch knows, and present."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r} requested but no CUDA device is available; use cpu")
+    return text
