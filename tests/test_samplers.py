@@ -73,3 +73,24 @@ def test_mutation_changes_exactly_one_decision():
         assert diff in (1, 2), diff  # a toggled input flips one bit; a changed op or dim flips two
         changed = [i for i, (p, c) in enumerate(zip(parent.blocks, child.blocks)) if p != c]
         assert len(changed) == 1
+
+
+@pytest.mark.parametrize("overrides", [dict(n_blocks=1, dense_dims=(16,), sparse_dims=(16,)), dict(n_blocks=2, dense_dims=(16,), sparse_dims=(16,))])
+def test_mutation_always_changes_an_architecture_that_has_a_neighbour(overrides):
+    # small space: FC is the only dense operator, so most draws of (block, kind) change nothing;
+    # 20 unlucky draws in a row used to return the parent itself
+    space = get_space("small", **overrides)
+    rng = np.random.default_rng(0)
+    for _ in range(600):
+        parent = random_architecture(rng, space)
+        child = mutate(parent, space, rng)
+        child.validate_for(space)
+        assert child.hash != parent.hash
+        assert (encode(parent, space) != encode(child, space)).sum() in (1, 2)
+
+
+def test_mutation_of_an_architecture_without_neighbours_returns_it():
+    space = get_space("small", n_blocks=1, sparse_ops=("dot",), dense_dims=(16,), sparse_dims=(16,))
+    rng = np.random.default_rng(0)
+    parent = random_architecture(rng, space)
+    assert mutate(parent, space, rng).hash == parent.hash
