@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,23 @@ def test_embeddings_start_field_fan_uniform_and_raw_tokens_unmixed():
         net(dense, sparse, path).pow(2).sum().backward()
         grad = net.blocks[0].sparse_proj["0"].weight.grad
         assert grad[4].abs().sum() > 0 and grad[5:].abs().sum() == 0
+
+
+def test_an_architecture_listing_a_choice_twice_computes_what_its_hash_names(tmp_path):
+    # a hand-written file: repeats used to be summed twice on the sliced path only
+    space, m = tiny_space("full-tiny"), meta()
+    net = Supernet(space, m)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    dense, sparse = batch(m)
+    blocks = [dict(dense_ops=("fc", "fc"), sparse_ops=("dot", "efc", "dot"), dense_inputs=(0, 0), sparse_inputs=(0,), dense_dim=16, sparse_dim=8)]
+    blocks += [dict(dense_ops=("gating",), sparse_ops=("dot",), dense_inputs=(i, 0, i), sparse_inputs=(i, 0, 0), dense_dim=8, sparse_dim=4) for i in (1, 2)]
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps({"blocks": blocks}))
+    arch = Architecture.load(path)
+    out = net(dense, sparse, arch)
+    torch.testing.assert_close(out, net(dense, sparse, net.path_masks(arch)))
+    torch.testing.assert_close(out, Subnet.from_architecture(arch, space, m, net)(dense, sparse))
+    assert arch == arch.canonical()
+    assert arch.blocks[0].sparse_ops == ("dot", "efc") and arch.blocks[1].sparse_inputs == (0, 1)

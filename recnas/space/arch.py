@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recnas.configs import parse_json, read_text, validate, write_text_atomic
 from recnas.errors import ConfigError
@@ -27,6 +27,14 @@ class BlockSpec(BaseModel):
     sparse_inputs: tuple[int, ...] = Field(min_length=1)
     dense_dim: int
     sparse_dim: int
+
+    @field_validator("dense_ops", "sparse_ops", "dense_inputs", "sparse_inputs")
+    @classmethod
+    def _as_set(cls, v: tuple) -> tuple:
+        """Each list is a set of choices, kept sorted without repeats (as `canonical` keeps it):
+        a hand-written `"dense_inputs": [0, 0]` read input 0 twice on the supernet's sliced path,
+        once on its masked path and in the Subnet, under the same hash."""
+        return tuple(sorted(set(v)))
 
 
 class Architecture(BaseModel):
