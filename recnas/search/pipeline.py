@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore, check_run_folder
-from recnas.errors import ConfigError, RecnasError
+from recnas.errors import ConfigError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -81,6 +81,8 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     try:
         result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+    except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
+        raise TrainingDiverged(f"{out_dir}: {exc}") from None
     except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(
             f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
