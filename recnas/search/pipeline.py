@@ -170,7 +170,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if cfg.executor == "ray":
         from recnas.search.executors import connect_ray
 
-        connect_ray(cfg.ray_address)
+        connect_ray(cfg.ray_address, workers=cfg.ray_workers)
     out.mkdir(parents=True, exist_ok=True)
     # a continued run keeps the config its results come from until it finishes: a re-run with
     # other `final` settings or baselines that fails midway used to leave it describing that run
