@@ -669,3 +669,23 @@ def test_results_without_their_config_are_not_continued(tmp_path):
         check_same_run(cfg, tmp_path / "config.yaml")
     dump_config(cfg, tmp_path / "config.yaml")
     check_same_run(cfg, tmp_path / "config.yaml")  # with its config: continued
+
+
+def test_a_run_continued_with_a_shorter_search_reports_only_its_own_candidates(tmp_path):
+    """search.sqlite keeps every candidate the run folder ever scored: a run continued with fewer
+    generations (or another evolution seed) used to count and plot the earlier search's
+    candidates too ("Search: 17 candidates evaluated" for a search of 7; in co-design its Pareto
+    front), unlike the same search run afresh."""
+    import re
+
+    def cfg(generations):
+        return load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=2, generations=generations))
+
+    def counted(out):
+        return int(re.search(r"Search: (\d+) candidates evaluated", (out / "results.md").read_text()).group(1))
+
+    run_job(cfg(6), tmp_path / "run", progress=False)
+    continued = run_job(cfg(1), tmp_path / "run", progress=False)
+    fresh = run_job(cfg(1), tmp_path / "fresh", progress=False)
+    assert continued["search"]["candidates_in_store"] > fresh["search"]["candidates_in_store"]
+    assert counted(tmp_path / "run") == counted(tmp_path / "fresh") == fresh["search"]["candidates_in_store"]

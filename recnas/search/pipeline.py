@@ -283,7 +283,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
-    write_report(out, report, results, evo.run_name, objective)
+    write_report(out, report, results, evo.run_name, objective, keys={h["key"] for h in evo_result.history})
     dump_config(cfg, out / "config.yaml")  # the settings of the results just written
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
