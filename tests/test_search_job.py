@@ -689,3 +689,17 @@ def test_a_run_continued_with_a_shorter_search_reports_only_its_own_candidates(t
     fresh = run_job(cfg(1), tmp_path / "fresh", progress=False)
     assert continued["search"]["candidates_in_store"] > fresh["search"]["candidates_in_store"]
     assert counted(tmp_path / "run") == counted(tmp_path / "fresh") == fresh["search"]["candidates_in_store"]
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(final={"device": "cuda"}), r"^final: device: 'cuda' requested but no CUDA device"),
+    (dict(finetune={"amp": "fp16"}), r"^finetune: amp: 'fp16' needs a CUDA device"),
+])
+def test_a_device_the_machine_lacks_is_refused_before_any_training(tmp_path, monkeypatch, over, match):
+    """`final: {device: cuda}` without CUDA used to fail after the supernet and the search, in
+    a line that did not say which section asked for it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=match):
+        run_job(load_job_config("smoke", baselines=["lr"], **over), out, progress=False)
+    assert not (out / "supernet").exists() and not (out / "config.yaml").exists()

@@ -127,6 +127,23 @@ def check_baselines(cfg: JobConfig, meta) -> None:
             raise type(exc)(f"{exc} (a baseline of this job: set its baseline_hparams in --config, or {instead})") from None
 
 
+def check_devices(cfg: JobConfig) -> None:
+    """The device and mixed precision of every training the job runs, checked before any of it:
+    `final: {device: cuda}` on a machine without CUDA used to fail only after the supernet and
+    the search, and without saying which section asked for it."""
+    from recnas.train.trainer import resolve_amp, resolve_device
+
+    sections = {"supernet": cfg.supernet, "finetune": cfg.finetune} if cfg.scoring == "supernet" else {}
+    sections["final"] = cfg.final  # also where the proxy, every final_grid point and table phase train
+    for name, tcfg in sections.items():
+        if tcfg is None:
+            continue
+        try:
+            resolve_amp(tcfg.amp, resolve_device(tcfg.device))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+
+
 def _budget(tcfg: TrainConfig) -> str:
     """A training config's length and rate, for the job's stage line."""
     length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else f"{tcfg.epochs} epoch{'s' if tcfg.epochs > 1 else ''}"
@@ -157,6 +174,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store.check_trainable()
     meta = store.meta
     check_baselines(cfg, meta)
+    check_devices(cfg)
     # the cost targets, resolved before any training: a reference that gives none fails here
     objective = resolve_targets(cfg.objective, meta, cfg.baseline_hparams.get(cfg.objective.reference or "", {}))
     space = get_space(cfg.space, **cfg.space_overrides)
