@@ -703,3 +703,15 @@ def test_a_device_the_machine_lacks_is_refused_before_any_training(tmp_path, mon
     with pytest.raises(ConfigError, match=match):
         run_job(load_job_config("smoke", baselines=["lr"], **over), out, progress=False)
     assert not (out / "supernet").exists() and not (out / "config.yaml").exists()
+
+
+def test_best_holds_the_winner_alone_not_other_models_of_its_folder(tmp_path):
+    """best/ copied the winner's whole folder: continued without its final_grid it carried the
+    earlier grid's models (best/lr=0.001/model.pt, ...), and a table phase not kept sat in it as
+    best/tables-<digest>/, other models beside the one the results table reports."""
+    out = tmp_path / "run"
+    over = dict(baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    run_job(load_job_config("smoke", final_grid={"lr": [1.0e-3, 3.0e-3]}, **over), out, progress=False)
+    run_job(load_job_config("smoke", **over), out, progress=False)
+    assert (out / "best" / "model.pt").exists()
+    assert [p.name for p in (out / "best").iterdir() if p.is_dir()] == []

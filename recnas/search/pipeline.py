@@ -268,7 +268,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
-    copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
+    # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
+    # the winner's folder (its table phase when not kept, points of an earlier final_grid)
+    copy_dir(chosen["folder"], out / "best", ignore=_other_models)
     best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
@@ -306,6 +308,12 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _other_models(folder: str, names: list[str]) -> list[str]:
+    """For `copy_dir`: the subfolders of a model's folder that hold models of their own (a
+    `tables-<digest>` phase, a `final_grid` point), which best/ must not carry as the winner's."""
+    return [n for n in names if any((Path(folder) / n / f).exists() for f in ("model.pt", "checkpoint.pt"))]
 
 
 def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None, validate: bool = True) -> dict:
