@@ -77,12 +77,13 @@ def replace_dir(staging: Path, final: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def copy_dir(src: Path, dst: Path) -> None:
+def copy_dir(src: Path, dst: Path, ignore=None) -> None:
     """Copy the folder `src` as `dst` whole (staged, then `replace_dir`): a failed copy keeps the
-    previous `dst`, and the copy never mixes with files an older `dst` held."""
+    previous `dst`, and the copy never mixes with files an older `dst` held. `ignore` as
+    `shutil.copytree` takes it."""
     tmp = temp_sibling(dst)
     try:
-        shutil.copytree(src, tmp)
+        shutil.copytree(src, tmp, ignore=ignore)
         replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

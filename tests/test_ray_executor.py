@@ -70,3 +70,13 @@ def test_ray_executor_scores_from_scratch_as_the_serial_evaluator_does(tiny_stor
     ex = RayExecutor(space, tiny_store.dir, proxy, None, workers=2)
     assert [m["logloss"] for m in ex(genos)] == pytest.approx(expected, rel=1e-5)
     ex.shutdown()
+
+
+def test_more_workers_than_the_cluster_has_cpus_is_refused_not_a_hang(tiny_store, ray_local):
+    """Each actor takes one CPU: `ray_workers: 4` on a 2-CPU instance left two actors never
+    placed, and the search waited on the candidates queued on them forever."""
+    from recnas.errors import ConfigError
+
+    proxy = TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu")
+    with pytest.raises(ConfigError, match="ray_workers 4 exceeds the 2 CPUs of the local Ray instance.*at most 2"):
+        RayExecutor(get_space("full-tiny"), tiny_store.dir, proxy, None, workers=4)

@@ -220,3 +220,24 @@ def test_unreadable_architecture_in_a_results_row_is_one_line_error(tmp_path):
     (out / "best_arch.json").unlink()
     with pytest.raises(DataError, match=rf"search.sqlite: candidate '{key}' has no readable architecture"):
         run_job(cfg, out, progress=False)
+
+
+def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypatch):
+    """A job trains many models (finalists, each `final_grid` point, baselines): a diverged one
+    used to end it with only "training diverged: loss nan at step 9", saying not which."""
+    import functools
+    import re
+
+    from recnas.errors import TrainingDiverged
+    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+
+    from recnas.train import trainer
+
+    def diverge(self, *args, **kwargs):
+        raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+
+    monkeypatch.setattr(trainer.Trainer, "fit", diverge)
+    out = tmp_path / "baselines" / "lr" / "lr=10"
+    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    with pytest.raises(TrainingDiverged, match=re.escape(f"{out}: training diverged: loss nan at step 9")):
+        fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)

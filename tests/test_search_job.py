@@ -669,3 +669,49 @@ def test_results_without_their_config_are_not_continued(tmp_path):
         check_same_run(cfg, tmp_path / "config.yaml")
     dump_config(cfg, tmp_path / "config.yaml")
     check_same_run(cfg, tmp_path / "config.yaml")  # with its config: continued
+
+
+def test_a_run_continued_with_a_shorter_search_reports_only_its_own_candidates(tmp_path):
+    """search.sqlite keeps every candidate the run folder ever scored: a run continued with fewer
+    generations (or another evolution seed) used to count and plot the earlier search's
+    candidates too ("Search: 17 candidates evaluated" for a search of 7; in co-design its Pareto
+    front), unlike the same search run afresh."""
+    import re
+
+    def cfg(generations):
+        return load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=2, generations=generations))
+
+    def counted(out):
+        return int(re.search(r"Search: (\d+) candidates evaluated", (out / "results.md").read_text()).group(1))
+
+    run_job(cfg(6), tmp_path / "run", progress=False)
+    continued = run_job(cfg(1), tmp_path / "run", progress=False)
+    fresh = run_job(cfg(1), tmp_path / "fresh", progress=False)
+    assert continued["search"]["candidates_in_store"] > fresh["search"]["candidates_in_store"]
+    assert counted(tmp_path / "run") == counted(tmp_path / "fresh") == fresh["search"]["candidates_in_store"]
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(final={"device": "cuda"}), r"^final: device: 'cuda' requested but no CUDA device"),
+    (dict(finetune={"amp": "fp16"}), r"^finetune: amp: 'fp16' needs a CUDA device"),
+])
+def test_a_device_the_machine_lacks_is_refused_before_any_training(tmp_path, monkeypatch, over, match):
+    """`final: {device: cuda}` without CUDA used to fail after the supernet and the search, in
+    a line that did not say which section asked for it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=match):
+        run_job(load_job_config("smoke", baselines=["lr"], **over), out, progress=False)
+    assert not (out / "supernet").exists() and not (out / "config.yaml").exists()
+
+
+def test_best_holds_the_winner_alone_not_other_models_of_its_folder(tmp_path):
+    """best/ copied the winner's whole folder: continued without its final_grid it carried the
+    earlier grid's models (best/lr=0.001/model.pt, ...), and a table phase not kept sat in it as
+    best/tables-<digest>/, other models beside the one the results table reports."""
+    out = tmp_path / "run"
+    over = dict(baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    run_job(load_job_config("smoke", final_grid={"lr": [1.0e-3, 3.0e-3]}, **over), out, progress=False)
+    run_job(load_job_config("smoke", **over), out, progress=False)
+    assert (out / "best" / "model.pt").exists()
+    assert [p.name for p in (out / "best").iterdir() if p.is_dir()] == []

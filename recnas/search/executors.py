@@ -43,9 +43,11 @@ class _Worker:
         return self.evaluator(Genotype(Architecture.model_validate_json(arch_json), hw))
 
 
-def connect_ray(address: str | None = None, init_kwargs: dict | None = None):
+def connect_ray(address: str | None = None, init_kwargs: dict | None = None, workers: int | None = None):
     """Ray, initialised (joining `address` if given): called before a job's supernet trains, so
-    an unreachable cluster fails in seconds, not after the most expensive stage."""
+    an unreachable cluster fails in seconds, not after the most expensive stage. `workers`
+    actors, one CPU each, must fit the cluster's CPUs: those beyond them were never placed, and
+    the search waited on them forever."""
     try:
         import ray
     except ImportError:
@@ -58,6 +60,13 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None):
                 f"cannot join the Ray cluster at {address}: {exc} (a cluster with token authentication also needs its token: "
                 "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
             ) from None
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if workers is not None and workers > cpus:
+        where = "local Ray instance" if address is None else f"Ray cluster at {address}"
+        raise ConfigError(
+            f"ray_workers {workers} exceeds the {cpus} CPUs of the {where}: each worker takes one CPU and the "
+            f"others would never start, so the search would wait forever; set ray_workers to at most {cpus}, or leave it out (one per CPU)"
+        )
     return ray
 
 
@@ -69,7 +78,7 @@ class RayExecutor:
     def __init__(self, space, data_dir, train_cfg=None, eval_rows=None, supernet_path=None, workers: int | None = None, address: str | None = None, max_retries: int = 3, init_kwargs: dict | None = None):
         if supernet_path is not None and not Path(supernet_path).exists():
             raise ConfigError(f"{supernet_path}: supernet checkpoint not found")
-        ray = self.ray = connect_ray(address, init_kwargs)
+        ray = self.ray = connect_ray(address, init_kwargs, workers)
         from ray.util import ActorPool
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_Worker)

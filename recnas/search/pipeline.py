@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore, check_run_folder
-from recnas.errors import ConfigError, RecnasError
+from recnas.errors import ConfigError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -81,6 +81,8 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     try:
         result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+    except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
+        raise TrainingDiverged(f"{out_dir}: {exc}") from None
     except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(
             f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
@@ -125,6 +127,23 @@ def check_baselines(cfg: JobConfig, meta) -> None:
             raise type(exc)(f"{exc} (a baseline of this job: set its baseline_hparams in --config, or {instead})") from None
 
 
+def check_devices(cfg: JobConfig) -> None:
+    """The device and mixed precision of every training the job runs, checked before any of it:
+    `final: {device: cuda}` on a machine without CUDA used to fail only after the supernet and
+    the search, and without saying which section asked for it."""
+    from recnas.train.trainer import resolve_amp, resolve_device
+
+    sections = {"supernet": cfg.supernet, "finetune": cfg.finetune} if cfg.scoring == "supernet" else {}
+    sections["final"] = cfg.final  # also where the proxy, every final_grid point and table phase train
+    for name, tcfg in sections.items():
+        if tcfg is None:
+            continue
+        try:
+            resolve_amp(tcfg.amp, resolve_device(tcfg.device))
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+
+
 def _budget(tcfg: TrainConfig) -> str:
     """A training config's length and rate, for the job's stage line."""
     length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else f"{tcfg.epochs} epoch{'s' if tcfg.epochs > 1 else ''}"
@@ -155,6 +174,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store.check_trainable()
     meta = store.meta
     check_baselines(cfg, meta)
+    check_devices(cfg)
     # the cost targets, resolved before any training: a reference that gives none fails here
     objective = resolve_targets(cfg.objective, meta, cfg.baseline_hparams.get(cfg.objective.reference or "", {}))
     space = get_space(cfg.space, **cfg.space_overrides)
@@ -168,7 +188,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if cfg.executor == "ray":
         from recnas.search.executors import connect_ray
 
-        connect_ray(cfg.ray_address)
+        connect_ray(cfg.ray_address, workers=cfg.ray_workers)
     out.mkdir(parents=True, exist_ok=True)
     # a continued run keeps the config its results come from until it finishes: a re-run with
     # other `final` settings or baselines that fails midway used to leave it describing that run
@@ -248,7 +268,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = min(finalists, key=lambda f: f["val_logloss"])
-    copy_dir(chosen["folder"], out / "best")  # whole: never half-copied, never mixed with an older best/
+    # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
+    # the winner's folder (its table phase when not kept, points of an earlier final_grid)
+    copy_dir(chosen["folder"], out / "best", ignore=_other_models)
     best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
@@ -281,11 +303,17 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
     }
-    write_report(out, report, results, evo.run_name, objective)
+    write_report(out, report, results, evo.run_name, objective, keys={h["key"] for h in evo_result.history})
     dump_config(cfg, out / "config.yaml")  # the settings of the results just written
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _other_models(folder: str, names: list[str]) -> list[str]:
+    """For `copy_dir`: the subfolders of a model's folder that hold models of their own (a
+    `tables-<digest>` phase, a `final_grid` point), which best/ must not carry as the winner's."""
+    return [n for n in names if any((Path(folder) / n / f).exists() for f in ("model.pt", "checkpoint.pt"))]
 
 
 def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None, validate: bool = True) -> dict:

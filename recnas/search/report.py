@@ -48,17 +48,24 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective) -> None:
+def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective, keys=None) -> None:
+    """`keys`: the candidates of this search (None: every one in `results`). The store also holds
+    those of an earlier search of the run folder (more generations, another evolution seed),
+    which the count, the score-vs-cost plot and the Pareto front used to include: a run continued
+    with fewer generations reported other candidates than the same search run afresh."""
     out = Path(out)
+    candidates = results.all()
+    if keys is not None:
+        keys = set(keys)
+        candidates = [c for c in candidates if c["key"] in keys]
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
-    md += ["", markdown_table(report["models"]), "", f"Search: {report['search']['candidates_in_store']} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
+    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
-    candidates = results.all()
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
