@@ -26,7 +26,7 @@ from recnas.errors import ConfigError, DataError
 from recnas.staging import OutputDir
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
-from recnas.train.trainer import Trainer, resolve_amp, resolve_device
+from recnas.train.trainer import Trainer, check_runs_here, resolve_device
 
 RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
 OUTPUT = OutputDir("recnas embed search result", RESULT, ConfigError, names=(RESULT, EMB_DIMS, MODEL))  # what --out may be
@@ -124,10 +124,7 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         OUTPUT.check(out, overwrite)  # refuse before the long run, not after it
         STORE.check_outside(out, "--out", ConfigError)
     if do_retrain:  # a retrain device or amp this machine lacks: refused now, not after the search
-        try:
-            resolve_amp(cfg.retrain.amp, resolve_device(cfg.retrain.device))
-        except ConfigError as exc:
-            raise ConfigError(f"retrain section: {exc}") from None
+        check_runs_here(cfg.retrain, "retrain")
     meta, choices = store.meta, tuple(cfg.widths)
     val = validation_sample(store, cfg.search.val_rows, cfg.seed)
     with progress_bar(progress) if progress else contextlib.nullcontext() as bar:

@@ -131,17 +131,13 @@ def check_devices(cfg: JobConfig) -> None:
     """The device and mixed precision of every training the job runs, checked before any of it:
     `final: {device: cuda}` on a machine without CUDA used to fail only after the supernet and
     the search, and without saying which section asked for it."""
-    from recnas.train.trainer import resolve_amp, resolve_device
+    from recnas.train.trainer import check_runs_here
 
     sections = {"supernet": cfg.supernet, "finetune": cfg.finetune} if cfg.scoring == "supernet" else {}
     sections["final"] = cfg.final  # also where the proxy, every final_grid point and table phase train
     for name, tcfg in sections.items():
-        if tcfg is None:
-            continue
-        try:
-            resolve_amp(tcfg.amp, resolve_device(tcfg.device))
-        except ConfigError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+        if tcfg is not None:
+            check_runs_here(tcfg, name)
 
 
 def _budget(tcfg: TrainConfig) -> str:

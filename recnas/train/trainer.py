@@ -114,6 +114,15 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
+def check_runs_here(cfg: TrainConfig, section: str) -> None:
+    """Refuse a training config whose device or amp this machine lacks, naming its `section` of
+    a larger config: checked before a long job's first stage, not when its training starts."""
+    try:
+        resolve_amp(cfg.amp, resolve_device(cfg.device))
+    except ConfigError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     """Multiplier of the base lr at `step`: linear warmup, then constant/cosine/linear decay to 0."""
     if warmup and step < warmup:
