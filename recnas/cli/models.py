@@ -93,7 +93,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     store = CTRStore(data)
     rows = store.meta.rows.get("train", 0)
     check_global_batch(rows if cfg.max_train_rows is None else min(rows, cfg.max_train_rows), cfg.batch_size, nproc)  # before the processes start
-    total = steps if steps is not None else planned_steps(cfg, store.meta.rows.get("train", 0), max(nproc, 1))
+    total = steps if steps is not None else planned_steps(cfg, rows, max(nproc, 1))
     if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
         # the lr would never reach its value: the run would train at a fraction of the lr it records
         given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
