@@ -32,6 +32,7 @@ def search(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (implies --executor ray; default: start a local one)."),
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     finalists: Optional[int] = typer.Option(None, min=1, help="Best candidates retrained from scratch; the lowest validation log loss wins (default: the preset's or config's; may change when a run is continued)."),
+    threads: Optional[int] = typer.Option(None, min=1, max=1024, help="PyTorch CPU threads for the whole job (default: one per core). The thread count changes the rounding of CPU training, and so the result: give the one results.json records to reproduce a run."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
@@ -42,7 +43,7 @@ def search(
 
     if ray_address is not None and executor is None:
         executor = "ray"  # as on the command line, so it also overrides a config's executor: serial
-    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address, "finalists": finalists}
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address, "finalists": finalists, "threads": threads}
     if objective is not None:
         over["objective"] = {"kind": objective}
     if emb_dims is not None:

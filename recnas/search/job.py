@@ -46,6 +46,10 @@ class JobConfig(BaseModel):
     data: str | None = Field(None, description="prepared store; None = the built-in synthetic benchmark")
     synthetic_rows: int = Field(200_000, ge=1000)
     seed: configs.Seed = Field(0, description="seed of the data, the path sampler and (unless a section sets its own) every stage")
+    threads: int | None = Field(
+        None, ge=1, le=1024,
+        description="PyTorch's CPU threads for the whole job (None = its default, one per core); the thread count changes the rounding of CPU training and with it the result: results.json records it",
+    )
     space: str = "full"
     space_overrides: dict[str, Any] = Field(default_factory=dict)
     sampler: str = "single-op-any-conn"

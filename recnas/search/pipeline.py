@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore, check_run_folder
+from recnas.environment import cpu_threads, environment
 from recnas.errors import ConfigError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
@@ -156,7 +157,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     `out` that is a file is refused first: it used to fail with a bare "File exists" after the
     synthetic data was generated."""
     check_run_folder(out)
-    with exclusive(out):
+    with exclusive(out), cpu_threads(cfg.threads):
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))
 
@@ -298,6 +299,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         + [{**d, "chosen": False} for d in dropped],  # halving: the dropped ones, with their rung and best validation log loss then
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
+        "environment": environment(device),  # of the run that finished the job; the result depends on it
     }
     write_report(out, report, results, evo.run_name, objective, keys={h["key"] for h in evo_result.history})
     dump_config(cfg, out / "config.yaml")  # the settings of the results just written

@@ -65,6 +65,8 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
     md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
+    if env := report.get("environment"):
+        md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)

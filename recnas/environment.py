@@ -1,0 +1,45 @@
+"""What a result was computed with. On the CPU the number of threads changes the order in which
+every sum is added up, so the same job and seed with 1 and with 2 threads train slightly
+different supernets, and a supernet-scored search can then pick another winner (measured: the
+default job gives 0.4925 with 1 thread and 0.4943 with 2, docs/benchmarks.md). A recorded number
+is reproducible only with the same threads, library versions and device: they are written beside
+it, and `threads` pins the one a user can choose."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from collections.abc import Iterator
+
+import torch
+
+import recnas
+
+
+def environment(device: str | torch.device = "cpu") -> dict:
+    """The versions, CPU threads and device a result comes from (for results.json)."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine() or "unknown"
+    return {
+        "recnas": recnas.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "device": device.type,
+        "device_name": name,
+    }
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """PyTorch's intra-op CPU threads set to `n` for the block, then restored (None: left as it
+    is, PyTorch's default of one per core)."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
