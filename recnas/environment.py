@@ -22,7 +22,7 @@ def environment(device: str | torch.device = "cpu") -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine() or "unknown"
     return {
         "recnas": recnas.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a TorchVersion, which weights_only loading refuses
         "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(),
         "device": device.type,

@@ -21,6 +21,21 @@ from recnas.space.spaces import DENSE_OPS
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cli_logging():
+    """A CLI command run in-process attaches its log handler to the stderr of that moment, which
+    under `capsys` is closed once the test ends: a later test's log lines would then fail with
+    "Logging error" tracebacks in its captured stderr. Each test leaves the handlers as it found them."""
+    import logging
+
+    logger = logging.getLogger("recnas")
+    before = list(logger.handlers)
+    yield
+    for handler in logger.handlers[:]:
+        if handler not in before:
+            logger.removeHandler(handler)
+
+
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
 
 

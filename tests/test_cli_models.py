@@ -415,3 +415,26 @@ def test_an_output_folder_at_or_inside_a_data_store_is_refused(command, inside, 
     code, _, err = run(monkeypatch, capsys, *command, "--data", tiny_store.dir, "--out", out)
     assert code == 2 and f"--out {out} {'is inside' if inside else 'is'} the recnas store {tiny_store.dir.resolve()}" in error_line(err)
     assert sorted(p.name for p in tiny_store.dir.iterdir()) == before
+
+
+def test_threads_trains_with_that_many_and_metrics_record_where_it_trained(tiny_store, tmp_path, monkeypatch, capsys):
+    """On the CPU the thread count decides the rounding (and so the model): `--threads` sets it
+    for the command alone, and metrics.json / model.pt say what trained the model."""
+    import torch
+
+    from recnas.train import load_trained
+
+    before = torch.get_num_threads()
+    seen = []
+    from recnas.train import trainer as trainer_mod
+
+    fit = trainer_mod.Trainer.fit
+    monkeypatch.setattr(trainer_mod.Trainer, "fit", lambda self, *a, **k: (seen.append(torch.get_num_threads()), fit(self, *a, **k))[1])
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", tmp_path / "t", "--steps", 2, "--threads", before + 1)
+    assert code == 0, err
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    env = json.loads((tmp_path / "t" / "metrics.json").read_text())["environment"]
+    assert env["cpu_threads"] == before + 1 and env["world_size"] == 1 and env["device"] == "cpu" and env["torch"] == torch.__version__
+    assert load_trained(tmp_path / "t" / "model.pt")[2]["metrics"]["environment"] == env
+    code, _, err = run(monkeypatch, capsys, "subnet", "train", "--data", tiny_store.dir, "--arch", tmp_path / "a.json", "--config", TINY, "--out", tmp_path / "z", "--threads", 0)
+    assert code == 2 and "--threads" in error_line(err)

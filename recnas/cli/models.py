@@ -33,6 +33,7 @@ OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT al
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
 WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
+THREADS = typer.Option(None, "--threads", min=1, max=1024, help="PyTorch CPU threads (per process; default: one per core); the count changes the rounding of CPU training: metrics.json records it")
 
 
 def _relaunch(nproc: int) -> None:
@@ -78,11 +79,12 @@ def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
-def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None) -> None:
+def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None, threads: int | None = None) -> None:
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
     from recnas.data.store import CTRStore, check_run_folder
+    from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps
     from recnas.train.distributed import shutdown
@@ -117,21 +119,22 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
                 raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; {out} holds a {MODEL_FILE} without the checkpoint that continues its run: pass --overwrite to start afresh")
             raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; run without --resume first")
         _relaunch(nproc)
-        seed_everything(cfg.seed)
-        model, spec, sampler = build(store, cfg)
-        _setup_logging()
-        trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
-        result = trainer.fit(resume=resume)
-        shutdown(trainer.dist)
-        if not trainer.dist.is_main:
-            return
-        best = result.best_val or {}
-        typer.echo(
-            f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
-            f"{result.samples_per_s:,.0f} samples/s; best val logloss {_fmt(best.get('logloss'))} auc {_fmt(best.get('auc'))}"
-            + (" (early stop)" if result.stopped_early else "")
-        )
-        typer.echo(f"wrote {out / 'model.pt'}, {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'config.yaml'}")
+        with cpu_threads(threads):  # the command's alone (a caller in the same process keeps its own)
+            seed_everything(cfg.seed)
+            model, spec, sampler = build(store, cfg)
+            _setup_logging()
+            trainer = Trainer(model, cfg, store, out_dir=out, sampler=sampler, model_spec=spec, progress=progress)
+            result = trainer.fit(resume=resume)
+            shutdown(trainer.dist)
+            if not trainer.dist.is_main:
+                return
+            best = result.best_val or {}
+            typer.echo(
+                f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.train_seconds:.1f}s, "
+                f"{result.samples_per_s:,.0f} samples/s; best val logloss {_fmt(best.get('logloss'))} auc {_fmt(best.get('auc'))}"
+                + (" (early stop)" if result.stopped_early else "")
+            )
+            typer.echo(f"wrote {out / 'model.pt'}, {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'config.yaml'}")
 
 
 @supernet_app.command("train")
@@ -148,6 +151,7 @@ def supernet_train(
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
     nproc: int = NPROC,
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Train the weight-sharing supernet, one sampled subnet per step."""
 
@@ -160,7 +164,7 @@ def supernet_train(
         sp = resolve_space(space)
         return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
 
 
 @subnet_app.command("train")
@@ -178,6 +182,7 @@ def subnet_train(
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
     nproc: int = NPROC,
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
     if inherit is not None and resume:  # it would be ignored: a resumed run's weights come from its checkpoint
@@ -194,7 +199,7 @@ def subnet_train(
         supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
 
 
 def _load_supernet(path: Path, space, meta):
@@ -224,6 +229,7 @@ def baseline_train(
     warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Train a hand-designed baseline."""
     hp = parse_json(hparams, "--hparams") if hparams else {}
@@ -237,7 +243,7 @@ def baseline_train(
         model = build_baseline(name, store.meta, **hp)
         return model, baseline_spec(name, model.hparams, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup, threads=threads)
 
 
 def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | None, data: Path) -> None:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
+from recnas.environment import environment
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
@@ -92,6 +93,8 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     interrupted: bool = False
+    # where it trained: on the CPU another thread count gives another model (recnas.environment)
+    environment: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -527,6 +530,7 @@ class Trainer:
             steps=self.step, epochs=round(self.epoch, 4), best_val=self.best_val, final_val=final_val or self.last_val,
             train_seconds=self.train_seconds, samples_per_s=self.rows_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
             history=list(self.history), stopped_early=self.stopped_early, interrupted=interrupted,
+            environment=environment(self.device) | {"world_size": self.dist.world_size},
         )
 
     def _write_outputs(self, result: FitResult) -> None:
