@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +326,35 @@ def test_beats_logistic_regression_on_planted_interactions(name, planted_store, 
     torch.manual_seed(0)
     loss = train_and_eval(build_baseline(name, planted_store.meta, **TINY[name]), planted_store)
     assert loss < lr_loss - 0.1, f"{name}: held-out log loss {loss:.4f} vs lr {lr_loss:.4f}"
+
+
+# -- what the docs tell users to build -------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _fuxictr_cin(cin: CIN, x0: torch.Tensor) -> torch.Tensor:
+    """FuxiCTR's CompressedInteractionNet (what BARS ran): every layer's maps are pooled and all
+    of them go on to the next layer, no split. (FuxiCTR orders the products field-major, this
+    code map-major: the same network with its convolution's input channels permuted.)"""
+    h, pooled = x0, []
+    for conv in cin.convs:
+        h = conv(torch.einsum("bmd,bhd->bmhd", h, x0).flatten(1, 2))
+        pooled.append(h.sum(-1))
+    return torch.cat(pooled, dim=1)
+
+
+def test_docs_bars_xdeepfm_recipe_builds_the_cin_bars_ran():
+    """docs/baselines.md's hyper-parameters for BARS's xDeepFM must give FuxiCTR's CIN: with the
+    split (our default) CIN [16, 16] pools 24 maps and its second layer reads 8 x F products,
+    where BARS's pools 32 and reads 16 x F."""
+    m = re.search(r'build_baseline\("xdeepfm", meta, ([^)]*)\)', (DOCS / "baselines.md").read_text())
+    call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    hp = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert hp["cin"] == [16, 16] and hp["embed_dim"] == 10
+    meta = make_meta(13, [10] * 26)
+    model = build_baseline("xdeepfm", meta, **hp).double()
+    assert model.cin.out_dim == 32
+    assert [c.in_channels for c in model.cin.convs] == [39 * 39, 16 * 39]
+    x0 = torch.randn(3, 39, 10, dtype=torch.float64)
+    torch.testing.assert_close(model.cin(x0), _fuxictr_cin(model.cin, x0))
