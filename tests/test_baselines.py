@@ -381,3 +381,99 @@ def test_docs_name_every_shipped_job_whose_searched_tables_are_wider_than_the_ba
     assert differ  # the 1M-row GPU configs, as shipped
     missing = [name for name in differ if f"configs/{name}" not in paragraph]
     assert not missing, f"docs/baselines.md does not say that these jobs' baselines have narrower tables: {missing}"
+
+
+# -- each model's logit against its paper's formula, written out term by term -----------------
+
+
+def _perturbed(name: str, meta: DatasetMeta, **hp):
+    torch.manual_seed(0)
+    model = build_baseline(name, meta, **hp)
+    with torch.no_grad():  # away from the tiny init, so every term counts
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.double().eval()
+
+
+def _fields(model, dense, sparse):
+    emb = model.fields.sparse
+    return torch.cat([emb.weight[sparse + emb.offsets], dense.unsqueeze(-1) * model.fields.dense.weight], dim=1)
+
+
+def _first_order(model, dense, sparse):
+    ids = model.linear.ids
+    return ids.weight[sparse + ids.offsets].squeeze(-1).sum(1) + dense @ model.linear.dense.weight.squeeze(0) + model.linear.bias
+
+
+@pytest.fixture
+def float64_batch():
+    meta = make_meta(2)
+    dense, sparse = random_batch(meta, b=6)
+    return meta, dense.double(), sparse
+
+
+def test_deepfm_is_first_order_plus_every_pairs_dot_plus_mlp(float64_batch):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("deepfm", meta, embed_dim=4, mlp=[5])
+    x = _fields(m, dense, sparse)
+    pairs = sum((x[:, i] * x[:, j]).sum(-1) for i in range(x.shape[1]) for j in range(i))
+    ref = _first_order(m, dense, sparse) + pairs + m.mlp(x.flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+@pytest.mark.parametrize("structure", ["parallel", "stacked"])
+@pytest.mark.parametrize("low_rank", [None, 3])
+def test_dcnv2_cross_layers_are_x0_times_wx_plus_b_plus_x(float64_batch, structure, low_rank):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("dcnv2", meta, embed_dim=4, mlp=[5], cross_layers=2, structure=structure, low_rank=low_rank)
+    x0 = _fields(m, dense, sparse).flatten(1)
+    x = x0
+    for layer in m.cross.layers:
+        w, b = (layer.weight, layer.bias) if low_rank is None else (layer[1].weight @ layer[0].weight, layer[1].bias)
+        x = x0 * (x @ w.T + b) + x
+    h = m.mlp(x) if structure == "stacked" else torch.cat([x, m.mlp(x0)], dim=1)
+    torch.testing.assert_close(m(dense, sparse), m.head(h).squeeze(-1))
+
+
+def test_autoint_heads_attend_with_a_projected_residual(float64_batch):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("autoint", meta, embed_dim=4, attention_layers=2, heads=2, attention_dim=3, mlp=[5])
+    e = _fields(m, dense, sparse)
+    for layer in m.attention:
+        wq, wk, wv = layer.qkv.weight.split(6)
+        heads = []
+        for h in range(2):  # the paper's Eq. 5-6 per head: softmax(<W_q e_m, W_k e_k>) W_v e_k
+            rows = slice(3 * h, 3 * h + 3)
+            q, k, v = e @ wq[rows].T, e @ wk[rows].T, e @ wv[rows].T
+            heads.append(torch.softmax(q @ k.transpose(1, 2), -1) @ v)
+        e = torch.relu(torch.cat(heads, -1) + e @ layer.res.weight.T)  # Eq. 7-8
+    ref = m.head(e.flatten(1)).squeeze(-1) + m.mlp(_fields(m, dense, sparse).flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_xdeepfm_is_first_order_plus_cin_eq6_plus_mlp(float64_batch, split):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("xdeepfm", meta, embed_dim=4, cin=[4, 3], cin_split_half=split, mlp=[5])
+    x0 = _fields(m, dense, sparse)
+    n_f, xk, pooled = x0.shape[1], x0, []
+    for conv, half in zip(m.cin.convs, m.cin.split):
+        w = conv.weight.view(conv.out_channels, xk.shape[1], n_f)  # W^{k,h}_{i,j} of Eq. 6
+        z = torch.stack([sum(w[o, i, j] * xk[:, i] * x0[:, j] for i in range(xk.shape[1]) for j in range(n_f)) + conv.bias[o] for o in range(conv.out_channels)], 1)
+        xk, out = (z[:, :half], z[:, half:]) if half else (z, z)
+        pooled.append(out.sum(-1))
+    ref = _first_order(m, dense, sparse) + m.cin_head(torch.cat(pooled, 1)).squeeze(-1) + m.mlp(x0.flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+def test_dlrm_interaction_is_the_reference_codes(float64_batch):
+    """facebookresearch/dlrm `interact_features`: T = [bottom output, embeddings], Z = T T^T, the
+    pairs li/lj of the strict lower triangle row by row, then [bottom output, Z[li, lj]]."""
+    meta, dense, sparse = float64_batch
+    m = _perturbed("dlrm", meta, embed_dim=4, bottom_mlp=[6, 4], top_mlp=[5])
+    z = m.bottom(dense)
+    t = torch.cat([z.unsqueeze(1), m.embedding.weight[sparse + m.embedding.offsets]], dim=1)
+    n = t.shape[1]
+    li, lj = [i for i in range(n) for j in range(i)], [j for i in range(n) for j in range(i)]
+    ref = m.top(torch.cat([z, (t @ t.transpose(1, 2))[:, li, lj]], dim=1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
