@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +326,154 @@ def test_beats_logistic_regression_on_planted_interactions(name, planted_store, 
     torch.manual_seed(0)
     loss = train_and_eval(build_baseline(name, planted_store.meta, **TINY[name]), planted_store)
     assert loss < lr_loss - 0.1, f"{name}: held-out log loss {loss:.4f} vs lr {lr_loss:.4f}"
+
+
+# -- what the docs tell users to build -------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def _fuxictr_cin(cin: CIN, x0: torch.Tensor) -> torch.Tensor:
+    """FuxiCTR's CompressedInteractionNet (what BARS ran): every layer's maps are pooled and all
+    of them go on to the next layer, no split. (FuxiCTR orders the products field-major, this
+    code map-major: the same network with its convolution's input channels permuted.)"""
+    h, pooled = x0, []
+    for conv in cin.convs:
+        h = conv(torch.einsum("bmd,bhd->bmhd", h, x0).flatten(1, 2))
+        pooled.append(h.sum(-1))
+    return torch.cat(pooled, dim=1)
+
+
+def test_docs_bars_xdeepfm_recipe_builds_the_cin_bars_ran():
+    """docs/baselines.md's hyper-parameters for BARS's xDeepFM must give FuxiCTR's CIN: with the
+    split (our default) CIN [16, 16] pools 24 maps and its second layer reads 8 x F products,
+    where BARS's pools 32 and reads 16 x F."""
+    m = re.search(r'build_baseline\("xdeepfm", meta, ([^)]*)\)', (DOCS / "baselines.md").read_text())
+    call = ast.parse(f"f({m.group(1)})", mode="eval").body
+    hp = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert hp["cin"] == [16, 16] and hp["embed_dim"] == 10
+    meta = make_meta(13, [10] * 26)
+    model = build_baseline("xdeepfm", meta, **hp).double()
+    assert model.cin.out_dim == 32
+    assert [c.in_channels for c in model.cin.convs] == [39 * 39, 16 * 39]
+    x0 = torch.randn(3, 39, 10, dtype=torch.float64)
+    torch.testing.assert_close(model.cin(x0), _fuxictr_cin(model.cin, x0))
+
+
+def test_docs_name_every_shipped_job_whose_searched_tables_are_wider_than_the_baselines():
+    """docs/baselines.md said every model of a job had 16-wide tables; the 1M-row GPU configs give
+    the searched model 32-wide ones while the baselines keep their 16. Each shipped job config
+    where the widths differ must be named in the paragraph on the embedding width."""
+    import yaml
+
+    text = (DOCS / "baselines.md").read_text()
+    paragraph = text[text.index("Embedding dimension") :].split("\n\n")[0]
+    differ = []
+    for path in sorted((DOCS.parent / "configs").glob("*.yaml")):
+        cfg = yaml.safe_load(path.read_text()) or {}
+        if "space_overrides" not in cfg and "baseline_hparams" not in cfg:
+            continue  # a training config, not a search job
+        searched = (cfg.get("space_overrides") or {}).get("emb_dim", 16)  # both presets' spaces are 16 wide
+        hparams = cfg.get("baseline_hparams") or {}
+        widths = {hparams.get(n, {}).get("embed_dim", default_hparams(n)["embed_dim"]) for n in BASELINES if n != "lr"}
+        if widths != {searched}:
+            differ.append(path.name)
+    assert differ  # the 1M-row GPU configs, as shipped
+    missing = [name for name in differ if f"configs/{name}" not in paragraph]
+    assert not missing, f"docs/baselines.md does not say that these jobs' baselines have narrower tables: {missing}"
+
+
+# -- each model's logit against its paper's formula, written out term by term -----------------
+
+
+def _perturbed(name: str, meta: DatasetMeta, **hp):
+    torch.manual_seed(0)
+    model = build_baseline(name, meta, **hp)
+    with torch.no_grad():  # away from the tiny init, so every term counts
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.double().eval()
+
+
+def _fields(model, dense, sparse):
+    emb = model.fields.sparse
+    return torch.cat([emb.weight[sparse + emb.offsets], dense.unsqueeze(-1) * model.fields.dense.weight], dim=1)
+
+
+def _first_order(model, dense, sparse):
+    ids = model.linear.ids
+    return ids.weight[sparse + ids.offsets].squeeze(-1).sum(1) + dense @ model.linear.dense.weight.squeeze(0) + model.linear.bias
+
+
+@pytest.fixture
+def float64_batch():
+    meta = make_meta(2)
+    dense, sparse = random_batch(meta, b=6)
+    return meta, dense.double(), sparse
+
+
+def test_deepfm_is_first_order_plus_every_pairs_dot_plus_mlp(float64_batch):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("deepfm", meta, embed_dim=4, mlp=[5])
+    x = _fields(m, dense, sparse)
+    pairs = sum((x[:, i] * x[:, j]).sum(-1) for i in range(x.shape[1]) for j in range(i))
+    ref = _first_order(m, dense, sparse) + pairs + m.mlp(x.flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+@pytest.mark.parametrize("structure", ["parallel", "stacked"])
+@pytest.mark.parametrize("low_rank", [None, 3])
+def test_dcnv2_cross_layers_are_x0_times_wx_plus_b_plus_x(float64_batch, structure, low_rank):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("dcnv2", meta, embed_dim=4, mlp=[5], cross_layers=2, structure=structure, low_rank=low_rank)
+    x0 = _fields(m, dense, sparse).flatten(1)
+    x = x0
+    for layer in m.cross.layers:
+        w, b = (layer.weight, layer.bias) if low_rank is None else (layer[1].weight @ layer[0].weight, layer[1].bias)
+        x = x0 * (x @ w.T + b) + x
+    h = m.mlp(x) if structure == "stacked" else torch.cat([x, m.mlp(x0)], dim=1)
+    torch.testing.assert_close(m(dense, sparse), m.head(h).squeeze(-1))
+
+
+def test_autoint_heads_attend_with_a_projected_residual(float64_batch):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("autoint", meta, embed_dim=4, attention_layers=2, heads=2, attention_dim=3, mlp=[5])
+    e = _fields(m, dense, sparse)
+    for layer in m.attention:
+        wq, wk, wv = layer.qkv.weight.split(6)
+        heads = []
+        for h in range(2):  # the paper's Eq. 5-6 per head: softmax(<W_q e_m, W_k e_k>) W_v e_k
+            rows = slice(3 * h, 3 * h + 3)
+            q, k, v = e @ wq[rows].T, e @ wk[rows].T, e @ wv[rows].T
+            heads.append(torch.softmax(q @ k.transpose(1, 2), -1) @ v)
+        e = torch.relu(torch.cat(heads, -1) + e @ layer.res.weight.T)  # Eq. 7-8
+    ref = m.head(e.flatten(1)).squeeze(-1) + m.mlp(_fields(m, dense, sparse).flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_xdeepfm_is_first_order_plus_cin_eq6_plus_mlp(float64_batch, split):
+    meta, dense, sparse = float64_batch
+    m = _perturbed("xdeepfm", meta, embed_dim=4, cin=[4, 3], cin_split_half=split, mlp=[5])
+    x0 = _fields(m, dense, sparse)
+    n_f, xk, pooled = x0.shape[1], x0, []
+    for conv, half in zip(m.cin.convs, m.cin.split):
+        w = conv.weight.view(conv.out_channels, xk.shape[1], n_f)  # W^{k,h}_{i,j} of Eq. 6
+        z = torch.stack([sum(w[o, i, j] * xk[:, i] * x0[:, j] for i in range(xk.shape[1]) for j in range(n_f)) + conv.bias[o] for o in range(conv.out_channels)], 1)
+        xk, out = (z[:, :half], z[:, half:]) if half else (z, z)
+        pooled.append(out.sum(-1))
+    ref = _first_order(m, dense, sparse) + m.cin_head(torch.cat(pooled, 1)).squeeze(-1) + m.mlp(x0.flatten(1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
+
+
+def test_dlrm_interaction_is_the_reference_codes(float64_batch):
+    """facebookresearch/dlrm `interact_features`: T = [bottom output, embeddings], Z = T T^T, the
+    pairs li/lj of the strict lower triangle row by row, then [bottom output, Z[li, lj]]."""
+    meta, dense, sparse = float64_batch
+    m = _perturbed("dlrm", meta, embed_dim=4, bottom_mlp=[6, 4], top_mlp=[5])
+    z = m.bottom(dense)
+    t = torch.cat([z.unsqueeze(1), m.embedding.weight[sparse + m.embedding.offsets]], dim=1)
+    n = t.shape[1]
+    li, lj = [i for i in range(n) for j in range(i)], [j for i in range(n) for j in range(i)]
+    ref = m.top(torch.cat([z, (t @ t.transpose(1, 2))[:, li, lj]], dim=1)).squeeze(-1)
+    torch.testing.assert_close(m(dense, sparse), ref)
