@@ -26,10 +26,14 @@ def test_pairs_equal_plain_inner_products_in_values_and_gradients(device, n, pad
     torch.testing.assert_close(gx, wx)
 
 
-def test_pairs_of_more_tokens_than_the_operator_holds_fail():
+@pytest.mark.parametrize("n, pad", [(9, 8), (9, 1), (6, 1), (6, 8)])
+def test_pairs_of_more_tokens_than_the_operator_holds_fail(n, pad):
+    # a clear ValueError, as ElasticLinear gives, not a bare KeyError from the offsets table;
+    # 6 vectors with padding to 8 used to pass here and fail only at the output projection
     op = DotProduct(max_tokens=4, max_dense=8, emb_dim=4)
-    with pytest.raises(KeyError):
-        op.pairs(torch.randn(2, 9, 4), 8)
+    with pytest.raises(ValueError, match=rf"DotProduct\(max_tokens=4\) takes at most 5 vectors .*, got {n}"):
+        op.pairs(torch.randn(2, n, 4), pad)
+    assert op.pairs(torch.randn(2, 5, 4), pad).shape == (2, 10)
 
 
 def reference_attention(qkv, heads, mask=None):
