@@ -310,6 +310,19 @@ def test_search_doc_states_what_a_block_computes_and_where_it_departs_from_nasre
         assert departure in section, departure
 
 
+def test_training_doc_defines_farthest_greedy_with_the_samplers_defaults():
+    import inspect
+
+    from recnas.space.samplers import STRATEGIES, ArchSampler
+
+    text = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    sentence = text.split("`--sampler` picks the path sampler", 1)[1].split("The default,", 1)[0]
+    assert [s for s in STRATEGIES if not re.search(rf"\b{s}(,| \(not)", sentence)] == []
+    defaults = inspect.signature(ArchSampler).parameters
+    assert f"farthest-greedy (not NASRec's), {defaults['candidates'].default} single-op-any-conn draws" in sentence
+    assert f"from its nearest among the {defaults['memory'].default} paths it sampled last" in sentence
+
+
 # -- files the docs name ---------------------------------------------------------------------
 
 RUN_OUTPUTS = {"results.md", "pareto.md"}  # written into a run folder by `recnas search`
