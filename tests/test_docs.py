@@ -278,6 +278,51 @@ def test_search_doc_states_which_config_keys_replace_the_presets_whole(tmp_path)
     assert (space.n_blocks, min(space.dense_dims), max(space.dense_dims)) == (7, 16, 1024)
 
 
+def test_search_doc_states_what_a_block_computes_and_where_it_departs_from_nasrec():
+    """docs/search.md called `full` "NASRec's" without saying that its block computes several
+    parts otherwise (gating gates its input by itself, EFC follows a linear token projection,
+    the dot-product pairs all t tokens, another merger and logit). The forms stated are those
+    tests/test_dense_ops.py and tests/test_sparse_ops.py check; the numbers come from the code."""
+    from recnas.ops.dense import DENSE_OPERATORS
+    from recnas.ops.sparse import SPARSE_OPERATORS
+    from recnas.space import get_space
+
+    text = " ".join((ROOT / "docs" / "search.md").read_text().split())
+    section = text.split("**What a choice block computes**", 1)[1].split("How a block starts", 1)[0]
+    forms = {
+        "fc": "`fc` is `relu(W h + b)`",
+        "gating": "`gating` is `h * sigmoid(W h + b)`",
+        "sum": "`sum` is `h` itself",
+        "cross": "`cross` is `h * (W h + b) + h`",
+        "efc": "`efc` is `W z + b` along the token axis",
+        "dot": "`dot` takes the pairwise inner products `<x_i, x_j>`, i > j, of the t+1 vectors `[u(h); z]`",
+        "attention": "`attention` is one post-norm transformer layer over z (2 heads,",
+    }
+    assert set(forms) == set(DENSE_OPERATORS) | set(SPARSE_OPERATORS)
+    assert [op for op, form in forms.items() if form not in section] == []
+    full = get_space("full")
+    t = full.max_sparse
+    assert f"up to {(t + 1) * t // 2:,} products at t = {t}" in section
+    assert f"(7 blocks, dense widths {min(full.dense_dims)}-{full.max_dense}, {min(full.sparse_dims)}-{t} tokens of width {full.emb_dim};" in text
+    assert (full.n_blocks, get_space("small").dense_dims, get_space("small").sparse_dims) == (7, full.dense_dims, full.sparse_dims)
+    for departure in ("gates the block's combined input by itself", "EFC is linear and follows the block's own linear token projection",
+                      "round(sqrt(2d))", "8 new tokens", "uniformly from 1..min(i+1, 4)"):
+        assert departure in section, departure
+
+
+def test_training_doc_defines_farthest_greedy_with_the_samplers_defaults():
+    import inspect
+
+    from recnas.space.samplers import STRATEGIES, ArchSampler
+
+    text = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    sentence = text.split("`--sampler` picks the path sampler", 1)[1].split("The default,", 1)[0]
+    assert [s for s in STRATEGIES if not re.search(rf"\b{s}(,| \(not)", sentence)] == []
+    defaults = inspect.signature(ArchSampler).parameters
+    assert f"farthest-greedy (not NASRec's), {defaults['candidates'].default} single-op-any-conn draws" in sentence
+    assert f"from its nearest among the {defaults['memory'].default} paths it sampled last" in sentence
+
+
 # -- files the docs name ---------------------------------------------------------------------
 
 RUN_OUTPUTS = {"results.md", "pareto.md"}  # written into a run folder by `recnas search`

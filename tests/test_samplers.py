@@ -94,3 +94,12 @@ def test_mutation_of_an_architecture_without_neighbours_returns_it():
     rng = np.random.default_rng(0)
     parent = random_architecture(rng, space)
     assert mutate(parent, space, rng).hash == parent.hash
+
+
+@pytest.mark.parametrize("key", ["candidates", "memory"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_farthest_greedy_needs_at_least_one_candidate_and_one_remembered_path(key, value):
+    # candidates=0 crashed the second draw with numpy's "argmax of an empty sequence";
+    # memory=0 silently drew every path as single-op-any-conn does
+    with pytest.raises(ConfigError, match=f"sampler {key} must be a positive integer"):
+        ArchSampler(get_space("small"), "farthest-greedy", **{key: value})

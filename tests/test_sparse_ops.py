@@ -26,10 +26,14 @@ def test_pairs_equal_plain_inner_products_in_values_and_gradients(device, n, pad
     torch.testing.assert_close(gx, wx)
 
 
-def test_pairs_of_more_tokens_than_the_operator_holds_fail():
+@pytest.mark.parametrize("n, pad", [(9, 8), (9, 1), (6, 1), (6, 8)])
+def test_pairs_of_more_tokens_than_the_operator_holds_fail(n, pad):
+    # a clear ValueError, as ElasticLinear gives, not a bare KeyError from the offsets table;
+    # 6 vectors with padding to 8 used to pass here and fail only at the output projection
     op = DotProduct(max_tokens=4, max_dense=8, emb_dim=4)
-    with pytest.raises(KeyError):
-        op.pairs(torch.randn(2, 9, 4), 8)
+    with pytest.raises(ValueError, match=rf"DotProduct\(max_tokens=4\) takes at most 5 vectors .*, got {n}"):
+        op.pairs(torch.randn(2, n, 4), pad)
+    assert op.pairs(torch.randn(2, 5, 4), pad).shape == (2, 10)
 
 
 def reference_attention(qkv, heads, mask=None):
@@ -80,3 +84,26 @@ def test_triton_token_attention_equals_the_written_out_form(dtype, t, masked):
     torch.testing.assert_close(g_got.float(), g_want.float(), rtol=0, atol=tol * g_want.abs().max().item())
     compiled = torch.compile(lambda x: token_attention.attention(x, 2, mask))
     torch.testing.assert_close(compiled(qkv), got)
+
+
+def test_efc_and_dot_product_are_their_written_out_forms_on_the_leading_slice():
+    # docs/search.md ("What a choice block computes"): EFC is W z + b along the token axis; the
+    # dot-product maps the pairwise products of [u(h); z] (i > j) to width d and passes z on
+    from recnas.ops.sparse import EFC
+
+    g = torch.Generator().manual_seed(2)
+    t, e, d = 5, 4, 6
+    z, h = torch.randn(3, t, e, generator=g), torch.randn(3, d, generator=g)
+    efc = EFC(max_tokens=8, max_dense=16, emb_dim=e)
+    w, b = efc.linear.weight[:t, :t], efc.linear.bias[:t]
+    tokens, dense = efc(z, h, d)
+    torch.testing.assert_close(tokens, torch.einsum("ot,bte->boe", w, z) + b[None, :, None])
+    assert dense is None
+    dot = DotProduct(max_tokens=8, max_dense=16, emb_dim=e)
+    x = torch.cat([(h @ dot.dense_token.weight[:, :d].T + dot.dense_token.bias)[:, None], z], 1)
+    rows, cols = torch.tril_indices(t + 1, t + 1, offset=-1)
+    pairs = (x[:, rows] * x[:, cols]).sum(-1)
+    n_pairs = (t + 1) * t // 2
+    tokens, dense = dot(z, h, d)
+    assert tokens is z
+    torch.testing.assert_close(dense, pairs @ dot.out.weight[:d, :n_pairs].T + dot.out.bias[:d])

@@ -210,3 +210,27 @@ def test_an_architecture_listing_a_choice_twice_computes_what_its_hash_names(tmp
     torch.testing.assert_close(out, Subnet.from_architecture(arch, space, m, net)(dense, sparse))
     assert arch == arch.canonical()
     assert arch.blocks[0].sparse_ops == ("dot", "efc") and arch.blocks[1].sparse_inputs == (0, 1)
+
+
+def test_a_supernet_refuses_an_architecture_outside_its_space():
+    # sliced and masked alike: a foreign architecture used to fail deep in the forward
+    # (KeyError 'gating', tuple.index, a tensor-size RuntimeError) or, with a width the space
+    # does not list or a negative input index, to run on weights no path of the space uses
+    space, m = get_space("small-tiny"), meta()
+    net = Supernet(space, m)
+    dense, sparse = batch(m)
+    good = ArchSampler(space, seed=0).sample()
+    b0 = good.blocks[0]
+    bad = {
+        "dense op 'gating' not in space": b0.model_copy(update={"dense_ops": ("gating",)}),
+        r"dense_dim 24 not in \[8, 16, 32\]": b0.model_copy(update={"dense_dim": 24}),
+        r"dense inputs \[-1\] out of range": b0.model_copy(update={"dense_inputs": (-1, 0)}),
+    }
+    for match, block in bad.items():
+        arch = good.model_copy(update={"blocks": (block, *good.blocks[1:])})
+        for run in (lambda: net(dense, sparse, arch), lambda: net.path_masks(arch)):
+            with pytest.raises(ConfigError, match=f"does not fit the supernet's space 'small-tiny': block 0: {match}"):
+                run()
+    with pytest.raises(ConfigError, match="architecture has 2 blocks, space 'small-tiny' has 3"):
+        net(dense, sparse, Architecture(blocks=good.blocks[:2]))
+    torch.testing.assert_close(net(dense, sparse, good), net(dense, sparse, net.path_masks(good)))

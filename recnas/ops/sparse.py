@@ -70,6 +70,7 @@ class DotProduct(nn.Module):
     def __init__(self, max_tokens: int, max_dense: int, emb_dim: int, pad_multiple: int = 8):
         super().__init__()
         n = max_tokens + 1
+        self.max_vectors = n  # the dense token and at most max_tokens tokens
         self.dense_token = ElasticLinear(max_dense, emb_dim)
         self.out = ElasticLinear(n * (n - 1) // 2, max_dense)
         self.pad_multiple = pad_multiple
@@ -97,6 +98,8 @@ class DotProduct(nn.Module):
         `pad_multiple` for the Gram matrix."""
         n = x.shape[1]
         m = -(-n // pad_multiple) * pad_multiple
+        if n > self.max_vectors or m not in self._offsets:  # was a bare KeyError from the offsets table
+            raise ValueError(f"DotProduct(max_tokens={self.max_vectors - 1}) takes at most {self.max_vectors} vectors (the dense token and {self.max_vectors - 1} tokens), got {n}")
         if m > n:
             x = F.pad(x, (0, 0, 0, m - n))
         gram = torch.bmm(x, x.transpose(1, 2))

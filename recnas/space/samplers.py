@@ -87,6 +87,11 @@ class ArchSampler:
 
     def __init__(self, space: SearchSpace, strategy: str = "single-op-any-conn", seed: int = 0, candidates: int = 8, memory: int = 16):
         self.space, self.strategy, self.seed = space, check_strategy(strategy), seed
+        for name, value in (("candidates", candidates), ("memory", memory)):
+            # 0 candidates crashed the second draw (argmax of an empty list); a memory of 0 kept
+            # no history, so farthest-greedy drew as single-op-any-conn without a word
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"sampler {name} must be a positive integer, got {value!r}")
         self.rng = np.random.default_rng(seed)
         self.candidates = candidates
         self.history: deque[np.ndarray] = deque(maxlen=memory)
