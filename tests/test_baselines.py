@@ -477,3 +477,15 @@ def test_dlrm_interaction_is_the_reference_codes(float64_batch):
     li, lj = [i for i in range(n) for j in range(i)], [j for i in range(n) for j in range(i)]
     ref = m.top(torch.cat([z, (t @ t.transpose(1, 2))[:, li, lj]], dim=1)).squeeze(-1)
     torch.testing.assert_close(m(dense, sparse), ref)
+
+
+def test_the_cpu_presets_xdeepfm_is_bars_network():
+    """The default job's xDeepFM is BARS Criteo_x1's: CIN [16, 16] pooling all 32 maps (FuxiCTR's
+    CIN, no split), which beat the split CIN on every seed measured (docs/benchmarks.md); with the
+    split the same sizes pool 24."""
+    from recnas.search.job import load_job_config
+
+    hp = load_job_config("cpu").baseline_hparams["xdeepfm"]
+    meta = DatasetMeta(name="criteo-shaped", dense_names=[f"I{i}" for i in range(13)], cat_names=[f"C{i}" for i in range(26)], vocab_sizes=[10] * 26, rows={"train": 1, "val": 1, "test": 1})
+    model = build_baseline("xdeepfm", meta, **hp)
+    assert model.cin.out_dim == 32 and model.hparams["cin"] == [16, 16]

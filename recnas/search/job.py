@@ -307,9 +307,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # every model peaks by epoch 1-3 here, but 2 epochs at lr 2e-3 (cosine to zero) left DCN-v2
         # and xDeepFM 0.02-0.03 short of that peak (docs/benchmarks.md); early stopping restores it
         final=dict(batch_size=1024, epochs=6, lr=3e-3, lr_schedule="cosine", early_stopping_patience=2),
-        # BARS Criteo_x1 ran xDeepFM with CIN [16, 16] (FuxiCTR's CIN, without the split: cin_split_half=False
-        # is that network; this one keeps the split); the paper's [200, 200, 200] takes minutes per epoch on 2 cores
-        baseline_hparams={"xdeepfm": {"cin": [16, 16]}},
+        # BARS Criteo_x1's xDeepFM: CIN [16, 16] through FuxiCTR's CIN, which pools and forwards every
+        # map (no split); it beat the split CIN of the same sizes on all 12 seeds of
+        # configs/search-cpu-decay.yaml (docs/benchmarks.md, "xDeepFM as BARS ran it"). The
+        # paper's [200, 200, 200] takes minutes per epoch on 2 cores
+        baseline_hparams={"xdeepfm": {"cin": [16, 16], "cin_split_half": False}},
     ),
     # real data on one GPU (NASRec-scale search)
     "gpu": dict(
