@@ -738,3 +738,19 @@ def test_threads_pins_the_job_and_results_record_what_ran(tmp_path, monkeypatch,
     assert report["environment"]["cpu_threads"] == before
     code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", "--threads", 0, "--out", tmp_path / "z")
     assert code == 2 and "--threads" in error_line(err)
+
+
+def test_a_baseline_built_otherwise_in_the_run_folder_is_a_clear_refusal(tmp_path):
+    """A run folder continued with other baseline hyper-parameters (or after an upgrade changed a
+    preset's, as the `cpu` preset's xDeepFM did) used to stop at that baseline with "checkpoint is
+    for a different model" and no way out named; the model already there is left as it was."""
+    from recnas.errors import ConfigError
+
+    hp = {"cin": [4, 4], "mlp": [8]}
+    run_job(load_job_config("smoke", baselines=["xdeepfm"], baseline_hparams={"xdeepfm": hp}), tmp_path / "r", progress=False)
+    ckpt = tmp_path / "r" / "baselines" / "xdeepfm" / "checkpoint.pt"
+    before = ckpt.read_bytes()
+    other = load_job_config("smoke", baselines=["xdeepfm"], baseline_hparams={"xdeepfm": {**hp, "cin_split_half": False}})
+    with pytest.raises(ConfigError, match=r"model_spec differs in: hparams.*another --out, or delete .*xdeepfm to train that model afresh"):
+        run_job(other, tmp_path / "r", progress=False)
+    assert ckpt.read_bytes() == before

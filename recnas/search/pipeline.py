@@ -32,7 +32,7 @@ from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.staging import copy_dir, exclusive
 from recnas.train import Trainer, TrainConfig, evaluate
-from recnas.train.checkpoint import seed_everything
+from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.trainer import PastRequestedSteps
@@ -84,6 +84,11 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
         result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
     except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
         raise TrainingDiverged(f"{out_dir}: {exc}") from None
+    except OtherModelCheckpoint as exc:  # e.g. other baseline_hparams, or a preset a recnas upgrade changed
+        raise ConfigError(
+            f"{exc}: the run folder's model there was built with other settings than this job's; "
+            f"give the job another --out, or delete {out_dir} to train that model afresh"
+        ) from None
     except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(
             f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "

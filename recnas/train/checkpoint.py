@@ -77,13 +77,18 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLik
     model.load_state_dict(state)
 
 
+class OtherModelCheckpoint(CheckpointError):
+    """A checkpoint of another model than the one asked to resume. Its own class so that the
+    search job can say what to do about a run folder whose model was built differently."""
+
+
 def check_spec(saved: dict, current: dict | None, path: str | os.PathLike) -> None:
     """Refuse to resume a checkpoint of a different model (kind, space, arch, data...)."""
     if current is None:
         return
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if diff:
-        raise CheckpointError(f"{path}: checkpoint is for a different model (model_spec differs in: {', '.join(diff)})")
+        raise OtherModelCheckpoint(f"{path}: checkpoint is for a different model (model_spec differs in: {', '.join(diff)})")
 
 
 def _few(items: list[str], n: int = 3) -> str:
