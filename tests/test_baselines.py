@@ -486,6 +486,5 @@ def test_the_cpu_presets_xdeepfm_is_bars_network():
     from recnas.search.job import load_job_config
 
     hp = load_job_config("cpu").baseline_hparams["xdeepfm"]
-    meta = DatasetMeta(name="criteo-shaped", dense_names=[f"I{i}" for i in range(13)], cat_names=[f"C{i}" for i in range(26)], vocab_sizes=[10] * 26, rows={"train": 1, "val": 1, "test": 1})
-    model = build_baseline("xdeepfm", meta, **hp)
+    model = build_baseline("xdeepfm", make_meta(13, [10] * 26), **hp)  # Criteo-shaped
     assert model.cin.out_dim == 32 and model.hparams["cin"] == [16, 16]
