@@ -89,12 +89,15 @@ def benchmark_refused(name: str, argv: list[str], capsys) -> str:
 
 
 def tiny_space(name: str, **overrides):
-    """A preset, `every-op-tiny` (`full-tiny` with every operator, NASRec's and ours) or
-    `cin-tiny` (`full-tiny` with a CIN head beside every architecture's blocks)."""
+    """A preset, `every-op-tiny` (`full-tiny` with every operator, NASRec's and ours),
+    `cin-tiny` (`full-tiny` with a CIN head beside every architecture's blocks) or
+    `cin-nosplit-tiny` (the same head without xDeepFM's split: every map pooled and sent on)."""
     if name == "every-op-tiny":
         return get_space("full-tiny", dense_ops=DENSE_OPS, **overrides)
     if name == "cin-tiny":
         return get_space("full-tiny", cin_head=(4, 3), **overrides)
+    if name == "cin-nosplit-tiny":
+        return get_space("full-tiny", cin_head=(4, 3), cin_head_split=False, **overrides)
     return get_space(name, **overrides)
 
 

@@ -2,17 +2,19 @@
 space with `cin_head`, in the trained models only, never in the supernet or a candidate's score."""
 
 import io
+import re
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from rich.console import Console
 
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
-from recnas.space import get_space, resolve_space
+from recnas.space import SearchSpace, get_space, resolve_space
 from recnas.space.samplers import random_architecture
 from recnas.supernet import Subnet, Supernet
 from recnas.train import TrainConfig
@@ -31,6 +33,73 @@ def test_space_spec_omits_an_empty_cin_head():
     plain, head = get_space("full-tiny"), tiny_space("cin-tiny")
     assert "cin_head" not in plain.spec() and head.spec()["cin_head"] == [4, 3]
     assert head.blocks_only() == plain and head.blocks_only().spec() == plain.spec()
+
+
+def test_a_default_cin_head_split_is_left_out_of_the_spec_and_a_false_one_round_trips():
+    """A space's spec, and so every model spec, run folder and checkpoint written before
+    `cin_head_split` existed, stays as it was; a head without the split is recorded and rebuilt."""
+    from recnas.train import subnet_spec, supernet_spec
+
+    plain, split, nosplit = get_space("full-tiny"), tiny_space("cin-tiny"), tiny_space("cin-nosplit-tiny")
+    before = {"name": "full-tiny", "n_blocks": 3, "dense_ops": ["fc", "gating", "sum"], "sparse_ops": ["efc", "dot", "attention"],
+              "dense_dims": [8, 16, 32], "sparse_dims": [4, 8], "emb_dim": 8}  # a spec as written before the field
+    assert plain.spec() == before and list(plain.spec()) == list(before)
+    assert split.spec() == {**before, "cin_head": [4, 3]} and list(split.spec()) == [*before, "cin_head"]
+    assert nosplit.spec() == {**before, "cin_head": [4, 3], "cin_head_split": False}
+    assert nosplit.cin_head_split is False and split.cin_head_split is True
+    m = meta()
+    arch = random_architecture(np.random.default_rng(4), nosplit)
+    for space in (plain, split, nosplit):
+        assert SearchSpace(**space.spec()) == space
+        assert SearchSpace(**subnet_spec(arch, space, m)["space"]) == space  # as a checkpoint holds it
+    assert subnet_spec(arch, nosplit, m) != subnet_spec(arch, split, m)
+    # without its head the space is the plain one: no `cin_head_split: false` left on a head-less space
+    assert nosplit.blocks_only() == plain and nosplit.blocks_only().spec() == before
+    assert supernet_spec(nosplit, m) == supernet_spec(plain, m)
+    assert SearchSpace(**nosplit.blocks_only().model_dump()) == plain
+
+
+def test_a_space_file_rebuilds_a_cin_head_without_the_split(tmp_path):
+    """`space.yaml` (a search run writes the whole `model_dump`) and `recnas subnet train --space`."""
+    nosplit = tiny_space("cin-nosplit-tiny")
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(nosplit.model_dump(mode="json"), sort_keys=False))
+    assert resolve_space(path) == nosplit
+    path.write_text(yaml.safe_dump({**nosplit.model_dump(mode="json"), "cin_head": []}))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: cin_head_split: false needs a cin_head")):
+        resolve_space(path)
+
+
+def _job_file(tmp_path, overrides: dict):
+    from recnas.search.job import PRESETS
+
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump({"space_overrides": {**PRESETS["smoke"]["space_overrides"], **overrides}}))
+    return path
+
+
+ODD = r"key 'cin_head': every CIN layer but the last needs an even size \(half of its maps go on to the next\) \(got \[3, 4\]\); with cin_head_split: false"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"cin_head": [3, 4]}, ODD),  # the split, by default: a non-final layer sends half its maps on
+    ({"cin_head": [3, 4], "cin_head_split": True}, ODD),
+    ({"cin_head": [4, 0], "cin_head_split": False}, r"key 'cin_head': a CIN needs at least one layer, and positive layer sizes \(got \[4, 0\]\)"),
+    ({"cin_head_split": False}, "cin_head_split: false needs a cin_head"),  # it would change nothing
+    ({"cin_head": [], "cin_head_split": False}, "cin_head_split: false needs a cin_head"),
+    ({"cin_head": [4], "cin_head_split": "half"}, r"key 'cin_head_split': Input should be a valid boolean"),
+])
+def test_a_bad_cin_head_split_is_a_clear_error_of_the_job_file(tmp_path, overrides, match):
+    path = _job_file(tmp_path, overrides)
+    with pytest.raises(ConfigError, match="^" + re.escape(f"{path}: invalid search space: ") + match):
+        load_job_config("smoke", path)
+
+
+def test_odd_cin_head_sizes_are_allowed_without_the_split(tmp_path):
+    cfg = load_job_config("smoke", _job_file(tmp_path, {"cin_head": [3, 5], "cin_head_split": False}))
+    space = get_space(cfg.space, **cfg.space_overrides)
+    assert space.cin_head == (3, 5) and space.cin_head_split is False
+    assert get_space("full-tiny", cin_head=(3, 3, 1), cin_head_split=False).spec()["cin_head"] == [3, 3, 1]
 
 
 @pytest.mark.parametrize("n_dense", [3, 0])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recnas import configs
 from recnas.baselines.interactions import check_cin_sizes
@@ -31,6 +31,11 @@ class SearchSpace(BaseModel):
     # layer sizes of a CIN head (xDeepFM's, over the raw fields) beside every architecture's
     # blocks; empty = none. Not searched, and not in the supernet: recnas/supernet/head.py
     cin_head: tuple[int, ...] = ()
+    # whether the head's CIN splits its maps as xDeepFM's paper does (each non-final layer sends
+    # half its maps on and sum-pools the other half) or, false, forwards and pools every map as
+    # the CIN of BARS/FuxiCTR does (the xDeepFM baseline's `cin_split_half`). Left out of a spec
+    # when true, so specs written before it existed still match: `spec`
+    cin_head_split: bool = True
 
     @field_validator("dense_ops", "sparse_ops", "dense_dims", "sparse_dims")
     @classmethod
@@ -67,18 +72,37 @@ class SearchSpace(BaseModel):
     @field_validator("cin_head")
     @classmethod
     def _cin_head(cls, v):
-        if v:  # empty: no head
-            check_cin_sizes(v)
+        if v:  # empty: no head; the even sizes the split needs: `_cin_head_split`
+            check_cin_sizes(v, split_half=False)
         return tuple(v)
 
+    @model_validator(mode="after")
+    def _cin_head_split(self):
+        if not self.cin_head:
+            if not self.cin_head_split:
+                raise ValueError("cin_head_split: false needs a cin_head (it sets how a CIN head's layers split their maps; without a head it would do nothing)")
+            return self
+        if self.cin_head_split:
+            try:
+                check_cin_sizes(self.cin_head, split_half=True)
+            except ValueError as err:
+                raise ValueError(f"key 'cin_head': {err} (got {list(self.cin_head)}); with cin_head_split: false every layer pools all its maps and any positive sizes do") from None
+        return self
+
     def blocks_only(self) -> "SearchSpace":
-        """This space without its CIN head: what the supernet holds and candidates are scored on."""
-        return self.model_copy(update={"cin_head": ()}) if self.cin_head else self
+        """This space without its CIN head: what the supernet holds and candidates are scored on.
+        `cin_head_split` goes back to its default with the head, so the result equals (and has
+        the spec of) the same space written without a head."""
+        return self.model_copy(update={"cin_head": (), "cin_head_split": True}) if self.cin_head else self
 
     def spec(self) -> dict:
-        """The space as a model spec records it. An empty `cin_head` is left out, so a spec
-        written before the field existed still matches the same model (run folders resume)."""
-        return self.model_dump(mode="json", exclude=set() if self.cin_head else {"cin_head"})
+        """The space as a model spec records it. An empty `cin_head` and a true (default)
+        `cin_head_split` are left out, so a spec written before either field existed still
+        matches the same model (run folders resume, checkpoints load)."""
+        exclude = set() if self.cin_head else {"cin_head"}
+        if self.cin_head_split:
+            exclude.add("cin_head_split")
+        return self.model_dump(mode="json", exclude=exclude)
 
     @property
     def max_dense(self) -> int:
