@@ -123,6 +123,61 @@ def test_cin_head_adds_xdeepfms_cin_of_the_raw_fields_to_a_subnets_logit(n_dense
         torch.testing.assert_close(out, plain(dense, sparse) + head(dense, sparse, sub.embedding(sparse)).squeeze(-1))
 
 
+@pytest.mark.parametrize("n_dense", [3, 0])
+def test_a_cin_head_without_the_split_pools_and_sends_on_every_map(n_dense):
+    """`cin_head_split: false` builds BARS's CIN in the head: layer 0's 4 maps all go on to
+    layer 1 (4 * F inputs, not 2 * F) and all 4 + 3 maps are pooled into the logit (not 2 + 3)."""
+    from recnas.baselines.interactions import CIN, cin_layers
+
+    m, n_fields = meta(n_dense), 5 + n_dense
+    arch = random_architecture(np.random.default_rng(3), tiny_space("cin-tiny"))
+    split = Subnet(arch, tiny_space("cin-tiny"), m)
+    sub = Subnet(arch, tiny_space("cin-nosplit-tiny"), m)
+    for net, split_half in ((split, True), (sub, False)):
+        layers = cin_layers(n_fields, (4, 3), split_half)
+        assert [c.in_channels for c in net.cin_head.cin.convs] == [n_in * n_fields for n_in, _, _ in layers]
+        assert net.cin_head.out.in_features == net.cin_head.cin.out_dim == sum(size - half for _, size, half in layers)
+    assert sub.cin_head.cin.split == [0, 0] and split.cin_head.cin.split == [2, 0]
+    assert [c.in_channels for c in sub.cin_head.cin.convs] == [n_fields * n_fields, 4 * n_fields]
+    assert (sub.cin_head.out.in_features, split.cin_head.out.in_features) == (7, 5)
+    n_params = [sum(p.numel() for p in net.parameters()) for net in (split, sub)]
+    assert n_params[1] - n_params[0] == (4 - 2) * n_fields * 3 + (7 - 5)  # layer 1's wider conv, the wider output
+    # the head computes BARS's CIN of the fields (`CIN(..., split_half=False)` as the baseline has it)
+    bars = CIN(n_fields, [4, 3], split_half=False)
+    bars.load_state_dict(sub.cin_head.cin.state_dict())
+    dense, sparse = batch(m)
+    emb = sub.embedding(sparse)
+    fields = emb if n_dense == 0 else torch.cat([emb, sub.cin_head.numeric(dense)], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(sub.cin_head(dense, sparse, emb), sub.cin_head.out(bars(fields)) + sub.cin_head.linear(dense, sparse).unsqueeze(-1))
+    # and it trains: one step moves every conv, each pooled map's weight in the output included
+    opt = torch.optim.SGD(sub.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in sub.cin_head.state_dict().items()}
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(sub(dense, sparse), torch.ones(len(sparse)))
+    loss.backward()
+    assert all(conv.weight.grad.abs().sum() > 0 for conv in sub.cin_head.cin.convs)
+    assert (sub.cin_head.out.weight.grad != 0).all()
+    opt.step()
+    assert all(not torch.equal(v, sub.cin_head.state_dict()[k]) for k, v in before.items() if k.startswith(("cin.", "out.")))
+    assert torch.isfinite(sub(dense, sparse)).all()
+
+
+def test_a_cin_head_without_the_split_takes_odd_sizes_and_rebuilds_from_its_spec():
+    from recnas.train import subnet_spec
+    from recnas.train.model_factory import build_model
+
+    space, m = get_space("full-tiny", cin_head=(3, 5), cin_head_split=False), meta()
+    arch = random_architecture(np.random.default_rng(6), space)
+    sub = Subnet(arch, space, m)
+    assert [c.out_channels for c in sub.cin_head.cin.convs] == [3, 5] and sub.cin_head.cin.out_dim == 8
+    rebuilt = build_model(subnet_spec(arch, space, m), m)
+    rebuilt.load_state_dict(sub.state_dict())  # strict: the same head, unsplit
+    assert rebuilt.space == space and rebuilt.cin_head.cin.split == [0, 0]
+    dense, sparse = batch(m)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(dense, sparse), sub(dense, sparse))
+
+
 def test_the_supernet_has_no_cin_head_and_subnets_keep_their_own():
     """Candidates are ranked on their blocks alone: the supernet of a space with a head is the
     blocks-only space's, and an inherited subnet gets the supernet's blocks plus a fresh head."""

@@ -33,7 +33,7 @@ def profiler_flops(net, m, b=2):
     return counter.get_total_flops() / b
 
 
-@pytest.mark.parametrize("space_name", TINY_SPACES + ["cin-tiny"])
+@pytest.mark.parametrize("space_name", TINY_SPACES + ["cin-tiny", "cin-nosplit-tiny"])
 @pytest.mark.parametrize("n_dense", [3, 0])
 def test_params_and_flops_match_subnet_and_profiler(space_name, n_dense):
     space, m = tiny_space(space_name), meta(n_dense)
@@ -104,17 +104,25 @@ def test_hand_counted_block(dense_op, sparse_op, dense_params, macs):
     assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(arch, space, m).parameters())
 
 
-def test_hand_counted_cin_head():
-    """CIN [4, 3] over 2 categorical + 3 numeric fields of width 8: the numeric vectors (3*8
-    params), layer 0 conv 5*5 -> 4 (104 params, 25*4*8 MACs), half (2 maps) to layer 1 conv
-    2*5 -> 3 (33 params, 10*3*8 MACs), output 2 + 3 pooled maps -> 1 (6 params, 5 MACs); the
-    first-order term: a weight per id (4 + 5, embedding params), numeric 3 -> 1 (3 MACs), a bias."""
+# CIN [4, 3] over 2 categorical + 3 numeric fields of width 8: the numeric vectors (3*8 params),
+# layer 0 conv 5*5 -> 4 (104 params, 25*4*8 MACs); with the split, half (2 maps) on to layer 1
+# conv 2*5 -> 3 (33 params, 10*3*8 MACs), output 2 + 3 pooled maps -> 1 (6 params, 5 MACs);
+# without it, all 4 maps on to layer 1 conv 4*5 -> 3 (63 params, 20*3*8 MACs), output 4 + 3
+# pooled maps -> 1 (8 params, 7 MACs). The first-order term: a weight per id (4 + 5, embedding
+# params), numeric 3 -> 1 (3 MACs), a bias.
+@pytest.mark.parametrize("split, dense_params, macs", [
+    (True, 24 + 104 + 33 + 6 + 3 + 1, 25 * 4 * 8 + 10 * 3 * 8 + 5 + 3),
+    (False, 24 + 104 + 63 + 8 + 3 + 1, 25 * 4 * 8 + 20 * 3 * 8 + 7 + 3),
+])
+def test_hand_counted_cin_head(split, dense_params, macs):
     m = meta(3, (4, 5))
     arch = Architecture(blocks=(BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
-    plain, cin = (count_costs(arch, get_space("full-tiny", n_blocks=1, **extra), m) for extra in ({}, {"cin_head": (4, 3)}))
-    assert cin.dense_params - plain.dense_params == 24 + 104 + 33 + 6 + 3 + 1
-    assert cin.flops - plain.flops == 2 * (25 * 4 * 8 + 10 * 3 * 8 + 5 + 3)
+    plain, cin = (count_costs(arch, get_space("full-tiny", n_blocks=1, **extra), m) for extra in ({}, {"cin_head": (4, 3), "cin_head_split": split}))
+    assert cin.dense_params - plain.dense_params == dense_params
+    assert cin.flops - plain.flops == 2 * macs
     assert cin.embedding_params - plain.embedding_params == 4 + 5
+    net = Subnet(arch, get_space("full-tiny", n_blocks=1, cin_head=(4, 3), cin_head_split=split), m)
+    assert cin.dense_params + cin.embedding_params == sum(p.numel() for p in net.parameters())
 
 
 def test_invalid_architecture_is_a_config_error():

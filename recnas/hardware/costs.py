@@ -164,17 +164,18 @@ def _dense_op(g: CostGraph, op: str, p: str, i: int, h: str, d: int) -> str:
     raise ValueError(f"unknown dense op {op!r}")
 
 
-def _cin_head(g: CostGraph, sizes: tuple[int, ...], meta: DatasetMeta, e: int, emb: str, n: int) -> str:
+def _cin_head(g: CostGraph, sizes: tuple[int, ...], split_half: bool, meta: DatasetMeta, e: int, emb: str, n: int) -> str:
     """The CIN head (`recnas.supernet.head.CINHead`): every numeric feature as a field (value x a
     learnt vector), then xDeepFM's CIN counted as the paper computes it: outer products of the
     H maps with the F fields, a 1x1 convolution (H*F -> O, applied per embedding column), sum
     pooling; a linear map of the pooled maps to the logit; and the first-order term (a 1-wide
-    table of a weight per id, summed over the fields, and a linear map of the numeric features)."""
+    table of a weight per id, summed over the fields, and a linear map of the numeric features).
+    `split_half` (the space's `cin_head_split`) lays the layers out as the head's `CIN` does."""
     fields, n_fields = (emb,), meta.n_sparse + meta.n_dense
     if meta.n_dense:
         fields = (emb, g.digital("cin_head.numeric", n, (), elementwise=meta.n_dense * e, params=meta.n_dense * e))
     node, pooled, out_dim = fields, [], 0
-    for k, (n_in, size, half) in enumerate(cin_layers(n_fields, sizes)):
+    for k, (n_in, size, half) in enumerate(cin_layers(n_fields, sizes, split_half)):
         outer = g.digital(f"cin_head.{k}.outer", n, (*node, *fields), elementwise=n_in * n_fields * e)
         conv = g.linear(f"cin_head.{k}.conv", n, n_in * n_fields, size, (outer,), reps=e)
         pooled.append(g.digital(f"cin_head.{k}.pool", n, (conv,), elementwise=(size - half) * e))
@@ -209,6 +210,6 @@ def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Co
     n = len(arch.blocks)
     heads = [g.linear(f"head{i}", n, arch.blocks[i].dense_dim, 1, (f"block{i}.out",)) for i in arch.dense_leaves()]
     if space.cin_head:
-        heads.append(_cin_head(g, space.cin_head, meta, e, emb, n))
+        heads.append(_cin_head(g, space.cin_head, space.cin_head_split, meta, e, emb, n))
     g.digital("logit", n, heads, elementwise=len(heads) - 1)
     return g.costs(n)

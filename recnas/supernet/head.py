@@ -28,16 +28,18 @@ class CINHead(nn.Module):
     """xDeepFM without its MLP: linear(sum-pooled CIN maps) over the raw categorical embeddings
     [B, F, e] and every numeric feature as one more field (value * a learnt vector), plus the
     first-order term (a weight per id, a linear map of the numeric features). Output [B, 1].
+    `split_half`: the space's `cin_head_split`, passed to `CIN` (xDeepFM's paper split, or
+    BARS's CIN that forwards and pools every map).
 
     The first-order term is xDeepFM's too: with it the head gained 0.0015 over the blocks alone
     on seeds 0-5 at 200k rows, without it 0.0011 (docs/benchmarks.md, same section)."""
 
     keeps_own_init = True  # the supernet has no head to inherit from (recnas/supernet/net.py: inherit_weights)
 
-    def __init__(self, vocab_sizes: list[int], n_dense: int, emb_dim: int, layer_sizes: tuple[int, ...]):
+    def __init__(self, vocab_sizes: list[int], n_dense: int, emb_dim: int, layer_sizes: tuple[int, ...], split_half: bool = True):
         super().__init__()
         self.numeric = NumericEmbedding(n_dense, emb_dim) if n_dense > 0 else None
-        self.cin = CIN(len(vocab_sizes) + n_dense, list(layer_sizes))
+        self.cin = CIN(len(vocab_sizes) + n_dense, list(layer_sizes), split_half)
         self.out = nn.Linear(self.cin.out_dim, 1)
         self.linear = LinearTerm(vocab_sizes, n_dense)
 

@@ -27,7 +27,7 @@ class NASRecNet(nn.Module):
     parameters) with an identity-initialised projection to `emb_dim`, which reproduces the
     supernet's width masks exactly after inheritance; without it, one emb_dim-wide table."""
 
-    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, cin_head: tuple[int, ...] = ()):
+    def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, cin_head: tuple[int, ...] = (), cin_head_split: bool = True):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
         if emb_dims is None:
@@ -38,7 +38,7 @@ class NASRecNet(nn.Module):
                 table.fan_uniform_()
         self.blocks = nn.ModuleList(ChoiceBlock(c) for c in capacities)
         self.heads = nn.ModuleDict({str(i): ElasticLinear(capacities[i].dense_dim, 1) for i in head_blocks})
-        self.cin_head = CINHead(meta.vocab_sizes, self.n_dense, emb_dim, cin_head) if cin_head else None
+        self.cin_head = CINHead(meta.vocab_sizes, self.n_dense, emb_dim, cin_head, cin_head_split) if cin_head else None
 
     def run(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
         """Logits of one path: an `Architecture` runs sliced, its `PathMasks` run masked at full
@@ -144,7 +144,7 @@ class Subnet(NASRecNet):
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
         arch = arch.canonical().validate_for(space, meta.n_sparse)
-        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, space.cin_head)
+        super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, space.cin_head, space.cin_head_split)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
