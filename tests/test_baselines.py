@@ -488,3 +488,14 @@ def test_the_cpu_presets_xdeepfm_is_bars_network():
     hp = load_job_config("cpu").baseline_hparams["xdeepfm"]
     model = build_baseline("xdeepfm", make_meta(13, [10] * 26), **hp)  # Criteo-shaped
     assert model.cin.out_dim == 32 and model.hparams["cin"] == [16, 16]
+
+
+def test_the_gpu_presets_xdeepfm_keeps_the_papers_sizes_without_the_split():
+    """The `gpu` preset's xDeepFM is the paper's CIN [200, 200, 200] computed as FuxiCTR's CIN
+    (every map pooled and sent on: 600 pooled maps, not the split's 100 + 100 + 200), which was
+    better at 1M rows (docs/benchmarks.md)."""
+    from recnas.search.job import load_job_config
+
+    hp = load_job_config("gpu").baseline_hparams["xdeepfm"]
+    model = build_baseline("xdeepfm", make_meta(13, [10] * 26), **hp)  # Criteo-shaped
+    assert model.cin.out_dim == 600 and model.hparams["cin"] == [200, 200, 200]
