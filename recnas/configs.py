@@ -270,9 +270,12 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
     without those lists)."""
     lines: list = []  # clauses, and the key path of a mapping with unknown keys where its clause goes
     unknown: dict[tuple, list[str]] = {}
-    for err in exc.errors():
+    errors = exc.errors()
+    for err in errors:
         loc = tuple(err["loc"])
         key = key_name(loc)
+        if err["type"] == "too_short" and any(len(other["loc"]) > len(loc) and tuple(other["loc"][: len(loc)]) == loc for other in errors):
+            continue  # "at least 1 item after validation, not 0": its items' own errors say why
         if err["type"] == "extra_forbidden":
             if loc[:-1] not in unknown:
                 lines.append(loc[:-1])
@@ -282,6 +285,8 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
         allowed = _allowed_values(model, loc) if model is not None else None
         if allowed and err["type"] == "literal_error":
             lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
+        elif err["type"] == "missing":  # its input is the whole mapping that lacks it: a meta.json of kilobytes
+            lines.append(f"key {key!r}: missing (it is required)")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"key {key!r}: {msg} (got {value!r})" if loc else msg)

@@ -167,3 +167,21 @@ def test_a_job_option_refused_is_blamed_on_the_option_not_the_config_file(tmp_pa
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: key 'hardware'"):
         load_job_config("smoke", bad, seed=3)
     assert load_job_config("smoke", bad, hardware="pim").hardware == "pim"
+
+
+def test_a_missing_required_key_is_named_without_the_whole_mapping(tmp_path):
+    """pydantic's input for a missing key is the mapping that lacks it: a meta.json without
+    `rows` printed its whole content (kilobytes of vocabulary and generator settings)."""
+    from recnas.data.schema import DatasetMeta
+    from recnas.errors import DataError
+    from recnas.space import Architecture
+
+    (tmp_path / "meta.json").write_text(json.dumps({"name": "x", "dense_names": [], "cat_names": ["a"], "vocab_sizes": [3], "source": {"notes": "n" * 5000}}))
+    with pytest.raises(DataError) as err:
+        DatasetMeta.load(tmp_path)
+    assert str(err.value).endswith("unreadable dataset metadata: key 'rows': missing (it is required)"), str(err.value)
+    path = tmp_path / "arch.json"
+    path.write_text('{"blocks": [{"dense_ops": ["fc"], "sparse_ops": ["dot"], "dense_inputs": [0], "sparse_inputs": [0], "sparse_dim": 4}]}')
+    with pytest.raises(ConfigError) as err:
+        Architecture.load(path)
+    assert str(err.value).endswith("key 'blocks.0.dense_dim': missing (it is required)") and "dense_ops" not in str(err.value), str(err.value)
