@@ -14,6 +14,7 @@ from recnas.train import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 from recnas.train import checkpoint as ckpt_mod
 from recnas.train import model_factory
 from recnas.train.checkpoint import rng_state, set_rng_state
+from recnas.data.store import CTRStore
 from tests.conftest import make_tiny_store
 from tests.test_trainer import make_model, tiny_cfg
 
@@ -228,3 +229,23 @@ def test_resume_refuses_hand_edited_training_state(tiny_store, tmp_path, edit):
     torch.save(payload, out / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="checkpoint state does not fit this run"):
         Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+
+
+def test_resume_on_another_dataset_of_the_same_shape_is_refused(tmp_path):
+    """The checkpoint's model spec holds only the data's shape (dense width, vocabulary sizes):
+    a run resumed with --data of another store of that shape went on silently, its first steps
+    trained on one dataset and the rest on the other. A copy of the same store resumes."""
+    import shutil
+
+    first = make_tiny_store(tmp_path / "a", seed=0)
+    other = make_tiny_store(tmp_path / "b", seed=1)  # same shape and sizes, other rows
+    out = tmp_path / "run"
+    t = trained_run(first, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    more = TrainConfig(**{**t.cfg.model_dump(), "max_steps": t.step + 2})
+    with pytest.raises(CheckpointError, match=r"trained on another dataset than .*b \(click rate per split .*\); resume it on the data it was trained on"):
+        Trainer(make_model(other.meta), more, other, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    shutil.copytree(first.dir, tmp_path / "moved")
+    moved = CTRStore(tmp_path / "moved")
+    assert Trainer(make_model(moved.meta), more, moved, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True).steps == t.step + 2

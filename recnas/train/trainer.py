@@ -49,6 +49,38 @@ CONFIG_FILE = "config.yaml"
 RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "inplace_distill")
 
 
+# keys of a store's `source` that only say where its files were (the raw file, the spec, a
+# --vocab-from store): a store re-made from a moved file holds the same rows
+_WHERE_KEYS = ("path", "spec", "store", "raw_file", "profile")
+
+
+def _without_where(value):
+    if isinstance(value, dict):
+        return {k: _without_where(v) for k, v in value.items() if k not in _WHERE_KEYS}
+    if isinstance(value, list):
+        return [_without_where(v) for v in value]
+    return value
+
+
+def data_identity(meta) -> dict:
+    """What tells the rows of one store from another's of the same shape (a resume on another
+    store went on silently: its first steps on one dataset, the rest on the other): the rows and
+    click rate of each split, and a digest of how the store was made (the raw file's checksum
+    and the prepare options, or the generator's settings), without the paths."""
+    import hashlib
+
+    source = json.dumps(_without_where(meta.source), sort_keys=True, default=str)
+    return {"rows": dict(meta.rows), "positive_rate": dict(meta.positive_rate), "source": hashlib.sha1(source.encode()).hexdigest()[:16]}
+
+
+def _data_differs(saved: dict, now: dict) -> str:
+    """The first difference of two data identities, in words."""
+    for key, what in (("rows", "rows per split"), ("positive_rate", "click rate per split")):
+        if saved.get(key) != now.get(key):
+            return f"{what} {saved.get(key)} there, {now.get(key)} here"
+    return "it was made from another raw file or with other options"
+
+
 def _drops_last(rows: int, batch_size: int) -> bool:
     """Whether training drops a last partial batch: always, unless the split is smaller than one."""
     return rows >= batch_size
@@ -194,6 +226,8 @@ class Trainer:
         # a masked step drops the gradients of what neither path touched (e.g. heads of non-leaf blocks)
         self._teacher_off = {id(p) for p in model.off_path_parameters(teacher)} if teacher is not None and self.masked_paths else set()
         self.model_spec = model_spec
+        self.data = data_identity(store.meta) if store is not None else None  # checked on resume
+        self.data_dir = store.dir if store is not None else None
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
@@ -374,6 +408,7 @@ class Trainer:
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
+            "data": self.data,
             "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss)},
             "best_model": self.best_state,
         }
@@ -396,6 +431,12 @@ class Trainer:
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        saved_data = p.get("data")  # absent from older checkpoints: not checked
+        if isinstance(saved_data, dict) and self.data is not None and saved_data != self.data:
+            raise CheckpointError(
+                f"{path}: the run was trained on another dataset than {self.data_dir} ({_data_differs(saved_data, self.data)}); "
+                "resume it on the data it was trained on, or start afresh (--overwrite)"
+            )
         world = p.get("world_size")  # absent from older checkpoints: not checked
         if isinstance(world, int) and world != self.dist.world_size:  # like batch_size: the global batch, so the rows that follow
             raise CheckpointError(
