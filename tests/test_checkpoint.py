@@ -88,6 +88,17 @@ def test_unreadable_checkpoint_messages_say_what_is_wrong(tmp_path):
     assert "weights_only" not in str(err.value) and "can still be loaded" not in str(err.value)
 
 
+def test_a_run_folder_given_as_checkpoint_names_its_files(tmp_path):
+    """`--ckpt runs/x` (the run folder, not its model.pt) said "checkpoint not found" about a
+    folder that is there."""
+    (tmp_path / "run").mkdir()
+    with pytest.raises(CheckpointError, match=r"run: is a folder, not a checkpoint file; give the model.pt or checkpoint.pt of a training run"):
+        load_checkpoint(tmp_path / "run")
+    (tmp_path / "run" / "model.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match=r"run: is a folder, not a checkpoint file; give a file of it, e.g. .*run/model.pt"):
+        load_checkpoint(tmp_path / "run")
+
+
 def test_mismatched_model_shape_is_refused(tiny_store, tmp_path):
     out = tmp_path / "run"
     trained_run(tiny_store, out)

@@ -36,6 +36,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a checkpoint; a missing, truncated, foreign or corrupt file raises CheckpointError."""
     path = Path(path)
+    if path.is_dir():  # a run folder: "not found" sent the user looking for a folder that is there
+        held = [name for name in ("model.pt", "checkpoint.pt") if (path / name).is_file()]
+        hint = f"give a file of it, e.g. {path / held[0]}" if held else "give the model.pt or checkpoint.pt of a training run"
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file; {hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its end record is missing when cut short
