@@ -284,6 +284,19 @@ def test_dense_value_beyond_float32_is_a_bad_row_without_a_transform(tmp_path):
     assert meta.bad_rows_skipped == 0
 
 
+def test_a_header_read_as_one_column_suggests_the_delimiter(tmp_path):
+    """A tab-separated file read with the default ',' has a header of one name: the error listed
+    every column as missing from a header that holds them, without saying why."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    raw = tmp_path / "d.tsv"
+    raw.write_text("y\tprice\tuser\tcity\n" + "1\t2.5\tu1\tparis\n" * 10)
+    with pytest.raises(DataError, match=r"header \(line 1\): missing column\(s\) .*read as one column with delimiter ',', but it holds '\\t': is the file delimited by '\\t'\?"):
+        prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml")
+    assert not (tmp_path / "store").exists()
+    (tmp_path / "spec.yaml").write_text(SPEC + 'delimiter: "\\t"\n')
+    assert sum(prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", split="sequential").rows.values()) == 10
+
+
 def test_quoted_header_name_holding_the_delimiter_is_one_column(tmp_path):
     """The header was split at every delimiter, quotes or not: `"price, EUR"` made two names,
     one more than each row's fields, and every row was reported as a wrong field count."""

@@ -71,7 +71,12 @@ class Format:
     def check_columns(self, available: list[str], where: str) -> None:
         missing = [c for c in self.used_columns() if c not in available]
         if missing:
-            raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(available)})")
+            hint = ""
+            if self.kind == "text" and len(available) == 1:  # a header of one name holding another separator
+                other = next((d for d in (",", "\t", ";", "|") if d != self.delimiter and d in available[0]), None)
+                if other is not None:
+                    hint = f"; read as one column with delimiter {self.delimiter!r}, but it holds {other!r}: is the file delimited by {other!r}? (a --spec sets it: `delimiter:`)"
+            raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(available)}){hint}")
 
 
 CRITEO = Format(
