@@ -198,6 +198,31 @@ def test_evaluate_refuses_a_json_out_that_is_one_of_its_inputs(tiny_store, tmp_p
     assert code == 0 and (out / "eval.json").is_file(), err
 
 
+def test_evaluate_replaces_only_its_own_outputs(tiny_store, tmp_path, monkeypatch, capsys):
+    """An output naming a file that is no input was replaced whatever it held, exit 0: another
+    run's checkpoint.pt, the run's own metrics.json or config.yaml, a CSV of the user's. Only a
+    record or predictions this command wrote (a re-run) are replaced."""
+    import numpy as np
+
+    out = tmp_path / "lr"
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", 2, "--no-progress")
+    assert code == 0, err
+    (tmp_path / "mine.csv").write_text("user,score\nu1,3\n")
+    np.save(tmp_path / "ids.npy", np.arange(5))
+    targets = {"--json-out": [out / "checkpoint.pt", out / "metrics.json", out / "config.yaml"], "--predictions-out": [tmp_path / "mine.csv", tmp_path / "ids.npy"]}
+    before = {p: p.read_bytes() for paths in targets.values() for p in paths}
+    for flag, paths in targets.items():
+        for target in paths:
+            code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, flag, target)
+            assert code == 2 and f"{flag} {target} exists and holds no" in error_line(err) and "choose another file" in err
+    assert {p: p.read_bytes() for p in before} == before
+    args = ["evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", tmp_path / "e.json", "--predictions-out", tmp_path / "p.npy"]
+    for _ in range(2):  # a re-run replaces what the first wrote
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["rows"] == 60 and np.load(tmp_path / "p.npy").shape == (60,)
+
+
 def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_store, tmp_path, monkeypatch, capsys):
     block = {"dense_ops": ["fc"], "sparse_ops": ["attention"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4}
     arch = tmp_path / "best_arch.json"

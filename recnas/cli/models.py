@@ -266,6 +266,35 @@ def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | 
 
 
 PREDICTION_FORMATS = (".npy", ".csv")
+EVALUATION_KEYS = {"ckpt", "data", "split", "kind", "logloss"}  # of every --json-out record
+
+
+def _written_by_evaluate(path: Path, flag: str) -> bool:
+    """Whether the existing file at `path` is one this command writes for `flag` (a record of
+    metrics, or predictions), which a new evaluation may replace as before."""
+    try:
+        if flag == "--json-out":
+            if path.stat().st_size > 1 << 20:  # a record is a few hundred bytes
+                return False
+            record = json.loads(path.read_text(encoding="utf-8"))
+            return isinstance(record, dict) and EVALUATION_KEYS <= set(record)
+        if path.suffix == ".npy":
+            import numpy as np
+
+            preds = np.load(path, mmap_mode="r", allow_pickle=False)
+            return preds.dtype == np.float32 and preds.ndim == 1
+        with path.open(encoding="utf-8") as fh:
+            return fh.readline().rstrip("\r\n") == "p"
+    except (OSError, ValueError, EOFError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
+
+
+def _refuse_to_replace(path: Path, flag: str, what: str) -> None:
+    """An existing file at an output path is replaced only if this command wrote it: the
+    metrics used to replace any file there, exit 0 (a run's metrics.json, another run's
+    checkpoint.pt, a config)."""
+    if path.is_file() and not _written_by_evaluate(path, flag):
+        raise ConfigError(f"{flag} {path} exists and holds no {what} of `recnas evaluate`; writing the {what} there would replace it: choose another file (or remove that one first)")
 
 
 def write_predictions(path: Path, probs) -> None:
@@ -312,6 +341,9 @@ def evaluate(
             raise ConfigError(f"--predictions-out {predictions_out}: unknown format {predictions_out.suffix or '(no suffix)'}; name a .npy (float32) or .csv (header p) file")
         if json_out is not None and predictions_out.resolve() == json_out.resolve():
             raise ConfigError(f"--predictions-out and --json-out are both {json_out}; give two files")
+        _refuse_to_replace(predictions_out, "--predictions-out", "predictions")
+    if json_out is not None:
+        _refuse_to_replace(json_out, "--json-out", "metrics")
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
