@@ -474,6 +474,21 @@ def test_unreadable_inputs(tmp_path, case):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_binary_file_read_as_text_is_named_for_what_it_is(tmp_path):
+    """A Parquet file given as --dataset criteo, or gzip without its .gz name, made every line a
+    bad row: "not UTF-8 text ... pass --on-bad-row skip", which then found no valid rows."""
+    text = write_lines(tmp_path / "train.txt", criteo_rows(200))
+    table = pa.table({"label": [1, 0] * 10, "I1": [1.0] * 20})
+    pq.write_table(table, tmp_path / "train.parquet")
+    with pytest.raises(DataError, match=r"train.parquet: a Parquet file, not delimited text; read it with --dataset csv and a --spec"):
+        prepare("criteo", tmp_path / "train.parquet", tmp_path / "store", on_bad_row="skip")
+    packed = tmp_path / "train.txt.gzip"
+    packed.write_bytes(gzip.compress(text.read_bytes()))
+    with pytest.raises(DataError, match=r"train.txt.gzip: gzip-compressed, but only a name ending in .gz is decompressed; rename it to train.txt.gzip.gz"):
+        prepare("criteo", packed, tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
     with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):

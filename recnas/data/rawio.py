@@ -117,7 +117,18 @@ class RawReader:
             yield from self._text_chunks()
 
     # -- delimited text --------------------------------------------------------------------
+    def _check_not_binary(self) -> None:
+        """A Parquet file, or gzip without the .gz name, read as text: every line was a bad row
+        ("not UTF-8 text ... pass --on-bad-row skip"), then "no valid rows"."""
+        with self.path.open("rb") as fh:
+            head = fh.read(4)
+        if head == b"PAR1":
+            raise DataError(f"{self.path}: a Parquet file, not delimited text; read it with --dataset csv and a --spec naming its columns (format: parquet)")
+        if head[:2] == b"\x1f\x8b" and self.path.suffix != ".gz":
+            raise DataError(f"{self.path}: gzip-compressed, but only a name ending in .gz is decompressed; rename it to {self.path.name}.gz (or decompress it)")
+
     def _text_chunks(self) -> Iterator[Chunk]:
+        self._check_not_binary()
         src = self._src = _HashingFile(self.path)
         stream = gzip.GzipFile(fileobj=src, mode="rb") if self.path.suffix == ".gz" else src
         fmt, line, rest = self.fmt, 0, b""
