@@ -12,6 +12,7 @@ import yaml
 from recnas.search.job import check_same_run, decays_every_table, dump_config, load_job_config
 from recnas.search.pipeline import run_job
 from recnas.errors import ConfigError
+from recnas.train.config import TrainConfig
 from recnas.space import Architecture
 from tests.conftest import locked_elsewhere, make_tiny_store
 
@@ -359,6 +360,9 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     check_same_run(load_job_config("smoke", baselines=["lr"], evolution={"generations": 3}, supernet={"device": "cpu", "log_every": 7}), out / "config.yaml")
     (out / "config.yaml").write_text("seed: [")
     with pytest.raises(ConfigError, match="holds a run whose config cannot be read"):
+        check_same_run(load_job_config("smoke"), out / "config.yaml")
+    TrainConfig(max_steps=5).to_yaml(out / "config.yaml")  # a training run's folder
+    with pytest.raises(ConfigError, match=r"holds a training run \(`recnas supernet/subnet/baseline train`\), not a search"):
         check_same_run(load_job_config("smoke"), out / "config.yaml")
 
 

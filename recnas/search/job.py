@@ -394,6 +394,15 @@ def _identity(cfg: JobConfig) -> dict:
     return ident
 
 
+def _is_training_config(path: Path) -> bool:
+    """Whether `path` is the config.yaml a training command writes in its run folder."""
+    try:
+        configs.load(TrainConfig, path)
+    except ConfigError:
+        return False
+    return True
+
+
 def check_same_run(cfg: JobConfig, path: Path) -> None:
     """Refuse to continue the run whose config is at `path` with settings that would mix its
     stored results with new ones (and overwrite its config and results with the mixture).
@@ -407,6 +416,8 @@ def check_same_run(cfg: JobConfig, path: Path) -> None:
     try:
         old = configs.load(JobConfig, path)
     except ConfigError as exc:
+        if _is_training_config(path):  # "cannot be read" sent users looking for a broken file
+            raise ConfigError(f"{path.parent} holds a training run (`recnas supernet/subnet/baseline train`), not a search; use another --out") from None
         raise ConfigError(f"{path.parent} holds a run whose config cannot be read ({exc}); use another --out") from None
     before, now = _identity(old), _identity(cfg)
     changed = [k for k in RUN_IDENTITY if before[k] != now[k]]
