@@ -61,6 +61,31 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def remove_stale_writes(folder: str | os.PathLike) -> list[Path]:
+    """Delete, anywhere inside `folder`, what writes cut short by a hard kill left there: the
+    temp files of `configs.atomic_write` (`.NAME.tmp-xxxxxxxx`: a half-written checkpoint or
+    model.pt each) and the staging or moved-aside folders of `copy_dir` (`.NAME.tmp-` or
+    `.old-xxxxxxxx`). Nothing else removes them, and `copy_dir` used to carry a model folder's
+    stale temp checkpoint into the copy (a search's best/). Only names exactly as `temp_sibling`
+    makes them, files and folders, never links. Called with `folder` locked (`exclusive`), so
+    no live write's temp file is among them."""
+    stale, pattern = [], re.compile(rf"\..+\.(tmp|old)-[0-9a-f]{{{TAG_HEX}}}")
+    for parent, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            match, p = pattern.fullmatch(name), Path(parent) / name
+            if match is None or p.is_symlink() or (name in files and match.group(1) != "tmp"):
+                continue
+            log.info("removing %s, left by an interrupted run", p)
+            if name in dirs:
+                shutil.rmtree(p, ignore_errors=True)
+                dirs.remove(name)
+            else:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+            stale.append(p)
+    return stale
+
+
 def replace_dir(staging: Path, final: Path) -> None:
     """Swap the folder `staging` in as `final`. A previous `final` is moved aside first, put
     back if the swap fails, and deleted only once the new folder is in place."""

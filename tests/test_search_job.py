@@ -41,6 +41,29 @@ def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
     assert again["best_arch"] == report["best_arch"]
 
 
+def test_a_rerun_removes_what_hard_killed_writes_left(tmp_path):
+    """SIGKILL mid-write leaves an atomic write's temp file (a half checkpoint) or copy_dir's
+    staging folder: the re-run removes them, and best/ never carries one as the winner's."""
+    cfg = load_job_config("smoke")
+    out = tmp_path / "run"
+    run_job(cfg, out, progress=False)
+    winner = next((out / "finalists").iterdir())
+    stale = [out / "supernet" / ".checkpoint.pt.tmp-0123abcd", winner / ".checkpoint.pt.tmp-89abcdef", out / ".results.json.tmp-00ff00ff"]
+    for p in stale:
+        p.write_bytes(b"half")
+    (out / ".best.tmp-12345678").mkdir()
+    (out / ".best.tmp-12345678" / "model.pt").write_bytes(b"half")
+    kept = [out / ".notes.tmp-mine", out / ".model.pt.old-0123abcd"]  # not names a write of ours makes
+    for p in kept:
+        p.write_text("mine")
+    shutil.rmtree(out / "best")  # as if killed before best/ was copied
+    again = run_job(cfg, out, progress=False)
+    assert again["search"]["evaluated_this_run"] == 0
+    assert not any(p.exists() for p in [*stale, out / ".best.tmp-12345678"])
+    assert all(p.read_text() == "mine" for p in kept)
+    assert sorted(p.name for p in (out / "best").iterdir()) == sorted(p.name for p in winner.iterdir())
+
+
 def test_gpu_sized_settings_on_a_machine_without_cuda_warn(tmp_path, monkeypatch):
     """`--budget gpu` on a CPU-only machine runs (for hours): the user is told at the start."""
     import io

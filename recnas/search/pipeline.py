@@ -30,7 +30,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import copy_dir, exclusive
+from recnas.staging import copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -163,6 +163,7 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     synthetic data was generated."""
     check_run_folder(out)
     with exclusive(out), cpu_threads(cfg.threads):
+        remove_stale_writes(out)  # a hard-killed run's half-written files (best/ would copy them)
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))
 
