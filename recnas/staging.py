@@ -50,14 +50,13 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     are touched, never a file, a link or any other name. Called with `path` locked
     (`exclusive`), so no live run's staging folder is among them."""
     path = Path(path)
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:tmp|old)-[0-9a-f]{{{TAG_HEX}}}")
+    pattern = _sibling_pattern(re.escape(path.name))
     try:
         stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
     except OSError:  # no parent yet, or unreadable: nothing of ours can be there
         return []
     for p in stale:
-        log.info("removing %s, left by an interrupted run", p)
-        shutil.rmtree(p, ignore_errors=True)
+        _remove_stale(p)
     return stale
 
 
@@ -69,21 +68,30 @@ def remove_stale_writes(folder: str | os.PathLike) -> list[Path]:
     stale temp checkpoint into the copy (a search's best/). Only names exactly as `temp_sibling`
     makes them, files and folders, never links. Called with `folder` locked (`exclusive`), so
     no live write's temp file is among them."""
-    stale, pattern = [], re.compile(rf"\..+\.(tmp|old)-[0-9a-f]{{{TAG_HEX}}}")
+    stale_folder, stale_file = _sibling_pattern(".+"), _sibling_pattern(".+", tags="tmp")
+    stale = []
     for parent, dirs, files in os.walk(folder):
-        for name in [*dirs, *files]:
-            match, p = pattern.fullmatch(name), Path(parent) / name
-            if match is None or p.is_symlink() or (name in files and match.group(1) != "tmp"):
-                continue
-            log.info("removing %s, left by an interrupted run", p)
-            if name in dirs:
-                shutil.rmtree(p, ignore_errors=True)
-                dirs.remove(name)
-            else:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-            stale.append(p)
+        here = [Path(parent, d) for d in dirs if stale_folder.fullmatch(d)] + [Path(parent, f) for f in files if stale_file.fullmatch(f)]
+        dirs[:] = [d for d in dirs if not stale_folder.fullmatch(d)]  # not walked into: removed, or a link
+        for p in here:
+            if not p.is_symlink():
+                _remove_stale(p)
+                stale.append(p)
     return stale
+
+
+def _sibling_pattern(name: str, tags: str = "tmp|old") -> re.Pattern:
+    """The names `temp_sibling` gives beside `name` (a regex) with one of `tags`."""
+    return re.compile(rf"\.{name}\.(?:{tags})-[0-9a-f]{{{TAG_HEX}}}")
+
+
+def _remove_stale(p: Path) -> None:
+    log.info("removing %s, left by an interrupted run", p)
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            p.unlink()
 
 
 def replace_dir(staging: Path, final: Path) -> None:
