@@ -266,6 +266,7 @@ def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | 
 
 
 PREDICTION_FORMATS = (".npy", ".csv")
+PREDICTIONS_CSV_HEADER = "p"  # the one column of a .csv of predictions
 EVALUATION_KEYS = {"ckpt", "data", "split", "kind", "logloss"}  # of every --json-out record
 
 
@@ -284,7 +285,7 @@ def _written_by_evaluate(path: Path, flag: str) -> bool:
             preds = np.load(path, mmap_mode="r", allow_pickle=False)
             return preds.dtype == np.float32 and preds.ndim == 1
         with path.open(encoding="utf-8") as fh:
-            return fh.readline().rstrip("\r\n") == "p"
+            return fh.readline().rstrip("\r\n") == PREDICTIONS_CSV_HEADER
     except (OSError, ValueError, EOFError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False
 
@@ -310,7 +311,7 @@ def write_predictions(path: Path, probs) -> None:
             np.save(fh, p)
     else:
         with atomic_write(path, "w") as fh:
-            fh.write("p\n")
+            fh.write(PREDICTIONS_CSV_HEADER + "\n")
             np.savetxt(fh, p, fmt="%.9g")  # 9 significant digits: the float32 read back exactly
 
 
