@@ -118,6 +118,11 @@ def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module
     return model, baseline_spec(name, model.hparams, meta)
 
 
+def baseline_builder(name: str, meta, hparams: dict) -> Callable[[], tuple[torch.nn.Module, dict]]:
+    """`build` for fit_or_load: baseline `name` with `hparams` over its defaults."""
+    return functools.partial(_baseline_with_spec, name, meta, hparams)
+
+
 def check_baselines(cfg: JobConfig, meta) -> None:
     """Build every baseline of the job (and its objective's reference) once before any training:
     one that cannot be built on this data (dlrm's dot interaction with one categorical field and
@@ -274,7 +279,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
     # the winner's folder (its table phase when not kept, points of an earlier final_grid)
     copy_dir(chosen["folder"], out / "best", ignore=_other_models)
-    best, model, fit = chosen["genotype"], chosen["model"], chosen["fit"]
+    best = chosen["genotype"]
     best.arch.save(out / "best_arch.json")
     if best.hardware is not None:
         write_text_atomic(out / "best_hardware.json", best.hardware_json)
@@ -282,14 +287,14 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
     costs = architecture_costs(best.arch, space, meta, best.hardware)
-    rows.append(_row("recnas (searched)", model, store, fit, costs, device, best.hardware) | _selection_fields(chosen))
+    rows.append(result_row("recnas (searched)", chosen, store, costs, device, best.hardware))
 
     # 4. baselines under the same training budget
     for name in cfg.baselines:
         _stage(console, "baseline", name)
-        trained = fit_selected(functools.partial(_baseline_with_spec, name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
-        bl, pim = trained["model"], _default_pim() if codesign else None
-        rows.append(_row(name, bl, store, trained["fit"], model_costs(bl, meta, pim), device, pim) | _selection_fields(trained))
+        trained = fit_selected(baseline_builder(name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
+        pim = _default_pim() if codesign else None
+        rows.append(result_row(name, trained, store, model_costs(trained["model"], meta, pim), device, pim))
 
     report = {
         "dataset": meta.name,
@@ -420,9 +425,11 @@ def _progress(enabled: bool, console: Console) -> Progress:
     return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not enabled, transient=True)
 
 
-def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device, hardware=None) -> dict:
-    """A results-table row; with a PIM configuration also the test log loss the model has when
-    it runs there (simulated quantisation): the quality that goes with its PIM costs."""
+def result_row(name: str, trained: dict, store: CTRStore, costs: dict, device, hardware=None) -> dict:
+    """The results-table row of a `fit_selected` result: test metrics, costs and what the grid
+    kept; with a PIM configuration also the test log loss the model has when it runs there
+    (simulated quantisation): the quality that goes with its PIM costs."""
+    model, fit = trained["model"], trained["fit"]
     test = evaluate(model.to(device), store.split("test"), device=device)
     row = {"model": name, "test_logloss": test["logloss"], "test_auc": test["auc"], "train_seconds": fit.get("train_seconds", math.nan), **costs}
     if hardware is not None:
@@ -431,5 +438,5 @@ def _row(name: str, model, store: CTRStore, fit: dict, costs: dict, device, hard
     bayes = store.meta.bayes or {}
     if "test_logloss" in bayes:
         row["gap_to_bayes"] = test["logloss"] - bayes["test_logloss"]
-    return row
+    return row | _selection_fields(trained)
 

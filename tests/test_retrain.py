@@ -1,0 +1,127 @@
+"""benchmarks/retrain.py: a job's model retrained at other training seeds gives, at the job's own
+seed, exactly the job's numbers; bad option combinations are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import benchmark_refused, run_benchmark
+
+GRID = "final_grid: {embedding_weight_decay: [0.0, 1.0e-3]}\n"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two finished smoke jobs (data seeds 0 and 1) with a two-point final grid."""
+    from recnas.search.job import load_job_config
+    from recnas.search.pipeline import run_job
+
+    root = tmp_path_factory.mktemp("runs")
+    (root / "grid.yaml").write_text(GRID)
+    reports = {s: run_job(load_job_config("smoke", root / "grid.yaml", seed=s), root / f"run{s}", progress=False) for s in (0, 1)}
+    return root, reports
+
+
+def _retrain(out, *argv) -> list[dict]:
+    run_benchmark("retrain", *argv, "--out-dir", str(out))
+    newest = max(out.glob("retrain-*.json"), key=lambda p: p.stat().st_mtime_ns)  # the file of this run
+    return json.loads(newest.read_text())["rows"]
+
+
+def _job_row(report, name):
+    return next(m for m in report["models"] if m["model"] == name)
+
+
+def test_the_job_seed_gives_the_job_numbers_exactly(runs, tmp_path):
+    root, reports = runs
+    for seed in (0, 1):
+        run = str(root / f"run{seed}")
+        (dlrm,) = _retrain(tmp_path / f"b{seed}", "dlrm", "--run", run)
+        (searched,) = _retrain(tmp_path / f"s{seed}", "searched", "--run", run)
+        job_dlrm, job_searched = _job_row(reports[seed], "dlrm"), _job_row(reports[seed], "recnas (searched)")
+        assert (dlrm["seed"], dlrm["train_seed"]) == (seed, seed)
+        assert dlrm["test_logloss"] == job_dlrm["test_logloss"] and dlrm["final_choice"] == job_dlrm["final_choice"]
+        assert searched["test_logloss"] == job_searched["test_logloss"] and searched["final_choice"] == job_searched["final_choice"]
+        assert searched["model"] == f"searched {_arch_hash(root / f'run{seed}')}"
+
+
+def _arch_hash(run):
+    from recnas.space.arch import Architecture
+
+    return Architecture.load(run / "best_arch.json").hash
+
+
+def test_side_by_side_trains_the_same_models(runs, tmp_path):
+    """--jobs trains each grid point in its own process; the report then loads them."""
+    root, _ = runs
+    argv = ("searched", "--run", str(root / "run{seed}"), "--seeds", "0,1", "--train-seeds", "0,2")
+    one = _retrain(tmp_path / "one", *argv)
+    two = _retrain(tmp_path / "two", *argv, "--jobs", "2")
+    assert [(r["seed"], r["train_seed"], r["test_logloss"], r["final_choice"]) for r in one] == [(r["seed"], r["train_seed"], r["test_logloss"], r["final_choice"]) for r in two]
+    assert len({r["test_logloss"] for r in one}) == 4  # another training seed, another model
+
+
+def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tmp_path):
+    from recnas.search.results import ResultsStore
+
+    root, _ = runs
+    store = ResultsStore(root / "run0" / "search.sqlite", read_only=True)
+    best = min(store.all(), key=lambda r: r["logloss"])
+    arch, _ = store.design(best["key"])
+    store.close()
+    (row,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"), "--pick", "lowest-logloss", "--grid", '{"embedding_weight_decay": [0.001]}')
+    assert row["model"] == f"searched {arch.hash}" and row["final_choice"] == "embedding_weight_decay=0.001" and len(row["grid"]) == 1
+
+
+def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
+    root, _ = runs
+    (plain,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+    first = sorted(tmp_path.rglob("model.pt"))
+    stamps = [p.stat().st_mtime_ns for p in first]
+    (other,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"), "--hparams", '{"top_mlp": [4]}')
+    assert other["hparams"]["top_mlp"] == [4] and other["test_logloss"] != plain["test_logloss"]
+    assert [p.stat().st_mtime_ns for p in first] == stamps  # the first model is left as it was
+    (again,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+    assert again["test_logloss"] == plain["test_logloss"] and [p.stat().st_mtime_ns for p in first] == stamps  # loaded, not retrained
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["dlrm", "--run", "RUN0", "--budget", "smoke"], "--run gives the job config"),
+        (["searched", "--budget", "smoke"], "searched needs --run"),
+        (["searched", "--run", "RUN0", "--hparams", "{}"], "--hparams is for a baseline"),
+        (["dlrm", "--budget", "smoke", "--pick", "lowest-logloss"], "--pick is for searched"),
+        (["dlrmx", "--budget", "smoke"], "neither 'searched' nor a baseline"),
+        (["searched", "--run", "RUN0", "--seeds", "1"], "is a run of data seed 0, not 1"),
+        (["searched", "--run", "ROOT/run{seed}", "--seeds", "2"], "run2 is not a search run folder"),
+        (["searched", "--run", "ROOT/run{seed}"], "needs --seeds"),
+        (["searched", "--run", "RUN0", "--pick", "nokey"], "no candidate 'nokey'"),
+        (["dlrm", "--run", "RUN0", "--hparams", '{"topmlp": [4]}'], "unknown key 'topmlp'"),
+    ],
+)
+def test_a_bad_combination_is_one_line(runs, argv, message, tmp_path, capsys):
+    root, _ = runs
+    argv = [a.replace("RUN0", str(root / "run0")).replace("ROOT", str(root)) for a in argv]
+    err = benchmark_refused("retrain", [*argv, "--out-dir", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.rglob("model.pt"))  # nothing trained
+
+
+def test_an_unfinished_search_has_no_chosen_model(runs, tmp_path, capsys):
+    import shutil
+
+    root, _ = runs
+    run = tmp_path / "unfinished"
+    shutil.copytree(root / "run0", run)
+    (run / "best_arch.json").unlink()
+    err = benchmark_refused("retrain", ["searched", "--run", str(run), "--out-dir", str(tmp_path / "out")], capsys)
+    assert "no best_arch.json" in err and "--pick lowest-logloss" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [("--hparams", "{top_mlp: 4}", "must be a JSON object"), ("--grid", "[1]", "must be a JSON object"), ("--train-seeds", "1,1", "distinct")])
+def test_a_bad_option_value_is_refused_before_any_work(flag, value, message, tmp_path, capsys):
+    err = benchmark_refused("retrain", ["dlrm", "--budget", "smoke", flag, value, "--out-dir", str(tmp_path / "out")], capsys)
+    assert f"argument {flag}" in err and message in err and not (tmp_path / "out").exists()
