@@ -125,3 +125,15 @@ def test_an_unfinished_search_has_no_chosen_model(runs, tmp_path, capsys):
 def test_a_bad_option_value_is_refused_before_any_work(flag, value, message, tmp_path, capsys):
     err = benchmark_refused("retrain", ["dlrm", "--budget", "smoke", flag, value, "--out-dir", str(tmp_path / "out")], capsys)
     assert f"argument {flag}" in err and message in err and not (tmp_path / "out").exists()
+
+
+def test_a_codesign_winner_is_retrained_on_its_pim_configuration(tmp_path):
+    """The winner of `--hardware pim` trains quantisation-aware on its PIM configuration: its
+    retraining gives the job's log loss both as it is and as it runs there."""
+    from recnas.search.job import load_job_config
+    from recnas.search.pipeline import run_job
+
+    report = run_job(load_job_config("smoke", seed=0, hardware="pim", baselines=[]), tmp_path / "run", progress=False)
+    job = _job_row(report, "recnas (searched)")
+    (row,) = _retrain(tmp_path / "out", "searched", "--run", str(tmp_path / "run"))
+    assert (row["test_logloss"], row["test_logloss_pim"]) == (job["test_logloss"], job["test_logloss_pim"])
