@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +43,7 @@ from recnas.configs import write_text_atomic
 from recnas.environment import environment
 from recnas.errors import ConfigError
 from recnas.scripts import output_dir, positive_int, run_script
+from recnas.search.evaluator import Genotype
 from recnas.search.job import JobConfig, grid_points, load_job_config
 from recnas.search.pipeline import baseline_builder, check_baselines, fit_selected, prepare_data, result_row, subnet_builder
 from recnas.search.results import ResultsStore
@@ -99,7 +101,8 @@ def run_folder(template: str, seed: int) -> Path:
 
 
 def builder(args, cfg: JobConfig, seed: int, store):
-    """`build` for the job's training code, and a label of what it builds."""
+    """`build` for the job's training code, a label of what it builds, and the PIM configuration
+    it trains on (a co-design search's winner, else None)."""
     if args.model != SEARCHED:
         return baseline_builder(args.model, store.meta, cfg.baseline_hparams.get(args.model, {})), args.model, None
     from recnas.hardware import PIMConfig
@@ -116,17 +119,18 @@ def builder(args, cfg: JobConfig, seed: int, store):
             raise ConfigError(f"{run} has no search.sqlite")
         results = ResultsStore(run / "search.sqlite", read_only=True)
         try:
-            key = min(results.all(), key=lambda r: r["logloss"])["key"] if args.pick == "lowest-logloss" else args.pick
+            key = min(results.all(), key=_search_loss)["key"] if args.pick == "lowest-logloss" else args.pick
             arch, hw = results.design(key)
         finally:
             results.close()
+    g = Genotype(arch, hw)
+    return subnet_builder(g, get_space(cfg.space, **cfg.space_overrides), store.meta), f"{SEARCHED} {g.key}", hw
 
-    class Pick:  # what subnet_builder reads of a genotype
-        pass
 
-    pick = Pick()
-    pick.arch = arch
-    return subnet_builder(pick, get_space(cfg.space, **cfg.space_overrides), store.meta), f"{SEARCHED} {arch.hash}", hw
+def _search_loss(candidate: dict) -> float:
+    """A stored candidate's search log loss; NaN (inherited weights that diverge) ranks last."""
+    loss = candidate["logloss"]
+    return math.inf if loss != loss else loss
 
 
 def _device(cfg: JobConfig) -> str:
