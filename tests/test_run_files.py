@@ -142,11 +142,10 @@ def test_show_with_binary_results_md_is_one_line_error(tmp_path, monkeypatch, ca
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""
-    import functools
 
-    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+    from recnas.search.pipeline import baseline_builder, fit_or_load
 
-    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    build = baseline_builder("lr", tiny_store.meta, {})
     out = tmp_path / "baselines" / "lr"
     _, first = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     metrics = out / "metrics.json"
@@ -170,17 +169,16 @@ def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
 def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):
     """A re-run job with other baseline hyper-parameters or `final` settings must not report the
     old model under the new config: another model is refused, a longer recipe trains on."""
-    import functools
 
     from recnas.errors import ConfigError
-    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+    from recnas.search.pipeline import baseline_builder, fit_or_load
 
     out = tmp_path / "baselines" / "dlrm"
-    build = functools.partial(_baseline_with_spec, "dlrm", tiny_store.meta, {})
+    build = baseline_builder("dlrm", tiny_store.meta, {})
     _, first = fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     _, same = fit_or_load(build, tiny_cfg(epochs=1, log_every=7), tiny_store, out, progress=False)  # how it runs: not the recipe
     assert same == first
-    other = functools.partial(_baseline_with_spec, "dlrm", tiny_store.meta, {"top_mlp": [4]})
+    other = baseline_builder("dlrm", tiny_store.meta, {"top_mlp": [4]})
     with pytest.raises(ConfigError, match="different model.*another --out"):
         fit_or_load(other, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     _, longer = fit_or_load(build, tiny_cfg(epochs=2), tiny_store, out, progress=False)
@@ -189,13 +187,12 @@ def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_st
 
 def test_a_shorter_recipe_over_a_trained_model_names_what_a_search_can_do(tiny_store, tmp_path):
     """The refusal used to say "--overwrite to start afresh", an option `recnas search` lacks."""
-    import functools
 
     from recnas.errors import ConfigError
-    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+    from recnas.search.pipeline import baseline_builder, fit_or_load
 
     out = tmp_path / "baselines" / "lr"
-    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    build = baseline_builder("lr", tiny_store.meta, {})
     _, first = fit_or_load(build, tiny_cfg(epochs=2), tiny_store, out, progress=False)
     before = (out / "model.pt").read_bytes()
     with pytest.raises(ConfigError, match=rf"trained to step {first['steps']}, past the 2 steps .*use another --out") as err:
@@ -225,11 +222,10 @@ def test_unreadable_architecture_in_a_results_row_is_one_line_error(tmp_path):
 def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypatch):
     """A job trains many models (finalists, each `final_grid` point, baselines): a diverged one
     used to end it with only "training diverged: loss nan at step 9", saying not which."""
-    import functools
     import re
 
     from recnas.errors import TrainingDiverged
-    from recnas.search.pipeline import _baseline_with_spec, fit_or_load
+    from recnas.search.pipeline import baseline_builder, fit_or_load
 
     from recnas.train import trainer
 
@@ -238,6 +234,6 @@ def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypat
 
     monkeypatch.setattr(trainer.Trainer, "fit", diverge)
     out = tmp_path / "baselines" / "lr" / "lr=10"
-    build = functools.partial(_baseline_with_spec, "lr", tiny_store.meta, {})
+    build = baseline_builder("lr", tiny_store.meta, {})
     with pytest.raises(TrainingDiverged, match=re.escape(f"{out}: training diverged: loss nan at step 9")):
         fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
