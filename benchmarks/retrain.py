@@ -42,7 +42,7 @@ from recnas.baselines import BASELINES
 from recnas.configs import write_text_atomic
 from recnas.environment import environment
 from recnas.errors import ConfigError
-from recnas.scripts import output_dir, positive_int, run_script
+from recnas.scripts import output_dir, positive_int, run_script, seed_list
 from recnas.search.evaluator import Genotype
 from recnas.search.job import JobConfig, grid_points, load_job_config
 from recnas.search.pipeline import baseline_builder, check_baselines, fit_selected, prepare_data, result_row, subnet_builder
@@ -50,17 +50,6 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 
 SEARCHED = "searched"
-
-
-def seed_list(text: str) -> list[int]:
-    """argparse type of --seeds / --train-seeds: distinct integers >= 0."""
-    try:
-        seeds = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
-    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
-        raise argparse.ArgumentTypeError(f"must be distinct integers >= 0, got {text!r}")
-    return seeds
 
 
 def json_object(text: str) -> dict:

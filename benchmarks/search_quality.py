@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import run_script
+from recnas.scripts import run_script, seed_list
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -73,18 +73,6 @@ def summarise(reports: list[dict]) -> dict:
         out["gap_closed"] = (baselines[best_name]["logloss_mean"] - table[NAS]["logloss_mean"]) / gap if gap > 0 else float("nan")
         out["target_met"] = len(bayes) == len(reports) and all(v["target_met"] for v in seeds)
     return out
-
-
-def seed_list(text: str) -> list[int]:
-    """argparse type of --seeds: distinct integers >= 0 (a seed given twice would be counted
-    twice in every mean, spread and verdict)."""
-    try:
-        seeds = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
-    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
-        raise argparse.ArgumentTypeError(f"must be distinct integers >= 0, got {text!r}")
-    return seeds
 
 
 def _run_seed(budget: str, config: str | None, seed: int, rows: int | None, data: str | None, out_dir: str) -> dict:

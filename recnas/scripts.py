@@ -72,6 +72,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type of a comma-separated list of seeds (`--seeds 0,1,2`): distinct integers
+    >= 0 (a seed given twice would be run once and counted twice in every mean, spread and
+    verdict)."""
+    try:
+        seeds = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 def positive_ints(text: str) -> list[int]:
     """argparse type of a comma-separated list of sizes (`1024,4096`): each an integer >= 1."""
     try:
