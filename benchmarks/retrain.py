@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import multiprocessing
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -108,18 +107,12 @@ def builder(args, cfg: JobConfig, seed: int, store):
             raise ConfigError(f"{run} has no search.sqlite")
         results = ResultsStore(run / "search.sqlite", read_only=True)
         try:
-            key = min(results.all(), key=_search_loss)["key"] if args.pick == "lowest-logloss" else args.pick
+            key = results.by_logloss()[0]["key"] if args.pick == "lowest-logloss" else args.pick
             arch, hw = results.design(key)
         finally:
             results.close()
     g = Genotype(arch, hw)
     return subnet_builder(g, get_space(cfg.space, **cfg.space_overrides), store.meta), f"{SEARCHED} {g.key}", hw
-
-
-def _search_loss(candidate: dict) -> float:
-    """A stored candidate's search log loss; NaN (inherited weights that diverge) ranks last."""
-    loss = candidate["logloss"]
-    return math.inf if loss != loss else loss
 
 
 def _device(cfg: JobConfig) -> str:
@@ -202,7 +195,7 @@ def main() -> None:
     if args.seeds is None:
         if args.run and "{seed}" in args.run:
             raise ConfigError("--run with '{seed}' needs --seeds: the data seeds whose runs to read")
-        args.seeds = [configs.load(JobConfig, run_folder(args.run, 0) / "config.yaml").seed] if args.run and (Path(args.run) / "config.yaml").exists() else [0]
+        args.seeds = [configs.load(JobConfig, Path(args.run) / "config.yaml").seed] if args.run and (Path(args.run) / "config.yaml").exists() else [0]
 
     train_seeds = {seed: args.train_seeds or [None] for seed in args.seeds}
     if args.jobs > 1:  # trainings side by side, spawned (a CUDA context does not survive a fork); the report below loads them

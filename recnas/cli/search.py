@@ -65,8 +65,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     if not db.exists():
         raise DataError(f"{run}: no search.sqlite here; is this a recnas search run folder?")
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
-    # a NaN score (a subnet whose inherited weights give NaN logits) last: compared, it stops the sort midway
-    rows = sorted(store.all(), key=lambda r: (r["logloss"] != r["logloss"], r["logloss"]))
+    rows = store.by_logloss()
     console = Console()
     table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):

@@ -117,6 +117,11 @@ class ResultsStore:
         rows = self.db.execute("SELECT key, arch, hardware, metrics FROM candidates ORDER BY created").fetchall()
         return [{"key": k, "arch": a, "hardware": h, **self._metrics(k, m)} for k, a, h, m in rows]
 
+    def by_logloss(self) -> list[dict]:
+        """Every candidate, lowest search log loss first; a NaN one (a subnet whose inherited
+        weights give NaN logits) last: compared as a number, it stops a sort midway."""
+        return sorted(self.all(), key=lambda r: (r["logloss"] != r["logloss"], r["logloss"]))
+
     def _metrics(self, key: str, text: str) -> dict:
         """A stored candidate's metrics; a row edited or written by something else is a DataError."""
         try:
