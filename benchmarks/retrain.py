@@ -107,7 +107,10 @@ def builder(args, cfg: JobConfig, seed: int, store):
             raise ConfigError(f"{run} has no search.sqlite")
         results = ResultsStore(run / "search.sqlite", read_only=True)
         try:
-            key = results.by_logloss()[0]["key"] if args.pick == "lowest-logloss" else args.pick
+            ranked = results.by_logloss()
+            if args.pick == "lowest-logloss" and not ranked:
+                raise ConfigError(f"{run / 'search.sqlite'} holds no scored candidate yet")
+            key = ranked[0]["key"] if args.pick == "lowest-logloss" else args.pick
             arch, hw = results.design(key)
         finally:
             results.close()

@@ -110,6 +110,19 @@ def test_a_bad_combination_is_one_line(runs, argv, message, tmp_path, capsys):
     assert not list(tmp_path.rglob("model.pt"))  # nothing trained
 
 
+def test_a_search_with_no_scored_candidate_has_none_to_pick(runs, tmp_path, capsys):
+    import shutil
+    import sqlite3
+
+    root, _ = runs
+    run = tmp_path / "empty"
+    shutil.copytree(root / "run0", run)
+    with sqlite3.connect(run / "search.sqlite") as db:
+        db.execute("DELETE FROM candidates")
+    err = benchmark_refused("retrain", ["searched", "--run", str(run), "--pick", "lowest-logloss", "--out-dir", str(tmp_path / "out")], capsys)
+    assert err.startswith("error: ") and "holds no scored candidate yet" in err and len(err.strip().splitlines()) == 1
+
+
 def test_an_unfinished_search_has_no_chosen_model(runs, tmp_path, capsys):
     import shutil
 
