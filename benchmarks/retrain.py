@@ -6,7 +6,8 @@ training-seed spread, and the job trains each model once, at the training seed e
 seed. This trains one model, a baseline or a finished search's architecture, through the job's
 own `fit_selected`: its `final` recipe and `final_grid`, the point kept by validation. So each
 number is the job's own at that seed, and more training seeds or other baseline
-hyper-parameters cost no search. Markdown tables on stdout; JSON in --out-dir.
+hyper-parameters (or, for the searched model, other space options such as its CIN head) cost no
+search. Markdown tables on stdout; JSON in --out-dir.
 
     # xDeepFM as BARS ran it, 4M rows, data seeds 0 and 3, training seeds 0-2, two at a time
     python benchmarks/retrain.py xdeepfm --budget gpu --config configs/search-gpu-1m-scratch.yaml \\
@@ -14,6 +15,9 @@ hyper-parameters cost no search. Markdown tables on stdout; JSON in --out-dir.
     # a finished search's winner (one run folder per data seed), training seeds 0-2, one grid point
     python benchmarks/retrain.py searched --run 'benchmarks/out/search_quality/seed{seed}' --seeds 0,3 \\
         --train-seeds 0,1,2 --grid '{"embedding_weight_decay": [1.0e-3]}'
+    # the same winners with xDeepFM's whole CIN as their head (space options over the job's)
+    python benchmarks/retrain.py searched --run 'benchmarks/out/search_quality/seed{seed}' --seeds 0,3 \\
+        --space '{"cin_head": [200, 200, 200], "cin_head_split": false}'
 
 A run folder gives the whole job config (its config.yaml: data, space, recipe, grid), so
 --budget, --config and --rows are refused beside --run. `--pick` says which of its
@@ -78,6 +82,8 @@ def job_config(args, seed: int, train_seed: int | None, grid: dict | None = None
     data["final"] = {**data["final"], "seed": data["final"]["seed"] if train_seed is None else train_seed}
     if grid is not None or args.grid is not None:
         data["final_grid"] = grid if grid is not None else args.grid
+    if args.space:
+        data["space_overrides"] = {**data["space_overrides"], **args.space}
     if args.model != SEARCHED:
         data["baselines"] = [args.model]
         data["baseline_hparams"] = {args.model: {**data["baseline_hparams"].get(args.model, {}), **(args.hparams or {})}}
@@ -130,8 +136,9 @@ def _folder(args, label: str, seed: int, train_seed: int) -> Path:
 
 
 def _name(args, label: str) -> str:
-    if args.hparams:
-        label += "-" + hashlib.sha1(json.dumps(args.hparams, sort_keys=True).encode()).hexdigest()[:8]
+    changes = args.hparams or args.space  # one or the other: a baseline's hparams, a searched model's space
+    if changes:
+        label += "-" + hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]
     return label.replace(" ", "-")
 
 
@@ -180,6 +187,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=seed_list, default=None, help="data seeds, comma-separated (default: 0, or the seed of the one --run)")
     ap.add_argument("--train-seeds", type=seed_list, default=None, help="training seeds (default: each data seed's own, as the job)")
     ap.add_argument("--hparams", type=json_object, default=None, help="a baseline's hyper-parameters over the job's, as JSON")
+    ap.add_argument("--space", type=json_object, default=None, help="with searched: space options over the job's, as JSON (e.g. another CIN head)")
     ap.add_argument("--grid", type=json_object, default=None, help="final_grid instead of the job's, as JSON")
     ap.add_argument("--jobs", type=positive_int, default=1, help="trainings side by side (one per data seed, training seed and grid point), each in its own process")
     ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/retrain"))
@@ -192,6 +200,8 @@ def main() -> None:
         raise ConfigError("searched needs --run: the search whose architecture to retrain")
     if args.model == SEARCHED and args.hparams is not None:
         raise ConfigError("--hparams is for a baseline")
+    if args.model != SEARCHED and args.space is not None:
+        raise ConfigError("--space is for searched (a baseline's own options: --hparams)")
     if args.model != SEARCHED and args.pick != "chosen":
         raise ConfigError("--pick is for searched")
     args.budget = args.budget or "cpu"

@@ -87,6 +87,24 @@ def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
     assert again["test_logloss"] == plain["test_logloss"] and [p.stat().st_mtime_ns for p in first] == stamps  # loaded, not retrained
 
 
+def test_other_space_options_train_the_searched_model_with_them_beside_the_first(runs, tmp_path):
+    """--space: the winner retrained with another CIN head, in its own folder."""
+    import torch
+
+    root, _ = runs
+    (plain,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"))
+    first = sorted(tmp_path.rglob("model.pt"))
+    stamps = [p.stat().st_mtime_ns for p in first]
+    (headed,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"), "--space", '{"cin_head": [4, 4]}')
+    assert headed["model"] == plain["model"] and headed["test_logloss"] != plain["test_logloss"]
+    new = sorted(set(tmp_path.rglob("model.pt")) - set(first))
+    assert len(new) == len(first) == 2  # one per grid point
+    for path in new:
+        saved = torch.load(path, weights_only=False)
+        assert saved["model_spec"]["space"]["cin_head"] == [4, 4] and any(k.startswith("cin_head.") for k in saved["model"])
+    assert [p.stat().st_mtime_ns for p in first] == stamps  # the first model is left as it was
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -100,6 +118,9 @@ def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
         (["searched", "--run", "ROOT/run{seed}"], "needs --seeds"),
         (["searched", "--run", "RUN0", "--pick", "nokey"], "no candidate 'nokey'"),
         (["dlrm", "--run", "RUN0", "--hparams", '{"topmlp": [4]}'], "unknown key 'topmlp'"),
+        (["dlrm", "--run", "RUN0", "--space", '{"cin_head": [4]}'], "--space is for searched"),
+        (["searched", "--run", "RUN0", "--space", '{"cinhead": [4]}'], "unknown key 'cinhead'"),
+        (["searched", "--run", "RUN0", "--space", '{"n_blocks": 1}'], "architecture has 3 blocks"),
     ],
 )
 def test_a_bad_combination_is_one_line(runs, argv, message, tmp_path, capsys):
@@ -134,7 +155,7 @@ def test_an_unfinished_search_has_no_chosen_model(runs, tmp_path, capsys):
     assert "no best_arch.json" in err and "--pick lowest-logloss" in err
 
 
-@pytest.mark.parametrize("flag, value, message", [("--hparams", "{top_mlp: 4}", "must be a JSON object"), ("--grid", "[1]", "must be a JSON object"), ("--train-seeds", "1,1", "distinct")])
+@pytest.mark.parametrize("flag, value, message", [("--hparams", "{top_mlp: 4}", "must be a JSON object"), ("--grid", "[1]", "must be a JSON object"), ("--space", "cin_head", "must be a JSON object"), ("--train-seeds", "1,1", "distinct")])
 def test_a_bad_option_value_is_refused_before_any_work(flag, value, message, tmp_path, capsys):
     err = benchmark_refused("retrain", ["dlrm", "--budget", "smoke", flag, value, "--out-dir", str(tmp_path / "out")], capsys)
     assert f"argument {flag}" in err and message in err and not (tmp_path / "out").exists()
