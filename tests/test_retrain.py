@@ -75,15 +75,27 @@ def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tm
     assert row["model"] == f"searched {arch.hash}" and row["final_choice"] == "embedding_weight_decay=0.001" and len(row["grid"]) == 1
 
 
-def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
-    root, _ = runs
-    (plain,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+def _beside_the_first(tmp_path, run, model, *option) -> tuple[dict, dict, list]:
+    """The model trained plain, then with `option`: both rows, and the new model files; the
+    first model's files are left as they were."""
+    (plain,) = _retrain(tmp_path, model, "--run", run)
     first = sorted(tmp_path.rglob("model.pt"))
     stamps = [p.stat().st_mtime_ns for p in first]
-    (other,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"), "--hparams", '{"top_mlp": [4]}')
-    assert other["hparams"]["top_mlp"] == [4] and other["test_logloss"] != plain["test_logloss"]
-    assert [p.stat().st_mtime_ns for p in first] == stamps  # the first model is left as it was
-    (again,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+    (other,) = _retrain(tmp_path, model, "--run", run, *option)
+    assert other["test_logloss"] != plain["test_logloss"]
+    assert [p.stat().st_mtime_ns for p in first] == stamps
+    return plain, other, sorted(set(tmp_path.rglob("model.pt")) - set(first))
+
+
+def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
+    root, _ = runs
+    run = str(root / "run0")
+    plain, other, _ = _beside_the_first(tmp_path, run, "dlrm", "--hparams", '{"top_mlp": [4]}')
+    assert other["hparams"]["top_mlp"] == [4]
+    first = sorted(tmp_path.glob("dlrm/**/model.pt"))
+    assert len(first) == 2  # the plain model's, one per grid point
+    stamps = [p.stat().st_mtime_ns for p in first]
+    (again,) = _retrain(tmp_path, "dlrm", "--run", run)
     assert again["test_logloss"] == plain["test_logloss"] and [p.stat().st_mtime_ns for p in first] == stamps  # loaded, not retrained
 
 
@@ -92,17 +104,11 @@ def test_other_space_options_train_the_searched_model_with_them_beside_the_first
     import torch
 
     root, _ = runs
-    (plain,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"))
-    first = sorted(tmp_path.rglob("model.pt"))
-    stamps = [p.stat().st_mtime_ns for p in first]
-    (headed,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"), "--space", '{"cin_head": [4, 4]}')
-    assert headed["model"] == plain["model"] and headed["test_logloss"] != plain["test_logloss"]
-    new = sorted(set(tmp_path.rglob("model.pt")) - set(first))
-    assert len(new) == len(first) == 2  # one per grid point
+    plain, headed, new = _beside_the_first(tmp_path, str(root / "run0"), "searched", "--space", '{"cin_head": [4, 4]}')
+    assert headed["model"] == plain["model"] and len(new) == 2  # one per grid point
     for path in new:
         saved = torch.load(path, weights_only=False)
         assert saved["model_spec"]["space"]["cin_head"] == [4, 4] and any(k.startswith("cin_head.") for k in saved["model"])
-    assert [p.stat().st_mtime_ns for p in first] == stamps  # the first model is left as it was
 
 
 @pytest.mark.parametrize(
