@@ -56,7 +56,7 @@ SEARCHED = "searched"
 
 
 def json_object(text: str) -> dict:
-    """argparse type of --hparams / --grid: a JSON object."""
+    """argparse type of --hparams / --space / --grid: a JSON object."""
     try:
         value = json.loads(text)
     except ValueError:
@@ -68,8 +68,8 @@ def json_object(text: str) -> dict:
 
 def job_config(args, seed: int, train_seed: int | None, grid: dict | None = None) -> JobConfig:
     """The job config of data seed `seed` (from its run folder, or the budget, --config and
-    --rows) with the training seed, --grid (or `grid`) and, for a baseline, --hparams applied;
-    validated as the job validates its own."""
+    --rows) with the training seed, --grid (or `grid`), --space (a searched model's) and
+    --hparams (a baseline's) applied; validated as the job validates its own."""
     if args.run:
         path = run_folder(args.run, seed) / "config.yaml"
         if not path.exists():
@@ -129,8 +129,8 @@ def _device(cfg: JobConfig) -> str:
 
 
 def _folder(args, label: str, seed: int, train_seed: int) -> Path:
-    """Where one training runs: by model (its architecture's hash for a search's, a digest of
-    --hparams for a baseline given them), data seed and training seed, so another model never
+    """Where one training runs: by model (its architecture's hash for a search's, and a digest
+    of --hparams or --space where given), data seed and training seed, so another model never
     meets this one's checkpoint and a re-run loads what finished."""
     return args.out_dir / _name(args, label) / f"seed{seed}_train{train_seed}"
 

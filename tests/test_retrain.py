@@ -75,24 +75,23 @@ def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tm
     assert row["model"] == f"searched {arch.hash}" and row["final_choice"] == "embedding_weight_decay=0.001" and len(row["grid"]) == 1
 
 
-def _beside_the_first(tmp_path, run, model, *option) -> tuple[dict, dict, list]:
-    """The model trained plain, then with `option`: both rows, and the new model files; the
-    first model's files are left as they were."""
+def _beside_the_first(tmp_path, run, model, *option) -> tuple[dict, dict, list, list]:
+    """The model trained plain, then with `option`: both rows, the first model's files (left as
+    they were) and the new ones."""
     (plain,) = _retrain(tmp_path, model, "--run", run)
     first = sorted(tmp_path.rglob("model.pt"))
     stamps = [p.stat().st_mtime_ns for p in first]
     (other,) = _retrain(tmp_path, model, "--run", run, *option)
     assert other["test_logloss"] != plain["test_logloss"]
     assert [p.stat().st_mtime_ns for p in first] == stamps
-    return plain, other, sorted(set(tmp_path.rglob("model.pt")) - set(first))
+    return plain, other, first, sorted(set(tmp_path.rglob("model.pt")) - set(first))
 
 
 def test_other_hparams_train_another_model_beside_the_first(runs, tmp_path):
     root, _ = runs
     run = str(root / "run0")
-    plain, other, _ = _beside_the_first(tmp_path, run, "dlrm", "--hparams", '{"top_mlp": [4]}')
+    plain, other, first, _ = _beside_the_first(tmp_path, run, "dlrm", "--hparams", '{"top_mlp": [4]}')
     assert other["hparams"]["top_mlp"] == [4]
-    first = sorted(tmp_path.glob("dlrm/**/model.pt"))
     assert len(first) == 2  # the plain model's, one per grid point
     stamps = [p.stat().st_mtime_ns for p in first]
     (again,) = _retrain(tmp_path, "dlrm", "--run", run)
@@ -104,7 +103,7 @@ def test_other_space_options_train_the_searched_model_with_them_beside_the_first
     import torch
 
     root, _ = runs
-    plain, headed, new = _beside_the_first(tmp_path, str(root / "run0"), "searched", "--space", '{"cin_head": [4, 4]}')
+    plain, headed, _, new = _beside_the_first(tmp_path, str(root / "run0"), "searched", "--space", '{"cin_head": [4, 4]}')
     assert headed["model"] == plain["model"] and len(new) == 2  # one per grid point
     for path in new:
         saved = torch.load(path, weights_only=False)
