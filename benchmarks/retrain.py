@@ -7,7 +7,8 @@ seed. This trains one model, a baseline or a finished search's architecture, thr
 own `fit_selected`: its `final` recipe and `final_grid`, the point kept by validation. So each
 number is the job's own at that seed, and more training seeds or other baseline
 hyper-parameters (or, for the searched model, other space options such as its CIN head) cost no
-search. Markdown tables on stdout; JSON in --out-dir.
+search. Markdown tables on stdout; JSON in --out-dir, rewritten as each (data seed, training
+seed) finishes, so a run that fails or is stopped keeps what finished (and a re-run loads it).
 
     # xDeepFM as BARS ran it, 4M rows, data seeds 0 and 3, training seeds 0-2, two at a time
     python benchmarks/retrain.py xdeepfm --budget gpu --config configs/search-gpu-1m-scratch.yaml \\
@@ -33,7 +34,8 @@ import hashlib
 import json
 import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from recnas import configs
 from recnas.baselines import BASELINES
 from recnas.configs import write_text_atomic
 from recnas.environment import environment
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, RecnasError
 from recnas.scripts import output_dir, positive_int, run_script, seed_list
 from recnas.search.evaluator import Genotype
 from recnas.search.job import JobConfig, grid_points, load_job_config
@@ -210,15 +212,66 @@ def main() -> None:
             raise ConfigError("--run with '{seed}' needs --seeds: the data seeds whose runs to read")
         args.seeds = [configs.load(JobConfig, Path(args.run) / "config.yaml").seed] if args.run and (Path(args.run) / "config.yaml").exists() else [0]
 
-    train_seeds = {seed: args.train_seeds or [None] for seed in args.seeds}
-    if args.jobs > 1:  # trainings side by side, spawned (a CUDA context does not survive a fork); the report below loads them
-        tasks = [(s, t, p) for s in args.seeds for t in train_seeds[s] for p in grid_points(job_config(args, s, t).final_grid)]
-        # each with this process's thread count: another one rounds the sums otherwise, and the models differ from --jobs 1's
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
-            list(pool.map(_train_point, [args] * len(tasks), tasks))
-    rows = [train(args, s, t) for s in args.seeds for t in train_seeds[s]]
-    summary = summarise(rows)
+    units = [(s, t) for s in args.seeds for t in args.train_seeds or [None]]
+    path = args.out_dir / f"retrain-{_name(args, args.model)}.json"
+    rows: dict[tuple, dict] = {}
 
+    def finished(unit: tuple) -> None:  # evaluated as soon as its trainings are done, and saved
+        rows[unit] = train(args, *unit)
+        save(args, path, [rows[u] for u in units if u in rows], missing=[u for u in units if u not in rows])
+
+    if args.jobs > 1:
+        failed = train_side_by_side(args, units, finished)
+    else:
+        failed = {}
+        for unit in units:
+            finished(unit)
+    done = [rows[u] for u in units if u in rows]
+    if done:
+        report(args, done)
+        print(f"-> {path}")
+    if failed:
+        exc = next(iter(failed.values()))
+        hint = ", with fewer --jobs" if isinstance(exc, torch.OutOfMemoryError) else ""
+        first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+        kept = f"the {len(done)} finished are in {path}; " if done else ""
+        raise RecnasError(f"{len(failed)} of {len(units)} (data seed, training seed) trainings failed (the first: {first}); {kept}"
+                          f"a re-run{hint} loads every finished grid point and goes on from the others' checkpoints")
+
+
+def train_side_by_side(args, units: list[tuple], finished) -> dict[tuple, BaseException]:
+    """Train every grid point of every (data seed, training seed) in its own spawned process (a
+    CUDA context does not survive a fork), `args.jobs` at a time; call `finished(unit)` in this
+    process as soon as all of a unit's points are done, so what finished is reported even if a
+    later training fails or the run is stopped. Returns the units whose training failed."""
+    tasks = [(s, t, p) for s, t in units for p in grid_points(job_config(args, s, t).final_grid)]
+    left = Counter((s, t) for s, t, _ in tasks)
+    failed: dict[tuple, BaseException] = {}
+    # each with this process's thread count: another one rounds the sums otherwise, and the models differ from --jobs 1's
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
+        futures = {pool.submit(_train_point, args, task): task[:2] for task in tasks}
+        for future in as_completed(futures):
+            unit = futures[future]
+            if future.exception() is not None:
+                failed.setdefault(unit, future.exception())
+                continue
+            left[unit] -= 1
+            if not left[unit] and unit not in failed:
+                finished(unit)
+    return failed
+
+
+def save(args, path: Path, rows: list[dict], missing: list[tuple]) -> None:
+    """The result JSON, rewritten after every finished (data seed, training seed): `missing`
+    lists those not (yet) reported."""
+    device = _device(job_config(args, args.seeds[0], None))
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "environment": environment(device), "rows": rows, "summary": summarise(rows), "missing": [{"seed": s, "train_seed": t} for s, t in missing]}
+    write_text_atomic(path, json.dumps(result, indent=2, default=float))
+
+
+def report(args, rows: list[dict]) -> None:
+    """Markdown tables on stdout: every training, then the mean and spread per data seed."""
     print(f"\n| {args.model}: data seed | training seed | validation log loss (of each grid point, the kept one in bold) | test log loss | test AUC | gap to Bayes | train s |\n|---|---|---|---|---|---|---|")
     for r in rows:
         points = [(g["point"] + ": ", g["val_logloss"], g["point"] == r.get("final_choice")) for g in r.get("grid", [])] or [("", r["val_logloss"], False)]
@@ -226,15 +279,8 @@ def main() -> None:
         gap = f"{r['gap_to_bayes']:.5f}" if "gap_to_bayes" in r else "-"
         print(f"| {r['seed']} | {r['train_seed']} | {val} | {r['test_logloss']:.5f} | {r['test_auc']:.5f} | {gap} | {r['train_seconds']:.0f} |")
     print("\n| data seed | training seeds | test log loss, mean | spread |\n|---|---|---|---|")
-    for seed, v in summary.items():
+    for seed, v in summarise(rows).items():
         print(f"| {seed} | {v['train_seeds']} | {v['test_logloss_mean']:.5f} | {v['test_logloss_spread']:.5f} |")
-    device = _device(job_config(args, args.seeds[0], None))
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "environment": environment(device), "rows": rows, "summary": summary}
-    path = args.out_dir / f"retrain-{_name(args, args.model)}.json"
-    write_text_atomic(path, json.dumps(result, indent=2, default=float))
-    print(f"-> {path}")
-
 
 if __name__ == "__main__":
     run_script(main)

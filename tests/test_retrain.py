@@ -63,6 +63,28 @@ def test_side_by_side_trains_the_same_models(runs, tmp_path):
     assert len({r["test_logloss"] for r in one}) == 4  # another training seed, another model
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_failed_training_keeps_the_finished_ones(runs, tmp_path, capsys, jobs):
+    """A training that fails (here: a corrupt checkpoint to resume from) is one line; the
+    trainings that finished are in the result JSON, each the job's own number, and the failed
+    one is listed as missing."""
+    from recnas.search.job import point_tag
+
+    root, reports = runs
+    out = tmp_path / "out"
+    broken = out / "dlrm" / "seed0_train1" / point_tag({"embedding_weight_decay": 1.0e-3})
+    broken.mkdir(parents=True)
+    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    err = benchmark_refused("retrain", ["dlrm", "--run", str(root / "run0"), "--train-seeds", "0,1", "--jobs", jobs, "--out-dir", str(out)], capsys)
+    assert err.startswith("error: ") and "corrupt or truncated checkpoint" in err and len(err.strip().splitlines()) == 1
+    if jobs == "2":  # the pool's own summary, after every other training ran
+        assert "1 of 2 (data seed, training seed) trainings failed" in err and "retrain-dlrm.json" in err
+    result = json.loads((out / "retrain-dlrm.json").read_text())
+    assert [(r["seed"], r["train_seed"]) for r in result["rows"]] == [(0, 0)]
+    assert result["rows"][0]["test_logloss"] == _job_row(reports[0], "dlrm")["test_logloss"]
+    assert result["missing"] == [{"seed": 0, "train_seed": 1}]
+
+
 def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tmp_path):
     from recnas.search.results import ResultsStore
 
