@@ -32,10 +32,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import multiprocessing
 import statistics
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,8 +44,8 @@ from recnas import configs
 from recnas.baselines import BASELINES
 from recnas.configs import write_text_atomic
 from recnas.environment import environment
-from recnas.errors import ConfigError, RecnasError
-from recnas.scripts import output_dir, positive_int, run_script, seed_list
+from recnas.errors import ConfigError
+from recnas.scripts import failures, output_dir, positive_int, run_script, seed_list, side_by_side
 from recnas.search.evaluator import Genotype
 from recnas.search.job import JobConfig, grid_points, load_job_config
 from recnas.search.pipeline import baseline_builder, check_baselines, fit_selected, prepare_data, result_row, subnet_builder
@@ -163,8 +161,8 @@ def train(args, seed: int, train_seed: int | None, grid: dict | None = None, rep
     return {"seed": seed, "train_seed": cfg.final.seed, "val_logloss": trained["val_logloss"], **hparams, **row}
 
 
-def _train_point(args, task: tuple) -> None:
-    seed, train_seed, point = task
+def _train_point(job: tuple) -> None:
+    args, (seed, train_seed, point) = job
     train(args, seed, train_seed, grid={k: [v] for k, v in point.items()}, report=False)
 
 
@@ -220,10 +218,19 @@ def main() -> None:
         rows[unit] = train(args, *unit)
         save(args, path, [rows[u] for u in units if u in rows], missing=[u for u in units if u not in rows])
 
-    if args.jobs > 1:
-        failed = train_side_by_side(args, units, finished)
+    if args.jobs > 1:  # every grid point in its own process; each (data seed, training seed) reported as soon as all of its points are done
+        tasks = [(args, (s, t, p)) for s, t in units for p in grid_points(job_config(args, s, t).final_grid)]
+        left = Counter(task[:2] for _, task in tasks)
+
+        def point_done(job, _):
+            unit = job[1][:2]
+            left[unit] -= 1
+            if not left[unit]:  # every point of it trained (a failed one is never counted)
+                finished(unit)
+
+        failed = side_by_side(_train_point, tasks, args.jobs, done=point_done)
     else:
-        failed = {}
+        failed = []
         for unit in units:
             finished(unit)
     done = [rows[u] for u in units if u in rows]
@@ -231,34 +238,10 @@ def main() -> None:
         report(args, done)
         print(f"-> {path}")
     if failed:
-        exc = next(iter(failed.values()))
-        hint = ", with fewer --jobs" if isinstance(exc, torch.OutOfMemoryError) else ""
-        first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
-        kept = f"the {len(done)} finished are in {path}; " if done else ""
-        raise RecnasError(f"{len(failed)} of {len(units)} (data seed, training seed) trainings failed (the first: {first}); {kept}"
-                          f"a re-run{hint} loads every finished grid point and goes on from the others' checkpoints")
-
-
-def train_side_by_side(args, units: list[tuple], finished) -> dict[tuple, BaseException]:
-    """Train every grid point of every (data seed, training seed) in its own spawned process (a
-    CUDA context does not survive a fork), `args.jobs` at a time; call `finished(unit)` in this
-    process as soon as all of a unit's points are done, so what finished is reported even if a
-    later training fails or the run is stopped. Returns the units whose training failed."""
-    tasks = [(s, t, p) for s, t in units for p in grid_points(job_config(args, s, t).final_grid)]
-    left = Counter((s, t) for s, t, _ in tasks)
-    failed: dict[tuple, BaseException] = {}
-    # each with this process's thread count: another one rounds the sums otherwise, and the models differ from --jobs 1's
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
-        futures = {pool.submit(_train_point, args, task): task[:2] for task in tasks}
-        for future in as_completed(futures):
-            unit = futures[future]
-            if future.exception() is not None:
-                failed.setdefault(unit, future.exception())
-                continue
-            left[unit] -= 1
-            if not left[unit] and unit not in failed:
-                finished(unit)
-    return failed
+        first_error: dict[tuple, BaseException] = {}
+        for (_, task), exc in failed:
+            first_error.setdefault(task[:2], exc)
+        raise failures(list(first_error.values()), len(units), "(data seed, training seed) trainings", f"the {len(done)} finished are in {path}; " if done else "")
 
 
 def save(args, path: Path, rows: list[dict], missing: list[tuple]) -> None:

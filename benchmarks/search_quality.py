@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import statistics
 from datetime import datetime, timezone
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import run_script, seed_list
+from recnas.scripts import failures, positive_int, run_script, seed_list, side_by_side
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -83,19 +81,29 @@ def _run_seed(budget: str, config: str | None, seed: int, rows: int | None, data
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budget", default="cpu")
-    ap.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the budget's)")
+    ap.add_argument("--rows", type=positive_int, default=None, help="synthetic rows (default: the budget's)")
     ap.add_argument("--data", default=None, help="a prepared store instead of the synthetic benchmark")
     ap.add_argument("--seeds", type=seed_list, default="0,1", help="comma-separated, distinct")
     ap.add_argument("--config", default=None, help="YAML overrides for the job")
     ap.add_argument("--out-dir", default="benchmarks/out/search_quality")
-    ap.add_argument("--jobs", type=int, default=1, help="seeds run side by side, each in its own process (e.g. 4 on one GPU)")
+    ap.add_argument("--jobs", type=positive_int, default=1, help="seeds run side by side, each in its own process (e.g. 4 on one GPU)")
     args = ap.parse_args()
     job = functools.partial(_run_seed, args.budget, args.config, rows=args.rows, data=args.data, out_dir=args.out_dir)
-    if args.jobs > 1:  # spawned, not forked: a CUDA context does not survive a fork
-        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            reports = list(pool.map(job, args.seeds))
+    if args.jobs > 1:
+        done = {}
+        failed = side_by_side(job, args.seeds, args.jobs, done=done.__setitem__)
+        reports = [done[seed] for seed in args.seeds if seed in done]
     else:
-        reports = [job(seed) for seed in args.seeds]
+        failed, reports = [], [job(seed) for seed in args.seeds]
+    if reports:
+        report(args, reports, missing=[seed for seed, _ in failed])
+    if failed:  # each finished seed's job is in its run folder too, and a re-run loads it
+        raise failures([exc for _, exc in failed], len(args.seeds), "seeds", f"the summary of the {len(reports)} finished is in {Path(args.out_dir) / 'search_quality.json'}; " if reports else "")
+
+
+def report(args, reports: list[dict], missing: list[int]) -> None:
+    """The tables on stdout and search_quality.json: every model's mean over the seeds that
+    finished, each seed's verdict, and the seeds that failed (`missing`)."""
     summary = summarise(reports)
     print(f"\n| model | test log loss (mean ± std over {len(reports)} seeds) | test AUC |\n|---|---|---|")
     for name, v in sorted(summary["models"].items(), key=lambda kv: kv[1]["logloss_mean"]):
@@ -110,7 +118,7 @@ def main() -> None:
         print(f"| {v['seed']} | {v['searched']:.4f} | {best} | {v.get('beats_every_baseline', '-')} | {closed} |")
     if "target_met" in summary:
         print(f"target (on every seed: beat every baseline, close half the best one's gap to Bayes) met: {summary['target_met']}")
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "summary": summary, "reports": reports}
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "summary": summary, "reports": reports, "missing_seeds": missing}
     path = Path(args.out_dir) / "search_quality.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=2, default=float))

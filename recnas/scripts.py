@@ -104,6 +104,42 @@ def positive_float(text: str) -> float:
     return value
 
 
+def side_by_side(fn: Callable, tasks: list, jobs: int, done: Callable | None = None) -> list[tuple[object, BaseException]]:
+    """`fn(task)` for every task, each in its own spawned process (a CUDA context does not
+    survive a fork), `jobs` at a time and with this process's torch thread count (another one
+    rounds the sums otherwise, and the results differ from a run in this process). `done(task,
+    result)` runs here as each one finishes, so a script can report and save it even if a later
+    one fails or the run is stopped. A failure does not stop the others; returns the failed
+    (task, exception) pairs, in the order given."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    failed = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
+        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        for future in as_completed(futures):
+            i = futures[future]
+            if future.exception() is not None:
+                failed[i] = future.exception()
+            elif done is not None:
+                done(tasks[i], future.result())
+    return [(tasks[i], failed[i]) for i in sorted(failed)]
+
+
+def failures(errors: list[BaseException], total: int, what: str, kept: str) -> RecnasError:
+    """The one-line error of a side-by-side run of which `len(errors)` of `total` (`what`, e.g.
+    "seeds") failed: how many, the first failure, where the finished ones are (`kept`), and that
+    a re-run goes on from them (with fewer jobs, where the GPU ran out of memory)."""
+    import torch
+
+    exc = errors[0]
+    first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc).strip() else type(exc).__name__
+    hint = ", with fewer --jobs," if any(isinstance(e, torch.OutOfMemoryError) for e in errors) else ""
+    return RecnasError(f"{len(errors)} of {total} {what} failed (the first: {first}); {kept}a re-run{hint} loads what finished and goes on from the others' checkpoints")
+
+
 def temporary_synthetic_store(rows: int, seed: int = 0):
     """The synthetic benchmark (`rows` rows) generated into a temporary folder that is deleted
     when the script exits, normally, on an error or on Ctrl-C (the scripts timing a model on it

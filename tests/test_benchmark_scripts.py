@@ -178,3 +178,18 @@ def test_cuda_on_a_machine_without_it_is_refused_before_the_run(name, tmp_path, 
     monkeypatch.chdir(tmp_path)
     err = refused(name, ["--device", "cuda"], capsys)
     assert "argument --device" in err and "no CUDA device" in err and list(tmp_path.iterdir()) == []
+
+
+def test_a_side_by_side_failure_is_one_line_naming_the_first_and_fewer_jobs_after_an_oom():
+    """What `benchmarks/retrain.py --jobs` and `search_quality.py --jobs` say when some of their
+    processes fail: how many, the first error's first line, and fewer jobs only where the GPU
+    ran out of memory."""
+    import torch
+
+    from recnas.scripts import failures
+
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 976.00 MiB.\nProcess 1253 has 18.07 GiB memory in use.")
+    msg = str(failures([ValueError("bad"), oom], 6, "trainings", "the 4 finished are in X; "))
+    assert msg.startswith("2 of 6 trainings failed (the first: ValueError: bad); the 4 finished are in X; a re-run, with fewer --jobs,")
+    assert "\n" not in msg and "Process 1253" not in msg
+    assert "fewer --jobs" not in str(failures([ValueError("")], 1, "seeds", "")) and "(the first: ValueError)" in str(failures([ValueError("")], 1, "seeds", ""))

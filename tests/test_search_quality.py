@@ -57,3 +57,18 @@ def test_seeds_are_distinct_integers(seeds, message, tmp_path, capsys):
     assert "argument --seeds" in err and message in err
     assert not (tmp_path / "sq").exists()
     assert sq.seed_list("3,0,1") == [3, 0, 1]
+
+
+def test_a_failed_seed_leaves_the_finished_ones_summarised(tmp_path, capsys):
+    """Seeds side by side (--jobs): one that fails (its run folder is a file) is one line, and
+    the seed that finished is summarised in search_quality.json, the failed one listed."""
+    import json
+
+    out = tmp_path / "sq"
+    out.mkdir()
+    (out / "seed1").write_text("not a run folder")
+    err = benchmark_refused("search_quality", ["--budget", "smoke", "--seeds", "0,1", "--jobs", "2", "--out-dir", str(out)], capsys)
+    assert err.startswith("error: 1 of 2 seeds failed") and "search_quality.json" in err and len(err.strip().splitlines()) == 1
+    result = json.loads((out / "search_quality.json").read_text())
+    assert [r["seed"] for r in result["reports"]] == [0] and result["missing_seeds"] == [1]
+    assert result["summary"]["seeds"][0]["searched"] == json.loads((out / "seed0" / "results.json").read_text())["models"][0]["test_logloss"]
