@@ -135,6 +135,15 @@ def _folder(args, label: str, seed: int, train_seed: int) -> Path:
     return args.out_dir / _name(args, label) / f"seed{seed}_train{train_seed}"
 
 
+def result_name(args) -> str:
+    """The result JSON's name: the model (as `_name`), its data seeds and, where given, its
+    training seeds, so another run into the same --out-dir (other seeds, other options) never
+    overwrites this one's."""
+    seeds = "seeds" + "-".join(map(str, args.seeds))
+    train = "-train" + "-".join(map(str, args.train_seeds)) if args.train_seeds else ""
+    return f"retrain-{_name(args, args.model)}-{seeds}{train}.json"
+
+
 def _name(args, label: str) -> str:
     changes = args.hparams or args.space  # one or the other: a baseline's hparams, a searched model's space
     if changes:
@@ -211,7 +220,7 @@ def main() -> None:
         args.seeds = [configs.load(JobConfig, Path(args.run) / "config.yaml").seed] if args.run and (Path(args.run) / "config.yaml").exists() else [0]
 
     units = [(s, t) for s in args.seeds for t in args.train_seeds or [None]]
-    path = args.out_dir / f"retrain-{_name(args, args.model)}.json"
+    path = args.out_dir / result_name(args)
     rows: dict[tuple, dict] = {}
 
     def finished(unit: tuple) -> None:  # evaluated as soon as its trainings are done, and saved

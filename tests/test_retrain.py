@@ -78,11 +78,22 @@ def test_a_failed_training_keeps_the_finished_ones(runs, tmp_path, capsys, jobs)
     err = benchmark_refused("retrain", ["dlrm", "--run", str(root / "run0"), "--train-seeds", "0,1", "--jobs", jobs, "--out-dir", str(out)], capsys)
     assert err.startswith("error: ") and "corrupt or truncated checkpoint" in err and len(err.strip().splitlines()) == 1
     if jobs == "2":  # the pool's own summary, after every other training ran
-        assert "1 of 2 (data seed, training seed) trainings failed" in err and "retrain-dlrm.json" in err
-    result = json.loads((out / "retrain-dlrm.json").read_text())
+        assert "1 of 2 (data seed, training seed) trainings failed" in err and "retrain-dlrm-seeds0-train0-1.json" in err
+    result = json.loads((out / "retrain-dlrm-seeds0-train0-1.json").read_text())
     assert [(r["seed"], r["train_seed"]) for r in result["rows"]] == [(0, 0)]
     assert result["rows"][0]["test_logloss"] == _job_row(reports[0], "dlrm")["test_logloss"]
     assert result["missing"] == [{"seed": 0, "train_seed": 1}]
+
+
+def test_another_run_into_the_same_folder_keeps_the_first_ones_results(runs, tmp_path):
+    """Other training seeds into the same --out-dir write their own result JSON, not over the first."""
+    root, _ = runs
+    (first,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+    before = (tmp_path / "retrain-dlrm-seeds0.json").read_text()
+    (other,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"), "--train-seeds", "1")
+    assert (tmp_path / "retrain-dlrm-seeds0.json").read_text() == before
+    assert json.loads((tmp_path / "retrain-dlrm-seeds0-train1.json").read_text())["rows"] == [other]
+    assert (first["train_seed"], other["train_seed"]) == (0, 1) and first["test_logloss"] != other["test_logloss"]
 
 
 def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tmp_path):
