@@ -366,6 +366,35 @@ def test_parquet_bytes_that_are_not_utf8_are_bad_rows(tmp_path):
     assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
 
 
+def test_parquet_columns_polars_cannot_take_as_stored(tmp_path):
+    """A dictionary-encoded label or dense column (as pandas writes a category column) was a
+    polars "cannot cast categorical" traceback, a 256-bit decimal a polars panic, and a
+    dictionary (or view) of bytes that are not UTF-8 a traceback instead of a bad row."""
+    import decimal
+
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    city = [b"a", b"b"] * 10
+    city[5] = b"\xff"
+    table = pa.table(
+        {
+            "y": pa.array(["1", "0"] * 10).dictionary_encode(),
+            "price": pa.array([decimal.Decimal("1.5"), decimal.Decimal("3")] * 10, pa.decimal256(40, 2)),
+            "user": pa.array([decimal.Decimal(7), decimal.Decimal(8)] * 10, pa.decimal256(40, 0)),
+            "city": pa.array(city).dictionary_encode(),
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and meta.bad_row_examples == ["d.parquet:6: column city: not UTF-8 text"]
+    assert sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_array_equal(concat(parts, "label")[:4], [1, 0, 1, 0])
+    np.testing.assert_allclose(concat(parts, "dense")[:4, 0], np.log1p([1.5, 3.0, 1.5, 3.0]), rtol=1e-6)
+    pq.write_table(pa.table({"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": pa.array(city, pa.binary_view())}), tmp_path / "v.parquet")
+    meta = prepare("csv", tmp_path / "v.parquet", tmp_path / "view", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_row_examples == ["v.parquet:6: column city: not UTF-8 text"] and meta.vocab_sizes == [3, 3]
+
+
 # -- bad input ------------------------------------------------------------------------------
 def _corrupt(kind):
     def apply(rows):
