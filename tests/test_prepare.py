@@ -548,6 +548,22 @@ def test_empty_line_is_a_bad_row_named_as_such(tmp_path, blank):
         prepare("csv", csv, tmp_path / "csvstore", spec=tmp_path / "spec.yaml")
 
 
+def test_an_empty_line_before_a_row_of_the_wrong_width_is_the_first_bad_row(tmp_path):
+    """The reader lists empty lines after the other rows it drops, so --on-bad-row error named
+    the later row of the wrong width instead of the empty line before it (the first bad row),
+    and the skip examples could leave the empty line out."""
+    rows = criteo_rows(30)
+    for i in (9, 11, 13, 15, 17):
+        rows[i] = rows[i][:-1]
+    raw = write_lines(tmp_path / "train.txt", rows)
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(lines[:5] + [b""] + lines[5:]))
+    with pytest.raises(DataError, match=r"train.txt:6: empty line"):
+        prepare("criteo", raw, tmp_path / "store")
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 6 and meta.bad_row_examples[:2] == ["train.txt:6: empty line", "train.txt:11: expected 40 fields, found 39"]
+
+
 def test_empty_line_beside_a_non_numeric_value_or_in_the_profile_is_an_empty_line(tmp_path):
     """Empty lines were found only through a null label: in a block re-parsed as strings (it
     holds a non-numeric value elsewhere) one was reported as `label ... is not 0 or 1 ('')`,
