@@ -518,6 +518,28 @@ def test_a_binary_file_read_as_text_is_named_for_what_it_is(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_file_compressed_other_than_with_gzip_is_named_for_what_it_is(tmp_path):
+    """bzip2, xz and zip files were read as text like a misnamed gzip file: "not UTF-8 text ...
+    pass --on-bad-row skip", which then found no valid rows. A text file starting with their
+    first letters is still text."""
+    import bz2
+    import lzma
+    import zipfile
+
+    data = write_lines(tmp_path / "train.txt", criteo_rows(30)).read_bytes()
+    (tmp_path / "train.txt.bz2").write_bytes(bz2.compress(data))
+    (tmp_path / "train.txt.xz").write_bytes(lzma.compress(data))
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as z:
+        z.writestr("train.txt", data)
+    for name, kind in (("train.txt.bz2", "bzip2"), ("train.txt.xz", "xz"), ("train.zip", "zip")):
+        with pytest.raises(DataError, match=rf"{name}: {kind}-compressed, which is not read \(only gzip"):
+            prepare("criteo", tmp_path / name, tmp_path / "store", on_bad_row="skip")
+    assert not (tmp_path / "store").exists()
+    (tmp_path / "bzh.txt").write_bytes(b"BZh9" + data)
+    with pytest.raises(DataError, match=r"bzh.txt:1: label label is not 0 or 1"):
+        prepare("criteo", tmp_path / "bzh.txt", tmp_path / "store")
+
+
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
     with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):

@@ -16,6 +16,7 @@ import csv
 import gzip
 import hashlib
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from recnas.data.formats import Format, with_columns
 from recnas.errors import DataError
 
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this means the file is not delimited text
+# the first bytes of compressed files that are not read (bzip2: its block or end-of-stream
+# marker too, so that a text file starting with "BZh" is not taken for one)
+_OTHER_COMPRESSIONS = ((rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "bzip2"), (rb"\xfd7zXZ\x00", "xz"), (rb"\x28\xb5\x2f\xfd", "zstd"), (rb"PK\x03\x04", "zip"))
 
 
 @dataclass
@@ -118,11 +122,15 @@ class RawReader:
 
     # -- delimited text --------------------------------------------------------------------
     def _check_not_binary(self) -> None:
-        """A Parquet file, or gzip without the .gz name, read as text: every line was a bad row
-        ("not UTF-8 text ... pass --on-bad-row skip"), then "no valid rows"."""
+        """A Parquet file, gzip without the .gz name, or another compression (bzip2, xz, zstd,
+        zip) read as text: every line was a bad row ("not UTF-8 text ... pass --on-bad-row
+        skip"), then "no valid rows"."""
         with self.path.open("rb") as fh:
-            head = fh.read(4)
-        if head == b"PAR1":
+            head = fh.read(10)
+        other = next((name for magic, name in _OTHER_COMPRESSIONS if re.match(magic, head)), None)
+        if other is not None:  # likewise: "not UTF-8 text" on every line
+            raise DataError(f"{self.path}: {other}-compressed, which is not read (only gzip, as a name ending in .gz); decompress it, or recompress it with gzip")
+        if head[:4] == b"PAR1":
             raise DataError(f"{self.path}: a Parquet file, not delimited text; read it with --dataset csv and a --spec naming its columns (format: parquet)")
         if head[:2] == b"\x1f\x8b" and self.path.suffix != ".gz":
             raise DataError(f"{self.path}: gzip-compressed, but only a name ending in .gz is decompressed; rename it to {self.path.name}.gz (or decompress it)")
