@@ -366,6 +366,35 @@ def test_parquet_bytes_that_are_not_utf8_are_bad_rows(tmp_path):
     assert meta.bad_rows_skipped == 1 and sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
 
 
+def test_parquet_columns_polars_cannot_take_as_stored(tmp_path):
+    """A dictionary-encoded label or dense column (as pandas writes a category column) was a
+    polars "cannot cast categorical" traceback, a 256-bit decimal a polars panic, and a
+    dictionary (or view) of bytes that are not UTF-8 a traceback instead of a bad row."""
+    import decimal
+
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    city = [b"a", b"b"] * 10
+    city[5] = b"\xff"
+    table = pa.table(
+        {
+            "y": pa.array(["1", "0"] * 10).dictionary_encode(),
+            "price": pa.array([decimal.Decimal("1.5"), decimal.Decimal("3")] * 10, pa.decimal256(40, 2)),
+            "user": pa.array([decimal.Decimal(7), decimal.Decimal(8)] * 10, pa.decimal256(40, 0)),
+            "city": pa.array(city).dictionary_encode(),
+        }
+    )
+    pq.write_table(table, tmp_path / "d.parquet")
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 1 and meta.bad_row_examples == ["d.parquet:6: column city: not UTF-8 text"]
+    assert sum(meta.rows.values()) == 19 and meta.vocab_sizes == [3, 3]
+    _, parts = load(tmp_path / "store")
+    np.testing.assert_array_equal(concat(parts, "label")[:4], [1, 0, 1, 0])
+    np.testing.assert_allclose(concat(parts, "dense")[:4, 0], np.log1p([1.5, 3.0, 1.5, 3.0]), rtol=1e-6)
+    pq.write_table(pa.table({"y": [1, 0] * 10, "price": [1.0] * 20, "user": [7, 8] * 10, "city": pa.array(city, pa.binary_view())}), tmp_path / "v.parquet")
+    meta = prepare("csv", tmp_path / "v.parquet", tmp_path / "view", spec=tmp_path / "spec.yaml", on_bad_row="skip", split="sequential")
+    assert meta.bad_row_examples == ["v.parquet:6: column city: not UTF-8 text"] and meta.vocab_sizes == [3, 3]
+
+
 # -- bad input ------------------------------------------------------------------------------
 def _corrupt(kind):
     def apply(rows):
@@ -489,6 +518,28 @@ def test_a_binary_file_read_as_text_is_named_for_what_it_is(tmp_path):
     assert not (tmp_path / "store").exists()
 
 
+def test_a_file_compressed_other_than_with_gzip_is_named_for_what_it_is(tmp_path):
+    """bzip2, xz and zip files were read as text like a misnamed gzip file: "not UTF-8 text ...
+    pass --on-bad-row skip", which then found no valid rows. A text file starting with their
+    first letters is still text."""
+    import bz2
+    import lzma
+    import zipfile
+
+    data = write_lines(tmp_path / "train.txt", criteo_rows(30)).read_bytes()
+    (tmp_path / "train.txt.bz2").write_bytes(bz2.compress(data))
+    (tmp_path / "train.txt.xz").write_bytes(lzma.compress(data))
+    with zipfile.ZipFile(tmp_path / "train.zip", "w") as z:
+        z.writestr("train.txt", data)
+    for name, kind in (("train.txt.bz2", "bzip2"), ("train.txt.xz", "xz"), ("train.zip", "zip")):
+        with pytest.raises(DataError, match=rf"{name}: {kind}-compressed, which is not read \(only gzip"):
+            prepare("criteo", tmp_path / name, tmp_path / "store", on_bad_row="skip")
+    assert not (tmp_path / "store").exists()
+    (tmp_path / "bzh.txt").write_bytes(b"BZh9" + data)
+    with pytest.raises(DataError, match=r"bzh.txt:1: label label is not 0 or 1"):
+        prepare("criteo", tmp_path / "bzh.txt", tmp_path / "store")
+
+
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
     with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):
@@ -517,6 +568,22 @@ def test_empty_line_is_a_bad_row_named_as_such(tmp_path, blank):
     csv = write_lines(tmp_path / "d.csv", [["1", "2.0", "u", "c"], [], ["0", "1.0", "v", "d"]] * 5, sep=",", header=["y", "price", "user", "city"])
     with pytest.raises(DataError, match=r"d.csv:3: empty line"):
         prepare("csv", csv, tmp_path / "csvstore", spec=tmp_path / "spec.yaml")
+
+
+def test_an_empty_line_before_a_row_of_the_wrong_width_is_the_first_bad_row(tmp_path):
+    """The reader lists empty lines after the other rows it drops, so --on-bad-row error named
+    the later row of the wrong width instead of the empty line before it (the first bad row),
+    and the skip examples could leave the empty line out."""
+    rows = criteo_rows(30)
+    for i in (9, 11, 13, 15, 17):
+        rows[i] = rows[i][:-1]
+    raw = write_lines(tmp_path / "train.txt", rows)
+    lines = raw.read_bytes().split(b"\n")
+    raw.write_bytes(b"\n".join(lines[:5] + [b""] + lines[5:]))
+    with pytest.raises(DataError, match=r"train.txt:6: empty line"):
+        prepare("criteo", raw, tmp_path / "store")
+    meta = prepare("criteo", raw, tmp_path / "store", on_bad_row="skip", split="sequential")
+    assert meta.bad_rows_skipped == 6 and meta.bad_row_examples[:2] == ["train.txt:6: empty line", "train.txt:11: expected 40 fields, found 39"]
 
 
 def test_empty_line_beside_a_non_numeric_value_or_in_the_profile_is_an_empty_line(tmp_path):

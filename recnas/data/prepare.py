@@ -54,12 +54,15 @@ class BadRows:
         self.examples: list[str] = []
 
     def report(self, path: Path, parse_bad: list[tuple[int, str]], lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str]) -> None:
-        """Bad rows of one chunk: dropped by the parser (`parse_bad`) or by conversion (`index`)."""
+        """Bad rows of one chunk: dropped by the parser (`parse_bad`) or by conversion (`index`).
+        `parse_bad` is sorted first: the reader appends the empty lines (and a Parquet file's
+        undecodable values) after the other rows it dropped, so an error named a later line than
+        the first bad one, and the examples could leave out the earliest."""
         n = len(parse_bad) + len(index)
         if n == 0:
             return
         room = 1 if self.policy == "error" else max(MAX_EXAMPLES - len(self.examples), 0)
-        found = sorted(parse_bad[:room] + [(int(lines[i]), int(i)) for i in index[:room]], key=lambda t: t[0])[:room]
+        found = sorted(sorted(parse_bad)[:room] + [(int(lines[i]), int(i)) for i in index[:room]], key=lambda t: t[0])[:room]
         described = [(line, why if isinstance(why, str) else explain(why)) for line, why in found]
         if self.policy == "error":
             line, why = described[0]

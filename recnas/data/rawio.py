@@ -16,6 +16,7 @@ import csv
 import gzip
 import hashlib
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,9 @@ from recnas.data.formats import Format, with_columns
 from recnas.errors import DataError
 
 MAX_LINE_BYTES = 64 << 20  # a "line" longer than this means the file is not delimited text
+# the first bytes of compressed files that are not read (bzip2: its block or end-of-stream
+# marker too, so that a text file starting with "BZh" is not taken for one)
+_OTHER_COMPRESSIONS = ((rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "bzip2"), (rb"\xfd7zXZ\x00", "xz"), (rb"\x28\xb5\x2f\xfd", "zstd"), (rb"PK\x03\x04", "zip"))
 
 
 @dataclass
@@ -118,11 +122,15 @@ class RawReader:
 
     # -- delimited text --------------------------------------------------------------------
     def _check_not_binary(self) -> None:
-        """A Parquet file, or gzip without the .gz name, read as text: every line was a bad row
-        ("not UTF-8 text ... pass --on-bad-row skip"), then "no valid rows"."""
+        """A Parquet file, gzip without the .gz name, or another compression (bzip2, xz, zstd,
+        zip) read as text: every line was a bad row ("not UTF-8 text ... pass --on-bad-row
+        skip"), then "no valid rows"."""
         with self.path.open("rb") as fh:
-            head = fh.read(4)
-        if head == b"PAR1":
+            head = fh.read(10)
+        other = next((name for magic, name in _OTHER_COMPRESSIONS if re.match(magic, head)), None)
+        if other is not None:  # likewise: "not UTF-8 text" on every line
+            raise DataError(f"{self.path}: {other}-compressed, which is not read (only gzip, as a name ending in .gz); decompress it, or recompress it with gzip")
+        if head[:4] == b"PAR1":
             raise DataError(f"{self.path}: a Parquet file, not delimited text; read it with --dataset csv and a --spec naming its columns (format: parquet)")
         if head[:2] == b"\x1f\x8b" and self.path.suffix != ".gz":
             raise DataError(f"{self.path}: gzip-compressed, but only a name ending in .gz is decompressed; rename it to {self.path.name}.gz (or decompress it)")
@@ -329,16 +337,37 @@ class RawReader:
         if pf.metadata.num_rows == 0:
             raise DataError(f"{self.path}: no data rows")
         row = 0
-        binary = [c for c in self.fmt.categorical if _is_binary(pf.schema_arrow.field(c).type)]
+        casts = self._polars_casts(pf.schema_arrow)
+        binary = [c for c in self.fmt.categorical if _is_binary(casts.get(c, pf.schema_arrow.field(c).type))]
         try:
             for i in range(pf.num_row_groups):
                 for batch in pf.iter_batches(batch_size=1 << 16, row_groups=[i], columns=self.fmt.used_columns()):
                     n = batch.num_rows
-                    chunk = Chunk(pa.Table.from_batches([batch]), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
+                    chunk = Chunk(_cast_columns(pa.Table.from_batches([batch]), casts), np.arange(row + 1, row + 1 + n, dtype=np.int64), int(self.size * (i + 1) / pf.num_row_groups))
                     yield _binary_as_text(chunk, binary) if binary else chunk
                     row += n
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"{self.path}: corrupt Parquet data near row {row + 1} ({exc})") from None
+
+    def _polars_casts(self, schema: pa.Schema) -> dict[str, pa.DataType]:
+        """Used columns to cast before polars sees them, as Parquet stores them and polars fails
+        on them with a traceback: a dictionary-encoded label or dense column (a pandas category
+        column; polars makes it a categorical, which it cannot cast to a number) is decoded, a
+        dictionary of bytes too (so `_binary_as_text` finds values that are not UTF-8), a binary
+        view becomes plain bytes, and a 256-bit decimal (polars panics) becomes a float64 number
+        or, for a categorical, a string."""
+        numeric = {self.fmt.label, *self.fmt.dense} if self.fmt.label else set(self.fmt.dense)
+        casts = {}
+        for name in self.fmt.used_columns():
+            kind = schema.field(name).type
+            value = kind.value_type if pa.types.is_dictionary(kind) else kind
+            if pa.types.is_decimal256(value):
+                casts[name] = pa.float64() if name in numeric else pa.string()
+            elif pa.types.is_binary_view(value):  # pyarrow cannot filter its rows (`_binary_as_text`)
+                casts[name] = pa.large_binary()
+            elif pa.types.is_dictionary(kind) and (name in numeric or _is_binary(value)):
+                casts[name] = value
+        return casts
 
     def _check_parquet_types(self, schema: pa.Schema) -> None:
         """Every used column holds one scalar per row, and label/dense columns no raw bytes: the
@@ -350,6 +379,13 @@ class RawReader:
             if pa.types.is_nested(value) or (name in numeric and _is_binary(value)):
                 expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
+
+
+def _cast_columns(table: pa.Table, casts: dict[str, pa.DataType]) -> pa.Table:
+    """The table with each column named in `casts` cast to its type (`RawReader._polars_casts`)."""
+    for name, kind in casts.items():
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
+    return table
 
 
 def _may_hold_empty_lines(column: pa.ChunkedArray) -> bool:
@@ -378,7 +414,7 @@ def _drop_empty_lines(block, line: int, table: pa.Table, lines: np.ndarray, bad:
 
 
 def _is_binary(kind: pa.DataType) -> bool:
-    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind)
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind)
 
 
 def _binary_as_text(chunk: Chunk, columns: list[str]) -> Chunk:
