@@ -463,3 +463,41 @@ def test_threads_trains_with_that_many_and_metrics_record_where_it_trained(tiny_
     assert load_trained(tmp_path / "t" / "model.pt")[2]["metrics"]["environment"] == env
     code, _, err = run(monkeypatch, capsys, "subnet", "train", "--data", tiny_store.dir, "--arch", tmp_path / "a.json", "--config", TINY, "--out", tmp_path / "z", "--threads", 0)
     assert code == 2 and "--threads" in error_line(err)
+
+
+def test_an_interrupted_overwrite_leaves_no_model_of_the_replaced_run(tiny_store, tmp_path, monkeypatch, capsys):
+    """--overwrite stopped after the new run's first checkpoint left the replaced run's model.pt
+    and metrics.json beside it: `evaluate --ckpt OUT/model.pt` scored the old model as if it
+    were the run in OUT. Stopped before any checkpoint, the replaced run stays whole."""
+    from recnas.train.trainer import Trainer
+
+    out, cfg = tmp_path / "a", tmp_path / "cfg.yaml"
+    cfg.write_text((CONFIGS / "train-tiny.yaml").read_text() + "checkpoint_every: 2\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--steps", "3")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = ["baseline", "train", "dlrm", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--steps", "6", "--no-progress"]
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_train_step", ctrl_c)  # before the first checkpoint
+        assert run(m, capsys, *again, "--overwrite")[0] == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    save = Trainer.save_checkpoint
+
+    def save_then_ctrl_c(self, path=None):
+        save(self, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "save_checkpoint", save_then_ctrl_c)  # at step 2
+        assert run(m, capsys, *again, "--overwrite")[0] == 130
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.yaml"]
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir)
+    assert code == 2 and "checkpoint not found" in error_line(err)
+    code, stdout, err = run(monkeypatch, capsys, *again, "--resume")
+    assert code == 0 and "trained 6 steps" in stdout, err
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", tmp_path / "e.json")
+    assert code == 0 and json.loads((tmp_path / "e.json").read_text())["step"] == 6, err

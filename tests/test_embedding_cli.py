@@ -277,3 +277,25 @@ def test_retrain_settings_this_machine_lacks_are_refused_before_the_search(setup
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--config", str(cfg)])
     assert isinstance(res.exception, ConfigError) and "retrain" in str(res.exception) and message in str(res.exception), res.output
     assert not (tmp / "out").exists()
+
+
+def test_apply_and_evaluate_outputs_in_a_search_result_are_refused(setup, tmp_path, monkeypatch, capsys):
+    """`embed apply --out RESULT/arch.json` (beside its emb_dims.json, the natural place) and
+    evaluate's --json-out / --predictions-out there were written, after which the result's
+    --overwrite was refused ("arch.json is not part of one"), as for any output inside it."""
+    from tests.test_cli_models import error_line, run
+
+    store, _, tmp = setup
+    out = _old_result(tmp / "out")
+    block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
+    Architecture(blocks=(block,)).save(tmp_path / "arch.json")
+    (out / "emb_dims.json").write_text("[2, 8, 4]")
+    before = _tree(out)
+    for args in (
+        ["embed", "apply", "--arch", tmp_path / "arch.json", "--emb-dims", out / "emb_dims.json", "--out", out / "arch.json"],
+        ["evaluate", "--ckpt", tmp_path / "model.pt", "--data", store.dir, "--json-out", out / "eval.json"],
+        ["evaluate", "--ckpt", tmp_path / "model.pt", "--data", store.dir, "--predictions-out", out / "p.npy"],
+    ):
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and f"is inside the recnas embed search result {out}" in error_line(err), err
+    assert _tree(out) == before

@@ -258,3 +258,16 @@ def test_study_scores_from_scratch_as_the_search_does(tiny_store, tmp_path):
     listed = {r["arch"]: r["scratch"] for r in result["rows"]}
     for arch in distinct_random_architectures(cfg.seed, space, 3):
         assert search(Genotype(arch))["logloss"] == listed[arch.hash] == archs[arch.hash]
+
+
+def test_a_space_of_one_architecture_is_refused_before_any_training(tiny_store, tmp_path, monkeypatch):
+    """Every random subnet of such a space is the same one: the study trained it from scratch,
+    then failed with "0 of 1 subnets diverged ... lower the scratch lr", which was not the cause."""
+    space = get_space("small-tiny", n_blocks=1, sparse_ops=("efc",), dense_dims=(8,), sparse_dims=(4,))
+    net, out = Supernet(space, tiny_store.meta), tmp_path / "sn"
+    Trainer(net, TrainConfig(batch_size=64, max_steps=2, **CPU), tiny_store, out_dir=out, sampler=ArchSampler(space), model_spec=supernet_spec(space, tiny_store.meta), progress=False).fit()
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained although the study cannot rank anything"))
+    with pytest.raises(ConfigError, match=r"--n 5 random subnets of the space of .* are all one architecture") as exc:
+        run_rank_study(out / "model.pt", tiny_store.dir, 5, tmp_path / "s", _config(), progress=False)
+    assert "diverged" not in str(exc.value)
+    assert not (tmp_path / "s" / "scratch_cache.json").exists()

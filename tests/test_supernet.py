@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -119,6 +120,17 @@ def test_resolve_space_takes_a_preset_or_a_space_file(tmp_path):
         resolve_space("huge")
     with pytest.raises(ConfigError, match="unknown search space ''.*space file"):  # `--space ""` was read as the folder "."
         resolve_space("")
+
+
+def test_a_search_run_folder_as_space_points_to_its_space_file(tmp_path):
+    """`--space runs/search` (the run, not its space.yaml) was "cannot read config file (Is a
+    directory)", naming neither the option nor the file to give."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "space.yaml").write_text(yaml.safe_dump(get_space("small-tiny").model_dump(mode="json")))
+    with pytest.raises(ConfigError, match=re.escape(f"search space '{tmp_path / 'run'}' is a folder; give its space file, {tmp_path / 'run' / 'space.yaml'}") + "$"):
+        resolve_space(tmp_path / "run")
+    with pytest.raises(ConfigError, match="is a folder; give a space file .* or one of full, small"):
+        resolve_space(tmp_path)
 
 
 @pytest.mark.parametrize("key, given, shown", [

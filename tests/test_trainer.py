@@ -117,6 +117,18 @@ def test_ctr_metrics_match_sklearn_hand_example():
         ctr_metrics(np.ones(2), np.ones(3))
 
 
+def test_ctr_metrics_of_huge_logits_print_no_numpy_warning():
+    """A far-off model's logit below -709 overflowed exp(-z): its probability was 0 as it
+    should be, but numpy's RuntimeWarning (two lines naming metrics.py) landed among the
+    training and evaluation lines."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = ctr_metrics(np.array([0.0, 1.0, 1.0]), np.array([-1000.0, 1000.0, -1000.0]))
+    assert m["auc"] == 0.75 and math.isfinite(m["logloss"])
+
+
 def test_evaluate_matches_sklearn_and_leaves_loader_untouched(tiny_store):
     model = make_model(tiny_store.meta).eval()
     val = tiny_store.split("val")

@@ -68,7 +68,7 @@ def apply(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
-    from recnas.data.store import STORE
+    from recnas.data.store import check_outside_results
     from recnas.space import Architecture
     from recnas.space.arch import load_emb_dims
 
@@ -79,7 +79,9 @@ def apply(
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
     check_parent(out, "--out")
-    STORE.check_outside(out, "--out", ConfigError)
+    # a store, or an embedding search result (`--out` beside its emb_dims.json is the natural
+    # choice): a file there blocked the result's --overwrite ("x.json is not part of one")
+    check_outside_results(out, "--out")
 
     dims = load_emb_dims(emb_dims)
     new = Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)})

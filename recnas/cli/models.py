@@ -255,9 +255,10 @@ def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | 
     check_parent(path, flag)
     if data.is_dir() and path.resolve().is_relative_to(data.resolve()):
         raise ConfigError(f"{flag} {path} is a file of the dataset --data {data}; writing the {what} there would replace it")
-    from recnas.data.store import STORE
+    from recnas.data.store import check_outside_results
 
-    STORE.check_outside(path, flag, ConfigError)  # any other store
+    # any other store, or an embedding search result: a file there blocks its --overwrite
+    check_outside_results(path, flag)
     if not path.is_file():
         return
     inputs = [p for p in (ckpt, arch) if p is not None and p.is_file()]

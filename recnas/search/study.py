@@ -141,6 +141,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     check_data(spec, store.meta, str(data))
     space = SearchSpace(**spec["space"])
     archs = distinct_random_architectures(cfg.seed, space, n)
+    if len(archs) < 2:  # a space of one architecture: it used to train it from scratch, then blame divergence ("0 of 1 subnets diverged")
+        raise ConfigError(f"--n {n} random subnets of the space of {supernet_path} are all one architecture; a rank correlation needs at least 2 distinct ones: give a larger --n, or study a supernet of a larger space")
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)

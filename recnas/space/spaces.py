@@ -142,4 +142,7 @@ def resolve_space(value: str | Path) -> SearchSpace:
     path = Path(value)
     if not str(value) or (path.suffix.lower() not in (".yaml", ".yml", ".json") and not path.exists()):  # "" is Path("."): a folder that exists
         raise ConfigError(f"unknown search space {str(value)!r}; choose one of {', '.join(PRESETS)}, or give a space file (a search run's space.yaml)")
+    if path.is_dir():  # a search run's folder was "cannot read config file (Is a directory)"
+        inside = path / "space.yaml"
+        raise ConfigError(f"search space {str(value)!r} is a folder; give " + (f"its space file, {inside}" if inside.is_file() else "a space file (a search run's space.yaml) or one of " + ", ".join(PRESETS)))
     return configs.load(SearchSpace, path)

@@ -29,7 +29,8 @@ def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
         raise ValueError(f"labels ({y.shape[0]}) and logits ({z.shape[0]}) differ in length")
     if y.size == 0 or np.isnan(z).any():
         return {"logloss": math.nan, "auc": math.nan, "rows": int(y.size)}
-    p = 1.0 / (1.0 + np.exp(-z))
+    with np.errstate(over="ignore"):  # a logit below -709 gives 0 as it should; numpy's overflow warning was printed among the training lines
+        p = 1.0 / (1.0 + np.exp(-z))
     ll = float(log_loss(y, p, labels=[0, 1]))  # sklearn clips p to its dtype's eps: stays finite
     auc = float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else math.nan
     return {"logloss": ll, "auc": auc, "rows": int(y.size)}

@@ -230,6 +230,7 @@ class Trainer:
         self.data_dir = store.dir if store is not None else None
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self._replaced: list[Path] = []  # a finished run's files that this fresh run's first checkpoint removes (fit)
         self.progress = progress
         if (train_loader is None or (val_loader is None and cfg.eval_every != 0)) and store is None:
             raise ValueError("Trainer needs a store unless train_loader (and val_loader, when evaluating) are given")
@@ -420,6 +421,11 @@ class Trainer:
             if self.out_dir is None:
                 raise ValueError("no checkpoint path: the Trainer has no out_dir")
             path = self.out_dir / CHECKPOINT_FILE
+            saved = save_checkpoint(path, self._payload())
+            for replaced in self._replaced:  # only now: a run stopped before it has a checkpoint leaves the replaced run whole
+                replaced.unlink(missing_ok=True)
+            self._replaced = []
+            return saved
         return save_checkpoint(path, self._payload())
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -481,6 +487,12 @@ class Trainer:
             self.load_checkpoint(path)
         else:
             seed_everything(self.cfg.seed)
+            # a fresh run into a finished run's folder (`--overwrite`): once this run has a
+            # checkpoint, the old model.pt and metrics.json would sit beside it as if they were
+            # its own (an interrupted run's folder evaluated as the replaced model, without a word).
+            # config.yaml stays until the end, as before: it may be this run's own --config.
+            if self.out_dir is not None:
+                self._replaced = [self.out_dir / MODEL_FILE, self.out_dir / METRICS_FILE]
         if stop_after is not None and self.step >= stop_after and self.step < self.total_steps and not self.stopped_early:
             return self._result(interrupted=True)  # already there (a resumed time box): not one step more
         if self.out_dir is not None:
