@@ -131,6 +131,18 @@ def test_job_seed_seeds_every_stage_unless_a_section_sets_its_own(tmp_path):
     assert load_job_config("smoke").final.seed == 0  # seed 0 as before
 
 
+@pytest.mark.parametrize("section", ["supernet", "evolution", "final"])
+def test_a_section_given_as_null_is_refused_not_the_library_defaults(tmp_path, section):
+    """`evolution:` with nothing under it (YAML null) used to drop the preset's section for the
+    library's defaults without a word: `--budget smoke` then evolved 128 for 240 generations."""
+    bad = tmp_path / "null.yaml"
+    bad.write_text(f"{section}:\n")
+    with pytest.raises(ConfigError, match=f"key '{section}': Input should be a valid dictionary"):
+        load_job_config("smoke", bad)
+    bad.write_text("finetune:\n")  # null here is no fine-tune, as before
+    assert load_job_config("smoke", bad, seed=3).finetune is None
+
+
 def test_two_seeds_on_one_prepared_store_train_different_baselines(tmp_path):
     from recnas.data.synthetic import generate
 

@@ -89,17 +89,23 @@ class JobConfig(BaseModel):
         """`seed` (`--seed`) is the default seed of every stage: supernet, fine-tunes, evolution
         and the retrains and baselines (`final`). It used to reach only the data and the path
         sampler, so on a prepared store every "seed" trained and evolved exactly the same. A
-        section's own `seed:` still wins."""
+        section's own `seed:` still wins.
+
+        Only a section left out is made from the seed alone: one given as null (`evolution:`
+        with every line under it commented out) used to become the library's defaults, dropping
+        the preset's section without a word (`--budget smoke` then evolved a population of 128
+        for 240 generations). It is left to be refused, as `objective: null` is; `finetune:
+        null` is no fine-tune."""
         seed = data.get("seed", 0) if isinstance(data, dict) else None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= configs.SEED_MAX:  # reported once, as `seed`
             return data
         out = dict(data)
         for section in SEEDED_SECTIONS:
-            given = out.get(section)
-            if given is None and section == "finetune":  # no fine-tune: nothing to seed
-                continue
-            if given is None or isinstance(given, dict):
-                out[section] = {"seed": seed, **(given or {})}
+            if section not in out:
+                if section != "finetune":  # no fine-tune: nothing to seed
+                    out[section] = {"seed": seed}
+            elif isinstance(out[section], dict):
+                out[section] = {"seed": seed, **out[section]}
         return out
 
     @model_validator(mode="before")
