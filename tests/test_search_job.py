@@ -143,6 +143,12 @@ def test_a_section_given_as_null_is_refused_not_the_library_defaults(tmp_path, s
     assert load_job_config("smoke", bad, seed=3).finetune is None
 
 
+def test_a_baseline_named_twice_is_refused():
+    """It trained in one folder and was listed twice in the results table."""
+    with pytest.raises(ConfigError, match=r"key 'baselines': lr given more than once"):
+        load_job_config("smoke", baselines=["lr", "dlrm", "lr"])
+
+
 def test_two_seeds_on_one_prepared_store_train_different_baselines(tmp_path):
     from recnas.data.synthetic import generate
 

@@ -154,8 +154,13 @@ class JobConfig(BaseModel):
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, v):
+        """Each named once: a repeated name trained in the same folder and was listed twice in
+        the results table, as two models."""
         for name in v:
             _as_value_error(baseline_class, name)
+        repeated = sorted({name for name in v if v.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} given more than once")
         return v
 
     @field_validator("baseline_hparams")
