@@ -394,7 +394,7 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     dump_config(load_job_config("smoke"), out / "config.yaml")
     before = (out / "config.yaml").read_text()
     (out / "results.json").write_text("{}")
-    for over, match in (({"seed": 5}, r"seed: 0 -> 5"), ({"space": "small"}, r"space: 'full' -> 'small'"), ({"supernet": {"lr": 0.1}}, r"supernet: .*'lr': 0.1")):
+    for over, match in (({"seed": 5}, r"seed: 0 -> 5; supernet.seed: 0 -> 5; finetune.seed: 0 -> 5\)"), ({"space": "small"}, r"space: 'full' -> 'small'"), ({"supernet": {"lr": 0.1}}, r"supernet.lr: 0.003 -> 0.1\)")):
         with pytest.raises(ConfigError, match=r"holds a run with other settings \(" + match):
             run_job(load_job_config("smoke", **over), out, progress=False)
     assert (out / "config.yaml").read_text() == before and (out / "results.json").read_text() == "{}"

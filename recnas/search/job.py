@@ -414,6 +414,23 @@ def _is_training_config(path: Path) -> bool:
     return True
 
 
+def _changes(key: str, before: Any, now: Any) -> list[str]:
+    """`key: old -> new` for each setting that differs, a section's by its own keys
+    (`supernet.seed: 0 -> 3`): whole sections were printed, so `--seed 3` listed every setting
+    of the supernet and fine-tune twice, the one that changed lost among them."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return [] if before == now else [f"{key}: {_shown(before)} -> {_shown(now)}"]
+    return [change for k in dict.fromkeys([*before, *now]) for change in _changes(f"{key}.{k}", before.get(k, _UNSET), now.get(k, _UNSET))]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    """A setting in `_changes`: a whole section (against none) as `{...}`, one left out as unset."""
+    return "unset" if value is _UNSET else "{...}" if isinstance(value, dict) else repr(value)
+
+
 def check_same_run(cfg: JobConfig, path: Path) -> None:
     """Refuse to continue the run whose config is at `path` with settings that would mix its
     stored results with new ones (and overwrite its config and results with the mixture).
@@ -431,7 +448,6 @@ def check_same_run(cfg: JobConfig, path: Path) -> None:
             raise ConfigError(f"{path.parent} holds a training run (`recnas supernet/subnet/baseline train`), not a search; use another --out") from None
         raise ConfigError(f"{path.parent} holds a run whose config cannot be read ({exc}); use another --out") from None
     before, now = _identity(old), _identity(cfg)
-    changed = [k for k in RUN_IDENTITY if before[k] != now[k]]
-    if changed:
-        diff = "; ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+    diff = "; ".join(change for k in RUN_IDENTITY for change in _changes(k, before[k], now[k]))
+    if diff:
         raise ConfigError(f"{path.parent} holds a run with other settings ({diff}); its results would be mixed with the new ones: use another --out")
