@@ -40,7 +40,7 @@ def test_a_proxy_budget_changes_the_scores_and_is_part_of_the_run(tmp_path):
     out.mkdir()
     dump_config(one, out / "config.yaml")
     # scores came from that proxy: another proxy, or another final it is made from, would mix them
-    for over, match in (({"proxy": {"max_steps": 2}}, r"proxy: .*'max_steps': 1.* -> .*'max_steps': 2"), ({"final": {"lr": 0.01}}, r"proxy: .*'lr': 0.01"), ({"scoring": "supernet"}, r"scoring: 'scratch' -> 'supernet'")):
+    for over, match in (({"proxy": {"max_steps": 2}}, r"proxy.max_steps: 1 -> 2\)"), ({"final": {"lr": 0.01}}, r"proxy.lr: 0.003 -> 0.01\)"), ({"scoring": "supernet"}, r"scoring: 'scratch' -> 'supernet'; sampler: None -> 'single-op-any-conn'; supernet: None -> \{\.\.\.\}")):
         with pytest.raises(ConfigError, match=r"holds a run with other settings \(" + match):
             check_same_run(load_job_config("smoke", **{"scoring": "scratch", "proxy": {"max_steps": 1}, **over}), out / "config.yaml")
     # the supernet and its fine-tune are never trained when scoring from scratch: changing them is harmless

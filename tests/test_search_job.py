@@ -131,6 +131,24 @@ def test_job_seed_seeds_every_stage_unless_a_section_sets_its_own(tmp_path):
     assert load_job_config("smoke").final.seed == 0  # seed 0 as before
 
 
+@pytest.mark.parametrize("section", ["supernet", "evolution", "final"])
+def test_a_section_given_as_null_is_refused_not_the_library_defaults(tmp_path, section):
+    """`evolution:` with nothing under it (YAML null) used to drop the preset's section for the
+    library's defaults without a word: `--budget smoke` then evolved 128 for 240 generations."""
+    bad = tmp_path / "null.yaml"
+    bad.write_text(f"{section}:\n")
+    with pytest.raises(ConfigError, match=f"key '{section}': Input should be a valid dictionary"):
+        load_job_config("smoke", bad)
+    bad.write_text("finetune:\n")  # null here is no fine-tune, as before
+    assert load_job_config("smoke", bad, seed=3).finetune is None
+
+
+def test_a_baseline_named_twice_is_refused():
+    """It trained in one folder and was listed twice in the results table."""
+    with pytest.raises(ConfigError, match=r"key 'baselines': lr given more than once"):
+        load_job_config("smoke", baselines=["lr", "dlrm", "lr"])
+
+
 def test_two_seeds_on_one_prepared_store_train_different_baselines(tmp_path):
     from recnas.data.synthetic import generate
 
@@ -376,7 +394,7 @@ def test_a_run_folder_is_not_continued_with_other_settings(tmp_path):
     dump_config(load_job_config("smoke"), out / "config.yaml")
     before = (out / "config.yaml").read_text()
     (out / "results.json").write_text("{}")
-    for over, match in (({"seed": 5}, r"seed: 0 -> 5"), ({"space": "small"}, r"space: 'full' -> 'small'"), ({"supernet": {"lr": 0.1}}, r"supernet: .*'lr': 0.1")):
+    for over, match in (({"seed": 5}, r"seed: 0 -> 5; supernet.seed: 0 -> 5; finetune.seed: 0 -> 5\)"), ({"space": "small"}, r"space: 'full' -> 'small'"), ({"supernet": {"lr": 0.1}}, r"supernet.lr: 0.003 -> 0.1\)")):
         with pytest.raises(ConfigError, match=r"holds a run with other settings \(" + match):
             run_job(load_job_config("smoke", **over), out, progress=False)
     assert (out / "config.yaml").read_text() == before and (out / "results.json").read_text() == "{}"

@@ -89,17 +89,23 @@ class JobConfig(BaseModel):
         """`seed` (`--seed`) is the default seed of every stage: supernet, fine-tunes, evolution
         and the retrains and baselines (`final`). It used to reach only the data and the path
         sampler, so on a prepared store every "seed" trained and evolved exactly the same. A
-        section's own `seed:` still wins."""
+        section's own `seed:` still wins.
+
+        Only a section left out is made from the seed alone: one given as null (`evolution:`
+        with every line under it commented out) used to become the library's defaults, dropping
+        the preset's section without a word (`--budget smoke` then evolved a population of 128
+        for 240 generations). It is left to be refused, as `objective: null` is; `finetune:
+        null` is no fine-tune."""
         seed = data.get("seed", 0) if isinstance(data, dict) else None
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= configs.SEED_MAX:  # reported once, as `seed`
             return data
         out = dict(data)
         for section in SEEDED_SECTIONS:
-            given = out.get(section)
-            if given is None and section == "finetune":  # no fine-tune: nothing to seed
-                continue
-            if given is None or isinstance(given, dict):
-                out[section] = {"seed": seed, **(given or {})}
+            if section not in out:
+                if section != "finetune":  # no fine-tune: nothing to seed
+                    out[section] = {"seed": seed}
+            elif isinstance(out[section], dict):
+                out[section] = {"seed": seed, **out[section]}
         return out
 
     @model_validator(mode="before")
@@ -148,8 +154,13 @@ class JobConfig(BaseModel):
     @field_validator("baselines")
     @classmethod
     def _baselines(cls, v):
+        """Each named once: a repeated name trained in the same folder and was listed twice in
+        the results table, as two models."""
         for name in v:
             _as_value_error(baseline_class, name)
+        repeated = sorted({name for name in v if v.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{', '.join(repeated)} given more than once")
         return v
 
     @field_validator("baseline_hparams")
@@ -403,6 +414,23 @@ def _is_training_config(path: Path) -> bool:
     return True
 
 
+def _changes(key: str, before: Any, now: Any) -> list[str]:
+    """`key: old -> new` for each setting that differs, a section's by its own keys
+    (`supernet.seed: 0 -> 3`): whole sections were printed, so `--seed 3` listed every setting
+    of the supernet and fine-tune twice, the one that changed lost among them."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return [] if before == now else [f"{key}: {_shown(before)} -> {_shown(now)}"]
+    return [change for k in dict.fromkeys([*before, *now]) for change in _changes(f"{key}.{k}", before.get(k, _UNSET), now.get(k, _UNSET))]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    """A setting in `_changes`: a whole section (against none) as `{...}`, one left out as unset."""
+    return "unset" if value is _UNSET else "{...}" if isinstance(value, dict) else repr(value)
+
+
 def check_same_run(cfg: JobConfig, path: Path) -> None:
     """Refuse to continue the run whose config is at `path` with settings that would mix its
     stored results with new ones (and overwrite its config and results with the mixture).
@@ -420,7 +448,6 @@ def check_same_run(cfg: JobConfig, path: Path) -> None:
             raise ConfigError(f"{path.parent} holds a training run (`recnas supernet/subnet/baseline train`), not a search; use another --out") from None
         raise ConfigError(f"{path.parent} holds a run whose config cannot be read ({exc}); use another --out") from None
     before, now = _identity(old), _identity(cfg)
-    changed = [k for k in RUN_IDENTITY if before[k] != now[k]]
-    if changed:
-        diff = "; ".join(f"{k}: {before[k]!r} -> {now[k]!r}" for k in changed)
+    diff = "; ".join(change for k in RUN_IDENTITY for change in _changes(k, before[k], now[k]))
+    if diff:
         raise ConfigError(f"{path.parent} holds a run with other settings ({diff}); its results would be mixed with the new ones: use another --out")
