@@ -799,3 +799,14 @@ def test_a_baseline_built_otherwise_in_the_run_folder_is_a_clear_refusal(tmp_pat
     with pytest.raises(ConfigError, match=r"model_spec differs in: hparams.*another --out, or delete .*xdeepfm to train that model afresh"):
         run_job(other, tmp_path / "r", progress=False)
     assert ckpt.read_bytes() == before
+
+
+def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
+    """The job caches its synthetic data in `data/` beside --out; where that is a prepared store,
+    the cache went inside it and then blocked the store's --overwrite ("not part of one")."""
+    make_tiny_store(tmp_path / "data")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*"))
+    with pytest.raises(ConfigError, match=r"is a prepared data store .* give --out in another folder, or run on that store with --data"):
+        run_job(load_job_config("smoke"), tmp_path / "srun", progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
+    assert not (tmp_path / "srun").exists()

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore, check_run_folder
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder
 from recnas.environment import cpu_threads, environment
 from recnas.errors import ConfigError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
@@ -42,6 +42,11 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     if cfg.data is not None:
         return CTRStore(cfg.data)
     path = out.parent / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
+    try:  # a prepared store named `data` beside --out: the cache written inside it blocked its --overwrite
+        check_outside_results(path, "the synthetic data cache")
+    except ConfigError:
+        raise ConfigError(f"the job keeps its synthetic data in {path.parent}, beside --out {out}, but that is a prepared data store (or inside a result) "
+                          f"that holds only its own files: give --out in another folder, or run on that store with --data") from None
     # shared by the jobs of every run folder beside `out`: a job that finds another one generating
     # it waits, then reuses it
     with exclusive(path, "synthetic data cache", wait=True):
