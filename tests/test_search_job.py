@@ -810,3 +810,8 @@ def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
         run_job(load_job_config("smoke"), tmp_path / "srun", progress=False)
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "data").rglob("*")) == before
     assert not (tmp_path / "srun").exists()
+    cache = tmp_path / "elsewhere"  # the cache's own stores are no such store: a second job reuses them
+    first = run_job(load_job_config("smoke", baselines=[]), cache / "a", progress=False)
+    stamp = (cache / "data" / "synthetic-3000-seed0" / "meta.json").stat().st_mtime_ns
+    assert run_job(load_job_config("smoke", baselines=[]), cache / "b", progress=False)["bayes"] == first["bayes"]
+    assert (cache / "data" / "synthetic-3000-seed0" / "meta.json").stat().st_mtime_ns == stamp

@@ -43,7 +43,7 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
         return CTRStore(cfg.data)
     path = out.parent / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
     try:  # a prepared store named `data` beside --out: the cache written inside it blocked its --overwrite
-        check_outside_results(path, "the synthetic data cache")
+        check_outside_results(path.parent, "the synthetic data cache")  # not `path`: a cached store is one
     except ConfigError:
         raise ConfigError(f"the job keeps its synthetic data in {path.parent}, beside --out {out}, but that is a prepared data store (or inside a result) "
                           f"that holds only its own files: give --out in another folder, or run on that store with --data") from None
