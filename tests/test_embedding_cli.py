@@ -279,6 +279,21 @@ def test_retrain_settings_this_machine_lacks_are_refused_before_the_search(setup
     assert not (tmp / "out").exists()
 
 
+def test_retrain_inplace_distill_is_refused_before_the_search(setup, monkeypatch):
+    """`retrain: {inplace_distill: 0.5}` (a TrainConfig key, so accepted by the config) was
+    refused by the Trainer only when the retraining started: after supernet training and the
+    search, whose results were then lost. The retrained model is no supernet: refused first."""
+    import recnas.embedding.pipeline as pipeline
+
+    store, _, tmp = setup
+    cfg = tmp / "distill.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "retrain": {**TINY["retrain"], "inplace_distill": 0.5}}))
+    monkeypatch.setattr(pipeline, "train_supernet", lambda *a, **k: pytest.fail("searched before refusing the retrain settings"))
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--config", str(cfg)])
+    assert isinstance(res.exception, ConfigError) and "retrain: inplace_distill" in str(res.exception), res.output
+    assert not (tmp / "out").exists()
+
+
 def test_apply_and_evaluate_outputs_in_a_search_result_are_refused(setup, tmp_path, monkeypatch, capsys):
     """`embed apply --out RESULT/arch.json` (beside its emb_dims.json, the natural place) and
     evaluate's --json-out / --predictions-out there were written, after which the result's

@@ -125,6 +125,8 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         STORE.check_outside(out, "--out", ConfigError)
     if do_retrain:  # a retrain device or amp this machine lacks: refused now, not after the search
         check_runs_here(cfg.retrain, "retrain")
+        if cfg.retrain.inplace_distill:  # the Trainer refuses it for a plain model, but only after the search
+            raise ConfigError("retrain: inplace_distill: only a supernet trained with an architecture sampler has a largest path to distil from; the retrained model is a plain one, set it to 0")
     meta, choices = store.meta, tuple(cfg.widths)
     val = validation_sample(store, cfg.search.val_rows, cfg.seed)
     with progress_bar(progress) if progress else contextlib.nullcontext() as bar:
