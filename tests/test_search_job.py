@@ -143,6 +143,21 @@ def test_a_section_given_as_null_is_refused_not_the_library_defaults(tmp_path, s
     assert load_job_config("smoke", bad, seed=3).finetune is None
 
 
+@pytest.mark.parametrize("over, where", [
+    ({"finetune": {"inplace_distill": 0.5}}, "finetune"),
+    ({"final": {"inplace_distill": 0.5}}, "final"),
+    ({"final_grid": {"inplace_distill": [0.0, 0.5]}}, "final at inplace_distill=0.5"),
+    ({"scoring": "scratch", "proxy": {"inplace_distill": 0.5}}, "proxy"),
+])
+def test_inplace_distill_outside_the_supernet_is_refused_at_load(over, where):
+    """Only a supernet has a largest path to distil from: the Trainer refused it in `final` after
+    the supernet and the search, and in `finetune` at the first candidate, after which the run
+    folder could not be continued with the setting fixed ("other settings")."""
+    with pytest.raises(ConfigError, match=f"inplace_distill is set in {where}, which train plain models"):
+        load_job_config("smoke", **over)
+    assert load_job_config("smoke", supernet={"inplace_distill": 0.5}).supernet.inplace_distill == 0.5  # where it belongs
+
+
 def test_a_baseline_named_twice_is_refused():
     """It trained in one folder and was listed twice in the results table."""
     with pytest.raises(ConfigError, match=r"key 'baselines': lr given more than once"):

@@ -239,6 +239,19 @@ class JobConfig(BaseModel):
         return configs.validate(TrainConfig, {**self.final.model_dump(), **self.proxy}, "proxy (final with its settings)")
 
     @model_validator(mode="after")
+    def _distill_only_in_the_supernet(self):
+        """In-place distillation needs a supernet's largest path. `finetune`, `final` (its grid
+        points, the proxy) train plain subnets and baselines, whose Trainer refused it only when
+        they started: after the supernet and the search, and a run folder whose `finetune` had
+        it could not be continued once it was fixed ("other settings")."""
+        recipes = {"finetune": self.finetune, "proxy": self.proxy_config() if self.scoring == "scratch" else None}
+        recipes.update({f"final{' at ' + point_tag(p) if p else ''}": self.final_config(p) for p in grid_points(self.final_grid)})
+        bad = [name for name, tcfg in recipes.items() if tcfg is not None and tcfg.inplace_distill]
+        if bad:
+            raise ValueError(f"inplace_distill is set in {', '.join(bad)}, which train plain models; only the supernet section can distil from its largest path")
+        return self
+
+    @model_validator(mode="after")
     def _pim_costs_need_pim(self):
         """Without hardware: pim no candidate has energy or latency: a target on them was
         ignored, and the Pareto ranking counted them as 0 (`kind: pareto` ranked on log loss and
