@@ -294,6 +294,18 @@ def test_retrain_inplace_distill_is_refused_before_the_search(setup, monkeypatch
     assert not (tmp / "out").exists()
 
 
+@pytest.mark.parametrize("retrain", [{"tensorboard": True}, {"checkpoint_every": 5}])
+def test_retrain_settings_without_a_run_folder_are_refused(setup, retrain):
+    """The retraining has no run folder (it writes OUT/model.pt only): `tensorboard: true` and
+    `checkpoint_every` were accepted and silently wrote nothing."""
+    store, _, tmp = setup
+    cfg = tmp / "tb.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "retrain": {**TINY["retrain"], **retrain}}))
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--config", str(cfg)])
+    assert isinstance(res.exception, ConfigError) and "key 'retrain'" in str(res.exception) and f"{next(iter(retrain))} would write into a training run folder" in str(res.exception), res.output
+    assert not (tmp / "out").exists()
+
+
 def test_apply_and_evaluate_outputs_in_a_search_result_are_refused(setup, tmp_path, monkeypatch, capsys):
     """`embed apply --out RESULT/arch.json` (beside its emb_dims.json, the natural place) and
     evaluate's --json-out / --predictions-out there were written, after which the result's

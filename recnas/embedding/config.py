@@ -65,6 +65,16 @@ class EmbedSearchConfig(_Strict):
             raise ValueError("must be a non-empty list of positive integers")
         return tuple(sorted(set(widths)))
 
+    @field_validator("retrain")
+    @classmethod
+    def _retrain_has_no_run_folder(cls, retrain: TrainConfig) -> TrainConfig:
+        """The retraining writes OUT/model.pt only, no run folder of its own: `tensorboard` logs
+        and `checkpoint_every` checkpoints had nowhere to go and were silently not written."""
+        given = [key for key in ("tensorboard", "checkpoint_every") if getattr(retrain, key)]
+        if given:
+            raise ValueError(f"{' and '.join(given)} would write into a training run folder, which the retraining does not have (it writes OUT/model.pt only); leave {'them' if len(given) > 1 else 'it'} out")
+        return retrain
+
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":
         return cls() if path is None else configs.load(cls, path)
