@@ -386,6 +386,8 @@ def test_a_reference_without_the_cost_is_refused_before_any_training(tmp_path):
     ({"kind": "penalized"}, "none", "kind: penalized needs cost targets"),  # searched on log loss alone before
     ({"kind": "loss", "targets": {"flops": 1000}}, "none", r"cost targets need kind: penalized \(kind loss"),  # ignored before
     ({"kind": "pareto", "targets": {"energy": 10}}, "pim", r"cost targets need kind: penalized \(kind pareto"),  # ignored before
+    ({"kind": "pareto", "pareto_costs": []}, "pim", "kind: pareto needs at least one cost in pareto_costs"),  # searched as kind: loss before
+    ({"kind": "pareto", "pareto_costs": ["flops", "flops"]}, "none", r"names a cost more than once, got \['flops', 'flops'\]"),
 ])
 def test_bad_reference_targets_are_clear_errors(objective, hardware, match):
     with pytest.raises(ConfigError, match=match):

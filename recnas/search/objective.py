@@ -33,6 +33,10 @@ class Objective(BaseModel):
         bad = {k: v for k, v in self.targets.items() if not v > 0}
         if bad:
             raise ValueError(f"targets must be positive, got {bad}")
+        if self.kind == "pareto" and not self.pareto_costs:  # a front over log loss alone: it searched as `kind: loss`, silently
+            raise ValueError("kind: pareto needs at least one cost in pareto_costs (e.g. [flops, params]); for log loss alone use kind: loss")
+        if len(set(self.pareto_costs)) < len(self.pareto_costs):  # a cost counted twice in the front
+            raise ValueError(f"pareto_costs names a cost more than once, got {list(self.pareto_costs)}")
         if self.targets and self.kind != "penalized":  # only `penalized` reads them: they were silently ignored
             raise ValueError(f"cost targets need kind: penalized (kind {self.kind} does not use them), got targets {dict(self.targets)}")
         if self.reference is None:
