@@ -82,3 +82,16 @@ def test_codesign_report_names_the_objectives_of_its_front(tmp_path):
     assert any("1 non-dominated candidates of 2 over (log loss, energy):" in line for line in lines)
     lines = write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
     assert any("2 non-dominated candidates of 2 over (log loss, energy, latency, flops):" in line for line in lines)
+
+
+def test_the_results_table_shows_whether_a_pim_design_fits_the_chip():
+    """The co-design search does not enforce `crossbar_budget`; the results table said nothing
+    of a winner that needs more crossbars than the chip has (only results.json had `fits`)."""
+    from recnas.search.report import markdown_table
+
+    pim = markdown_table([{"model": "recnas (searched)", "test_logloss": 0.45, "energy": 1e5, "crossbars": 20000.0, "fits": False},
+                          {"model": "dlrm", "test_logloss": 0.46, "energy": 2e5, "crossbars": 6.0, "fits": True}])
+    header, _, searched, dlrm = pim.splitlines()
+    assert "PIM crossbars" in header and "fits the chip (crossbar_budget)" in header
+    assert searched.endswith("| 20,000 | False |") and dlrm.endswith("| 6 | True |")
+    assert "crossbars" not in markdown_table([{"model": "dlrm", "test_logloss": 0.46}])  # no PIM: no such columns

@@ -26,6 +26,8 @@ COLUMNS = [
     ("energy", "PIM energy (pJ)", "{:,.0f}"),
     ("latency", "PIM latency (ns)", "{:,.0f}"),
     ("latency_seq", "PIM latency (ns, sequential)", "{:,.0f}"),
+    ("crossbars", "PIM crossbars", "{:,.0f}"),
+    ("fits", "fits the chip (crossbar_budget)", "{}"),  # the search does not enforce it: a design that does not fit is shown, not dropped
     ("train_seconds", "train s", "{:.1f}"),
     ("final_choice", "kept at (final_grid)", "{}"),
     ("tables_alone", "tables alone (val log loss)", "{}"),
