@@ -137,3 +137,18 @@ def test_uniform_sampler_search_is_deterministic(tmp_path):
     a, b = (run_search(store, cfg, 10 * 4 * 4, do_retrain=False) for _ in range(2))
     assert a["runs"][0]["history"] == b["runs"][0]["history"] and a["emb_dims"] == b["emb_dims"]
     assert np.allclose(a["runs"][0]["sampler_final_probs"], 0.25)
+
+
+def test_a_second_search_on_a_busy_out_is_refused_before_it_trains(tmp_path, monkeypatch):
+    """--out is held for the whole search: a second search on it ran to the end and then lost
+    its work ("already exists"), or with --overwrite replaced the first one's result."""
+    import recnas.embedding.pipeline as pipeline
+    from tests.conftest import locked_elsewhere
+
+    store = make_planted_store(tmp_path / "planted", rows=2000, vocab=10)
+    monkeypatch.setattr(pipeline, "search_one_seed", lambda *a, **k: pytest.fail("trained while another run held --out"))
+    out = tmp_path / "result"
+    with locked_elsewhere(out):
+        with pytest.raises(ConfigError, match="is being written by another recnas run"):
+            run_search(store, EmbedSearchConfig.from_dict(FAST), 10 * 4 * 4, out=out, do_retrain=False)
+    assert not out.exists()

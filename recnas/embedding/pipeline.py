@@ -23,7 +23,7 @@ from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
 from recnas.errors import ConfigError, DataError
-from recnas.staging import OutputDir
+from recnas.staging import OutputDir, exclusive
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, check_runs_here, resolve_device
@@ -127,6 +127,14 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         check_runs_here(cfg.retrain, "retrain")
         if cfg.retrain.inplace_distill:  # the Trainer refuses it for a plain model, but only after the search
             raise ConfigError("retrain: inplace_distill: only a supernet trained with an architecture sampler has a largest path to distil from; the retrained model is a plain one, set it to 0")
+    # --out locked for the whole run, not only while the result is written: a second search on
+    # it ran to the end, then lost its work ("already exists") or, with --overwrite, replaced the first's
+    with exclusive(out, error=ConfigError) if out is not None else contextlib.nullcontext():
+        return _search(store, cfg, budget, seeds, out, progress, do_retrain, overwrite)
+
+
+def _search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int, out, progress: bool, do_retrain: bool, overwrite: bool) -> dict:
+    """`run_search` once its inputs are checked and its --out is held."""
     meta, choices = store.meta, tuple(cfg.widths)
     val = validation_sample(store, cfg.search.val_rows, cfg.seed)
     with progress_bar(progress) if progress else contextlib.nullcontext() as bar:
