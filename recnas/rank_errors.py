@@ -27,6 +27,18 @@ def report_error(message: str) -> bool:
     return True
 
 
+def reported_by_another_rank() -> bool:
+    """Whether another rank of this `launch` has handed in its error. Its exit closes its gloo
+    connections, so a rank waiting for it in a collective then fails with "Connection closed by
+    peer": that rank's traceback said nothing the reported line does not, and came before it
+    (rank 0 alone writes the run's files, so an error writing them is rank 0's alone)."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not launched_rank():
+        return False
+    mine = f"rank{os.environ.get('RANK', '0')}"
+    return any(f.name != mine for f in Path(folder).glob("rank*"))
+
+
 def first_error(folder: Path) -> str | None:
     """The message of the lowest rank that reported one (ranks usually fail alike)."""
     reports = sorted(folder.glob("rank*"), key=lambda f: int(f.name[4:]))

@@ -122,3 +122,20 @@ def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, 
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr and (stdout + stderr).count("interrupted") == 1, stderr
+
+
+def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_traceback(tmp_path, tiny_store):
+    """Rank 0 alone writes the run's files, so an error writing them is its alone: the other
+    rank, waiting for it at the closing barrier, used to print gloo's "Connection closed by
+    peer" traceback before the launcher's one line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    out = tmp_path / "o"
+    (out / "model.pt").mkdir(parents=True)  # where rank 0 writes the model: no file can go there
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", "--overwrite", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.pt: Is a directory" in errors[0], output
+    assert "Traceback" not in output and "Connection closed" not in output, output
