@@ -139,3 +139,22 @@ def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_t
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "model.pt: Is a directory" in errors[0], output
     assert "Traceback" not in output and "Connection closed" not in output, output
+
+
+def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
+    """An embedding table of petabytes cannot be allocated: the ranks' out-of-memory line came
+    once per rank, then torchrun's ChildFailedError traceback (no rank had reported an error).
+    Now as without --nproc: one line, exit code 1, no run folder."""
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "huge", vocab_sizes=(7, 11, 5, 10**14))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: out of memory (") and "can't allocate memory" in errors[0], output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
+    assert not (tmp_path / "o").exists()

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from recnas.rank_errors import ERROR_DIR_ENV, first_error
+from recnas.rank_errors import ERROR_DIR_ENV, OUT_OF_MEMORY, first_error
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def shutdown(info: DistInfo) -> None:
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `recnas <argv>` in `nproc` processes under torchrun, here in this process so that its
     failure report can be replaced: a user error reported by a rank is raised here as a
-    RecnasError (one `error:` line, exit code 2); Ctrl-C raises KeyboardInterrupt (as in one
+    RecnasError (one `error:` line, exit code 2), a rank's out-of-memory as a MemoryError (one
+    line, exit code 1); Ctrl-C raises KeyboardInterrupt (as in one
     process); any other failure raises torchrun's ChildFailedError with its details."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -129,9 +130,12 @@ def launch(nproc: int, argv: list[str]) -> None:
         try:
             run(args)
         except ChildFailedError:
-            message = first_error(Path(folder))
-            if message is None:
+            report = first_error(Path(folder))
+            if report is None:
                 raise
+            kind, message = report
+            if kind == OUT_OF_MEMORY:  # reported as without --nproc: one line, exit 1
+                raise MemoryError(message) from None
             raise RecnasError(message) from None
         except SignalException as exc:  # torchrun's handler, after stopping the ranks: Ctrl-C
             # used to end in its traceback (and exit 1); now as without --nproc: "interrupted", 130
