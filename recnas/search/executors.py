@@ -83,8 +83,10 @@ class RayExecutor:
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_Worker)
         tc = None if train_cfg is None else train_cfg.model_dump()
-        sn = None if supernet_path is None else str(supernet_path)
-        self.actors = [actor.remote(space.model_dump(mode="json"), str(data_dir), tc, eval_rows, sn) for _ in range(n)]
+        # absolute: the actors work in their cluster's folder, not this job's, so the relative
+        # paths of the default `--out runs/search` were not found there ("checkpoint not found")
+        sn = None if supernet_path is None else str(Path(supernet_path).resolve())
+        self.actors = [actor.remote(space.model_dump(mode="json"), str(Path(data_dir).resolve()), tc, eval_rows, sn) for _ in range(n)]
         self.pool = ActorPool(self.actors)
 
     def __call__(self, genos: list[Genotype]) -> list[dict]:
