@@ -56,6 +56,7 @@ def test_a_cluster_that_cannot_be_joined_is_one_config_error_with_the_token_hint
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr("recnas.search.executors._check_reachable", lambda address: None)  # something answers there: Ray refuses it
     with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at 10.0.0.1:6390: Failed to connect.*RAY_AUTH_TOKEN"):
         connect_ray("10.0.0.1:6390")
 
@@ -99,3 +100,20 @@ def test_relative_paths_reach_actors_working_in_another_folder(tiny_store, tmp_p
         assert [m["logloss"] for m in ex(genos)] == pytest.approx([expected], rel=1e-5)
     finally:
         ex.shutdown()
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(monkeypatch):
+    """A mistyped `--ray-address` port: Ray's connect retries it 20 times, about 40 s each, so the
+    job hung some 14 minutes (printing Ray's connection warnings) before it failed."""
+    import socket
+
+    from recnas.errors import ConfigError
+    from recnas.search.executors import connect_ray
+
+    with socket.socket() as s:  # a port nothing listens at once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray's slow connect was tried"))
+    with pytest.raises(ConfigError, match=rf"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there"):
+        connect_ray(f"127.0.0.1:{port}")

@@ -53,6 +53,8 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
     except ImportError:
         raise ConfigError("executor 'ray' needs Ray: pip install -e '.[ray]'") from None
     if not ray.is_initialized():
+        if address is not None:
+            _check_reachable(address)
         try:
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
         except ConnectionError as exc:
@@ -68,6 +70,24 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
             f"others would never start, so the search would wait forever; set ray_workers to at most {cpus}, or leave it out (one per CPU)"
         )
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT where nothing listens is refused at once: Ray's own connect retries it 20
+    times, about 40 s each, so a mistyped port hung the job for some 14 minutes (printing Ray's
+    connection warnings) before it failed. Other forms (ray://..., auto) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+            "start one there (`ray start --head --port PORT`) or give the address that `ray start` printed"
+        ) from None
 
 
 class RayExecutor:
