@@ -75,6 +75,8 @@ def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_pat
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "invalid architecture" in errors[0], output
     assert "Traceback" not in output and "ChildFailedError" not in output, output
+    # nothing but that line: torchrun's four-line OMP_NUM_THREADS banner came before it
+    assert [line for line in output.splitlines() if line.strip()] == errors, output
 
 
 def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_processes_start(tmp_path, tiny_store, monkeypatch, capsys):
@@ -122,6 +124,8 @@ def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, 
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr and (stdout + stderr).count("interrupted") == 1, stderr
+    # nor torchrun's "Received 2 death signal, shutting down workers" (its logger has its own level)
+    assert [line for line in stderr.splitlines() if line.strip()] == ["interrupted"], stderr
 
 
 def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_traceback(tmp_path, tiny_store):

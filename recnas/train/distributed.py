@@ -122,11 +122,16 @@ def launch(nproc: int, argv: list[str]) -> None:
     from recnas.errors import RecnasError
 
     args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv])
-    elastic = logging.getLogger("torch.distributed.elastic")  # its "failed (exitcode...)" lines: the error says it
-    level = elastic.level
+    # torchrun's own lines: elastic's "failed (exitcode...)" and "Received 2 death signal" (the
+    # error or "interrupted" says it) and run's OMP_NUM_THREADS banner, printed before every
+    # launch's one line. Most of these loggers set their own level, so the parent's alone left
+    # the death-signal line and the banner
+    names = ("torch.distributed.run", "torch.distributed.elastic", *(n for n in list(logging.Logger.manager.loggerDict) if n.startswith("torch.distributed.elastic.")))
+    quiet = {logger: logger.level for logger in map(logging.getLogger, names)}
     with tempfile.TemporaryDirectory(prefix="recnas-errors-") as folder:
         os.environ[ERROR_DIR_ENV] = folder
-        elastic.setLevel(logging.CRITICAL)
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
         try:
             run(args)
         except ChildFailedError:
@@ -143,5 +148,6 @@ def launch(nproc: int, argv: list[str]) -> None:
                 raise KeyboardInterrupt from None
             raise SystemExit(128 + int(exc.sigval)) from None  # e.g. SIGTERM: the code a kill gives
         finally:
-            elastic.setLevel(level)
+            for logger, level in quiet.items():
+                logger.setLevel(level)
             del os.environ[ERROR_DIR_ENV]
