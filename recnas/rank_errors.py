@@ -17,17 +17,37 @@ def launched_rank() -> bool:
     return bool(os.environ.get(ERROR_DIR_ENV)) and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def report_error(message: str) -> bool:
-    """Under `launch`, hand this rank's user-error message to the launcher (which prints it once)
-    and return True: the rank should then exit quietly. False outside `launch`: print it."""
+OUT_OF_MEMORY = "out of memory"  # a report's kind that the launcher raises as a MemoryError (exit 1, not 2)
+
+
+def report_error(message: str, kind: str = "error") -> bool:
+    """Under `launch`, hand this rank's message to the launcher (which prints it once) and
+    return True: the rank should then exit quietly. False outside `launch`: print it. `kind` is
+    "error" (a user error, exit 2) or OUT_OF_MEMORY (exit 1): an out-of-memory line, printed by
+    the ranks, came once per rank and then torchrun's ChildFailedError traceback."""
     folder = os.environ.get(ERROR_DIR_ENV)
     if not launched_rank():
         return False
-    (Path(folder) / f"rank{os.environ.get('RANK', '0')}").write_text(message, encoding="utf-8")
+    (Path(folder) / f"rank{os.environ.get('RANK', '0')}").write_text(f"{kind}\n{message}", encoding="utf-8")
     return True
 
 
-def first_error(folder: Path) -> str | None:
-    """The message of the lowest rank that reported one (ranks usually fail alike)."""
+def reported_by_another_rank() -> bool:
+    """Whether another rank of this `launch` has handed in its error. Its exit closes its gloo
+    connections, so a rank waiting for it in a collective then fails with "Connection closed by
+    peer": that rank's traceback said nothing the reported line does not, and came before it
+    (rank 0 alone writes the run's files, so an error writing them is rank 0's alone)."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not launched_rank():
+        return False
+    mine = f"rank{os.environ.get('RANK', '0')}"
+    return any(f.name != mine for f in Path(folder).glob("rank*"))
+
+
+def first_error(folder: Path) -> tuple[str, str] | None:
+    """(kind, message) of the lowest rank that reported one (ranks usually fail alike)."""
     reports = sorted(folder.glob("rank*"), key=lambda f: int(f.name[4:]))
-    return reports[0].read_text(encoding="utf-8") if reports else None
+    if not reports:
+        return None
+    kind, _, message = reports[0].read_text(encoding="utf-8").partition("\n")
+    return kind, message

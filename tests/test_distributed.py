@@ -75,6 +75,8 @@ def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_pat
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "invalid architecture" in errors[0], output
     assert "Traceback" not in output and "ChildFailedError" not in output, output
+    # nothing but that line: torchrun's four-line OMP_NUM_THREADS banner came before it
+    assert [line for line in output.splitlines() if line.strip()] == errors, output
 
 
 def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_processes_start(tmp_path, tiny_store, monkeypatch, capsys):
@@ -122,3 +124,41 @@ def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, 
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130, stderr
     assert "Traceback" not in stderr and (stdout + stderr).count("interrupted") == 1, stderr
+    # nor torchrun's "Received 2 death signal, shutting down workers" (its logger has its own level)
+    assert [line for line in stderr.splitlines() if line.strip()] == ["interrupted"], stderr
+
+
+def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_traceback(tmp_path, tiny_store):
+    """Rank 0 alone writes the run's files, so an error writing them is its alone: the other
+    rank, waiting for it at the closing barrier, used to print gloo's "Connection closed by
+    peer" traceback before the launcher's one line."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    out = tmp_path / "o"
+    (out / "model.pt").mkdir(parents=True)  # where rank 0 writes the model: no file can go there
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", "--overwrite", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 2, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model.pt: Is a directory" in errors[0], output
+    assert "Traceback" not in output and "Connection closed" not in output, output
+
+
+def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
+    """An embedding table of petabytes cannot be allocated: the ranks' out-of-memory line came
+    once per rank, then torchrun's ChildFailedError traceback (no rank had reported an error).
+    Now as without --nproc: one line, exit code 1, no run folder."""
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "huge", vocab_sizes=(7, 11, 5, 10**14))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    output = r.stdout + r.stderr
+    assert r.returncode == 1, output
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: out of memory (") and "can't allocate memory" in errors[0], output
+    assert "Traceback" not in output and "ChildFailedError" not in output, output
+    assert not (tmp_path / "o").exists()

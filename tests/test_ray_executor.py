@@ -56,6 +56,7 @@ def test_a_cluster_that_cannot_be_joined_is_one_config_error_with_the_token_hint
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr("recnas.search.executors._check_reachable", lambda address: None)  # something answers there: Ray refuses it
     with pytest.raises(ConfigError, match=r"cannot join the Ray cluster at 10.0.0.1:6390: Failed to connect.*RAY_AUTH_TOKEN"):
         connect_ray("10.0.0.1:6390")
 
@@ -80,3 +81,39 @@ def test_more_workers_than_the_cluster_has_cpus_is_refused_not_a_hang(tiny_store
     proxy = TrainConfig(batch_size=64, max_steps=3, eval_every=0, device="cpu")
     with pytest.raises(ConfigError, match="ray_workers 4 exceeds the 2 CPUs of the local Ray instance.*at most 2"):
         RayExecutor(get_space("full-tiny"), tiny_store.dir, proxy, None, workers=4)
+
+
+def test_relative_paths_reach_actors_working_in_another_folder(tiny_store, tmp_path, ray_local, monkeypatch):
+    """The actors open the store and the supernet by the paths the job gives, which are relative
+    under the default `--out runs/search`; actors work in their cluster's folder (here the one
+    the test started Ray in), so every candidate failed with "checkpoint not found" unless the
+    cluster had been started in the job's folder."""
+    space = get_space("full-tiny")
+    cfg = TrainConfig(batch_size=64, max_steps=2, eval_every=0, device="cpu")
+    Trainer(Supernet(space, tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "sn", sampler=ArchSampler(space, seed=0), model_spec=supernet_spec(space, tiny_store.meta), progress=False).fit()
+    finetune = TrainConfig(batch_size=64, max_steps=1, eval_every=0, restore_best=False, device="cpu")
+    genos = [Genotype(random_architecture(np.random.default_rng(3), space))]
+    expected = CandidateEvaluator(space, tiny_store, finetune, eval_rows=None, supernet=load_trained(tmp_path / "sn" / "model.pt")[0])(genos[0])["logloss"]
+    monkeypatch.chdir(tmp_path)  # the job's folder, not the actors'
+    ex = RayExecutor(space, tiny_store.dir.relative_to(tmp_path), finetune, None, supernet_path="sn/model.pt", workers=1)
+    try:
+        assert [m["logloss"] for m in ex(genos)] == pytest.approx([expected], rel=1e-5)
+    finally:
+        ex.shutdown()
+
+
+def test_an_address_where_nothing_listens_is_refused_at_once(monkeypatch):
+    """A mistyped `--ray-address` port: Ray's connect retries it 20 times, about 40 s each, so the
+    job hung some 14 minutes (printing Ray's connection warnings) before it failed."""
+    import socket
+
+    from recnas.errors import ConfigError
+    from recnas.search.executors import connect_ray
+
+    with socket.socket() as s:  # a port nothing listens at once this socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray's slow connect was tried"))
+    with pytest.raises(ConfigError, match=rf"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there"):
+        connect_ray(f"127.0.0.1:{port}")

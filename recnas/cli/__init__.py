@@ -11,7 +11,7 @@ from recnas.cli import embed as embed_cli
 from recnas.cli import models as models_cli
 from recnas.cli import search as search_cli
 from recnas.errors import RecnasError
-from recnas.rank_errors import launched_rank, report_error
+from recnas.rank_errors import OUT_OF_MEMORY, launched_rank, report_error, reported_by_another_rank
 
 app = typer.Typer(help="Weight-sharing NAS for CTR models.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(data_cli.app, name="data", help="Prepare raw CTR data or generate the synthetic benchmark.")
@@ -79,9 +79,12 @@ def main() -> None:
         _fail(f"{where}{exc.strerror or exc}")
     except (MemoryError, RuntimeError) as exc:
         if not _out_of_memory(exc):
+            if reported_by_another_rank():  # gloo's "Connection closed by peer": the launcher prints that rank's line
+                sys.exit(1)
             raise
-        first = (str(exc).strip().splitlines() or ["no details"])[0]
-        typer.secho(f"error: out of memory ({first[:200]}); lower the batch size, the widths or the rows, or use a larger machine", fg=typer.colors.RED, err=True)
+        first = (str(exc).strip().splitlines() or ["no details"])[0][:200]
+        if not report_error(first, OUT_OF_MEMORY):  # under --nproc the launcher says it, once
+            typer.secho(f"error: out of memory ({first}); lower the batch size, the widths or the rows, or use a larger machine", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
         if exc.code == 130 and not launched_rank():  # under --nproc the launcher says it, once

@@ -53,6 +53,8 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
     except ImportError:
         raise ConfigError("executor 'ray' needs Ray: pip install -e '.[ray]'") from None
     if not ray.is_initialized():
+        if address is not None:
+            _check_reachable(address)
         try:
             ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False, **(init_kwargs or {}))
         except ConnectionError as exc:
@@ -70,6 +72,24 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
     return ray
 
 
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT where nothing listens is refused at once: Ray's own connect retries it 20
+    times, about 40 s each, so a mistyped port hung the job for some 14 minutes (printing Ray's
+    connection warnings) before it failed. Other forms (ray://..., auto) are left to Ray."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot join the Ray cluster at {address}: nothing answers there ({exc.strerror or exc}); "
+            "start one there (`ray start --head --port PORT`) or give the address that `ray start` printed"
+        ) from None
+
+
 class RayExecutor:
     """`evaluate_many(genotypes) -> metrics` over a pool of Ray actors (joins `address` if given),
     each scoring as `CandidateEvaluator(space, store at data_dir, train_cfg, eval_rows)` with the
@@ -83,8 +103,10 @@ class RayExecutor:
         n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
         actor = ray.remote(num_cpus=1, max_restarts=max_retries, max_task_retries=max_retries)(_Worker)
         tc = None if train_cfg is None else train_cfg.model_dump()
-        sn = None if supernet_path is None else str(supernet_path)
-        self.actors = [actor.remote(space.model_dump(mode="json"), str(data_dir), tc, eval_rows, sn) for _ in range(n)]
+        # absolute: the actors work in their cluster's folder, not this job's, so the relative
+        # paths of the default `--out runs/search` were not found there ("checkpoint not found")
+        sn = None if supernet_path is None else str(Path(supernet_path).resolve())
+        self.actors = [actor.remote(space.model_dump(mode="json"), str(Path(data_dir).resolve()), tc, eval_rows, sn) for _ in range(n)]
         self.pool = ActorPool(self.actors)
 
     def __call__(self, genos: list[Genotype]) -> list[dict]:

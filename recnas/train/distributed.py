@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from recnas.rank_errors import ERROR_DIR_ENV, first_error
+from recnas.rank_errors import ERROR_DIR_ENV, OUT_OF_MEMORY, first_error
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def shutdown(info: DistInfo) -> None:
 def launch(nproc: int, argv: list[str]) -> None:
     """Run `recnas <argv>` in `nproc` processes under torchrun, here in this process so that its
     failure report can be replaced: a user error reported by a rank is raised here as a
-    RecnasError (one `error:` line, exit code 2); Ctrl-C raises KeyboardInterrupt (as in one
+    RecnasError (one `error:` line, exit code 2), a rank's out-of-memory as a MemoryError (one
+    line, exit code 1); Ctrl-C raises KeyboardInterrupt (as in one
     process); any other failure raises torchrun's ChildFailedError with its details."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -121,17 +122,25 @@ def launch(nproc: int, argv: list[str]) -> None:
     from recnas.errors import RecnasError
 
     args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "recnas", *argv])
-    elastic = logging.getLogger("torch.distributed.elastic")  # its "failed (exitcode...)" lines: the error says it
-    level = elastic.level
+    # torchrun's own lines: elastic's "failed (exitcode...)" and "Received 2 death signal" (the
+    # error or "interrupted" says it) and run's OMP_NUM_THREADS banner, printed before every
+    # launch's one line. Most of these loggers set their own level, so the parent's alone left
+    # the death-signal line and the banner
+    names = ("torch.distributed.run", "torch.distributed.elastic", *(n for n in list(logging.Logger.manager.loggerDict) if n.startswith("torch.distributed.elastic.")))
+    quiet = {logger: logger.level for logger in map(logging.getLogger, names)}
     with tempfile.TemporaryDirectory(prefix="recnas-errors-") as folder:
         os.environ[ERROR_DIR_ENV] = folder
-        elastic.setLevel(logging.CRITICAL)
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
         try:
             run(args)
         except ChildFailedError:
-            message = first_error(Path(folder))
-            if message is None:
+            report = first_error(Path(folder))
+            if report is None:
                 raise
+            kind, message = report
+            if kind == OUT_OF_MEMORY:  # reported as without --nproc: one line, exit 1
+                raise MemoryError(message) from None
             raise RecnasError(message) from None
         except SignalException as exc:  # torchrun's handler, after stopping the ranks: Ctrl-C
             # used to end in its traceback (and exit 1); now as without --nproc: "interrupted", 130
@@ -139,5 +148,6 @@ def launch(nproc: int, argv: list[str]) -> None:
                 raise KeyboardInterrupt from None
             raise SystemExit(128 + int(exc.sigval)) from None  # e.g. SIGTERM: the code a kill gives
         finally:
-            elastic.setLevel(level)
+            for logger, level in quiet.items():
+                logger.setLevel(level)
             del os.environ[ERROR_DIR_ENV]
