@@ -501,3 +501,19 @@ def test_an_interrupted_overwrite_leaves_no_model_of_the_replaced_run(tiny_store
     assert code == 0 and "trained 6 steps" in stdout, err
     code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", tmp_path / "e.json")
     assert code == 0 and json.loads((tmp_path / "e.json").read_text())["step"] == 6, err
+
+
+def test_a_killed_runs_half_written_checkpoint_is_removed_when_the_run_goes_on(tiny_store, tmp_path, monkeypatch, capsys):
+    """A hard kill (SIGTERM, SIGKILL) mid-write leaves the checkpoint's temp file in --out; the
+    search job swept its run folder of them, a training command did not, so each kill left one
+    more. The next run on the folder removes them, and nothing else."""
+    out, cfg = tmp_path / "a", tmp_path / "cfg.yaml"
+    cfg.write_text((CONFIGS / "train-tiny.yaml").read_text())
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--steps", "2", "--no-progress")
+    assert code == 0, err
+    stale, kept = out / ".checkpoint.pt.tmp-0123abcd", out / "notes.txt"
+    stale.write_bytes(b"")
+    kept.write_text("mine")
+    code, stdout, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--steps", "4", "--resume", "--no-progress")
+    assert code == 0 and "trained 4 steps" in stdout, err
+    assert not stale.exists() and kept.read_text() == "mine"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,7 +19,7 @@ import typer
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
-from recnas.staging import check_parent, exclusive
+from recnas.staging import check_parent, exclusive, remove_stale_writes
 
 supernet_app = typer.Typer(no_args_is_help=True)
 subnet_app = typer.Typer(no_args_is_help=True)
@@ -118,6 +119,8 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
             if (out / MODEL_FILE).exists():  # "run without --resume first" was then refused: out holds a run
                 raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; {out} holds a {MODEL_FILE} without the checkpoint that continues its run: pass --overwrite to start afresh")
             raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; run without --resume first")
+        if "WORLD_SIZE" not in os.environ:  # the lock's holder, before any rank starts (a rank's sweep could meet rank 0's live write)
+            remove_stale_writes(out)  # a killed run's half-written checkpoint temp files: nothing else removes them
         _relaunch(nproc)
         with cpu_threads(threads):  # the command's alone (a caller in the same process keeps its own)
             seed_everything(cfg.seed)
