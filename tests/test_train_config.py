@@ -25,6 +25,12 @@ def test_yaml_loads_and_defaults(tmp_path):
     assert TrainConfig.from_yaml(write(tmp_path, "amp: off\n")).amp == "off"  # YAML's bare off is False
 
 
+def test_yaml_bare_on_for_amp_names_the_precisions_not_true(tmp_path):
+    """YAML reads `amp: on` as True: the error said "invalid value True", naming no precision."""
+    with pytest.raises(ConfigError, match=r"amp.*on/true is no precision \(YAML reads a bare `on` as true\): give bf16 or fp16"):
+        TrainConfig.from_yaml(write(tmp_path, "amp: on\n"))
+
+
 def test_unknown_key_names_key_file_and_valid_keys(tmp_path):
     path = write(tmp_path, "learning_rate: 0.1\n")
     with pytest.raises(ConfigError) as err:

@@ -57,7 +57,10 @@ class TrainConfig(BaseModel):
     @field_validator("amp", mode="before")
     @classmethod
     def _yaml_off(cls, v):
-        # YAML 1.1 reads a bare `off` as False: accept it as the "off" it was meant to be
+        # YAML 1.1 reads a bare `off` as False: accept it as the "off" it was meant to be; a bare
+        # `on` (or yes, true) is True, which named no precision ("invalid value True")
+        if v is True:
+            raise ValueError("on/true is no precision (YAML reads a bare `on` as true): give bf16 or fp16, or auto (mixed precision where the device has it)")
         return "off" if v is False else v
 
     @model_validator(mode="after")
