@@ -79,6 +79,9 @@ def test_parquet_spec_refuses_the_text_only_keys(tmp_path, extra, raw, keys):
         ("label: y\ndense: [a]\nheader: false\ncolumns: [y, a, b, a]\n", r"key `columns` lists a more than once"),
         # the file header names the columns: `columns:` was silently ignored
         ("label: y\ndense: [a]\ncolumns: [y, a]\n", r"key `columns` is only read with `header: false`"),
+        # YAML's bare on/yes became the column "True", then "missing column True"
+        ("label: y\ncategorical: [on, b]\n", r"key `categorical` holds True, which YAML reads from a bare yes/no/on/off/true/false: quote that column name"),
+        ("label: yes\ndense: [a]\n", r"key `label` holds True, which YAML reads"),
     ],
 )
 def test_load_spec_errors_name_file_and_key(tmp_path, text, message):

@@ -168,7 +168,13 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
             return ()
         if not isinstance(value, list) or not all(isinstance(v, (str, int)) and str(v) for v in value):
             raise DataError(f"{path}: key `{key}` must be a list of column names")
+        for v in value:
+            no_bool(key, v)
         return tuple(str(v) for v in value)
+
+    def no_bool(key: str, value) -> None:  # it became the column "True" and then "missing column True"
+        if isinstance(value, bool):
+            raise DataError(f"{path}: key `{key}` holds {value!r}, which YAML reads from a bare yes/no/on/off/true/false: quote that column name (e.g. 'on')")
 
     def choice(key: str, allowed: tuple[str, ...], default: str) -> str:
         value = doc.get(key, default)
@@ -181,6 +187,7 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
         raise DataError(f"{path}: key `label` (the label column name) is required")
     if not isinstance(label, (str, int)) or not str(label):
         raise DataError(f"{path}: key `label` must be the label column's name, got {label!r}")
+    no_bool("label", label)
     name = doc.get("name", "csv")
     if not isinstance(name, (str, int)) or isinstance(name, bool) or not str(name):  # a list used to become the name "['a', 'b']"
         raise DataError(f"{path}: key `name` must be the dataset's name (a string, kept in meta.json), got {name!r}")
