@@ -152,3 +152,15 @@ def test_a_second_search_on_a_busy_out_is_refused_before_it_trains(tmp_path, mon
         with pytest.raises(ConfigError, match="is being written by another recnas run"):
             run_search(store, EmbedSearchConfig.from_dict(FAST), 10 * 4 * 4, out=out, do_retrain=False)
     assert not out.exists()
+
+
+def test_seeds_past_the_largest_seed_are_refused_before_training(tmp_path, monkeypatch):
+    """--seed S --seeds K runs seeds S..S+K-1: past the largest seed the last ones were run anyway."""
+    import recnas.embedding.pipeline as pipeline
+    from recnas.configs import SEED_MAX
+
+    store = make_planted_store(tmp_path / "planted", rows=2000, vocab=10)
+    monkeypatch.setattr(pipeline, "search_one_seed", lambda *a, **k: pytest.fail("trained"))
+    cfg = EmbedSearchConfig.from_dict({**FAST, "seed": SEED_MAX})
+    with pytest.raises(ConfigError, match=rf"--seeds 2 from seed {SEED_MAX} runs up to seed {SEED_MAX + 1}, past the largest seed"):
+        run_search(store, cfg, 10 * 4 * 4, seeds=2, do_retrain=False)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recnas.configs import SEED_MAX
 from recnas.data.loader import BatchLoader
 from recnas.data.store import STORE, CTRStore
 from recnas.embedding.budget import params_to_mib, table_params
@@ -120,6 +121,8 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     `out`, write the results there whole (`write_outputs`)."""
     if not store.meta.cat_names:  # a dense-only store (csv spec without `categorical:`)
         raise DataError(f"{store.dir} has no categorical fields: there are no embedding widths to search")
+    if cfg.seed + seeds - 1 > SEED_MAX:  # the last seeds ran past what a seed may be (the RNGs happened to take them)
+        raise ConfigError(f"--seeds {seeds} from seed {cfg.seed} runs up to seed {cfg.seed + seeds - 1}, past the largest seed {SEED_MAX}: start from a lower --seed")
     if out is not None:
         OUTPUT.check(out, overwrite)  # refuse before the long run, not after it
         STORE.check_outside(out, "--out", ConfigError)
