@@ -117,3 +117,39 @@ def test_an_address_where_nothing_listens_is_refused_at_once(monkeypatch):
     monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray's slow connect was tried"))
     with pytest.raises(ConfigError, match=rf"cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there"):
         connect_ray(f"127.0.0.1:{port}")
+
+
+def test_a_recnas_error_in_an_actor_reaches_the_user_as_itself_not_a_ray_traceback(tiny_store, tmp_path, ray_local):
+    """An actor whose store or checkpoint is missing or corrupt on its node raised the DataError
+    or CheckpointError in its constructor: the actor died and the job ended with Ray's
+    ActorDiedError, some 40 lines of traceback, not the CLI's one `error:` line; one raised while
+    scoring came as a RayTaskError whose message is the actor's traceback. Both now arrive as the
+    RecnasError itself; any other failure still comes with Ray's details."""
+    from types import SimpleNamespace
+
+    from recnas.errors import CheckpointError, ConfigError, DataError
+
+    space = get_space("full-tiny")
+    proxy = TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu")
+    genos = [Genotype(random_architecture(np.random.default_rng(0), space))]
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    cases = [
+        (DataError, "not a prepared recnas dataset", dict(data_dir=tmp_path / "missing-store"), genos),
+        (CheckpointError, "corrupt or truncated checkpoint", dict(data_dir=tiny_store.dir, supernet_path=tmp_path / "bad.pt"), genos),
+        (ConfigError, "architecture has 7 blocks, space 'full-tiny' has 3", dict(data_dir=tiny_store.dir), [Genotype(random_architecture(np.random.default_rng(0), get_space("full")))]),
+    ]
+    for cls, message, kwargs, candidates in cases:
+        ex = RayExecutor(space, train_cfg=proxy, workers=1, **kwargs)
+        try:
+            with pytest.raises(cls, match=message) as info:
+                ex(candidates)
+        finally:
+            ex.shutdown()
+        assert type(info.value) is cls and "\n" not in str(info.value) and "ray::" not in str(info.value)
+
+    ex = RayExecutor(space, tiny_store.dir, proxy, workers=1)  # not a RecnasError: a bug, kept with Ray's details
+    try:
+        with pytest.raises(ray.exceptions.RayTaskError, match="ray::_Worker.evaluate"):
+            ex([SimpleNamespace(arch=genos[0].arch, hardware_json="{not json")])
+    finally:
+        ex.shutdown()

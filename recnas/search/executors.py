@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, RecnasError
 from recnas.search.evaluator import Genotype
 
 
@@ -28,12 +28,24 @@ class _Worker:
         from recnas.train.model_factory import load_trained
 
         torch.set_num_threads(threads)
-        supernet = None if supernet_path is None else load_trained(supernet_path)[0].eval()
-        cfg = None if train_cfg is None else TrainConfig(**train_cfg)
-        self.evaluator = CandidateEvaluator(SearchSpace(**space), CTRStore(data_dir), cfg, eval_rows, supernet=supernet)
+        # A RecnasError here (the store or the checkpoint missing or corrupt on this node) is kept
+        # and raised by `evaluate`, not raised from the constructor: an actor whose constructor
+        # raises dies (for good: Ray does not restart it), and the driver then gets an
+        # ActorDiedError holding the error only as a ~40-line traceback in text, so the CLI could
+        # not print its one `error:` line. Other errors (bugs) still end the actor as before.
+        self.init_error: RecnasError | None = None
+        try:
+            supernet = None if supernet_path is None else load_trained(supernet_path)[0].eval()
+            cfg = None if train_cfg is None else TrainConfig(**train_cfg)
+            self.evaluator = CandidateEvaluator(SearchSpace(**space), CTRStore(data_dir), cfg, eval_rows, supernet=supernet)
+        except RecnasError as exc:
+            self.init_error = exc
 
     def evaluate(self, arch_json: str, hardware_json: str | None) -> dict:
         from recnas.space import Architecture
+
+        if self.init_error is not None:
+            raise self.init_error
 
         hw = None
         if hardware_json is not None:
@@ -110,7 +122,37 @@ class RayExecutor:
         self.pool = ActorPool(self.actors)
 
     def __call__(self, genos: list[Genotype]) -> list[dict]:
-        return list(self.pool.map(lambda a, g: a.evaluate.remote(g.arch.to_json(), g.hardware_json), genos))
+        """The candidates' metrics, in order. A RecnasError raised in an actor (its store or
+        checkpoint missing there, an architecture the space refuses) is raised here as itself,
+        same class and message: Ray delivers it wrapped in a RayTaskError whose text is the
+        actor's whole traceback, which the CLI printed instead of one `error:` line. Any other
+        failure (a bug) propagates as Ray raised it, with its details. Not retried: Ray retries
+        an actor task only when the actor dies, not when it raises."""
+        refs = []
+
+        def submit(actor, g):
+            refs.append(actor.evaluate.remote(g.arch.to_json(), g.hardware_json))
+            return refs[-1]
+
+        try:
+            return list(self.pool.map(submit, genos))
+        except self.ray.exceptions.RayTaskError as exc:
+            if not isinstance(exc.cause, RecnasError):
+                raise
+            self._read_failures(refs)
+            raise exc.cause.with_traceback(None) from None
+
+    def _read_failures(self, refs, timeout: float = 10.0) -> None:
+        """Read the results of the tasks still running when one failed (the other actors', at
+        most one each), waiting up to `timeout` s: Ray logs every failed task whose result
+        nobody read ("Unhandled error", with the actor's whole traceback) when the job ends, so
+        the other actors' copies of the same error followed the one `error:` line."""
+        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        for ref in done:
+            try:
+                self.ray.get(ref)
+            except Exception:
+                pass
 
     def shutdown(self) -> None:
         for a in self.actors:
