@@ -260,3 +260,33 @@ def test_resume_on_another_dataset_of_the_same_shape_is_refused(tmp_path):
     shutil.copytree(first.dir, tmp_path / "moved")
     moved = CTRStore(tmp_path / "moved")
     assert Trainer(make_model(moved.meta), more, moved, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True).steps == t.step + 2
+
+
+def test_ctrl_c_in_the_middle_of_a_checkpoint_write_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C while torch's zip writer is writing: closing it on the way out raised
+    "RuntimeError: ... unexpected pos" over the KeyboardInterrupt, so the run printed a traceback
+    instead of "interrupted" (seen under --nproc 2 with a checkpoint every step)."""
+    import contextlib
+
+    import recnas.train.checkpoint as ckpt
+
+    @contextlib.contextmanager
+    def cut_short(path, mode):  # a real file whose third write is where Ctrl-C lands
+        with open(path, mode) as fh:
+            writes = []
+
+            class Writer:
+                def write(self, data):
+                    writes.append(len(data))
+                    if len(writes) == 3:
+                        raise KeyboardInterrupt
+                    return fh.write(data)
+
+                def flush(self):
+                    fh.flush()
+
+            yield Writer()
+
+    monkeypatch.setattr(ckpt, "atomic_write", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.randn(1000, 100)})

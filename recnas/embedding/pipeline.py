@@ -25,6 +25,7 @@ from recnas.embedding.search import SearchResult, reinforce_search, repair_to_bu
 from recnas.embedding.train import train_supernet
 from recnas.errors import ConfigError, DataError
 from recnas.staging import OutputDir, exclusive
+from recnas.train.checkpoint import torch_save
 from recnas.train.checkpoint import seed_everything
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, check_runs_here, resolve_device
@@ -166,5 +167,5 @@ def write_outputs(out: str | Path, report: dict, model: EmbeddingSizeNet | None,
     with OUTPUT.staged(out, overwrite) as tmp:
         (tmp / EMB_DIMS).write_text(json.dumps(report["emb_dims"]))
         if model is not None:
-            torch.save({"state_dict": model.state_dict(), "widths": report["emb_dims"], "config": report["config"]}, tmp / MODEL)
+            torch_save({"state_dict": model.state_dict(), "widths": report["emb_dims"], "config": report["config"]}, tmp / MODEL)
         (tmp / RESULT).write_text(json.dumps(json_safe(report), indent=2))  # the marker of a complete result: last

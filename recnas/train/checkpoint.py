@@ -29,8 +29,31 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
+        torch_save({"format": FORMAT, "version": VERSION, **payload}, fh)
     return path
+
+
+def torch_save(obj, f) -> None:
+    """`torch.save`, but a Ctrl-C in the middle of the write stays a KeyboardInterrupt
+    ("interrupted"): torch's zip writer, closing on the way out, raised "RuntimeError: ...
+    unexpected pos" over it, a traceback instead of the one line."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as exc:
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in `exc`'s context chain (raised while handling one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
