@@ -66,17 +66,25 @@ def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_pat
     printed by each rank, then torchrun's ChildFailedError traceback, exit code 1."""
     arch = tmp_path / "arch.json"
     arch.write_text("{}")
+    error, output = _one_error_line(tmp_path, 2, "subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "full-tiny")
+    assert "invalid architecture" in error, output
+    # nothing but that line: torchrun's four-line OMP_NUM_THREADS banner came before it
+    assert [line for line in output.splitlines() if line.strip()] == [error], output
+
+
+def _one_error_line(tmp_path, code: int, *args) -> tuple[str, str]:
+    """`recnas ARGS` under --nproc 2 with a two-step CPU config, into tmp_path/o: it exits with
+    `code` after one `error:` line and no traceback (no rank's, no torchrun's). Returns that
+    line and the whole output."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
-    cmd = [sys.executable, "-m", "recnas", "subnet", "train", "--data", str(tiny_store.dir), "--arch", str(arch), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
+    cmd = [sys.executable, "-m", "recnas", *map(str, args), "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     output = r.stdout + r.stderr
-    assert r.returncode == 2, output
     errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "invalid architecture" in errors[0], output
-    assert "Traceback" not in output and "ChildFailedError" not in output, output
-    # nothing but that line: torchrun's four-line OMP_NUM_THREADS banner came before it
-    assert [line for line in output.splitlines() if line.strip()] == errors, output
+    assert r.returncode == code and len(errors) == 1, output
+    assert "Traceback" not in output and "ChildFailedError" not in output and "Connection closed" not in output, output
+    return errors[0], output
 
 
 def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_processes_start(tmp_path, tiny_store, monkeypatch, capsys):
@@ -132,17 +140,9 @@ def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_t
     """Rank 0 alone writes the run's files, so an error writing them is its alone: the other
     rank, waiting for it at the closing barrier, used to print gloo's "Connection closed by
     peer" traceback before the launcher's one line."""
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
-    out = tmp_path / "o"
-    (out / "model.pt").mkdir(parents=True)  # where rank 0 writes the model: no file can go there
-    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", "--overwrite", "--nproc", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    output = r.stdout + r.stderr
-    assert r.returncode == 2, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "model.pt: Is a directory" in errors[0], output
-    assert "Traceback" not in output and "Connection closed" not in output, output
+    (tmp_path / "o" / "model.pt").mkdir(parents=True)  # where rank 0 writes the model: no file can go there
+    error, output = _one_error_line(tmp_path, 2, "supernet", "train", "--data", tiny_store.dir, "--space", "small-tiny", "--overwrite")
+    assert "model.pt: Is a directory" in error, output
 
 
 def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
@@ -152,13 +152,6 @@ def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
     from tests.conftest import make_tiny_store
 
     store = make_tiny_store(tmp_path / "huge", vocab_sizes=(7, 11, 5, 10**14))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
-    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
-    output = r.stdout + r.stderr
-    assert r.returncode == 1, output
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: out of memory (") and "can't allocate memory" in errors[0], output
-    assert "Traceback" not in output and "ChildFailedError" not in output, output
+    error, output = _one_error_line(tmp_path, 1, "supernet", "train", "--data", store.dir, "--space", "small-tiny")
+    assert error.startswith("error: out of memory (") and "can't allocate memory" in error, output
     assert not (tmp_path / "o").exists()
