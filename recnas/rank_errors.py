@@ -25,11 +25,15 @@ def report_error(message: str, kind: str = "error") -> bool:
     return True: the rank should then exit quietly. False outside `launch`: print it. `kind` is
     "error" (a user error, exit 2) or OUT_OF_MEMORY (exit 1): an out-of-memory line, printed by
     the ranks, came once per rank and then torchrun's ChildFailedError traceback."""
-    folder = os.environ.get(ERROR_DIR_ENV)
     if not launched_rank():
         return False
-    (Path(folder) / f"rank{os.environ.get('RANK', '0')}").write_text(f"{kind}\n{message}", encoding="utf-8")
+    _report_file().write_text(f"{kind}\n{message}", encoding="utf-8")
     return True
+
+
+def _report_file() -> Path:
+    """This rank's report in the launcher's error folder (`first_error` reads them by rank)."""
+    return Path(os.environ[ERROR_DIR_ENV]) / f"rank{os.environ.get('RANK', '0')}"
 
 
 def reported_by_another_rank() -> bool:
@@ -37,11 +41,10 @@ def reported_by_another_rank() -> bool:
     connections, so a rank waiting for it in a collective then fails with "Connection closed by
     peer": that rank's traceback said nothing the reported line does not, and came before it
     (rank 0 alone writes the run's files, so an error writing them is rank 0's alone)."""
-    folder = os.environ.get(ERROR_DIR_ENV)
     if not launched_rank():
         return False
-    mine = f"rank{os.environ.get('RANK', '0')}"
-    return any(f.name != mine for f in Path(folder).glob("rank*"))
+    mine = _report_file()
+    return any(f != mine for f in mine.parent.glob("rank*"))
 
 
 def first_error(folder: Path) -> tuple[str, str] | None:

@@ -39,7 +39,6 @@ THREADS = typer.Option(None, "--threads", min=1, max=1024, help="PyTorch CPU thr
 
 def _relaunch(nproc: int) -> None:
     """Re-run this very command under torchrun with `nproc` processes, then exit (a failure raises)."""
-    import os
     import sys
 
     if nproc <= 1 or "WORLD_SIZE" in os.environ:

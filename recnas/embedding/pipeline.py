@@ -25,8 +25,7 @@ from recnas.embedding.search import SearchResult, reinforce_search, repair_to_bu
 from recnas.embedding.train import train_supernet
 from recnas.errors import ConfigError, DataError
 from recnas.staging import OutputDir, exclusive
-from recnas.train.checkpoint import torch_save
-from recnas.train.checkpoint import seed_everything
+from recnas.train.checkpoint import seed_everything, torch_save
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, check_runs_here, resolve_device
 
