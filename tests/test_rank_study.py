@@ -267,7 +267,43 @@ def test_a_space_of_one_architecture_is_refused_before_any_training(tiny_store, 
     net, out = Supernet(space, tiny_store.meta), tmp_path / "sn"
     Trainer(net, TrainConfig(batch_size=64, max_steps=2, **CPU), tiny_store, out_dir=out, sampler=ArchSampler(space), model_spec=supernet_spec(space, tiny_store.meta), progress=False).fit()
     monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained although the study cannot rank anything"))
-    with pytest.raises(ConfigError, match=r"--n 5 random subnets of the space of .* are all one architecture") as exc:
+    with pytest.raises(ConfigError, match=r"the space of .* holds one architecture \(500 random draws found no other\)") as exc:
         run_rank_study(out / "model.pt", tiny_store.dir, 5, tmp_path / "s", _config(), progress=False)
     assert "diverged" not in str(exc.value)
     assert not (tmp_path / "s" / "scratch_cache.json").exists()
+
+
+def test_repeated_draws_are_drawn_again_until_n_distinct_subnets():
+    """`--n N` studied fewer than N subnets whenever random draws repeated an architecture
+    (`n` in the result said so, the command did not); repeats are now drawn again, and the
+    first draws stay the subnets an earlier study of the same seed had."""
+    import numpy as np
+    from recnas.space.samplers import distinct_random_architectures, random_architecture
+
+    space = get_space("small-tiny", n_blocks=2, dense_dims=(8,), sparse_dims=(4,))  # 36 architectures
+    first = [random_architecture(np.random.default_rng(0), space) for _ in range(1)]
+    rng = np.random.default_rng(0)
+    draws = [random_architecture(rng, space).hash for _ in range(12)]
+    assert len(set(draws)) < 12  # the old way: 12 draws, fewer distinct subnets
+    archs = distinct_random_architectures(0, space, 12)
+    assert len({a.hash for a in archs}) == len(archs) == 12
+    assert [a.hash for a in archs][: len(dict.fromkeys(draws))] == list(dict.fromkeys(draws))
+    assert archs[0].hash == first[0].hash
+
+
+def test_a_space_smaller_than_n_studies_all_it_holds(tiny_store, tmp_path, caplog):
+    """A space with fewer architectures than --n: every one is studied, and the log says so."""
+    space = get_space("small-tiny", n_blocks=1, sparse_ops=("efc", "dot"), dense_ops=("fc",), dense_dims=(8,), sparse_dims=(4,))
+    from recnas.space.samplers import distinct_random_architectures, random_architecture
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    every = {random_architecture(rng, space).hash for _ in range(2000)}
+    assert 2 <= len(every) < 6
+    assert {a.hash for a in distinct_random_architectures(1, space, 6)} == every
+    net, out = Supernet(space, tiny_store.meta), tmp_path / "sn"
+    Trainer(net, TrainConfig(batch_size=64, max_steps=2, **CPU), tiny_store, out_dir=out, sampler=ArchSampler(space), model_spec=supernet_spec(space, tiny_store.meta), progress=False).fit()
+    with caplog.at_level("WARNING", logger="recnas.search"):
+        result = run_rank_study(out / "model.pt", tiny_store.dir, 6, tmp_path / "s", _config(), progress=False)
+    assert result["distinct_subnets"] == result["n"] == len(every)
+    assert f"holds {len(every)} distinct architectures" in caplog.text and "not --n 6" in caplog.text

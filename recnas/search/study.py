@@ -24,7 +24,7 @@ from recnas.data.store import CTRStore, check_outside_results, check_run_folder
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
-from recnas.space.samplers import distinct_random_architectures
+from recnas.space.samplers import DRAWS_PER_SUBNET, distinct_random_architectures
 from recnas.staging import check_parent, exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
@@ -142,7 +142,9 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     space = SearchSpace(**spec["space"])
     archs = distinct_random_architectures(cfg.seed, space, n)
     if len(archs) < 2:  # a space of one architecture: it used to train it from scratch, then blame divergence ("0 of 1 subnets diverged")
-        raise ConfigError(f"--n {n} random subnets of the space of {supernet_path} are all one architecture; a rank correlation needs at least 2 distinct ones: give a larger --n, or study a supernet of a larger space")
+        raise ConfigError(f"the space of {supernet_path} holds one architecture ({n * DRAWS_PER_SUBNET} random draws found no other); a rank correlation needs at least 2 distinct ones: study a supernet of a larger space")
+    if len(archs) < n:  # drawn until distinct: fewer means the space holds no more
+        log.warning("the space of %s holds %d distinct architectures (%d random draws found no more): studying those, not --n %d", supernet_path, len(archs), n * DRAWS_PER_SUBNET, n)
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)
@@ -176,7 +178,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     corr = {name: rank_correlation([r[name] for r in rows], scratch) for name in ("inherited", "finetuned")}
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
-    result = {"n": len(rows), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
+    result = {"n": len(rows), "distinct_subnets": len(archs), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
               "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if r["scratch"] > base], "rows": rows, "config": json.loads(cfg.model_dump_json())}
     configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})

@@ -55,11 +55,21 @@ def random_architecture(rng: np.random.Generator, space: SearchSpace, any_ops: b
     return Architecture(blocks=tuple(random_block(rng, space, i, any_ops, any_conn) for i in range(space.n_blocks))).canonical()
 
 
+DRAWS_PER_SUBNET = 100  # random draws per wanted subnet before `distinct_random_architectures` concludes the space holds no more
+
+
 def distinct_random_architectures(seed: int, space: SearchSpace, n: int) -> list[Architecture]:
-    """The distinct ones among `n` random architectures drawn with `seed`, in draw order: the
-    subnets of a rank study, so that any tool drawing with the same seed gets the same subnets."""
+    """`n` distinct random architectures drawn with `seed`, in draw order (repeats are drawn
+    again): the subnets of a rank study, so that any tool drawing with the same seed gets the
+    same subnets. Fewer only when `n * DRAWS_PER_SUBNET` draws find no more (a small space)."""
     rng = np.random.default_rng(seed)
-    return list({a.hash: a for a in (random_architecture(rng, space) for _ in range(n))}.values())
+    found: dict[str, Architecture] = {}
+    for _ in range(n * DRAWS_PER_SUBNET):
+        if len(found) == n:
+            break
+        arch = random_architecture(rng, space)
+        found.setdefault(arch.hash, arch)
+    return list(found.values())
 
 
 def largest_architecture(space: SearchSpace) -> Architecture:
