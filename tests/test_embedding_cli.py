@@ -172,6 +172,24 @@ def test_cli_apply_puts_widths_into_an_architecture(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_cli_apply_overwrite_replaces_only_an_architecture(tmp_path):
+    """`--overwrite` replaced whatever file --out named, exit 0: a checkpoint, a config, a
+    results table; it now replaces an architecture JSON only."""
+    block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)
+    Architecture(blocks=(block,)).save(tmp_path / "arch.json")
+    (tmp_path / "dims.json").write_text("[2, 8, 4]")
+    args = ["embed", "apply", "--arch", str(tmp_path / "arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--overwrite", "--out"]
+    for name, text in (("model.pt", "not json"), ("config.yaml", "epochs: 3\n"), ("results.json", '{"logloss": 0.4}'), ("dims2.json", "[2, 8, 4]")):
+        (tmp_path / name).write_text(text)
+        res = runner.invoke(app, [*args, str(tmp_path / name)])
+        assert isinstance(res.exception, ConfigError) and "holds no architecture JSON" in str(res.exception), name
+        assert (tmp_path / name).read_text() == text
+    Architecture(blocks=(block,)).save(tmp_path / "old.json")  # an earlier architecture: replaced, as before
+    res = runner.invoke(app, [*args, str(tmp_path / "old.json")])
+    assert res.exit_code == 0, res.output
+    assert Architecture.load(tmp_path / "old.json").emb_dims == (2, 8, 4)
+
+
 def test_cli_apply_creates_the_folders_of_out(tmp_path):
     """Like every other output: a missing parent folder was a bare "No such file or directory"."""
     block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)

@@ -60,12 +60,25 @@ def search(
     typer.echo("wrote " + ", ".join(str(out / name) for name in names))
 
 
+def _holds_an_architecture(path: Path) -> bool:
+    """Whether the file at `path` is an architecture JSON, the only file `--overwrite` replaces."""
+    from recnas.space import Architecture
+
+    try:
+        if path.stat().st_size > 1 << 20:  # an architecture is a few kB
+            return False
+        Architecture.load(path)
+        return True
+    except (OSError, ConfigError):
+        return False
+
+
 @app.command()
 def apply(
     arch: Path = path_option(..., "--arch", help="architecture JSON (e.g. from `recnas search`)"),
     emb_dims: Path = path_option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
     out: Path = path_option(..., "--out", help="architecture JSON to write, with emb_dims set"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out file"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out architecture file (never a file of anything else)"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
     from recnas.data.store import check_outside_results
@@ -78,6 +91,8 @@ def apply(
         raise ConfigError(f"--out {out} is a directory; give the path of the architecture file to write")
     if out.exists() and not overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it")
+    if out.exists() and not _holds_an_architecture(out):  # --overwrite replaced any file there, exit 0 (a checkpoint, a config)
+        raise ConfigError(f"--out {out} exists and holds no architecture JSON; --overwrite replaces only an architecture file: choose another file (or remove that one first)")
     check_parent(out, "--out")
     # a store, or an embedding search result (`--out` beside its emb_dims.json is the natural
     # choice): a file there blocked the result's --overwrite ("x.json is not part of one")
