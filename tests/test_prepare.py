@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import hashlib
 import shutil
@@ -340,6 +341,10 @@ def test_parquet_missing_column(tmp_path):
         ("y", [{"v": 1}] * 20, "column y has Parquet type struct<"),  # was a numpy ValueError
         ("city", [[1, 2]] * 20, "column city has Parquet type list<"),
         ("price", [b"1"] * 20, "column price has Parquet type binary"),
+        # a point in time as a number was the days or microseconds since 1970, without a word
+        ("price", [datetime.date(2024, 1, 1)] * 20, "column price has Parquet type date32.*listed as a dense feature; list it as categorical"),
+        ("price", [datetime.datetime(2024, 1, 1, 8)] * 20, "column price has Parquet type timestamp.*a point in time"),
+        ("y", [datetime.time(8, 30)] * 20, "column y has Parquet type time64.*listed as the label"),
     ],
 )
 def test_parquet_column_of_an_unreadable_type(tmp_path, column, values, message):
@@ -942,3 +947,14 @@ def test_cli_prepare_vocab_from_reports_unseen_values(tmp_path):
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s2"), "--vocab-from", str(tmp_path / "s1"), "--split", "none"])
     assert result.exit_code == 0, result.output
     assert "test 50" in result.output and f"ids from {tmp_path / 's1'}: " in result.output and "unseen there (OOV id 0)" in result.output
+
+
+def test_parquet_date_column_as_categorical_is_kept(tmp_path):
+    """A date is a fine categorical (one code per day): only a dense or label date is refused."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    days = [datetime.date(2024, 1, 1), datetime.date(2024, 1, 2), datetime.date(2024, 1, 3), datetime.date(2024, 1, 1)] * 5
+    pq.write_table(pa.table({"y": [1, 0] * 10, "price": [1.0] * 20, "user": days, "city": ["a", "b"] * 10}), tmp_path / "d.parquet")
+    meta = prepare("csv", tmp_path / "d.parquet", tmp_path / "store", spec=tmp_path / "spec.yaml", split="sequential")
+    assert sum(meta.rows.values()) == 20 and meta.vocab_sizes == [4, 3]
+    sparse = concat(load(tmp_path / "store")[1], "sparse")
+    assert sparse[0, 0] == sparse[3, 0] and len({sparse[0, 0], sparse[1, 0], sparse[2, 0]}) == 3

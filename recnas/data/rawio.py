@@ -379,6 +379,10 @@ class RawReader:
             if pa.types.is_nested(value) or (name in numeric and _is_binary(value)):
                 expected = "a number (or a string holding one)" if name in numeric else "a number or a string"
                 raise DataError(f"{self.path}: column {name} has Parquet type {kind}; expected {expected} per row")
+            if name in numeric and (pa.types.is_date(value) or pa.types.is_time(value) or pa.types.is_timestamp(value)):
+                # it became the raw count of days or microseconds since 1970 (or midnight): a number of no use as a feature
+                role = "the label" if name == self.fmt.label else "a dense feature"
+                raise DataError(f"{self.path}: column {name} has Parquet type {kind}, a point in time, listed as {role}; list it as categorical, or convert it to a number that means something first (e.g. the hour of day)")
 
 
 def _cast_columns(table: pa.Table, casts: dict[str, pa.DataType]) -> pa.Table:
