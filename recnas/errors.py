@@ -20,3 +20,8 @@ class TrainingDiverged(RecnasError):
 
 class CheckpointError(RecnasError):
     """A checkpoint is corrupt or does not match the model it is loaded into."""
+
+
+class WorkerStartError(RecnasError):
+    """A Ray worker could not start on its node (recnas or a dependency missing or of another
+    version there): the cluster's setup, which the user fixes, not a recnas bug."""

@@ -153,3 +153,39 @@ def test_a_recnas_error_in_an_actor_reaches_the_user_as_itself_not_a_ray_traceba
             ex([SimpleNamespace(arch=genos[0].arch, hardware_json="{not json")])
     finally:
         ex.shutdown()
+
+
+def test_a_worker_that_cannot_start_is_one_line_naming_its_node(tiny_store, ray_local):
+    """An actor whose constructor raised anything but a RecnasError (an ImportError on a node
+    without recnas) died, and the job ended with Ray's ActorDiedError: some 40 lines of
+    traceback. It is now one line: the node, the error's last line, what to check."""
+    from types import SimpleNamespace
+
+    from recnas.errors import WorkerStartError
+
+    proxy = TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu")
+    genos = [Genotype(random_architecture(np.random.default_rng(0), get_space("full-tiny")))]
+    broken = SimpleNamespace(model_dump=lambda mode=None: {"no_such_field": 1})  # SearchSpace(**space) raises a pydantic error in the actor
+    ex = RayExecutor(broken, tiny_store.dir, proxy, workers=1)
+    try:
+        with pytest.raises(WorkerStartError) as info:
+            ex(genos)
+    finally:
+        ex.shutdown()
+    message = str(info.value)
+    assert message.startswith("a Ray worker could not start on node ") and ": pydantic_core._pydantic_core.ValidationError: 1 validation error for SearchSpace;" in message
+    assert "\n" not in message and "\x1b" not in message and "Traceback" not in message and "every node needs recnas" in message
+
+
+def test_worker_start_error_keeps_the_last_line_of_rays_report():
+    from recnas.search.executors import worker_start_error
+
+    report = (
+        "The actor died because of an error raised in its creation task, \x1b[36mray::_Worker.__init__()\x1b[39m (pid=1, ip=10.1.2.3, actor_id=ab)\n"
+        "           ^^^^^^^^^^^^\n  File \"x.py\", line 5, in __init__\nModuleNotFoundError: No module named 'recnas'\n  see https://example.org\n\n"
+    )
+    assert str(worker_start_error(report)) == (
+        "a Ray worker could not start on node 10.1.2.3: ModuleNotFoundError: No module named 'recnas'; "
+        "every node needs recnas and its dependencies installed, at the versions of this machine"
+    )
+    assert str(worker_start_error("")).startswith("a Ray worker could not start on its node: unknown error")

@@ -8,9 +8,10 @@ same SQLite store, so nothing is lost.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from recnas.errors import ConfigError, RecnasError
+from recnas.errors import ConfigError, RecnasError, WorkerStartError
 from recnas.search.evaluator import Genotype
 
 
@@ -102,6 +103,20 @@ def _check_reachable(address: str) -> None:
         ) from None
 
 
+def worker_start_error(error_msg: str) -> WorkerStartError:
+    """One line from Ray's report of an actor whose constructor raised something other than a
+    RecnasError (an ImportError on a node without recnas, say): its node and the error's last
+    line, not the ~40-line traceback Ray's ActorDiedError carried to the CLI."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", error_msg)
+    node = re.search(r"\bip=([^,)\s]+)", text)
+    # the raised exception's own line: the last one at column 0 naming an exception (a pydantic
+    # error goes on with indented details and a link; traceback lines are indented)
+    heads = [line.strip() for line in text.splitlines() if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", line)]
+    last = heads[-1] if heads else "unknown error"
+    where = f"node {node.group(1)}" if node else "its node"
+    return WorkerStartError(f"a Ray worker could not start on {where}: {last}; every node needs recnas and its dependencies installed, at the versions of this machine")
+
+
 class RayExecutor:
     """`evaluate_many(genotypes) -> metrics` over a pool of Ray actors (joins `address` if given),
     each scoring as `CandidateEvaluator(space, store at data_dir, train_cfg, eval_rows)` with the
@@ -141,6 +156,11 @@ class RayExecutor:
                 raise
             self._read_failures(refs)
             raise exc.cause.with_traceback(None) from None
+        except self.ray.exceptions.RayActorError as exc:
+            if not getattr(exc, "_actor_init_failed", False):  # a worker lost mid-run, past its retries
+                raise
+            self._read_failures(refs)
+            raise worker_start_error(str(getattr(exc, "error_msg", exc))) from None
 
     def _read_failures(self, refs, timeout: float = 10.0) -> None:
         """Read the results of the tasks still running when one failed (the other actors', at
