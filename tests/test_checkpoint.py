@@ -162,6 +162,28 @@ def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_resume_with_more_steps_trains_its_first_step_at_the_new_schedules_lr(tiny_store, tmp_path, schedule):
+    # a finished decaying run ends at lr 0; resumed for more steps, the first step trained at
+    # that 0 (the saved optimizer's lr) and the new schedule only took over from the second
+    out = tmp_path / "run"
+    cfg = tiny_cfg(max_steps=10, lr_schedule=schedule, warmup_steps=2, eval_every=0)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit()
+    more = Trainer(make_model(tiny_store.meta), TrainConfig(**{**cfg.model_dump(), "max_steps": 20}), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    lrs, step = [], more._train_step
+
+    def recording(batch):
+        lrs.append(more.optimizer.param_groups[0]["lr"])
+        return step(batch)
+
+    more._train_step = recording
+    more.fit(resume=True)
+    from recnas.train.trainer import lr_factor
+
+    assert lrs == pytest.approx([cfg.lr * lr_factor(s, 2, 20, schedule) for s in range(10, 20)])
+    assert lrs[0] > 0
+
+
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
     spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
     assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip

@@ -458,6 +458,7 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(p["optimizer"])
             self.scheduler.load_state_dict(p["scheduler"])
+            self._schedule_lr()
             self.scaler.load_state_dict(p["scaler"])
             if self.sampler is not None:
                 self.sampler.load_state_dict(p["sampler"])
@@ -473,6 +474,16 @@ class Trainer:
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    def _schedule_lr(self) -> None:
+        """Set the lr of the next step from this run's schedule. The optimizer state a resume
+        loads holds the lr the saved run's schedule gave that step: under another total (a
+        resume with more steps) the first resumed step trained at it, e.g. at 0, the end of a
+        finished cosine or linear run, before the new schedule took over from the second."""
+        sched = self.scheduler
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
