@@ -270,6 +270,9 @@ class Trainer:
         # the loss summed over the steps since the last log, and their count: the next logged
         # train_loss averages them, so a resumed run must pick them up (mean over the ranks)
         self.running_loss: tuple[float, int] = (0.0, 0)
+        # the last logged train_loss: an evaluation between two logs records it, so a resumed
+        # run must have it too (it recorded None until its first log)
+        self.train_loss: float | None = None
 
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
@@ -410,7 +413,7 @@ class Trainer:
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
             "data": self.data,
-            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss)},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss), "train_loss": self.train_loss},
             "best_model": self.best_state,
         }
 
@@ -471,6 +474,8 @@ class Trainer:
             self.stopped_early = bool(best.get("stopped_early", False))
             total, count = best.get("running_loss", (0.0, 0))  # absent from older checkpoints
             self.running_loss = (float(total), int(count))
+            last_logged = best.get("train_loss")  # absent from older checkpoints
+            self.train_loss = None if last_logged is None else float(last_logged)
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
@@ -510,7 +515,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         self.model.train()
-        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], None
+        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], self.train_loss
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
@@ -526,7 +531,7 @@ class Trainer:
                     last = self.step >= self.total_steps
                     if self.step % self.cfg.log_every == 0 or last:
                         # the only sync in the loop (and, under --nproc, the only collective besides DDP's)
-                        train_loss = float(distributed.mean_over_ranks(running / n_running, self.dist).item())
+                        train_loss = self.train_loss = float(distributed.mean_over_ranks(running / n_running, self.dist).item())
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):
