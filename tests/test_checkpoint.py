@@ -184,6 +184,30 @@ def test_a_resume_with_more_steps_trains_its_first_step_at_the_new_schedules_lr(
     assert lrs[0] > 0
 
 
+def test_resume_under_another_restore_best_never_ends_with_weights_of_another_step(tiny_store, tmp_path):
+    def run(out, restore_best, steps, init=0):
+        cfg = tiny_cfg(max_steps=steps, eval_every=5, restore_best=restore_best)
+        t = Trainer(make_model(tiny_store.meta, seed=init), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+        return t, t.fit(resume=(out / "checkpoint.pt").exists())
+
+    # restore_best: false kept no best weights; resumed under true, a run whose best evaluation
+    # came before the resume ended with its last weights, reported as the best ones
+    out = tmp_path / "kept-none"
+    run(out, False, 10)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"trained with restore_best: false and kept no weights of its best evaluation \(step \d+\); resume it with restore_best: false"):
+        run(out, True, 20)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # true, then false: the best weights of the first part stayed in the checkpoint while the
+    # best evaluation moved on, and a third part under true restored those stale weights
+    out = tmp_path / "stale"
+    run(out, True, 10)
+    t, res = run(out, False, 20)
+    assert load_checkpoint(out / "checkpoint.pt")["best_model"] is None
+    with pytest.raises(CheckpointError, match="restore_best: false"):
+        run(out, True, 30)
+
+
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
     spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
     assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip

@@ -457,6 +457,14 @@ class Trainer:
             raise PastRequestedSteps(path, done, self.total_steps)
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
+        best = p.get("best")
+        if self.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
+            # trained under restore_best: false, the run kept no weights of its best evaluation:
+            # it would be reported as the best and the last weights written as if they were its
+            raise CheckpointError(
+                f"{path}: the run was trained with restore_best: false and kept no weights of its best evaluation "
+                f"(step {best['val'].get('step')}); resume it with restore_best: false, or start afresh (--overwrite)"
+            )
         load_model_state(self.model, p["model"], path)
         try:
             self.optimizer.load_state_dict(p["optimizer"])
@@ -471,6 +479,8 @@ class Trainer:
             self.best_val, self.bad_evals, self.history = best["val"], int(best["bad_evals"]), list(best["history"])
             self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
             self.best_state = p.get("best_model")
+            if not self.cfg.restore_best:  # kept, they would go stale and a later resume under restore_best: true restore them
+                self.best_state = None
             self.stopped_early = bool(best.get("stopped_early", False))
             total, count = best.get("running_loss", (0.0, 0))  # absent from older checkpoints
             self.running_loss = (float(total), int(count))
