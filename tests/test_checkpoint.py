@@ -208,6 +208,30 @@ def test_resume_under_another_restore_best_never_ends_with_weights_of_another_st
         run(out, True, 30)
 
 
+def test_resume_refuses_other_validation_rows_once_it_has_evaluated(tiny_store, tmp_path):
+    # the best evaluation, which every later one is compared with (restore_best, early
+    # stopping), was of 20 rows; resumed on all 60, the comparison went on silently
+    def run(out, steps, **kw):
+        cfg = tiny_cfg(max_steps=steps, eval_every=5, **kw)
+        return Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=(out / "checkpoint.pt").exists())
+
+    out = tmp_path / "run"
+    run(out, 10, max_eval_rows=20)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"max_eval_rows: 20 -> None\): the run's evaluations were on 20 validation rows, this one's would be on 60"):
+        run(out, 20)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert run(out, 20, max_eval_rows=20).steps == 20
+    # a cap past the split's rows is all of them: no change
+    whole = tmp_path / "whole"
+    run(whole, 10)
+    assert run(whole, 20, max_eval_rows=10_000).steps == 20
+    # a run that never evaluated has nothing to compare
+    quiet = tmp_path / "quiet"
+    Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=10, eval_every=0, max_eval_rows=20), tiny_store, out_dir=quiet, progress=False, model_spec=SPEC).fit()
+    assert run(quiet, 20).steps == 20
+
+
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
     spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
     assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip

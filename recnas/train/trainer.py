@@ -458,6 +458,7 @@ class Trainer:
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
         best = p.get("best")
+        self._check_eval_rows(saved_cfg, best, path)
         if self.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
             # trained under restore_best: false, the run kept no weights of its best evaluation:
             # it would be reported as the best and the last weights written as if they were its
@@ -489,6 +490,21 @@ class Trainer:
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    def _check_eval_rows(self, saved_cfg: dict, best, path) -> None:
+        """Refuse to resume a run that has evaluated on other validation rows (another
+        max_eval_rows): its best evaluation, which every later one is compared with (restore_best,
+        early stopping), would be of other rows, and the comparison meaningless."""
+        if self.val_loader is None or not isinstance(best, dict) or not isinstance(best.get("val"), dict) or "max_eval_rows" not in saved_cfg:
+            return
+        rows, cap = len(self.val_loader.arrays), saved_cfg["max_eval_rows"]
+        before, now = (rows if c is None else min(rows, int(c)) for c in (cap, self.cfg.max_eval_rows))  # a cap past the split's rows is all of them
+        if before != now:
+            raise CheckpointError(
+                f"{path}: cannot resume with a changed config (max_eval_rows: {cap!r} -> {self.cfg.max_eval_rows!r}): the run's evaluations "
+                f"were on {before:,} validation rows, this one's would be on {now:,}, and its best one (which later ones are "
+                "compared with) would be of other rows; resume with the same max_eval_rows, or start afresh (--overwrite)"
+            )
 
     def _schedule_lr(self) -> None:
         """Set the lr of the next step from this run's schedule. The optimizer state a resume
