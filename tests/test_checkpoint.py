@@ -232,6 +232,20 @@ def test_resume_refuses_other_validation_rows_once_it_has_evaluated(tiny_store, 
     assert run(quiet, 20).steps == 20
 
 
+def test_a_max_train_rows_past_the_split_is_no_change_on_resume(tiny_store, tmp_path):
+    # 480 training rows: a cap of 10,000 trains on all of them, as none does (it was refused as
+    # a changed config); a cap that drops rows still is
+    def run(steps, **kw):
+        cfg = tiny_cfg(max_steps=steps, eval_every=0, **kw)
+        return Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "run", progress=False, model_spec=SPEC).fit(resume=(tmp_path / "run" / "checkpoint.pt").exists())
+
+    run(10, max_train_rows=10_000)
+    assert run(20).steps == 20
+    assert run(30, max_train_rows=480).steps == 30
+    with pytest.raises(CheckpointError, match=r"cannot resume with a changed config \(max_train_rows: 480 -> 100\)"):
+        run(40, max_train_rows=100)
+
+
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
     spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
     assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip

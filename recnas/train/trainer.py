@@ -86,6 +86,11 @@ def _drops_last(rows: int, batch_size: int) -> bool:
     return rows >= batch_size
 
 
+def _rows_under(cap, rows: int):
+    """The rows of a split of `rows` rows that a max_train_rows / max_eval_rows of `cap` uses."""
+    return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
+
+
 def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
     """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
     known before a Trainer is built)."""
@@ -436,7 +441,12 @@ class Trainer:
         p = load_checkpoint(path, map_location=self.device)
         check_spec(p["model_spec"], self.model_spec if p["model_spec"] else None, path)
         saved_cfg = p.get("config", {})
-        clash = [k for k in RESUME_INVARIANT if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
+        train_rows = len(self.train_loader.arrays)
+        # a max_train_rows past the split's rows is all of them, as none is: the same run (refused as a change)
+        clash = [
+            k for k in RESUME_INVARIANT if k in saved_cfg
+            and (_rows_under(saved_cfg[k], train_rows) != _rows_under(self.cfg.max_train_rows, train_rows) if k == "max_train_rows" else saved_cfg[k] != getattr(self.cfg, k))
+        ]
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
@@ -498,7 +508,7 @@ class Trainer:
         if self.val_loader is None or not isinstance(best, dict) or not isinstance(best.get("val"), dict) or "max_eval_rows" not in saved_cfg:
             return
         rows, cap = len(self.val_loader.arrays), saved_cfg["max_eval_rows"]
-        before, now = (rows if c is None else min(rows, int(c)) for c in (cap, self.cfg.max_eval_rows))  # a cap past the split's rows is all of them
+        before, now = _rows_under(cap, rows), _rows_under(self.cfg.max_eval_rows, rows)  # a cap past the split's rows is all of them
         if before != now:
             raise CheckpointError(
                 f"{path}: cannot resume with a changed config (max_eval_rows: {cap!r} -> {self.cfg.max_eval_rows!r}): the run's evaluations "
