@@ -163,6 +163,20 @@ def check_runs_here(cfg: TrainConfig, section: str) -> None:
         raise ConfigError(f"{section}: {exc}") from None
 
 
+def _no_compiler(exc: BaseException) -> str | None:
+    """The reason, when `exc` (from a compiled step) says torch.compile found no C/C++ compiler
+    to build its kernels with (inductor's InvalidCxxCompiler on the CPU, Triton's launcher on a
+    GPU); None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).strip()
+        if type(exc).__name__ == "InvalidCxxCompiler" or "InvalidCxxCompiler" in text or "Failed to find C compiler" in text:
+            return text.splitlines()[0] if text else type(exc).__name__  # torch's further lines suggest its debug settings
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
     """Multiplier of the base lr at `step`: linear warmup, then constant/cosine/linear decay to 0."""
     if warmup and step < warmup:
@@ -559,7 +573,17 @@ class Trainer:
             task = bar.add_task("train", total=self.total_steps, completed=self.step, loss="-", sps="-")
             while self.step < self.total_steps and not stop and not self.stopped_early:
                 for batch in self.train_loader:
-                    running += self._train_step(batch)
+                    try:
+                        running += self._train_step(batch)
+                    except Exception as exc:
+                        # compile: true without a compiler failed at the first step with a traceback of ~140 lines
+                        reason = _no_compiler(exc) if self.cfg.compile else None
+                        if reason is None:
+                            raise
+                        raise ConfigError(
+                            f"compile: true needs a C/C++ compiler, which torch.compile builds its kernels with, and none works here ({reason[:300]}); "
+                            "install one (e.g. g++; or name it in CXX, CC for Triton), or set compile: false"
+                        ) from None
                     n_running += 1
                     self.step += 1
                     self.rows_seen += len(batch)
