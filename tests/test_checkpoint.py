@@ -162,6 +162,90 @@ def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_a_resume_with_more_steps_trains_its_first_step_at_the_new_schedules_lr(tiny_store, tmp_path, schedule):
+    # a finished decaying run ends at lr 0; resumed for more steps, the first step trained at
+    # that 0 (the saved optimizer's lr) and the new schedule only took over from the second
+    out = tmp_path / "run"
+    cfg = tiny_cfg(max_steps=10, lr_schedule=schedule, warmup_steps=2, eval_every=0)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit()
+    more = Trainer(make_model(tiny_store.meta), TrainConfig(**{**cfg.model_dump(), "max_steps": 20}), tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+    lrs, step = [], more._train_step
+
+    def recording(batch):
+        lrs.append(more.optimizer.param_groups[0]["lr"])
+        return step(batch)
+
+    more._train_step = recording
+    more.fit(resume=True)
+    from recnas.train.trainer import lr_factor
+
+    assert lrs == pytest.approx([cfg.lr * lr_factor(s, 2, 20, schedule) for s in range(10, 20)])
+    assert lrs[0] > 0
+
+
+def test_resume_under_another_restore_best_never_ends_with_weights_of_another_step(tiny_store, tmp_path):
+    def run(out, restore_best, steps, init=0):
+        cfg = tiny_cfg(max_steps=steps, eval_every=5, restore_best=restore_best)
+        t = Trainer(make_model(tiny_store.meta, seed=init), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC)
+        return t, t.fit(resume=(out / "checkpoint.pt").exists())
+
+    # restore_best: false kept no best weights; resumed under true, a run whose best evaluation
+    # came before the resume ended with its last weights, reported as the best ones
+    out = tmp_path / "kept-none"
+    run(out, False, 10)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"trained with restore_best: false and kept no weights of its best evaluation \(step \d+\); resume it with restore_best: false"):
+        run(out, True, 20)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # true, then false: the best weights of the first part stayed in the checkpoint while the
+    # best evaluation moved on, and a third part under true restored those stale weights
+    out = tmp_path / "stale"
+    run(out, True, 10)
+    t, res = run(out, False, 20)
+    assert load_checkpoint(out / "checkpoint.pt")["best_model"] is None
+    with pytest.raises(CheckpointError, match="restore_best: false"):
+        run(out, True, 30)
+
+
+def test_resume_refuses_other_validation_rows_once_it_has_evaluated(tiny_store, tmp_path):
+    # the best evaluation, which every later one is compared with (restore_best, early
+    # stopping), was of 20 rows; resumed on all 60, the comparison went on silently
+    def run(out, steps, **kw):
+        cfg = tiny_cfg(max_steps=steps, eval_every=5, **kw)
+        return Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=(out / "checkpoint.pt").exists())
+
+    out = tmp_path / "run"
+    run(out, 10, max_eval_rows=20)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"max_eval_rows: 20 -> None\): the run's evaluations were on 20 validation rows, this one's would be on 60"):
+        run(out, 20)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert run(out, 20, max_eval_rows=20).steps == 20
+    # a cap past the split's rows is all of them: no change
+    whole = tmp_path / "whole"
+    run(whole, 10)
+    assert run(whole, 20, max_eval_rows=10_000).steps == 20
+    # a run that never evaluated has nothing to compare
+    quiet = tmp_path / "quiet"
+    Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=10, eval_every=0, max_eval_rows=20), tiny_store, out_dir=quiet, progress=False, model_spec=SPEC).fit()
+    assert run(quiet, 20).steps == 20
+
+
+def test_a_max_train_rows_past_the_split_is_no_change_on_resume(tiny_store, tmp_path):
+    # 480 training rows: a cap of 10,000 trains on all of them, as none does (it was refused as
+    # a changed config); a cap that drops rows still is
+    def run(steps, **kw):
+        cfg = tiny_cfg(max_steps=steps, eval_every=0, **kw)
+        return Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "run", progress=False, model_spec=SPEC).fit(resume=(tmp_path / "run" / "checkpoint.pt").exists())
+
+    run(10, max_train_rows=10_000)
+    assert run(20).steps == 20
+    assert run(30, max_train_rows=480).steps == 30
+    with pytest.raises(CheckpointError, match=r"cannot resume with a changed config \(max_train_rows: 480 -> 100\)"):
+        run(40, max_train_rows=100)
+
+
 def test_load_trained_rebuilds_from_spec(tiny_store, tmp_path, monkeypatch):
     spec = model_factory.baseline_spec("toy", {"hidden": 8, "dims": (1, 2)}, tiny_store.meta)
     assert spec["hparams"]["dims"] == [1, 2]  # plain JSON form, equal to itself after a round trip

@@ -148,6 +148,41 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 2 and "trained on another space than 'small-tiny' (differs in emb_dim)" in error_line(err)
 
 
+def test_a_supernet_resumed_without_its_sampler_names_the_sampler(tiny_store, tmp_path, monkeypatch, capsys):
+    # "checkpoint is for a different model" sent the user looking for a change to the model
+    pytest.importorskip("recnas.supernet")
+    common = ["supernet", "train", "--data", tiny_store.dir, "--config", TINY, "--space", "small-tiny", "--out", tmp_path / "sn"]
+    code, _, err = run(monkeypatch, capsys, *common, "--steps", "2", "--sampler", "any-path")
+    assert code == 0, err
+    before = (tmp_path / "sn" / "checkpoint.pt").read_bytes()
+    code, _, err = run(monkeypatch, capsys, *common, "--steps", "4", "--resume")
+    assert code == 2
+    assert "trained with the 'any-path' path sampler, this run would resume it with 'single-op-any-conn'" in error_line(err)
+    assert "(--sampler any-path)" in error_line(err)
+    assert (tmp_path / "sn" / "checkpoint.pt").read_bytes() == before
+    code, _, err = run(monkeypatch, capsys, *common, "--steps", "4", "--resume", "--sampler", "any-path")
+    assert code == 0, err
+
+
+def test_compile_on_a_cpu_without_a_cxx_compiler_is_one_error_line(tiny_store, tmp_path, monkeypatch, capsys):
+    # torch.compile's inductor builds C++ kernels on the CPU: the first step failed with a
+    # traceback of ~140 lines (InductorError: InvalidCxxCompiler)
+    cpp_builder = pytest.importorskip("torch._inductor.cpp_builder")
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
+    cpp_builder.cpp_compiler_search.cache_clear()  # it remembers the compiler it found
+    config = tmp_path / "compile.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load(Path(TINY).read_text()), "compile": True}))
+    try:
+        code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", config, "--out", tmp_path / "run", "--steps", "2")
+    finally:
+        cpp_builder.cpp_compiler_search.cache_clear()
+    assert code == 2
+    assert "compile: true needs a C/C++ compiler" in error_line(err) and "no-such-g++" in err and "set compile: false" in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_unusable_paths_and_seeds_are_one_error_line(tiny_store, tmp_path, monkeypatch, capsys):
     """An --out under a file, a binary --arch file, a negative --seed: no traceback, nothing written."""
     afile = tmp_path / "afile"

@@ -233,6 +233,17 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_store, tmp_path
         assert full.eval_archs == resumed.eval_archs
 
 
+def test_a_resumed_run_records_the_last_logged_train_loss_at_an_evaluation_before_its_first_log(tiny_store, tmp_path):
+    # an evaluation between two logs records the last logged train_loss; resumed between a log
+    # (step 20) and an evaluation (25), the run recorded None there instead
+    cfg = tiny_cfg(max_steps=50, eval_every=25, log_every=10, checkpoint_every=20)
+    ref = Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "full", progress=False).fit()
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "part", progress=False).fit(stop_after=22)
+    res = Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=tmp_path / "part", progress=False).fit(resume=True)
+    assert ref.history[0]["step"] == 25 and ref.history[0]["train_loss"] is not None
+    assert res.history == ref.history
+
+
 def test_fixed_arch_supernet_finetune_without_outputs(tiny_store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = make_model(tiny_store.meta, cls=ToySupernet)

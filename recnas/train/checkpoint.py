@@ -114,6 +114,13 @@ def check_spec(saved: dict, current: dict | None, path: str | os.PathLike) -> No
     if current is None:
         return
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff == ["sampler"] and saved.get("kind") == "supernet":
+        # the same supernet, drawn from by another path sampler (a resume without the --sampler it
+        # was trained with): "a different model" sent the user looking for a change they had not made
+        raise OtherModelCheckpoint(
+            f"{path}: the supernet was trained with the {saved.get('sampler')!r} path sampler, this run would resume it with "
+            f"{current.get('sampler')!r} (model_spec differs in: sampler); resume it with the sampler it was trained with (--sampler {saved.get('sampler')}), or start afresh (--overwrite)"
+        )
     if diff:
         raise OtherModelCheckpoint(f"{path}: checkpoint is for a different model (model_spec differs in: {', '.join(diff)})")
 

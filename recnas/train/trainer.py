@@ -86,6 +86,11 @@ def _drops_last(rows: int, batch_size: int) -> bool:
     return rows >= batch_size
 
 
+def _rows_under(cap, rows: int):
+    """The rows of a split of `rows` rows that a max_train_rows / max_eval_rows of `cap` uses."""
+    return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
+
+
 def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
     """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
     known before a Trainer is built)."""
@@ -156,6 +161,20 @@ def check_runs_here(cfg: TrainConfig, section: str) -> None:
         resolve_amp(cfg.amp, resolve_device(cfg.device))
     except ConfigError as exc:
         raise ConfigError(f"{section}: {exc}") from None
+
+
+def _no_compiler(exc: BaseException) -> str | None:
+    """The reason, when `exc` (from a compiled step) says torch.compile found no C/C++ compiler
+    to build its kernels with (inductor's InvalidCxxCompiler on the CPU, Triton's launcher on a
+    GPU); None otherwise."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).strip()
+        if type(exc).__name__ == "InvalidCxxCompiler" or "InvalidCxxCompiler" in text or "Failed to find C compiler" in text:
+            return text.splitlines()[0] if text else type(exc).__name__  # torch's further lines suggest its debug settings
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
@@ -270,6 +289,9 @@ class Trainer:
         # the loss summed over the steps since the last log, and their count: the next logged
         # train_loss averages them, so a resumed run must pick them up (mean over the ranks)
         self.running_loss: tuple[float, int] = (0.0, 0)
+        # the last logged train_loss: an evaluation between two logs records it, so a resumed
+        # run must have it too (it recorded None until its first log)
+        self.train_loss: float | None = None
 
     # -- construction ---------------------------------------------------------------------
     def _loader(self, arrays, batch_size: int, train: bool, max_rows: int | None) -> BatchLoader:
@@ -410,7 +432,7 @@ class Trainer:
             "config": self.cfg.model_dump(),
             "model_spec": self.model_spec or {},
             "data": self.data,
-            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss)},
+            "best": {"val": self.best_val, "bad_evals": self.bad_evals, "history": self.history, "train_seconds": self.train_seconds, "rows_seen": self.rows_seen, "last_val": self.last_val, "stopped_early": self.stopped_early, "running_loss": list(self.running_loss), "train_loss": self.train_loss},
             "best_model": self.best_state,
         }
 
@@ -433,7 +455,12 @@ class Trainer:
         p = load_checkpoint(path, map_location=self.device)
         check_spec(p["model_spec"], self.model_spec if p["model_spec"] else None, path)
         saved_cfg = p.get("config", {})
-        clash = [k for k in RESUME_INVARIANT if k in saved_cfg and saved_cfg[k] != getattr(self.cfg, k)]
+        train_rows = len(self.train_loader.arrays)
+        # a max_train_rows past the split's rows is all of them, as none is: the same run (refused as a change)
+        clash = [
+            k for k in RESUME_INVARIANT if k in saved_cfg
+            and (_rows_under(saved_cfg[k], train_rows) != _rows_under(self.cfg.max_train_rows, train_rows) if k == "max_train_rows" else saved_cfg[k] != getattr(self.cfg, k))
+        ]
         if clash:
             detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
             raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
@@ -454,10 +481,20 @@ class Trainer:
             raise PastRequestedSteps(path, done, self.total_steps)
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
+        best = p.get("best")
+        self._check_eval_rows(saved_cfg, best, path)
+        if self.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
+            # trained under restore_best: false, the run kept no weights of its best evaluation:
+            # it would be reported as the best and the last weights written as if they were its
+            raise CheckpointError(
+                f"{path}: the run was trained with restore_best: false and kept no weights of its best evaluation "
+                f"(step {best['val'].get('step')}); resume it with restore_best: false, or start afresh (--overwrite)"
+            )
         load_model_state(self.model, p["model"], path)
         try:
             self.optimizer.load_state_dict(p["optimizer"])
             self.scheduler.load_state_dict(p["scheduler"])
+            self._schedule_lr()
             self.scaler.load_state_dict(p["scaler"])
             if self.sampler is not None:
                 self.sampler.load_state_dict(p["sampler"])
@@ -467,12 +504,41 @@ class Trainer:
             self.best_val, self.bad_evals, self.history = best["val"], int(best["bad_evals"]), list(best["history"])
             self.train_seconds, self.rows_seen, self.last_val = float(best["train_seconds"]), int(best["rows_seen"]), best["last_val"]
             self.best_state = p.get("best_model")
+            if not self.cfg.restore_best:  # kept, they would go stale and a later resume under restore_best: true restore them
+                self.best_state = None
             self.stopped_early = bool(best.get("stopped_early", False))
             total, count = best.get("running_loss", (0.0, 0))  # absent from older checkpoints
             self.running_loss = (float(total), int(count))
+            last_logged = best.get("train_loss")  # absent from older checkpoints
+            self.train_loss = None if last_logged is None else float(last_logged)
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    def _check_eval_rows(self, saved_cfg: dict, best, path) -> None:
+        """Refuse to resume a run that has evaluated on other validation rows (another
+        max_eval_rows): its best evaluation, which every later one is compared with (restore_best,
+        early stopping), would be of other rows, and the comparison meaningless."""
+        if self.val_loader is None or not isinstance(best, dict) or not isinstance(best.get("val"), dict) or "max_eval_rows" not in saved_cfg:
+            return
+        rows, cap = len(self.val_loader.arrays), saved_cfg["max_eval_rows"]
+        before, now = _rows_under(cap, rows), _rows_under(self.cfg.max_eval_rows, rows)  # a cap past the split's rows is all of them
+        if before != now:
+            raise CheckpointError(
+                f"{path}: cannot resume with a changed config (max_eval_rows: {cap!r} -> {self.cfg.max_eval_rows!r}): the run's evaluations "
+                f"were on {before:,} validation rows, this one's would be on {now:,}, and its best one (which later ones are "
+                "compared with) would be of other rows; resume with the same max_eval_rows, or start afresh (--overwrite)"
+            )
+
+    def _schedule_lr(self) -> None:
+        """Set the lr of the next step from this run's schedule. The optimizer state a resume
+        loads holds the lr the saved run's schedule gave that step: under another total (a
+        resume with more steps) the first resumed step trained at it, e.g. at 0, the end of a
+        finished cosine or linear run, before the new schedule took over from the second."""
+        sched = self.scheduler
+        for group, base, factor in zip(self.optimizer.param_groups, sched.base_lrs, sched.lr_lambdas):
+            group["lr"] = base * factor(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
@@ -499,7 +565,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         self.model.train()
-        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], None
+        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], self.train_loss
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
@@ -507,7 +573,17 @@ class Trainer:
             task = bar.add_task("train", total=self.total_steps, completed=self.step, loss="-", sps="-")
             while self.step < self.total_steps and not stop and not self.stopped_early:
                 for batch in self.train_loader:
-                    running += self._train_step(batch)
+                    try:
+                        running += self._train_step(batch)
+                    except Exception as exc:
+                        # compile: true without a compiler failed at the first step with a traceback of ~140 lines
+                        reason = _no_compiler(exc) if self.cfg.compile else None
+                        if reason is None:
+                            raise
+                        raise ConfigError(
+                            f"compile: true needs a C/C++ compiler, which torch.compile builds its kernels with, and none works here ({reason[:300]}); "
+                            "install one (e.g. g++; or name it in CXX, CC for Triton), or set compile: false"
+                        ) from None
                     n_running += 1
                     self.step += 1
                     self.rows_seen += len(batch)
@@ -515,7 +591,7 @@ class Trainer:
                     last = self.step >= self.total_steps
                     if self.step % self.cfg.log_every == 0 or last:
                         # the only sync in the loop (and, under --nproc, the only collective besides DDP's)
-                        train_loss = float(distributed.mean_over_ranks(running / n_running, self.dist).item())
+                        train_loss = self.train_loss = float(distributed.mean_over_ranks(running / n_running, self.dist).item())
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):
