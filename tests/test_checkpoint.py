@@ -162,6 +162,21 @@ def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_a_resume_to_another_total_says_so(tiny_store, tmp_path, caplog):
+    """A resume without the --steps a run was started with went to the config's total without a
+    word, and with it the rest of a decaying lr schedule; a resume to the same total says nothing."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(max_steps=10, lr_schedule="cosine", eval_every=0)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(stop_after=4)
+    with caplog.at_level("INFO", logger="recnas"):
+        Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True, stop_after=6)
+    assert "resuming at step" not in caplog.text
+    more = TrainConfig(**{**cfg.model_dump(), "max_steps": 16})
+    with caplog.at_level("INFO", logger="recnas"):
+        Trainer(make_model(tiny_store.meta), more, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
+    assert "resuming at step 6 of 16: the checkpoint's run was to end at step 10" in caplog.text and "cosine lr schedule now runs to step 16" in caplog.text
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
 def test_a_resume_with_more_steps_trains_its_first_step_at_the_new_schedules_lr(tiny_store, tmp_path, schedule):
     # a finished decaying run ends at lr 0; resumed for more steps, the first step trained at

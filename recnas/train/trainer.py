@@ -481,6 +481,7 @@ class Trainer:
             raise PastRequestedSteps(path, done, self.total_steps)
         if (p.get("sampler") is None) != (self.sampler is None):
             raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
+        self._note_new_total(saved_cfg, done)
         best = p.get("best")
         self._check_eval_rows(saved_cfg, best, path)
         if self.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
@@ -514,6 +515,17 @@ class Trainer:
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    def _note_new_total(self, saved_cfg: dict, done) -> None:
+        """Say so when a resumed run goes to another total than the one it was started for
+        (more --steps or epochs, on purpose, or a resume without the --steps it was started
+        with): the total changed without a word, and with it the rest of a decaying lr schedule."""
+        max_steps, epochs = saved_cfg.get("max_steps"), saved_cfg.get("epochs")
+        planned = max_steps if isinstance(max_steps, int) else epochs * self.steps_per_epoch if isinstance(epochs, int) else None
+        if planned is None or planned == self.total_steps or not isinstance(done, int):
+            return
+        schedule = "" if self.cfg.lr_schedule == "constant" else f"; its {self.cfg.lr_schedule} lr schedule now runs to step {self.total_steps:,}"
+        log.info("resuming at step %s of %s: the checkpoint's run was to end at step %s (the config or --steps sets another total now)%s", f"{done:,}", f"{self.total_steps:,}", f"{planned:,}", schedule)
 
     def _check_eval_rows(self, saved_cfg: dict, best, path) -> None:
         """Refuse to resume a run that has evaluated on other validation rows (another
