@@ -73,7 +73,7 @@ def test_baseline_train_resume_and_evaluate(tiny_store, tmp_path, monkeypatch, c
     code, stdout, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--split", "test", "--json-out", report)
     assert code == 0, err
     got = json.loads(report.read_text())
-    assert got["rows"] == 60 and got["step"] == 15 and 0 < got["logloss"] < 2 and f"logloss {got['logloss']:.5f}" in stdout
+    assert got["rows"] == 60 and got["step"] == got["run_steps"] == 15 and 0 < got["logloss"] < 2 and f"logloss {got['logloss']:.5f}" in stdout
 
     arch = tmp_path / "arch.json"
     arch.write_text("{}")
@@ -552,3 +552,33 @@ def test_a_killed_runs_half_written_checkpoint_is_removed_when_the_run_goes_on(t
     code, stdout, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--steps", "4", "--resume", "--no-progress")
     assert code == 0 and "trained 4 steps" in stdout, err
     assert not stale.exists() and kept.read_text() == "mine"
+
+
+def test_evaluate_names_the_step_of_the_weights_it_scored(tiny_store, tmp_path, monkeypatch, capsys):
+    """A model.pt under restore_best holds its best evaluation's weights, but its `step` is the
+    run's last, which `evaluate --json-out` reported as the evaluated model's step."""
+    from recnas.train import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "lr"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 12\neval_every: 3\ndevice: cpu\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out)
+    assert code == 0, err
+    payload = load_checkpoint(out / "model.pt")
+    payload["metrics"]["best_val"]["step"] = 6  # as a run whose best evaluation came before its last step
+    save_checkpoint(out / "model.pt", payload)
+    expected = {"model.pt": 6, "checkpoint.pt": 12}  # checkpoint.pt: the last weights
+    for name, step in expected.items():
+        report = tmp_path / f"{name}.json"
+        code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / name, "--data", tiny_store.dir, "--json-out", report)
+        assert code == 0, err
+        got = json.loads(report.read_text())
+        assert got["step"] == step and got["run_steps"] == 12, name
+    cfg.write_text("batch_size: 32\nmax_steps: 12\neval_every: 3\ndevice: cpu\nrestore_best: false\n")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", out, "--overwrite")
+    assert code == 0, err
+    payload = load_checkpoint(out / "model.pt")
+    payload["metrics"]["best_val"]["step"] = 6  # without restore_best model.pt holds the last weights whatever the best was
+    save_checkpoint(out / "model.pt", payload)
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", tmp_path / "last.json")
+    assert code == 0 and json.loads((tmp_path / "last.json").read_text())["step"] == 12, err

@@ -331,7 +331,7 @@ def evaluate(
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
     from recnas.data.store import CTRStore
     from recnas.train.metrics import ctr_metrics, predict, probabilities
-    from recnas.train.model_factory import check_data, load_trained
+    from recnas.train.model_factory import check_data, load_trained, weights_step
     from recnas.train.trainer import resolve_device
 
     if device not in ("auto", "cpu", "cuda"):
@@ -368,7 +368,7 @@ def evaluate(
         write_predictions(predictions_out, probabilities(logits))
     typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
     if json_out is not None:
-        record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": extra.get("step"), **metrics}
+        record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": weights_step(extra), "run_steps": extra.get("step"), **metrics}
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json_out, json.dumps(record, indent=2))

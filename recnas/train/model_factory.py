@@ -101,6 +101,16 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def weights_step(extra: dict) -> int | None:
+    """The step whose weights a file of `load_trained` holds. A run's model.pt under
+    restore_best holds its best evaluation's weights while its `step` is the run's last, which
+    `evaluate --json-out` reported as the evaluated model's; a checkpoint.pt holds its `step`'s."""
+    best = (extra.get("metrics") or {}).get("best_val")
+    if (extra.get("config") or {}).get("restore_best") and isinstance(best, dict) and isinstance(best.get("step"), int):
+        return best["step"]
+    return extra.get("step")
+
+
 def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
     training config, metrics and step when the file has them."""
