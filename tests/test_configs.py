@@ -185,3 +185,16 @@ def test_a_missing_required_key_is_named_without_the_whole_mapping(tmp_path):
     with pytest.raises(ConfigError) as err:
         Architecture.load(path)
     assert str(err.value).endswith("key 'blocks.0.dense_dim': missing (it is required)") and "dense_ops" not in str(err.value), str(err.value)
+
+
+def test_embed_search_retrain_section_is_merged_into_its_defaults(tmp_path):
+    """docs/embedding.md gives `retrain: {epochs: 2, batch_size: 512}` as the section's default,
+    and the other sections merge key by key; a `retrain:` naming only its lr trained 1 epoch
+    (TrainConfig's default) instead of 2, silently."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text("retrain:\n  lr: 0.003\n")
+    retrain = EmbedSearchConfig.from_yaml(path).retrain
+    assert (retrain.lr, retrain.epochs, retrain.batch_size) == (0.003, 2, 512)
+    path.write_text("retrain:\n  epochs: 1\n  batch_size: 64\n")
+    assert (EmbedSearchConfig.from_yaml(path).retrain.epochs, EmbedSearchConfig.from_yaml(path).retrain.batch_size) == (1, 64)
+    assert EmbedSearchConfig.from_yaml(None).retrain == EmbedSearchConfig.from_dict({"retrain": {}}).retrain

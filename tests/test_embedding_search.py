@@ -164,3 +164,24 @@ def test_seeds_past_the_largest_seed_are_refused_before_training(tmp_path, monke
     cfg = EmbedSearchConfig.from_dict({**FAST, "seed": SEED_MAX})
     with pytest.raises(ConfigError, match=rf"--seeds 2 from seed {SEED_MAX} runs up to seed {SEED_MAX + 1}, past the largest seed"):
         run_search(store, cfg, 10 * 4 * 4, seeds=2, do_retrain=False)
+
+
+def test_a_store_without_training_rows_is_refused_before_training(tmp_path, monkeypatch):
+    """A store prepared with --split none (every row in test, for scoring) has no training rows:
+    the supernet's epoch-after-epoch loop over its empty train split never yielded a batch and
+    `recnas embed search` hung forever. Refused first, as the training commands refuse it."""
+    from recnas.data.prepare import prepare
+    from recnas.data.store import CTRStore
+    from recnas.data.synthetic import generate
+    from recnas.errors import DataError
+
+    generate(tmp_path / "synth", rows=200, raw_out=tmp_path / "day.txt")
+    prepare("criteo", tmp_path / "day.txt", tmp_path / "scoring", split="none")
+    store = CTRStore(tmp_path / "scoring")
+    import recnas.embedding.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "search_one_seed", lambda *a, **k: pytest.fail("trained on a store without training rows (the loop never ends)"))
+    out = tmp_path / "result"
+    with pytest.raises(DataError, match="the train split has no rows: .* prepared with --split none"):
+        run_search(store, EmbedSearchConfig.from_dict({**FAST, "supernet": {**FAST["supernet"], "steps": 5}}), 100_000, out=out, do_retrain=False)
+    assert not out.exists()

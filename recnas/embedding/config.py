@@ -16,6 +16,7 @@ from recnas import configs
 from recnas.train.config import TrainConfig
 
 DEFAULT_WIDTHS = (2, 4, 8, 16, 32, 64)
+RETRAIN_DEFAULTS = {"epochs": 2, "batch_size": 512}  # where `retrain` departs from TrainConfig's own defaults
 
 
 class _Strict(BaseModel):
@@ -54,7 +55,7 @@ class EmbedSearchConfig(_Strict):
     model: ModelSettings = ModelSettings()
     supernet: SupernetSettings = SupernetSettings()
     search: SearchSettings = SearchSettings()
-    retrain: TrainConfig = TrainConfig(epochs=2, batch_size=512)
+    retrain: TrainConfig = TrainConfig(**RETRAIN_DEFAULTS)
 
     @field_validator("widths")
     @classmethod
@@ -64,6 +65,16 @@ class EmbedSearchConfig(_Strict):
         if not widths or min(widths) <= 0:
             raise ValueError("must be a non-empty list of positive integers")
         return tuple(sorted(set(widths)))
+
+    @field_validator("retrain", mode="before")
+    @classmethod
+    def _retrain_keeps_its_defaults(cls, retrain):
+        """A `retrain:` section is merged key by key into the section's defaults, as `model`,
+        `supernet` and `search` are: `retrain: {lr: 0.003}` used to train 1 epoch at batch 512
+        (TrainConfig's own defaults), not the 2 epochs the defaults (and docs/embedding.md) state."""
+        if isinstance(retrain, dict):
+            return {**RETRAIN_DEFAULTS, **retrain}
+        return retrain
 
     @field_validator("retrain")
     @classmethod

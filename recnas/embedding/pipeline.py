@@ -121,6 +121,7 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
     `out`, write the results there whole (`write_outputs`)."""
     if not store.meta.cat_names:  # a dense-only store (csv spec without `categorical:`)
         raise DataError(f"{store.dir} has no categorical fields: there are no embedding widths to search")
+    store.check_trainable()  # a --split none store: the supernet's epoch-after-epoch loop found no batch and never ended
     if cfg.seed + seeds - 1 > SEED_MAX:  # the last seeds ran past what a seed may be (the RNGs happened to take them)
         raise ConfigError(f"--seeds {seeds} from seed {cfg.seed} runs up to seed {cfg.seed + seeds - 1}, past the largest seed {SEED_MAX}: start from a lower --seed")
     if out is not None:
