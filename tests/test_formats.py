@@ -160,7 +160,7 @@ def test_encoder_codes_are_stable_across_chunks_and_count_good_rows():
     first = enc.encode(pl.DataFrame({"y": ["1", "0", "2"], "d": ["3", "", "x"], "a": ["p", "q", "p"]}))
     second = enc.encode(pl.DataFrame({"y": ["0"], "d": ["-5"], "a": ["q"]}))
     assert first.codes[0, 0] == first.codes[2, 0] != first.codes[1, 0] == second.codes[0, 0]
-    assert first.bad.tolist() == [False, False, True] and "label y is not 0 or 1" in first.explain(2)
+    assert first.bad.tolist() == [False, False, True] and "column y (the label): not 0 or 1" in first.explain(2)
     np.testing.assert_allclose(first.dense[:2, 0], [np.log1p(3.0), 0.0])
     np.testing.assert_allclose(second.dense[0, 0], 0.0)  # log(max(x, 0) + 1)
 

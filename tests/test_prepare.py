@@ -249,7 +249,7 @@ def test_kdd12_negative_click_is_bad(tmp_path):
     rows = kdd_rows(10)
     rows[3][0] = "-1"
     raw = write_lines(tmp_path / "training.txt", rows)
-    with pytest.raises(DataError, match=r"training.txt:4: label Click"):
+    with pytest.raises(DataError, match=r"training.txt:4: column Click \(the label\)"):
         prepare("kdd12", raw, tmp_path / "s")
 
 
@@ -418,7 +418,7 @@ def _corrupt(kind):
 
 @pytest.mark.parametrize(
     "kind, message",
-    [("fields", "expected 40 fields, found 39"), ("dense", "column I3: not a finite number"), ("label", "label label is not 0 or 1"), ("inf", "column I1")],
+    [("fields", "expected 40 fields, found 39"), ("dense", "column I3: not a finite number"), ("label", "column label \\(the label\\): not 0 or 1"), ("inf", "column I1")],
 )
 def test_bad_rows_error_names_line_and_skip_counts(tmp_path, kind, message):
     rows = _corrupt(kind)(criteo_rows(30, seed=5))
@@ -541,7 +541,7 @@ def test_a_file_compressed_other_than_with_gzip_is_named_for_what_it_is(tmp_path
             prepare("criteo", tmp_path / name, tmp_path / "store", on_bad_row="skip")
     assert not (tmp_path / "store").exists()
     (tmp_path / "bzh.txt").write_bytes(b"BZh9" + data)
-    with pytest.raises(DataError, match=r"bzh.txt:1: label label is not 0 or 1"):
+    with pytest.raises(DataError, match=r"bzh.txt:1: column label \(the label\): not 0 or 1"):
         prepare("criteo", tmp_path / "bzh.txt", tmp_path / "store")
 
 

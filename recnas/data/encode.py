@@ -126,9 +126,9 @@ class Encoder:
         y = x[:, 0]
         with np.errstate(invalid="ignore"):
             if fmt.label_mode == "binary":
-                ok, what = (y == 0) | (y == 1), f"label {fmt.label} is not 0 or 1"
+                ok, what = (y == 0) | (y == 1), f"column {fmt.label} (the label): not 0 or 1"
             else:
-                ok, what = (y >= 0) & (y == np.floor(y)), f"label {fmt.label} is not a non-negative integer count"
+                ok, what = (y >= 0) & (y == np.floor(y)), f"column {fmt.label} (the label): not a non-negative integer count"
             label = y > 0
         checks.append((~ok, what, df.get_column(fmt.label)))
         for j, col in enumerate(fmt.dense):
