@@ -344,3 +344,21 @@ def test_apply_and_evaluate_outputs_in_a_search_result_are_refused(setup, tmp_pa
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and f"is inside the recnas embed search result {out}" in error_line(err), err
     assert _tree(out) == before
+
+
+def test_cli_search_threads_pins_and_records_the_thread_count(setup):
+    """The thread count changes CPU rounding, and so the searched widths: `--threads` pins it
+    (the training commands and `recnas search` had it, this command did not) and result.json
+    records it, then the caller's count is restored."""
+    import torch
+
+    store, cfg, tmp = setup
+    before = torch.get_num_threads()
+    args = ["embed", "search", "--data", str(store.dir), "--budget-params", "200", "--widths", "2,4", "--config", str(cfg), "--no-retrain"]
+    res = runner.invoke(app, [*args, "--out", str(tmp / "one"), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp / "one" / "result.json").read_text())["environment"]["cpu_threads"] == 1
+    assert torch.get_num_threads() == before
+    res = runner.invoke(app, [*args, "--out", str(tmp / "default")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp / "default" / "result.json").read_text())["environment"]["cpu_threads"] == before

@@ -307,3 +307,21 @@ def test_a_space_smaller_than_n_studies_all_it_holds(tiny_store, tmp_path, caplo
         result = run_rank_study(out / "model.pt", tiny_store.dir, 6, tmp_path / "s", _config(), progress=False)
     assert result["distinct_subnets"] == result["n"] == len(every)
     assert f"holds {len(every)} distinct architectures" in caplog.text and "not --n 6" in caplog.text
+
+
+def test_cli_threads_pins_and_records_the_thread_count(tiny_store, tmp_path, monkeypatch, capsys):
+    """`--threads` pins the CPU threads of the study's trainings (their count changes the
+    rounding, and so the scores) and rank_study.json records the count they ran with."""
+    import torch
+    import yaml
+
+    from tests.test_cli_models import run as cli
+
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    cfg_file = tmp_path / "study.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(_config().model_dump_json())))
+    before = torch.get_num_threads()
+    code, _, err = cli(monkeypatch, capsys, "study", "rank", "--supernet", a, "--data", tiny_store.dir, "--n", "3", "--out", tmp_path / "s", "--config", cfg_file, "--no-progress", "--threads", "1")
+    assert code == 0, err
+    assert json.loads((tmp_path / "s" / "rank_study.json").read_text())["environment"]["cpu_threads"] == 1
+    assert torch.get_num_threads() == before

@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from recnas.cli.options import THREADS
 from recnas.cli.paths import path_option
+from recnas.environment import cpu_threads
 from recnas.configs import SEED_MAX
 from recnas.errors import ConfigError
 from recnas.staging import check_parent
@@ -34,6 +36,7 @@ def search(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out (never a folder of anything else)"),
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
     from recnas.data.store import CTRStore
@@ -54,7 +57,8 @@ def search(
         cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, "command line")
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
-    report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
+    with cpu_threads(threads):
+        report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
     print_report(report)
     names = ["result.json", "emb_dims.json"] + (["model.pt"] if (out / "model.pt").is_file() else [])
     typer.echo("wrote " + ", ".join(str(out / name) for name in names))

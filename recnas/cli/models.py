@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import typer
 
+from recnas.cli.options import THREADS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
@@ -34,7 +35,6 @@ OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT al
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
 WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
-THREADS = typer.Option(None, "--threads", min=1, max=1024, help="PyTorch CPU threads (per process; default: one per core); the count changes the rounding of CPU training: metrics.json records it")
 
 
 def _relaunch(nproc: int) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from recnas.cli.options import THREADS
 from recnas.cli.paths import path_argument, path_option
 from recnas.configs import SEED_MAX
 
@@ -96,12 +97,15 @@ def rank(
     config: Optional[Path] = path_option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
     scratch_cache: Optional[Path] = path_option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
     progress: bool = typer.Option(True),
+    threads: Optional[int] = THREADS,
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
+    from recnas.environment import cpu_threads
     from recnas.search.study import RankStudyConfig, run_rank_study
 
     cfg = RankStudyConfig.load(config)
-    result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
+    with cpu_threads(threads):
+        result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
     console = Console(soft_wrap=True)  # whole lines in a piped log
     for name, r in result["correlation"].items():
         console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")

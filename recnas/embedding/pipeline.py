@@ -23,6 +23,7 @@ from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
+from recnas.environment import environment
 from recnas.errors import ConfigError, DataError
 from recnas.staging import OutputDir, exclusive
 from recnas.train.checkpoint import seed_everything, torch_save
@@ -150,6 +151,7 @@ def _search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int, ou
         "emb_dims": widths, "params": params, "mib": params_to_mib(params),
         "budget_params": budget, "budget_mib": params_to_mib(budget), "budget_used": params / budget,
         "stability": stability([r["widths"] for r in runs], meta.cat_names), "runs": runs, "config": cfg.model_dump(mode="json"),
+        "environment": environment(resolve_device(cfg.device)),  # the thread count decides CPU rounding, and so the widths
     }
     model = None
     if do_retrain:

@@ -21,6 +21,7 @@ from rich.progress import Progress
 
 from recnas import configs
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder
+from recnas.environment import environment
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
@@ -179,7 +180,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
     result = {"n": len(rows), "distinct_subnets": len(archs), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
-              "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if r["scratch"] > base], "rows": rows, "config": json.loads(cfg.model_dump_json())}
+              "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if r["scratch"] > base], "rows": rows, "config": json.loads(cfg.model_dump_json()),
+              "environment": environment(device)}  # the thread count decides CPU rounding, and so the scores
     configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
     return result
