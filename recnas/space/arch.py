@@ -135,7 +135,10 @@ def load_emb_dims(path: str | Path) -> list[int]:
 def check_emb_dims(emb_dims, space: SearchSpace, n_fields: int | None = None) -> tuple[int, ...]:
     """Per-field embedding widths: one per field, each within 1..space.emb_dim."""
     if n_fields is not None and len(emb_dims) != n_fields:
-        raise ConfigError(f"emb_dims has {len(emb_dims)} entries, data has {n_fields} fields")
+        raise ConfigError(
+            f"emb_dims has {len(emb_dims)} entries, data has {n_fields} fields: one width per categorical field, "
+            "in the data's field order; widths searched on other data? (`recnas embed search --data` this store gives its own)"
+        )
     if any(w <= 0 or w > space.emb_dim for w in emb_dims):
         raise ConfigError(f"emb_dims must lie in 1..{space.emb_dim} (the space's emb_dim), got {list(emb_dims)}")
     return tuple(emb_dims)
