@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from recnas.cli import app
-from recnas.errors import ConfigError
+from recnas.errors import CheckpointError, ConfigError
 from recnas.space import Architecture, BlockSpec
 from tests.test_embedding_helpers import make_planted_store
 
@@ -362,3 +362,14 @@ def test_cli_search_threads_pins_and_records_the_thread_count(setup):
     res = runner.invoke(app, [*args, "--out", str(tmp / "default")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp / "default" / "result.json").read_text())["environment"]["cpu_threads"] == before
+
+
+def test_evaluate_on_an_embedding_search_model_says_what_it_is(setup):
+    """`recnas evaluate --ckpt RESULT/model.pt` said only "not a recnas checkpoint"."""
+    store, cfg, tmp = setup
+    out = tmp / "out"
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(out), "--budget-params", "200", "--widths", "2,4", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", "--ckpt", str(out / "model.pt"), "--data", str(store.dir)])
+    assert isinstance(res.exception, CheckpointError)
+    assert "the model of an embedding size search (`recnas embed search`)" in str(res.exception) and "result.json" in str(res.exception)

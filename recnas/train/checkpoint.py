@@ -74,6 +74,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         # file's code): keep only its first sentence
         reason = str(exc).strip().split(". ")[0].splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:200]})") from None
+    if isinstance(payload, dict) and {"state_dict", "widths", "config"} <= set(payload) and "format" not in payload:
+        # `recnas embed search`'s model.pt: "not a recnas checkpoint" left the user guessing
+        raise CheckpointError(
+            f"{path}: the model of an embedding size search (`recnas embed search`), not a training run's checkpoint; "
+            "its test metrics are in result.json beside it, and its widths go into an architecture with `recnas embed apply`"
+        )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a recnas checkpoint")
     if payload.get("version") != VERSION:
