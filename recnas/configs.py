@@ -289,5 +289,7 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
             lines.append(f"key {key!r}: missing (it is required)")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"key {key!r}: {msg} (got {value!r})" if loc else msg)
+            # a whole section's check (a model validator) says what is wrong in it: its raw input
+            # repeated the section, YAML's strings and all ("got {'flops': '-1.0e6'}")
+            lines.append(msg if not loc else f"key {key!r}: {msg}" if isinstance(value, dict) else f"key {key!r}: {msg} (got {value!r})")
     return "; ".join(_unknown_keys(model, line, unknown[line]) if isinstance(line, tuple) else line for line in lines)

@@ -198,3 +198,18 @@ def test_embed_search_retrain_section_is_merged_into_its_defaults(tmp_path):
     path.write_text("retrain:\n  epochs: 1\n  batch_size: 64\n")
     assert (EmbedSearchConfig.from_yaml(path).retrain.epochs, EmbedSearchConfig.from_yaml(path).retrain.batch_size) == (1, 64)
     assert EmbedSearchConfig.from_yaml(None).retrain == EmbedSearchConfig.from_dict({"retrain": {}}).retrain
+
+
+def test_a_sections_own_check_is_not_followed_by_its_raw_input(tmp_path):
+    """A section's model validator names what is wrong; the error then repeated the whole
+    section as read, YAML's strings and all: "... got {'flops': -1000000.0} (got {'kind':
+    'penalized', 'targets': {'flops': '-1.0e6'}, 'beta': 0.1})"."""
+    from recnas.search.job import load_job_config
+
+    cfg = tmp_path / "obj.yaml"
+    cfg.write_text("objective: {kind: penalized, targets: {flops: -1.0e6}, beta: 0.1}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job_config("smoke", cfg)
+    message = str(info.value)
+    assert "key 'objective': targets must be positive, got {'flops': -1000000.0}" in message
+    assert "'-1.0e6'" not in message and message.count("got") == 1
