@@ -35,7 +35,7 @@ from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
-from recnas.train.trainer import PastRequestedSteps
+from recnas.train.resume import PastRequestedSteps
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:

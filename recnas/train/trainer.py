@@ -28,9 +28,10 @@ from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
 from recnas.environment import environment
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
-from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
+from recnas.train.resume import check_resumable, data_identity
 from recnas.train.metrics import eval_batch_size, evaluate, json_safe
 
 log = logging.getLogger("recnas.train")
@@ -39,56 +40,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-# config keys that must not change across a resume: they change which batches or updates follow.
-# lr and weight_decay live in the optimizer's state that a resume restores, so a new value would be
-# silently ignored (while config.yaml recorded it): refused like the others. warmup_steps and
-# lr_schedule decide the lr of the steps already taken: a resume under new ones (a finished run
-# "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
-# model.pt for weights trained under the old ones (only the total may change: more steps). So do
-# grad_clip and inplace_distill, which decided the updates (objective, clipping) already made
-RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "inplace_distill")
-
-
-# keys of a store's `source` that only say where its files were (the raw file, the spec, a
-# --vocab-from store): a store re-made from a moved file holds the same rows
-_WHERE_KEYS = ("path", "spec", "store", "raw_file", "profile")
-
-
-def _without_where(value):
-    if isinstance(value, dict):
-        return {k: _without_where(v) for k, v in value.items() if k not in _WHERE_KEYS}
-    if isinstance(value, list):
-        return [_without_where(v) for v in value]
-    return value
-
-
-def data_identity(meta) -> dict:
-    """What tells the rows of one store from another's of the same shape (a resume on another
-    store went on silently: its first steps on one dataset, the rest on the other): the rows and
-    click rate of each split, and a digest of how the store was made (the raw file's checksum
-    and the prepare options, or the generator's settings), without the paths."""
-    import hashlib
-
-    source = json.dumps(_without_where(meta.source), sort_keys=True, default=str)
-    return {"rows": dict(meta.rows), "positive_rate": dict(meta.positive_rate), "source": hashlib.sha1(source.encode()).hexdigest()[:16]}
-
-
-def _data_differs(saved: dict, now: dict) -> str:
-    """The first difference of two data identities, in words."""
-    for key, what in (("rows", "rows per split"), ("positive_rate", "click rate per split")):
-        if saved.get(key) != now.get(key):
-            return f"{what} {saved.get(key)} there, {now.get(key)} here"
-    return "it was made from another raw file or with other options"
-
 
 def _drops_last(rows: int, batch_size: int) -> bool:
     """Whether training drops a last partial batch: always, unless the split is smaller than one."""
     return rows >= batch_size
-
-
-def _rows_under(cap, rows: int):
-    """The rows of a split of `rows` rows that a max_train_rows / max_eval_rows of `cap` uses."""
-    return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
 
 
 def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
@@ -108,15 +63,6 @@ def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
             f"the train split's {rows:,} rows are fewer than one global batch of {world_size} processes x batch_size "
             f"{batch_size} = {batch_size * world_size:,} rows; lower batch_size or --nproc"
         )
-
-
-class PastRequestedSteps(CheckpointError):
-    """A resumed run already past the steps now asked for. Its own class, with the numbers, so a
-    caller that offers other ways out than --overwrite (a search's run folder) can say so."""
-
-    def __init__(self, path: str | Path, done: int, total: int):
-        self.done, self.total = done, total
-        super().__init__(f"{path}: the run is at step {done}, past the {total} steps asked for (max_steps/epochs, --steps); ask for more, or --overwrite to start afresh")
 
 
 @dataclass
@@ -453,44 +399,7 @@ class Trainer:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore the complete run state; a checkpoint of another model or run raises CheckpointError."""
         p = load_checkpoint(path, map_location=self.device)
-        check_spec(p["model_spec"], self.model_spec if p["model_spec"] else None, path)
-        saved_cfg = p.get("config", {})
-        train_rows = len(self.train_loader.arrays)
-        # a max_train_rows past the split's rows is all of them, as none is: the same run (refused as a change)
-        clash = [
-            k for k in RESUME_INVARIANT if k in saved_cfg
-            and (_rows_under(saved_cfg[k], train_rows) != _rows_under(self.cfg.max_train_rows, train_rows) if k == "max_train_rows" else saved_cfg[k] != getattr(self.cfg, k))
-        ]
-        if clash:
-            detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(self.cfg, k)!r}" for k in clash)
-            raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
-        saved_data = p.get("data")  # absent from older checkpoints: not checked
-        if isinstance(saved_data, dict) and self.data is not None and saved_data != self.data:
-            raise CheckpointError(
-                f"{path}: the run was trained on another dataset than {self.data_dir} ({_data_differs(saved_data, self.data)}); "
-                "resume it on the data it was trained on, or start afresh (--overwrite)"
-            )
-        world = p.get("world_size")  # absent from older checkpoints: not checked
-        if isinstance(world, int) and world != self.dist.world_size:  # like batch_size: the global batch, so the rows that follow
-            raise CheckpointError(
-                f"{path}: the run was trained in {world} process{'es' if world > 1 else ''} and would resume in {self.dist.world_size}; "
-                f"a step's global batch is batch_size x processes, so other rows and updates would follow: resume with --nproc {world}"
-            )
-        done = p.get("step")
-        if isinstance(done, int) and done > self.total_steps:  # the run cannot go back: the lower step count would be ignored
-            raise PastRequestedSteps(path, done, self.total_steps)
-        if (p.get("sampler") is None) != (self.sampler is None):
-            raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
-        self._note_new_total(saved_cfg, done)
-        best = p.get("best")
-        self._check_eval_rows(saved_cfg, best, path)
-        if self.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
-            # trained under restore_best: false, the run kept no weights of its best evaluation:
-            # it would be reported as the best and the last weights written as if they were its
-            raise CheckpointError(
-                f"{path}: the run was trained with restore_best: false and kept no weights of its best evaluation "
-                f"(step {best['val'].get('step')}); resume it with restore_best: false, or start afresh (--overwrite)"
-            )
+        check_resumable(self, p, path)
         load_model_state(self.model, p["model"], path)
         try:
             self.optimizer.load_state_dict(p["optimizer"])
@@ -515,32 +424,6 @@ class Trainer:
             set_rng_state(p["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as exc:  # AttributeError: a hand-edited state of the wrong type
             raise CheckpointError(f"{path}: checkpoint state does not fit this run ({type(exc).__name__}: {exc})") from None
-
-    def _note_new_total(self, saved_cfg: dict, done) -> None:
-        """Say so when a resumed run goes to another total than the one it was started for
-        (more --steps or epochs, on purpose, or a resume without the --steps it was started
-        with): the total changed without a word, and with it the rest of a decaying lr schedule."""
-        max_steps, epochs = saved_cfg.get("max_steps"), saved_cfg.get("epochs")
-        planned = max_steps if isinstance(max_steps, int) else epochs * self.steps_per_epoch if isinstance(epochs, int) else None
-        if planned is None or planned == self.total_steps or not isinstance(done, int):
-            return
-        schedule = "" if self.cfg.lr_schedule == "constant" else f"; its {self.cfg.lr_schedule} lr schedule now runs to step {self.total_steps:,}"
-        log.info("resuming at step %s of %s: the checkpoint's run was to end at step %s (the config or --steps sets another total now)%s", f"{done:,}", f"{self.total_steps:,}", f"{planned:,}", schedule)
-
-    def _check_eval_rows(self, saved_cfg: dict, best, path) -> None:
-        """Refuse to resume a run that has evaluated on other validation rows (another
-        max_eval_rows): its best evaluation, which every later one is compared with (restore_best,
-        early stopping), would be of other rows, and the comparison meaningless."""
-        if self.val_loader is None or not isinstance(best, dict) or not isinstance(best.get("val"), dict) or "max_eval_rows" not in saved_cfg:
-            return
-        rows, cap = len(self.val_loader.arrays), saved_cfg["max_eval_rows"]
-        before, now = _rows_under(cap, rows), _rows_under(self.cfg.max_eval_rows, rows)  # a cap past the split's rows is all of them
-        if before != now:
-            raise CheckpointError(
-                f"{path}: cannot resume with a changed config (max_eval_rows: {cap!r} -> {self.cfg.max_eval_rows!r}): the run's evaluations "
-                f"were on {before:,} validation rows, this one's would be on {now:,}, and its best one (which later ones are "
-                "compared with) would be of other rows; resume with the same max_eval_rows, or start afresh (--overwrite)"
-            )
 
     def _schedule_lr(self) -> None:
         """Set the lr of the next step from this run's schedule. The optimizer state a resume
