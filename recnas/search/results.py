@@ -31,14 +31,12 @@ CREATE TABLE IF NOT EXISTS generations (
     evaluated INTEGER NOT NULL,
     PRIMARY KEY (run, generation)
 );
-CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 # the columns of SCHEMA that are read and written: a table of one of these names in another
 # application's database (which CREATE TABLE IF NOT EXISTS leaves as it is) must have them all
 COLUMNS = {
     "candidates": ("key", "arch", "hardware", "metrics", "created"),
     "generations": ("run", "generation", "best_key", "best_score", "mean_score", "evaluated"),
-    "info": ("key", "value"),
 }
 
 
@@ -154,10 +152,3 @@ class ResultsStore:
         ).fetchall()
         return [dict(zip(("generation", "best_key", "best_score", "mean_score", "evaluated"), r)) for r in rows]
 
-    def set_info(self, key: str, value) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO info VALUES (?, ?)", (key, json.dumps(value)))
-
-    def info(self, key: str, default=None):
-        row = self.db.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])

@@ -79,10 +79,6 @@ def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.
     return DDP(model, device_ids=ids, find_unused_parameters=True)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)
-
-
 def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """The mean of a per-rank scalar over all ranks, on every rank (all must call it together).
     A logged train_loss is each rank's loss on its own slice; the ranks' slices of a training
