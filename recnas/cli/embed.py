@@ -10,8 +10,8 @@ import typer
 
 from recnas.cli.options import THREADS
 from recnas.cli.paths import path_option
-from recnas.environment import cpu_threads
 from recnas.configs import SEED_MAX
+from recnas.environment import cpu_threads
 from recnas.errors import ConfigError
 from recnas.staging import check_parent
 
