@@ -447,3 +447,22 @@ def test_a_warmup_longer_than_an_epochs_run_is_warned_about(tiny_store, caplog):
     with caplog.at_level(logging.WARNING, logger="recnas.train"):
         Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, warmup_steps=steps), tiny_store, progress=False)
     assert "outlasts" not in caplog.text
+
+
+def test_a_validation_split_of_one_class_logs_auc_n_a(tmp_path, caplog):
+    """All labels 0 (or 1 click in 2,000 rows, none of them in val): AUC is undefined. The run's
+    summary line said `auc n/a`, but every evaluation line before it `val_auc nan`."""
+    import logging
+
+    from recnas.data.schema import SPLITS, DatasetMeta
+    from recnas.data.store import CTRStore, SplitArrays, write_store
+
+    rng = np.random.default_rng(0)
+    splits = {s: SplitArrays(rng.normal(size=(n, 2)).astype(np.float32), rng.integers(0, 5, (n, 2)).astype(np.int32), np.zeros(n, np.float32)) for s, n in zip(SPLITS, (64, 16, 16))}
+    meta = DatasetMeta(name="zeros", dense_names=["I1", "I2"], cat_names=["C1", "C2"], vocab_sizes=[5, 5], rows={}, positive_rate={s: 0.0 for s in SPLITS})
+    write_store(tmp_path / "zeros", splits, meta)
+    store = CTRStore(tmp_path / "zeros")
+    with caplog.at_level(logging.INFO, logger="recnas.train"):
+        Trainer(make_model(store.meta), tiny_cfg(epochs=1), store, progress=False).fit()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert lines and all(line.endswith("val_auc n/a") for line in lines), lines
