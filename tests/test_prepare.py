@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import hashlib
+import json
 import shutil
 import sys
 
@@ -958,3 +959,28 @@ def test_parquet_date_column_as_categorical_is_kept(tmp_path):
     assert sum(meta.rows.values()) == 20 and meta.vocab_sizes == [4, 3]
     sparse = concat(load(tmp_path / "store")[1], "sparse")
     assert sparse[0, 0] == sparse[3, 0] and len({sparse[0, 0], sparse[1, 0], sparse[2, 0]}) == 3
+
+
+def test_cli_prepare_warns_about_splits_of_one_class(tmp_path, monkeypatch, capsys):
+    """All labels 0, or 1 click in 2,000 rows that the 8:1:1 split puts in test: the store was
+    written with no word, and every model trained on it then reported a log loss near 0 with
+    AUC n/a, as if fine. Each split of one class is now a warning (the store is still written)."""
+    from recnas.cli import main
+
+    raw = tmp_path / "clicks.csv"
+    raw.write_text("y,a\n" + "".join(f"{int(i == 7)},v{i % 3}\n" for i in range(40)))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("label: y\ncategorical: [a]\n")
+    monkeypatch.setattr(sys, "argv", ["recnas", "data", "prepare", "--dataset", "csv", "--raw", str(raw), "--spec", str(spec), "--out", str(tmp_path / "s")])
+    main()
+    out, err = capsys.readouterr()
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    one = [s for s in ("train", "val", "test") if meta["positive_rate"][s] == 0.0]
+    assert "train" in one and len(one) == 2  # the click is in val or test
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and all(f"the {s} split holds no clicks (every label 0)" in err for s in one), err
+    assert "a model trained on it learns to predict no click for every row" in warnings[0]
+    raw.write_text("y,a\n" + "".join(f"{i % 2},v{i % 3}\n" for i in range(40)))
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--overwrite"])
+    main()
+    assert "warning" not in capsys.readouterr().err

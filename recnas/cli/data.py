@@ -111,6 +111,14 @@ def prepare(
         )
     typer.echo(summary(meta, time.perf_counter() - started))
     typer.echo(f"  store: {out}")
+    _warn_one_class(meta)
+
+
+def _warn_one_class(meta) -> None:
+    from recnas.data.store import one_class_notes
+
+    for note in one_class_notes(meta):
+        typer.echo(f"warning: {note}", err=True)
 
 
 @app.command()

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore, check_outside_results, check_run_folder
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
 from recnas.environment import cpu_threads, environment
 from recnas.errors import ConfigError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
@@ -186,6 +186,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store = prepare_data(cfg, out, console)
     store.check_trainable()
     meta = store.meta
+    for note in one_class_notes(meta):
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     check_baselines(cfg, meta)
     check_devices(cfg)
     # the cost targets, resolved before any training: a reference that gives none fails here
