@@ -999,3 +999,29 @@ def test_an_empty_label_is_named_empty(tmp_path, other):
         prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml")
     meta = prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip")
     assert meta.bad_row_examples[0] == "d.csv:5: label y is not 0 or 1 (empty)"
+
+
+@pytest.mark.parametrize("flags, warned", [
+    (["--min-count", "1000"], "2 of 2 categorical field(s) kept no value (user, city): each value was seen fewer than --min-count 1000 times"),
+    (["--min-count", "11"], "1 of 2 categorical field(s) kept no value (user):"),
+    (["--hash-buckets", "1"], "--hash-buckets 1 gives every value of every categorical field the one id 0"),
+    ([], None),
+    (["--hash-buckets", "2"], None),
+])
+def test_cli_prepare_warns_when_a_field_maps_every_value_to_one_id(tmp_path, monkeypatch, capsys, flags, warned):
+    """A --min-count above every count of a field (or one hash bucket) sent each of its values to
+    the OOV id 0 with no word but `user=1` among the vocabulary sizes: the store trained, on
+    fields that told the model nothing."""
+    from recnas.cli import main
+
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    rows = [[str(i % 2), "1.0", f"u{i}", "paris" if i % 3 else "rome"] for i in range(40)]
+    raw = write_lines(tmp_path / "d.csv", rows, sep=",", header=["y", "price", "user", "city"])
+    monkeypatch.setattr(sys, "argv", ["recnas", "data", "prepare", "--dataset", "csv", "--raw", str(raw), "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "s"), *flags])
+    main()
+    err = capsys.readouterr().err
+    if warned is None:
+        assert "warning" not in err
+    else:
+        assert [line for line in err.splitlines() if line.startswith("warning: ")] == [line for line in err.splitlines() if warned in line], err
+        assert warned in err
