@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
 from recnas.environment import environment
-from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.train.checkpoint import check_spec, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -247,6 +248,7 @@ class Trainer:
         self.model_spec = model_spec
         self.data = data_identity(store.meta) if store is not None else None  # checked on resume
         self.data_dir = store.dir if store is not None else None
+        self._store = store  # for the divergence hint on its dense values
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._replaced: list[Path] = []  # a finished run's files that this fresh run's first checkpoint removes (fit)
@@ -395,6 +397,26 @@ class Trainer:
         if len(runs) == 1:
             return runs[0]
         return {"logloss": sum(r["logloss"] for r in runs) / len(runs), "auc": sum(r["auc"] for r in runs) / len(runs), "rows": runs[0]["rows"]}
+
+    HUGE_DENSE = 1e6  # a log1p store's values stay below ~710; raw ones this large overflow a model's activations
+
+    def _dense_scale_hint(self) -> str:
+        """Why a run diverged when no lr would help: dense features of a huge magnitude (a store
+        prepared with `dense_transform: none` from values up to 1e30, say). Read only after a
+        divergence, from at most 2^20 train rows."""
+        store = self._store
+        if store is None or not store.meta.n_dense:
+            return ""
+        try:
+            dense = store.split("train").dense[: 1 << 20]
+            top = float(np.abs(dense).max()) if len(dense) else 0.0
+        except (RecnasError, OSError, ValueError):
+            return ""
+        if top < self.HUGE_DENSE:
+            return ""
+        raw = (store.meta.encoding or {}).get("dense_transform") == "none"
+        return (f"; but the train split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}, "
+                "which diverges at any lr: prepare the data with dense_transform: log1p, or scale those columns")
 
     def _after_eval(self, metrics: dict, train_loss: float | None) -> bool:
         """Record an evaluation; returns True when early stopping says stop."""
@@ -608,7 +630,7 @@ class Trainer:
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):
-                            raise TrainingDiverged(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip")
+                            raise TrainingDiverged(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip{self._dense_scale_hint()}")
                         now = time.perf_counter()
                         sps = (self.rows_seen - rows_at_log) / max(now - t_log, 1e-9)
                         rows_at_log, t_log = self.rows_seen, now
