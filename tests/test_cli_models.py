@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -582,3 +583,19 @@ def test_evaluate_names_the_step_of_the_weights_it_scored(tiny_store, tmp_path, 
     save_checkpoint(out / "model.pt", payload)
     code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--json-out", tmp_path / "last.json")
     assert code == 0 and json.loads((tmp_path / "last.json").read_text())["step"] == 12, err
+
+
+def test_training_on_a_train_split_of_one_class_is_warned_about(tmp_path, monkeypatch, capsys):
+    """A store whose labels are all 0 trained to a validation log loss of 0.00000 (AUC n/a) with
+    no word that the model had nothing to learn; the training commands now say so first."""
+    from recnas.data.schema import SPLITS, DatasetMeta
+    from recnas.data.store import SplitArrays, write_store
+
+    rng = np.random.default_rng(0)
+    splits = {s: SplitArrays(rng.normal(size=(n, 1)).astype(np.float32), rng.integers(0, 4, (n, 2)).astype(np.int32), np.zeros(n, np.float32)) for s, n in zip(SPLITS, (64, 8, 8))}
+    write_store(tmp_path / "zeros", splits, DatasetMeta(name="zeros", dense_names=["I1"], cat_names=["C1", "C2"], vocab_sizes=[4, 4], rows={}, positive_rate={s: 0.0 for s in SPLITS}))
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tmp_path / "zeros", "--config", TINY, "--out", tmp_path / "o", "--steps", "2", "--no-progress")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 3 and f"{tmp_path / 'zeros'}: the train split holds no clicks (every label 0)" in warnings[0], err
+    assert "the val split holds no clicks (every label 0): AUC is undefined (n/a) on it" in warnings[1]

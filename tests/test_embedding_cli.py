@@ -373,3 +373,23 @@ def test_evaluate_on_an_embedding_search_model_says_what_it_is(setup):
     res = runner.invoke(app, ["evaluate", "--ckpt", str(out / "model.pt"), "--data", str(store.dir)])
     assert isinstance(res.exception, CheckpointError)
     assert "the model of an embedding size search (`recnas embed search`)" in str(res.exception) and "result.json" in str(res.exception)
+
+
+def test_report_prints_an_undefined_auc_as_n_a():
+    """A validation or test split of one class (all labels 0, or 1 click in 2,000 rows) has no
+    AUC: the report printed `auc nan` where every training command prints `auc n/a`."""
+    import io
+
+    from rich.console import Console
+
+    from recnas.embedding.report import print_report
+
+    report = {
+        "fields": ["a"], "vocab_sizes": [5], "emb_dims": [2], "stability": {"seeds": 1, "per_field": [{"agreement": 1.0}]},
+        "params": 10, "mib": 0.0, "budget_params": 20, "budget_mib": 0.0, "budget_used": 0.5,
+        "retrain": {"steps": 3, "val": {"logloss": 0.1, "auc": float("nan")}, "test": {"logloss": 0.2, "auc": None}},
+    }
+    buf = io.StringIO()
+    print_report(report, Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert "val logloss 0.10000 auc n/a | test logloss 0.20000 auc n/a" in out and "nan" not in out

@@ -127,6 +127,18 @@ def test_reader_accepts_a_header_after_a_byte_order_mark(tmp_path):
     assert bad == [] and sum((c.table.column("a").to_pylist() for c in chunks), []) == ["v", "w"]
 
 
+@pytest.mark.parametrize("quote", [True, False])
+def test_reader_refuses_carriage_return_line_ends_in_the_header(tmp_path, quote):
+    """Line ends of a lone CR (classic Mac OS, some exports): the header was handed to
+    csv.reader with CRs inside and `recnas data prepare` died with a traceback (_csv.Error:
+    new-line character seen in unquoted field); now one DataError naming the file and line 1."""
+    fmt = Format(name="t", label="y", categorical=("a",), header=True, quote=quote)
+    path = tmp_path / "mac.csv"
+    path.write_bytes(b"y,a\r1,v\r0,w\r")
+    with pytest.raises(DataError, match=r"mac.csv:1: header: a carriage return inside the line .*convert them"):
+        _read(path, fmt)
+
+
 def test_reader_without_trailing_newline_and_quotes(tmp_path):
     fmt = Format(name="t", label="y", categorical=("a",), columns=("y", "a"))
     path = tmp_path / "d.csv"

@@ -5,13 +5,14 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from recnas.search.job import check_same_run, decays_every_table, dump_config, load_job_config
 from recnas.search.pipeline import run_job
-from recnas.errors import ConfigError
+from recnas.errors import ConfigError, DataError
 from recnas.train.config import TrainConfig
 from recnas.space import Architecture
 from tests.conftest import locked_elsewhere, make_tiny_store
@@ -487,6 +488,25 @@ def test_a_baseline_that_cannot_be_built_on_the_data_fails_before_any_training(t
     with pytest.raises(ConfigError, match=r"dlrm: the dot interaction needs .* choose another objective.reference"):
         run_job(load_job_config("smoke", data=str(store.dir), baselines=["lr"], objective=reference), out, progress=False)
     assert not out.exists()
+
+
+def test_baselines_on_a_store_without_categorical_fields_are_refused_with_advice_that_works(tmp_path, monkeypatch):
+    """A store of dense features only: every baseline refuses it, and the error advised "set its
+    baseline_hparams in --config", which no hparam can satisfy; it names the way that works."""
+    from recnas.data.schema import SPLITS, DatasetMeta
+    from recnas.data.store import CTRStore, SplitArrays, write_store
+
+    rng = np.random.default_rng(0)
+    splits = {s: SplitArrays(rng.normal(size=(n, 3)).astype(np.float32), np.zeros((n, 0), np.int32), (np.arange(n) % 2).astype(np.float32)) for s, n in zip(SPLITS, (64, 8, 8))}
+    write_store(tmp_path / "dense-only", splits, DatasetMeta(name="tiny", dense_names=["I1", "I2", "I3"], cat_names=[], vocab_sizes=[], rows={}, positive_rate={s: 0.5 for s in SPLITS}))
+    store = CTRStore(tmp_path / "dense-only")
+    monkeypatch.setattr("recnas.search.pipeline.fit_or_load", lambda *a, **k: pytest.fail("trained before the baselines were checked"))
+    with pytest.raises(DataError) as exc:
+        run_job(load_job_config("smoke", data=str(store.dir), baselines=["lr", "dlrm"]), tmp_path / "run", progress=False)
+    message = str(exc.value)
+    assert "lr: dataset 'tiny' has no categorical fields" in message and "baseline_hparams" not in message
+    assert "leave it out of `baselines` in --config; `baselines: []` runs the search without any" in message
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_out_that_is_a_file_is_refused_before_any_data_is_generated(tmp_path):

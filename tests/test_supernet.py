@@ -246,3 +246,22 @@ def test_a_supernet_refuses_an_architecture_outside_its_space():
     with pytest.raises(ConfigError, match="architecture has 2 blocks, space 'small-tiny' has 3"):
         net(dense, sparse, Architecture(blocks=good.blocks[:2]))
     torch.testing.assert_close(net(dense, sparse, good), net(dense, sparse, net.path_masks(good)))
+
+
+@pytest.mark.parametrize("space_name", TINY_SPACES)
+def test_a_store_without_categorical_fields_builds_without_torch_warnings(space_name):
+    """A store of dense features only: every supernet and subnet built for it printed PyTorch's
+    `UserWarning: Initializing zero-element tensors is a no-op` (an empty token projection),
+    several times per `recnas search`. Nothing is drawn for an empty weight either way, so the
+    other weights are the same."""
+    import warnings
+
+    space, m = tiny_space(space_name), meta(n_dense=3, fields=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.manual_seed(0)
+        net = Supernet(space, m)
+        arch = ArchSampler(space, "single-op-any-conn", seed=1).sample()
+        sub = Subnet(arch, space, m)
+    dense, sparse = torch.randn(16, m.n_dense), torch.zeros(16, 0, dtype=torch.long)
+    assert torch.isfinite(net(dense, sparse, arch)).all() and torch.isfinite(sub(dense, sparse)).all()

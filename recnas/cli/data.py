@@ -111,6 +111,32 @@ def prepare(
         )
     typer.echo(summary(meta, time.perf_counter() - started))
     typer.echo(f"  store: {out}")
+    _warn_one_class(meta)
+
+
+def _warn_one_class(meta) -> None:
+    from recnas.data.store import one_class_notes
+
+    for note in one_class_notes(meta):
+        typer.echo(f"warning: {note}", err=True)
+    for note in _no_information(meta):
+        typer.echo(f"warning: {note}", err=True)
+
+
+def _no_information(meta) -> list[str]:
+    """Fields whose every value got one id (a --min-count above every value's count, or a single
+    hash bucket): the store is written and trains, but those fields tell a model nothing."""
+    encoding = meta.encoding or {}
+    if meta.source.get("vocab_from") or not meta.vocab_sizes:
+        return []
+    if encoding.get("kind") == "hash" and encoding.get("buckets") == 1:
+        return ["--hash-buckets 1 gives every value of every categorical field the one id 0: those fields carry no information"]
+    empty = [name for name, size in zip(meta.cat_names, meta.vocab_sizes) if size == 1]
+    if encoding.get("kind") != "vocabulary" or not empty:
+        return []
+    shown = ", ".join(empty[:10]) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
+    return [f"{len(empty)} of {meta.n_sparse} categorical field(s) kept no value ({shown}): each value was seen fewer than "
+            f"--min-count {encoding.get('min_count')} times, so all map to the OOV id 0 and carry no information; lower --min-count"]
 
 
 @app.command()

@@ -83,7 +83,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
-    from recnas.data.store import CTRStore, check_run_folder
+    from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
     from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps
@@ -120,6 +120,8 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
             raise ConfigError(f"{out / CHECKPOINT_FILE}: nothing to resume; run without --resume first")
         if "WORLD_SIZE" not in os.environ:  # the lock's holder, before any rank starts (a rank's sweep could meet rank 0's live write)
             remove_stale_writes(out)  # a killed run's half-written checkpoint temp files: nothing else removes them
+            for note in one_class_notes(store.meta):  # once, not once per rank
+                typer.echo(f"warning: {data}: {note}", err=True)
         _relaunch(nproc)
         with cpu_threads(threads):  # the command's alone (a caller in the same process keeps its own)
             seed_everything(cfg.seed)

@@ -171,7 +171,10 @@ class Encoder:
         def explain(i: int) -> str:
             for mask, what, raw in checks:
                 if mask[i]:
-                    shown = repr(raw[i])  # a binary or runaway value: its start, not megabytes
+                    value = raw[i]
+                    if value is None or value == "":  # a text file's empty cell (pyarrow: null) or a Parquet null
+                        return f"{what} (empty)"
+                    shown = repr(value)  # a binary or runaway value: its start, not megabytes
                     return f"{what} ({shown if len(shown) <= SHOWN_CHARS else shown[: SHOWN_CHARS - 3] + '...'})"
             return "bad row"
 

@@ -216,6 +216,11 @@ class RawReader:
             text = head.decode("utf-8-sig").rstrip("\r")  # -sig: a spreadsheet export starts with a byte order mark
         except UnicodeDecodeError:
             raise DataError(f"{self.path}:1: header is not UTF-8 text") from None
+        if "\r" in text:  # csv.reader would fail with a traceback; split() would keep it in a name
+            raise DataError(
+                f"{self.path}:1: header: a carriage return inside the line (line ends of a carriage return "
+                "alone, as classic Mac OS wrote them, are not read: convert them to \\n or \\r\\n)"
+            )
         # quoted as the rows are: a name holding the delimiter ("price, EUR") is one column
         fields = next(csv.reader([text], delimiter=self.fmt.delimiter, quotechar='"')) if self.fmt.quote and text else text.split(self.fmt.delimiter)
         names = [n.strip().strip('"') for n in fields]

@@ -43,6 +43,28 @@ class SplitArrays:
         return SplitArrays(self.dense[index], self.sparse[index], self.label[index])
 
 
+def one_class_notes(meta: DatasetMeta) -> list[str]:
+    """One sentence per split with rows whose labels are all 0 (or all 1), from `meta.json`.
+
+    Nothing fails on such data: a model trained on a train split of one class learns to predict
+    that class for every row, and reaches a validation log loss near 0 on a validation split
+    of the same class, while AUC is undefined (n/a) on a split of one class. So all labels 0,
+    or a click rate so low that the 8:1:1 split leaves the train split without a click, gave
+    results that looked fine. The commands print these notes as warnings."""
+    notes = []
+    for split in SPLITS:
+        rows, rate = meta.rows.get(split, 0), meta.positive_rate.get(split)
+        if not rows or rate not in (0.0, 1.0):
+            continue
+        what = f"the {split} split holds {'no clicks (every label 0)' if rate == 0.0 else 'only clicks (every label 1)'}"
+        if split == "train":
+            notes.append(f"{what}: a model trained on it learns to predict {'no click' if rate == 0.0 else 'a click'} for every row, "
+                         "so its log losses say nothing, and AUC is undefined (n/a); check the label column, or give more rows or clicks")
+        else:
+            notes.append(f"{what}: AUC is undefined (n/a) on it")
+    return notes
+
+
 class CTRStore:
     """A prepared dataset directory: `meta` plus lazily memory-mapped splits."""
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+
+def _metric(x) -> str:
+    """A metric to 5 places; n/a (as the training commands print it) for an undefined one: AUC on
+    a split of one class is NaN (null once written to JSON)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
 
 
 def print_report(report: dict, console: Console | None = None) -> None:
@@ -25,6 +33,6 @@ def print_report(report: dict, console: Console | None = None) -> None:
     if "retrain" in report:
         r = report["retrain"]
         console.print(
-            f"retrained from scratch ({r['steps']} steps): val logloss {r['val']['logloss']:.5f} auc {r['val']['auc']:.5f} | "
-            f"test logloss {r['test']['logloss']:.5f} auc {r['test']['auc']:.5f}"
+            f"retrained from scratch ({r['steps']} steps): val logloss {_metric(r['val']['logloss'])} auc {_metric(r['val']['auc'])} | "
+            f"test logloss {_metric(r['test']['logloss'])} auc {_metric(r['test']['auc'])}"
         )

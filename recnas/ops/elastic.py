@@ -24,7 +24,8 @@ class ElasticLinear(nn.Module):
         self.max_in, self.max_out = max_in, max_out
         self.weight = nn.Parameter(torch.empty(max_out, max_in))
         self.bias = nn.Parameter(torch.zeros(max_out)) if bias else None
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.weight.numel():  # none with no inputs (a store without categorical fields): torch warns on an empty init
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def weight_for(self, out: int, active: int | torch.Tensor | None = None) -> torch.Tensor:
         """The [out, max_in] matrix of a call with `out` outputs: the leading slice (`active`,

@@ -16,9 +16,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import write_text_atomic
-from recnas.data.store import CTRStore, check_outside_results, check_run_folder
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
 from recnas.environment import cpu_threads, environment
-from recnas.errors import ConfigError, RecnasError, TrainingDiverged
+from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -140,6 +140,9 @@ def check_baselines(cfg: JobConfig, meta) -> None:
             _baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
         except RecnasError as exc:
             instead = "leave it out of `baselines`" if name in cfg.baselines else "choose another objective.reference"
+            if isinstance(exc, DataError):  # the data rules it out (no categorical fields): no hparams change that
+                everyone = "" if name not in cfg.baselines else "; `baselines: []` runs the search without any"
+                raise DataError(f"{exc} (a baseline of this job: {instead} in --config{everyone})") from None
             raise type(exc)(f"{exc} (a baseline of this job: set its baseline_hparams in --config, or {instead})") from None
 
 
@@ -186,6 +189,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store = prepare_data(cfg, out, console)
     store.check_trainable()
     meta = store.meta
+    for note in one_class_notes(meta):
+        console.print(f"[yellow]warning:[/] {escape(note)}")
     check_baselines(cfg, meta)
     check_devices(cfg)
     # the cost targets, resolved before any training: a reference that gives none fails here

@@ -20,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
 from recnas.environment import environment
-from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -193,6 +194,7 @@ class Trainer:
         self.model_spec = model_spec
         self.data = data_identity(store.meta) if store is not None else None  # checked on resume
         self.data_dir = store.dir if store is not None else None
+        self._store = store  # for the divergence hint on its dense values
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._replaced: list[Path] = []  # a finished run's files that this fresh run's first checkpoint removes (fit)
@@ -342,12 +344,33 @@ class Trainer:
             return runs[0]
         return {"logloss": sum(r["logloss"] for r in runs) / len(runs), "auc": sum(r["auc"] for r in runs) / len(runs), "rows": runs[0]["rows"]}
 
+    HUGE_DENSE = 1e6  # a log1p store's values stay below ~710; raw ones this large overflow a model's activations
+
+    def _dense_scale_hint(self) -> str:
+        """Why a run diverged when no lr would help: dense features of a huge magnitude (a store
+        prepared with `dense_transform: none` from values up to 1e30, say). Read only after a
+        divergence, from at most 2^20 train rows."""
+        store = self._store
+        if store is None or not store.meta.n_dense:
+            return ""
+        try:
+            dense = store.split("train").dense[: 1 << 20]
+            top = float(np.abs(dense).max()) if len(dense) else 0.0
+        except (RecnasError, OSError, ValueError):
+            return ""
+        if top < self.HUGE_DENSE:
+            return ""
+        raw = (store.meta.encoding or {}).get("dense_transform") == "none"
+        return (f"; but the train split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}, "
+                "which diverges at any lr: prepare the data with dense_transform: log1p, or scale those columns")
+
     def _after_eval(self, metrics: dict, train_loss: float | None) -> bool:
         """Record an evaluation; returns True when early stopping says stop."""
         self.last_val = metrics
         entry = {"step": self.step, "epoch": round(self.epoch, 4), "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"], "val_logloss": metrics["logloss"], "val_auc": metrics["auc"]}
         self.history.append(entry)
-        log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %.5f", self.step, self.epoch, "n/a" if train_loss is None else f"{train_loss:.5f}", metrics["logloss"], metrics["auc"])
+        auc = metrics["auc"]  # NaN on a validation split of one class: n/a, as the run's summary line says
+        log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %s", self.step, self.epoch, "n/a" if train_loss is None else f"{train_loss:.5f}", metrics["logloss"], "n/a" if auc is None or math.isnan(auc) else f"{auc:.5f}")
         improved = self.best_val is None or metrics["logloss"] < self.best_val["logloss"]
         if improved:
             self.best_val = {"logloss": metrics["logloss"], "auc": metrics["auc"], "step": self.step}
@@ -490,7 +513,7 @@ class Trainer:
                         running.zero_()
                         n_running = 0
                         if not math.isfinite(train_loss):
-                            raise TrainingDiverged(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip")
+                            raise TrainingDiverged(f"training diverged: loss {train_loss} at step {self.step}; lower lr or set grad_clip{self._dense_scale_hint()}")
                         now = time.perf_counter()
                         sps = (self.rows_seen - rows_at_log) / max(now - t_log, 1e-9)
                         rows_at_log, t_log = self.rows_seen, now
