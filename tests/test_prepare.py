@@ -988,17 +988,17 @@ def test_cli_prepare_warns_about_splits_of_one_class(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize("other", ["1.5", "abc"])  # the block parsed as numbers, or as strings
 def test_an_empty_label_is_named_empty(tmp_path, other):
-    """A row whose label cell is empty was refused with `label y is not 0 or 1 (None)` (or
+    """A row whose label cell is empty was refused with `label y is not 0 or 1 (None)` (the wording then) (or
     `('')` in a block holding a non-numeric value), which reads like a bug in recnas; the
     message (and the skip examples) now say the label is empty."""
     (tmp_path / "spec.yaml").write_text(SPEC)
     rows = [["1", "2.0", "u", "c"], ["0", "1.0", "v", "d"]] * 6
     rows[3], rows[9] = ["", "1.0", "v", "d"], ["0", other, "v", "d"]  # the empty label comes first
     raw = write_lines(tmp_path / "d.csv", rows, sep=",", header=["y", "price", "user", "city"])
-    with pytest.raises(DataError, match=r"d.csv:5: label y is not 0 or 1 \(empty\)"):
+    with pytest.raises(DataError, match=r"d.csv:5: column y \(the label\): not 0 or 1 \(empty\)"):
         prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml")
     meta = prepare("csv", raw, tmp_path / "store", spec=tmp_path / "spec.yaml", on_bad_row="skip")
-    assert meta.bad_row_examples[0] == "d.csv:5: label y is not 0 or 1 (empty)"
+    assert meta.bad_row_examples[0] == "d.csv:5: column y (the label): not 0 or 1 (empty)"
 
 
 @pytest.mark.parametrize("flags, warned", [
