@@ -756,6 +756,11 @@ def test_cli_prepare_prints_summary(tmp_path):
     result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s"), "--min-count", "2"])
     assert result.exit_code == 0, result.output
     assert "criteo: 50 rows" in result.output and "train 40" in result.output and "bad rows skipped: 0" in result.output
+    (tmp_path / "dense.yaml").write_text("label: y\ndense: [price]\n")  # no categorical fields: the line said nothing after its colon
+    raw = write_lines(tmp_path / "d.csv", [[str(i % 2), "1.5"] for i in range(30)], sep=",", header=["y", "price"])
+    result = CliRunner().invoke(app, ["data", "prepare", "--dataset", "csv", "--raw", str(raw), "--spec", str(tmp_path / "dense.yaml"), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "vocab sizes (incl. OOV id 0): none (no categorical fields)" in result.output
 
 
 def test_cli_error_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
@@ -988,7 +993,7 @@ def test_cli_prepare_warns_about_splits_of_one_class(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize("other", ["1.5", "abc"])  # the block parsed as numbers, or as strings
 def test_an_empty_label_is_named_empty(tmp_path, other):
-    """A row whose label cell is empty was refused with `label y is not 0 or 1 (None)` (the wording then) (or
+    """A row whose label cell is empty was refused with `label y is not 0 or 1 (None)` (its wording then; or
     `('')` in a block holding a non-numeric value), which reads like a bug in recnas; the
     message (and the skip examples) now say the label is empty."""
     (tmp_path / "spec.yaml").write_text(SPEC)
@@ -1025,3 +1030,18 @@ def test_cli_prepare_warns_when_a_field_maps_every_value_to_one_id(tmp_path, mon
     else:
         assert [line for line in err.splitlines() if line.startswith("warning: ")] == [line for line in err.splitlines() if warned in line], err
         assert warned in err
+
+
+@pytest.mark.parametrize("transform, value, warned", [("none", "1e30", True), ("none", "12.5", False), ("log1p", "1e30", False)])
+def test_cli_prepare_warns_about_dense_features_of_a_huge_magnitude(tmp_path, monkeypatch, capsys, transform, value, warned):
+    """Raw values like 1e30 kept by `dense_transform: none`: models then diverged at any lr, or
+    (lr, dlrm) finished with a train loss of 1e28 and AUC 0.5 without a word. prepare now warns."""
+    from recnas.cli import main
+
+    (tmp_path / "spec.yaml").write_text(SPEC + f"dense_transform: {transform}\n")
+    rows = [[str(i % 2), value, f"u{i % 4}", "paris"] for i in range(40)]
+    raw = write_lines(tmp_path / "d.csv", rows, sep=",", header=["y", "price", "user", "city"])
+    monkeypatch.setattr(sys, "argv", ["recnas", "data", "prepare", "--dataset", "csv", "--raw", str(raw), "--spec", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "s")])
+    main()
+    err = capsys.readouterr().err
+    assert ("warning: the train split's dense features reach |x| = 1e+30 (prepared with dense_transform: none): models diverge or learn nothing" in err) is warned, err

@@ -482,6 +482,6 @@ def test_divergence_on_huge_dense_values_names_them(tmp_path, tiny_store):
     meta = DatasetMeta(name="huge", dense_names=["I1", "I2"], cat_names=["C1", "C2"], vocab_sizes=[5, 5], rows={}, positive_rate={s: 0.5 for s in SPLITS}, encoding={"kind": "hash", "buckets": 5, "dense_transform": "none"})
     write_store(tmp_path / "huge", splits, meta)
     store = CTRStore(tmp_path / "huge")
-    with pytest.raises(TrainingDiverged, match=r"dense features reach \|x\| = 1e\+30 \(prepared with dense_transform: none\), which diverges at any lr: prepare the data with dense_transform: log1p"):
+    with pytest.raises(TrainingDiverged, match=r"lower lr or set grad_clip; but the train split's dense features reach \|x\| = 1e\+30 \(prepared with dense_transform: none\): models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p"):
         Trainer(build_baseline("deepfm", store.meta), tiny_cfg(epochs=1, log_every=1), store, progress=False).fit()  # its FM term squares them
     assert Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, progress=False)._dense_scale_hint() == ""  # ordinary values: no hint

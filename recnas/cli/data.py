@@ -37,7 +37,7 @@ def summary(meta, elapsed: float) -> str:
     """A few lines: rows per split, vocabulary sizes, bad rows, time and throughput."""
     total = sum(meta.rows.values())
     splits = ", ".join(f"{k} {v:,} (pos {meta.positive_rate.get(k, 0.0):.4f})" for k, v in meta.rows.items())
-    vocab = ", ".join(f"{n}={v:,}" for n, v in zip(meta.cat_names, meta.vocab_sizes))
+    vocab = ", ".join(f"{n}={v:,}" for n, v in zip(meta.cat_names, meta.vocab_sizes)) or "none (no categorical fields)"
     return "\n".join(
         [
             f"{meta.name}: {total:,} rows in {elapsed:.1f}s ({total / max(elapsed, 1e-9):,.0f} rows/s); {meta.n_dense} dense, {meta.n_sparse} categorical",
@@ -111,14 +111,15 @@ def prepare(
         )
     typer.echo(summary(meta, time.perf_counter() - started))
     typer.echo(f"  store: {out}")
-    _warn_one_class(meta)
+    _warn_one_class(meta, out)
 
 
-def _warn_one_class(meta) -> None:
-    from recnas.data.store import one_class_notes
+def _warn_one_class(meta, out: Path) -> None:
+    from recnas.data.store import CTRStore, huge_dense_note, one_class_notes
 
-    for note in one_class_notes(meta):
-        typer.echo(f"warning: {note}", err=True)
+    for note in [*one_class_notes(meta), huge_dense_note(CTRStore(out))]:
+        if note is not None:
+            typer.echo(f"warning: {note}", err=True)
     for note in _no_information(meta):
         typer.echo(f"warning: {note}", err=True)
 

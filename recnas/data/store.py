@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.data.schema import SPLITS, DatasetMeta
-from recnas.errors import ConfigError, DataError
+from recnas.errors import ConfigError, DataError, RecnasError
 from recnas.staging import OutputDir, check_output_dir
 
 COLUMNS = {"dense": np.float32, "sparse": np.int32, "label": np.float32}
@@ -41,6 +41,28 @@ class SplitArrays:
 
     def take(self, index: np.ndarray | slice) -> "SplitArrays":
         return SplitArrays(self.dense[index], self.sparse[index], self.label[index])
+
+
+HUGE_DENSE = 1e6  # a log1p store's values stay below ~710; raw ones this large overflow a model's activations
+
+
+def huge_dense_note(store: "CTRStore") -> str | None:
+    """A sentence when the store's dense features reach HUGE_DENSE in magnitude (a store
+    prepared with `dense_transform: none` from raw values up to 1e30, say), read from at most
+    2^20 train rows: models trained on them diverge at any lr, or finish with a log loss of
+    nothing (train loss ~1e28) without a word; None otherwise."""
+    if not store.meta.n_dense:
+        return None
+    try:
+        dense = store.split("train").dense[: 1 << 20]
+        top = float(np.abs(dense).max()) if dense.size else 0.0
+    except (RecnasError, OSError, ValueError):
+        return None
+    if not top >= HUGE_DENSE:
+        return None
+    raw = (store.meta.encoding or {}).get("dense_transform") == "none"
+    return (f"the train split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}: "
+            "models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p, or scale those columns")
 
 
 def one_class_notes(meta: DatasetMeta) -> list[str]:

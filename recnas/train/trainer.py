@@ -20,15 +20,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
+from recnas.data.store import huge_dense_note
 from recnas.environment import environment
-from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -344,25 +344,11 @@ class Trainer:
             return runs[0]
         return {"logloss": sum(r["logloss"] for r in runs) / len(runs), "auc": sum(r["auc"] for r in runs) / len(runs), "rows": runs[0]["rows"]}
 
-    HUGE_DENSE = 1e6  # a log1p store's values stay below ~710; raw ones this large overflow a model's activations
-
     def _dense_scale_hint(self) -> str:
-        """Why a run diverged when no lr would help: dense features of a huge magnitude (a store
-        prepared with `dense_transform: none` from values up to 1e30, say). Read only after a
-        divergence, from at most 2^20 train rows."""
-        store = self._store
-        if store is None or not store.meta.n_dense:
-            return ""
-        try:
-            dense = store.split("train").dense[: 1 << 20]
-            top = float(np.abs(dense).max()) if len(dense) else 0.0
-        except (RecnasError, OSError, ValueError):
-            return ""
-        if top < self.HUGE_DENSE:
-            return ""
-        raw = (store.meta.encoding or {}).get("dense_transform") == "none"
-        return (f"; but the train split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}, "
-                "which diverges at any lr: prepare the data with dense_transform: log1p, or scale those columns")
+        """Why a run diverged when no lr would help: dense features of a huge magnitude. Read
+        only after a divergence."""
+        note = huge_dense_note(self._store) if self._store is not None else None
+        return "" if note is None else f"; but {note}"
 
     def _after_eval(self, metrics: dict, train_loss: float | None) -> bool:
         """Record an evaluation; returns True when early stopping says stop."""
