@@ -5,7 +5,7 @@ import pytest
 
 from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
-from recnas.hardware import CHOICES, DEFAULT_CONSTANTS, CostGraph, PIMConfig, count_costs, map_layer, mutate_pim, pim_choices, pim_cost, random_pim
+from recnas.hardware import CHOICES, DEFAULT_CONSTANTS, CostGraph, Layer, PIMConfig, count_costs, map_layer, mutate_pim, pim_choices, pim_cost, random_pim
 from recnas.hardware.pim import critical_path
 from recnas.space import Architecture, BlockSpec, get_space
 
@@ -163,3 +163,29 @@ def test_pim_choices_restrict_random_and_mutated_configs():
         pim_choices({"act_bits": [3]})
     with pytest.raises(ConfigError, match="unknown field"):
         pim_choices({"bits": [8]})
+
+
+def test_layers_without_weights_or_reads_cost_nothing():
+    """On a store without categorical fields the raw tokens' projection is a 0 x t matrix and the
+    embedding reads nothing: no crossbar, no energy, no latency (each 0-row projection cost
+    8 slices x 100 ns per embedding column on the critical path, and the generically profiled
+    subnet, whose projection runs 0 times per sample, divided by zero)."""
+    import torch
+
+    from recnas.hardware import module_costs
+    from recnas.supernet import Subnet
+
+    g = CostGraph()
+    g.linear("empty", 0, 0, 4, reps=8, bias=False)
+    g.add(Layer("table", -1, "embedding", reads=0))
+    r = pim_cost(g.costs(1))
+    assert (r.crossbars, r.energy_pj, r.latency_ns) == (0, 0.0, 0.0)
+    space = get_space("full-tiny")
+    m = DatasetMeta(name="t", dense_names=["a", "b", "c"], cat_names=[], vocab_sizes=[], rows={})
+    arch = Architecture(blocks=tuple(BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(i,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4) for i in range(3)))
+    analytic = pim_cost(arch, space=space, meta=m)
+    for layer in analytic.layers:
+        if layer.name == "embedding" or layer.name.endswith("sparse_proj.0"):
+            assert layer.crossbars == 0 and layer.latency_ns == 0 and sum(layer.energy_pj.values()) == 0, layer
+    measured = pim_cost(module_costs(Subnet(arch, space, m), torch.randn(2, 3), torch.zeros(2, 0, dtype=torch.long)))
+    assert measured.crossbars == analytic.crossbars

@@ -215,12 +215,20 @@ def _layer_cost(layer: Layer, cfg: PIMConfig, c: PIMConstants) -> tuple[int, dic
     e["digital"] = digital_macs * (c.mult_pj(b_a) + c.add_pj(b_a)) + layer.elementwise * c.add_pj(b_a)
     ns = _digital_ns(digital_macs + layer.elementwise, c)
     if layer.kind == "embedding":
+        if layer.reads == 0:  # nothing looked up (a store without categorical fields): no DRAM access
+            return 0, e, ns
         bits = layer.reads * cfg.weight_bits
         e["dram"] = bits * c.dram_pj_bit
         return 0, e, ns + c.dram_latency_ns + bits / c.dram_bits_ns
     if layer.kind != "linear":
         return 0, e, ns
     m = map_layer(layer.n_in, layer.n_out, cfg)
+    if m.crossbars == 0 or layer.reps == 0:
+        # a matrix without rows or columns (the raw tokens' projection on a store without
+        # categorical fields) holds no crossbar and computes nothing; one applied 0 times per
+        # sample holds its crossbars and spends nothing. Both used to cost a full pass of
+        # bit-slices per application, and module_costs' 0 applications divided by zero
+        return m.crossbars, e, ns
     conversions = m.slices * m.rows * m.k * layer.n_out * layer.reps
     e["adc"] = conversions * c.adc_pj(cfg.adc_bits)
     e["shift_add"] = conversions * c.shift_add_pj
