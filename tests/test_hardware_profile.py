@@ -146,3 +146,15 @@ def test_measure_latency_on_cpu():
         measure_latency(nn.Linear(2, 1), 8)
     with pytest.raises(ConfigError, match="batch"):
         module_costs(net, torch.zeros(0, 3), torch.zeros(0, 5, dtype=torch.long))
+
+
+def test_example_inputs_and_latency_without_categorical_fields():
+    """A NASRec subnet runs on a store without categorical fields; its random inputs were a
+    torch.stack of nothing (RuntimeError), so measure_latency failed on it."""
+    meta = DatasetMeta(name="t", dense_names=["a", "b", "c"], cat_names=[], vocab_sizes=[], rows={})
+    space = get_space("small-tiny")
+    net = Subnet(random_architecture(np.random.default_rng(0), space), space, meta)
+    dense, sparse = example_inputs(net, 4)
+    assert dense.shape == (4, 3) and sparse.shape == (4, 0) and sparse.dtype == torch.long
+    assert measure_latency(net, 4, warmup=0, repeats=1)["mean_ms"] > 0
+    assert module_costs(net, dense, sparse).params == sum(p.numel() for p in net.parameters())

@@ -244,7 +244,7 @@ def example_inputs(model: nn.Module, batch_size: int, device="cpu", meta=None, s
     if batch_size <= 0:
         raise ConfigError(f"batch_size must be positive, got {batch_size}")
     g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, v, (batch_size,), generator=g) for v in vocab], 1)
+    sparse = torch.stack([torch.randint(0, v, (batch_size,), generator=g) for v in vocab], 1) if vocab else torch.zeros(batch_size, 0, dtype=torch.long)
     return torch.randn(batch_size, n_dense, generator=g).to(device), sparse.to(device)
 
 
