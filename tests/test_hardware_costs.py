@@ -93,15 +93,59 @@ def test_mixed_embedding_widths_count_tables_and_projections():
 #   MACs: 24 + token proj 2*4*8=64 + fc 64 + efc 4*4*8=128 + s2d 256 + d2s 64 + head 8 = 608
 # gating/dot: gating 72 replaces fc; dot.dense_token 8*8+8, dot.out (5*4/2=10)*8+8 replace efc
 #   MACs: 24 + 64 + 64 + dense_token 64 + Gram 5*5*8=200 + out 80 + 256 + 64 + 8 = 824
-@pytest.mark.parametrize("dense_op,sparse_op,dense_params,macs", [("fc", "efc", 477, 608), ("gating", "dot", 24 + 8 + 8 + 72 + 72 + 88 + 264 + 72 + 9, 824)])
-def test_hand_counted_block(dense_op, sparse_op, dense_params, macs):
-    space, m = get_space("full-tiny", n_blocks=1), meta(3, (4, 5))
-    arch = Architecture(blocks=(BlockSpec(dense_ops=(dense_op,), sparse_ops=(sparse_op,), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
+# cross/dot: cross (W h + b) 72 params, 64 MACs, as fc and gating. sum: no weights, no MACs.
+# attention (2 heads of 4): qkv 8*24+24, proj 8*8+8, ffn 8*16+16 + 16*8+8, two LayerNorms 2*8 each
+#   = 600 params; MACs per token 3*64 + 64 + 128 + 128 (x 4 tokens = 2048) + QK^T and AV 2*4*4*8 = 2304.
+# Every operator at once (any-path) adds them all up.
+# Common part (bias, projections, mergers, head): 385 params, 416 MACs.
+@pytest.mark.parametrize("dense_ops,sparse_ops,dense_params,macs", [
+    (("fc",), ("efc",), 477, 608),
+    (("gating",), ("dot",), 24 + 8 + 8 + 72 + 72 + 88 + 264 + 72 + 9, 824),
+    (("cross",), ("dot",), 385 + 72 + 160, 416 + 64 + 344),
+    (("sum",), ("attention",), 385 + 600, 416 + 2304),
+    (("cross", "fc", "gating", "sum"), ("attention", "dot", "efc"), 385 + 3 * 72 + 600 + 160 + 20, 416 + 3 * 64 + 2304 + 344 + 128),
+])
+def test_hand_counted_block(dense_ops, sparse_ops, dense_params, macs):
+    space, m = tiny_space("every-op-tiny", n_blocks=1), meta(3, (4, 5))
+    arch = Architecture(blocks=(BlockSpec(dense_ops=dense_ops, sparse_ops=sparse_ops, dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
     costs = count_costs(arch, space, m)
     assert costs.embedding_params == 9 * 8
     assert costs.dense_params == dense_params
     assert costs.flops == 2 * macs
-    assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(arch, space, m).parameters())
+    net = Subnet(arch, space, m)
+    assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in net.parameters())
+    assert profiler_flops(net, m) == costs.flops
+
+
+@pytest.mark.parametrize("d", [8, 16, 32])
+@pytest.mark.parametrize("t", [4, 8])
+def test_costs_follow_the_subnets_widths(d, t):
+    """One fc/efc block at every width of the space, counted at the subnet's d and t (not the
+    space's maxima 32 and 8): the closed form of the hand count above. The fc layer grows as
+    d^2, EFC as t^2 e, the sparse-to-dense merger as t e d."""
+    space, m, e = get_space("full-tiny", n_blocks=1), meta(3, (4, 5)), 8
+    arch = Architecture(blocks=(BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=d, sparse_dim=t),))
+    costs = count_costs(arch, space, m)
+    params = 3 * d + d + 2 * t + (d * d + d) + (t * t + t) + (t * e * d + d) + (d * e + e) + (d + 1)
+    macs = 3 * d + 2 * t * e + d * d + t * t * e + t * e * d + d * e + d
+    assert (costs.dense_params, costs.flops) == (params, 2 * macs)
+    assert params + 9 * e == sum(p.numel() for p in Subnet(arch, space, m).parameters())
+
+
+def test_hand_counted_multi_input_blocks():
+    """Block 1 reads the raw inputs and block 0's outputs (d 16, t 8): one projection per input,
+    summed; block 0 stays a head (its dense output is read, so it is not a leaf)."""
+    space, m, e = get_space("full-tiny", n_blocks=2), meta(3, (4, 5)), 8
+    b0 = BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=8)
+    b1 = BlockSpec(dense_ops=("fc",), sparse_ops=("efc",), dense_inputs=(0, 1), sparse_inputs=(0, 1), dense_dim=8, sparse_dim=4)
+    costs = count_costs(Architecture(blocks=(b0, b1)), space, m)
+    # block 1: dense proj 3*8 + 16*8, bias 8, token proj 2*4 + 8*4, fc 72, efc 20, s2d 264, d2s 72
+    p1, macs1 = 24 + 128 + 8 + 8 + 32 + 72 + 20 + 264 + 72, 24 + 128 + (2 * 4 + 8 * 4) * e + 64 + 128 + 256 + 64
+    assert (costs.blocks[1].params, costs.blocks[1].flops) == (p1, 2 * macs1)
+    # block 0 at d 16, t 8 (the closed form above); one head, on block 1 (8 + 1)
+    p0 = 48 + 16 + 16 + 272 + 72 + (8 * 8 * 16 + 16) + (16 * 8 + 8)
+    assert costs.blocks[0].params == p0 and costs.dense_params == p0 + p1 + 9
+    assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in Subnet(Architecture(blocks=(b0, b1)), space, m).parameters())
 
 
 # CIN [4, 3] over 2 categorical + 3 numeric fields of width 8: the numeric vectors (3*8 params),

@@ -189,3 +189,40 @@ def test_layers_without_weights_or_reads_cost_nothing():
             assert layer.crossbars == 0 and layer.latency_ns == 0 and sum(layer.energy_pj.values()) == 0, layer
     measured = pim_cost(module_costs(Subnet(arch, space, m), torch.randn(2, 3), torch.zeros(2, 0, dtype=torch.long)))
     assert measured.crossbars == analytic.crossbars
+
+
+def test_hand_computed_layers_off_the_default_point():
+    """Every scaling rule at once: S = 64, 1-bit cells, 6-bit weights and activations, 2-bit DAC,
+    5-bit ADC shared by 16 columns, 4 weight copies; a 100 -> 50 layer with bias applied 8 times,
+    a 10-value embedding read and a digital node of 100 MACs + 28 elementwise ops."""
+    cfg = PIMConfig(xbar_size=64, cell_bits=1, weight_bits=6, act_bits=6, dac_bits=2, adc_bits=5, cols_per_adc=16, replication=4)
+    m = map_layer(100, 50, cfg)
+    assert (m.k, m.rows, m.cols, m.crossbars, m.slices) == (6, 2, 5, 10, 3)  # C = ceil(6*50/64)
+    g = CostGraph()
+    g.linear("fc", 0, 100, 50, reps=8)
+    r = pim_cost(g.costs(1), cfg)
+    conversions = 3 * 2 * 6 * 50 * 8
+    expected = dict(
+        adc=conversions * 1.67 * 1.2**-3,
+        shift_add=conversions * 0.021,
+        dac=3 * 100 * 5 * 8 * 0.417 * 3,  # T N_in C per application, a 2-bit DAC at 3x
+        crossbar=3 * 10 * 8 * 30.0 / 4,  # T X per application, (64/128)^2 of 30 pJ
+        buffer=150 * 6 / 256 * 8 * 20.45,
+        digital=50 * 8 * 0.03 * 6 / 8,  # bias adds at 6 bits
+        dram=0.0,
+    )
+    for k, v in expected.items():
+        assert r.breakdown[k] == pytest.approx(v, rel=1e-12), k
+    assert r.crossbars == 4 * 10  # 4 copies of 10 crossbars
+    # 8 applications in 2 rounds of 3 slices; cycle max(100, 16 x 5/8 / 1.28 = 62.5 ns); 400 bias adds: 7 ns
+    assert r.latency_ns == pytest.approx(2 * 3 * 100 + 7)
+    per_xbar = 2.5e-5 / 4 + 64 / 16 * (0.0012 / 8 + 6e-5) + 64 * 0.00017 / 1024 * 3
+    assert r.area_mm2 == pytest.approx(40 * per_xbar, rel=1e-9)
+    assert not pim_cost(g.costs(1), cfg.model_copy(update={"crossbar_budget": 39})).fits
+    g = CostGraph()
+    g.add(Layer("table", -1, "embedding", reads=10))
+    g.digital("gram", 0, ("table",), macs=100, elementwise=28)
+    r = pim_cost(g.costs(1), cfg)
+    assert r.breakdown["dram"] == pytest.approx(10 * 6 * 30.0)  # stored at weight precision
+    assert r.breakdown["digital"] == pytest.approx(100 * (0.2 * (6 / 8) ** 2 + 0.03 * 6 / 8) + 28 * 0.03 * 6 / 8)
+    assert r.latency_ns == pytest.approx(50 + 60 / 204.8 + 2)  # row access + 60 bits at 25.6 GB/s, then 128 ops on 64 lanes

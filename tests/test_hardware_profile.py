@@ -158,3 +158,53 @@ def test_example_inputs_and_latency_without_categorical_fields():
     assert dense.shape == (4, 3) and sparse.shape == (4, 0) and sparse.dtype == torch.long
     assert measure_latency(net, 4, warmup=0, repeats=1)["mean_ms"] > 0
     assert module_costs(net, dense, sparse).params == sum(p.numel() for p in net.parameters())
+
+
+# Hand counts: 2 numeric features, 3 fields (vocab 3 + 4 + 5 = 12 ids), embed 4, so 5 fields of
+# width 4 (20 flat) wherever numeric features are fields (value x a learnt vector: 2*4 dense params).
+# lr: ids 12 (emb), numeric 2 -> 1 without bias + a bias: 3 dense; 2 MACs.
+# dlrm (bottom 2-8-4, top 8): bottom 2*8+8 + 8*4+4 = 60, 4 vectors -> 6 pairs + 4 = 10 -> 8 -> 1:
+#   88 + 9; MACs 16 + 32 + Gram 4*4*4 + 80 + 8 = 200.
+# deepfm (mlp 8): first order 2 + 1 (+ 12 emb), numeric 8, MLP 20*8+8 + 8+1; MACs 2 + 160 + 8
+#   (the FM term is elementwise).
+# dcnv2 (2 cross layers, mlp 8, parallel): cross 2*(20*20+20), MLP 168, head (20+8)+1, numeric 8;
+#   MACs 800 + 160 + 28.
+# autoint (1 layer, 2 heads of 4): qkv 4*24, residual 4*8 (no biases), head 5*8+1, numeric 8;
+#   MACs per field 96 + 32 (x 5), scores and values 2 x 2 heads x 5*5*4, head 40.
+# xdeepfm (cin 4, 4 split, mlp 8): conv 25*4+4 (4 maps, 2 on), conv 2*5*4+4, pooled 2 + 4 -> 1,
+#   MLP 177, first order 3, numeric 8; MACs 25*4*4 + 10*4*4 + 6 + 168 + 2.
+HAND = {
+    "lr": ({}, 3, 12, 2),
+    "dlrm": (dict(bottom_mlp=[8, 4], top_mlp=[8], embed_dim=4), 60 + 97, 48, 200),
+    "deepfm": (dict(mlp=[8], embed_dim=4), 3 + 8 + 168 + 9, 60, 170),
+    "dcnv2": (dict(mlp=[8], embed_dim=4, cross_layers=2), 840 + 168 + 29 + 8, 48, 988),
+    "autoint": (dict(embed_dim=4, attention_layers=1, attention_dim=4), 96 + 32 + 41 + 8, 48, 5 * 128 + 400 + 40),
+    "xdeepfm": (dict(embed_dim=4, cin=[4, 4], mlp=[8]), 104 + 44 + 7 + 177 + 3 + 8, 60, 400 + 160 + 6 + 168 + 2),
+}
+
+
+@pytest.mark.parametrize("name", list(HAND))
+def test_baseline_costs_match_the_hand_count(name):
+    from recnas.baselines import build_baseline
+
+    hp, dense_params, emb_params, macs = HAND[name]
+    meta = DatasetMeta(name="t", dense_names=["a", "b"], cat_names=list("xyz"), vocab_sizes=[3, 4, 5], rows={})
+    model = build_baseline(name, meta, **hp)
+    costs = module_costs(model, *example_inputs(model, 3))
+    assert (costs.dense_params, costs.embedding_params, costs.flops) == (dense_params, emb_params, 2 * macs)
+    assert dense_params + emb_params == sum(p.numel() for p in model.parameters())
+
+
+def test_supernet_paths_are_profiled_at_the_paths_widths():
+    """The supernet running an architecture (sliced) applies the leading slices of its max-width
+    weights: the profiled crossbar layers are the architecture's, as counted, not the maxima."""
+    space = get_space("full-tiny")
+    sup = Supernet(space, META)
+    dense, sparse = example_inputs(sup, 2)
+    for arch in random_architectures(space, 3, seed=4):
+        assert _linears(module_costs(sup, dense, sparse, arch)) == _linears(count_costs(arch, space, META))
+
+
+def random_architectures(space, n, seed):
+    rng = np.random.default_rng(seed)
+    return [random_architecture(rng, space, any_ops=k % 2 == 1) for k in range(n)]
