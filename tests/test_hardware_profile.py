@@ -208,3 +208,21 @@ def test_supernet_paths_are_profiled_at_the_paths_widths():
 def random_architectures(space, n, seed):
     rng = np.random.default_rng(seed)
     return [random_architecture(rng, space, any_ops=k % 2 == 1) for k in range(n)]
+
+
+def test_embedding_bags_read_every_id():
+    """A bag of 3 ids per sample reads 3 rows of 4 values and returns their sum: 12 values read
+    per sample (DRAM energy and latency), not the 4 of the pooled output."""
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag = nn.EmbeddingBag(10, 4, mode="sum")
+            self.out = nn.Linear(4, 1)
+
+        def forward(self, dense, sparse):
+            return self.out(self.bag(sparse)).squeeze(1)
+
+    costs = module_costs(Bag(), torch.zeros(2, 0), torch.zeros(2, 3, dtype=torch.long))
+    bag = next(l for l in costs.layers if l.kind == "embedding")
+    assert bag.reads == 12 and costs.embedding_params == 40

@@ -205,7 +205,9 @@ def module_costs(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, ar
         name = f"{name}#{sum(l.name.startswith(name + '#') for l in g.layers)}"  # a module may run twice
         after = tuple(sorted(waits[module].pop()))
         if is_embedding(module):
-            g.add(Layer(name, -1, "embedding", reads=int(output.numel() // batch), after=after))
+            # a bag pools its rows: every id of it is read, not just the pooled vector
+            values = x.numel() * module.embedding_dim if isinstance(module, nn.EmbeddingBag) else output.numel()
+            g.add(Layer(name, -1, "embedding", reads=int(values // batch), after=after))
         else:
             n_in, n_out, reps = _shape(module, x, output, batch)
             bias = getattr(module, "bias", None) is not None
