@@ -226,3 +226,24 @@ def test_embedding_bags_read_every_id():
     costs = module_costs(Bag(), torch.zeros(2, 0), torch.zeros(2, 3, dtype=torch.long))
     bag = next(l for l in costs.layers if l.kind == "embedding")
     assert bag.reads == 12 and costs.embedding_params == 40
+
+
+def test_strided_and_padded_1x1_convolutions_count_their_output_positions():
+    """A 1x1 convolution is applied once per output position: 3 with stride 2 over 6 positions,
+    8 with padding 1, not the input's 6 (its FLOPs, the profiler's, were already right)."""
+
+    class Convs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 6)
+            self.strided = nn.Conv1d(3, 2, kernel_size=1, stride=2)
+            self.padded = nn.Conv1d(3, 2, kernel_size=1, padding=1)
+
+        def forward(self, dense, sparse):
+            x = self.emb(sparse)  # [B, 3, 6]
+            return self.strided(x).sum((1, 2)) + self.padded(x).sum((1, 2))
+
+    costs = module_costs(Convs(), torch.zeros(2, 0), torch.zeros(2, 3, dtype=torch.long))
+    reps = {l.name.split("#")[0]: l.reps for l in costs.layers if l.kind == "linear"}
+    assert reps == {"strided": 3, "padded": 8}
+    assert costs.flops == 2 * 3 * 2 * (3 + 8) and next(l for l in costs.layers if l.kind == "digital").macs == 0

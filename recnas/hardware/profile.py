@@ -57,8 +57,8 @@ def _shape(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> t
     """(n_in, n_out, applications per sample) of one call of a crossbar layer."""
     if isinstance(module, TokenLinear):  # [B, T, E]: the matrix acts on the token axis, once per column
         n_in, n_out = x.shape[1], y.shape[1]
-    elif isinstance(module, nn.Conv1d):  # [B, C, L]: once per position
-        n_in, n_out = x.shape[-2], y.shape[-2]
+    elif isinstance(module, nn.Conv1d):  # [B, C, L]: once per output position (stride, padding)
+        return int(x.shape[-2]), int(y.shape[-2]), int(y.numel() // (batch * max(int(y.shape[-2]), 1)))
     else:
         n_in, n_out = x.shape[-1], y.shape[-1]
     return int(n_in), int(n_out), int(x.numel() // (batch * max(int(n_in), 1)))
