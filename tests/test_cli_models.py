@@ -383,7 +383,7 @@ def test_resume_with_another_warmup_is_refused_and_keeps_the_run(tiny_store, tmp
     assert code == 0, err
     before = {f: (tmp_path / "a" / f).read_bytes() for f in ("config.yaml", "model.pt", "checkpoint.pt")}
     code, _, err = run(monkeypatch, capsys, *args, "--warmup-steps", "3", "--resume")
-    assert code == 2 and "cannot resume with a changed config (warmup_steps: 0 -> 3)" in error_line(err)
+    assert code == 2 and "cannot resume with a changed config (warmup_steps: 0 -> 3); resume it with --warmup-steps 0 on the training command's line" in error_line(err)
     assert before == {f: (tmp_path / "a" / f).read_bytes() for f in before}
 
 

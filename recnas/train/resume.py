@@ -21,6 +21,9 @@ log = logging.getLogger("recnas.train")
 # "resumed" with --warmup-steps and no more steps) used to record them in config.yaml and
 # model.pt for weights trained under the old ones (only the total may change: more steps). So do
 # grad_clip and inplace_distill, which decided the updates (objective, clipping) already made
+# those the training commands also take as flags (--seed, --warmup-steps): a resume without the
+# flag the run was started with is refused naming the key alone, not the flag that sets it
+FLAGGED = ("seed", "warmup_steps")
 RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedding_lr", "lr", "weight_decay", "embedding_weight_decay", "warmup_steps", "lr_schedule", "grad_clip", "inplace_distill")
 
 
@@ -85,7 +88,9 @@ def check_resumable(trainer, p: dict, path) -> None:
     ]
     if clash:
         detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(trainer.cfg, k)!r}" for k in clash)
-        raise CheckpointError(f"{path}: cannot resume with a changed config ({detail})")
+        flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
+        hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
+        raise CheckpointError(f"{path}: cannot resume with a changed config ({detail}){hint}")
     saved_data = p.get("data")  # absent from older checkpoints: not checked
     if isinstance(saved_data, dict) and trainer.data is not None and saved_data != trainer.data:
         raise CheckpointError(
