@@ -73,7 +73,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
-    plot_progress(out / "search_progress.png", results.generations(run), scored)
+    plot_progress(out / "search_progress.png", results.generations(run), scored, objective)
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
     plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
@@ -102,7 +102,10 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
-def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"]) -> None:
+def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"], objective: Objective | None = None) -> None:
+    """Best and mean search score of the population per generation. Under a `penalized`
+    objective the score is the log loss plus the cost penalty, which the axis says: it was
+    labelled a validation log loss there too, with values far above any log loss."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -114,7 +117,8 @@ def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["super
         ax.legend()
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
-    ax.set_ylabel(f"score (validation log loss, {scored})")
+    penalty = " + beta * cost penalty" if objective is not None and objective.kind == "penalized" else ""
+    ax.set_ylabel(f"score (validation log loss{penalty}, {scored})")
     ax.set_title("regularized evolution")
     save_figure(fig, path)
 

@@ -1,0 +1,61 @@
+"""The search report's figures and tables, on hand-made candidates and models: what each plot
+draws and says, and that results.md and results.json agree."""
+
+import json
+import math
+
+import pytest
+
+from recnas.search import report as report_mod
+from recnas.search.objective import Objective
+from recnas.search.results import ResultsStore
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the report saves, by file name, still open for inspection."""
+    saved = {}
+
+    def keep(fig, path):
+        saved[path.name] = fig
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(report_mod, "save_figure", keep)
+    yield saved
+    import matplotlib.pyplot as plt
+
+    for fig in saved.values():
+        plt.close(fig)
+
+
+def _store(tmp_path, candidates, gens):
+    store = ResultsStore(tmp_path / "search.sqlite")
+    for c in candidates:
+        store.put(c["key"], "{}", {k: v for k, v in c.items() if k != "key"})
+    for g in gens:
+        store.log_generation("search", g["generation"], candidates[0]["key"], g["best_score"], g["mean_score"], 1)
+    return store
+
+
+PENALIZED = Objective(kind="penalized", targets={"flops": 100.0}, beta=0.5)
+
+
+def _report(models):
+    return {"dataset": "synthetic", "bayes": {"test_logloss": 0.40, "test_auc": 0.8}, "search": {"scoring": "supernet"}, "models": models, "finalists": []}
+
+
+def test_progress_axis_says_the_score_holds_the_cost_penalty(tmp_path, figures):
+    """A penalized search's generation scores are log loss + beta * penalty (here 0.9 for a
+    log loss of 0.4): the axis called them a validation log loss."""
+    cands = [{"key": "a", "logloss": 0.4, "flops": 200.0}, {"key": "b", "logloss": 0.5, "flops": 50.0}]
+    scores = [PENALIZED.score(c) for c in cands]
+    assert scores == [pytest.approx(0.4 + 0.5 * (200 / 100 - 1)), 0.5]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": min(scores), "mean_score": sum(scores) / 2}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 50.0}]
+    report_mod.write_report(tmp_path, _report(models), store, "search", PENALIZED)
+    label = figures["search_progress.png"].axes[0].get_ylabel()
+    assert "penalty" in label and label.startswith("score (validation log loss")
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
+    assert "penalty" not in figures["search_progress.png"].axes[0].get_ylabel()  # kind loss: the score is the log loss
+    store.close()
