@@ -59,3 +59,27 @@ def test_progress_axis_says_the_score_holds_the_cost_penalty(tmp_path, figures):
     report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
     assert "penalty" not in figures["search_progress.png"].axes[0].get_ylabel()  # kind loss: the score is the log loss
     store.close()
+
+
+def _stars(ax):
+    """(x, y) of the large markers (the searched model's star) drawn on `ax`."""
+    return [tuple(c.get_offsets()[0]) for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] >= 120]
+
+
+def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tmp_path, figures):
+    """The right panel starred the first model it drew: with the searched model at 0 FLOPs (no
+    place on the log axis) that was a baseline; and a model or candidate of 0 FLOPs (lr without
+    numeric features) vanished without a word."""
+    cands = [{"key": "a", "logloss": 0.5, "flops": 0.0}, {"key": "b", "logloss": math.nan, "flops": 10.0}, {"key": "c", "logloss": 0.4, "flops": 100.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 0.0}, {"model": "lr", "test_logloss": 0.5, "flops": 0.0}, {"model": "dlrm", "test_logloss": 0.46, "flops": 200.0}]
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="a", bayes=0.4)
+    left, right = figures["score_vs_cost.png"].axes
+    assert _stars(right) == []  # dlrm is no searched model
+    assert any("recnas (searched), lr" in t.get_text() for t in right.texts)
+    assert any("1 candidate with 0 flops" in t.get_text() for t in left.texts)
+    assert left.get_title() == "search: candidates" and right.get_title() == "trained models"
+    models[0]["flops"] = 50.0
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="c", bayes=0.4)
+    left, right = figures["score_vs_cost.png"].axes
+    assert _stars(right) == [(50.0, 0.45)] and _stars(left) == [(100.0, 0.4)]  # the chosen candidate, too
+    assert any(t.get_text().endswith(": lr") for t in right.texts)

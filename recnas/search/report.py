@@ -130,6 +130,12 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
+    # the x axis is logarithmic: a cost of 0 has no place on it, and matplotlib dropped such a
+    # candidate (or the chosen one's star) without a word; they are counted under the panel instead
+    free = [c for c in cand if not c[cost] > 0]
+    cand = [c for c in cand if c[cost] > 0]
+    if free:
+        ax.text(0.02, 0.02, f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis", transform=ax.transAxes, fontsize=7)
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
@@ -148,10 +154,15 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     ax.set_xlabel(f"{cost} per sample")
     ax.set_ylabel(f"validation log loss ({scored})")
     ax.set_title("search: candidates")
-    trained = [m for m in models if cost in m and m.get(cost, 0) > 0]
-    for i, m in enumerate(trained):
-        ax2.scatter([m[cost]], [m["test_logloss"]], marker="*" if i == 0 else "o", s=120 if i == 0 else 40, color="C3" if i == 0 else "k", zorder=3)
+    # models[0] is the searched model (the star): it was the first model drawn, a baseline when the
+    # searched one had no place on the log axis; a model of 0 cost (lr without numeric features
+    # has no FLOPs) is named under the panel, it used to vanish without a word
+    trained = [(j, m) for j, m in enumerate(models) if cost in m and m[cost] > 0]
+    for i, (j, m) in enumerate(trained):
+        ax2.scatter([m[cost]], [m["test_logloss"]], marker="*" if j == 0 else "o", s=120 if j == 0 else 40, color="C3" if j == 0 else "k", zorder=3)
         ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=8, xytext=(4, 4 if i % 2 == 0 else -11), textcoords="offset points")  # alternate, so neighbours' labels do not overprint
+    if free := [m["model"] for m in models if cost in m and not m[cost] > 0]:
+        ax2.text(0.02, 0.02, f"0 {cost}, not on the log axis: {', '.join(free)}", transform=ax2.transAxes, fontsize=7)
     if bayes is not None:
         ax2.axhline(bayes, color="C2", linestyle=":", label="Bayes-optimal")
         ax2.legend(loc="best", fontsize=8)
