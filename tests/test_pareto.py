@@ -95,3 +95,38 @@ def test_the_results_table_shows_whether_a_pim_design_fits_the_chip():
     assert "PIM crossbars" in header and "fits the chip (crossbar_budget)" in header
     assert searched.endswith("| 20,000 | False |") and dlrm.endswith("| 6 | True |")
     assert "crossbars" not in markdown_table([{"model": "dlrm", "test_logloss": 0.46}])  # no PIM: no such columns
+
+
+def test_the_codesign_plot_marks_the_front_the_report_lists(tmp_path, monkeypatch):
+    """pareto.md lists the front over (log loss, energy, latency, flops); pareto.png marked the
+    front of (energy, log loss) alone under the same name: fewer candidates than the report said."""
+    import json
+
+    from recnas.search import pareto as pareto_mod
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    figs = []
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: figs.append(fig) or path)
+    # b is dominated in (log loss, energy) by a, but has the lower latency and FLOPs; c is dominated by a in all
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0},
+            {"key": "b", "logloss": 0.41, "auc": 0.7, "energy": 6.0, "latency": 1.0, "flops": 1.0, "params": 1.0},
+            {"key": "c", "logloss": 0.42, "auc": 0.7, "energy": 7.0, "latency": 9.5, "flops": 9.5, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}, {"model": "dlrm", "test_logloss": 0.45, "energy": 20.0}]
+
+    def marked(objective):
+        write_pareto(tmp_path, cand, models, objective)
+        ax = figs[-1].axes[0]
+        (front,) = [c for c in ax.collections if c.get_label().startswith("Pareto front")]
+        return sorted(map(tuple, front.get_offsets().tolist())), front.get_label(), len(ax.lines)
+
+    points, label, lines = marked(Objective(kind="pareto"))
+    assert [r["key"] for r in json.loads((tmp_path / "pareto.json").read_text())] == ["a", "b"]
+    assert points == [(5.0, 0.40), (6.0, 0.41)] and label == "Pareto front over (log loss, energy, latency, flops)"
+    assert lines == 0  # no step line through a front of four objectives
+    points, label, lines = marked(Objective(kind="pareto", pareto_costs=("energy",)))
+    assert points == [(5.0, 0.40)] and lines == 1  # over the two plotted objectives: the step line too
+    import matplotlib.pyplot as plt
+
+    for fig in figs:
+        plt.close(fig)
