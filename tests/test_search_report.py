@@ -83,3 +83,43 @@ def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tm
     left, right = figures["score_vs_cost.png"].axes
     assert _stars(right) == [(50.0, 0.45)] and _stars(left) == [(100.0, 0.4)]  # the chosen candidate, too
     assert any(t.get_text().endswith(": lr") for t in right.texts)
+
+
+def _md_models(md: str) -> dict[str, dict[str, str]]:
+    """results.md's results table: {model: {column header: cell}}."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    heads = [h.strip() for h in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {r[0]: dict(zip(heads, r)) for r in rows}
+
+
+def test_results_md_and_json_agree(tmp_path, figures):
+    """Every cell of results.md is its model's value in results.json, as formatted; the gap to
+    Bayes is the test log loss less the Bayes test log loss; the candidate count of results.md
+    (this search's candidates alone) is in results.json too, which gave only the store's."""
+    import re
+
+    cands = [{"key": k, "logloss": 0.5 + i / 100, "flops": 10.0 * (i + 1)} for i, k in enumerate("abcde")]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.5, "mean_score": 0.52}])
+    bayes = 0.4012
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45678, "test_auc": 0.71234, "params": 1234.0, "flops": 56789.0, "train_seconds": 1.25},
+              {"model": "lr", "test_logloss": 0.5, "test_auc": math.nan, "params": 14.0, "flops": 0.0, "train_seconds": 0.04}]
+    for m in models:
+        m["gap_to_bayes"] = m["test_logloss"] - bayes
+    report = {**_report(models), "bayes": {"test_logloss": bayes, "test_auc": 0.8265}, "search": {"scoring": "supernet", "candidates_in_store": 5}}
+    report_mod.write_report(tmp_path, report, store, "search", Objective(), keys={"a", "b", "c"})  # d, e: an earlier search's
+    md = (tmp_path / "results.md").read_text()
+    js = json.loads((tmp_path / "results.json").read_text())
+    table = _md_models(md)
+    assert list(table) == [m["model"] for m in js["models"]]
+    labels = {key: (label, fmt) for key, label, fmt in report_mod.COLUMNS}
+    for m in js["models"]:
+        assert m["gap_to_bayes"] == pytest.approx(m["test_logloss"] - js["bayes"]["test_logloss"])
+        for key, value in m.items():
+            label, fmt = labels[key]
+            assert table[m["model"]][label] == ("-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value))
+    assert table["recnas (searched)"]["gap to Bayes"] == "+0.0556" and table["lr"]["test AUC"] == "-"
+    assert "Bayes-optimal test log loss: 0.4012, AUC 0.8265" in md
+    assert int(re.search(r"Search: (\d+) candidates evaluated", md).group(1)) == js["search"]["candidates_this_search"] == 3
+    assert js["search"]["candidates_in_store"] == 5
+    store.close()

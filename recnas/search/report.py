@@ -60,6 +60,9 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if keys is not None:
         keys = set(keys)
         candidates = [c for c in candidates if c["key"] in keys]
+    # the count results.md gives: results.json had only the store's (`candidates_in_store`), which
+    # holds an earlier search's candidates too in a continued run
+    report["search"] = {**report["search"], "candidates_this_search": len(candidates)}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
