@@ -130,3 +130,43 @@ def test_the_codesign_plot_marks_the_front_the_report_lists(tmp_path, monkeypatc
 
     for fig in figs:
         plt.close(fig)
+
+
+def _brute_front(p):
+    """The non-dominated set by definition: no other point is <= in all and < in one."""
+    return [i for i in range(len(p)) if not any(dominates(p[j], p[i]) for j in range(len(p)) if j != i)]
+
+
+@pytest.mark.parametrize("points", [
+    [[0.5, 3.0]],  # one candidate
+    [[0.5, 3.0], [0.5, 3.0], [0.5, 3.0]],  # all equal: all non-dominated
+    [[0.5, 0.0], [0.4, 0.0], [0.4, 0.0], [0.6, 0.0]],  # costs of 0, a duplicate pair in front
+    [[0.4, 2.0], [0.4, 1.0], [0.3, 2.0], [0.3, 1.0]],  # ties in one objective: one point beats all
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+])
+def test_the_front_is_exactly_the_non_dominated_set(points):
+    p = np.asarray(points, dtype=float)
+    assert pareto_front(p) == _brute_front(p)
+    fronts = non_dominated_sort(p)
+    assert sorted(i for f in fronts for i in f) == list(range(len(p)))
+    left = list(range(len(p)))
+    for front in fronts:  # front k is the non-dominated set once fronts < k are removed
+        assert sorted(front) == [left[i] for i in _brute_front(p[left])]
+        left = [i for i in left if i not in front]
+
+
+def test_a_front_of_random_points_matches_the_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = rng.integers(0, 4, size=(12, 3)).astype(float)  # small integers: many ties and duplicates
+        assert pareto_front(p) == _brute_front(p)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_objective_is_refused_not_ranked(bad):
+    """The search and the report leave such candidates out before ranking (a diverged one scores
+    inf); handed one, the ranking refuses rather than place it in a front."""
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        non_dominated_sort([[0.4, 1.0], [bad, 2.0]])
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        crowding_distance([[0.4, bad]])
