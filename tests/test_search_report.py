@@ -123,3 +123,14 @@ def test_results_md_and_json_agree(tmp_path, figures):
     assert int(re.search(r"Search: (\d+) candidates evaluated", md).group(1)) == js["search"]["candidates_this_search"] == 3
     assert js["search"]["candidates_in_store"] == 5
     store.close()
+
+
+def test_score_vs_cost_names_the_objectives_of_its_front(tmp_path, figures):
+    """The candidates' panel draws the front of log loss and its cost axis; under `kind: pareto`
+    over (energy, latency, flops) that is not the search's front, and the legend called it "Pareto
+    front" alike."""
+    cands = [{"key": k, "logloss": ll, "flops": f} for k, ll, f in (("a", 0.4, 100.0), ("b", 0.5, 10.0), ("c", 0.55, 50.0))]
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, [], Objective(kind="pareto", pareto_costs=("flops", "params")))
+    (line,) = figures["score_vs_cost.png"].axes[0].lines
+    assert line.get_label() == "Pareto front of (log loss, flops)"
+    assert sorted(map(tuple, line.get_xydata().tolist())) == [(10.0, 0.5), (100.0, 0.4)]  # c is dominated by b

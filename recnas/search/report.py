@@ -153,7 +153,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
 
             front = pareto_front(np.stack([y, x], 1))
             order = sorted(front, key=lambda i: x[i])
-            ax.plot(x[order], y[order], color="C3", marker=".", label="Pareto front")
+            ax.plot(x[order], y[order], color="C3", marker=".", label=f"Pareto front of (log loss, {cost})")  # of these axes, not the search's pareto_costs (pareto.md)
         hit = [i for i, c in enumerate(cand) if c.get("key") == chosen]
         if hit:
             ax.scatter(x[hit], y[hit], marker="*", s=160, color="k", zorder=3, label="chosen (retrained)")
