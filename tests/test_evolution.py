@@ -132,3 +132,36 @@ def test_search_goes_on_past_candidates_with_a_non_finite_log_loss(tmp_path, kin
     assert math.isfinite(out.best_metrics["logloss"])
     assert Objective().score({"logloss": math.nan}) == math.inf
     assert all(math.isfinite(g["best_score"]) for g in res.generations("search"))
+
+
+@pytest.mark.parametrize("flops, params, expected", [
+    (500.0, 5.0, 0.4),  # both below target: no penalty, no reward for being smaller
+    (1000.0, 10.0, 0.4),  # exactly at target
+    (1500.0, 10.0, 0.4 + 0.25 * 0.5),  # flops 50% over
+    (1500.0, 30.0, 0.4 + 0.25 * 0.5 + 0.25 * 2.0),  # both over: the penalties add
+    (500.0, 30.0, 0.4 + 0.25 * 2.0),  # one under does not offset the other
+])
+def test_penalized_score_is_the_hinge_formula_by_hand(flops, params, expected):
+    """score = logloss + sum_c beta * max(0, cost_c / target_c - 1), cost by cost."""
+    obj = Objective(kind="penalized", targets={"flops": 1000.0, "params": 10.0}, beta=0.25)
+    assert obj.score({"logloss": 0.4, "flops": flops, "params": params}) == pytest.approx(expected)
+    assert Objective(kind="penalized", targets={"flops": 1000.0, "params": 10.0}, beta=0.0).score({"logloss": 0.4, "flops": flops, "params": params}) == 0.4
+    assert Objective().score({"logloss": 0.4, "flops": flops, "params": params}) == 0.4  # kind loss: costs unread
+    assert Objective(kind="pareto", pareto_costs=("flops",)).score({"logloss": 0.4, "flops": flops}) == 0.4
+    nan = obj.score({"logloss": math.nan, "flops": flops, "params": params})
+    assert nan == math.inf  # NaN logits score as a diverged candidate
+
+
+def test_reference_targets_are_the_baseline_costs_over_the_ratios(tiny_store):
+    """ratios {flops: 2, params: 4} against dlrm: its FLOPs / 2 and dense params / 4, its own row's
+    numbers in the results table; an explicit target overrides its cost alone."""
+    from recnas.baselines import build_baseline
+    from recnas.search.evaluator import model_costs
+    from recnas.search.objective import resolve_targets
+
+    meta = tiny_store.meta
+    row = model_costs(build_baseline("dlrm", meta), meta)
+    obj = resolve_targets(Objective(kind="penalized", reference="dlrm", ratios={"flops": 2.0, "params": 4.0}, targets={"params": 7.0}), meta)
+    assert obj.targets == {"flops": pytest.approx(row["flops"] / 2), "params": 7.0}
+    m = {"logloss": 0.5, "flops": row["flops"], "params": 3.5}  # dlrm's FLOPs: twice the target
+    assert obj.score(m) == pytest.approx(0.5 + obj.beta * 1.0)

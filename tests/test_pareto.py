@@ -95,3 +95,78 @@ def test_the_results_table_shows_whether_a_pim_design_fits_the_chip():
     assert "PIM crossbars" in header and "fits the chip (crossbar_budget)" in header
     assert searched.endswith("| 20,000 | False |") and dlrm.endswith("| 6 | True |")
     assert "crossbars" not in markdown_table([{"model": "dlrm", "test_logloss": 0.46}])  # no PIM: no such columns
+
+
+def test_the_codesign_plot_marks_the_front_the_report_lists(tmp_path, monkeypatch):
+    """pareto.md lists the front over (log loss, energy, latency, flops); pareto.png marked the
+    front of (energy, log loss) alone under the same name: fewer candidates than the report said."""
+    import json
+
+    from recnas.search import pareto as pareto_mod
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    figs = []
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: figs.append(fig) or path)
+    # b is dominated in (log loss, energy) by a, but has the lower latency and FLOPs; c is dominated by a in all
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0},
+            {"key": "b", "logloss": 0.41, "auc": 0.7, "energy": 6.0, "latency": 1.0, "flops": 1.0, "params": 1.0},
+            {"key": "c", "logloss": 0.42, "auc": 0.7, "energy": 7.0, "latency": 9.5, "flops": 9.5, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}, {"model": "dlrm", "test_logloss": 0.45, "energy": 20.0}]
+
+    def marked(objective):
+        write_pareto(tmp_path, cand, models, objective)
+        ax = figs[-1].axes[0]
+        (front,) = [c for c in ax.collections if c.get_label().startswith("Pareto front")]
+        return sorted(map(tuple, front.get_offsets().tolist())), front.get_label(), len(ax.lines)
+
+    points, label, lines = marked(Objective(kind="pareto"))
+    assert [r["key"] for r in json.loads((tmp_path / "pareto.json").read_text())] == ["a", "b"]
+    assert points == [(5.0, 0.40), (6.0, 0.41)] and label == "Pareto front over (log loss, energy, latency, flops)"
+    assert lines == 0  # no step line through a front of four objectives
+    points, label, lines = marked(Objective(kind="pareto", pareto_costs=("energy",)))
+    assert points == [(5.0, 0.40)] and lines == 1  # over the two plotted objectives: the step line too
+    import matplotlib.pyplot as plt
+
+    for fig in figs:
+        plt.close(fig)
+
+
+def _brute_front(p):
+    """The non-dominated set by definition: no other point is <= in all and < in one."""
+    return [i for i in range(len(p)) if not any(dominates(p[j], p[i]) for j in range(len(p)) if j != i)]
+
+
+@pytest.mark.parametrize("points", [
+    [[0.5, 3.0]],  # one candidate
+    [[0.5, 3.0], [0.5, 3.0], [0.5, 3.0]],  # all equal: all non-dominated
+    [[0.5, 0.0], [0.4, 0.0], [0.4, 0.0], [0.6, 0.0]],  # costs of 0, a duplicate pair in front
+    [[0.4, 2.0], [0.4, 1.0], [0.3, 2.0], [0.3, 1.0]],  # ties in one objective: one point beats all
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+])
+def test_the_front_is_exactly_the_non_dominated_set(points):
+    p = np.asarray(points, dtype=float)
+    assert pareto_front(p) == _brute_front(p)
+    fronts = non_dominated_sort(p)
+    assert sorted(i for f in fronts for i in f) == list(range(len(p)))
+    left = list(range(len(p)))
+    for front in fronts:  # front k is the non-dominated set once fronts < k are removed
+        assert sorted(front) == [left[i] for i in _brute_front(p[left])]
+        left = [i for i in left if i not in front]
+
+
+def test_a_front_of_random_points_matches_the_definition():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = rng.integers(0, 4, size=(12, 3)).astype(float)  # small integers: many ties and duplicates
+        assert pareto_front(p) == _brute_front(p)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_objective_is_refused_not_ranked(bad):
+    """The search and the report leave such candidates out before ranking (a diverged one scores
+    inf); handed one, the ranking refuses rather than place it in a front."""
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        non_dominated_sort([[0.4, 1.0], [bad, 2.0]])
+    with pytest.raises(ConfigError, match="NaN or infinite"):
+        crowding_distance([[0.4, bad]])

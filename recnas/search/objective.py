@@ -57,7 +57,9 @@ class Objective(BaseModel):
         return self
 
     def score(self, metrics: dict) -> float:
-        """Lower is better. In pareto mode this is the tie-break inside a front. A log loss that
+        """Lower is better. In pareto mode it is the log loss: parents are chosen by front and
+        crowding distance (`RegularizedEvolution._select`), and this score ranks the finalists
+        and gives each generation's best and mean (search_progress.png). A log loss that
         is not a number (NaN logits) scores inf, as a diverged candidate does: NaN compares
         false both ways, so it used to win `min` when it came first, and failed the store of the
         generation's best and mean score with a SQLite traceback."""

@@ -75,9 +75,13 @@ def crowding_distance(points) -> np.ndarray:
     return dist
 
 
-def plot_front(points, names, path, labels=None, baselines=None, title: str | None = None) -> Path:
+def plot_front(points, names, path, labels=None, baselines=None, title: str | None = None, front=None, front_label: str = "Pareto front") -> Path:
     """Scatter two objectives (`names` = axis labels), draw the Pareto front as a step line and
-    mark `baselines` ({name: (x, y)}) with stars and labels; saves a PNG/PDF to `path`."""
+    mark `baselines` ({name: (x, y)}) with stars and labels; saves a PNG/PDF to `path`.
+
+    `front`: indices of the points to mark as the front instead, e.g. the non-dominated set over
+    more objectives than the two drawn (named by `front_label`); they are marked without the
+    step line, which bounds a front of the two plotted objectives only."""
     plt = pyplot()
     p = _as_points(points)
     if p.shape[1] != 2 or len(names) != 2:
@@ -86,9 +90,14 @@ def plot_front(points, names, path, labels=None, baselines=None, title: str | No
         raise ConfigError(f"{len(labels)} labels for {len(p)} points")
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.scatter(p[:, 0], p[:, 1], s=14, c="tab:gray", alpha=0.6, label="candidates")
-    front = sorted(pareto_front(p), key=lambda i: p[i, 0])
-    ax.step(p[front, 0], p[front, 1], where="post", c="tab:blue", lw=1.5)
-    ax.scatter(p[front, 0], p[front, 1], s=28, c="tab:blue", label="Pareto front", zorder=3)
+    if front is None:
+        front = sorted(pareto_front(p), key=lambda i: p[i, 0])
+        ax.step(p[front, 0], p[front, 1], where="post", c="tab:blue", lw=1.5)
+    else:
+        front = [int(i) for i in front]
+        if any(not 0 <= i < len(p) for i in front):
+            raise ConfigError(f"front indices {front} out of range for {len(p)} points")
+    ax.scatter(p[front, 0], p[front, 1], s=28, c="tab:blue", label=front_label, zorder=3)
     if labels is not None:
         for i in front:
             ax.annotate(str(labels[i]), p[i], fontsize=7, xytext=(3, 3), textcoords="offset points")

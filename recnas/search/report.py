@@ -60,6 +60,9 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if keys is not None:
         keys = set(keys)
         candidates = [c for c in candidates if c["key"] in keys]
+    # the count results.md gives: results.json had only the store's (`candidates_in_store`), which
+    # holds an earlier search's candidates too in a continued run
+    report["search"] = {**report["search"], "candidates_this_search": len(candidates)}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
@@ -73,7 +76,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
-    plot_progress(out / "search_progress.png", results.generations(run), scored)
+    plot_progress(out / "search_progress.png", results.generations(run), scored, objective)
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
     plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
@@ -94,15 +97,23 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
     write_text_atomic(out / "pareto.md", f"# Pareto front (search scores on validation, {scored})\n\n" + "\n".join(table) + "\n")
     baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
+    over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
+    # the front marked is the one of pareto.md (and of the line under the plot): the plot used to
+    # mark the front of (energy, log loss) alone, fewer candidates than the report said; over
+    # those two objectives it is that front, drawn with its step line
+    two = tuple(objective.pareto_costs) == ("energy",)
     plot_front(
         np.array([(c["energy"], c["logloss"]) for c in cand]).reshape(-1, 2), ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
         out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
+        front=None if two else front, front_label=f"Pareto front over ({over})",
     )
-    over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
 
 
-def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"]) -> None:
+def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["supernet"], objective: Objective | None = None) -> None:
+    """Best and mean search score of the population per generation. Under a `penalized`
+    objective the score is the log loss plus the cost penalty, which the axis says: it was
+    labelled a validation log loss there too, with values far above any log loss."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -114,7 +125,8 @@ def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["super
         ax.legend()
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
-    ax.set_ylabel(f"score (validation log loss, {scored})")
+    penalty = " + beta * cost penalty" if objective is not None and objective.kind == "penalized" else ""
+    ax.set_ylabel(f"score (validation log loss{penalty}, {scored})")
     ax.set_title("regularized evolution")
     save_figure(fig, path)
 
@@ -126,6 +138,12 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
+    # the x axis is logarithmic: a cost of 0 has no place on it, and matplotlib dropped such a
+    # candidate (or the chosen one's star) without a word; they are counted under the panel instead
+    free = [c for c in cand if not c[cost] > 0]
+    cand = [c for c in cand if c[cost] > 0]
+    if free:
+        ax.text(0.02, 0.02, f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis", transform=ax.transAxes, fontsize=7)
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
@@ -135,7 +153,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
 
             front = pareto_front(np.stack([y, x], 1))
             order = sorted(front, key=lambda i: x[i])
-            ax.plot(x[order], y[order], color="C3", marker=".", label="Pareto front")
+            ax.plot(x[order], y[order], color="C3", marker=".", label=f"Pareto front of (log loss, {cost})")  # of these axes, not the search's pareto_costs (pareto.md)
         hit = [i for i, c in enumerate(cand) if c.get("key") == chosen]
         if hit:
             ax.scatter(x[hit], y[hit], marker="*", s=160, color="k", zorder=3, label="chosen (retrained)")
@@ -144,10 +162,15 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     ax.set_xlabel(f"{cost} per sample")
     ax.set_ylabel(f"validation log loss ({scored})")
     ax.set_title("search: candidates")
-    trained = [m for m in models if cost in m and m.get(cost, 0) > 0]
-    for i, m in enumerate(trained):
-        ax2.scatter([m[cost]], [m["test_logloss"]], marker="*" if i == 0 else "o", s=120 if i == 0 else 40, color="C3" if i == 0 else "k", zorder=3)
+    # models[0] is the searched model (the star): it was the first model drawn, a baseline when the
+    # searched one had no place on the log axis; a model of 0 cost (lr without numeric features
+    # has no FLOPs) is named under the panel, it used to vanish without a word
+    trained = [(j, m) for j, m in enumerate(models) if cost in m and m[cost] > 0]
+    for i, (j, m) in enumerate(trained):
+        ax2.scatter([m[cost]], [m["test_logloss"]], marker="*" if j == 0 else "o", s=120 if j == 0 else 40, color="C3" if j == 0 else "k", zorder=3)
         ax2.annotate(m["model"], (m[cost], m["test_logloss"]), fontsize=8, xytext=(4, 4 if i % 2 == 0 else -11), textcoords="offset points")  # alternate, so neighbours' labels do not overprint
+    if free := [m["model"] for m in models if cost in m and not m[cost] > 0]:
+        ax2.text(0.02, 0.02, f"0 {cost}, not on the log axis: {', '.join(free)}", transform=ax2.transAxes, fontsize=7)
     if bayes is not None:
         ax2.axhline(bayes, color="C2", linestyle=":", label="Bayes-optimal")
         ax2.legend(loc="best", fontsize=8)

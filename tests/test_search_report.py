@@ -1,0 +1,136 @@
+"""The search report's figures and tables, on hand-made candidates and models: what each plot
+draws and says, and that results.md and results.json agree."""
+
+import json
+import math
+
+import pytest
+
+from recnas.search import report as report_mod
+from recnas.search.objective import Objective
+from recnas.search.results import ResultsStore
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the report saves, by file name, still open for inspection."""
+    saved = {}
+
+    def keep(fig, path):
+        saved[path.name] = fig
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(report_mod, "save_figure", keep)
+    yield saved
+    import matplotlib.pyplot as plt
+
+    for fig in saved.values():
+        plt.close(fig)
+
+
+def _store(tmp_path, candidates, gens):
+    store = ResultsStore(tmp_path / "search.sqlite")
+    for c in candidates:
+        store.put(c["key"], "{}", {k: v for k, v in c.items() if k != "key"})
+    for g in gens:
+        store.log_generation("search", g["generation"], candidates[0]["key"], g["best_score"], g["mean_score"], 1)
+    return store
+
+
+PENALIZED = Objective(kind="penalized", targets={"flops": 100.0}, beta=0.5)
+
+
+def _report(models):
+    return {"dataset": "synthetic", "bayes": {"test_logloss": 0.40, "test_auc": 0.8}, "search": {"scoring": "supernet"}, "models": models, "finalists": []}
+
+
+def test_progress_axis_says_the_score_holds_the_cost_penalty(tmp_path, figures):
+    """A penalized search's generation scores are log loss + beta * penalty (here 0.9 for a
+    log loss of 0.4): the axis called them a validation log loss."""
+    cands = [{"key": "a", "logloss": 0.4, "flops": 200.0}, {"key": "b", "logloss": 0.5, "flops": 50.0}]
+    scores = [PENALIZED.score(c) for c in cands]
+    assert scores == [pytest.approx(0.4 + 0.5 * (200 / 100 - 1)), 0.5]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": min(scores), "mean_score": sum(scores) / 2}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 50.0}]
+    report_mod.write_report(tmp_path, _report(models), store, "search", PENALIZED)
+    label = figures["search_progress.png"].axes[0].get_ylabel()
+    assert "penalty" in label and label.startswith("score (validation log loss")
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
+    assert "penalty" not in figures["search_progress.png"].axes[0].get_ylabel()  # kind loss: the score is the log loss
+    store.close()
+
+
+def _stars(ax):
+    """(x, y) of the large markers (the searched model's star) drawn on `ax`."""
+    return [tuple(c.get_offsets()[0]) for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] >= 120]
+
+
+def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tmp_path, figures):
+    """The right panel starred the first model it drew: with the searched model at 0 FLOPs (no
+    place on the log axis) that was a baseline; and a model or candidate of 0 FLOPs (lr without
+    numeric features) vanished without a word."""
+    cands = [{"key": "a", "logloss": 0.5, "flops": 0.0}, {"key": "b", "logloss": math.nan, "flops": 10.0}, {"key": "c", "logloss": 0.4, "flops": 100.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 0.0}, {"model": "lr", "test_logloss": 0.5, "flops": 0.0}, {"model": "dlrm", "test_logloss": 0.46, "flops": 200.0}]
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="a", bayes=0.4)
+    left, right = figures["score_vs_cost.png"].axes
+    assert _stars(right) == []  # dlrm is no searched model
+    assert any("recnas (searched), lr" in t.get_text() for t in right.texts)
+    assert any("1 candidate with 0 flops" in t.get_text() for t in left.texts)
+    assert left.get_title() == "search: candidates" and right.get_title() == "trained models"
+    models[0]["flops"] = 50.0
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="c", bayes=0.4)
+    left, right = figures["score_vs_cost.png"].axes
+    assert _stars(right) == [(50.0, 0.45)] and _stars(left) == [(100.0, 0.4)]  # the chosen candidate, too
+    assert any(t.get_text().endswith(": lr") for t in right.texts)
+
+
+def _md_models(md: str) -> dict[str, dict[str, str]]:
+    """results.md's results table: {model: {column header: cell}}."""
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    heads = [h.strip() for h in lines[0].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    return {r[0]: dict(zip(heads, r)) for r in rows}
+
+
+def test_results_md_and_json_agree(tmp_path, figures):
+    """Every cell of results.md is its model's value in results.json, as formatted; the gap to
+    Bayes is the test log loss less the Bayes test log loss; the candidate count of results.md
+    (this search's candidates alone) is in results.json too, which gave only the store's."""
+    import re
+
+    cands = [{"key": k, "logloss": 0.5 + i / 100, "flops": 10.0 * (i + 1)} for i, k in enumerate("abcde")]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.5, "mean_score": 0.52}])
+    bayes = 0.4012
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45678, "test_auc": 0.71234, "params": 1234.0, "flops": 56789.0, "train_seconds": 1.25},
+              {"model": "lr", "test_logloss": 0.5, "test_auc": math.nan, "params": 14.0, "flops": 0.0, "train_seconds": 0.04}]
+    for m in models:
+        m["gap_to_bayes"] = m["test_logloss"] - bayes
+    report = {**_report(models), "bayes": {"test_logloss": bayes, "test_auc": 0.8265}, "search": {"scoring": "supernet", "candidates_in_store": 5}}
+    report_mod.write_report(tmp_path, report, store, "search", Objective(), keys={"a", "b", "c"})  # d, e: an earlier search's
+    md = (tmp_path / "results.md").read_text()
+    js = json.loads((tmp_path / "results.json").read_text())
+    table = _md_models(md)
+    assert list(table) == [m["model"] for m in js["models"]]
+    labels = {key: (label, fmt) for key, label, fmt in report_mod.COLUMNS}
+    for m in js["models"]:
+        assert m["gap_to_bayes"] == pytest.approx(m["test_logloss"] - js["bayes"]["test_logloss"])
+        for key, value in m.items():
+            label, fmt = labels[key]
+            assert table[m["model"]][label] == ("-" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value))
+    assert table["recnas (searched)"]["gap to Bayes"] == "+0.0556" and table["lr"]["test AUC"] == "-"
+    assert "Bayes-optimal test log loss: 0.4012, AUC 0.8265" in md
+    assert int(re.search(r"Search: (\d+) candidates evaluated", md).group(1)) == js["search"]["candidates_this_search"] == 3
+    assert js["search"]["candidates_in_store"] == 5
+    store.close()
+
+
+def test_score_vs_cost_names_the_objectives_of_its_front(tmp_path, figures):
+    """The candidates' panel draws the front of log loss and its cost axis; under `kind: pareto`
+    over (energy, latency, flops) that is not the search's front, and the legend called it "Pareto
+    front" alike."""
+    cands = [{"key": k, "logloss": ll, "flops": f} for k, ll, f in (("a", 0.4, 100.0), ("b", 0.5, 10.0), ("c", 0.55, 50.0))]
+    report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, [], Objective(kind="pareto", pareto_costs=("flops", "params")))
+    (line,) = figures["score_vs_cost.png"].axes[0].lines
+    assert line.get_label() == "Pareto front of (log loss, flops)"
+    assert sorted(map(tuple, line.get_xydata().tolist())) == [(10.0, 0.5), (100.0, 0.4)]  # c is dominated by b
