@@ -134,3 +134,16 @@ def test_score_vs_cost_names_the_objectives_of_its_front(tmp_path, figures):
     (line,) = figures["score_vs_cost.png"].axes[0].lines
     assert line.get_label() == "Pareto front of (log loss, flops)"
     assert sorted(map(tuple, line.get_xydata().tolist())) == [(10.0, 0.5), (100.0, 0.4)]  # c is dominated by b
+
+
+def test_an_undefined_bayes_auc_reads_n_a(tmp_path, figures):
+    """A test split of one class has no AUC, the Bayes-optimal model's included: the line under
+    the title printed "AUC nan"."""
+    cands = [{"key": "a", "logloss": 0.5, "flops": 10.0}]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.5, "mean_score": 0.5}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "test_auc": math.nan, "flops": 10.0}]
+    report = {**_report(models), "bayes": {"test_logloss": 0.4012, "test_auc": math.nan}}
+    report_mod.write_report(tmp_path, report, store, "search", Objective())
+    md = (tmp_path / "results.md").read_text()
+    assert "Bayes-optimal test log loss: 0.4012, AUC n/a (the floor" in md and "nan" not in md
+    store.close()

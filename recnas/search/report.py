@@ -38,6 +38,11 @@ COLUMNS = [
 SCORED_WITH = {"supernet": "supernet weights", "scratch": "trained briefly from scratch"}
 
 
+def _cell(value, fmt: str = "{:.4f}", missing: str = "-") -> str:
+    """A number as `fmt`; `missing` for none, or an undefined one (AUC on a split of one class is NaN)."""
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
 def markdown_table(rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -45,7 +50,7 @@ def markdown_table(rows: list[dict]) -> str:
         cells = []
         for key, _, fmt in cols:
             v = r.get(key)
-            cells.append("-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+            cells.append(_cell(v, fmt))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -67,7 +72,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
-        md.append(f"Bayes-optimal test log loss: {b.get('test_logloss', float('nan')):.4f}, AUC {b.get('test_auc', float('nan')):.4f} (the floor any model can reach)")
+        md.append(f"Bayes-optimal test log loss: {_cell(b.get('test_logloss'), missing='n/a')}, AUC {_cell(b.get('test_auc'), missing='n/a')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
     md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
