@@ -55,6 +55,18 @@ def test_ties_keep_the_better_search_rank_and_bad_inputs_are_refused():
         successive_halving(["x", "x"], advance)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), None])
+@pytest.mark.parametrize("order", ["abc", "bac", "bca", "cab", "cba", "acb"])
+def test_a_finalist_without_a_score_is_dropped_first(order, bad):
+    # NaN logits give a NaN validation log loss (None once read back from a finished model.pt):
+    # NaN compares false both ways, so sorting on it left the diverged finalist anywhere; in
+    # order "bac" it survived rung 1 and the best finalist, c, was dropped
+    advance, _ = scripted({"a": [bad, bad], "b": [0.50, 0.47], "c": [0.40, 0.45]})
+    survivor, dropped = successive_halving(list(order), advance)
+    assert survivor == "c"
+    assert [(d["key"], d["rung"]) for d in dropped] == [("a", 1), ("b", 2)]
+
+
 def _halving_cfg(**kw):
     return load_job_config("smoke", finalists=3, finalist_selection="halving", final={"epochs": 3}, baselines=["lr"], **kw)
 
