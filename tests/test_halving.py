@@ -2,6 +2,7 @@
 with `finalist_selection: halving` (smoke budget)."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -155,3 +156,11 @@ def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, mon
 def test_rung_score_ignores_evaluations_after_the_rung():
     history = [{"val_logloss": v} for v in (0.52, 0.50, 0.47)]
     assert [rung_score(history, k) for k in (1, 2, 3, 4)] == [0.52, 0.50, 0.47, 0.47]  # 4: stopped after 3
+
+
+def test_rung_score_skips_evaluations_that_are_not_numbers():
+    nan = float("nan")
+    history = [{"val_logloss": v} for v in (None, None)]  # NaN logits, read back from a finished model.pt
+    assert math.isnan(rung_score(history, 2))  # was a TypeError comparing two Nones
+    history = [{"val_logloss": v} for v in (nan, 0.50, None, 0.47)]
+    assert [rung_score(history, k) for k in (2, 3, 4)] == [0.50, 0.50, 0.47]  # a NaN first used to win `min`
