@@ -68,6 +68,12 @@ def test_a_finalist_without_a_score_is_dropped_first(order, bad):
     assert [(d["key"], d["rung"]) for d in dropped] == [("a", 1), ("b", 2)]
 
 
+def test_ties_in_a_later_rung_keep_the_better_search_rank():
+    # rung 1 puts b ahead of a; at rung 2 they tie, and a ranks better in the search
+    advance, _ = scripted({"a": [0.50, 0.40], "b": [0.45, 0.40], "c": [0.60, 0.10]})
+    assert successive_halving(["a", "b", "c"], advance) == ("a", [{"key": "c", "rung": 1, "val_logloss": 0.60}, {"key": "b", "rung": 2, "val_logloss": 0.40}])
+
+
 def _halving_cfg(**kw):
     return load_job_config("smoke", finalists=3, finalist_selection="halving", final={"epochs": 3}, baselines=["lr"], **kw)
 

@@ -33,6 +33,7 @@ def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]
         raise ValueError("successive halving needs at least one candidate")
     if len(set(keys)) != len(keys):
         raise ValueError(f"successive halving: duplicate candidates in {list(keys)}")
+    rank = {k: i for i, k in enumerate(keys)}
     alive, dropped, rung = list(keys), [], 0
     while len(alive) > 1:
         rung += 1
@@ -40,7 +41,9 @@ def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]
         # a score that is not a number (NaN logits: NaN, or None as model.pt stores it) ranks
         # last: NaN compares false both ways, so sorting on it left a diverged finalist anywhere,
         # e.g. ahead of the best one, which was dropped
-        alive.sort(key=lambda k: (not _is_number(scores[k]), scores[k] if _is_number(scores[k]) else 0.0))  # stable: ties keep search order
+        # ties keep search order at every rung (`alive` is in the previous rung's order, which
+        # used to break a later rung's ties instead of the search rank the docstring promises)
+        alive.sort(key=lambda k: (not _is_number(scores[k]), scores[k] if _is_number(scores[k]) else 0.0, rank[k]))
         keep = (len(alive) + 1) // 2
         dropped += [{"key": k, "rung": rung, "val_logloss": scores[k]} for k in alive[keep:]]
         alive = alive[:keep]
