@@ -165,3 +165,85 @@ def test_reference_targets_are_the_baseline_costs_over_the_ratios(tiny_store):
     assert obj.targets == {"flops": pytest.approx(row["flops"] / 2), "params": 7.0}
     m = {"logloss": 0.5, "flops": row["flops"], "params": 3.5}  # dlrm's FLOPs: twice the target
     assert obj.score(m) == pytest.approx(0.5 + obj.beta * 1.0)
+
+
+class Spy(RegularizedEvolution):
+    """Records every tournament (sample and winner), every mutation and the population of
+    every generation, as the evolution sees them."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.tournaments, self.mutations, self.populations = [], [], []
+
+    def _select(self, members):
+        winner = super()._select(members)
+        self.tournaments.append((members, winner))
+        return winner
+
+    def mutate(self, g):
+        child = super().mutate(g)
+        self.mutations.append((g, child))
+        return child
+
+    def _log(self, gen, population):
+        self.populations.append([g.key for g, _ in population])
+        super()._log(gen, population)
+
+
+@pytest.mark.parametrize("kind", ["loss", "pareto"])
+def test_aging_kills_the_oldest_and_the_tournament_winner_is_the_parent(tmp_path, kind):
+    """Regularized evolution's contract: each generation's C children join the population and
+    its C oldest members leave (not its worst); each child mutates the best of a uniform sample
+    of S distinct members of the population before the generation; a NaN log loss (scored inf)
+    never wins a tournament that holds a finite member."""
+
+    def some_nan(g):
+        m = fake_metrics(g)
+        if sum(b.dense_dim for b in g.arch.blocks) % 3 == 0:
+            m["logloss"] = math.nan
+        return {**m, "energy": m["flops"], "latency": m["params"]}
+
+    cfg = EvolutionConfig(population=10, sample_size=4, children=3, generations=12, seed=7)
+    evo = Spy(get_space("full-tiny"), some_nan, ResultsStore(tmp_path / "r.sqlite"), cfg, Objective(kind=kind))
+    out = evo.run()
+    keys = [h["key"] for h in out.history]
+    assert any(math.isnan(h["logloss"]) for h in out.history)  # the case is exercised
+    assert evo.populations[0] == keys[:10]
+    for gen in range(1, 13):
+        children = keys[10 + 3 * (gen - 1) : 10 + 3 * gen]
+        assert evo.populations[gen] == (evo.populations[gen - 1] + children)[3:], gen
+        assert [c.key for _, c in evo.mutations[3 * (gen - 1) : 3 * gen]] == children
+        for members, _ in evo.tournaments[3 * (gen - 1) : 3 * gen]:
+            drawn = [g.key for g, _ in members]
+            assert len(drawn) == 4 and set(drawn) <= set(evo.populations[gen - 1])
+    assert len(evo.tournaments) == len(evo.mutations) == 36
+    for (members, winner), (parent, _) in zip(evo.tournaments, evo.mutations):
+        assert parent is winner
+        score = next(m for g, m in members if g is winner)["score"]
+        if any(math.isfinite(m["score"]) for _, m in members):
+            assert math.isfinite(score)
+        if kind == "loss":
+            assert score == min(m["score"] for _, m in members)
+
+
+@pytest.mark.parametrize("codesign", [False, True])
+@pytest.mark.parametrize("fail_after", [1, 10, 11, 15])
+def test_a_search_resumed_anywhere_replays_the_uninterrupted_one(tmp_path, codesign, fail_after):
+    """Interrupted in the initial population (1), at its last member (10), in the first
+    generation (11) or later: the resumed search visits the same candidates with the same scores,
+    evaluates each exactly once in all, and logs the same generations; another seed searches
+    elsewhere."""
+    space, cfg = get_space("full-tiny"), EvolutionConfig(population=10, sample_size=3, children=2, generations=5, seed=11)
+    full_db = ResultsStore(tmp_path / "full.sqlite")
+    full = RegularizedEvolution(space, Counting(), full_db, cfg, codesign=codesign).run()
+    db = tmp_path / "r.sqlite"
+    with pytest.raises(KeyboardInterrupt):
+        RegularizedEvolution(space, Counting(fail_after=fail_after), ResultsStore(db), cfg, codesign=codesign).run()
+    second = Counting()
+    resumed = RegularizedEvolution(space, second, ResultsStore(db), cfg, codesign=codesign).run()
+    assert [(h["key"], h["score"]) for h in resumed.history] == [(h["key"], h["score"]) for h in full.history]
+    assert second.calls + fail_after == full.evaluated
+    drop = lambda gens: [{k: v for k, v in g.items() if k != "evaluated"} for g in gens]  # noqa: E731
+    assert drop(ResultsStore(db).generations("search")) == drop(full_db.generations("search"))
+    other = RegularizedEvolution(space, Counting(), ResultsStore(tmp_path / "o.sqlite"), cfg.model_copy(update={"seed": 12}), codesign=codesign).run()
+    assert [h["key"] for h in other.history] != [h["key"] for h in full.history]

@@ -2,6 +2,7 @@
 with `finalist_selection: halving` (smoke budget)."""
 
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -53,6 +54,24 @@ def test_ties_keep_the_better_search_rank_and_bad_inputs_are_refused():
         successive_halving([], advance)
     with pytest.raises(ValueError, match="duplicate"):
         successive_halving(["x", "x"], advance)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), None])
+@pytest.mark.parametrize("order", ["abc", "bac", "bca", "cab", "cba", "acb"])
+def test_a_finalist_without_a_score_is_dropped_first(order, bad):
+    # NaN logits give a NaN validation log loss (None once read back from a finished model.pt):
+    # NaN compares false both ways, so sorting on it left the diverged finalist anywhere; in
+    # order "bac" it survived rung 1 and the best finalist, c, was dropped
+    advance, _ = scripted({"a": [bad, bad], "b": [0.50, 0.47], "c": [0.40, 0.45]})
+    survivor, dropped = successive_halving(list(order), advance)
+    assert survivor == "c"
+    assert [(d["key"], d["rung"]) for d in dropped] == [("a", 1), ("b", 2)]
+
+
+def test_ties_in_a_later_rung_keep_the_better_search_rank():
+    # rung 1 puts b ahead of a; at rung 2 they tie, and a ranks better in the search
+    advance, _ = scripted({"a": [0.50, 0.40], "b": [0.45, 0.40], "c": [0.60, 0.10]})
+    assert successive_halving(["a", "b", "c"], advance) == ("a", [{"key": "c", "rung": 1, "val_logloss": 0.60}, {"key": "b", "rung": 2, "val_logloss": 0.40}])
 
 
 def _halving_cfg(**kw):
@@ -143,3 +162,11 @@ def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, mon
 def test_rung_score_ignores_evaluations_after_the_rung():
     history = [{"val_logloss": v} for v in (0.52, 0.50, 0.47)]
     assert [rung_score(history, k) for k in (1, 2, 3, 4)] == [0.52, 0.50, 0.47, 0.47]  # 4: stopped after 3
+
+
+def test_rung_score_skips_evaluations_that_are_not_numbers():
+    nan = float("nan")
+    history = [{"val_logloss": v} for v in (None, None)]  # NaN logits, read back from a finished model.pt
+    assert math.isnan(rung_score(history, 2))  # was a TypeError comparing two Nones
+    history = [{"val_logloss": v} for v in (nan, 0.50, None, 0.47)]
+    assert [rung_score(history, k) for k in (2, 3, 4)] == [0.50, 0.50, 0.47]  # a NaN first used to win `min`

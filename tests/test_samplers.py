@@ -1,3 +1,6 @@
+import itertools
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -103,3 +106,83 @@ def test_farthest_greedy_needs_at_least_one_candidate_and_one_remembered_path(ke
     # memory=0 silently drew every path as single-op-any-conn does
     with pytest.raises(ConfigError, match=f"sampler {key} must be a positive integer"):
         ArchSampler(get_space("small"), "farthest-greedy", **{key: value})
+
+
+def _rates(values) -> dict:
+    return {v: n / len(values) for v, n in Counter(values).items()}
+
+
+@pytest.mark.parametrize("strategy", ["single-op-any-conn", "single-path", "any-path"])
+def test_documented_distributions_of_operators_inputs_and_widths(strategy):
+    """docs/training.md: widths uniform; one operator (uniform) or any non-empty set of them;
+    one input (uniform over sources) or any non-empty set of them, each set equally likely.
+    Checked on the last block of 3 (3 sources: 7 non-empty input sets; 3 ops: 7 op sets)."""
+    space = get_space("full", n_blocks=3)
+    n = 20_000 if strategy == "single-op-any-conn" else 8_000
+    s = ArchSampler(space, strategy, seed=4)
+    blocks = [s.sample().blocks[2] for _ in range(n)]
+    tol = 4 * np.sqrt(0.25 / n)  # about 4 standard errors of a rate
+
+    def uniform(values, support):
+        rates = _rates(values)
+        assert set(rates) == set(support), (set(rates), set(support))
+        for v in support:
+            assert abs(rates[v] - 1 / len(support)) < tol, (v, rates[v])
+
+    subsets = lambda items: [tuple(x for x, m in zip(items, mask) if m) for mask in itertools.product([0, 1], repeat=len(items)) if any(mask)]  # noqa: E731
+    uniform([b.dense_dim for b in blocks], space.dense_dims)
+    uniform([b.sparse_dim for b in blocks], space.sparse_dims)
+    for kind, ops in (("dense_ops", space.dense_ops), ("sparse_ops", space.sparse_ops)):
+        uniform([getattr(b, kind) for b in blocks], subsets(tuple(sorted(ops))) if strategy == "any-path" else [(o,) for o in ops])
+    for kind in ("dense_inputs", "sparse_inputs"):
+        uniform([getattr(b, kind) for b in blocks], [(j,) for j in range(3)] if strategy == "single-path" else subsets((0, 1, 2)))
+
+
+@pytest.mark.parametrize("strategy", ["single-op-any-conn", "single-path", "any-path", "farthest-greedy"])
+def test_sampler_state_survives_a_weights_only_checkpoint(strategy):
+    import io
+
+    import torch
+
+    space = get_space("full-tiny")
+    ref = ArchSampler(space, strategy, seed=3)
+    expected = [ref.sample().hash for _ in range(12)]
+    first = ArchSampler(space, strategy, seed=3)
+    head = [first.sample().hash for _ in range(5)]
+    buf = io.BytesIO()
+    torch.save({"sampler": first.state_dict()}, buf)
+    buf.seek(0)
+    resumed = ArchSampler(space, strategy, seed=0)
+    resumed.load_state_dict(torch.load(buf, weights_only=True)["sampler"])
+    assert head + [resumed.sample().hash for _ in range(7)] == expected
+
+
+@pytest.mark.parametrize("name,overrides", [("full", {"n_blocks": 4}), ("small", {"n_blocks": 3}), ("full-tiny", {}), ("small", {"n_blocks": 2, "dense_dims": (16,), "sparse_dims": (16,)})])
+def test_every_mutation_changes_exactly_one_decision(name, overrides):
+    """One field of one block: another single operator, another width, or one input added or
+    dropped (never two inputs, nor a dense and a sparse change at once, which the encoding's
+    1-or-2-bit test above would let through); always valid, different, and one of the parent's
+    listed neighbours; embedding widths kept."""
+    from recnas.space.mutation import FIELDS, _neighbours
+
+    space = get_space(name, **overrides)
+    rng = np.random.default_rng(1)
+    kinds = Counter()
+    for draw in range(1000):
+        parent = random_architecture(rng, space).model_copy(update={"emb_dims": (4, 8)})
+        child = mutate(parent, space, rng)
+        child.validate_for(space)
+        assert child.emb_dims == (4, 8)
+        changed = [(i, f) for i, (p, c) in enumerate(zip(parent.blocks, child.blocks)) for f in FIELDS.values() if getattr(p, f) != getattr(c, f)]
+        assert len(changed) == 1, changed
+        i, f = changed[0]
+        old, new = getattr(parent.blocks[i], f), getattr(child.blocks[i], f)
+        if f.endswith("_inputs"):
+            assert len(set(old) ^ set(new)) == 1 and new and all(0 <= j <= i for j in new)
+        elif f.endswith("_ops"):
+            assert len(old) == len(new) == 1
+        kinds[f] += 1
+        if draw < 40:  # (slow)
+            assert child.hash in {a.hash for a in _neighbours(parent, space)}
+    free = {f for f in FIELDS.values() if not (f == "dense_ops" and len(space.dense_ops) == 1) and not (f.endswith("_dim") and len(getattr(space, f + "s")) == 1)}
+    assert set(kinds) == free  # every decision that can change does, at some point

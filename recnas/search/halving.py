@@ -12,7 +12,13 @@ plain retrain would, and every step is resumable from the finalist's checkpoint.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+
+
+def _is_number(score) -> bool:
+    """A real score (inf included); not NaN nor None."""
+    return isinstance(score, (int, float)) and not math.isnan(score)
 
 
 def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]) -> tuple[str, list[dict]]:
@@ -27,11 +33,17 @@ def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]
         raise ValueError("successive halving needs at least one candidate")
     if len(set(keys)) != len(keys):
         raise ValueError(f"successive halving: duplicate candidates in {list(keys)}")
+    rank = {k: i for i, k in enumerate(keys)}
     alive, dropped, rung = list(keys), [], 0
     while len(alive) > 1:
         rung += 1
         scores = {k: advance(k, rung) for k in alive}
-        alive.sort(key=lambda k: scores[k])  # stable: ties keep search order
+        # a score that is not a number (NaN logits: NaN, or None as model.pt stores it) ranks
+        # last: NaN compares false both ways, so sorting on it left a diverged finalist anywhere,
+        # e.g. ahead of the best one, which was dropped
+        # ties keep search order at every rung (`alive` is in the previous rung's order, which
+        # used to break a later rung's ties instead of the search rank the docstring promises)
+        alive.sort(key=lambda k: (not _is_number(scores[k]), scores[k] if _is_number(scores[k]) else 0.0, rank[k]))
         keep = (len(alive) + 1) // 2
         dropped += [{"key": k, "rung": rung, "val_logloss": scores[k]} for k in alive[keep:]]
         alive = alive[:keep]

@@ -105,8 +105,13 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
 def rung_score(history: list[dict], rung: int) -> float:
     """Best validation log loss of the first `rung` evaluations. A resumed job finds finalists
     already past this rung (or finished): their later evaluations must not count, so the
-    replayed halving ranks exactly as the uninterrupted one did."""
-    return min(h["val_logloss"] for h in history[:rung])
+    replayed halving ranks exactly as the uninterrupted one did. Evaluations that are not a
+    number (NaN logits: NaN in a fresh result, None in a finished model.pt's) are skipped, and
+    NaN stands for a rung without any: `min` failed on two Nones, and returned NaN, whatever
+    followed, on a NaN first."""
+    values = [h["val_logloss"] for h in history[:rung]]
+    numbers = [v for v in values if v is not None and not math.isnan(v)]
+    return min(numbers) if numbers else math.nan
 
 
 def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]:
