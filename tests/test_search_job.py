@@ -852,3 +852,24 @@ def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
     stamp = (cache / "data" / "synthetic-3000-seed0" / "meta.json").stat().st_mtime_ns
     assert run_job(load_job_config("smoke", baselines=[]), cache / "b", progress=False)["bayes"] == first["bayes"]
     assert (cache / "data" / "synthetic-3000-seed0" / "meta.json").stat().st_mtime_ns == stamp
+
+
+def test_a_nan_validation_loss_never_wins_a_grid_or_the_finalists(tmp_path, monkeypatch):
+    """NaN compares false both ways: a first grid point with NaN logits stayed the kept point
+    whatever followed (`val < best` never held), and `min` over finalists returned a NaN one
+    that came first. Both now rank a loss that is not a number last."""
+    import math
+
+    import torch
+
+    from recnas.search import pipeline
+
+    store = make_tiny_store(tmp_path / "data")
+    cfg = load_job_config("smoke", data=str(store.dir), final_grid={"lr": [1e-3, 3e-2]})
+    losses = iter([math.nan, 0.5])
+    monkeypatch.setattr(pipeline, "fit_or_load", lambda build, tcfg, *a, **k: (torch.nn.Linear(1, 1), {"train_seconds": 0.0, "lr": tcfg.lr}))
+    monkeypatch.setattr(pipeline, "_val_logloss", lambda *a, **k: next(losses))
+    kept = pipeline.fit_selected(lambda: None, cfg, store, tmp_path / "f", False, "cpu")
+    assert kept["val_logloss"] == 0.5 and kept["fit"]["lr"] == 3e-2
+    finalists = [{"key": "a", "val_logloss": math.nan}, {"key": "b", "val_logloss": 0.4}, {"key": "c", "val_logloss": None}]
+    assert pipeline.best_finalist(finalists)["key"] == "b"

@@ -12,13 +12,9 @@ plain retrain would, and every step is resumable from the finalist's checkpoint.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
-
-def _is_number(score) -> bool:
-    """A real score (inf included); not NaN nor None."""
-    return isinstance(score, (int, float)) and not math.isnan(score)
+from recnas.search.ranking import nan_last
 
 
 def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]) -> tuple[str, list[dict]]:
@@ -43,7 +39,7 @@ def successive_halving(keys: Sequence[str], advance: Callable[[str, int], float]
         # e.g. ahead of the best one, which was dropped
         # ties keep search order at every rung (`alive` is in the previous rung's order, which
         # used to break a later rung's ties instead of the search rank the docstring promises)
-        alive.sort(key=lambda k: (not _is_number(scores[k]), scores[k] if _is_number(scores[k]) else 0.0, rank[k]))
+        alive.sort(key=lambda k: (*nan_last(scores[k]), rank[k]))
         keep = (len(alive) + 1) // 2
         dropped += [{"key": k, "rung": rung, "val_logloss": scores[k]} for k in alive[keep:]]
         alive = alive[:keep]

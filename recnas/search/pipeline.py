@@ -25,6 +25,7 @@ from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
 from recnas.search.objective import resolve_targets
+from recnas.search.ranking import is_score, nan_last
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
@@ -110,7 +111,7 @@ def rung_score(history: list[dict], rung: int) -> float:
     NaN stands for a rung without any: `min` failed on two Nones, and returned NaN, whatever
     followed, on a NaN first."""
     values = [h["val_logloss"] for h in history[:rung]]
-    numbers = [v for v in values if v is not None and not math.isnan(v)]
+    numbers = [v for v in values if is_score(v)]
     return min(numbers) if numbers else math.nan
 
 
@@ -290,7 +291,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         folder = out / "finalists" / key
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
-    chosen = min(finalists, key=lambda f: f["val_logloss"])
+    chosen = best_finalist(finalists)
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
     # the winner's folder (its table phase when not kept, points of an earlier final_grid)
     copy_dir(chosen["folder"], out / "best", ignore=_other_models)
@@ -340,6 +341,12 @@ def _other_models(folder: str, names: list[str]) -> list[str]:
     return [n for n in names if any((Path(folder) / n / f).exists() for f in ("model.pt", "checkpoint.pt"))]
 
 
+def best_finalist(finalists: list[dict]) -> dict:
+    """The finalist of the lowest validation log loss; one that is not a number (NaN logits)
+    last: `min` returned a NaN one that came first."""
+    return min(finalists, key=lambda f: nan_last(f["val_logloss"]))
+
+
 def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None, validate: bool = True) -> dict:
     """Train a model from scratch with the `final` recipe at every point of `final_grid` (each in
     `folder/<point>`; without a grid in `folder` itself) and keep the lowest validation log loss:
@@ -362,7 +369,7 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
         if cfg.table_finetune is not None:
             model, fit, val, where = train_tables_alone(build, model, fit, val, tcfg, cfg.table_finetune, store, where, progress, device, hardware)
         tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
-        if best is None or val < best["val_logloss"]:
+        if best is None or nan_last(val) < nan_last(best["val_logloss"]):  # a NaN first point used to stay the best
             if best is not None:
                 best["model"].cpu()
             best = {"model": model, "fit": fit, "val_logloss": val, "point": point, "folder": where}

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from recnas.errors import DataError
+from recnas.search.ranking import nan_last
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
@@ -118,7 +119,7 @@ class ResultsStore:
     def by_logloss(self) -> list[dict]:
         """Every candidate, lowest search log loss first; a NaN one (a subnet whose inherited
         weights give NaN logits) last: compared as a number, it stops a sort midway."""
-        return sorted(self.all(), key=lambda r: (r["logloss"] != r["logloss"], r["logloss"]))
+        return sorted(self.all(), key=lambda r: nan_last(r["logloss"]))
 
     def _metrics(self, key: str, text: str) -> dict:
         """A stored candidate's metrics; a row edited or written by something else is a DataError."""
