@@ -460,6 +460,7 @@ def test_search_show_lists_a_store_and_only_reads_other_files(tmp_path, monkeypa
     ({"baseline_hparams": {"dlrm": {"zzz": 1}}}, r"key 'baseline_hparams': dlrm hyper-parameters: unknown key 'zzz'; valid keys: embed_dim, bottom_mlp"),
     ({"objective": {"kind": "pareto", "pareto_costs": ["zzz"]}}, r"key 'objective.pareto_costs.0': Input should be 'flops'"),  # counted as 0 before
     ({"evolution": {"sample_size": 10}}, r"evolution.sample_size \(10\) exceeds evolution.population \(6\)"),  # refused after the supernet before
+    ({"evolution": {"children": 8}}, r"evolution.children \(8\) exceeds evolution.population \(6\): each generation's children replace its oldest members"),  # ran, killing children unseen
 ])
 def test_names_a_job_uses_late_are_checked_when_the_config_loads(over, match):
     """These used to fail (or be ignored) only after the supernet and the whole search had run."""

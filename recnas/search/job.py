@@ -187,6 +187,8 @@ class JobConfig(BaseModel):
         ev = self.evolution
         if ev.sample_size > ev.population:
             raise ValueError(f"evolution.sample_size ({ev.sample_size}) exceeds evolution.population ({ev.population})")
+        if ev.children > ev.population:  # the C oldest leave each generation: children among them, before any tournament saw them
+            raise ValueError(f"evolution.children ({ev.children}) exceeds evolution.population ({ev.population}): each generation's children replace its oldest members, so some would leave before any tournament could pick them")
         return self
 
     @model_validator(mode="after")
