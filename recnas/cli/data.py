@@ -111,17 +111,17 @@ def prepare(
         )
     typer.echo(summary(meta, time.perf_counter() - started))
     typer.echo(f"  store: {out}")
-    _warn_one_class(meta, out)
+    _warn_about(meta, out)
 
 
-def _warn_one_class(meta, out: Path) -> None:
+def _warn_about(meta, out: Path) -> None:
+    """What a written store holds that no model can learn from: splits of one class, fields of
+    one id, dense features of a huge magnitude (each a warning; the store is kept)."""
     from recnas.data.store import CTRStore, huge_dense_note, one_class_notes
 
-    for note in [*one_class_notes(meta), huge_dense_note(CTRStore(out))]:
+    for note in [*one_class_notes(meta), *_no_information(meta), huge_dense_note(CTRStore(out))]:
         if note is not None:
             typer.echo(f"warning: {note}", err=True)
-    for note in _no_information(meta):
-        typer.echo(f"warning: {note}", err=True)
 
 
 def _no_information(meta) -> list[str]:

@@ -42,6 +42,7 @@ MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
 
+
 def _drops_last(rows: int, batch_size: int) -> bool:
     """Whether training drops a last partial batch: always, unless the split is smaller than one."""
     return rows >= batch_size
