@@ -76,7 +76,9 @@ def _setup_logging() -> None:
 
 
 def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
+    from recnas.train.metrics import format_metric
+
+    return format_metric(x)
 
 
 def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None, threads: int | None = None) -> None:

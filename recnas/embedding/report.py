@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-
-def _metric(x) -> str:
-    """A metric to 5 places; n/a (as the training commands print it) for an undefined one: AUC on
-    a split of one class is NaN (null once written to JSON)."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.5f}"
+from recnas.train.metrics import format_metric
 
 
 def print_report(report: dict, console: Console | None = None) -> None:
@@ -33,6 +27,6 @@ def print_report(report: dict, console: Console | None = None) -> None:
     if "retrain" in report:
         r = report["retrain"]
         console.print(
-            f"retrained from scratch ({r['steps']} steps): val logloss {_metric(r['val']['logloss'])} auc {_metric(r['val']['auc'])} | "
-            f"test logloss {_metric(r['test']['logloss'])} auc {_metric(r['test']['auc'])}"
+            f"retrained from scratch ({r['steps']} steps): val logloss {format_metric(r['val']['logloss'])} auc {format_metric(r['val']['auc'])} | "
+            f"test logloss {format_metric(r['test']['logloss'])} auc {format_metric(r['test']['auc'])}"
         )

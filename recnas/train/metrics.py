@@ -36,6 +36,12 @@ def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
     return {"logloss": ll, "auc": auc, "rows": int(y.size)}
 
 
+def format_metric(value) -> str:
+    """A metric to 5 places, or n/a when it is undefined: AUC on a split of one class is NaN
+    (null once written to JSON). Every command prints metrics this way."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5f}"
+
+
 def json_safe(obj):
     """NaN/inf -> None, recursively, so result files are strict JSON (AUC is NaN on one class)."""
     if isinstance(obj, float):

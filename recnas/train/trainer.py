@@ -33,7 +33,7 @@ from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.resume import check_resumable, data_identity
-from recnas.train.metrics import eval_batch_size, evaluate, json_safe
+from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe
 
 log = logging.getLogger("recnas.train")
 
@@ -356,8 +356,8 @@ class Trainer:
         self.last_val = metrics
         entry = {"step": self.step, "epoch": round(self.epoch, 4), "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"], "val_logloss": metrics["logloss"], "val_auc": metrics["auc"]}
         self.history.append(entry)
-        auc = metrics["auc"]  # NaN on a validation split of one class: n/a, as the run's summary line says
-        log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %s", self.step, self.epoch, "n/a" if train_loss is None else f"{train_loss:.5f}", metrics["logloss"], "n/a" if auc is None or math.isnan(auc) else f"{auc:.5f}")
+        # AUC is NaN on a validation split of one class: n/a, as the run's summary line says
+        log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %s", self.step, self.epoch, format_metric(train_loss), metrics["logloss"], format_metric(metrics["auc"]))
         improved = self.best_val is None or metrics["logloss"] < self.best_val["logloss"]
         if improved:
             self.best_val = {"logloss": metrics["logloss"], "auc": metrics["auc"], "step": self.step}
