@@ -185,3 +185,89 @@ def test_a_store_without_training_rows_is_refused_before_training(tmp_path, monk
     with pytest.raises(DataError, match="the train split has no rows: .* prepared with --split none"):
         run_search(store, EmbedSearchConfig.from_dict({**FAST, "supernet": {**FAST["supernet"], "steps": 5}}), 100_000, out=out, do_retrain=False)
     assert not out.exists()
+
+
+def test_budget_counts_every_table_row_including_the_oov_id_and_mib_is_float32():
+    vocab = [3, 5, 7]  # meta.vocab_sizes: id 0 (OOV/rare) is one of each field's rows
+    assert table_params(vocab, [2, 4, 8]) == 3 * 2 + 5 * 4 + 7 * 8
+    assert resolve_budget(vocab, CHOICES, budget_mb=0.5) == 0.5 * MIB // 4
+    assert resolve_budget(vocab, CHOICES, budget_params=2 * 15) == 30  # exactly sum_i vocab_i * min(widths): allowed
+    with pytest.raises(ConfigError, match="needs 30"):
+        resolve_budget(vocab, CHOICES, budget_mb=29 * 4 / MIB)
+
+
+def test_adaptive_sampler_probabilities_follow_the_documented_rule():
+    s = WidthSampler(n_fields=3, n_choices=3, adaptive=True, seed=0, floor=0.3, warmup=20)
+    s.count[:] = 20
+    s.fast[:] = [[0.5, 0.6, 0.7], [0.5, 0.5, 0.5], [0.4, 0.4, 0.4]]
+    s.slow[:] = [[0.6, 0.6, 0.8], [0.5, 0.4, 0.5], [0.5, 0.3, 0.5]]
+    gap = np.array([0.1 / 0.6, 0.0, 0.1 / 0.8])
+    p = s.probs()
+    assert p[0] == pytest.approx(0.3 / 3 + 0.7 * gap / gap.sum())
+    assert p[1] == pytest.approx([1 / 3] * 3)  # no width still improving: uniform
+    assert p[2] == pytest.approx(0.3 / 3 + 0.7 * np.array([0.5, 0, 0.5]))
+    s.count[2, 0] = 19  # seen fewer than `warmup` times: no adaptive share yet
+    assert s.probs()[2] == pytest.approx(0.3 / 3 + 0.7 * np.array([0, 0, 1]))
+    assert np.allclose(s.probs().sum(1), 1.0) and (s.probs() >= 0).all()
+    draws = np.array([s.sample() for _ in range(6000)])
+    for f in range(3):
+        assert np.bincount(draws[:, f], minlength=3) / 6000 == pytest.approx(s.probs()[f], abs=0.025)
+    t = WidthSampler(1, 2, seed=0)
+    t.update(np.array([1]), 1.0)  # first sighting sets both averages
+    t.update(np.array([1]), 0.0)
+    assert (t.fast[0, 1], t.slow[0, 1], t.count[0].tolist()) == (pytest.approx(0.8), pytest.approx(0.98), [0, 2])
+
+
+def test_reinforce_reward_has_the_budget_penalty_and_a_moving_average_baseline():
+    vocab, budget, weight = [10, 10, 10], 10 * 24, 2.0
+    seen = []
+
+    def score(widths):
+        seen.append(list(widths))
+        return 0.5 - 0.01 * float(np.sum(np.log2(widths)))
+
+    cfg = SearchSettings(iterations=6, samples_per_iter=4, penalty_weight=weight, baseline_decay=0.9)
+    res = reinforce_search(score, vocab, CHOICES, budget, cfg, seed=3)
+    b = None
+    for it, entry in enumerate(res.history):
+        batch = seen[it * 4 : (it + 1) * 4]
+        reward = np.mean([-(0.5 - 0.01 * np.sum(np.log2(w))) - weight * max(0.0, table_params(vocab, w) / budget - 1) for w in batch])
+        assert entry["reward"] == pytest.approx(reward, abs=1e-6)
+        b = 0.9 * (reward if b is None else b) + 0.1 * reward  # the first iteration's baseline is its own mean
+        assert entry["baseline"] == pytest.approx(b, abs=1e-6)
+    assert any(table_params(vocab, w) > budget for w in seen[:24])  # the penalty was exercised
+    assert res.params <= budget and all(w in CHOICES for w in res.widths)
+
+
+def test_repair_follows_the_documented_rule_and_stays_in_budget_and_candidates():
+    rng = np.random.default_rng(0)
+    choices = list(CHOICES)
+    for _ in range(500):
+        n = int(rng.integers(1, 5))
+        vocab, widths = [int(v) for v in rng.integers(1, 50, n)], [int(w) for w in rng.choice(choices, n)]
+        log_p = np.log(rng.dirichlet(np.ones(len(choices)), n) if rng.random() < 0.7 else np.full((n, len(choices)), 0.25))  # uniform: ties
+        low, high = table_params(vocab, [min(choices)] * n), table_params(vocab, widths)
+        budget = int(rng.integers(low, max(high, low) + 2))
+        fixed = repair_to_budget(widths, choices, log_p, vocab, budget)
+        assert table_params(vocab, fixed) <= budget and all(w in choices for w in fixed)
+        idx = [choices.index(w) for w in widths]  # replay: least log-prob lost per parameter saved, ties save most
+        while table_params(vocab, [choices[k] for k in idx]) > budget:
+            steps = [((log_p[f, k] - log_p[f, k - 1]) / (vocab[f] * (choices[k] - choices[k - 1])), -vocab[f] * (choices[k] - choices[k - 1]), f) for f, k in enumerate(idx) if k]
+            idx[min(steps)[2]] -= 1
+        assert fixed == [choices[k] for k in idx]  # so unchanged when already within budget
+
+
+def test_consensus_is_the_modal_width_repaired_with_the_mean_policy():
+    from types import SimpleNamespace
+
+    from recnas.embedding.pipeline import consensus
+
+    store = SimpleNamespace(meta=SimpleNamespace(vocab_sizes=[10, 10]))
+    p_a = [[0.1, 0.1, 0.1, 0.7], [0.1, 0.1, 0.7, 0.1]]
+    p_b = [[0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]]
+    runs = [{"widths": [16, 16], "probs": p_a}, {"widths": [16, 16], "probs": p_b}, {"widths": [8, 4], "probs": p_a}]
+    assert consensus(runs, store, CHOICES, 10 * 32, ["a", "b"]) == [16, 16]  # modal, within budget: kept
+    # over budget by one step: the mean policy (field a: 16 -> 8 costs log(0.5/0.3); b: log(0.3/0.5) < 0) steps b down
+    assert consensus(runs, store, CHOICES, 10 * 24, ["a", "b"]) == [16, 8]
+    tie = [{"widths": [2, 16], "probs": p_a}, {"widths": [4, 8], "probs": p_a}]
+    assert consensus(tie, store, CHOICES, 10 * 32, ["a", "b"]) == [2, 8]  # ties -> the smaller width
