@@ -723,6 +723,18 @@ def test_option_errors_are_recnas_errors(tmp_path):
     assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "7"])
+def test_a_bad_seed_is_a_config_error_before_the_file_is_read(tmp_path, monkeypatch, seed):
+    """numpy refused a negative or non-integer seed only after pass 1, as a bare ValueError/TypeError."""
+    import recnas.data.prepare as prep
+
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(20))
+    monkeypatch.setattr(prep, "_pass1", lambda *a, **k: pytest.fail("read the file before checking --seed"))
+    with pytest.raises(ConfigError, match="--seed must be a non-negative integer"):
+        prepare("criteo", raw, tmp_path / "s", seed=seed)
+    assert not (tmp_path / "s").exists()
+
+
 def test_hash_buckets_beyond_int32_ids_are_refused(tmp_path):
     """Ids are stored as int32: more buckets than that would wrap into negative ids (a store
     that only fails later, when a split is opened), so the option is refused up front."""
