@@ -459,6 +459,41 @@ def test_bad_row_line_numbers_across_blocks(tmp_path):
     np.testing.assert_array_equal(concat(parts, "label"), [float(r[0]) for r in good])
 
 
+@pytest.mark.parametrize("split, max_rows", [("stratified", None), ("stratified", 1159), ("sequential", 1500), ("none", None)])
+def test_every_kept_row_lands_in_one_split_across_blocks_and_segments(tmp_path, monkeypatch, split, max_rows):
+    """Rows tagged by I1 = their line index, bad rows among them, small parser blocks and 300-row
+    pass-2 segments: each good row (up to --max-rows) is in exactly one split, with its label,
+    in file order; bad rows after the --max-rows cut (1159: line 1172, truncated, comes right
+    after the last kept row) are not counted."""
+    import recnas.data.prepare as prep
+
+    class SmallSegments(prep._Spool):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, segment_rows=300)
+
+    monkeypatch.setattr(prep, "_Spool", SmallSegments)
+    rows = criteo_rows(2000, seed=9)
+    bad = set(range(7, 2000, 97))
+    for i, r in enumerate(rows):
+        r[1] = str(i)
+        if i in bad:
+            rows[i] = r[:20] if i % 2 else ["x", *r[1:]]
+    raw = write_lines(tmp_path / "train.txt", rows)
+    good = [i for i in range(2000) if i not in bad][:max_rows]
+    meta = prepare("criteo", raw, tmp_path / "s", split=split, on_bad_row="skip", block_bytes=3000, max_rows=max_rows, seed=4 if split == "stratified" else None)
+    assert meta.bad_rows_skipped == sum(i < good[-1] for i in bad)
+    _, parts = load(tmp_path / "s")
+    index = {s: np.rint(np.expm1(parts[s].dense[:, 0].astype(np.float64))).astype(int) for s in SPLITS}
+    assert sorted(np.concatenate(list(index.values())).tolist()) == good
+    for s in SPLITS:
+        assert (np.diff(index[s]) > 0).all()
+        np.testing.assert_array_equal(parts[s].label, [float(rows[i][0]) for i in index[s]])
+    if split == "sequential":
+        assert np.concatenate([index[s] for s in SPLITS]).tolist() == good
+    if split == "none":
+        assert meta.rows == {"train": 0, "val": 0, "test": len(good)}
+
+
 def big_criteo(path, n: int, seed: int = 0):
     """A Criteo file of n rows written vectorised (big enough for multi-chunk parser blocks)."""
     rng = np.random.default_rng(seed)
@@ -721,6 +756,18 @@ def test_option_errors_are_recnas_errors(tmp_path):
     assert not (tmp_path / "s").exists()
     assert prepare("criteo", raw, tmp_path / "seq", split="sequential").source["options"]["seed"] is None
     assert prepare("criteo", raw, tmp_path / "strat").source["options"]["seed"] == 2018
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True, "7"])
+def test_a_bad_seed_is_a_config_error_before_the_file_is_read(tmp_path, monkeypatch, seed):
+    """numpy refused a negative or non-integer seed only after pass 1, as a bare ValueError/TypeError."""
+    import recnas.data.prepare as prep
+
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(20))
+    monkeypatch.setattr(prep, "_pass1", lambda *a, **k: pytest.fail("read the file before checking --seed"))
+    with pytest.raises(ConfigError, match="--seed must be a non-negative integer"):
+        prepare("criteo", raw, tmp_path / "s", seed=seed)
+    assert not (tmp_path / "s").exists()
 
 
 def test_hash_buckets_beyond_int32_ids_are_refused(tmp_path):

@@ -14,7 +14,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from recnas.data.planted import planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import CTRStore
-from recnas.data.synthetic import generate, model_from_source, split_assignment, true_probability
+from recnas.data.synthetic import BLOCK, generate, model_from_source, split_assignment, true_probability
 from recnas.errors import ConfigError, DataError
 
 ROWS = 20_000
@@ -77,6 +77,30 @@ def test_recorded_bayes_numbers_are_recomputable(synth):
         assert roc_auc_score(a.label, p) == pytest.approx(bayes[f"{name}_auc"], abs=1e-9)
         entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
         assert entropy.mean() == pytest.approx(bayes[f"{name}_expected_logloss"], abs=1e-9)
+
+
+def test_labels_are_drawn_from_the_recorded_p_and_train_numbers_recompute(tmp_path):
+    """Each row's label is u < p with u from its block's stream [seed, 0xB10C, block] (after its
+    features) and p the true probability of its *stored* features; the train numbers (streamed
+    over chunks) are those of the stored train rows. Two blocks, one chunk each."""
+    rows, seed = 9000, 5
+    meta = generate(tmp_path / "s", rows=rows, seed=seed, n_dense=2, n_sparse=3, max_vocab=40, chunk_rows=1)
+    model = model_from_source(meta)
+    u = []
+    for b in range(2):
+        rng = np.random.default_rng([seed, 0xB10C, b])
+        model.sample_counts(rng, min(BLOCK, rows - b * BLOCK))
+        u.append(rng.random(min(BLOCK, rows - b * BLOCK)))
+    u, assign, store = np.concatenate(u), split_assignment(rows, seed), CTRStore(tmp_path / "s")
+    for k, name in enumerate(SPLITS):
+        a = store.split(name)
+        p = true_probability(a.dense, a.sparse, meta)
+        np.testing.assert_array_equal(a.label, (u[assign == k] < p).astype(np.float32))
+        if name == "train":
+            assert meta.bayes["train_logloss"] == pytest.approx(log_loss(a.label, p), abs=1e-12)
+            entropy = -(p * np.log(p) + (1 - p) * np.log1p(-p))
+            assert meta.bayes["train_expected_logloss"] == pytest.approx(entropy.mean(), abs=1e-12)
+            assert meta.positive_rate["train"] == float(a.label.sum(dtype=np.float64)) / len(a.label)
 
 
 def test_bayes_logloss_agrees_with_monte_carlo(synth):

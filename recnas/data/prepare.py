@@ -157,6 +157,9 @@ def _check_options(fmt: Format, profile, min_count, hash_buckets, split, seed, o
         raise ConfigError(f"unknown --split {split!r}; expected one of {', '.join(_splits.METHODS)}")
     if seed is not None and split != "stratified":  # it would be ignored: the split keeps file order
         raise ConfigError(f"--seed only shuffles --split stratified; --split {split} keeps file order and takes no seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        # numpy refused it only after pass 1 had read the whole file, as a bare ValueError/TypeError
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed!r}")
     if on_bad_row not in BAD_ROW_POLICIES:
         raise ConfigError(f"unknown --on-bad-row {on_bad_row!r}; expected one of {', '.join(BAD_ROW_POLICIES)}")
     if max_rows is not None and max_rows < 1:
@@ -351,7 +354,7 @@ def prepare(
         raise ConfigError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     fmt = resolve_format(dataset, raw, spec)
     _check_options(fmt, profile, min_count, hash_buckets, split, seed, on_bad_row, max_rows)
-    seed = (DEFAULT_SEED if split == "stratified" else None) if seed is None else seed
+    seed = (DEFAULT_SEED if split == "stratified" else None) if seed is None else int(seed)
     raw = check_readable(raw)
     profile = check_readable(profile, "profile file") if profile is not None else None
     base, encoding = None, None
