@@ -194,6 +194,7 @@ def test_small_config_and_true_probability_checks(tmp_path):
         ({"rows": 50}, "rows must be an integer in"),
         ({"rows": 1000.0}, "rows must be an integer in"),
         ({"seed": -1}, "seed must be"),
+        ({"seed": (0xB10C << 32) | 3}, r"seed must be an integer in \[0, 4,294,967,295\]"),  # numpy split it into 32-bit words: it shared seed 3's streams
         ({"n_sparse": 2}, "n_sparse must be in 3"),
         ({"n_dense": 0}, "n_dense must be in 1"),
         ({"positive_rate": 1.5}, "positive_rate"),

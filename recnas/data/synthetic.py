@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import log_loss, roc_auc_score
 
+from recnas.configs import SEED_MAX
 from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import COLUMNS, STORE, NpyAppender, check_apart, finish_store, staged_store
@@ -50,7 +51,7 @@ def generate(
 
     Splits are a seeded random 8:1:1 partition (exact counts). Returns the saved meta.
     """
-    rows, seed = _check_int("rows", rows, MIN_ROWS, MAX_ROWS), _check_int("seed", seed, 0, 2**63 - 1)
+    rows, seed = _check_int("rows", rows, MIN_ROWS, MAX_ROWS), _check_int("seed", seed, 0, SEED_MAX)  # numpy splits a larger seed into 32-bit words: seed (0xB10C << 32) | s drew seed s's block streams
     chunk_rows = _check_int("chunk_rows", chunk_rows, 1, 10**9)
     config = SynthConfig(n_dense=n_dense, n_sparse=n_sparse, max_vocab=max_vocab, positive_rate=positive_rate, signal=signal).validate()
     n_dense, n_sparse = config.n_dense, config.n_sparse  # plain ints from here on
