@@ -393,3 +393,14 @@ def test_report_prints_an_undefined_auc_as_n_a():
     print_report(report, Console(file=buf, width=200))
     out = buf.getvalue()
     assert "val logloss 0.10000 auc n/a | test logloss 0.20000 auc n/a" in out and "nan" not in out
+
+
+def test_a_sampler_floor_of_zero_is_refused(setup, tmp_path):
+    """`floor` keeps every width trained (docs/embedding.md); at 0 a width whose loss stopped
+    improving was never drawn again, without a word."""
+    store, _, tmp = setup
+    bad = tmp_path / "floor.yaml"
+    bad.write_text("supernet: {floor: 0}\n")
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "100"])
+    assert isinstance(res.exception, ConfigError) and "supernet.floor" in str(res.exception) and "greater than 0" in str(res.exception)
+    assert not (tmp / "o").exists()

@@ -35,7 +35,7 @@ class SupernetSettings(_Strict):
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     max_train_rows: int | None = Field(None, ge=1)
-    floor: float = Field(0.5, ge=0, le=1, description="adaptive sampler: share of uniform probability kept")
+    floor: float = Field(0.5, gt=0, le=1, description="adaptive sampler: share of uniform probability kept; above 0, or a width that stops improving is never drawn again")
 
 
 class SearchSettings(_Strict):
