@@ -12,7 +12,7 @@ from recnas.configs import write_text_atomic
 from recnas.search.objective import Objective
 from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
-from recnas.train.metrics import json_safe
+from recnas.train.metrics import format_metric, json_safe
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -38,11 +38,6 @@ COLUMNS = [
 SCORED_WITH = {"supernet": "supernet weights", "scratch": "trained briefly from scratch"}
 
 
-def _cell(value, fmt: str = "{:.4f}", missing: str = "-") -> str:
-    """A number as `fmt`; `missing` for none, or an undefined one (AUC on a split of one class is NaN)."""
-    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
-
-
 def markdown_table(rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * len(cols)]
@@ -50,7 +45,7 @@ def markdown_table(rows: list[dict]) -> str:
         cells = []
         for key, _, fmt in cols:
             v = r.get(key)
-            cells.append(_cell(v, fmt))
+            cells.append(format_metric(v, fmt, missing="-"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -72,7 +67,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
-        md.append(f"Bayes-optimal test log loss: {_cell(b.get('test_logloss'), missing='n/a')}, AUC {_cell(b.get('test_auc'), missing='n/a')} (the floor any model can reach)")
+        md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
     md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):

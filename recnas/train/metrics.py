@@ -36,10 +36,10 @@ def ctr_metrics(labels: np.ndarray, logits: np.ndarray) -> dict:
     return {"logloss": ll, "auc": auc, "rows": int(y.size)}
 
 
-def format_metric(value) -> str:
-    """A metric to 5 places, or n/a when it is undefined: AUC on a split of one class is NaN
-    (null once written to JSON). Every command prints metrics this way."""
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.5f}"
+def format_metric(value, fmt: str = "{:.5f}", missing: str = "n/a") -> str:
+    """A metric as `fmt` (5 places), or `missing` when it is undefined: AUC on a split of one
+    class is NaN (null once written to JSON). Every command and table prints metrics this way."""
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
 
 
 def json_safe(obj):
