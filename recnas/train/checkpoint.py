@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recnas.configs import atomic_write
-from recnas.errors import CheckpointError
+from recnas.errors import CheckpointError, exception_chain
 
 FORMAT = "recnas-checkpoint"
 VERSION = 1
@@ -40,20 +40,9 @@ def torch_save(obj, f) -> None:
     try:
         torch.save(obj, f)
     except RuntimeError as exc:
-        if _interrupted(exc):
+        if any(isinstance(e, KeyboardInterrupt) for e in exception_chain(exc)):  # raised while handling one
             raise KeyboardInterrupt from None
         raise
-
-
-def _interrupted(exc: BaseException) -> bool:
-    """Whether a KeyboardInterrupt is in `exc`'s context chain (raised while handling one)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -28,7 +28,7 @@ from recnas.configs import write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
 from recnas.data.store import huge_dense_note
 from recnas.environment import environment
-from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -115,13 +115,10 @@ def _no_compiler(exc: BaseException) -> str | None:
     """The reason, when `exc` (from a compiled step) says torch.compile found no C/C++ compiler
     to build its kernels with (inductor's InvalidCxxCompiler on the CPU, Triton's launcher on a
     GPU); None otherwise."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        text = str(exc).strip()
-        if type(exc).__name__ == "InvalidCxxCompiler" or "InvalidCxxCompiler" in text or "Failed to find C compiler" in text:
-            return text.splitlines()[0] if text else type(exc).__name__  # torch's further lines suggest its debug settings
-        exc = exc.__cause__ or exc.__context__
+    for e in exception_chain(exc):
+        text = str(e).strip()
+        if type(e).__name__ == "InvalidCxxCompiler" or "InvalidCxxCompiler" in text or "Failed to find C compiler" in text:
+            return text.splitlines()[0] if text else type(e).__name__  # torch's further lines suggest its debug settings
     return None
 
 
