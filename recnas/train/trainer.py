@@ -348,8 +348,9 @@ class Trainer:
         note = huge_dense_note(self._store) if self._store is not None else None
         return "" if note is None else f"; but {note}"
 
-    def _after_eval(self, metrics: dict, train_loss: float | None) -> bool:
-        """Record an evaluation; returns True when early stopping says stop."""
+    def _after_eval(self, metrics: dict) -> bool:
+        """Record an evaluation (with the last logged train_loss); returns True when early stopping says stop."""
+        train_loss = self.train_loss
         self.last_val = metrics
         entry = {"step": self.step, "epoch": round(self.epoch, 4), "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"], "val_logloss": metrics["logloss"], "val_auc": metrics["auc"]}
         self.history.append(entry)
@@ -467,7 +468,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         self.model.train()
-        running, n_running, train_loss = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1], self.train_loss
+        running, n_running = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1]
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
@@ -513,7 +514,7 @@ class Trainer:
                         t_seg = self._pause_clock(t_seg)
                         if eval_due:
                             metrics = self.evaluate()
-                            self.stopped_early = self._after_eval(metrics, train_loss)
+                            self.stopped_early = self._after_eval(metrics)
                             if writer is not None:
                                 writer.add_scalar("val/logloss", metrics["logloss"], self.step)
                                 writer.add_scalar("val/auc", metrics["auc"], self.step)
@@ -531,7 +532,7 @@ class Trainer:
         if interrupted:
             return self._result(interrupted=True)
         if self.val_loader is not None and self.eval_every > 0 and (not self.history or self.history[-1]["step"] != self.step):
-            self._after_eval(self.evaluate(), train_loss)  # e.g. resumed a finished run
+            self._after_eval(self.evaluate())  # e.g. resumed a finished run
         final_val = self.last_val
         if self.out_dir is not None:
             self._keep_running(running, n_running)
