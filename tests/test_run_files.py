@@ -114,6 +114,19 @@ def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
     assert "only-logloss" in out and "nulls" in out and "0.4000" in out
 
 
+def test_show_prints_an_undefined_auc_as_a_gap(tmp_path, monkeypatch, capsys):
+    """An AUC of NaN (a validation sample of one class) printed as "nan" in `show`, where every
+    other table prints an undefined metric as a gap."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("one-class", "{}", {"logloss": 0.4, "auc": float("nan"), "flops": True, "params": 12})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    row = next(line for line in out.splitlines() if "one-class" in line)
+    assert code == 0 and "nan" not in row.lower().replace("one-class", "") and row.count("-") >= 2 + 1, row  # auc and flops, plus the key's
+
+
 def test_show_ranks_a_nan_score_last(tmp_path, monkeypatch, capsys):
     """A NaN log loss (NaN logits under inherited weights) compared as a score left the sort
     unordered: the "best" listed were 0.5 and nan while 0.3 was stored."""

@@ -61,6 +61,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     from recnas.configs import read_text
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
+    from recnas.train.metrics import format_metric
 
     db = run / "search.sqlite"
     if not db.exists():
@@ -72,7 +73,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
         table.add_column(col)
     for r in rows[:top]:
-        table.add_row(r["key"], *(_cell(r.get(name), fmt) for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
+        table.add_row(r["key"], *(format_metric(r.get(name), fmt, missing="-") for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
     console.print(table)
     if (run / "results.md").exists():
         # as written: rich markup would take `[search progress]` of the plot links (or any
@@ -80,12 +81,6 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
         # width (80 columns when piped) cut every wide table row into pieces
         console.print(read_text(run / "results.md", "results table", DataError).rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     store.close()
-
-
-def _cell(value, fmt: str) -> str:
-    """A metric of a stored candidate as `show` prints it; "-" where the row has none, or not a
-    number (a row written by another tool or edited), as the results table shows a gap."""
-    return fmt.format(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @study_app.command("rank")
