@@ -404,3 +404,32 @@ def test_a_sampler_floor_of_zero_is_refused(setup, tmp_path):
     res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "o"), "--config", str(bad), "--budget-params", "100"])
     assert isinstance(res.exception, ConfigError) and "supernet.floor" in str(res.exception) and "greater than 0" in str(res.exception)
     assert not (tmp / "o").exists()
+
+
+def test_a_retrain_warmup_longer_than_the_retraining_is_refused_before_the_search(setup, monkeypatch):
+    """`retrain: {warmup_steps: 1000}` over a few steps trained at a fraction of its lr: the
+    trainer warned only when the retraining started, after the supernet and the search. It is
+    refused first, as the training commands refuse it."""
+    import recnas.embedding.pipeline as pipeline
+
+    store, _, tmp = setup
+    cfg = tmp / "warmup.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "retrain": {**TINY["retrain"], "warmup_steps": 1000}}))
+    monkeypatch.setattr(pipeline, "train_supernet", lambda *a, **k: pytest.fail("searched before refusing the retrain settings"))
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--config", str(cfg)])
+    assert isinstance(res.exception, ConfigError), res.output
+    assert re.search(r"retrain: the 1000 warmup_steps would outlast the \d+ steps of the retraining \(1 epochs of .*\): the lr would never reach its value", str(res.exception))
+    assert not (tmp / "out").exists()
+
+
+def test_the_retrained_model_is_reported_on_the_whole_splits_whatever_max_eval_rows(setup):
+    """`retrain: {max_eval_rows: N}` caps the retraining's validation passes; it also capped the
+    reported test split, so `max_eval_rows: 1` reported a test log loss of one row, while
+    docs/embedding.md says the retrained model's numbers are of the whole splits."""
+    store, _, tmp = setup
+    cfg = tmp / "cap.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "retrain": {**TINY["retrain"], "max_eval_rows": 1}}))
+    res = runner.invoke(app, ["embed", "search", "--data", str(store.dir), "--out", str(tmp / "out"), "--budget-params", "200", "--widths", "2,4,8", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp / "out" / "result.json").read_text())["retrain"]
+    assert report["val"]["rows"] == len(store.split("val")) and report["test"]["rows"] == len(store.split("test"))

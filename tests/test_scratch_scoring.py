@@ -117,3 +117,47 @@ def test_a_scratch_score_does_not_depend_on_what_ran_before(tiny_store):
     first = ev(g)["logloss"]
     torch.rand(1000)  # what other work does to the RNG between two candidates
     assert ev(g)["logloss"] == first
+
+
+def test_diverged_candidates_are_counted_and_a_search_of_nothing_else_says_so(tmp_path, monkeypatch, capsys):
+    """A search whose every candidate diverged (a fine-tune or proxy lr far too high) ranked
+    none of them, then retrained an arbitrary one and reported it as the searched model, results.md
+    saying only "10 candidates evaluated". The job warns, and results.md and results.json count them."""
+    import json
+    from rich.console import Console
+
+    from recnas.search import evaluator
+
+    real = evaluator.CandidateEvaluator.__call__
+    diverge = {"every": False}
+
+    def diverges(self, geno):
+        if diverge["every"] or int(geno.key[-1], 16) % 2:
+            return {"logloss": math.inf, "auc": math.nan, "diverged": True, **evaluator.architecture_costs(geno.arch, self.space, self.store.meta)}
+        return real(self, geno)
+
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", diverges)
+    for every, out in ((False, tmp_path / "some"), (True, tmp_path / "all")):
+        diverge["every"] = every
+        report = run_job(load_job_config("smoke", scoring="scratch", baselines=[]), out, progress=False, console=Console(file=None, soft_wrap=True))
+        printed, md = capsys.readouterr().out, (out / "results.md").read_text()
+        n, k = report["search"]["candidates_this_search"], report["search"]["diverged_this_search"]
+        assert json.loads((out / "results.json").read_text())["search"]["diverged_this_search"] == k
+        if every:
+            assert k == n and "every candidate (10) diverged in its training from scratch" in printed
+            assert "**every one of them diverged** (scored inf): the search ranked none" in md
+        else:
+            assert 0 < k < n and f"warning: {k} of {n} candidates diverged in their training from scratch" in printed
+            assert f"candidates evaluated (validation log loss, trained briefly from scratch), {k} of them diverged (scored inf);" in md
+
+
+def test_a_recipe_warning_is_printed_once_per_job_not_once_per_candidate(tmp_path, caplog):
+    """A preset's warmup longer than its run on small data: the trainer's warning came once per
+    model trained, i.e. once per candidate scored from scratch (thousands at the gpu budget)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="recnas.train"):
+        run_job(load_job_config("smoke", scoring="scratch", baselines=["lr"], final={"warmup_steps": 1000}), tmp_path / "run", progress=False)
+    warned = [r.getMessage() for r in caplog.records if "outlasts" in r.getMessage()]
+    assert warned == ["warmup_steps (1000) outlasts this run's 9 steps: the lr never reaches 0.003 (it ends at 0.9% of it)"]
+    assert not logging.getLogger("recnas.train").filters  # the job's alone

@@ -874,3 +874,32 @@ def test_a_nan_validation_loss_never_wins_a_grid_or_the_finalists(tmp_path, monk
     assert kept["val_logloss"] == 0.5 and kept["fit"]["lr"] == 3e-2
     finalists = [{"key": "a", "val_logloss": math.nan}, {"key": "b", "val_logloss": 0.4}, {"key": "c", "val_logloss": None}]
     assert pipeline.best_finalist(finalists)["key"] == "b"
+
+
+def test_a_batch_norm_baseline_on_one_row_batches_is_refused_before_anything_trains(tmp_path, monkeypatch):
+    """`baseline_hparams: {dlrm: {batch_norm: true}}` with `final: {batch_size: 1}` (or a point of
+    `final_grid` with it) failed with torch's BatchNorm traceback once the supernet, the search and
+    the retrain had run; it is refused when the job starts, naming the baseline."""
+    store = make_tiny_store(tmp_path / "data")
+    monkeypatch.setattr("recnas.search.pipeline.fit_or_load", lambda *a, **k: pytest.fail("trained before the baselines were checked"))
+    bn = {"dlrm": {"bottom_mlp": [8, 4], "top_mlp": [8], "embed_dim": 4, "batch_norm": True}}
+    for over in ({"final": {"batch_size": 1}}, {"final_grid": {"batch_size": [1, 64]}}, {"final": {"max_train_rows": 1}}):
+        with pytest.raises(ConfigError, match=r"BatchNorm layers .* each batch has 1 row .* \(a baseline of this job: set its baseline_hparams"):
+            run_job(load_job_config("smoke", data=str(store.dir), baselines=["dlrm"], baseline_hparams=bn, **over), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_epochs_of_a_grid_point_or_the_proxy_are_not_overridden_by_the_max_steps_of_final():
+    """`max_steps` overrides `epochs`: with `final: {max_steps: N}`, `final_grid: {epochs: [1, 2]}`
+    trained N steps at both points (reported as two), and the default proxy `{epochs: 1}` trained
+    every candidate for the whole N steps. Settings that give epochs without max_steps now drop
+    final's; a grid whose points would still train alike is refused."""
+    from recnas.search.job import grid_points
+
+    cfg = load_job_config("smoke", final={"max_steps": 40}, final_grid={"epochs": [1, 2]}, scoring="scratch")
+    assert [(c.epochs, c.max_steps) for c in (cfg.final_config(p) for p in grid_points(cfg.final_grid))] == [(1, None), (2, None)]
+    assert (cfg.proxy_config().epochs, cfg.proxy_config().max_steps) == (1, None)
+    assert cfg.final_config({"lr": 0.01}).max_steps == 40  # a point without epochs keeps final's max_steps
+    assert load_job_config("smoke", final={"max_steps": 40}, scoring="scratch", proxy={"max_steps": 5}).proxy_config().max_steps == 5
+    with pytest.raises(ConfigError, match="final_grid: points that set max_steps train alike whatever their epochs .* 4 points would train only 2 recipes"):
+        load_job_config("smoke", final_grid={"max_steps": [1, 2], "epochs": [1, 2]})

@@ -485,3 +485,52 @@ def test_divergence_on_huge_dense_values_names_them(tmp_path, tiny_store):
     with pytest.raises(TrainingDiverged, match=r"lower lr or set grad_clip; but the train split's dense features reach \|x\| = 1e\+30 \(prepared with dense_transform: none\): models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p"):
         Trainer(build_baseline("deepfm", store.meta), tiny_cfg(epochs=1, log_every=1), store, progress=False).fit()  # its FM term squares them
     assert Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, progress=False)._dense_scale_hint() == ""  # ordinary values: no hint
+
+
+def test_a_nan_evaluation_ends_the_run_as_a_divergence_even_when_early_stopping_would(tiny_store, tmp_path):
+    """A NaN validation log loss (NaN logits) became the best evaluation (the first always did)
+    and no later one could beat it, so early stopping ended a diverged run between two logs of
+    its train loss: exit 0, NaN weights written as model.pt, "best val logloss n/a". The
+    evaluation now ends the run as the train loss's check does, before any checkpoint of it."""
+    from recnas.errors import TrainingDiverged
+
+    class Nan(ToyMLP):
+        def forward(self, dense, sparse):
+            return super().forward(dense, sparse) * float("nan")
+
+    cfg = tiny_cfg(log_every=100, eval_every=1, early_stopping_patience=1, max_steps=50)
+    with pytest.raises(TrainingDiverged, match=r"training diverged: validation log loss NaN at step 1 \(the model's logits are not numbers\); lower lr or set grad_clip"):
+        Trainer(make_model(tiny_store.meta, cls=Nan), cfg, tiny_store, out_dir=tmp_path / "run", progress=False).fit()
+    assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_nan_evaluation_on_huge_validation_values_names_them(tmp_path):
+    """Weights trained on ordinary rows, validation rows of ~1e38: the logits there are NaN. The
+    run used to finish, exit 0, with a NaN best; the error names the validation split's values."""
+    from recnas.baselines import build_baseline
+    from recnas.data.store import CTRStore
+    from recnas.errors import TrainingDiverged
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "tiny")
+    dense = np.load(store.dir / "val" / "dense.npy", mmap_mode="r+")
+    dense[0] = 3e38  # DCN-v2's cross layers square it: inf, then inf - inf
+    dense.flush()
+    del dense
+    store = CTRStore(store.dir)
+    model = build_baseline("dcnv2", store.meta, mlp=[8], embed_dim=4)
+    with pytest.raises(TrainingDiverged, match=r"validation log loss is NaN at step 15: the model's weights are finite.*the val split's dense features reach \|x\| = 3e\+38"):
+        Trainer(model, tiny_cfg(epochs=1), store, progress=False).fit()
+
+
+def test_a_batch_norm_model_on_one_row_batches_is_a_config_error(tiny_store):
+    """BatchNorm has no batch statistics on one row: a baseline with batch_norm: true at
+    batch_size 1 (or on a train split of one row) failed at its first step with torch's traceback."""
+    from recnas.baselines import build_baseline
+
+    model = build_baseline("dlrm", tiny_store.meta, bottom_mlp=[8, 4], top_mlp=[8], embed_dim=4, batch_norm=True)
+    for over in (dict(batch_size=1), dict(max_train_rows=1)):
+        with pytest.raises(ConfigError, match="BatchNorm layers .* need at least 2 rows per training batch"):
+            Trainer(model, tiny_cfg(**over), tiny_store, progress=False)
+    Trainer(model, tiny_cfg(batch_size=2, max_steps=1), tiny_store, progress=False).fit()  # two rows do
+    Trainer(make_model(tiny_store.meta), tiny_cfg(batch_size=1, max_steps=1), tiny_store, progress=False).fit()  # no BatchNorm: one row does

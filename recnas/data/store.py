@@ -46,22 +46,23 @@ class SplitArrays:
 HUGE_DENSE = 1e6  # a log1p store's values stay below ~710; raw ones this large overflow a model's activations
 
 
-def huge_dense_note(store: "CTRStore") -> str | None:
+def huge_dense_note(store: "CTRStore", split: str = "train") -> str | None:
     """A sentence when the store's dense features reach HUGE_DENSE in magnitude (a store
     prepared with `dense_transform: none` from raw values up to 1e30, say), read from at most
-    2^20 train rows: models trained on them diverge at any lr, or finish with a log loss of
-    nothing (train loss ~1e28) without a word; None otherwise."""
+    2^20 rows of `split`: models trained on them diverge at any lr, or finish with a log loss of
+    nothing (train loss ~1e28) without a word, and a model trained on ordinary values gives NaN
+    logits on such validation rows; None otherwise."""
     if not store.meta.n_dense:
         return None
     try:
-        dense = store.split("train").dense[: 1 << 20]
+        dense = store.split(split).dense[: 1 << 20]
         top = float(np.abs(dense).max()) if dense.size else 0.0
     except (RecnasError, OSError, ValueError):
         return None
     if not top >= HUGE_DENSE:
         return None
     raw = (store.meta.encoding or {}).get("dense_transform") == "none"
-    return (f"the train split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}: "
+    return (f"the {split} split's dense features reach |x| = {top:.3g}{' (prepared with dense_transform: none)' if raw else ''}: "
             "models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p, or scale those columns")
 
 

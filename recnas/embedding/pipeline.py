@@ -24,11 +24,11 @@ from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
 from recnas.environment import environment
-from recnas.errors import ConfigError, DataError
+from recnas.errors import ConfigError, DataError, TrainingDiverged
 from recnas.staging import OutputDir, exclusive
 from recnas.train.checkpoint import seed_everything, torch_save
 from recnas.train.metrics import evaluate, json_safe
-from recnas.train.trainer import Trainer, check_runs_here, resolve_device
+from recnas.train.trainer import Trainer, check_runs_here, planned_steps, resolve_device
 
 RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
 OUTPUT = OutputDir("recnas embed search result", RESULT, ConfigError, names=(RESULT, EMB_DIMS, MODEL))  # what --out may be
@@ -111,8 +111,14 @@ def retrain(store: CTRStore, widths: Sequence[int], cfg: EmbedSearchConfig, prog
     seed_everything(cfg.retrain.seed)
     model = EmbeddingSizeNet(store.meta, widths=widths, proj_dim=cfg.model.proj_dim, hidden=cfg.model.hidden)
     trainer = Trainer(model, cfg.retrain, store, progress=progress)
-    fit = trainer.fit()
-    metrics = {split: evaluate(model, store.split(split), device=trainer.device, max_rows=cfg.retrain.max_eval_rows) for split in ("val", "test")}
+    try:
+        fit = trainer.fit()
+    except TrainingDiverged as exc:  # after the search: say which training, and which section's lr
+        raise TrainingDiverged(f"retrain (the searched widths trained from scratch): {exc} (in the retrain section of the config)") from None
+    # on the whole splits, as the report says: `max_eval_rows` caps the validation passes of the
+    # training alone (it used to cap the reported test split too: `max_eval_rows: 1` gave a test
+    # log loss of one row)
+    metrics = {split: evaluate(model, store.split(split), device=trainer.device) for split in ("val", "test")}
     metrics["steps"], metrics["train_seconds"] = fit.steps, fit.train_seconds
     return model, metrics
 
@@ -132,6 +138,13 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         check_runs_here(cfg.retrain, "retrain")
         if cfg.retrain.inplace_distill:  # the Trainer refuses it for a plain model, but only after the search
             raise ConfigError("retrain: inplace_distill: only a supernet trained with an architecture sampler has a largest path to distil from; the retrained model is a plain one, set it to 0")
+        steps = planned_steps(cfg.retrain, len(store.split("train")))
+        if cfg.retrain.warmup_steps > steps:  # as the training commands refuse it; the Trainer only warned, after the search
+            raise ConfigError(
+                f"retrain: the {cfg.retrain.warmup_steps} warmup_steps would outlast the {steps} steps of the retraining "
+                f"({'max_steps' if cfg.retrain.max_steps else f'{cfg.retrain.epochs} epochs of {store.dir}'}): the lr would never reach its value; "
+                f"give retrain.warmup_steps of at most {steps}, or train longer"
+            )
     # --out locked for the whole run, not only while the result is written: a second search on
     # it ran to the end, then lost its work ("already exists") or, with --overwrite, replaced the first's
     with exclusive(out, error=ConfigError) if out is not None else contextlib.nullcontext():

@@ -38,7 +38,7 @@ def train_supernet(model: EmbeddingSizeNet, loader: BatchLoader, sampler: WidthS
         opt.step()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise TrainingDiverged(f"embedding supernet training diverged at step {step} (loss {value}); lower supernet.lr")
+            raise TrainingDiverged(f"embedding supernet training diverged at step {step + 1} (loss {value}); lower supernet.lr")  # steps counted from 1, as the Trainer counts them
         sampler.update(np.asarray(pick), value)
         losses.append(value)
         if progress is not None:

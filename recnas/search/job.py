@@ -199,7 +199,7 @@ class JobConfig(BaseModel):
 
     def final_config(self, point: dict) -> TrainConfig:
         """The final recipe at one point of `final_grid` (every point was checked at load)."""
-        return TrainConfig.model_validate({**self.final.model_dump(), **point})
+        return TrainConfig.model_validate(over_final(self.final, point))
 
     @model_validator(mode="after")
     def _final_grid_points_are_recipes(self):
@@ -215,16 +215,26 @@ class JobConfig(BaseModel):
                 raise ValueError(f"final_grid.{key}: give a non-empty list of values")
         if self.final_grid and self.finalist_selection == "halving":
             raise ValueError("final_grid with finalist_selection: halving is not supported: halving ranks finalists on one recipe; use finalist_selection: full")
-        base, keys = self.final.model_dump(), list(self.final_grid)
+        keys = list(self.final_grid)
         read = {key: list(values) for key, values in self.final_grid.items()}
+        recipes: dict[str, str] = {}  # what each point trains, to find two points that train alike
         for index in itertools.product(*(range(len(v)) for v in self.final_grid.values())):
             point = {key: self.final_grid[key][i] for key, i in zip(keys, index)}
-            checked = _as_value_error(configs.validate, TrainConfig, {**base, **point}, f"final_grid point {point_tag(point)}")
+            checked = _as_value_error(configs.validate, TrainConfig, over_final(self.final, point), f"final_grid point {point_tag(point)}")
             for key, i in zip(keys, index):
                 read[key][i] = getattr(checked, key)
+            trains = checked.model_dump()
+            if trains["max_steps"] is not None:  # it overrides epochs
+                trains["epochs"] = None
+            recipes.setdefault(json.dumps(trains, sort_keys=True), point_tag(point))
         for key, values in read.items():
             if len({json.dumps(v) for v in values}) < len(values):
                 raise ValueError(f"final_grid.{key}: {self.final_grid[key]} repeats a value")
+        if len(recipes) < len(grid_points(self.final_grid)):  # the values differ, but not what trains
+            raise ValueError(
+                f"final_grid: points that set max_steps train alike whatever their epochs (max_steps overrides epochs), "
+                f"so {len(grid_points(self.final_grid))} points would train only {len(recipes)} recipes; grid epochs or max_steps, not both"
+            )
         self.final_grid = read
         return self
 
@@ -238,7 +248,7 @@ class JobConfig(BaseModel):
 
     def proxy_config(self) -> TrainConfig:
         """The training that scores each candidate when `scoring: scratch`: `final` with `proxy`."""
-        return configs.validate(TrainConfig, {**self.final.model_dump(), **self.proxy}, "proxy (final with its settings)")
+        return configs.validate(TrainConfig, over_final(self.final, self.proxy), "proxy (final with its settings)")
 
     @model_validator(mode="after")
     def _distill_only_in_the_supernet(self):
@@ -272,6 +282,17 @@ class JobConfig(BaseModel):
         if self.pim_choices and self.hardware != "pim":
             raise ValueError(f"pim_choices {self.pim_choices} restrict the searched PIM configuration: they need hardware: pim")
         return self
+
+
+def over_final(final: TrainConfig, settings: dict) -> dict:
+    """`final`'s settings changed by `settings` (a `final_grid` point, the `proxy`), to validate.
+    Settings that give `epochs` without `max_steps` drop a `max_steps` of `final`, which would
+    override them: the default proxy `{epochs: 1}` trained every candidate for the whole
+    `final: {max_steps: N}`, and `final_grid: {epochs: [...]}` trained the same steps at every point."""
+    base = final.model_dump()
+    if "epochs" in settings and "max_steps" not in settings:
+        base["max_steps"] = None
+    return {**base, **settings}
 
 
 def _check_recipe_keys(section: str, keys) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -140,10 +142,16 @@ def check_baselines(cfg: JobConfig, meta) -> None:
     no dense features, any baseline without categorical fields) used to fail only after the
     supernet, the search and the retrain. What a build checks depends on the fields, not on their
     vocabulary sizes, so each is built with one-row tables: no memory for the real ones."""
+    from recnas.train.trainer import check_batch_norm, train_batch_rows
+
     small = meta.model_copy(update={"vocab_sizes": [1] * len(meta.vocab_sizes)})
+    # the fewest rows a training batch of the job's final recipe has (a baseline with batch_norm needs 2)
+    rows = min(train_batch_rows(cfg.final_config(point), meta.rows.get("train", 0)) for point in grid_points(cfg.final_grid))
     for name in dict.fromkeys([*cfg.baselines, *([cfg.objective.reference] if cfg.objective.reference else [])]):
         try:
-            _baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
+            model, _ = _baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
+            if name in cfg.baselines:  # trained (the reference is only measured)
+                check_batch_norm(model, rows)
         except RecnasError as exc:
             instead = "leave it out of `baselines`" if name in cfg.baselines else "choose another objective.reference"
             if isinstance(exc, DataError):  # the data rules it out (no categorical fields): no hparams change that
@@ -181,10 +189,40 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     `out` that is a file is refused first: it used to fail with a bare "File exists" after the
     synthetic data was generated."""
     check_run_folder(out)
-    with exclusive(out), cpu_threads(cfg.threads):
+    with exclusive(out), cpu_threads(cfg.threads), _warnings_once(logging.getLogger("recnas.train")):
         remove_stale_writes(out)  # a hard-killed run's half-written files (best/ would copy them)
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))
+
+
+class _Once(logging.Filter):
+    """Lets each warning text through once."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        text = record.getMessage()
+        if text in self.seen:
+            return False
+        self.seen.add(text)
+        return True
+
+
+@contextlib.contextmanager
+def _warnings_once(logger: logging.Logger):
+    """A job trains hundreds of models with one recipe: a trainer's warning about that recipe
+    ("warmup_steps (1000) outlasts this run's 9 steps", from a preset on small data) was printed
+    once per candidate scored from scratch, thousands of identical lines at the `gpu` budget."""
+    once = _Once()
+    logger.addFilter(once)
+    try:
+        yield
+    finally:
+        logger.removeFilter(once)
 
 
 def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dict:
@@ -248,7 +286,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     codesign = cfg.hardware == "pim"
     _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {objective.kind}")
     if objective.reference is not None:
-        console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" for k, v in objective.targets.items()))
+        # a target under 1 (a reference with few parameters over a large ratio) printed as 0
+        console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.4g}" for k, v in objective.targets.items()))
     results = ResultsStore(out / "search.sqlite")
     evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet)
     executor = None
@@ -263,6 +302,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if executor is not None:
         executor.shutdown()
     console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} ({how}), {evo_result.evaluated} evaluated this run, {len(results)} in store")
+    _warn_diverged(evo_result.history, cfg, console)
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
     # (all trained to the end, or by successive halving)
@@ -275,14 +315,14 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
             ranked.append((key, score, g))
     dropped = []
     if cfg.finalist_selection == "halving" and len(ranked) > 1:
-        _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval")
+        _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval" + _fewer(ranked, cfg))
         survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress)
         console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, val {d['val_logloss']:.4f})" for d in dropped))
         to_train = [r for r in ranked if r[0] == survivor]
     else:
         points = len(grid_points(cfg.final_grid))
-        grid = f", at each of the {points} points of final_grid" if cfg.final_grid else ""
-        _stage(console, "retrain", ("the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch") + grid + ("" if len(ranked) == 1 and not grid else "; the lowest validation log loss wins"))
+        grid = (f", at each of the {points} points of final_grid" if points > 1 else ", at the one point of final_grid") if cfg.final_grid else ""
+        _stage(console, "retrain", ("the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch") + grid + ("" if len(ranked) == 1 and points == 1 else "; the lowest validation log loss wins") + _fewer(ranked, cfg))
         to_train = ranked
     finalists = []
     for key, score, g in to_train:
@@ -333,6 +373,28 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _fewer(ranked: list, cfg: JobConfig) -> str:
+    """The stage line's note when the search scored fewer distinct architectures than `finalists`."""
+    if len(ranked) >= cfg.finalists:
+        return ""
+    return f" (finalists: {cfg.finalists}, but the search scored only {len(ranked)} distinct architecture{'s' if len(ranked) > 1 else ''})"
+
+
+def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> None:
+    """A warning when candidates of this search diverged (scored inf; NaN logits score so too): a
+    search where every one did ranked none, and went on to retrain an arbitrary one as if found."""
+    keys = {h["key"] for h in history}
+    diverged = {h["key"] for h in history if not math.isfinite(h["logloss"])}
+    if not diverged:
+        return
+    training = "fine-tune (finetune)" if cfg.scoring == "supernet" else "training from scratch (final with proxy)"
+    if len(diverged) == len(keys):
+        console.print(f"[yellow]warning:[/] every candidate ({len(keys)}) diverged in its {training} and scored inf: the search ranked none of them, "
+                      "so the finalists are arbitrary; lower that training's lr (or set its grad_clip)")
+    else:
+        console.print(f"[yellow]warning:[/] {len(diverged)} of {len(keys)} candidates diverged in their {training} and scored inf (left behind by the search)")
 
 
 def _other_models(folder: str, names: list[str]) -> list[str]:

@@ -50,6 +50,15 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _diverged(diverged: int, candidates: int) -> str:
+    """The results.md words for a search's diverged candidates (none: nothing)."""
+    if not diverged:
+        return ""
+    if diverged == candidates:
+        return ", **every one of them diverged** (scored inf): the search ranked none, so the searched model is an arbitrary one of them"
+    return f", {diverged} of them diverged (scored inf)"
+
+
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective, keys=None) -> None:
     """`keys`: the candidates of this search (None: every one in `results`). The store also holds
     those of an earlier search of the run folder (more generations, another evolution seed),
@@ -62,14 +71,17 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         candidates = [c for c in candidates if c["key"] in keys]
     # the count results.md gives: results.json had only the store's (`candidates_in_store`), which
     # holds an earlier search's candidates too in a continued run
-    report["search"] = {**report["search"], "candidates_this_search": len(candidates)}
+    # a candidate whose scoring diverged scores inf (NaN logits: NaN): a search of only such ones ranked
+    # nothing, and its finalists are arbitrary, which results.md used to leave unsaid
+    diverged = sum(1 for c in candidates if not math.isfinite(c["logloss"]))
+    report["search"] = {**report["search"], "candidates_this_search": len(candidates), "diverged_this_search": diverged}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
     if report.get("bayes"):
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
-    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}); best architecture in `best_arch.json`.", ""]
+    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}; best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
         md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]

@@ -67,6 +67,24 @@ def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
         )
 
 
+def train_batch_rows(cfg: TrainConfig, train_rows: int) -> int:
+    """Rows of each training batch (each process's under --nproc): `batch_size`, or the whole
+    train split (after `max_train_rows`) when that is smaller."""
+    n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
+    return min(cfg.batch_size, n)
+
+
+def check_batch_norm(model: nn.Module, rows: int) -> None:
+    """A model with BatchNorm layers (a baseline's `batch_norm: true`) cannot train on batches of
+    one row: BatchNorm has no batch statistics there, and torch failed at the first step with a
+    traceback ("Expected more than 1 value per channel when training")."""
+    if rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(
+            "the model has BatchNorm layers (batch_norm: true), which need at least 2 rows per training batch, "
+            "but each batch has 1 row (batch_size 1, or a train split of 1 row after max_train_rows): raise batch_size, or set batch_norm: false"
+        )
+
+
 @dataclass
 class FitResult:
     steps: int
@@ -211,9 +229,10 @@ class Trainer:
                 store.check_trainable()
             check_global_batch(self.train_loader.n, self.train_loader.batch_size, self.dist.world_size)
             raise DataError("the train split has no rows")
+        check_batch_norm(model, min(self.train_loader.batch_size, self.train_loader.n))
         self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
         if cfg.warmup_steps > self.total_steps:  # the training commands refuse it; a job's preset on small data says it here
-            log.warning("warmup_steps (%d) outlasts this run's %d steps: the lr never reaches %g (it ends at %.0f%% of it)",
+            log.warning("warmup_steps (%d) outlasts this run's %d steps: the lr never reaches %g (it ends at %.3g%% of it)",
                         cfg.warmup_steps, self.total_steps, cfg.lr, 100 * self.total_steps / cfg.warmup_steps)
         self.eval_every = self.steps_per_epoch if cfg.eval_every is None else cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every or self.steps_per_epoch
@@ -348,15 +367,34 @@ class Trainer:
         note = huge_dense_note(self._store) if self._store is not None else None
         return "" if note is None else f"; but {note}"
 
+    def _nan_validation(self) -> str:
+        """Why an evaluation's log loss is NaN (NaN logits): the run diverged (weights that are
+        not numbers, or so large that the logits overflow), or, with finite weights, validation
+        rows of a huge magnitude. Read only after such an evaluation."""
+        note = huge_dense_note(self._store, "val") if self._store is not None else None
+        if note is not None and all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values() if v.is_floating_point()):
+            return f"validation log loss is NaN at step {self.step}: the model's weights are finite, but its logits on some validation rows are not numbers; {note}"
+        return f"training diverged: validation log loss NaN at step {self.step} (the model's logits are not numbers); lower lr or set grad_clip{self._dense_scale_hint()}"
+
     def _after_eval(self, metrics: dict) -> bool:
-        """Record an evaluation (with the last logged train_loss); returns True when early stopping says stop."""
+        """Record an evaluation (with the last logged train_loss); returns True when early stopping says stop.
+
+        A NaN log loss (NaN logits) ends the run as a divergence: it used to become the best
+        evaluation (the first one always did), which no later one could beat (NaN compares false),
+        so early stopping then ended a diverged run between two logs of its train loss, exit 0,
+        with NaN weights as its model and "best val logloss n/a"; without early stopping the run
+        trained on to its next log on NaN weights."""
+        if metrics["rows"] and math.isnan(metrics["logloss"]):
+            raise TrainingDiverged(self._nan_validation())
         train_loss = self.train_loss
         self.last_val = metrics
         entry = {"step": self.step, "epoch": round(self.epoch, 4), "train_loss": train_loss, "lr": self.optimizer.param_groups[0]["lr"], "val_logloss": metrics["logloss"], "val_auc": metrics["auc"]}
         self.history.append(entry)
         # AUC is NaN on a validation split of one class: n/a, as the run's summary line says
         log.info("step %d  epoch %.2f  train_loss %s  val_logloss %.5f  val_auc %s", self.step, self.epoch, format_metric(train_loss), metrics["logloss"], format_metric(metrics["auc"]))
-        improved = self.best_val is None or metrics["logloss"] < self.best_val["logloss"]
+        # a NaN best from a checkpoint written before NaN evaluations were refused: any number beats it
+        best = None if self.best_val is None else self.best_val["logloss"]
+        improved = best is None or (isinstance(best, float) and math.isnan(best)) or metrics["logloss"] < best
         if improved:
             self.best_val = {"logloss": metrics["logloss"], "auc": metrics["auc"], "step": self.step}
             self.bad_evals = 0
