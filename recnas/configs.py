@@ -46,6 +46,18 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def require_type(value: Any, cls: type | tuple[type, ...], what: str, hint: str = "") -> Any:
+    """`value` if it is an instance of `cls`; a TypeError otherwise, naming `what` (the argument),
+    the type wanted and the one given, and `hint` (how to make the right one). The Python API's
+    entry points check their arguments so: a dict for a config or a path for a store used to
+    fail deep inside with an AttributeError ("'dict' object has no attribute 'device'")."""
+    if isinstance(value, cls):
+        return value
+    wanted = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    article = "an" if wanted[0] in "AEIOU" else "a"
+    raise TypeError(f"{what} must be {article} {wanted}, got {type(value).__name__}" + (f"; {hint}" if hint else ""))
+
+
 def read_text(path: str | Path, what: str, error: type[RecnasError] = ConfigError) -> str:
     """A text file's contents; a missing, unreadable or binary file is one `error` naming `what`."""
     try:

@@ -43,3 +43,22 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool = True) -> Iterator[None]:
+    """CUDA's float32 matmuls and convolutions on tensor cores (TF32) inside the block, PyTorch's
+    own settings put back after it: the trainer runs on CUDA so (docs/benchmarks.md, "TF32"), and
+    a job keeps it for its whole run. It used to be switched on for the rest of the process as a
+    Trainer was built, so every later float32 matmul of the caller's ran at TF32 precision.
+    A setting already on is left alone (PyTorch refuses to report a precision set through both
+    its legacy and its new API); `enabled=False` changes nothing."""
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    turned = [f for f in flags if enabled and not f.allow_tf32]
+    for f in turned:
+        f.allow_tf32 = True
+    try:
+        yield
+    finally:
+        for f in turned:
+            f.allow_tf32 = False

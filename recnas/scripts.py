@@ -26,9 +26,15 @@ CRITEO_CARDINALITY = (1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 
 
 def run_script(main: Callable[[], object]) -> None:
     """Run a benchmark script's `main`; a `RecnasError` is printed as `error: ...` on stderr
-    and the process exits with code 2."""
+    and the process exits with code 2. On CUDA the script's float32 matmuls run as TF32, as the
+    trainers run them (recnas.environment.tf32_matmuls)."""
+    import torch
+
+    from recnas.environment import tf32_matmuls
+
     try:
-        main()
+        with tf32_matmuls(torch.cuda.is_available()):
+            main()
     except RecnasError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -104,6 +110,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _start_worker(threads: int) -> None:
+    """A `side_by_side` process: this script's thread count and, on CUDA, TF32 matmuls (as
+    `run_script` runs the script's own process), for the whole life of the worker."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
 def side_by_side(fn: Callable, tasks: list, jobs: int, done: Callable | None = None) -> list[tuple[object, BaseException]]:
     """`fn(task)` for every task, each in its own spawned process (a CUDA context does not
     survive a fork), `jobs` at a time and with this process's torch thread count (another one
@@ -117,7 +134,7 @@ def side_by_side(fn: Callable, tasks: list, jobs: int, done: Callable | None = N
     import torch
 
     failed = {}
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(torch.get_num_threads(),)) as pool:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for future in as_completed(futures):
             i = futures[future]

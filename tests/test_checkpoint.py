@@ -388,4 +388,4 @@ def test_ctrl_c_in_the_middle_of_a_checkpoint_write_stays_an_interrupt(tmp_path,
 
     monkeypatch.setattr(ckpt, "atomic_write", cut_short)
     with pytest.raises(KeyboardInterrupt):
-        ckpt.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.randn(1000, 100)})
+        ckpt.save_checkpoint(tmp_path / "checkpoint.pt", {"model": {"weights": torch.randn(1000, 100)}, "model_spec": {}})

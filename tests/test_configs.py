@@ -31,7 +31,7 @@ def test_non_finite_numbers_are_refused_for_every_config(tmp_path, model, text, 
 
 
 def test_non_finite_override_is_refused():
-    with pytest.raises(ConfigError, match=r"command line: key 'lr': must be a finite number"):
+    with pytest.raises(ConfigError, match=r"overrides: key 'lr': must be a finite number"):
         TrainConfig().with_overrides(lr=float("inf"))
 
 

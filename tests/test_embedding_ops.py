@@ -90,7 +90,7 @@ def test_embedding_size_net_compact_model_inherits_the_supernet_exactly():
         torch.testing.assert_close(sub(dense, sparse), sup(dense, sparse, widths))
     with pytest.raises(ValueError, match="own widths"):
         sub(dense, sparse, [4, 4, 4, 4])
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="exactly one of max_width .* got both"):
         EmbeddingSizeNet(m, max_width=16, widths=[2, 2, 2, 2])
 
 

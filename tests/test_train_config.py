@@ -81,7 +81,7 @@ def test_overrides_apply_and_are_validated():
     new = merge_overrides(cfg, max_steps=7, seed=3, batch_size=None)
     assert (new.max_steps, new.seed, new.batch_size, new.lr) == (7, 3, 512, 0.1) and cfg.max_steps is None
     assert merge_overrides(cfg) is cfg
-    with pytest.raises(ConfigError, match="command line: key 'max_steps'"):
+    with pytest.raises(ConfigError, match="overrides: key 'max_steps'"):
         merge_overrides(cfg, max_steps=0)
 
 

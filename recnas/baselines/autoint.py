@@ -25,6 +25,9 @@ class AutoIntConfig(DeepHParams):
 
 
 class AutoInt(Baseline):
+    """AutoInt: the fields (numeric features too) through `attention_layers` multi-head
+    self-attention layers, then a linear head; a non-empty `mlp` adds an MLP logit (AutoInt+)."""
+
     name = "autoint"
     Config = AutoIntConfig
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from recnas.configs import validate
-from recnas.data.schema import DatasetMeta
+from recnas.data.schema import DatasetMeta, check_meta
 from recnas.errors import ConfigError, DataError
 
 
@@ -67,6 +67,7 @@ class Baseline(nn.Module):
 
     def __init__(self, meta: DatasetMeta, **hparams: Any):
         super().__init__()
+        check_meta(meta, f"{self.name}'s meta")
         self.cfg = parse_hparams(self.name, self.Config, hparams)
         self.hparams: dict[str, Any] = self.cfg.model_dump()
         vocab = [int(v) for v in meta.vocab_sizes]
@@ -81,6 +82,8 @@ class Baseline(nn.Module):
         self.n_sparse = len(vocab)
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Logits [B] (pre-sigmoid) of dense float32 [B, n_dense] and sparse int64 [B, n_sparse];
+        inputs of another width are a DataError."""
         if dense.dim() != 2 or sparse.dim() != 2 or dense.shape[1] != self.n_dense or sparse.shape[1] != self.n_sparse:
             raise DataError(
                 f"{self.name}: expected dense [B, {self.n_dense}] and sparse [B, {self.n_sparse}], "
@@ -89,4 +92,5 @@ class Baseline(nn.Module):
         return self.logits(dense, sparse)
 
     def logits(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """The model's logits [B] of inputs `forward` has checked; each baseline implements it."""
         raise NotImplementedError

@@ -15,6 +15,9 @@ from recnas.data.schema import DatasetMeta
 
 
 class DCNv2Config(DeepHParams):
+    """DCN-V2's hyper-parameters: `cross_layers` cross layers, full-rank or of rank `low_rank`,
+    beside the MLP (`parallel`) or before it (`stacked`)."""
+
     cross_layers: PositiveInt = 3
     low_rank: PositiveInt | None = None
     structure: Literal["parallel", "stacked"] = "parallel"

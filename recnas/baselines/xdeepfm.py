@@ -13,6 +13,10 @@ from recnas.data.schema import DatasetMeta
 
 
 class XDeepFMConfig(DeepHParams):
+    """xDeepFM's hyper-parameters: the CIN's layer sizes (`cin`) and whether each non-final
+    layer sends half its maps on and pools the other half (`cin_split_half`, the paper's CIN)
+    or forwards and pools every map (FuxiCTR's)."""
+
     cin: list[PositiveInt] = [200, 200, 200]
     cin_split_half: bool = True
 

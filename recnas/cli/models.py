@@ -106,7 +106,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
         else:
             length, longer = (f"max_steps of {config}" if cfg.max_steps else f"{cfg.epochs} epochs of {data}"), "train longer"
         raise ConfigError(f"{given} would outlast the {total} steps of this run ({length}): the lr would never reach its value; give --warmup-steps of at most {total}, or {longer}")
-    cfg = cfg.with_overrides(max_steps=steps, seed=seed, warmup_steps=warmup)
+    cfg = cfg.with_overrides(source="command line", max_steps=steps, seed=seed, warmup_steps=warmup)
     out = Path(out)
     check_run_folder(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run

@@ -19,6 +19,8 @@ from recnas.data.store import SplitArrays
 
 @dataclass
 class Batch:
+    """One mini-batch of a split, as tensors on the loader's device."""
+
     dense: torch.Tensor  # float32 [B, n_dense]
     sparse: torch.Tensor  # int64 [B, n_sparse]
     label: torch.Tensor  # float32 [B]
@@ -27,6 +29,7 @@ class Batch:
         return int(self.label.shape[0])
 
     def to(self, device) -> "Batch":
+        """The batch on `device` (copies start without waiting for the host)."""
         return Batch(self.dense.to(device, non_blocking=True), self.sparse.to(device, non_blocking=True), self.label.to(device, non_blocking=True))
 
 
@@ -57,8 +60,11 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if batch_size <= 0:
-            raise ValueError("batch_size must be positive")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:  # a float one failed only at the first batch
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not all(hasattr(arrays, a) for a in ("dense", "sparse", "label")):
+            hint = " (a store's split is store.split(name))" if hasattr(arrays, "meta") else ""
+            raise TypeError(f"BatchLoader needs a split's SplitArrays, got {type(arrays).__name__}{hint}")
         self.arrays = arrays
         self.n = len(arrays) if max_rows is None else min(len(arrays), max_rows)
         self.batch_size = batch_size
@@ -89,9 +95,12 @@ class BatchLoader:
         return order[lo : lo + self.batch_size]
 
     def state_dict(self) -> dict:
+        """Where the loader is (epoch, batches served in it) and its seed: with them
+        `load_state_dict` makes a loader serve the very batches this one serves next."""
         return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
+        """Go to the position `state_dict` recorded."""
         self.epoch, self.position, self.seed = int(state["epoch"]), int(state["position"]), int(state["seed"])
 
     # -- batches -----------------------------------------------------------------------

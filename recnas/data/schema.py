@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from recnas.configs import explain, read_text, write_text_atomic
+from recnas.configs import explain, read_text, require_type, write_text_atomic
 from recnas.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -42,19 +42,24 @@ class DatasetMeta(BaseModel):
 
     @property
     def n_dense(self) -> int:
+        """Dense (numeric) features per row."""
         return len(self.dense_names)
 
     @property
     def n_sparse(self) -> int:
+        """Categorical fields per row."""
         return len(self.cat_names)
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Write `directory/meta.json` (atomically); returns its path."""
         path = Path(directory) / META_FILE
         write_text_atomic(path, json.dumps(self.model_dump(), indent=2, sort_keys=True))
         return path
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "DatasetMeta":
+        """The meta of the store at `directory`; a folder without a readable, consistent
+        meta.json is a DataError."""
         path = Path(directory) / META_FILE
         if not path.is_file():
             raise DataError(f"{directory}: not a prepared recnas dataset (no {META_FILE}); run `recnas data prepare` or `recnas data synth` first")
@@ -69,3 +74,12 @@ class DatasetMeta(BaseModel):
         if sorted(meta.rows) != sorted(SPLITS):
             raise DataError(f"{path}: corrupt dataset metadata: rows must count each split ({', '.join(SPLITS)}), got {', '.join(meta.rows) or 'none'}")
         return meta
+
+
+def check_meta(meta: Any, what: str) -> DatasetMeta:
+    """`meta` if it is a DatasetMeta; a TypeError naming `what` otherwise. A store in its place
+    is the likely slip (models take the store's `.meta`): the message says so."""
+    hint = "pass the store's .meta" if isinstance(getattr(meta, "meta", None), DatasetMeta) else ""
+    if isinstance(meta, (str, os.PathLike)):
+        hint = "open the store with recnas.data.CTRStore(path) and pass its .meta"
+    return require_type(meta, DatasetMeta, what, hint)

@@ -40,6 +40,7 @@ class SplitArrays:
         return int(self.label.shape[0])
 
     def take(self, index: np.ndarray | slice) -> "SplitArrays":
+        """The rows `index` selects (an index array or a slice) of all three arrays."""
         return SplitArrays(self.dense[index], self.sparse[index], self.label[index])
 
 
@@ -106,6 +107,9 @@ class CTRStore:
             raise DataError("the train split has no rows" + (f": {self.dir} was prepared with --split none (every row in test), to score with a model trained on another store, not to train on" if scoring else ""))
 
     def split(self, name: str) -> SplitArrays:
+        """The arrays of split `name` (train, val or test), memory-mapped read-only. The first
+        read of a split checks its values (finite dense values, ids within the vocabularies,
+        0/1 labels); a missing, corrupt or inconsistent split is a DataError."""
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
         arrays = {}
@@ -248,12 +252,25 @@ def finish_store(tmp: Path, out: str | os.PathLike, meta: DatasetMeta, required:
 
 
 def write_store(out: str | os.PathLike, splits: dict[str, SplitArrays], meta: DatasetMeta, overwrite: bool = False) -> Path:
-    """Write in-memory splits as a complete store (used by the synthetic generator and tests)."""
+    """Write in-memory splits (one `SplitArrays` per name of SPLITS) as a complete store at
+    `out`, described by `meta` with its `rows` counted from the splits; returns `out`. The
+    caller's `meta` is left as it is (a copy is saved): its `rows` used to be replaced, so the
+    store it came from, read on, refused its own splits as inconsistent with them."""
+    missing = [name for name in SPLITS if name not in splits]
+    if missing:
+        raise DataError(f"write_store needs every split ({', '.join(SPLITS)}); {', '.join(missing)} missing")
+    for name in SPLITS:
+        a = splits[name]
+        if np.shape(a.dense)[1:] != (meta.n_dense,) or np.shape(a.sparse)[1:] != (meta.n_sparse,) or not len(a.dense) == len(a.sparse) == len(a.label):
+            raise DataError(
+                f"write_store: the {name} split's arrays (dense {list(np.shape(a.dense))}, sparse {list(np.shape(a.sparse))}, label {list(np.shape(a.label))}) "
+                f"do not fit meta's {meta.n_dense} dense and {meta.n_sparse} categorical fields"
+            )
+    meta = meta.model_copy(deep=True, update={"rows": {name: len(splits[name]) for name in SPLITS}})
     with staged_store(out, overwrite) as tmp:
         for name in SPLITS:
             arrays = splits[name]
             for col, dtype in COLUMNS.items():
                 np.save(tmp / name / f"{col}.npy", np.ascontiguousarray(getattr(arrays, col), dtype=dtype))
-        meta.rows = {name: len(splits[name]) for name in SPLITS}
         finish_store(tmp, out, meta)
     return Path(out)

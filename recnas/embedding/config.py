@@ -49,6 +49,9 @@ class SearchSettings(_Strict):
 
 
 class EmbedSearchConfig(_Strict):
+    """Settings of `recnas embed search` / `recnas.embedding.run_search` (this module's
+    docstring names the sections); every key has a default, unknown keys are errors."""
+
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     seed: configs.Seed = 0
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="supernet training and search scoring")
@@ -88,8 +91,10 @@ class EmbedSearchConfig(_Strict):
 
     @classmethod
     def from_yaml(cls, path: str | Path | None) -> "EmbedSearchConfig":
+        """The config of the YAML file at `path` (None: the defaults); a bad file or key is a ConfigError naming it."""
         return cls() if path is None else configs.load(cls, path)
 
     @classmethod
     def from_dict(cls, data, source: str = "config") -> "EmbedSearchConfig":
+        """The config of a mapping, validated as a file is; problems are a ConfigError naming `source` and the key."""
         return configs.validate(cls, data, source)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from recnas.data.schema import DatasetMeta
+from recnas.data.schema import DatasetMeta, check_meta
 from recnas.ops.embedding import MixedWidthEmbedding, ProjectedFieldEmbedding
 
 
@@ -28,10 +28,16 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class EmbeddingSizeNet(nn.Module):
+    """The embedding size search's fixed DLRM-style backbone (this module's docstring) over the
+    fields of `meta`: with `max_width` the supernet (one table of that width per field, any
+    per-field widths up to it chosen at `forward`), with `widths` the compact model of one
+    choice. Exactly one of the two is given; `proj_dim` and `hidden` size the backbone."""
+
     def __init__(self, meta: DatasetMeta, max_width: int | None = None, widths: Sequence[int] | None = None, proj_dim: int = 16, hidden: Sequence[int] = (64, 32)):
         super().__init__()
+        check_meta(meta, "EmbeddingSizeNet's meta")
         if (max_width is None) == (widths is None):
-            raise ValueError("give max_width (supernet) or widths (compact model), not both")
+            raise ValueError(f"give exactly one of max_width (the supernet) or widths (a compact model), got {'both' if widths is not None else 'neither'}")
         self.n_dense, self.n_fields, self.proj_dim = meta.n_dense, meta.n_sparse, proj_dim
         self.widths = None if widths is None else [int(w) for w in widths]
         if widths is None:

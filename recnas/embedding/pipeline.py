@@ -14,16 +14,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recnas.configs import SEED_MAX
+from recnas.configs import SEED_MAX, require_type
 from recnas.data.loader import BatchLoader
 from recnas.data.store import STORE, CTRStore
-from recnas.embedding.budget import params_to_mib, table_params
+from recnas.embedding.budget import params_to_mib, resolve_budget, table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
 from recnas.embedding.search import SearchResult, reinforce_search, repair_to_budget
 from recnas.embedding.train import train_supernet
-from recnas.environment import environment
+from recnas.environment import environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, TrainingDiverged
 from recnas.staging import OutputDir, exclusive
 from recnas.train.checkpoint import seed_everything, torch_save
@@ -117,15 +117,24 @@ def retrain(store: CTRStore, widths: Sequence[int], cfg: EmbedSearchConfig, prog
         raise TrainingDiverged(f"retrain (the searched widths trained from scratch): {exc} (in the retrain section of the config)") from None
     # on the whole splits, as the report says: `max_eval_rows` caps the validation passes of the
     # training alone (it used to cap the reported test split too: `max_eval_rows: 1` gave a test
-    # log loss of one row)
-    metrics = {split: evaluate(model, store.split(split), device=trainer.device) for split in ("val", "test")}
+    # log loss of one row); scored as the trainer evaluates (TF32 on CUDA)
+    with tf32_matmuls(trainer.device.type == "cuda"):
+        metrics = {split: evaluate(model, store.split(split), device=trainer.device) for split in ("val", "test")}
     metrics["steps"], metrics["train_seconds"] = fit.steps, fit.train_seconds
     return model, metrics
 
 
 def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int = 1, out: str | Path | None = None, progress: bool = False, do_retrain: bool = True, overwrite: bool = False) -> dict:
     """Search under `budget` table parameters with seeds cfg.seed .. cfg.seed+seeds-1; with
-    `out`, write the results there whole (`write_outputs`)."""
+    `out`, write the results there whole (`write_outputs`).
+
+    `store` is a CTRStore, `cfg` an EmbedSearchConfig (`EmbedSearchConfig.from_dict` or
+    `from_yaml` makes one) and `budget` the table parameters (`resolve_budget` converts MiB):
+    a budget that even the smallest width for every field exceeds is refused before anything
+    is trained. Returns the report (result.json's contents)."""
+    require_type(store, CTRStore, "run_search's store", "recnas.data.CTRStore(path) opens a prepared store")
+    require_type(cfg, EmbedSearchConfig, "run_search's cfg", "EmbedSearchConfig.from_dict(d) makes one from a dict, from_yaml(path) from a file")
+    budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params=budget)  # it used to fail only after the whole search
     if not store.meta.cat_names:  # a dense-only store (csv spec without `categorical:`)
         raise DataError(f"{store.dir} has no categorical fields: there are no embedding widths to search")
     store.check_trainable()  # a --split none store: the supernet's epoch-after-epoch loop found no batch and never ended

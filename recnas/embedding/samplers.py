@@ -60,8 +60,10 @@ class WidthSampler:
         self.count[rows, choice] += 1
 
     def state_dict(self) -> dict:
+        """The sampler's statistics and RNG state, for a checkpoint (`load_state_dict` restores them)."""
         return {"fast": self.fast.copy(), "slow": self.slow.copy(), "count": self.count.copy(), "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned: the next draws are the ones the saved sampler would make."""
         self.fast, self.slow, self.count = np.array(state["fast"]), np.array(state["slow"]), np.array(state["count"])
         self.rng.bit_generator.state = state["rng"]

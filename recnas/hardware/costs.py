@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recnas.baselines.interactions import cin_layers
-from recnas.data.schema import DatasetMeta
-from recnas.space.arch import Architecture
+from recnas.configs import require_type
+from recnas.data.schema import DatasetMeta, check_meta
+from recnas.space.arch import ARCH_HINT, SPACE_HINT, Architecture
 from recnas.space.spaces import SearchSpace
 
 LAYER_KINDS = ("linear", "digital", "embedding")
@@ -53,6 +54,8 @@ class Layer:
 
 @dataclass(frozen=True)
 class BlockCost:
+    """Parameters and FLOPs (per sample) of one choice block."""
+
     block: int
     params: int
     flops: int
@@ -60,6 +63,10 @@ class BlockCost:
 
 @dataclass
 class Costs:
+    """Per-sample costs of a model (`count_costs`, `module_costs`): parameters (dense and
+    embedding), matmul FLOPs (2 x MACs), elementwise operations, per-block totals and the layer
+    graph the PIM model maps (`recnas.hardware.pim_cost`)."""
+
     dense_params: int
     embedding_params: int
     flops: int
@@ -70,9 +77,11 @@ class Costs:
 
     @property
     def params(self) -> int:
+        """All parameters: dense plus embedding tables."""
         return self.dense_params + self.embedding_params
 
     def summary(self) -> dict:
+        """The totals as a plain dict (params, dense_params, embedding_params, flops, elementwise_ops)."""
         return dict(params=self.params, dense_params=self.dense_params, embedding_params=self.embedding_params, flops=self.flops, elementwise_ops=self.elementwise_ops)
 
 
@@ -83,6 +92,7 @@ class CostGraph:
         self.layers: list[Layer] = []
 
     def add(self, layer: Layer) -> str:
+        """Append `layer` (of a kind in LAYER_KINDS); returns its name, for later layers' `after`."""
         if layer.kind not in LAYER_KINDS:
             raise ValueError(f"unknown layer kind {layer.kind!r}")
         self.layers.append(layer)
@@ -95,9 +105,12 @@ class CostGraph:
         return self.add(Layer(name, block, "linear", n_in, n_out, reps, bias, params, n_in * n_out * reps, ew, after=tuple(after)))
 
     def digital(self, name: str, block: int, after=(), macs: int = 0, elementwise: int = 0, params: int = 0) -> str:
+        """Add work of the digital units (activation x activation `macs`, `elementwise` ops); returns its name."""
         return self.add(Layer(name, block, "digital", params=params, macs=macs, elementwise=elementwise, after=tuple(after)))
 
     def costs(self, n_blocks: int, parallel: bool = True) -> Costs:
+        """The `Costs` of the layers added, with per-block totals for blocks 0..n_blocks-1;
+        `parallel=False` says the `after` links are only a recording order."""
         emb = sum(l.params for l in self.layers if l.kind == "embedding")
         dense = sum(l.params for l in self.layers if l.kind != "embedding")
         blocks = [
@@ -188,6 +201,9 @@ def _cin_head(g: CostGraph, sizes: tuple[int, ...], split_half: bool, meta: Data
 
 def count_costs(arch: Architecture, space: SearchSpace, meta: DatasetMeta) -> Costs:
     """Parameters, FLOPs and the layer graph of `Subnet(arch, space, meta)`, without building it."""
+    require_type(arch, Architecture, "count_costs's arch", ARCH_HINT)
+    require_type(space, SearchSpace, "count_costs's space", SPACE_HINT)
+    check_meta(meta, "count_costs's meta")
     arch = arch.canonical().validate_for(space, meta.n_sparse)
     e = space.emb_dim
     g = CostGraph()

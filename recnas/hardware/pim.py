@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from recnas.configs import validate
+from recnas.configs import require_type, validate
 from recnas.errors import ConfigError
 from recnas.hardware.costs import Costs, Layer, count_costs
 
@@ -83,10 +83,12 @@ class PIMConfig(BaseModel):
 
     @property
     def cells_per_weight(self) -> int:
+        """ReRAM cells that hold one weight: ceil(weight_bits / cell_bits)."""
         return math.ceil(self.weight_bits / self.cell_bits)
 
     @property
     def input_slices(self) -> int:
+        """Bit-slices an activation is fed in through the DACs: ceil(act_bits / dac_bits)."""
         return math.ceil(self.act_bits / self.dac_bits)
 
     @property
@@ -138,21 +140,27 @@ class PIMConstants:
 
     # -- scaled per-unit quantities ------------------------------------------------------
     def adc_pj(self, bits: int) -> float:
+        """Energy of one `bits`-bit ADC conversion, pJ."""
         return self.adc_pj_8bit * self.adc_bit_factor ** (bits - 8)
 
     def dac_pj(self, bits: int) -> float:
+        """Energy of one `bits`-bit DAC conversion, pJ."""
         return self.dac_pj_1bit * (2**bits - 1)
 
     def xbar_pj(self, size: int) -> float:
+        """Energy of one read cycle of a `size` x `size` crossbar, pJ."""
         return self.xbar_read_mw * self.xbar_cycle_ns * (size / 128) ** 2  # mW x ns = pJ
 
     def adc_ns(self, bits: int) -> float:
+        """Time of one `bits`-bit ADC conversion, ns."""
         return bits / 8 / self.adc_gsps_8bit
 
     def add_pj(self, bits: int) -> float:
+        """Energy of one `bits`-bit digital addition, pJ."""
         return self.add_pj_8bit * bits / 8
 
     def mult_pj(self, bits: int) -> float:
+        """Energy of one `bits`-bit digital multiplication, pJ."""
         return self.mult_pj_8bit * (bits / 8) ** 2
 
 
@@ -175,12 +183,17 @@ class Mapping:
 
 
 def map_layer(n_in: int, n_out: int, cfg: PIMConfig) -> Mapping:
+    """The crossbar tiling of an `n_in` x `n_out` weight matrix on `cfg`: row tiles of
+    `xbar_size` inputs, column tiles of `xbar_size` cells (`cells_per_weight` per weight), and
+    the input bit-slices."""
     k = cfg.cells_per_weight
     return Mapping(k, math.ceil(n_in / cfg.xbar_size), math.ceil(k * n_out / cfg.xbar_size), cfg.input_slices)
 
 
 @dataclass
 class LayerReport:
+    """One linear layer's share of a `PIMReport`: crossbars, energy per component (pJ), latency (ns)."""
+
     name: str
     crossbars: int
     energy_pj: dict[str, float]
@@ -189,6 +202,9 @@ class LayerReport:
 
 @dataclass
 class PIMReport:
+    """`pim_cost`'s result: per-sample energy, latency and area of a model on one PIM design
+    point, whether its crossbars fit the budget, the energy per component and per layer."""
+
     energy_pj: float  # per sample
     latency_ns: float  # per sample, critical path (the sequential sum with parallel=False)
     area_mm2: float  # crossbars + their ADCs, DACs, shift-adders (no buffers, DRAM, digital units)
@@ -200,6 +216,7 @@ class PIMReport:
     config: PIMConfig
 
     def summary(self) -> dict:
+        """The totals and the energy per component (`energy_<component>_pj`) as a plain dict."""
         return dict(energy_pj=self.energy_pj, latency_ns=self.latency_ns, area_mm2=self.area_mm2, crossbars=self.crossbars, fits=self.fits, **{f"energy_{k}_pj": v for k, v in self.breakdown.items()})
 
 
@@ -272,6 +289,7 @@ def pim_cost(target, config: PIMConfig | None = None, space=None, meta=None, con
     sequential sum of every layer's latency, an upper bound (`latency_seq` in the search's rows).
     """
     cfg = config if config is not None else PIMConfig()
+    require_type(cfg, PIMConfig, "pim_cost's config", "PIMConfig.from_dict(d) makes one from a dict")
     if isinstance(target, Costs):
         costs = target
     elif hasattr(target, "blocks") and hasattr(target, "canonical"):
@@ -323,7 +341,9 @@ def pim_choices(restrict: dict | None = None) -> dict[str, tuple[int, ...]]:
 
 
 def random_pim(rng: np.random.Generator, crossbar_budget: int = DEFAULT_BUDGET, choices: dict | None = None) -> PIMConfig:
-    """A uniformly random valid design point (fields from `choices`, default CHOICES; the budget stays fixed)."""
+    """A uniformly random valid design point drawn with the numpy Generator `rng` (fields from
+    `choices`, default CHOICES; the budget stays fixed)."""
+    require_type(rng, np.random.Generator, "random_pim's rng", "np.random.default_rng(seed) makes one")
     choices = choices or CHOICES
     while True:
         values = {k: int(v[rng.integers(len(v))]) for k, v in choices.items()}
@@ -333,7 +353,9 @@ def random_pim(rng: np.random.Generator, crossbar_budget: int = DEFAULT_BUDGET, 
 
 def mutate_pim(config: PIMConfig, rng: np.random.Generator, choices: dict | None = None) -> PIMConfig | None:
     """`config` with exactly one searchable field changed to another valid value from `choices`
-    (default CHOICES); None when no field can change (every field fixed to one value)."""
+    (default CHOICES), drawn with the numpy Generator `rng`; None when no field can change
+    (every field fixed to one value)."""
+    require_type(rng, np.random.Generator, "mutate_pim's rng", "np.random.default_rng(seed) makes one")
     choices = choices or CHOICES
     names = list(choices)
     for i in rng.permutation(len(names)):

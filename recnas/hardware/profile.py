@@ -145,6 +145,13 @@ def _forward(model: nn.Module, dense: torch.Tensor, sparse: torch.Tensor, arch=N
     return model(dense, sparse) if arch is None else model(dense, sparse, arch)
 
 
+def _check_arch(model: nn.Module, arch, where: str) -> None:
+    """A supernet is profiled on one of its paths (`arch`), any other recnas model without one."""
+    from recnas.supernet.net import check_path_use
+
+    check_path_use(model, arch is not None, where, "arch", "an Architecture of its space")
+
+
 def _counted_forward(model, dense, sparse, arch, *modes):
     """Forward pass under `modes` with the math SDPA kernel, whose matmuls the profiler sees.
     Gradients stay enabled: FlopCounterMode's module tracker (torch 2.13) fails under no_grad
@@ -154,6 +161,7 @@ def _counted_forward(model, dense, sparse, arch, *modes):
     dropout's work, and without side effects. In training mode the random profiling batch
     updated BatchNorm's running statistics, so a trained baseline costed before its test pass
     (the search's results table) was reported with statistics that were not its own."""
+    _check_arch(model, arch, "profiling")
     was_training = {m: m.training for m in model.modules()}
     model.eval()
     try:
@@ -261,6 +269,7 @@ def measure_latency(model: nn.Module, batch_size: int = 256, device="cpu", warmu
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but CUDA is not available")
+    _check_arch(model, arch, "measure_latency")
     model = model.to(device)
     was_training = model.training
     model.eval()

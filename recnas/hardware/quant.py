@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
+from recnas.configs import require_type
 from recnas.errors import ConfigError
 from recnas.hardware.pim import PIMConfig
 from recnas.hardware.profile import is_crossbar
@@ -44,7 +45,10 @@ def fake_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
 @contextlib.contextmanager
 def quantized(model: nn.Module, config: PIMConfig | None) -> Iterator[nn.Module]:
     """Run `model` under `config`'s weight, activation and ADC precision inside the block
-    (`config=None`: at full precision, so callers need no branch for models without hardware)."""
+    (`config=None`: at full precision, so callers need no branch for models without hardware).
+    The weights are rounded in place and restored bit-exactly when the block ends."""
+    if config is not None:
+        require_type(config, PIMConfig, "quantized's config", "PIMConfig.from_dict(d) makes one from a dict")
     if config is None:
         yield model
         return

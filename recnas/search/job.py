@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -395,6 +396,8 @@ def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overr
     file alone are valid: it used to name the file for an option's bad value."""
     if budget not in PRESETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
+    if path is not None and not isinstance(path, (str, os.PathLike)):  # e.g. a dict of overrides: pathlib's "expected str" said nothing of it
+        raise TypeError(f"load_job_config's path is a YAML file's path, got {type(path).__name__}; settings go as keywords, e.g. load_job_config({budget!r}, seed=1)")
     data, source = dict(PRESETS[budget]), f"budget {budget!r}"
     if path is not None:
         data, source = _merge(data, configs.read_yaml(path)), str(path)

@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recnas.configs import write_text_atomic
+from recnas.configs import require_type, write_text_atomic
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
-from recnas.environment import cpu_threads, environment
+from recnas.environment import cpu_threads, environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
@@ -187,9 +187,15 @@ def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Con
     """The whole pipeline; returns the results dict also written to out/results.json. The run
     folder is locked throughout: a second job on the same `out` is refused, not interleaved. An
     `out` that is a file is refused first: it used to fail with a bare "File exists" after the
-    synthetic data was generated."""
+    synthetic data was generated.
+
+    `cfg` is a `JobConfig` (`load_job_config` makes one from a preset, a file and overrides).
+    The job sets PyTorch's CPU threads to `cfg.threads` (if set) and, on CUDA, runs its float32
+    matmuls as TF32 (as its trainers do); both are the caller's again once it returns. It seeds
+    the global RNGs (torch, numpy, random) before each model it builds (docs/search.md)."""
+    require_type(cfg, JobConfig, "run_job's cfg", "recnas.search.job.load_job_config(budget, path, **overrides) makes one")
     check_run_folder(out)
-    with exclusive(out), cpu_threads(cfg.threads), _warnings_once(logging.getLogger("recnas.train")):
+    with exclusive(out), cpu_threads(cfg.threads), tf32_matmuls(torch.cuda.is_available()), _warnings_once(logging.getLogger("recnas.train")):
         remove_stale_writes(out)  # a hard-killed run's half-written files (best/ would copy them)
         # soft wrap: piped into a log (80 columns), rich used to break lines mid-path
         return _run_job(cfg, Path(out), progress, console or Console(soft_wrap=True))

@@ -42,8 +42,12 @@ COLUMNS = {
 
 
 class ResultsStore:
-    """`read_only` (for `recnas search show`): the file is opened read-only and must already be a
-    recnas results database; otherwise the schema is created if missing. A damaged file (bad
+    """A search's SQLite database of evaluated candidates (a run's `search.sqlite`): their
+    architecture, PIM configuration and metrics by key, and the progress of each generation.
+
+    `read_only` (for `recnas search show`, and for reading a finished run's results): the file
+    is opened read-only and must already be a recnas results database; otherwise the file (and
+    its folder) is created if missing, with the schema, as a search does. A damaged file (bad
     pages past the header) is refused on opening: SQLite would only fail on the first query
     that reads a bad page, midway through a search, with a traceback."""
 
@@ -81,14 +85,18 @@ class ResultsStore:
                 raise DataError(f"{self.path}: not a recnas results database (its {table} table has no column {', '.join(missing)})")
 
     def close(self) -> None:
+        """Close the database connection."""
         self.db.close()
 
     # -- candidates -------------------------------------------------------------------
     def get(self, key: str) -> dict | None:
+        """The stored metrics of candidate `key` (its genotype key), None when it has none."""
         row = self.db.execute("SELECT metrics FROM candidates WHERE key = ?", (key,)).fetchone()
         return None if row is None else self._metrics(key, row[0])
 
     def put(self, key: str, arch_json: str, metrics: dict, hardware_json: str | None = None) -> None:
+        """Store (or replace) candidate `key` with its architecture and PIM configuration as
+        JSON and its metrics; committed at once."""
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO candidates (key, arch, hardware, metrics, created) VALUES (?, ?, ?, ?, ?)",
@@ -113,6 +121,8 @@ class ResultsStore:
             raise DataError(f"{self.path}: candidate {key!r} has no readable architecture or PIM configuration; the database was edited or is damaged") from None
 
     def all(self) -> list[dict]:
+        """Every candidate in the order they were stored: key, arch and hardware (JSON text) and
+        its metrics (logloss, auc, costs)."""
         rows = self.db.execute("SELECT key, arch, hardware, metrics FROM candidates ORDER BY created").fetchall()
         return [{"key": k, "arch": a, "hardware": h, **self._metrics(k, m)} for k, a, h, m in rows]
 
@@ -132,10 +142,12 @@ class ResultsStore:
         return metrics
 
     def __len__(self) -> int:
+        """The number of stored candidates."""
         return self.db.execute("SELECT COUNT(*) FROM candidates").fetchone()[0]
 
     # -- progress ---------------------------------------------------------------------
     def log_generation(self, run: str, generation: int, best_key: str, best_score: float, mean_score: float, evaluated: int) -> None:
+        """Record (or replace) one generation of the search named `run`."""
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?)",
@@ -148,6 +160,7 @@ class ResultsStore:
             self.db.execute("DELETE FROM generations WHERE run = ?", (run,))
 
     def generations(self, run: str) -> list[dict]:
+        """The logged generations of the search named `run` (a job's is "search"), in order."""
         rows = self.db.execute(
             "SELECT generation, best_key, best_score, mean_score, evaluated FROM generations WHERE run = ? ORDER BY generation", (run,)
         ).fetchall()

@@ -16,12 +16,13 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from recnas import configs
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder
-from recnas.environment import environment
+from recnas.environment import environment, tf32_matmuls
 from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
@@ -126,7 +127,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     if scratch_cache is not None:
         check_parent(scratch_cache, "--scratch-cache")
         check_outside_results(scratch_cache, "--scratch-cache")
-    with exclusive(out):
+    with exclusive(out), tf32_matmuls(torch.cuda.is_available()):  # on CUDA as the trainers run, for the whole study
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
 

@@ -17,8 +17,15 @@ from recnas.configs import parse_json, read_text, validate, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.space.spaces import SearchSpace
 
+# how to make the right argument, for the TypeError of a function given something else
+SPACE_HINT = "recnas.space.get_space(name) gives a preset, resolve_space(path) a space file"
+ARCH_HINT = "Architecture.load(path) reads an architecture file, Architecture.model_validate(d) a dict"
+
 
 class BlockSpec(BaseModel):
+    """One choice block of an architecture: its dense and sparse operators, the inputs each
+    side reads (0 = raw input, j = block j-1's output) and its dense and sparse widths."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dense_ops: tuple[str, ...] = Field(min_length=1)
@@ -65,6 +72,7 @@ class Architecture(BaseModel):
         return self.model_copy(update=dict(blocks=tuple(blocks)))
 
     def to_json(self) -> str:
+        """The canonical encoding as compact JSON (sorted keys): equal subnets give equal text."""
         return json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":"))
 
     @property
@@ -81,6 +89,9 @@ class Architecture(BaseModel):
 
     # -- validation -----------------------------------------------------------------
     def validate_for(self, space: SearchSpace, n_fields: int | None = None) -> "Architecture":
+        """This architecture if it is one of `space`'s (block count, operators, inputs, widths;
+        per-field `emb_dims`, one per field when `n_fields` is given); a ConfigError naming the
+        first misfit otherwise."""
         if len(self.blocks) != space.n_blocks:
             raise ConfigError(f"architecture has {len(self.blocks)} blocks, space {space.name!r} has {space.n_blocks}")
         for i, b in enumerate(self.blocks):
@@ -105,10 +116,13 @@ class Architecture(BaseModel):
 
     # -- files ----------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
+        """Write the canonical encoding as indented JSON to `path` (atomically)."""
         write_text_atomic(path, json.dumps(self.canonical().model_dump(mode="json", exclude_none=True), indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> "Architecture":
+        """The architecture of a JSON file (`save`'s, a search's best_arch.json); a missing or
+        invalid file is a ConfigError naming it. `load_architecture_for` also checks it against a space."""
         data = parse_json(read_text(path, "architecture file"), f"{path}: invalid architecture")
         return validate(cls, data, f"{path}: invalid architecture")
 

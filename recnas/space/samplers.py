@@ -15,8 +15,9 @@ from collections import deque
 
 import numpy as np
 
+from recnas.configs import require_type
 from recnas.errors import ConfigError
-from recnas.space.arch import Architecture, BlockSpec
+from recnas.space.arch import SPACE_HINT, Architecture, BlockSpec
 from recnas.space.spaces import SearchSpace
 
 STRATEGIES = ("single-op-any-conn", "single-path", "any-path", "farthest-greedy")
@@ -38,6 +39,9 @@ def _subset(rng: np.random.Generator, items: tuple, p: float = 0.5) -> tuple:
 
 
 def random_block(rng: np.random.Generator, space: SearchSpace, i: int, any_ops: bool, any_conn: bool) -> BlockSpec:
+    """Block `i` drawn with `rng`: one operator of each kind (any non-empty set with
+    `any_ops`), one input of each kind (any non-empty set of 0..i with `any_conn`), and widths
+    drawn uniformly from the space's."""
     sources = tuple(range(i + 1))
     pick_ops = (lambda ops: _subset(rng, ops)) if any_ops else (lambda ops: (ops[rng.integers(len(ops))],))
     pick_in = (lambda: _subset(rng, sources)) if any_conn else (lambda: (sources[rng.integers(len(sources))],))
@@ -52,6 +56,9 @@ def random_block(rng: np.random.Generator, space: SearchSpace, i: int, any_ops: 
 
 
 def random_architecture(rng: np.random.Generator, space: SearchSpace, any_ops: bool = False, any_conn: bool = True) -> Architecture:
+    """A random architecture of `space` drawn with the numpy Generator `rng` (`random_block`
+    per block; the defaults draw as single-op-any-conn), canonical."""
+    require_type(rng, np.random.Generator, "random_architecture's rng", "np.random.default_rng(seed) makes one")
     return Architecture(blocks=tuple(random_block(rng, space, i, any_ops, any_conn) for i in range(space.n_blocks))).canonical()
 
 
@@ -96,6 +103,10 @@ class ArchSampler:
     """Samples one architecture per training step; reproducible and checkpointable."""
 
     def __init__(self, space: SearchSpace, strategy: str = "single-op-any-conn", seed: int = 0, candidates: int = 8, memory: int = 16):
+        """Draws from `space` with the path sampler `strategy` (one of STRATEGIES), its stream
+        seeded by `seed`; `candidates` and `memory` are farthest-greedy's draws per step and
+        remembered paths."""
+        require_type(space, SearchSpace, "ArchSampler's space", SPACE_HINT)
         self.space, self.strategy, self.seed = space, check_strategy(strategy), seed
         for name, value in (("candidates", candidates), ("memory", memory)):
             # 0 candidates crashed the second draw (argmax of an empty list); a memory of 0 kept
@@ -107,6 +118,7 @@ class ArchSampler:
         self.history: deque[np.ndarray] = deque(maxlen=memory)
 
     def sample(self) -> Architecture:
+        """The next path of the stream."""
         s = self.strategy
         if s == "single-path":
             return random_architecture(self.rng, self.space, any_ops=False, any_conn=False)
@@ -124,6 +136,7 @@ class ArchSampler:
         return arch
 
     def state_dict(self) -> dict:
+        """Strategy, seed, RNG state and farthest-greedy's history, in plain containers."""
         return {
             "strategy": self.strategy,
             "seed": self.seed,
@@ -132,6 +145,7 @@ class ArchSampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Go on from `state_dict`'s state (a ConfigError when it is another strategy's)."""
         if state.get("strategy") != self.strategy:
             raise ConfigError(f"sampler state is for {state.get('strategy')!r}, not {self.strategy!r}")
         self.rng.bit_generator.state = state["rng"]
@@ -144,17 +158,23 @@ class FixedSampler:
     """Always the same architecture: fine-tuning one subnet inside the supernet."""
 
     def __init__(self, arch: Architecture):
+        """`arch`: what every `sample()` returns (an Architecture for a `Supernet`; any path
+        a generic supernet's forward takes)."""
         self.arch = arch
 
     def sample(self) -> Architecture:
+        """Always `arch`."""
         return self.arch
 
     def state_dict(self) -> dict:
+        """The architecture, as JSON."""
         return {"strategy": "fixed", "arch": self.arch.to_json()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Take the architecture `state_dict` recorded."""
         self.arch = Architecture.model_validate_json(state["arch"])
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int = 0):
+    """`ArchSampler(space, name, seed)`: the path sampler named `name` (one of STRATEGIES)."""
     return ArchSampler(space, name, seed)

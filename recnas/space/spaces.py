@@ -106,10 +106,12 @@ class SearchSpace(BaseModel):
 
     @property
     def max_dense(self) -> int:
+        """The widest dense width: the supernet's dense tensors are this wide."""
         return max(self.dense_dims)
 
     @property
     def max_sparse(self) -> int:
+        """The most tokens a sparse output may have: the supernet's token tensors hold this many."""
         return max(self.sparse_dims)
 
 

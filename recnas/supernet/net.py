@@ -11,11 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from recnas.data.schema import DatasetMeta
+from recnas.configs import require_type
+from recnas.data.schema import DatasetMeta, check_meta
 from recnas.errors import ConfigError
 from recnas.ops.elastic import ElasticLinear
 from recnas.ops.embedding import FieldEmbedding, MixedWidthEmbedding
-from recnas.space.arch import Architecture
+from recnas.space.arch import ARCH_HINT, SPACE_HINT, Architecture
 from recnas.space.spaces import SearchSpace
 from recnas.supernet.block import BlockCapacity, ChoiceBlock
 from recnas.supernet.head import CINHead
@@ -94,11 +95,15 @@ class Supernet(NASRecNet):
     """All architectures of `space` in one set of weights; `forward` takes the architecture."""
 
     def __init__(self, space: SearchSpace, meta: DatasetMeta):
+        require_type(space, SearchSpace, "Supernet's space", SPACE_HINT)
+        check_meta(meta, "Supernet's meta")
         space = space.blocks_only()  # never the CIN head (recnas/supernet/head.py)
         super().__init__(_full_capacities(space, meta), meta, space.emb_dim, tuple(range(space.n_blocks)))
         self.space, self.meta = space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor, path: Architecture | PathMasks) -> torch.Tensor:
+        """Logits [B] of the path `path` (an architecture of this supernet's space, run sliced,
+        or its `path_masks`, run masked) for dense [B, n_dense] and sparse [B, n_fields]."""
         if isinstance(path, Architecture):  # masks were checked when `path_masks` built them
             self.check_fits(path)
         return self.run(dense, sparse, path)
@@ -115,11 +120,15 @@ class Supernet(NASRecNet):
             raise ConfigError(f"the architecture does not fit the supernet's space {self.space.name!r}: {exc}") from None
 
     def largest_architecture(self) -> Architecture:
+        """The path holding every weight of the supernet: every operator and input of every
+        block at the space's widest dims (the in-place distillation teacher)."""
         from recnas.space.samplers import largest_architecture
 
         return largest_architecture(self.space)
 
     def path_masks(self, arch: Architecture, device: torch.device | str = "cpu") -> PathMasks:
+        """The 0/1 masks on `device` that run `arch` at full width (`forward` with them computes
+        what `forward(..., arch)` does; ConfigError when `arch` does not fit the space)."""
         return path_masks(self.check_fits(arch), self.space, self.n_fields, device)
 
     def off_path_parameters(self, arch: Architecture) -> list[nn.Parameter]:
@@ -143,15 +152,22 @@ class Subnet(NASRecNet):
     """One architecture as a compact model: only the chosen inputs, operators and widths."""
 
     def __init__(self, arch: Architecture, space: SearchSpace, meta: DatasetMeta):
+        require_type(arch, Architecture, "Subnet's arch", ARCH_HINT)
+        require_type(space, SearchSpace, "Subnet's space", SPACE_HINT)
+        check_meta(meta, "Subnet's meta")
         arch = arch.canonical().validate_for(space, meta.n_sparse)
         super().__init__(_arch_capacities(arch, space, meta), meta, space.emb_dim, arch.dense_leaves(), arch.emb_dims, space.cin_head, space.cin_head_split)
         self.arch, self.space, self.meta = arch, space, meta
 
     def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+        """Logits [B] for dense [B, n_dense] and sparse [B, n_fields] (pre-sigmoid)."""
         return self.run(dense, sparse, self.arch)
 
     @classmethod
     def from_architecture(cls, arch: Architecture, space: SearchSpace, meta: DatasetMeta, supernet: Supernet | None = None) -> "Subnet":
+        """`Subnet(arch, space, meta)`, with `supernet`'s weights when one is given
+        (`inherit_weights`: the subnet then computes exactly what the supernet does on `arch`;
+        a supernet of other data, or of a space `arch` does not fit, is a ConfigError)."""
         net = cls(arch, space, meta)
         if supernet is not None:
             inherit_weights(net, supernet)
@@ -162,7 +178,14 @@ def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
     """Copy the leading slice of every supernet tensor into the same-named subnet tensor;
     modules with their own rule (`inherit_from`: compact mixed-width embeddings, the raw fields'
     folding projection) copy what it says. Modules that the supernet does not hold (the CIN
-    head, recnas/supernet/head.py) say `keeps_own_init = True` and keep their initial weights."""
+    head, recnas/supernet/head.py) say `keeps_own_init = True` and keep their initial weights.
+
+    A `Subnet` inherits only from a `Supernet` of the same data (dense width and vocabulary
+    sizes), of whose space its architecture is one path, at the same `emb_dim`: otherwise the
+    leading slices are other weights (another field's embedding rows, a narrower token), copied
+    without a word, and the subnet is not the supernet's path. Those are ConfigErrors."""
+    if isinstance(subnet, Subnet) and isinstance(supernet, Supernet):
+        _check_inheritable(subnet, supernet)
     source = supernet.state_dict()
     handled: list[str] = []  # modules whose whole state is settled by their own rule
     with torch.no_grad():
@@ -187,3 +210,33 @@ def inherit_weights(subnet: nn.Module, supernet: nn.Module) -> None:
             if src.dim() != target.dim() or any(s < t for s, t in zip(src.shape, target.shape)):
                 raise ConfigError(f"supernet weight {name!r} {tuple(src.shape)} cannot hold {tuple(target.shape)}")
             target.copy_(src[tuple(slice(0, n) for n in target.shape)])
+
+
+def _check_inheritable(subnet: Subnet, supernet: Supernet) -> None:
+    """Refuse to inherit across data, across spaces the subnet's architecture does not fit,
+    or across embedding widths (`inherit_weights`)."""
+    mine, theirs = subnet.meta, supernet.meta
+    if mine.n_dense != theirs.n_dense or list(mine.vocab_sizes) != list(theirs.vocab_sizes):
+        if mine.n_dense != theirs.n_dense or mine.n_sparse != theirs.n_sparse:
+            how = f"{theirs.n_dense} dense and {theirs.n_sparse} categorical features, the subnet's {mine.n_dense} and {mine.n_sparse}"
+        else:
+            f = next(i for i, (a, b) in enumerate(zip(mine.vocab_sizes, theirs.vocab_sizes)) if a != b)
+            how = f"field {f} ({mine.cat_names[f]}) with {theirs.vocab_sizes[f]:,} ids, the subnet's with {mine.vocab_sizes[f]:,}"
+        raise ConfigError(f"cannot inherit from a supernet of other data: its data has {how}; build the subnet for the supernet's data (its .meta)")
+    supernet.check_fits(subnet.arch)
+    if subnet.space.emb_dim != supernet.space.emb_dim:
+        raise ConfigError(f"cannot inherit from a supernet of emb_dim {supernet.space.emb_dim}: the subnet's space has emb_dim {subnet.space.emb_dim}")
+
+
+def check_path_use(model: nn.Module, path_given: bool, where: str, arg: str, hint: str = "") -> None:
+    """A `Supernet` runs one path per call and a `Subnet` or baseline is one fixed model: a
+    ConfigError when `where` (e.g. "evaluate") is given no path (its argument `arg`, e.g. "arch")
+    for a supernet, or one for a fixed model. Both used to fail inside torch's module call
+    ("forward() missing 1 required positional argument: 'path'", "takes 3 positional arguments
+    but 4 were given")."""
+    from recnas.baselines.base import Baseline
+
+    if isinstance(model, Supernet) and not path_given:
+        raise ConfigError(f"{where}: a Supernet runs one of its architectures at a time: pass {arg}" + (f" ({hint})" if hint else ""))
+    if isinstance(model, (Subnet, Baseline)) and path_given:
+        raise ConfigError(f"{where}: a {type(model).__name__} is one fixed model and takes no {arg} (it chooses the path of a Supernet)")

@@ -18,14 +18,22 @@ import numpy as np
 import torch
 
 from recnas.configs import atomic_write
-from recnas.errors import CheckpointError, exception_chain
+from recnas.errors import CheckpointError, ConfigError, exception_chain
 
 FORMAT = "recnas-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Atomically write `payload` (plus format tag) to `path`."""
+    """Atomically write `payload` (plus format tag) to `path`; returns the path. The payload is
+    a dict with what `load_checkpoint` requires: `model` (a state dict) and `model_spec` (a
+    dict, the one `recnas.train.model_factory`'s specs give; with it `load_trained` rebuilds
+    the model). A payload without them used to be written, and refused only when read back."""
+    if not isinstance(payload, dict):
+        raise TypeError(f"save_checkpoint's payload must be a dict, got {type(payload).__name__}; e.g. {{'model': model.state_dict(), 'model_spec': spec}}")
+    missing = [key for key in ("model", "model_spec") if key not in payload]
+    if missing:
+        raise ValueError(f"save_checkpoint's payload lacks {' and '.join(map(repr, missing))}, without which load_checkpoint refuses the file; e.g. {{'model': model.state_dict(), 'model_spec': spec}}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
@@ -150,7 +158,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy and python `random` (model init and dropout)."""
+    """Seed torch (CPU and CUDA), numpy and python `random` (model init and dropout) with
+    `seed`, an integer in 0..2**32 - 1 as every recnas seed (numpy takes no larger one)."""
+    from recnas.configs import SEED_MAX
+
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"seed must be an integer in 0..{SEED_MAX}, got {seed!r}")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

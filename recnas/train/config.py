@@ -87,16 +87,21 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        """The config of the YAML file at `path`; a bad file, key or value is a ConfigError naming it."""
         return configs.load(cls, path)
 
-    def with_overrides(self, source: str = "command line", **overrides: Any) -> "TrainConfig":
-        """A copy with the non-None `overrides` applied and re-validated (CLI flags win over YAML)."""
+    def with_overrides(self, *, source: str = "overrides", **overrides: Any) -> "TrainConfig":
+        """A copy with the non-None `overrides` (keywords: `with_overrides(max_steps=100)`)
+        applied and re-validated (CLI flags win over YAML); a problem is a ConfigError naming
+        `source` and the key. Without any, `self`. `source` is keyword-only: a dict given in its
+        place was taken as the source, and the overrides it held were dropped without a word."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         if not changes:
             return self
         return TrainConfig.from_dict({**self.model_dump(), **changes}, source=source)
 
     def to_yaml(self, path: str | Path) -> None:
+        """Write every key (defaults included) as YAML to `path`, atomically; `from_yaml` reads it back."""
         configs.write_text_atomic(path, yaml.safe_dump(self.model_dump(), sort_keys=False))
 
 

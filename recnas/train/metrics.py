@@ -87,25 +87,39 @@ def evaluate(
     max_rows: int | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> dict:
-    """Log loss and AUC of `model` over one full pass of a split (or of a loader's split), in
-    batches of `batch_size` rows (default `eval_batch_size(device)`).
+    """{"logloss", "auc", "rows"} of `model` over one full pass of a split (its first
+    `max_rows` rows), in batches of `batch_size` rows (default `eval_batch_size(device)`), or
+    over a loader's pass (its own batches and rows).
 
     A loader is rewound for the pass and left exactly where it was, so evaluating never
-    disturbs a training run that owns it. `arch` is passed to supernet forwards.
+    disturbs a training run that owns it. `arch` chooses a supernet's path; `device` and the
+    rest as in `predict`.
     """
     labels, logits = predict(model, loader_or_split, arch, device, batch_size, max_rows, amp_dtype)
     return ctr_metrics(labels, logits)
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one: "cuda" (the current device) is "cuda:0" when that is current."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (current if a.index is None else a.index) == (current if b.index is None else b.index)
+
+
 def probabilities(logits) -> np.ndarray:
-    """Click probabilities of logits (a stable sigmoid: a logit below -88 gives 0, not an overflow)."""
+    """Click probabilities of logits, in float64 (scipy's stable sigmoid: no overflow warning,
+    however negative a logit)."""
     from scipy.special import expit
 
     return expit(np.asarray(logits, np.float64))
 
 
 def predict_proba(model: torch.nn.Module, loader_or_split: BatchLoader | SplitArrays, **kwargs) -> np.ndarray:
-    """The model's click probability for every row of a split, in row order (`predict`'s keywords)."""
+    """The model's click probability for every row of a split, in row order (`predict`'s
+    keywords: `arch` for a supernet, `device`, `batch_size`, `max_rows`, `amp_dtype`)."""
     return probabilities(predict(model, loader_or_split, **kwargs)[1])
 
 
@@ -118,16 +132,34 @@ def predict(
     max_rows: int | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, logits) of one full pass, in row order, as `evaluate` sees them."""
-    if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = torch.device(device)
+    """(labels, logits) of one full pass, as `evaluate` sees them: a split's rows in row
+    order, a loader's as it serves them.
+
+    The pass runs on `device` (default: where the model's weights are), which must be where
+    the model's weights are, and so must a loader's device; a model is never moved. `arch`
+    chooses a supernet's path (a supernet needs one, other recnas models take none);
+    `batch_size` and `max_rows` apply to a split, a loader has its own (and its own order: a
+    training loader's rows come shuffled, its last partial batch dropped). `amp_dtype` runs the
+    pass under autocast to it."""
+    from recnas.supernet.net import check_path_use
+
+    check_path_use(model, arch is not None, "evaluate", "arch", "an Architecture of its space")
+    held = next((p.device for p in model.parameters()), None)
+    device = torch.device(device) if device is not None else held or torch.device("cpu")
+    if held is not None and not same_device(held, device):
+        raise ValueError(f"evaluate on {device}: the model's weights are on {held}; move it there first (model.to(device)), or leave device out")
     if isinstance(loader_or_split, BatchLoader):
         loader = loader_or_split
+        if batch_size is not None or max_rows is not None:  # they used to be ignored without a word
+            given = " and ".join(f"{k}={v}" for k, v in (("batch_size", batch_size), ("max_rows", max_rows)) if v is not None)
+            raise ValueError(f"{given} applies to a split (SplitArrays); this loader has its own batch size ({loader.batch_size}) and rows ({loader.n:,})")
+        if not same_device(loader.device, device):
+            raise ValueError(f"evaluate on {device}: the loader yields batches on {loader.device}; build it with device={str(device)!r}")
     elif isinstance(loader_or_split, SplitArrays):
         loader = BatchLoader(loader_or_split, batch_size or eval_batch_size(device), shuffle=False, device=device, max_rows=max_rows)
     else:
-        raise TypeError(f"evaluate() needs a BatchLoader or SplitArrays, got {type(loader_or_split).__name__}")
+        hint = " (a store's split is store.split(name))" if hasattr(loader_or_split, "split") and hasattr(loader_or_split, "meta") else ""
+        raise TypeError(f"evaluate() needs a BatchLoader or SplitArrays, got {type(loader_or_split).__name__}{hint}")
     saved = loader.state_dict()
     loader.position = 0
     was_training = model.training

@@ -24,18 +24,27 @@ def _plain(obj):
 
 
 def data_spec(meta) -> dict:
+    """What a model's shape depends on in the data: {"n_dense", "vocab_sizes"} of `meta`."""
     return {"n_dense": int(meta.n_dense), "vocab_sizes": [int(v) for v in meta.vocab_sizes]}
 
 
 def supernet_spec(space, meta, sampler: str | None = None) -> dict:
+    """The `model_spec` of `Supernet(space, meta)` (the space without a CIN head, which no
+    supernet holds), trained with the path sampler named `sampler` (a name of
+    `recnas.space.samplers.STRATEGIES`, recorded so a resume with another one is refused):
+    `Trainer(..., model_spec=...)` stores it so `load_trained` rebuilds the model."""
     return _plain({"kind": "supernet", "space": space.blocks_only().spec(), "sampler": sampler, "data": data_spec(meta)})
 
 
 def subnet_spec(arch, space, meta) -> dict:
+    """The `model_spec` of `Subnet(arch, space, meta)` (see `supernet_spec`)."""
     return _plain({"kind": "subnet", "space": space.spec(), "arch": arch.to_json(), "data": data_spec(meta)})
 
 
 def baseline_spec(name: str, hparams: dict, meta) -> dict:
+    """The `model_spec` of baseline `name` built with `hparams` for `meta`: pass the model's
+    own `.hparams` (every hyper-parameter, defaults included), so the checkpoint rebuilds the
+    same model even if a default changes (see `supernet_spec`)."""
     return _plain({"kind": "baseline", "name": name, "hparams": dict(hparams), "data": data_spec(meta)})
 
 
@@ -113,7 +122,9 @@ def weights_step(extra: dict) -> int | None:
 
 def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
-    training config, metrics and step when the file has them."""
+    training config, metrics and step when the file has them. The model is on `map_location`
+    (a device, or a name such as "cuda"), in training mode as built; it used to stay on the
+    CPU whatever `map_location` said."""
     from recnas.train.checkpoint import load_checkpoint, load_model_state
 
     path = Path(path)
@@ -128,5 +139,7 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign spec
         raise CheckpointError(f"{path}: the checkpoint's model_spec is invalid ({_describe(exc)})") from None
     load_model_state(model, payload["model"], path)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
     extra = {k: payload[k] for k in ("config", "metrics", "step") if k in payload}
     return model, spec, extra

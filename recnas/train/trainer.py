@@ -15,6 +15,7 @@ import copy
 import json
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,16 +25,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from recnas.configs import write_text_atomic
+from recnas.configs import require_type, write_text_atomic
 from recnas.data.loader import BatchLoader, batch_count
 from recnas.data.store import huge_dense_note
-from recnas.environment import environment
+from recnas.environment import environment, tf32_matmuls
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.resume import check_resumable, data_identity
-from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe
+from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe, same_device
 
 log = logging.getLogger("recnas.train")
 
@@ -87,6 +88,11 @@ def check_batch_norm(model: nn.Module, rows: int) -> None:
 
 @dataclass
 class FitResult:
+    """What `Trainer.fit` returns (and metrics.json holds): steps and epochs trained, the best
+    and the last validation metrics, training time and throughput (steps only), one history
+    entry per evaluation, whether it stopped early or was interrupted (`stop_after`), and the
+    environment it ran in."""
+
     steps: int
     epochs: float
     best_val: dict | None
@@ -100,6 +106,7 @@ class FitResult:
     environment: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The result as plain containers (metrics.json's content, before NaN becomes null)."""
         return asdict(self)
 
 
@@ -185,15 +192,28 @@ class Trainer:
         """`run_context(model)`, if given, is a context manager every training forward/backward
         and every evaluation runs inside, e.g. `partial(recnas.hardware.quant.quantized,
         config=pim)`: quantisation-aware training, since the optimizer step (outside it)
-        updates the full-precision weights with the gradients taken at the quantised ones."""
-        self.cfg = cfg
+        updates the full-precision weights with the gradients taken at the quantised ones.
+
+        A `Supernet` needs a `sampler` (it trains one path per step); other recnas models take
+        neither a sampler nor `eval_archs`. The model is moved to the config's device; the
+        Trainer keeps a copy of `cfg` (`self.cfg`), so a later change to the caller's object
+        does not reach it."""
+        from recnas.supernet.net import check_path_use
+
+        require_type(cfg, TrainConfig, "Trainer's cfg", "TrainConfig.from_dict(d) makes one from a dict, TrainConfig.from_yaml(path) from a file")
+        if store is not None and (isinstance(store, (str, os.PathLike)) or not hasattr(store, "meta")):
+            raise TypeError(f"Trainer's store must be a CTRStore, got {type(store).__name__}; recnas.data.CTRStore(path) opens a prepared store")
+        check_path_use(model, sampler is not None, "Trainer", "sampler", "a path sampler, e.g. recnas.space.samplers.ArchSampler(space), or FixedSampler(arch) to fine-tune one subnet")
+        if eval_archs is not None:
+            check_path_use(model, True, "Trainer", "eval_archs")
+        # its own copy: a TrainConfig is mutable, and a change the caller made to theirs later (for
+        # another run) reached this one halfway, e.g. a new lr in its checkpoint's config while
+        # its optimizer kept training at the old one
+        self.cfg = cfg = cfg.model_copy(deep=True)
         self.run_context = run_context
         self.dist = distributed.current()  # torchrun: one process per GPU (or CPU rank, gloo)
         self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores (TF32)
-            torch.backends.cudnn.allow_tf32 = True
         self.model = model.to(self.device)
         self.sampler = sampler
         # a compiled supernet trains on masked, fixed-shape paths (recnas.supernet.masks): a
@@ -219,6 +239,9 @@ class Trainer:
             raise ValueError("Trainer needs a store unless train_loader (and val_loader, when evaluating) are given")
         if train_loader is None:
             train_loader = self._loader(store.split("train"), cfg.batch_size, True, cfg.max_train_rows)
+        for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+            if loader is not None and not same_device(loader.device, self.device):
+                raise ConfigError(f"{name} yields batches on {loader.device}, the model trains on {self.device} (device: {cfg.device}); build it with device={str(self.device)!r}")
         self.train_loader = train_loader
         self.val_loader = val_loader
         if val_loader is None and cfg.eval_every != 0:
@@ -354,8 +377,10 @@ class Trainer:
         """Validation metrics of the current weights. A supernet is scored on `arch`, else on
         the mean over `eval_archs`."""
         loader = split_loader or self.val_loader
+        if loader is None:  # eval_every: 0 builds no validation loader
+            raise ConfigError("this Trainer has no validation loader (eval_every: 0): pass the loader to evaluate on")
         archs = [arch] if arch is not None else (self.eval_archs or [None])
-        with self._run_context():
+        with self._tf32(), self._run_context():
             runs = [evaluate(self.model, loader, arch=a, device=self.device, amp_dtype=self.amp_dtype) for a in archs]
         if len(runs) == 1:
             return runs[0]
@@ -407,6 +432,7 @@ class Trainer:
 
     @property
     def epoch(self) -> float:
+        """Epochs trained so far, fractional mid-epoch."""
         return self.train_loader.epoch + self.train_loader.position / self.steps_per_epoch
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -429,6 +455,9 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path | None = None) -> Path | None:
+        """Write the complete run state (what `fit(resume=True)` and `load_checkpoint` read) to
+        `path`, by default `out_dir`/checkpoint.pt; returns the path (None on the ranks other
+        than 0 of a distributed run, which hold the same state)."""
         if not self.dist.is_main:  # ranks hold identical state; rank 0 writes it
             return None
         if path is None:
@@ -481,10 +510,23 @@ class Trainer:
             group["lr"] = base * factor(sched.last_epoch)
         sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
+    def _tf32(self):
+        """fp32 matmuls on tensor cores (TF32) on CUDA, while this trainer trains or evaluates
+        (recnas.environment.tf32_matmuls): the caller's setting is back once it returns."""
+        return tf32_matmuls(self.device.type == "cuda")
+
     # -- the loop -------------------------------------------------------------------------
     def fit(self, resume: bool = False, stop_after: int | None = None) -> FitResult:
-        """Train to `total_steps` (or early stop). `stop_after=N` checkpoints and returns after
-        step N as if interrupted (time-boxed jobs; tests of resume)."""
+        """Train to `total_steps` (or early stop) and return the `FitResult`. `resume=True`
+        continues from `out_dir`'s checkpoint.pt; a fresh run seeds the global RNGs (torch,
+        numpy, random) from the config's `seed` first. `stop_after=N` checkpoints and returns
+        after step N as if interrupted (time-boxed jobs; tests of resume). A Trainer that has
+        reached `total_steps` trains no further: calling `fit()` again returns the same result.
+        On CUDA the fp32 matmuls run as TF32 until it returns."""
+        with self._tf32():
+            return self._fit(resume, stop_after)
+
+    def _fit(self, resume: bool, stop_after: int | None) -> FitResult:
         if resume:
             if self.out_dir is None:
                 raise ConfigError("resume needs an output directory holding checkpoint.pt")
@@ -492,6 +534,13 @@ class Trainer:
             if not path.is_file():
                 raise CheckpointError(f"{path}: nothing to resume (no checkpoint); run without --resume first")
             self.load_checkpoint(path)
+        elif self.step >= self.total_steps or self.stopped_early:
+            # finished in this process already: nothing to train. Going on re-saved checkpoint.pt
+            # with the best weights restore_best had loaded (a later resume trained on from them
+            # as if they were the last), and re-seeded the global RNGs
+            return self._result(final_val=self.last_val)
+        elif self.step > 0:
+            pass  # goes on in this process (after `stop_after`, or `load_checkpoint`): its RNGs run on, as uninterrupted
         else:
             seed_everything(self.cfg.seed)
             # a fresh run into a finished run's folder (`--overwrite`): once this run has a
