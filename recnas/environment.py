@@ -62,3 +62,12 @@ def tf32_matmuls(enabled: bool = True) -> Iterator[None]:
     finally:
         for f in turned:
             f.allow_tf32 = False
+
+
+def tf32_for_this_process() -> None:
+    """TF32 matmuls on CUDA (if there is a GPU) for the rest of this process: a worker process
+    (a `side_by_side` task's, a Ray actor's) trains and scores as a job does inside
+    `tf32_matmuls`, so its scores match the serial ones."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

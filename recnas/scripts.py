@@ -115,10 +115,10 @@ def _start_worker(threads: int) -> None:
     `run_script` runs the script's own process), for the whole life of the worker."""
     import torch
 
+    from recnas.environment import tf32_for_this_process
+
     torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    tf32_for_this_process()
 
 
 def side_by_side(fn: Callable, tasks: list, jobs: int, done: Callable | None = None) -> list[tuple[object, BaseException]]:

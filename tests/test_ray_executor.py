@@ -189,3 +189,23 @@ def test_worker_start_error_keeps_the_last_line_of_rays_report():
         "every node needs recnas and its dependencies installed, at the versions of this machine"
     )
     assert str(worker_start_error("")).startswith("a Ray worker could not start on its node: unknown error")
+
+
+def test_a_worker_on_a_gpu_machine_scores_with_tf32_as_the_job_does(tmp_path, monkeypatch):
+    """The serial executor scores inside `run_job`, which runs CUDA matmuls as TF32; a Ray actor
+    is a process of its own, and since the trainer scopes TF32 to its fit its evaluation of the
+    fine-tuned candidate ran without it: other scores on a GPU than the serial executor's."""
+    import torch
+
+    from recnas.search.executors import _Worker
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    before = matmul.allow_tf32, cudnn.allow_tf32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+        worker = _Worker({"name": "full-tiny"}, str(tmp_path / "no-store"), None, 10, None)
+        assert worker.init_error is not None  # no store there: kept for `evaluate`, as on a node without it
+        assert matmul.allow_tf32 and cudnn.allow_tf32
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = before

@@ -23,12 +23,14 @@ class _Worker:
         import torch
 
         from recnas.data.store import CTRStore
+        from recnas.environment import tf32_for_this_process
         from recnas.search.evaluator import CandidateEvaluator
         from recnas.space import SearchSpace
         from recnas.train import TrainConfig
         from recnas.train.model_factory import load_trained
 
         torch.set_num_threads(threads)
+        tf32_for_this_process()  # scored as the serial executor scores inside the job (run_job)
         # A RecnasError here (the store or the checkpoint missing or corrupt on this node) is kept
         # and raised by `evaluate`, not raised from the constructor: an actor whose constructor
         # raises dies (for good: Ray does not restart it), and the driver then gets an
