@@ -120,7 +120,7 @@ def test_show_prints_an_undefined_auc_as_a_gap(tmp_path, monkeypatch, capsys):
     from tests.test_cli_models import run
 
     store = ResultsStore(tmp_path / "run" / "search.sqlite")
-    store.put("one-class", "{}", {"logloss": 0.4, "auc": float("nan"), "flops": True, "params": 12})
+    store.put("one-class", "{}", {"logloss": 0.4, "auc": float("nan"), "flops": "many", "params": 12})
     store.close()
     code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     row = next(line for line in out.splitlines() if "one-class" in line)

@@ -40,7 +40,7 @@ def format_metric(value, fmt: str = "{:.5f}", missing: str = "n/a") -> str:
     """A metric as `fmt` (5 places), or `missing` when it is undefined: AUC on a split of one
     class is NaN (null once written to JSON), and a stored row written by another tool or edited
     may hold text where a number belongs. Every command and table prints metrics this way."""
-    if value is None or isinstance(value, bool) or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return missing
     try:
         return fmt.format(value)
