@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
-from recnas.staging import temp_sibling
+from recnas.staging import named_os_error, temp_sibling
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,8 +84,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator:
     except BaseException as exc:
         with contextlib.suppress(OSError):  # under a regular file even the unlink fails (not a directory)
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename == str(tmp):  # name the file the user asked for, not our temp file
+        # name the file the user asked for, not our temp file; a failed write (a full disk, a
+        # file size limit) names none: name it too, or the error said only "File too large"
+        if isinstance(exc, OSError) and exc.filename == str(tmp):
             raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise named_os_error(exc, path) from None
         raise
     try:  # make the rename itself durable
         dir_fd = os.open(path.parent, os.O_RDONLY)

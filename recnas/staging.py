@@ -15,6 +15,7 @@ off an output folder that a first run is still writing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -41,6 +42,35 @@ def temp_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
     `os.replace` onto `path` is atomic, and hidden, so a listing of the folder skips it."""
     path = Path(path)
     return path.parent / f".{path.name}.{tag}-{uuid.uuid4().hex[:TAG_HEX]}"
+
+
+def named_os_error(exc: OSError, path: str | os.PathLike) -> OSError:
+    """`exc` naming `path` if it names no file: a failed write (a full disk, a file size limit:
+    ENOSPC, EFBIG) said only "File too large", polars's writer only "File too large (os error
+    27)" and numpy's "4000 requested and 224 written", with no errno. The CLI prints
+    `FILE: reason` from it. Returned as it is when it names a file already."""
+    if exc.filename is not None:
+        return exc
+    code, strerror = exc.errno, exc.strerror
+    if code is None:
+        found = re.fullmatch(r"(.*?) \(os error (\d+)\)", str(exc).strip(), re.S)
+        code, strerror = (int(found[2]), found[1]) if found else (None, str(exc) or type(exc).__name__)
+        if re.fullmatch(r"\d+ requested and \d+ written", strerror):  # numpy's `tofile` (np.save) on a short write
+            strerror = f"{strerror} (a short write: the disk is full or a file size limit was reached)"
+    renamed = type(exc)(code, strerror or os.strerror(code), str(path)) if code is not None else OSError(None, strerror, str(path))
+    return renamed.with_traceback(exc.__traceback__)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """Writes to `path` in the block: an OSError that names no file names `path` (`named_os_error`)."""
+    try:
+        yield
+    except OSError as exc:
+        renamed = named_os_error(exc, path)
+        if renamed is exc:
+            raise
+        raise renamed from None
 
 
 def remove_leftovers(path: str | os.PathLike) -> list[Path]:
@@ -107,7 +137,13 @@ def replace_dir(staging: Path, final: Path) -> None:
     except BaseException:
         os.replace(trash, final)
         raise
-    shutil.rmtree(trash, ignore_errors=True)
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:  # a file or a link where the folder goes (rmtree refuses both): it stayed behind, hidden, for good
+        with contextlib.suppress(OSError):
+            trash.unlink()
+    if trash.exists() or trash.is_symlink():  # a read-only or immutable file inside: the old result, hidden, as big as ever
+        log.warning("warning: could not delete all of %s, the folder %s replaced (a file in it cannot be removed); delete it by hand", trash, final)
 
 
 def copy_dir(src: Path, dst: Path, ignore=None) -> None:
@@ -115,11 +151,30 @@ def copy_dir(src: Path, dst: Path, ignore=None) -> None:
     previous `dst`, and the copy never mixes with files an older `dst` held. `ignore` as
     `shutil.copytree` takes it."""
     tmp = temp_sibling(dst)
+    failed: list[tuple[OSError, str]] = []
+
+    def copy(s: str, d: str):
+        try:
+            return shutil.copy2(s, d)
+        except OSError as exc:
+            failed.append((exc, d))
+            raise
+
     try:
-        shutil.copytree(src, tmp, ignore=ignore)
+        shutil.copytree(src, tmp, ignore=ignore, copy_function=copy)
         replace_dir(tmp, dst)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, shutil.Error):
+            # copytree gathers every file's error into one shutil.Error, printed as a list of
+            # tuples naming the hidden staging folder: the first one, naming the file in `dst`
+            if failed:
+                first, where = failed[0]
+                inside = Path(where).relative_to(tmp) if _inside(where, tmp) else Path(where).name
+                raise OSError(first.errno, first.strerror or str(first), str(Path(dst) / inside)) from None
+            reasons = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+            if reasons and isinstance(reasons[0], tuple) and len(reasons[0]) == 3:
+                raise OSError(None, f"cannot copy {src} ({reasons[0][2]})", str(dst)) from None
         raise
 
 
@@ -139,6 +194,29 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[R
     if path.exists() and not path.is_dir():
         raise error(f"{what} {path} exists and is not a directory")
     check_parent(path, what, error)
+
+
+def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders: Iterable[str] = (), what: str = "run", error: type[RecnasError] = ConfigError) -> None:
+    """Before a run's work, not after it: the existing `folder` takes new files (a read-only or
+    immutable folder failed at the first checkpoint, after the first evaluation interval of
+    training), none of the `files` it will write there is a directory (failed only at the end),
+    and none of the `folders` it writes into is a file ("File exists"; or a search's best/
+    replaced a file of the user's). A probe file named as `temp_sibling` names it is created and
+    removed (`remove_stale_writes` sweeps one a hard kill leaves)."""
+    folder = Path(folder)
+    for name in files:
+        if (folder / name).is_dir():
+            raise error(f"{folder / name} is a directory, where the {what} writes its {name} file; move it away (or choose another --out)")
+    for name in folders:
+        if (folder / name).exists() and not (folder / name).is_dir():
+            raise error(f"{folder / name} is a file, where the {what} writes its {name}/ folder; move it away (or choose another --out)")
+    probe = temp_sibling(folder / "write-probe")
+    try:
+        probe.open("xb").close()
+    except OSError as exc:
+        raise error(f"{folder}: cannot write into the {what}'s folder ({exc.strerror or exc}); make it writable or choose another --out") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
 
 
 def lock_path(path: str | os.PathLike) -> Path:
@@ -209,6 +287,14 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
         with contextlib.suppress(OSError):
             os.unlink(lock)  # while still locked: see _lock_fd
         os.close(fd)  # releases the flock
+
+
+NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write that found no room: a full disk, a file size limit, a quota
+
+
+def _inside(filename, folder: Path) -> bool:
+    """Whether an OSError's `filename` (None, str or bytes) is `folder` or a path inside it."""
+    return isinstance(filename, str) and Path(filename).is_relative_to(folder)
 
 
 @dataclass(frozen=True)
@@ -317,6 +403,12 @@ class OutputDir:
             try:
                 yield tmp
                 self.commit(tmp, out, overwrite)
-            except BaseException:
+            except BaseException as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if isinstance(exc, OSError) and (_inside(exc.filename, tmp) or (exc.filename is None and exc.errno in NO_SPACE)):
+                    # a write into the staging folder failed (a full disk, a file size limit): its
+                    # hidden name meant nothing to the user, who asked for `out`
+                    inner = f"{Path(exc.filename).relative_to(tmp)}: " if exc.filename is not None else ""
+                    kept = f"the {self.what} there is kept as it was" if (out / self.marker).is_file() else "nothing was written there"
+                    raise self.error(f"{out}: cannot write the {self.what} ({inner}{exc.strerror or exc}); {kept}") from None
                 raise

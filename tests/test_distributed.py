@@ -139,10 +139,11 @@ def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, 
 def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_traceback(tmp_path, tiny_store):
     """Rank 0 alone writes the run's files, so an error writing them is its alone: the other
     rank, waiting for it at the closing barrier, used to print gloo's "Connection closed by
-    peer" traceback before the launcher's one line."""
+    peer" traceback before the launcher's one line. (Rank 0 now finds the folder in the way
+    before training, `check_writable`, while the other rank waits in its first step.)"""
     (tmp_path / "o" / "model.pt").mkdir(parents=True)  # where rank 0 writes the model: no file can go there
     error, output = _one_error_line(tmp_path, 2, "supernet", "train", "--data", tiny_store.dir, "--space", "small-tiny", "--overwrite")
-    assert "model.pt: Is a directory" in error, output
+    assert "model.pt is a directory, where the run writes its model.pt file" in error, output
 
 
 def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):

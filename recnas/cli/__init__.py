@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -28,11 +29,21 @@ _click_errors = sys.modules[typer.BadParameter.__module__]
 _NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
+def _error_line(text: str) -> None:
+    """`text` on stderr, in red on a terminal, but plain where the user asked for no colour
+    (NO_COLOR set and not empty, https://no-color.org) or the terminal has none (TERM=dumb):
+    rich's output honoured both, the error line alone came in red."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        typer.echo(text, err=True)
+    else:
+        typer.secho(text, fg=typer.colors.RED, err=True)
+
+
 def _fail(message: str) -> None:
     """Exit 2 with `message` as one `error:` line. A rank of `--nproc` training hands it to its
     launcher instead, which prints it once for all ranks (recnas.rank_errors)."""
     if not report_error(message):
-        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        _error_line(f"error: {message}")
     sys.exit(2)
 
 
@@ -67,7 +78,7 @@ def main() -> None:
     except _click_errors.UsageError as exc:  # BadParameter, MissingParameter, NoSuchOption, ...
         _fail(_usage_error(exc))
     except _click_errors.ClickException as exc:
-        typer.secho(f"error: {' '.join(exc.format_message().split())}", fg=typer.colors.RED, err=True)
+        _error_line(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(exc.exit_code)
     except typer.Abort:  # a RuntimeError in recent Typers: caught before those below
         typer.secho("Aborted!", err=True)
@@ -84,7 +95,7 @@ def main() -> None:
             raise
         first = (str(exc).strip().splitlines() or ["no details"])[0][:200]
         if not report_error(first, OUT_OF_MEMORY):  # under --nproc the launcher says it, once
-            typer.secho(f"error: out of memory ({first}); lower the batch size, the widths or the rows, or use a larger machine", fg=typer.colors.RED, err=True)
+            _error_line(f"error: out of memory ({first}); lower the batch size, the widths or the rows, or use a larger machine")
         sys.exit(1)
     except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
         if exc.code == 130 and not launched_rank():  # under --nproc the launcher says it, once

@@ -79,12 +79,14 @@ def prepare(
     vocab_from: Optional[Path] = path_option(None, "--vocab-from", help="a store to take the ids from (its vocabulary or hash buckets), so models trained on it accept this one"),
 ) -> None:
     """Stream a raw CTR file into a memory-mappable store with train/val/test splits."""
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     from recnas.data.prepare import prepare as run_prepare
 
     started = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), transient=True) as bar:
+    console = Console()  # drawn only where it can be erased: piped (or TERM=dumb) it left a blank line before the summary
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_interactive) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

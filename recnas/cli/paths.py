@@ -11,12 +11,20 @@ import typer
 
 
 def parse_path(value: Any) -> Path:
-    """The option's value as a Path; an empty string is refused (a default Path passes as is)."""
+    """The option's value as a Path; an empty string is refused (a default Path passes as is).
+    A leading `~` or `~user` is expanded as the shell would: the shell leaves it alone in
+    `--out=~/runs` or quoted, and the command then made a folder named `~` in the working
+    directory (a search config's `data:` was expanded already). A `~user` of no known user,
+    or `~` with no home directory to be found, stays as it is, as in the shell."""
     if isinstance(value, Path):
         return value
     if not str(value):
         raise typer.BadParameter("the path is empty")
-    return Path(value)
+    path = Path(value)
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "Could not determine home directory"
+        return path
 
 
 def path_option(default: Any, *names: str, **kwargs: Any) -> Any:

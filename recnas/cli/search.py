@@ -71,7 +71,9 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     console = Console()
     table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
-        table.add_column(col)
+        # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
+        # the candidate keys and scores the table is for
+        table.add_column(col, overflow="fold")
     for r in rows[:top]:
         table.add_row(r["key"], *(format_metric(r.get(name), fmt, missing="-") for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
     console.print(table)

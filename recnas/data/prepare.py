@@ -35,6 +35,7 @@ from recnas.data.rawio import RawReader, check_readable, prefetched
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import COLUMNS, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
+from recnas.staging import naming
 
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
@@ -90,7 +91,8 @@ class _Spool:
         return self.dir / ("label.bin" if key == "label" else f"{key}.{segment:06d}.bin")
 
     def append(self, label: np.ndarray, dense: np.ndarray, codes: np.ndarray) -> None:
-        self._label.write(np.ascontiguousarray(label, np.uint8).data)
+        with naming(self.path("label")):  # a full disk or a file size limit: an OSError naming no file
+            self._label.write(np.ascontiguousarray(label, np.uint8).data)
         dense, codes = np.ascontiguousarray(dense, np.float32), np.ascontiguousarray(codes, np.uint32)
         done = 0
         while done < len(label):
@@ -100,18 +102,29 @@ class _Spool:
                 self._fh = {key: open(self.path(key, segment), "wb") for key in ("dense", "codes")}
             take = min(self.segment_rows - offset, len(label) - done)
             for key, arr in (("dense", dense), ("codes", codes)):
-                self._fh[key].write(arr[done : done + take].data)
+                with naming(self.path(key, segment)):
+                    self._fh[key].write(arr[done : done + take].data)
             done += take
             self.rows += take
 
     def _close_segment(self) -> None:
-        for fh in self._fh.values():
-            fh.close()
-        self._fh = {}
+        handles, self._fh = list(self._fh.values()), {}
+        failed = None
+        for fh in handles:  # each closed, even after one failed to flush (a full disk)
+            try:
+                with naming(fh.name):
+                    fh.close()
+            except OSError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def close(self) -> None:
-        self._label.close()
-        self._close_segment()
+        try:
+            with naming(self.path("label")):
+                self._label.close()
+        finally:
+            self._close_segment()
 
     def labels(self) -> np.ndarray:
         return np.fromfile(self.path("label"), np.uint8, count=self.rows)
@@ -315,9 +328,15 @@ def _pass2(spool: _Spool, labels: np.ndarray, remaps: list[np.ndarray], split_of
             write_next()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        failed = None
         for cols in out.values():
-            for appender in cols.values():
-                appender.close()
+            for appender in cols.values():  # each closed, even after one failed to flush (a full disk)
+                try:
+                    appender.close()
+                except OSError as exc:
+                    failed = failed or exc
+    if failed is not None:  # raised only when no error is on its way out already
+        raise failed
     counts = {s: out[s]["label"].rows for s in SPLITS}
     rate = {s: positives[s] / counts[s] if counts[s] else 0.0 for s in SPLITS}
     return counts, rate
@@ -384,7 +403,8 @@ def prepare(
             remaps, sizes = encoder.hashed(hash_buckets) if hash_buckets else encoder.vocabulary(min_count or 1)
             encoding = {"kind": "hash", "buckets": hash_buckets} if hash_buckets else {"kind": "vocabulary", "file": _vocab.VOCAB_FILE, "min_count": min_count or 1}
             if not hash_buckets:
-                encoder.save_vocabulary(tmp / _vocab.VOCAB_FILE, remaps)
+                with naming(tmp / _vocab.VOCAB_FILE):  # polars's error names no file
+                    encoder.save_vocabulary(tmp / _vocab.VOCAB_FILE, remaps)
         elif encoding["kind"] == "hash":
             remaps, sizes = encoder.hashed(encoding["buckets"])
         else:

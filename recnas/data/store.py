@@ -23,7 +23,7 @@ import numpy as np
 
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.errors import ConfigError, DataError, RecnasError
-from recnas.staging import OutputDir, check_output_dir
+from recnas.staging import OutputDir, check_output_dir, naming
 
 COLUMNS = {"dense": np.float32, "sparse": np.int32, "label": np.float32}
 
@@ -166,7 +166,8 @@ class NpyAppender:
         self.width = width
         self.rows = 0
         self._fh = open(self.path, "wb")
-        self._fh.write(self._header(0))
+        with naming(self.path):
+            self._fh.write(self._header(0))
 
     def _header(self, rows: int) -> bytes:
         shape = (rows,) if self.width is None else (rows, self.width)
@@ -181,15 +182,19 @@ class NpyAppender:
         expected = 1 if self.width is None else 2
         if block.ndim != expected or (self.width is not None and block.shape[1] != self.width):
             raise ValueError(f"{self.path.name}: block shape {block.shape} does not fit width {self.width}")
-        self._fh.write(block.data)  # the array's own buffer: no bytes copy
+        with naming(self.path):  # a full disk or a file size limit: say which file
+            self._fh.write(block.data)  # the array's own buffer: no bytes copy
         self.rows += block.shape[0]
 
     def close(self) -> None:
         if self._fh.closed:
             return
-        self._fh.seek(0)
-        self._fh.write(self._header(self.rows))
-        self._fh.close()
+        with naming(self.path):
+            try:
+                self._fh.seek(0)
+                self._fh.write(self._header(self.rows))
+            finally:
+                self._fh.close()  # flushes what is buffered: may fail too
 
 
 def check_apart(path: str | os.PathLike, out: str | os.PathLike, what: str, where: str = "--out") -> None:

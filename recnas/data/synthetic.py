@@ -8,6 +8,7 @@ known, meta.json `bayes` records the best log loss / AUC any model can reach on 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -22,7 +23,7 @@ from recnas.data.planted import PlantedModel, SynthConfig, planted_model
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import COLUMNS, STORE, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import check_parent, temp_sibling
+from recnas.staging import check_parent, naming, temp_sibling
 
 GENERATOR = "recnas.data.synthetic"
 VERSION = 1
@@ -96,11 +97,13 @@ def generate(
                     writers[s, "label"].append(label[sel])
                     stats.add(s, p[sel], label[sel])
                 if raw_fh is not None:
-                    _write_raw_chunk(raw_fh, label, counts, missing, sparse, hex_tables)
+                    with naming(raw_path):  # polars's error names no file
+                        _write_raw_chunk(raw_fh, label, counts, missing, sparse, hex_tables)
             for w in writers.values():
                 w.close()
             if raw_fh is not None:
-                raw_fh.close()
+                with naming(raw_path):
+                    raw_fh.close()
             meta = DatasetMeta(
                 name=name,
                 dense_names=[f"I{i + 1}" for i in range(n_dense)],
@@ -126,11 +129,14 @@ def generate(
             os.replace(raw_tmp, raw_path)
         return meta
     except BaseException:
-        for w in writers.values():
-            w.close()
-        if raw_fh is not None:
-            raw_fh.close()
-            Path(raw_tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again, over the error being raised
+            for w in writers.values():
+                with contextlib.suppress(OSError):
+                    w.close()
+            if raw_fh is not None:
+                with contextlib.suppress(OSError):
+                    raw_fh.close()
+                Path(raw_tmp).unlink(missing_ok=True)
         raise
 
 

@@ -25,7 +25,7 @@ from recnas.embedding.search import SearchResult, reinforce_search, repair_to_bu
 from recnas.embedding.train import train_supernet
 from recnas.environment import environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, TrainingDiverged
-from recnas.staging import OutputDir, exclusive
+from recnas.staging import OutputDir, exclusive, naming
 from recnas.train.checkpoint import seed_everything, torch_save
 from recnas.train.metrics import evaluate, json_safe
 from recnas.train.trainer import Trainer, check_runs_here, planned_steps, resolve_device
@@ -188,8 +188,13 @@ def write_outputs(out: str | Path, report: dict, model: EmbeddingSizeNet | None,
     """result.json, emb_dims.json and (after a retrain) model.pt, staged beside `out` and swapped
     in together: a failed or interrupted write leaves the previous result whole, and a new
     result never sits beside an old run's model.pt."""
-    with OUTPUT.staged(out, overwrite) as tmp:
-        (tmp / EMB_DIMS).write_text(json.dumps(report["emb_dims"]))
+    with OUTPUT.staged(out, overwrite) as tmp:  # a failed write names its file (`naming`): a full disk, a file size limit
+        with naming(tmp / EMB_DIMS):
+            (tmp / EMB_DIMS).write_text(json.dumps(report["emb_dims"]))
         if model is not None:
-            torch_save({"state_dict": model.state_dict(), "widths": report["emb_dims"], "config": report["config"]}, tmp / MODEL)
-        (tmp / RESULT).write_text(json.dumps(json_safe(report), indent=2))  # the marker of a complete result: last
+            # through a Python file: torch's own writer, given a path, fails on a full disk with
+            # "RuntimeError: basic_ios::clear: iostream error", a traceback naming nothing
+            with naming(tmp / MODEL), open(tmp / MODEL, "wb") as fh:
+                torch_save({"state_dict": model.state_dict(), "widths": report["emb_dims"], "config": report["config"]}, fh)
+        with naming(tmp / RESULT):
+            (tmp / RESULT).write_text(json.dumps(json_safe(report), indent=2))  # the marker of a complete result: last

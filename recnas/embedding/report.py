@@ -10,11 +10,13 @@ from recnas.train.metrics import format_metric
 
 
 def print_report(report: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    # soft wrap: piped into a log (80 columns) rich broke the budget and retrain lines in two;
+    # table cells fold rather than being cut to "1,…" on a narrow terminal
+    console = console or Console(soft_wrap=True)
     stab = report["stability"]
     table = Table(title="embedding widths")
     for col in ("field", "vocab", "width", "params", "seed agreement"):
-        table.add_column(col, justify="left" if col == "field" else "right")
+        table.add_column(col, justify="left" if col == "field" else "right", overflow="fold")
     for name, vocab, width, agree in zip(report["fields"], report["vocab_sizes"], report["emb_dims"], stab["per_field"]):
         table.add_row(escape(name), f"{vocab:,}", str(width), f"{vocab * width:,}", f"{agree['agreement']:.0%}")
     console.print(table)

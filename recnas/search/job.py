@@ -130,7 +130,14 @@ class JobConfig(BaseModel):
     def _absolute_data(cls, v):
         """Recorded absolute in the run folder's config.yaml: a relative path re-run from another
         directory could otherwise continue the run on another store of the same shape."""
-        return None if v is None else str(Path(v).expanduser().resolve())
+        if v is None:
+            return None
+        path = str(Path(v).expanduser().resolve())
+        try:  # a name of bytes that are not UTF-8 (kept by Python as surrogates): the run's config.yaml cannot record it
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{path.encode('utf-8', 'surrogateescape')!r} is not a UTF-8 path, which the run's config.yaml records; rename the store's folder") from None
+        return path
 
     @field_validator("pim_choices")
     @classmethod
@@ -489,4 +496,13 @@ def check_same_run(cfg: JobConfig, path: Path) -> None:
     before, now = _identity(old), _identity(cfg)
     diff = "; ".join(change for k in RUN_IDENTITY for change in _changes(k, before[k], now[k]))
     if diff:
-        raise ConfigError(f"{path.parent} holds a run with other settings ({diff}); its results would be mixed with the new ones: use another --out")
+        raise ConfigError(f"{path.parent} holds a run with other settings ({diff}); its results would be mixed with the new ones: use another --out{_moved_store(before['data'], now['data'], path)}")
+
+
+def _moved_store(before: str | None, now: str | None, path: Path) -> str:
+    """The way on for a run whose store was moved (or renamed) since: `data` is compared as a
+    path, and "use another --out" alone meant running the whole job again on the same rows."""
+    if before is None or now is None or before == now or (Path(before) / "meta.json").exists():
+        return ""
+    return (f"; no store is at {before} any more: if that very store was moved to {now} (not another one made since), "
+            f"set `data: {now}` in {path} to continue the run on it")

@@ -33,7 +33,7 @@ from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import copy_dir, exclusive, remove_stale_writes
+from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
@@ -183,6 +183,12 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
     console.print(f"[bold cyan]==>[/] [bold]{name}[/] {detail}")
 
 
+# what a search writes at the top of its run folder: files, and folders of models
+RUN_FILES = ("config.yaml", "space.yaml", "search.sqlite", "best_arch.json", "best_hardware.json", "results.json", "results.md",
+             "search_progress.png", "score_vs_cost.png", "pareto.json", "pareto.md", "pareto.png")
+RUN_FOLDERS = ("supernet", "finalists", "best", "baselines")
+
+
 def run_job(cfg: JobConfig, out: str | Path, progress: bool = True, console: Console | None = None) -> dict:
     """The whole pipeline; returns the results dict also written to out/results.json. The run
     folder is locked throughout: a second job on the same `out` is refused, not interleaved. An
@@ -234,6 +240,8 @@ def _warnings_once(logger: logging.Logger):
 def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dict:
     t_start = time.perf_counter()
     check_same_run(cfg, out / "config.yaml")
+    if out.is_dir():  # a continued run: a folder where a result file goes failed only at the end, after every model had trained
+        check_writable(out, RUN_FILES, RUN_FOLDERS, what="search")
     # everything that can be checked is checked before the run folder is written, so the config
     # saved there passed every check (and `check_same_run` holds each re-run to it)
     store = prepare_data(cfg, out, console)
@@ -512,7 +520,8 @@ def _default_pim():
 
 
 def _progress(enabled: bool, console: Console) -> Progress:
-    return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not enabled, transient=True)
+    # only where it can be drawn and erased: piped (or TERM=dumb) the transient bar left a blank line in the log
+    return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not (enabled and console.is_interactive), transient=True)
 
 
 def result_row(name: str, trained: dict, store: CTRStore, costs: dict, device, hardware=None) -> dict:

@@ -7,9 +7,11 @@ with any SQL tool. Each result is committed as soon as it is computed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from recnas.errors import DataError
@@ -68,7 +70,9 @@ class ResultsStore:
                 self._check_columns()
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise DataError(f"{self.path}: not a readable recnas results database ({exc})") from None
+            # as `_check_intact` says it: a search stopped here with no way on
+            hint = "" if read_only else "; move it away to score the candidates afresh"
+            raise DataError(f"{self.path}: not a readable recnas results database ({exc}){hint}") from None
 
     def _check_intact(self) -> None:
         (status,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
@@ -88,6 +92,18 @@ class ResultsStore:
         """Close the database connection."""
         self.db.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A transaction; SQLite failing to write it (a full disk, a file size limit: "disk I/O
+        error"; a read-only file or folder) is a DataError naming the database, not a traceback
+        midway through a search. The transaction is rolled back: every candidate committed
+        before it is kept, and a re-run goes on from them."""
+        try:
+            with self.db:
+                yield
+        except sqlite3.Error as exc:
+            raise DataError(f"{self.path}: cannot write the results database ({exc}); the candidates stored before are kept: run the command again once it can be written") from None
+
     # -- candidates -------------------------------------------------------------------
     def get(self, key: str) -> dict | None:
         """The stored metrics of candidate `key` (its genotype key), None when it has none."""
@@ -97,7 +113,7 @@ class ResultsStore:
     def put(self, key: str, arch_json: str, metrics: dict, hardware_json: str | None = None) -> None:
         """Store (or replace) candidate `key` with its architecture and PIM configuration as
         JSON and its metrics; committed at once."""
-        with self.db:
+        with self._writing():
             self.db.execute(
                 "INSERT OR REPLACE INTO candidates (key, arch, hardware, metrics, created) VALUES (?, ?, ?, ?, ?)",
                 (key, arch_json, hardware_json, json.dumps(metrics), time.time()),
@@ -148,7 +164,7 @@ class ResultsStore:
     # -- progress ---------------------------------------------------------------------
     def log_generation(self, run: str, generation: int, best_key: str, best_score: float, mean_score: float, evaluated: int) -> None:
         """Record (or replace) one generation of the search named `run`."""
-        with self.db:
+        with self._writing():
             self.db.execute(
                 "INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?, ?)",
                 (run, generation, best_key, best_score, mean_score, evaluated),
@@ -156,7 +172,7 @@ class ResultsStore:
 
     def clear_generations(self, run: str) -> None:
         """Forget `run`'s logged generations: a search replays (and logs) every generation from 0."""
-        with self.db:
+        with self._writing():
             self.db.execute("DELETE FROM generations WHERE run = ?", (run,))
 
     def generations(self, run: str) -> list[dict]:

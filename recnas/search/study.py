@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
 from rich.progress import Progress
 
 from recnas import configs
@@ -27,7 +28,7 @@ from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import DRAWS_PER_SUBNET, distinct_random_architectures
-from recnas.staging import check_parent, exclusive
+from recnas.staging import check_parent, check_writable, exclusive
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -147,6 +148,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
         raise ConfigError(f"the space of {supernet_path} holds one architecture ({n * DRAWS_PER_SUBNET} random draws found no other); a rank correlation needs at least 2 distinct ones: study a supernet of a larger space")
     if len(archs) < n:  # drawn until distinct: fewer means the space holds no more
         log.warning("the space of %s holds %d distinct architectures (%d random draws found no more): studying those, not --n %d", supernet_path, len(archs), n * DRAWS_PER_SUBNET, n)
+    if out.is_dir():  # a read-only folder, or a folder where a file goes, failed after the subnets had trained
+        check_writable(out, ("rank_study.json", "rank_study.png", *(() if scratch_cache is not None else ("scratch_cache.json",))), what="rank study")
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)
@@ -156,7 +159,8 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     val = store.split("val")
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
     rows, reused, diverged = [], 0, []
-    with Progress(disable=not progress, transient=True) as bar:
+    console = Console()
+    with Progress(console=console, disable=not (progress and console.is_interactive), transient=True) as bar:  # piped: no blank line left
         task = bar.add_task("subnets", total=len(archs))
         for arch in archs:
             g = Genotype(arch)

@@ -42,14 +42,19 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
 
 
 def torch_save(obj, f) -> None:
-    """`torch.save`, but a Ctrl-C in the middle of the write stays a KeyboardInterrupt
-    ("interrupted"): torch's zip writer, closing on the way out, raised "RuntimeError: ...
-    unexpected pos" over it, a traceback instead of the one line."""
+    """`torch.save`, but a Ctrl-C or a failed write in the middle of it stays what it was: a
+    KeyboardInterrupt ("interrupted"), or the OSError (a full disk, a file size limit: ENOSPC,
+    EFBIG), which the CLI prints as one line naming the file. torch's zip writer, closing on the
+    way out, raised "RuntimeError: ... unexpected pos" over either, a traceback instead."""
     try:
         torch.save(obj, f)
     except RuntimeError as exc:
-        if any(isinstance(e, KeyboardInterrupt) for e in exception_chain(exc)):  # raised while handling one
+        chain = list(exception_chain(exc))
+        if any(isinstance(e, KeyboardInterrupt) for e in chain):  # raised while handling one
             raise KeyboardInterrupt from None
+        failed = next((e for e in chain if isinstance(e, OSError)), None)
+        if failed is not None:
+            raise failed.with_traceback(None) from None
         raise
 
 

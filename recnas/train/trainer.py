@@ -30,6 +30,7 @@ from recnas.data.loader import BatchLoader, batch_count
 from recnas.data.store import huge_dense_note
 from recnas.environment import environment, tf32_matmuls
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
+from recnas.staging import check_writable
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -552,7 +553,11 @@ class Trainer:
         if stop_after is not None and self.step >= stop_after and self.step < self.total_steps and not self.stopped_early:
             return self._result(interrupted=True)  # already there (a resumed time box): not one step more
         if self.out_dir is not None:
+            if self.out_dir.exists() and not self.out_dir.is_dir():  # mkdir said only "File exists"
+                raise ConfigError(f"{self.out_dir} is a file, where the run writes its folder; move it away (or choose another --out)")
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            if self.dist.is_main:  # the one rank that writes there
+                check_writable(self.out_dir, (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE))
         writer = self._tensorboard()
         self.model.train()
         running, n_running = torch.tensor(self.running_loss[0], device=self.device), self.running_loss[1]
