@@ -250,3 +250,25 @@ def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypat
     build = baseline_builder("lr", tiny_store.meta, {})
     with pytest.raises(TrainingDiverged, match=re.escape(f"{out}: training diverged: loss nan at step 9")):
         fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+
+
+@pytest.mark.parametrize("objective, note", [
+    ({"kind": "penalized", "targets": {"flops": 1000}}, "ranked by log loss plus its cost penalty"),
+    ({"kind": "pareto"}, "kept a front of log loss and costs"),
+    (None, None),
+])
+def test_show_says_when_the_search_ranked_otherwise(tmp_path, monkeypatch, capsys, objective, note):
+    """Under a penalized objective the search's best candidate may be missing from `show`'s
+    log-loss list: the title said nothing of it."""
+    import yaml
+
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("a", "{}", {"logloss": 0.4, "flops": 5000})
+    store.close()
+    if objective is not None:
+        (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump({"objective": objective}))
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    title = " ".join(out.split())
+    assert code == 0 and (note in title if note else "ranked by" not in title and "front" not in title), out

@@ -69,7 +69,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
     rows = store.by_logloss()
     console = Console()
-    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss)")
+    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)})")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
         # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
         # the candidate keys and scores the table is for
@@ -83,6 +83,26 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
         # width (80 columns when piped) cut every wide table row into pieces
         console.print(read_text(run / "results.md", "results table", DataError).rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
     store.close()
+
+
+def _ranked_otherwise(run: Path) -> str:
+    """The title's note when the run's search ranked by something else than the log loss `show`
+    lists by: under a `penalized` objective its best candidate (and finalists) could be missing
+    from the list, with nothing saying why. Nothing when the run's config.yaml is missing or
+    unreadable: `show` lists any store."""
+    from recnas.configs import read_yaml
+    from recnas.errors import RecnasError
+
+    try:
+        objective = read_yaml(run / "config.yaml").get("objective") if (run / "config.yaml").is_file() else None
+    except RecnasError:
+        return ""
+    kind = objective.get("kind") if isinstance(objective, dict) else None
+    if kind == "penalized":
+        return "; the search ranked by log loss plus its cost penalty (objective: penalized)"
+    if kind == "pareto":
+        return "; the search kept a front of log loss and costs (objective: pareto, pareto.md)"
+    return ""
 
 
 @study_app.command("rank")
