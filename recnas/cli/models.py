@@ -88,7 +88,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, rows_trained_on
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
@@ -96,7 +96,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     cfg = TrainConfig.from_yaml(config)
     store = CTRStore(data)
     rows = store.meta.rows.get("train", 0)
-    check_global_batch(rows if cfg.max_train_rows is None else min(rows, cfg.max_train_rows), cfg.batch_size, nproc)  # before the processes start
+    check_global_batch(rows_trained_on(cfg, rows), cfg.batch_size, nproc)  # before the processes start
     total = steps if steps is not None else planned_steps(cfg, rows, max(nproc, 1))
     if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
         # the lr would never reach its value: the run would train at a fraction of the lr it records

@@ -50,12 +50,17 @@ def _drops_last(rows: int, batch_size: int) -> bool:
     return rows >= batch_size
 
 
+def rows_trained_on(cfg: TrainConfig, train_rows: int) -> int:
+    """The rows of a train split of `train_rows` rows that a run of `cfg` reads (`max_train_rows`)."""
+    return train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
+
+
 def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
     """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
     known before a Trainer is built)."""
     if cfg.max_steps:
         return cfg.max_steps
-    n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
+    n = rows_trained_on(cfg, train_rows)
     return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
 
 
@@ -72,8 +77,7 @@ def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
 def train_batch_rows(cfg: TrainConfig, train_rows: int) -> int:
     """Rows of each training batch (each process's under --nproc): `batch_size`, or the whole
     train split (after `max_train_rows`) when that is smaller."""
-    n = train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
-    return min(cfg.batch_size, n)
+    return min(cfg.batch_size, rows_trained_on(cfg, train_rows))
 
 
 def check_batch_norm(model: nn.Module, rows: int) -> None:
