@@ -225,7 +225,7 @@ class JobConfig(BaseModel):
             raise ValueError("final_grid with finalist_selection: halving is not supported: halving ranks finalists on one recipe; use finalist_selection: full")
         keys = list(self.final_grid)
         read = {key: list(values) for key, values in self.final_grid.items()}
-        recipes: dict[str, str] = {}  # what each point trains, to find two points that train alike
+        recipes: set[str] = set()  # what each point trains, to find two points that train alike
         for index in itertools.product(*(range(len(v)) for v in self.final_grid.values())):
             point = {key: self.final_grid[key][i] for key, i in zip(keys, index)}
             checked = _as_value_error(configs.validate, TrainConfig, over_final(self.final, point), f"final_grid point {point_tag(point)}")
@@ -234,7 +234,7 @@ class JobConfig(BaseModel):
             trains = checked.model_dump()
             if trains["max_steps"] is not None:  # it overrides epochs
                 trains["epochs"] = None
-            recipes.setdefault(json.dumps(trains, sort_keys=True), point_tag(point))
+            recipes.add(json.dumps(trains, sort_keys=True))
         for key, values in read.items():
             if len({json.dumps(v) for v in values}) < len(values):
                 raise ValueError(f"final_grid.{key}: {self.final_grid[key]} repeats a value")
