@@ -73,6 +73,21 @@ def naming(path: str | os.PathLike) -> Iterator[None]:
         raise renamed from None
 
 
+def close_each(handles: Iterable) -> OSError | None:
+    """Close every one of `handles` (files, `NpyAppender`s), even after one failed to flush (a
+    full disk), and return the first failure, naming its file (`named_os_error`); None when all
+    closed. Returned, not raised: a caller in a `finally` raises it only when no error is on its
+    way out already."""
+    failed = None
+    for handle in handles:
+        try:
+            handle.close()
+        except OSError as exc:
+            name = getattr(handle, "name", None)  # an open file's path (an appender names its own)
+            failed = failed or (named_os_error(exc, name) if isinstance(name, str) else exc)
+    return failed
+
+
 def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     """Delete the staging (`tmp`) and moved-aside (`old`) folders of `path` that a hard kill
     (SIGKILL, power loss) of an earlier run left beside it: nothing else removes them, and a

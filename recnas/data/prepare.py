@@ -35,7 +35,7 @@ from recnas.data.rawio import RawReader, check_readable, prefetched
 from recnas.data.schema import SPLITS, DatasetMeta
 from recnas.data.store import COLUMNS, NpyAppender, check_apart, finish_store, staged_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import naming
+from recnas.staging import close_each, naming
 
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
@@ -109,14 +109,7 @@ class _Spool:
 
     def _close_segment(self) -> None:
         handles, self._fh = list(self._fh.values()), {}
-        failed = None
-        for fh in handles:  # each closed, even after one failed to flush (a full disk)
-            try:
-                with naming(fh.name):
-                    fh.close()
-            except OSError as exc:
-                failed = failed or exc
-        if failed is not None:
+        if (failed := close_each(handles)) is not None:
             raise failed
 
     def close(self) -> None:
@@ -328,13 +321,7 @@ def _pass2(spool: _Spool, labels: np.ndarray, remaps: list[np.ndarray], split_of
             write_next()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        failed = None
-        for cols in out.values():
-            for appender in cols.values():  # each closed, even after one failed to flush (a full disk)
-                try:
-                    appender.close()
-                except OSError as exc:
-                    failed = failed or exc
+        failed = close_each(appender for cols in out.values() for appender in cols.values())
     if failed is not None:  # raised only when no error is on its way out already
         raise failed
     counts = {s: out[s]["label"].rows for s in SPLITS}
