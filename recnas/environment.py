@@ -45,6 +45,11 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _tf32_flags() -> tuple:
+    """PyTorch's switches of TF32 on CUDA: float32 matmuls, and cuDNN's convolutions."""
+    return (torch.backends.cuda.matmul, torch.backends.cudnn)
+
+
 @contextlib.contextmanager
 def tf32_matmuls(enabled: bool = True) -> Iterator[None]:
     """CUDA's float32 matmuls and convolutions on tensor cores (TF32) inside the block, PyTorch's
@@ -53,8 +58,7 @@ def tf32_matmuls(enabled: bool = True) -> Iterator[None]:
     Trainer was built, so every later float32 matmul of the caller's ran at TF32 precision.
     A setting already on is left alone (PyTorch refuses to report a precision set through both
     its legacy and its new API); `enabled=False` changes nothing."""
-    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
-    turned = [f for f in flags if enabled and not f.allow_tf32]
+    turned = [f for f in _tf32_flags() if enabled and not f.allow_tf32]
     for f in turned:
         f.allow_tf32 = True
     try:
@@ -69,5 +73,5 @@ def tf32_for_this_process() -> None:
     (a `side_by_side` task's, a Ray actor's) trains and scores as a job does inside
     `tf32_matmuls`, so its scores match the serial ones."""
     if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        for flag in _tf32_flags():
+            flag.allow_tf32 = True
