@@ -211,6 +211,14 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[R
     check_parent(path, what, error)
 
 
+def refuse_file_at(path: str | os.PathLike, role: str, error: type[RecnasError] = ConfigError) -> None:
+    """A file where a folder is to be made: mkdir says only "File exists" (or a copy replaces
+    the user's file), so name the path and what goes there."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise error(f"{path} is a file, where {role}; move it away (or choose another --out)")
+
+
 def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders: Iterable[str] = (), what: str = "run", error: type[RecnasError] = ConfigError) -> None:
     """Before a run's work, not after it: the existing `folder` takes new files (a read-only or
     immutable folder failed at the first checkpoint, after the first evaluation interval of
@@ -223,8 +231,7 @@ def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders
         if (folder / name).is_dir():
             raise error(f"{folder / name} is a directory, where the {what} writes its {name} file; move it away (or choose another --out)")
     for name in folders:
-        if (folder / name).exists() and not (folder / name).is_dir():
-            raise error(f"{folder / name} is a file, where the {what} writes its {name}/ folder; move it away (or choose another --out)")
+        refuse_file_at(folder / name, f"the {what} writes its {name}/ folder", error)
     probe = temp_sibling(folder / "write-probe")
     try:
         probe.open("xb").close()

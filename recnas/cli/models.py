@@ -88,7 +88,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, rows_trained_on
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, refuse_warmup_past, rows_trained_on
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
@@ -98,14 +98,13 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     rows = store.meta.rows.get("train", 0)
     check_global_batch(rows_trained_on(cfg, rows), cfg.batch_size, nproc)  # before the processes start
     total = steps if steps is not None else planned_steps(cfg, rows, max(nproc, 1))
-    if 0 < total < (cfg.warmup_steps if warmup is None else warmup):  # before the overrides, whose own check names no flag
-        # the lr would never reach its value: the run would train at a fraction of the lr it records
-        given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
-        if steps is not None:
-            length, longer = f"--steps {steps}", "more --steps"
-        else:
-            length, longer = (f"max_steps of {config}" if cfg.max_steps else f"{cfg.epochs} epochs of {data}"), "train longer"
-        raise ConfigError(f"{given} would outlast the {total} steps of this run ({length}): the lr would never reach its value; give --warmup-steps of at most {total}, or {longer}")
+    # before the overrides, whose own check names no flag
+    given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
+    if steps is not None:
+        length, longer = f"--steps {steps}", "more --steps"
+    else:
+        length, longer = (f"max_steps of {config}" if cfg.max_steps else f"{cfg.epochs} epochs of {data}"), "train longer"
+    refuse_warmup_past(cfg.warmup_steps if warmup is None else warmup, total, given, "this run", length, "--warmup-steps", longer)
     cfg = cfg.with_overrides(source="command line", max_steps=steps, seed=seed, warmup_steps=warmup)
     out = Path(out)
     check_run_folder(out)

@@ -28,7 +28,7 @@ from recnas.errors import ConfigError, DataError, TrainingDiverged
 from recnas.staging import OutputDir, exclusive, naming
 from recnas.train.checkpoint import seed_everything, torch_save
 from recnas.train.metrics import evaluate, json_safe
-from recnas.train.trainer import Trainer, check_runs_here, planned_steps, resolve_device
+from recnas.train.trainer import Trainer, check_runs_here, planned_steps, refuse_warmup_past, resolve_device
 
 RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
 OUTPUT = OutputDir("recnas embed search result", RESULT, ConfigError, names=(RESULT, EMB_DIMS, MODEL))  # what --out may be
@@ -148,12 +148,9 @@ def run_search(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seeds: int 
         if cfg.retrain.inplace_distill:  # the Trainer refuses it for a plain model, but only after the search
             raise ConfigError("retrain: inplace_distill: only a supernet trained with an architecture sampler has a largest path to distil from; the retrained model is a plain one, set it to 0")
         steps = planned_steps(cfg.retrain, len(store.split("train")))
-        if cfg.retrain.warmup_steps > steps:  # as the training commands refuse it; the Trainer only warned, after the search
-            raise ConfigError(
-                f"retrain: the {cfg.retrain.warmup_steps} warmup_steps would outlast the {steps} steps of the retraining "
-                f"({'max_steps' if cfg.retrain.max_steps else f'{cfg.retrain.epochs} epochs of {store.dir}'}): the lr would never reach its value; "
-                f"give retrain.warmup_steps of at most {steps}, or train longer"
-            )
+        # as the training commands refuse it; the Trainer only warned, after the search
+        length = "max_steps" if cfg.retrain.max_steps else f"{cfg.retrain.epochs} epochs of {store.dir}"
+        refuse_warmup_past(cfg.retrain.warmup_steps, steps, f"retrain: the {cfg.retrain.warmup_steps} warmup_steps", "the retraining", length, "retrain.warmup_steps")
     # --out locked for the whole run, not only while the result is written: a second search on
     # it ran to the end, then lost its work ("already exists") or, with --overwrite, replaced the first's
     with exclusive(out, error=ConfigError) if out is not None else contextlib.nullcontext():

@@ -77,6 +77,12 @@ class Objective(BaseModel):
         return [float(metrics["logloss"])] + [float(metrics.get(c, 0.0)) for c in self.pareto_costs]
 
 
+def diverged_keys(candidates: list[dict]) -> set[str]:
+    """The candidates whose scoring diverged: they score inf (NaN logits: NaN), which the
+    job's warning and results.md both count."""
+    return {c["key"] for c in candidates if not math.isfinite(c["logloss"])}
+
+
 def reference_costs(name: str, meta, hparams: dict | None = None) -> dict[str, float]:
     """FLOPs and dense parameters of baseline `name` on this dataset, and its PIM energy and
     latency on the default PIM configuration (where the baselines are mapped): the same

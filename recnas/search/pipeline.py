@@ -26,7 +26,7 @@ from recnas.search.evaluator import CandidateEvaluator, architecture_costs, mode
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
-from recnas.search.objective import resolve_targets
+from recnas.search.objective import diverged_keys, resolve_targets
 from recnas.search.ranking import is_score, nan_last
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -400,7 +400,7 @@ def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> Non
     """A warning when candidates of this search diverged (scored inf; NaN logits score so too): a
     search where every one did ranked none, and went on to retrain an arbitrary one as if found."""
     keys = {h["key"] for h in history}
-    diverged = {h["key"] for h in history if not math.isfinite(h["logloss"])}
+    diverged = diverged_keys(history)
     if not diverged:
         return
     training = "fine-tune (finetune)" if cfg.scoring == "supernet" else "training from scratch (final with proxy)"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.search.objective import Objective
+from recnas.search.objective import Objective, diverged_keys
 from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import format_metric, json_safe
@@ -73,7 +73,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     # holds an earlier search's candidates too in a continued run
     # a candidate whose scoring diverged scores inf (NaN logits: NaN): a search of only such ones ranked
     # nothing, and its finalists are arbitrary, which results.md used to leave unsaid
-    diverged = sum(1 for c in candidates if not math.isfinite(c["logloss"]))
+    diverged = len(diverged_keys(candidates))
     report["search"] = {**report["search"], "candidates_this_search": len(candidates), "diverged_this_search": diverged}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]

@@ -30,7 +30,7 @@ from recnas.data.loader import BatchLoader, batch_count
 from recnas.data.store import huge_dense_note
 from recnas.environment import environment, tf32_matmuls
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
-from recnas.staging import check_writable
+from recnas.staging import check_writable, refuse_file_at
 from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
@@ -62,6 +62,14 @@ def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int
         return cfg.max_steps
     n = rows_trained_on(cfg, train_rows)
     return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
+
+
+def refuse_warmup_past(warmup: int, total: int, given: str, run: str, length: str, option: str, longer: str = "train longer") -> None:
+    """A warmup longer than the run: the lr would never reach its value and the run would train
+    at a fraction of the lr it records. Refused before the work by the commands that know the
+    option's name (the Trainer itself only warns: a job's preset on small data)."""
+    if 0 < total < warmup:
+        raise ConfigError(f"{given} would outlast the {total} steps of {run} ({length}): the lr would never reach its value; give {option} of at most {total}, or {longer}")
 
 
 def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
@@ -557,8 +565,7 @@ class Trainer:
         if stop_after is not None and self.step >= stop_after and self.step < self.total_steps and not self.stopped_early:
             return self._result(interrupted=True)  # already there (a resumed time box): not one step more
         if self.out_dir is not None:
-            if self.out_dir.exists() and not self.out_dir.is_dir():  # mkdir said only "File exists"
-                raise ConfigError(f"{self.out_dir} is a file, where the run writes its folder; move it away (or choose another --out)")
+            refuse_file_at(self.out_dir, "the run writes its folder")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             if self.dist.is_main:  # the one rank that writes there
                 check_writable(self.out_dir, (CHECKPOINT_FILE, MODEL_FILE, METRICS_FILE, CONFIG_FILE))
