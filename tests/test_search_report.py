@@ -147,3 +147,32 @@ def test_an_undefined_bayes_auc_reads_n_a(tmp_path, figures):
     md = (tmp_path / "results.md").read_text()
     assert "Bayes-optimal test log loss: 0.4012, AUC n/a (the floor" in md and "nan" not in md
     store.close()
+
+
+def test_long_axis_labels_fit_the_saved_figure(tmp_path, monkeypatch):
+    """The progress plot's y label under a penalized objective with `scoring: scratch` (and the
+    co-design plot's under scratch) ran past the top and bottom of the saved PNG: `save_figure`
+    now wraps it onto lines the figure holds."""
+    from recnas.search import pareto as pareto_mod
+    from recnas.search import plots
+
+    saved = []
+
+    def keep(fig, path):
+        saved.append(fig)
+        return plots.save_figure(fig, path)
+
+    monkeypatch.setattr(report_mod, "save_figure", keep)
+    monkeypatch.setattr(pareto_mod, "save_figure", keep)
+    scratch = report_mod.SCORED_WITH["scratch"]
+    report_mod.plot_progress(tmp_path / "p.png", [{"generation": 0, "best_score": 0.5, "mean_score": 0.6}], scratch, PENALIZED)
+    pareto_mod.plot_front([(1.0, 0.5), (2.0, 0.4)], ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scratch}; baselines: test)"), tmp_path / "f.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in saved:  # closed: a canvas of its own to measure it as it was saved
+        renderer, (width, height) = FigureCanvasAgg(fig).get_renderer(), fig.bbox.size
+        for ax in fig.axes:
+            for label in (ax.xaxis.label, ax.yaxis.label):
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, label.get_text()
+    assert "penalty" in saved[0].axes[0].get_ylabel() and scratch in " ".join(saved[0].axes[0].get_ylabel().split())
