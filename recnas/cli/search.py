@@ -69,7 +69,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
     rows = store.by_logloss()
     console = Console()
-    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)})")
+    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)}{_reported_fewer(run, len(rows))})")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
         # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
         # the candidate keys and scores the table is for
@@ -103,6 +103,26 @@ def _ranked_otherwise(run: Path) -> str:
     if kind == "pareto":
         return "; the search kept a front of log loss and costs (objective: pareto, pareto.md)"
     return ""
+
+
+def _reported_fewer(run: Path, stored: int) -> str:
+    """The title's note when results.md reports a search of fewer candidates than the store
+    holds: a run continued with fewer generations (or another evolution seed) keeps the earlier
+    search's candidates, which `show` lists, while results.md counted "8 candidates" beside this
+    table's 14 without a word (or, while a continued search runs, results.md is the last one's).
+    Nothing when results.json is missing or unreadable."""
+    from recnas.configs import parse_json, read_text
+    from recnas.errors import RecnasError
+
+    try:
+        report = parse_json(read_text(run / "results.json", "results"), "results.json") if (run / "results.json").is_file() else None
+    except RecnasError:
+        return ""
+    search = report.get("search") if isinstance(report, dict) else None
+    reported = search.get("candidates_this_search") if isinstance(search, dict) else None
+    if not isinstance(reported, int) or isinstance(reported, bool) or reported >= stored:
+        return ""
+    return f"; the search of results.md scored {reported} of them"
 
 
 @study_app.command("rank")
