@@ -176,3 +176,15 @@ def test_long_axis_labels_fit_the_saved_figure(tmp_path, monkeypatch):
                 box = label.get_window_extent(renderer)
                 assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, label.get_text()
     assert "penalty" in saved[0].axes[0].get_ylabel() and scratch in " ".join(saved[0].axes[0].get_ylabel().split())
+
+
+def test_progress_says_which_generations_an_inf_score_leaves_out(tmp_path, figures):
+    """While a diverged candidate (scored inf) is in the population the mean score is inf, and
+    matplotlib drew nothing there: the legend's "population mean" had no line for those
+    generations, and nothing said why."""
+    gens = [{"generation": g, "best_score": 0.6 - g / 100, "mean_score": math.inf if g < 2 else 0.65} for g in range(4)]
+    report_mod.plot_progress(tmp_path / "search_progress.png", gens)
+    (ax,) = figures["search_progress.png"].axes
+    assert [t.get_text() for t in ax.texts] == ["not drawn: population mean inf in 2 of 4 generations (a diverged candidate scores inf)"]
+    report_mod.plot_progress(tmp_path / "search_progress.png", [{**r, "mean_score": 0.65} for r in gens])
+    assert list(figures["search_progress.png"].axes[0].texts) == []

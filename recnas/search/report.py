@@ -135,12 +135,27 @@ def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["super
         ax.plot(g, [r["best_score"] for r in gens], marker="o", label="best in population")
         ax.plot(g, [r["mean_score"] for r in gens], linestyle="--", label="population mean")
         ax.legend()
+        if note := _not_drawn(gens):
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
     penalty = " + beta * cost penalty" if objective is not None and objective.kind == "penalized" else ""
     ax.set_ylabel(f"score (validation log loss{penalty}, {scored})")
     ax.set_title("regularized evolution")
     save_figure(fig, path)
+
+
+def _not_drawn(gens: list[dict]) -> str:
+    """The progress plot's note on generations whose score is inf: a diverged candidate scores
+    inf, so the population mean is inf while one is in the population (the best too when every
+    one is), and matplotlib left those points out without a word: a legend's line missing for
+    most of a search."""
+    parts = []
+    for key, what in (("mean_score", "population mean"), ("best_score", "best")):
+        off = sum(not math.isfinite(r[key]) for r in gens)
+        if off:
+            parts.append(f"{what} inf in {off} of {len(gens)} generations")
+    return f"not drawn: {', '.join(parts)} (a diverged candidate scores inf)" if parts else ""
 
 
 def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None, scored: str = SCORED_WITH["supernet"]) -> None:
