@@ -85,7 +85,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     if env := report.get("environment"):
         md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
-    if any("energy" in c for c in candidates):
+    if objective.kind == "pareto" or any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run), scored, objective)
@@ -94,29 +94,40 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
 
 
+# the front's cost columns in pareto.md: (label, format)
+FRONT_COSTS = {"energy": ("energy (pJ)", "{:,.0f}"), "latency": ("latency (ns)", "{:,.0f}"), "flops": ("FLOPs", "{:,.0f}"), "params": ("dense params", "{:,.0f}")}
+
+
 def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective, scored: str = SCORED_WITH["supernet"]) -> list[str]:
-    """Co-design: the Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a
-    plot of energy vs log loss with the baselines (on the default PIM config) marked."""
+    """The Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a plot of
+    log loss against one cost with the baselines marked: in co-design against PIM energy
+    (baselines on the default PIM config), else against the first of `pareto_costs`. A
+    `kind: pareto` search without PIM (`pareto_costs: [flops, params]`) wrote none of it, while
+    docs/search.md and `search show` pointed at pareto.md."""
     from recnas.search.pareto import pareto_front, plot_front
 
-    cand = [c for c in candidates if "energy" in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
+    codesign = any("energy" in c for c in candidates)
+    x = "energy" if codesign else objective.pareto_costs[0]
+    shown = list(dict.fromkeys([*(("energy", "latency", "flops") if codesign else ()), *objective.pareto_costs]))
+    cand = [c for c in candidates if all(k in c for k in shown) and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
     # shaped even when every candidate diverged (no front): the report used to fail there
     vectors = np.array([objective.vector(c) for c in cand]).reshape(len(cand), 1 + len(objective.pareto_costs))
-    front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
+    front = sorted(pareto_front(vectors), key=lambda i: cand[i][x])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
     write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
-    table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
-    table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
+    table = ["| candidate | val log loss | " + " | ".join(FRONT_COSTS[k][0] for k in shown) + " |", "|---|---|" + "---|" * len(shown)]
+    table += [f"| {r['key']} | {r['logloss']:.4f} | " + " | ".join(FRONT_COSTS[k][1].format(r[k]) for k in shown) + " |" for r in rows]
     write_text_atomic(out / "pareto.md", f"# Pareto front (search scores on validation, {scored})\n\n" + "\n".join(table) + "\n")
-    baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
+    baselines = {m["model"]: (m[x], m["test_logloss"]) for m in models if x in m and m["model"] != models[0]["model"]}
     over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
     # the front marked is the one of pareto.md (and of the line under the plot): the plot used to
     # mark the front of (energy, log loss) alone, fewer candidates than the report said; over
     # those two objectives it is that front, drawn with its step line
-    two = tuple(objective.pareto_costs) == ("energy",)
+    two = tuple(objective.pareto_costs) == (x,)
+    axis = "PIM energy per sample (pJ)" if codesign else {"flops": "FLOPs per sample", "params": "dense params"}.get(x, x)
     plot_front(
-        np.array([(c["energy"], c["logloss"]) for c in cand]).reshape(-1, 2), ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
-        out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
+        np.array([(c[x], c["logloss"]) for c in cand]).reshape(-1, 2), (axis, f"log loss (candidates: val, {scored}; baselines: test)"),
+        out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy" if codesign else f"Pareto search: quality vs {axis}",
         front=None if two else front, front_label=f"Pareto front over ({over})",
     )
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
