@@ -143,9 +143,11 @@ def rank(
     cfg = RankStudyConfig.load(config)
     with cpu_threads(threads):
         result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
+    from recnas.train.metrics import format_metric
+
     console = Console(soft_wrap=True)  # whole lines in a piped log
-    for name, r in result["correlation"].items():
-        console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
+    for name, r in result["correlation"].items():  # undefined (every score alike, or none finite): n/a, as every command prints it, not "+nan"
+        console.print(f"{name:>22}: Kendall tau {format_metric(r['kendall_tau'], '{:+.3f}')}  Spearman {format_metric(r['spearman'], '{:+.3f}')}  (n={r['n']})")
     best = result["best_scratch"]
     if result["diverged"]:
         console.print(f"[yellow]warning:[/] {len(result['diverged'])} subnet(s) diverged in from-scratch training and are left out: {', '.join(result['diverged'])}")
