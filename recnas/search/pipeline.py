@@ -247,7 +247,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store = prepare_data(cfg, out, console)
     store.check_trainable()
     meta = store.meta
-    for note in one_class_notes(meta):
+    data_notes = one_class_notes(meta)  # results.md says them too: its table shows such a split's AUC as "-"
+    for note in data_notes:
         console.print(f"[yellow]warning:[/] {escape(note)}")
     check_baselines(cfg, meta)
     check_devices(cfg)
@@ -368,6 +369,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
     report = {
         "dataset": meta.name,
+        "data_notes": data_notes,
         "bayes": meta.bayes,
         "space": space.model_dump(mode="json"),
         "best_arch": json.loads(best.arch.to_json()),

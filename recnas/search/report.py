@@ -77,6 +77,8 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     report["search"] = {**report["search"], "candidates_this_search": len(candidates), "diverged_this_search": diverged}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
+    # a split of one class (the job's warnings): its AUC is a bare "-" in the table below
+    md += [f"warning: {note}" for note in report.get("data_notes") or []]
     if report.get("bayes"):
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
