@@ -188,3 +188,17 @@ def test_progress_says_which_generations_an_inf_score_leaves_out(tmp_path, figur
     assert [t.get_text() for t in ax.texts] == ["not drawn: population mean inf in 2 of 4 generations (a diverged candidate scores inf)"]
     report_mod.plot_progress(tmp_path / "search_progress.png", [{**r, "mean_score": 0.65} for r in gens])
     assert list(figures["search_progress.png"].axes[0].texts) == []
+
+
+def test_results_md_names_the_cost_targets_a_penalized_search_ranked_by(tmp_path, figures):
+    """results.md said the candidates were scored by validation log loss, and nothing of the
+    targets that ranked them and chose the finalists (only results.json's `objective`)."""
+    cands = [{"key": "a", "logloss": 0.4, "flops": 200.0}]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.9, "mean_score": 0.9}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 200.0}]
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective(kind="penalized", targets={"flops": 1.0e5, "params": 0.5}, beta=0.5))
+    md = (tmp_path / "results.md").read_text()
+    assert "ranked by log loss + 0.5 * max(0, cost / target - 1) summed over the targets (flops 100,000, params 0.5)" in md
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
+    assert "ranked by" not in (tmp_path / "results.md").read_text()
+    store.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.search.objective import Objective, diverged_keys
+from recnas.search.objective import Objective, diverged_keys, format_targets
 from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import format_metric, json_safe
@@ -59,6 +59,15 @@ def _diverged(diverged: int, candidates: int) -> str:
     return f", {diverged} of them diverged (scored inf)"
 
 
+def _ranked_by(objective: Objective) -> str:
+    """The results.md words for a `penalized` search's ranking (nothing otherwise): results.md
+    said the candidates were scored by validation log loss, with no word of the cost targets
+    that chose the finalists (only results.json's `objective` had them)."""
+    if objective.kind != "penalized":
+        return ""
+    return f", ranked by log loss + {objective.beta:g} * max(0, cost / target - 1) summed over the targets ({format_targets(objective.targets)})"
+
+
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective, keys=None) -> None:
     """`keys`: the candidates of this search (None: every one in `results`). The store also holds
     those of an earlier search of the run folder (more generations, another evolution seed),
@@ -83,7 +92,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
-    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}; best architecture in `best_arch.json`.", ""]
+    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}{_ranked_by(objective)}; best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
         md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
