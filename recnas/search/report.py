@@ -186,13 +186,16 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     so they get separate y axes side by side rather than two overlaid ones."""
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
-    # the x axis is logarithmic: a cost of 0 has no place on it, and matplotlib dropped such a
-    # candidate (or the chosen one's star) without a word; they are counted under the panel instead
+    cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]
+    # a diverged candidate scores inf (no place on the axis); the x axis is logarithmic: a cost of
+    # 0 has no place on it either. matplotlib dropped such a candidate (or the chosen one's star)
+    # without a word; they are counted under the panel instead
+    diverged = len(diverged_keys([c for c in candidates if cost in c]))
     free = [c for c in cand if not c[cost] > 0]
     cand = [c for c in cand if c[cost] > 0]
-    if free:
-        ax.text(0.02, 0.02, f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis", transform=ax.transAxes, fontsize=7)
+    notes = ([f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis"] if free else []) + ([f"{diverged} diverged (scored inf): not drawn"] if diverged else [])
+    if notes:
+        ax.text(0.02, 0.02, "; ".join(notes), transform=ax.transAxes, fontsize=7)
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
