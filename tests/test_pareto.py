@@ -200,3 +200,22 @@ def test_a_pareto_search_without_pim_reports_its_front(tmp_path, monkeypatch):
     assert "3 non-dominated candidates of 4 over (log loss, flops, params)" in (tmp_path / "results.md").read_text()
     ax = figs[-1].axes[0]
     assert ax.get_xlabel() == "FLOPs per sample" and any(t.get_text() == "dlrm" for t in ax.texts)
+
+
+def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, monkeypatch):
+    """Each baseline's star stood at its PIM energy and its full-precision test log loss, while
+    the candidates beside it are scored quantised and results.md pairs those costs with the
+    "test log loss on its PIM config"."""
+    from recnas.search import pareto as pareto_mod
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    figs = []
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: figs.append(fig) or path)
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "test_logloss_pim": 0.51, "energy": 5.0},
+              {"model": "lr", "test_logloss": 0.6701, "test_logloss_pim": 0.6691, "energy": 20.0}]
+    write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    ax = figs[-1].axes[0]
+    stars = [tuple(c.get_offsets()[0]) for c in ax.collections if c.get_label() != "baselines" and len(c.get_offsets()) and tuple(c.get_offsets()[0])[0] == 20.0]
+    assert stars == [(20.0, 0.6691)] and ax.get_ylabel().endswith("baselines: test, on the default PIM config)")
