@@ -295,3 +295,16 @@ def test_show_says_how_many_candidates_results_md_reports(tmp_path, monkeypatch,
     store.close()
     code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     assert code == 0 and "results.md scored" not in " ".join(out.split()), out
+
+
+def test_show_names_the_params_column_as_results_md_does(tmp_path, monkeypatch, capsys):
+    """`params` are the dense parameters (results.md's "dense params", the tables apart): show
+    headed them "params", beside a results.md with an "emb. params" column too."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("a", "{}", {"logloss": 0.4, "params": 1234.0, "embedding_params": 99999.0})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    header = next(line for line in out.splitlines() if "key" in line)
+    assert code == 0 and "dense params" in header and "1,234" in out, out

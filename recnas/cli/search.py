@@ -70,7 +70,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     rows = store.by_logloss()
     console = Console()
     table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)}{_reported_fewer(run, len(rows))})")
-    for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
+    for col in ("key", "val log loss", "val AUC", "FLOPs", "dense params"):  # as results.md names them: the embedding tables are not in `params`
         # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
         # the candidate keys and scores the table is for
         table.add_column(col, overflow="fold")
