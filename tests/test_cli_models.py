@@ -599,3 +599,21 @@ def test_training_on_a_train_split_of_one_class_is_warned_about(tmp_path, monkey
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 3 and f"{tmp_path / 'zeros'}: the train split holds no clicks (every label 0)" in warnings[0], err
     assert "the val split holds no clicks (every label 0): AUC is undefined (n/a) on it" in warnings[1]
+
+
+@pytest.mark.parametrize("restore_best", [False, True])
+def test_the_training_summary_says_when_model_pt_holds_the_last_weights(tiny_store, tmp_path, monkeypatch, capsys, restore_best):
+    """Under `restore_best: false` the summary line gave the best validation log loss alone
+    (0.60129), and `recnas evaluate` of the model.pt it wrote gave the last weights' (0.92894)."""
+    from recnas.train import Trainer
+    from recnas.train.trainer import FitResult
+
+    result = FitResult(steps=12, epochs=1.0, best_val={"logloss": 0.6, "auc": 0.7, "step": 6}, final_val={"logloss": 0.9, "auc": 0.55, "rows": 60}, train_seconds=1.0, samples_per_s=10.0)
+    monkeypatch.setattr(Trainer, "fit", lambda self, **kw: result)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"batch_size: 32\nmax_steps: 12\neval_every: 3\ndevice: cpu\nrestore_best: {str(restore_best).lower()}\n")
+    code, out, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", cfg, "--out", tmp_path / "o", "--no-progress")
+    line = next(x for x in out.splitlines() if x.startswith("trained 12 steps"))
+    assert code == 0 and "best val logloss 0.60000 auc 0.70000" in line, err
+    note = "; model.pt holds the last weights (restore_best: false): val logloss 0.90000 auc 0.55000"
+    assert line.endswith(note) != restore_best, line

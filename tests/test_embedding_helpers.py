@@ -46,3 +46,20 @@ def test_report_prints_bracketed_field_names_as_they_are():
     print_report(report, console)
     text = console.export_text()
     assert "price[usd]" in text and "[b]city" in text
+
+
+def test_report_gives_the_seed_agreement_of_the_width_it_shows():
+    """Three seeds that each spent the budget on two of three fields agree on the wide width
+    for every field, which the budget then repairs: the table printed "100%" beside a width no
+    seed had chosen."""
+    from rich.console import Console
+
+    from recnas.embedding.report import print_report
+
+    per_field = [{"field": f, "modal_width": 16, "agreement": 2 / 3, "widths": w} for f, w in (("a", [16, 16, 2]), ("b", [16, 2, 16]), ("c", [2, 16, 16]))]
+    report = {"fields": ["a", "b", "c"], "vocab_sizes": [10, 10, 10], "emb_dims": [16, 16, 2], "params": 340, "mib": 0.001,
+              "budget_params": 340, "budget_mib": 0.001, "budget_used": 1.0, "stability": {"seeds": 3, "per_field": per_field, "overall_agreement": 2 / 3}}
+    console = Console(record=True, width=200)
+    print_report(report, console)
+    rows = {line.split("│")[1].strip(): line.split("│")[-2].strip() for line in console.export_text().splitlines() if line.count("│") == 6}
+    assert rows == {"a": "67%", "b": "67%", "c": "33%"}

@@ -170,3 +170,52 @@ def test_a_non_finite_objective_is_refused_not_ranked(bad):
         non_dominated_sort([[0.4, 1.0], [bad, 2.0]])
     with pytest.raises(ConfigError, match="NaN or infinite"):
         crowding_distance([[0.4, bad]])
+
+
+def test_a_pareto_search_without_pim_reports_its_front(tmp_path, monkeypatch):
+    """`kind: pareto` over (flops, params), no PIM: the report wrote no pareto.md, .json or
+    plot (only co-design candidates, with energy, had one), while docs/search.md and `search
+    show` pointed at pareto.md."""
+    import json
+
+    from recnas.search import pareto as pareto_mod
+    from recnas.search import report as report_mod
+    from recnas.search.objective import Objective
+    from recnas.search.results import ResultsStore
+
+    figs = []
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: figs.append(fig) or path)
+    monkeypatch.setattr(report_mod, "save_figure", lambda fig, path: path)
+    store = ResultsStore(tmp_path / "search.sqlite")
+    # b trades log loss for FLOPs, c for params; d is dominated by a
+    for key, loss, flops, params in (("a", 0.40, 90.0, 9.0), ("b", 0.45, 10.0, 9.0), ("c", 0.46, 95.0, 1.0), ("d", 0.41, 99.0, 9.5)):
+        store.put(key, "{}", {"logloss": loss, "auc": 0.7, "flops": flops, "params": params})
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "flops": 90.0, "params": 9.0}, {"model": "dlrm", "test_logloss": 0.45, "flops": 200.0, "params": 30.0}]
+    objective = Objective(kind="pareto", pareto_costs=("flops", "params"))
+    report_mod.write_report(tmp_path, {"dataset": "tiny", "models": models, "search": {}}, store, "search", objective)
+    store.close()
+    assert [r["key"] for r in json.loads((tmp_path / "pareto.json").read_text())] == ["b", "a", "c"]  # by FLOPs
+    md = (tmp_path / "pareto.md").read_text()
+    assert "| candidate | val log loss | FLOPs | dense params |" in md and "| b | 0.4500 | 10 | 9 |" in md
+    assert "3 non-dominated candidates of 4 over (log loss, flops, params)" in (tmp_path / "results.md").read_text()
+    ax = figs[-1].axes[0]
+    assert ax.get_xlabel() == "FLOPs per sample" and any(t.get_text() == "dlrm" for t in ax.texts)
+
+
+def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, monkeypatch):
+    """Each baseline's star stood at its PIM energy and its full-precision test log loss, while
+    the candidates beside it are scored quantised and results.md pairs those costs with the
+    "test log loss on its PIM config"."""
+    from recnas.search import pareto as pareto_mod
+    from recnas.search.objective import Objective
+    from recnas.search.report import write_pareto
+
+    figs = []
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: figs.append(fig) or path)
+    cand = [{"key": "a", "logloss": 0.40, "auc": 0.7, "energy": 5.0, "latency": 9.0, "flops": 9.0, "params": 1.0}]
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "test_logloss_pim": 0.51, "energy": 5.0},
+              {"model": "lr", "test_logloss": 0.6701, "test_logloss_pim": 0.6691, "energy": 20.0}]
+    write_pareto(tmp_path, cand, models, Objective(kind="pareto"))
+    ax = figs[-1].axes[0]
+    stars = [tuple(c.get_offsets()[0]) for c in ax.collections if c.get_label() != "baselines" and len(c.get_offsets()) and tuple(c.get_offsets()[0])[0] == 20.0]
+    assert stars == [(20.0, 0.6691)] and ax.get_ylabel().endswith("baselines: test, on the default PIM config)")

@@ -325,3 +325,24 @@ def test_cli_threads_pins_and_records_the_thread_count(tiny_store, tmp_path, mon
     assert code == 0, err
     assert json.loads((tmp_path / "s" / "rank_study.json").read_text())["environment"]["cpu_threads"] == 1
     assert torch.get_num_threads() == before
+
+
+def test_an_undefined_correlation_reads_n_a(tmp_path, monkeypatch, capsys):
+    """Scores all alike (or none finite) have no rank correlation: the CLI printed
+    "Kendall tau +nan  Spearman +nan" and the plot's legend "tau=nan", where every other
+    command prints an undefined metric as n/a."""
+    from recnas.search import rank as rank_mod
+    from recnas.search import study
+    from tests.test_cli_models import run as cli
+
+    nan = {"kendall_tau": math.nan, "spearman": math.nan, "n": 3}
+    result = {"correlation": {"inherited": nan, "finetuned": {"kendall_tau": 0.5, "spearman": -0.25, "n": 3}}, "best_scratch": {"arch": "a", "logloss": 0.5},
+              "diverged": [], "worse_than_base_rate": [], "n": 3, "scratch_reused": 0}
+    monkeypatch.setattr(study, "run_rank_study", lambda *a, **k: result)
+    code, out, err = cli(monkeypatch, capsys, "study", "rank", "--supernet", tmp_path / "s.pt", "--data", tmp_path, "--out", tmp_path / "o", "--no-progress")
+    assert code == 0, err
+    assert "inherited: Kendall tau n/a  Spearman n/a  (n=3)" in out and "finetuned: Kendall tau +0.500  Spearman -0.250" in out and "nan" not in out
+    figs = []
+    monkeypatch.setattr(rank_mod, "save_figure", lambda fig, path: figs.append(fig))
+    rank_mod.scatter_plot(tmp_path / "r.png", [0.5, 0.5, 0.5], {"inherited": [0.4, 0.5, 0.6]})
+    assert [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()] == ["inherited (tau=n/a, rho=n/a)"]

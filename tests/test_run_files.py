@@ -272,3 +272,39 @@ def test_show_says_when_the_search_ranked_otherwise(tmp_path, monkeypatch, capsy
     code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     title = " ".join(out.split())
     assert code == 0 and (note in title if note else "ranked by" not in title and "front" not in title), out
+
+
+def test_show_says_how_many_candidates_results_md_reports(tmp_path, monkeypatch, capsys):
+    """A run continued with fewer generations keeps the earlier search's candidates in its
+    store: `show` titled its list "14 candidates evaluated" above results.md's "Search: 8
+    candidates evaluated", without a word on which was which."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    for i, key in enumerate("abcd"):
+        store.put(key, "{}", {"logloss": 0.4 + i / 100})
+    report = {"dataset": "tiny", "models": [], "search": {"candidates_in_store": 4}}
+    write_report(tmp_path / "run", report, store, "search", Objective(), keys={"a", "b"})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    title = " ".join(out.split())
+    assert code == 0 and "4 candidates evaluated" in title and "the search of results.md scored 2 of them" in title, out
+    assert "Search: 2 candidates evaluated" in out  # results.md, printed below
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    write_report(tmp_path / "run", report, store, "search", Objective())  # every one of them
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 0 and "results.md scored" not in " ".join(out.split()), out
+
+
+def test_show_names_the_params_column_as_results_md_does(tmp_path, monkeypatch, capsys):
+    """`params` are the dense parameters (results.md's "dense params", the tables apart): show
+    headed them "params", beside a results.md with an "emb. params" column too."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("a", "{}", {"logloss": 0.4, "params": 1234.0, "embedding_params": 99999.0})
+    store.close()
+    code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    header = next(line for line in out.splitlines() if "key" in line)
+    assert code == 0 and "dense params" in header and "1,234" in out, out

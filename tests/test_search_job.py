@@ -1,6 +1,7 @@
 """The main job end to end at the smoke budget (seconds on a CPU)."""
 
 import json
+import math
 import shutil
 import sqlite3
 from pathlib import Path
@@ -903,3 +904,22 @@ def test_epochs_of_a_grid_point_or_the_proxy_are_not_overridden_by_the_max_steps
     assert load_job_config("smoke", final={"max_steps": 40}, scoring="scratch", proxy={"max_steps": 5}).proxy_config().max_steps == 5
     with pytest.raises(ConfigError, match="final_grid: points that set max_steps train alike whatever their epochs .* 4 points would train only 2 recipes"):
         load_job_config("smoke", final_grid={"max_steps": [1, 2], "epochs": [1, 2]})
+
+
+def test_results_md_says_which_split_has_one_class(tmp_path):
+    """A test split without a click has no AUC: results.md showed "-" in every row's test AUC
+    with nothing saying why (only the job's log warned)."""
+    from recnas.data.schema import SPLITS, DatasetMeta
+    from recnas.data.store import SplitArrays, write_store
+
+    rng = np.random.default_rng(0)
+    labels = {"train": (rng.random(480) < 0.3).astype(np.float32), "val": (np.arange(60) % 3 == 0).astype(np.float32), "test": np.zeros(60, np.float32)}
+    splits = {s: SplitArrays(rng.normal(size=(len(labels[s]), 2)).astype(np.float32), rng.integers(0, 5, (len(labels[s]), 3)).astype(np.int32), labels[s]) for s in SPLITS}
+    write_store(tmp_path / "data", splits, DatasetMeta(name="noclicks", dense_names=["I1", "I2"], cat_names=["C1", "C2", "C3"], vocab_sizes=[5, 5, 5], rows={},
+                                                       positive_rate={s: float(labels[s].mean()) for s in SPLITS}))
+    cfg = load_job_config("smoke", data=str(tmp_path / "data"), baselines=["lr"], evolution=dict(population=2, sample_size=1, children=1, generations=1))
+    report = run_job(cfg, tmp_path / "run", progress=False)
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert math.isnan(report["models"][0]["test_auc"])
+    assert "warning: the test split holds no clicks (every label 0): AUC is undefined (n/a) on it" in md and "the val split" not in md
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["data_notes"] == report["data_notes"]

@@ -76,7 +76,7 @@ def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tm
     left, right = figures["score_vs_cost.png"].axes
     assert _stars(right) == []  # dlrm is no searched model
     assert any("recnas (searched), lr" in t.get_text() for t in right.texts)
-    assert any("1 candidate with 0 flops" in t.get_text() for t in left.texts)
+    assert [t.get_text() for t in left.texts] == ["1 candidate with 0 flops: not on the log axis; 1 diverged (scored inf): not drawn"]  # b diverged: left out without a word
     assert left.get_title() == "search: candidates" and right.get_title() == "trained models"
     models[0]["flops"] = 50.0
     report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="c", bayes=0.4)
@@ -146,4 +146,59 @@ def test_an_undefined_bayes_auc_reads_n_a(tmp_path, figures):
     report_mod.write_report(tmp_path, report, store, "search", Objective())
     md = (tmp_path / "results.md").read_text()
     assert "Bayes-optimal test log loss: 0.4012, AUC n/a (the floor" in md and "nan" not in md
+    store.close()
+
+
+def test_long_axis_labels_fit_the_saved_figure(tmp_path, monkeypatch):
+    """The progress plot's y label under a penalized objective with `scoring: scratch` (and the
+    co-design plot's under scratch) ran past the top and bottom of the saved PNG: `save_figure`
+    now wraps it onto lines the figure holds."""
+    from recnas.search import pareto as pareto_mod
+    from recnas.search import plots
+
+    saved = []
+
+    def keep(fig, path):
+        saved.append(fig)
+        return plots.save_figure(fig, path)
+
+    monkeypatch.setattr(report_mod, "save_figure", keep)
+    monkeypatch.setattr(pareto_mod, "save_figure", keep)
+    scratch = report_mod.SCORED_WITH["scratch"]
+    report_mod.plot_progress(tmp_path / "p.png", [{"generation": 0, "best_score": 0.5, "mean_score": 0.6}], scratch, PENALIZED)
+    pareto_mod.plot_front([(1.0, 0.5), (2.0, 0.4)], ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scratch}; baselines: test)"), tmp_path / "f.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in saved:  # closed: a canvas of its own to measure it as it was saved
+        renderer, (width, height) = FigureCanvasAgg(fig).get_renderer(), fig.bbox.size
+        for ax in fig.axes:
+            for label in (ax.xaxis.label, ax.yaxis.label):
+                box = label.get_window_extent(renderer)
+                assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height, label.get_text()
+    assert "penalty" in saved[0].axes[0].get_ylabel() and scratch in " ".join(saved[0].axes[0].get_ylabel().split())
+
+
+def test_progress_says_which_generations_an_inf_score_leaves_out(tmp_path, figures):
+    """While a diverged candidate (scored inf) is in the population the mean score is inf, and
+    matplotlib drew nothing there: the legend's "population mean" had no line for those
+    generations, and nothing said why."""
+    gens = [{"generation": g, "best_score": 0.6 - g / 100, "mean_score": math.inf if g < 2 else 0.65} for g in range(4)]
+    report_mod.plot_progress(tmp_path / "search_progress.png", gens)
+    (ax,) = figures["search_progress.png"].axes
+    assert [t.get_text() for t in ax.texts] == ["not drawn: population mean inf in 2 of 4 generations (a diverged candidate scores inf)"]
+    report_mod.plot_progress(tmp_path / "search_progress.png", [{**r, "mean_score": 0.65} for r in gens])
+    assert list(figures["search_progress.png"].axes[0].texts) == []
+
+
+def test_results_md_names_the_cost_targets_a_penalized_search_ranked_by(tmp_path, figures):
+    """results.md said the candidates were scored by validation log loss, and nothing of the
+    targets that ranked them and chose the finalists (only results.json's `objective`)."""
+    cands = [{"key": "a", "logloss": 0.4, "flops": 200.0}]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.9, "mean_score": 0.9}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 200.0}]
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective(kind="penalized", targets={"flops": 1.0e5, "params": 0.5}, beta=0.5))
+    md = (tmp_path / "results.md").read_text()
+    assert "ranked by log loss + 0.5 * max(0, cost / target - 1) summed over the targets (flops 100,000, params 0.5)" in md
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
+    assert "ranked by" not in (tmp_path / "results.md").read_text()
     store.close()

@@ -69,8 +69,8 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
     rows = store.by_logloss()
     console = Console()
-    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)})")
-    for col in ("key", "val log loss", "val AUC", "FLOPs", "params"):
+    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)}{_reported_fewer(run, len(rows))})")
+    for col in ("key", "val log loss", "val AUC", "FLOPs", "dense params"):  # as results.md names them: the embedding tables are not in `params`
         # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
         # the candidate keys and scores the table is for
         table.add_column(col, overflow="fold")
@@ -105,6 +105,26 @@ def _ranked_otherwise(run: Path) -> str:
     return ""
 
 
+def _reported_fewer(run: Path, stored: int) -> str:
+    """The title's note when results.md reports a search of fewer candidates than the store
+    holds: a run continued with fewer generations (or another evolution seed) keeps the earlier
+    search's candidates, which `show` lists, while results.md counted "8 candidates" beside this
+    table's 14 without a word (or, while a continued search runs, results.md is the last one's).
+    Nothing when results.json is missing or unreadable."""
+    from recnas.configs import parse_json, read_text
+    from recnas.errors import RecnasError
+
+    try:
+        report = parse_json(read_text(run / "results.json", "results"), "results.json") if (run / "results.json").is_file() else None
+    except RecnasError:
+        return ""
+    search = report.get("search") if isinstance(report, dict) else None
+    reported = search.get("candidates_this_search") if isinstance(search, dict) else None
+    if not isinstance(reported, int) or isinstance(reported, bool) or reported >= stored:
+        return ""
+    return f"; the search of results.md scored {reported} of them"
+
+
 @study_app.command("rank")
 def rank(
     supernet: Path = path_option(..., help="Supernet model.pt / checkpoint.pt."),
@@ -123,9 +143,11 @@ def rank(
     cfg = RankStudyConfig.load(config)
     with cpu_threads(threads):
         result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
+    from recnas.train.metrics import format_metric
+
     console = Console(soft_wrap=True)  # whole lines in a piped log
-    for name, r in result["correlation"].items():
-        console.print(f"{name:>22}: Kendall tau {r['kendall_tau']:+.3f}  Spearman {r['spearman']:+.3f}  (n={r['n']})")
+    for name, r in result["correlation"].items():  # undefined (every score alike, or none finite): n/a, as every command prints it, not "+nan"
+        console.print(f"{name:>22}: Kendall tau {format_metric(r['kendall_tau'], '{:+.3f}')}  Spearman {format_metric(r['spearman'], '{:+.3f}')}  (n={r['n']})")
     best = result["best_scratch"]
     if result["diverged"]:
         console.print(f"[yellow]warning:[/] {len(result['diverged'])} subnet(s) diverged in from-scratch training and are left out: {', '.join(result['diverged'])}")

@@ -9,6 +9,14 @@ from rich.table import Table
 from recnas.train.metrics import format_metric
 
 
+def _agreement(field: dict, width: int) -> float:
+    """The share of seeds that chose `width`, the width the table shows. A modal width over the
+    budget is repaired to a smaller one, and the column gave the modal width's agreement: 100%
+    beside a width no seed chose."""
+    widths = field.get("widths")
+    return field["agreement"] if widths is None else sum(w == width for w in widths) / len(widths)
+
+
 def print_report(report: dict, console: Console | None = None) -> None:
     # soft wrap: piped into a log (80 columns) rich broke the budget and retrain lines in two;
     # table cells fold rather than being cut to "1,…" on a narrow terminal
@@ -18,7 +26,7 @@ def print_report(report: dict, console: Console | None = None) -> None:
     for col in ("field", "vocab", "width", "params", "seed agreement"):
         table.add_column(col, justify="left" if col == "field" else "right", overflow="fold")
     for name, vocab, width, agree in zip(report["fields"], report["vocab_sizes"], report["emb_dims"], stab["per_field"]):
-        table.add_row(escape(name), f"{vocab:,}", str(width), f"{vocab * width:,}", f"{agree['agreement']:.0%}")
+        table.add_row(escape(name), f"{vocab:,}", str(width), f"{vocab * width:,}", f"{_agreement(agree, width):.0%}")
     console.print(table)
     console.print(
         f"embedding tables: {report['params']:,} params ({report['mib']:.3f} MiB) vs budget {report['budget_params']:,} "

@@ -77,6 +77,12 @@ class Objective(BaseModel):
         return [float(metrics["logloss"])] + [float(metrics.get(c, 0.0)) for c in self.pareto_costs]
 
 
+def format_targets(targets: dict[str, float]) -> str:
+    """Cost targets as the job's log and results.md give them: a target under 1 (a reference
+    with few parameters over a large ratio) printed as 0 with the thousands format alone."""
+    return ", ".join(f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.4g}" for k, v in targets.items())
+
+
 def diverged_keys(candidates: list[dict]) -> set[str]:
     """The candidates whose scoring diverged: they score inf (NaN logits: NaN), which the
     job's warning and results.md both count."""

@@ -26,7 +26,7 @@ from recnas.search.evaluator import CandidateEvaluator, architecture_costs, mode
 from recnas.search.evolution import RegularizedEvolution
 from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
-from recnas.search.objective import diverged_keys, resolve_targets
+from recnas.search.objective import diverged_keys, format_targets, resolve_targets
 from recnas.search.ranking import is_score, nan_last
 from recnas.search.report import write_report
 from recnas.search.results import ResultsStore
@@ -247,7 +247,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     store = prepare_data(cfg, out, console)
     store.check_trainable()
     meta = store.meta
-    for note in one_class_notes(meta):
+    data_notes = one_class_notes(meta)  # results.md says them too: its table shows such a split's AUC as "-"
+    for note in data_notes:
         console.print(f"[yellow]warning:[/] {escape(note)}")
     check_baselines(cfg, meta)
     check_devices(cfg)
@@ -300,8 +301,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     codesign = cfg.hardware == "pim"
     _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {objective.kind}")
     if objective.reference is not None:
-        # a target under 1 (a reference with few parameters over a large ratio) printed as 0
-        console.print("    targets (" + objective.reference + " / ratios): " + ", ".join(f"{k} {v:,.0f}" if v >= 100 else f"{k} {v:.4g}" for k, v in objective.targets.items()))
+        console.print("    targets (" + objective.reference + " / ratios): " + format_targets(objective.targets))
     results = ResultsStore(out / "search.sqlite")
     evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet)
     executor = None
@@ -368,6 +368,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
     report = {
         "dataset": meta.name,
+        "data_notes": data_notes,
         "bayes": meta.bayes,
         "space": space.model_dump(mode="json"),
         "best_arch": json.loads(best.arch.to_json()),

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from recnas.search.plots import pyplot, save_figure
+from recnas.train.metrics import format_metric
 
 
 def rank_correlation(a, b) -> dict:
@@ -33,7 +34,8 @@ def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "su
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for (name, s), marker in zip(scores.items(), "os^D"):
         r = rank_correlation(s, scratch)
-        ax.scatter(scratch, s, marker=marker, alpha=0.75, label=f"{name} (tau={r['kendall_tau']:.2f}, rho={r['spearman']:.2f})")
+        tau, rho = (format_metric(r[k], "{:.2f}") for k in ("kendall_tau", "spearman"))  # n/a, not "nan", where undefined
+        ax.scatter(scratch, s, marker=marker, alpha=0.75, label=f"{name} (tau={tau}, rho={rho})")
     ax.set_xlabel("from-scratch validation log loss")
     ax.set_ylabel("supernet validation log loss")
     ax.set_title(title)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.search.objective import Objective, diverged_keys
+from recnas.search.objective import Objective, diverged_keys, format_targets
 from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
 from recnas.train.metrics import format_metric, json_safe
@@ -59,6 +59,15 @@ def _diverged(diverged: int, candidates: int) -> str:
     return f", {diverged} of them diverged (scored inf)"
 
 
+def _ranked_by(objective: Objective) -> str:
+    """The results.md words for a `penalized` search's ranking (nothing otherwise): results.md
+    said the candidates were scored by validation log loss, with no word of the cost targets
+    that chose the finalists (only results.json's `objective` had them)."""
+    if objective.kind != "penalized":
+        return ""
+    return f", ranked by log loss + {objective.beta:g} * max(0, cost / target - 1) summed over the targets ({format_targets(objective.targets)})"
+
+
 def write_report(out: Path, report: dict, results: ResultsStore, run: str, objective: Objective, keys=None) -> None:
     """`keys`: the candidates of this search (None: every one in `results`). The store also holds
     those of an earlier search of the run folder (more generations, another evolution seed),
@@ -77,15 +86,17 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     report["search"] = {**report["search"], "candidates_this_search": len(candidates), "diverged_this_search": diverged}
     write_text_atomic(out / "results.json", json.dumps(json_safe(report), indent=2, default=float))
     md = ["# recnas search results", "", f"dataset: `{report['dataset']}`"]
+    # a split of one class (the job's warnings): its AUC is a bare "-" in the table below
+    md += [f"warning: {note}" for note in report.get("data_notes") or []]
     if report.get("bayes"):
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
-    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}; best architecture in `best_arch.json`.", ""]
+    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}{_ranked_by(objective)}; best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
         md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
-    if any("energy" in c for c in candidates):
+    if objective.kind == "pareto" or any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
     write_text_atomic(out / "results.md", "\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run), scored, objective)
@@ -94,29 +105,43 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
 
 
+# the front's cost columns in pareto.md: (label, format)
+FRONT_COSTS = {"energy": ("energy (pJ)", "{:,.0f}"), "latency": ("latency (ns)", "{:,.0f}"), "flops": ("FLOPs", "{:,.0f}"), "params": ("dense params", "{:,.0f}")}
+
+
 def write_pareto(out: Path, candidates: list[dict], models: list[dict], objective: Objective, scored: str = SCORED_WITH["supernet"]) -> list[str]:
-    """Co-design: the Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a
-    plot of energy vs log loss with the baselines (on the default PIM config) marked."""
+    """The Pareto front of (log loss, *objective.pareto_costs) as pareto.md/.json and a plot of
+    log loss against one cost with the baselines marked: in co-design against PIM energy
+    (baselines on the default PIM config), else against the first of `pareto_costs`. A
+    `kind: pareto` search without PIM (`pareto_costs: [flops, params]`) wrote none of it, while
+    docs/search.md and `search show` pointed at pareto.md."""
     from recnas.search.pareto import pareto_front, plot_front
 
-    cand = [c for c in candidates if "energy" in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
+    codesign = any("energy" in c for c in candidates)
+    x = "energy" if codesign else objective.pareto_costs[0]
+    shown = list(dict.fromkeys([*(("energy", "latency", "flops") if codesign else ()), *objective.pareto_costs]))
+    cand = [c for c in candidates if all(k in c for k in shown) and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
     # shaped even when every candidate diverged (no front): the report used to fail there
     vectors = np.array([objective.vector(c) for c in cand]).reshape(len(cand), 1 + len(objective.pareto_costs))
-    front = sorted(pareto_front(vectors), key=lambda i: cand[i]["energy"])
+    front = sorted(pareto_front(vectors), key=lambda i: cand[i][x])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
     write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
-    table = ["| candidate | val log loss | energy (pJ) | latency (ns) | FLOPs |", "|---|---|---|---|---|"]
-    table += [f"| {r['key']} | {r['logloss']:.4f} | {r['energy']:,.0f} | {r['latency']:,.0f} | {r['flops']:,.0f} |" for r in rows]
+    table = ["| candidate | val log loss | " + " | ".join(FRONT_COSTS[k][0] for k in shown) + " |", "|---|---|" + "---|" * len(shown)]
+    table += [f"| {r['key']} | {r['logloss']:.4f} | " + " | ".join(FRONT_COSTS[k][1].format(r[k]) for k in shown) + " |" for r in rows]
     write_text_atomic(out / "pareto.md", f"# Pareto front (search scores on validation, {scored})\n\n" + "\n".join(table) + "\n")
-    baselines = {m["model"]: (m["energy"], m["test_logloss"]) for m in models if "energy" in m and m["model"] != models[0]["model"]}
+    # in co-design each baseline's quality on the PIM config its energy is of ("test log loss on
+    # its PIM config"), as the candidates are scored quantised: it was drawn at full precision
+    quality = "test_logloss_pim" if codesign else "test_logloss"
+    baselines = {m["model"]: (m[x], m.get(quality, m["test_logloss"])) for m in models if x in m and m["model"] != models[0]["model"]}
     over = ", ".join(["log loss", *objective.pareto_costs])  # the objectives ranked, as `objective.vector` gives them
     # the front marked is the one of pareto.md (and of the line under the plot): the plot used to
     # mark the front of (energy, log loss) alone, fewer candidates than the report said; over
     # those two objectives it is that front, drawn with its step line
-    two = tuple(objective.pareto_costs) == ("energy",)
+    two = tuple(objective.pareto_costs) == (x,)
+    axis = "PIM energy per sample (pJ)" if codesign else {"flops": "FLOPs per sample", "params": "dense params"}.get(x, x)
     plot_front(
-        np.array([(c["energy"], c["logloss"]) for c in cand]).reshape(-1, 2), ("PIM energy per sample (pJ)", f"log loss (candidates: val, {scored}; baselines: test)"),
-        out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy",
+        np.array([(c[x], c["logloss"]) for c in cand]).reshape(-1, 2), (axis, f"log loss (candidates: val, {scored}; baselines: test{', on the default PIM config' if codesign else ''})"),
+        out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy" if codesign else f"Pareto search: quality vs {axis}",
         front=None if two else front, front_label=f"Pareto front over ({over})",
     )
     return ["## Pareto front", "", f"{len(rows)} non-dominated candidates of {len(cand)} over ({over}): `pareto.md`, `pareto.json`.", "", "![pareto](pareto.png)", ""]
@@ -135,6 +160,8 @@ def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["super
         ax.plot(g, [r["best_score"] for r in gens], marker="o", label="best in population")
         ax.plot(g, [r["mean_score"] for r in gens], linestyle="--", label="population mean")
         ax.legend()
+        if note := _not_drawn(gens):
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_xlabel("generation")
     penalty = " + beta * cost penalty" if objective is not None and objective.kind == "penalized" else ""
@@ -143,19 +170,35 @@ def plot_progress(path: Path, gens: list[dict], scored: str = SCORED_WITH["super
     save_figure(fig, path)
 
 
+def _not_drawn(gens: list[dict]) -> str:
+    """The progress plot's note on generations whose score is inf: a diverged candidate scores
+    inf, so the population mean is inf while one is in the population (the best too when every
+    one is), and matplotlib left those points out without a word: a legend's line missing for
+    most of a search."""
+    parts = []
+    for key, what in (("mean_score", "population mean"), ("best_score", "best")):
+        off = sum(not math.isfinite(r[key]) for r in gens)
+        if off:
+            parts.append(f"{what} inf in {off} of {len(gens)} generations")
+    return f"not drawn: {', '.join(parts)} (a diverged candidate scores inf)" if parts else ""
+
+
 def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], objective: Objective, cost: str = "flops", chosen: str | None = None, bayes: float | None = None, scored: str = SCORED_WITH["supernet"]) -> None:
     """Two panels over one cost axis: the searched candidates' search scores (validation),
     and the trained models' test log loss. They are different quantities on different scales,
     so they get separate y axes side by side rather than two overlaid ones."""
     plt = pyplot()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
-    cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]  # a diverged candidate scores inf
-    # the x axis is logarithmic: a cost of 0 has no place on it, and matplotlib dropped such a
-    # candidate (or the chosen one's star) without a word; they are counted under the panel instead
+    cand = [c for c in candidates if cost in c and math.isfinite(c["logloss"])]
+    # a diverged candidate scores inf (no place on the axis); the x axis is logarithmic: a cost of
+    # 0 has no place on it either. matplotlib dropped such a candidate (or the chosen one's star)
+    # without a word; they are counted under the panel instead
+    diverged = len(diverged_keys([c for c in candidates if cost in c]))
     free = [c for c in cand if not c[cost] > 0]
     cand = [c for c in cand if c[cost] > 0]
-    if free:
-        ax.text(0.02, 0.02, f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis", transform=ax.transAxes, fontsize=7)
+    notes = ([f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis"] if free else []) + ([f"{diverged} diverged (scored inf): not drawn"] if diverged else [])
+    if notes:
+        ax.text(0.02, 0.02, "; ".join(notes), transform=ax.transAxes, fontsize=7)
     if cand:
         x = np.array([c[cost] for c in cand])
         y = np.array([c["logloss"] for c in cand])
