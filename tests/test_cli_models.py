@@ -617,3 +617,22 @@ def test_the_training_summary_says_when_model_pt_holds_the_last_weights(tiny_sto
     assert code == 0 and "best val logloss 0.60000 auc 0.70000" in line, err
     note = "; model.pt holds the last weights (restore_best: false): val logloss 0.90000 auc 0.55000"
     assert line.endswith(note) != restore_best, line
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`study rank --help` listed --progress with no words at all."""
+    import typer
+
+    from recnas.cli import app
+
+    def commands(cmd, path=()):  # Typer's own click (vendored by recent Typers): by duck type
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, (*path, name))
+        else:
+            yield path, cmd
+
+    found = list(commands(typer.main.get_command(app)))
+    assert len(found) >= 10
+    silent = [f"{' '.join(path)} {p.opts[0]}" for path, cmd in found for p in cmd.params if p.param_type_name == "option" and p.opts[0] != "--help" and not (p.help or "").strip()]
+    assert silent == []

@@ -45,7 +45,10 @@ def test_report_prints_bracketed_field_names_as_they_are():
     console = Console(record=True, width=200)
     print_report(report, console)
     text = console.export_text()
-    assert "price[usd]" in text and "[b]city" in text
+    assert "price[usd]" in text and "[b]city" in text and "50.0% used" in text
+    console = Console(record=True, width=200)
+    print_report({**report, "budget_used": 0.9995}, console)  # under the budget: read "100.0% used", as if full
+    assert "99.9% used" in console.export_text()
 
 
 def test_report_gives_the_seed_agreement_of_the_width_it_shows():

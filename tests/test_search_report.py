@@ -78,6 +78,7 @@ def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tm
     assert any("recnas (searched), lr" in t.get_text() for t in right.texts)
     assert [t.get_text() for t in left.texts] == ["1 candidate with 0 flops: not on the log axis; 1 diverged (scored inf): not drawn"]  # b diverged: left out without a word
     assert left.get_title() == "search: candidates" and right.get_title() == "trained models"
+    assert left.get_xlabel() == right.get_xlabel() == "FLOPs per sample"  # as the tables name the cost ("flops per sample")
     models[0]["flops"] = 50.0
     report_mod.plot_score_vs_cost(tmp_path / "score_vs_cost.png", cands, models, Objective(), chosen="c", bayes=0.4)
     left, right = figures["score_vs_cost.png"].axes
@@ -201,4 +202,16 @@ def test_results_md_names_the_cost_targets_a_penalized_search_ranked_by(tmp_path
     assert "ranked by log loss + 0.5 * max(0, cost / target - 1) summed over the targets (flops 100,000, params 0.5)" in md
     report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
     assert "ranked by" not in (tmp_path / "results.md").read_text()
+    store.close()
+
+
+def test_a_search_of_one_candidate_is_counted_in_the_singular(tmp_path, figures):
+    """A space of one architecture: results.md read "Search: 1 candidates evaluated"."""
+    from recnas.train.metrics import counted
+
+    assert (counted(1, "candidate"), counted(0, "candidate"), counted(1200, "process", "processes")) == ("1 candidate", "0 candidates", "1,200 processes")
+    store = _store(tmp_path, [{"key": "a", "logloss": 0.5, "flops": 10.0}], [{"generation": 0, "best_score": 0.5, "mean_score": 0.5}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "test_auc": 0.7, "flops": 10.0}]
+    report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
+    assert "Search: 1 candidate evaluated (" in (tmp_path / "results.md").read_text()
     store.close()

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.cli.options import THREADS
+from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
@@ -56,7 +56,6 @@ def _relaunch(nproc: int) -> None:
     launch(nproc, argv)
     raise typer.Exit(0)
 SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
-PROGRESS = typer.Option(True, "--progress/--no-progress", help="show a progress bar (only on a terminal)")
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")
 
 
@@ -338,7 +337,7 @@ def evaluate(
     arch: Optional[Path] = path_option(None, "--arch", help="architecture JSON (required for a supernet checkpoint)"),
     json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
     predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
-    batch_size: int = typer.Option(4096, "--batch-size", min=1),
+    batch_size: int = typer.Option(4096, "--batch-size", min=1, help="rows per forward pass (sets the memory it takes)"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recnas.cli.options import THREADS
+from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_argument, path_option
 from recnas.configs import SEED_MAX
 
@@ -34,7 +34,7 @@ def search(
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     finalists: Optional[int] = typer.Option(None, min=1, help="Best candidates retrained from scratch; the lowest validation log loss wins (default: the preset's or config's; may change when a run is continued)."),
     threads: Optional[int] = typer.Option(None, min=1, max=1024, help="PyTorch CPU threads for the whole job (default: one per core). The thread count changes the rounding of CPU training, and so the result: give the one results.json records to reproduce a run."),
-    progress: bool = typer.Option(True, help="Show progress bars."),
+    progress: bool = PROGRESS,
 ) -> None:
     """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
     if ctx.invoked_subcommand is not None:
@@ -61,7 +61,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     from recnas.configs import read_text
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
-    from recnas.train.metrics import format_metric
+    from recnas.train.metrics import counted, format_metric
 
     db = run / "search.sqlite"
     if not db.exists():
@@ -69,7 +69,7 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write
     rows = store.by_logloss()
     console = Console()
-    table = Table(title=f"{len(rows)} candidates evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)}{_reported_fewer(run, len(rows))})")
+    table = Table(title=f"{counted(len(rows), 'candidate')} evaluated (best {min(top, len(rows))} by validation log loss{_ranked_otherwise(run)}{_reported_fewer(run, len(rows))})")
     for col in ("key", "val log loss", "val AUC", "FLOPs", "dense params"):  # as results.md names them: the embedding tables are not in `params`
         # folded, not cut: on a narrow terminal (or COLUMNS) rich cut every cell to "8b…", "0.…",
         # the candidate keys and scores the table is for
@@ -133,7 +133,7 @@ def rank(
     out: Path = path_option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
     config: Optional[Path] = path_option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
     scratch_cache: Optional[Path] = path_option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
-    progress: bool = typer.Option(True),
+    progress: bool = PROGRESS,
     threads: Optional[int] = THREADS,
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""

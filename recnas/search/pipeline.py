@@ -38,6 +38,7 @@ from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
+from recnas.train.metrics import counted
 from recnas.train.resume import PastRequestedSteps
 
 
@@ -175,7 +176,7 @@ def check_devices(cfg: JobConfig) -> None:
 
 def _budget(tcfg: TrainConfig) -> str:
     """A training config's length and rate, for the job's stage line."""
-    length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else f"{tcfg.epochs} epoch{'s' if tcfg.epochs > 1 else ''}"
+    length = f"{tcfg.max_steps} steps" if tcfg.max_steps is not None else counted(tcfg.epochs, "epoch")
     return f"{length}, lr {tcfg.lr:g}, batch {tcfg.batch_size}"
 
 
@@ -299,7 +300,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
     # 2. evolution
     codesign = cfg.hardware == "pim"
-    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {cfg.evolution.generations} generations, objective {objective.kind}")
+    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {counted(cfg.evolution.generations, 'generation')}, objective {objective.kind}")
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + format_targets(objective.targets))
     results = ResultsStore(out / "search.sqlite")
@@ -394,7 +395,7 @@ def _fewer(ranked: list, cfg: JobConfig) -> str:
     """The stage line's note when the search scored fewer distinct architectures than `finalists`."""
     if len(ranked) >= cfg.finalists:
         return ""
-    return f" (finalists: {cfg.finalists}, but the search scored only {len(ranked)} distinct architecture{'s' if len(ranked) > 1 else ''})"
+    return f" (finalists: {cfg.finalists}, but the search scored only {counted(len(ranked), 'distinct architecture')})"
 
 
 def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> None:

@@ -12,7 +12,7 @@ from recnas.configs import write_text_atomic
 from recnas.search.objective import Objective, diverged_keys, format_targets
 from recnas.search.plots import pyplot, save_figure
 from recnas.search.results import ResultsStore
-from recnas.train.metrics import format_metric, json_safe
+from recnas.train.metrics import counted, format_metric, json_safe
 
 COLUMNS = [
     ("model", "model", "{}"),
@@ -92,7 +92,7 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
         b = report["bayes"]
         md.append(f"Bayes-optimal test log loss: {format_metric(b.get('test_logloss'), '{:.4f}')}, AUC {format_metric(b.get('test_auc'), '{:.4f}')} (the floor any model can reach)")
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
-    md += ["", markdown_table(report["models"]), "", f"Search: {len(candidates)} candidates evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}{_ranked_by(objective)}; best architecture in `best_arch.json`.", ""]
+    md += ["", markdown_table(report["models"]), "", f"Search: {counted(len(candidates), 'candidate')} evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}{_ranked_by(objective)}; best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
         md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
@@ -103,6 +103,11 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
     bayes = (report.get("bayes") or {}).get("test_logloss")
     plot_score_vs_cost(out / "score_vs_cost.png", candidates, report["models"], objective, chosen=chosen, bayes=bayes, scored=scored)
+
+
+def cost_axis(cost: str) -> str:
+    """A cost's axis label, named as the tables name it (the plots read "flops per sample")."""
+    return {"flops": "FLOPs per sample", "params": "dense params"}.get(cost, f"{cost} per sample")
 
 
 # the front's cost columns in pareto.md: (label, format)
@@ -138,7 +143,7 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     # mark the front of (energy, log loss) alone, fewer candidates than the report said; over
     # those two objectives it is that front, drawn with its step line
     two = tuple(objective.pareto_costs) == (x,)
-    axis = "PIM energy per sample (pJ)" if codesign else {"flops": "FLOPs per sample", "params": "dense params"}.get(x, x)
+    axis = "PIM energy per sample (pJ)" if codesign else cost_axis(x)
     plot_front(
         np.array([(c[x], c["logloss"]) for c in cand]).reshape(-1, 2), (axis, f"log loss (candidates: val, {scored}; baselines: test{', on the default PIM config' if codesign else ''})"),
         out / "pareto.png", baselines=baselines, title="co-design: quality vs PIM energy" if codesign else f"Pareto search: quality vs {axis}",
@@ -179,7 +184,7 @@ def _not_drawn(gens: list[dict]) -> str:
     for key, what in (("mean_score", "population mean"), ("best_score", "best")):
         off = sum(not math.isfinite(r[key]) for r in gens)
         if off:
-            parts.append(f"{what} inf in {off} of {len(gens)} generations")
+            parts.append(f"{what} inf in {off} of {counted(len(gens), 'generation')}")
     return f"not drawn: {', '.join(parts)} (a diverged candidate scores inf)" if parts else ""
 
 
@@ -196,7 +201,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
     diverged = len(diverged_keys([c for c in candidates if cost in c]))
     free = [c for c in cand if not c[cost] > 0]
     cand = [c for c in cand if c[cost] > 0]
-    notes = ([f"{len(free)} candidate{'s' if len(free) > 1 else ''} with 0 {cost}: not on the log axis"] if free else []) + ([f"{diverged} diverged (scored inf): not drawn"] if diverged else [])
+    notes = ([f"{counted(len(free), 'candidate')} with 0 {cost}: not on the log axis"] if free else []) + ([f"{diverged} diverged (scored inf): not drawn"] if diverged else [])
     if notes:
         ax.text(0.02, 0.02, "; ".join(notes), transform=ax.transAxes, fontsize=7)
     if cand:
@@ -214,7 +219,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
             ax.scatter(x[hit], y[hit], marker="*", s=160, color="k", zorder=3, label="chosen (retrained)")
         ax.legend(loc="best", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel(f"{cost} per sample")
+    ax.set_xlabel(cost_axis(cost))
     ax.set_ylabel(f"validation log loss ({scored})")
     ax.set_title("search: candidates")
     # models[0] is the searched model (the star): it was the first model drawn, a baseline when the
@@ -230,7 +235,7 @@ def plot_score_vs_cost(path: Path, candidates: list[dict], models: list[dict], o
         ax2.axhline(bayes, color="C2", linestyle=":", label="Bayes-optimal")
         ax2.legend(loc="best", fontsize=8)
     ax2.set_xscale("log")
-    ax2.set_xlabel(f"{cost} per sample")
+    ax2.set_xlabel(cost_axis(cost))
     ax2.set_ylabel("test log loss (trained from scratch)")
     ax2.set_title("trained models")
     ax2.margins(x=0.15, y=0.1)

@@ -48,6 +48,12 @@ def format_metric(value, fmt: str = "{:.5f}", missing: str = "n/a") -> str:
         return missing
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and its noun, singular for one: reports read "1 candidates evaluated" and
+    "1 generations" for a space or search of one."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def json_safe(obj):
     """NaN/inf -> None, recursively, so result files are strict JSON (AUC is NaN on one class)."""
     if isinstance(obj, float):
