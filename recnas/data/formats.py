@@ -16,7 +16,6 @@ from recnas.errors import DataError
 
 LABEL_MODES = ("binary", "count")  # binary: must be 0/1; count: non-negative integer, label = value > 0
 DENSE_TRANSFORMS = ("log1p", "none")  # log1p: log(max(x, 0) + 1), the Criteo convention
-DERIVATIONS = ("hour_of_day", "weekday")  # from a YYMMDDHH string (Avazu `hour`)
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Derived:
 
     name: str
     source: str
-    kind: str
+    kind: str  # "hour_of_day" or "weekday", from a YYMMDDHH string (Avazu `hour`)
 
 
 @dataclass(frozen=True)
