@@ -1,4 +1,4 @@
-"""The NASRec search spaces (design.md section 1): `full` and `small`."""
+"""The NASRec search spaces (docs/search.md, "Search spaces"): `full` and `small`."""
 
 from __future__ import annotations
 
