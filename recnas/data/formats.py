@@ -159,11 +159,9 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
 
-    def names(key: str, required: bool = False) -> tuple[str, ...]:
+    def names(key: str) -> tuple[str, ...]:
         value = doc.get(key)
         if value is None:
-            if required:
-                raise DataError(f"{path}: key `{key}` is required")
             return ()
         if not isinstance(value, list) or not all(isinstance(v, (str, int)) and str(v) for v in value):
             raise DataError(f"{path}: key `{key}` must be a list of column names")
