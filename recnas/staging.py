@@ -211,12 +211,12 @@ def check_output_dir(path: str | os.PathLike) -> None:
     check_parent(path, "--out")
 
 
-def refuse_file_at(path: str | os.PathLike, role: str, error: type[RecnasError] = ConfigError) -> None:
+def refuse_file_at(path: str | os.PathLike, role: str) -> None:
     """A file where a folder is to be made: mkdir says only "File exists" (or a copy replaces
     the user's file), so name the path and what goes there."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise error(f"{path} is a file, where {role}; move it away (or choose another --out)")
+        raise ConfigError(f"{path} is a file, where {role}; move it away (or choose another --out)")
 
 
 def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders: Iterable[str] = (), what: str = "run") -> None:
