@@ -107,7 +107,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         fh.write(text)
 
 
-def parse_json(text: str, source: str, error: type[RecnasError] = ConfigError) -> Any:
+def parse_json(text: str, source: str) -> Any:
     """`json.loads` for JSON a user writes (--hparams, architecture files): a key given twice in
     one object is an error, since `json` (like PyYAML) would silently keep the last one."""
 
@@ -115,13 +115,13 @@ def parse_json(text: str, source: str, error: type[RecnasError] = ConfigError) -
         keys = [k for k, _ in pairs]
         twice = sorted({k for k in keys if keys.count(k) > 1})
         if twice:
-            raise error(f"{source}: key {twice[0]!r} is given twice")
+            raise ConfigError(f"{source}: key {twice[0]!r} is given twice")
         return dict(pairs)
 
     try:
         return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
-        raise error(f"{source}: invalid JSON ({exc})") from None
+        raise ConfigError(f"{source}: invalid JSON ({exc})") from None
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:

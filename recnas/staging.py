@@ -202,24 +202,24 @@ def check_parent(path: str | os.PathLike, what: str, error: type[RecnasError] = 
             return
 
 
-def check_output_dir(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError) -> None:
+def check_output_dir(path: str | os.PathLike) -> None:
     """The folder a training run writes into must be creatable. Checked before the work (and
     before an --nproc relaunch), so a file in the way is one error, not a failure mid-run."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise error(f"{what} {path} exists and is not a directory")
-    check_parent(path, what, error)
+        raise ConfigError(f"--out {path} exists and is not a directory")
+    check_parent(path, "--out")
 
 
-def refuse_file_at(path: str | os.PathLike, role: str, error: type[RecnasError] = ConfigError) -> None:
+def refuse_file_at(path: str | os.PathLike, role: str) -> None:
     """A file where a folder is to be made: mkdir says only "File exists" (or a copy replaces
     the user's file), so name the path and what goes there."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise error(f"{path} is a file, where {role}; move it away (or choose another --out)")
+        raise ConfigError(f"{path} is a file, where {role}; move it away (or choose another --out)")
 
 
-def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders: Iterable[str] = (), what: str = "run", error: type[RecnasError] = ConfigError) -> None:
+def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders: Iterable[str] = (), what: str = "run") -> None:
     """Before a run's work, not after it: the existing `folder` takes new files (a read-only or
     immutable folder failed at the first checkpoint, after the first evaluation interval of
     training), none of the `files` it will write there is a directory (failed only at the end),
@@ -229,14 +229,14 @@ def check_writable(folder: str | os.PathLike, files: Iterable[str] = (), folders
     folder = Path(folder)
     for name in files:
         if (folder / name).is_dir():
-            raise error(f"{folder / name} is a directory, where the {what} writes its {name} file; move it away (or choose another --out)")
+            raise ConfigError(f"{folder / name} is a directory, where the {what} writes its {name} file; move it away (or choose another --out)")
     for name in folders:
-        refuse_file_at(folder / name, f"the {what} writes its {name}/ folder", error)
+        refuse_file_at(folder / name, f"the {what} writes its {name}/ folder")
     probe = temp_sibling(folder / "write-probe")
     try:
         probe.open("xb").close()
     except OSError as exc:
-        raise error(f"{folder}: cannot write into the {what}'s folder ({exc.strerror or exc}); make it writable or choose another --out") from None
+        raise ConfigError(f"{folder}: cannot write into the {what}'s folder ({exc.strerror or exc}); make it writable or choose another --out") from None
     with contextlib.suppress(OSError):
         probe.unlink()
 

@@ -16,7 +16,6 @@ from recnas.errors import DataError
 
 LABEL_MODES = ("binary", "count")  # binary: must be 0/1; count: non-negative integer, label = value > 0
 DENSE_TRANSFORMS = ("log1p", "none")  # log1p: log(max(x, 0) + 1), the Criteo convention
-DERIVATIONS = ("hour_of_day", "weekday")  # from a YYMMDDHH string (Avazu `hour`)
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Derived:
 
     name: str
     source: str
-    kind: str
+    kind: str  # "hour_of_day" or "weekday", from a YYMMDDHH string (Avazu `hour`)
 
 
 @dataclass(frozen=True)
@@ -160,11 +159,9 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
 
-    def names(key: str, required: bool = False) -> tuple[str, ...]:
+    def names(key: str) -> tuple[str, ...]:
         value = doc.get(key)
         if value is None:
-            if required:
-                raise DataError(f"{path}: key `{key}` is required")
             return ()
         if not isinstance(value, list) or not all(isinstance(v, (str, int)) and str(v) for v in value):
             raise DataError(f"{path}: key `{key}` must be a list of column names")

@@ -1,4 +1,4 @@
-"""Analytic ReRAM-crossbar processing-in-memory (PIM) cost model (design.md section 4).
+"""Analytic ReRAM-crossbar processing-in-memory (PIM) cost model (docs/hardware.md section 3).
 
 Every linear layer (`Layer.kind == "linear"`) is mapped onto its own crossbars (weights
 stationary); activation x activation products and elementwise work run on digital units;
@@ -170,7 +170,7 @@ COMPONENTS = ("adc", "dac", "crossbar", "shift_add", "buffer", "digital", "dram"
 
 @dataclass(frozen=True)
 class Mapping:
-    """Crossbar tiling of one linear layer (design.md section 4 symbols)."""
+    """Crossbar tiling of one linear layer (the symbols of docs/hardware.md section 3, "Mapping")."""
 
     k: int  # cells per weight
     rows: int  # R: row tiles

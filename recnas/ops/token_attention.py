@@ -132,7 +132,7 @@ if triton is not None:
         ctx.heads = heads
         ctx.save_for_backward(qkv, out, lse, mask)
 
-    def _backward(ctx, grad_out, grad_lse):
+    def _backward(ctx, grad_out, _grad_lse):  # lse: kept for this kernel; token_attention returns only out, so no gradient flows into lse
         qkv, out, lse, mask = ctx.saved_tensors
         return torch.ops.recnas.token_attention_backward(grad_out.contiguous(), qkv, out, lse, mask, ctx.heads), None, None
 

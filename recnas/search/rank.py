@@ -28,7 +28,7 @@ def rank_correlation(a, b) -> dict:
     return {"kendall_tau": float(kendalltau(x, y).statistic), "spearman": float(spearmanr(x, y).statistic), "n": int(len(x))}
 
 
-def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "supernet vs from-scratch") -> None:
+def scatter_plot(path, scratch, scores: dict[str, list[float]]) -> None:
     """One scatter per scoring method against the from-scratch log loss."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
@@ -38,6 +38,6 @@ def scatter_plot(path, scratch, scores: dict[str, list[float]], title: str = "su
         ax.scatter(scratch, s, marker=marker, alpha=0.75, label=f"{name} (tau={tau}, rho={rho})")
     ax.set_xlabel("from-scratch validation log loss")
     ax.set_ylabel("supernet validation log loss")
-    ax.set_title(title)
+    ax.set_title("supernet vs from-scratch")
     ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -30,10 +30,10 @@ def check_strategy(strategy: str) -> str:
     return strategy
 
 
-def _subset(rng: np.random.Generator, items: tuple, p: float = 0.5) -> tuple:
-    """A uniformly random non-empty subset (include each with prob p, retry if empty)."""
+def _subset(rng: np.random.Generator, items: tuple) -> tuple:
+    """A uniformly random non-empty subset (include each with prob 0.5, retry if empty)."""
     while True:
-        mask = rng.random(len(items)) < p
+        mask = rng.random(len(items)) < 0.5
         if mask.any():
             return tuple(x for x, m in zip(items, mask) if m)
 

@@ -1,4 +1,4 @@
-"""The NASRec search spaces (design.md section 1): `full` and `small`."""
+"""The NASRec search spaces (docs/search.md, "Search spaces"): `full` and `small`."""
 
 from __future__ import annotations
 
@@ -46,20 +46,13 @@ class SearchSpace(BaseModel):
             raise ValueError(f"{info.field_name} lists {', '.join(map(str, twice))} more than once; give each choice once")
         return v
 
-    @field_validator("dense_ops")
+    @field_validator("dense_ops", "sparse_ops")
     @classmethod
-    def _dense_ops(cls, v):
-        bad = [o for o in v if o not in DENSE_OPS]
+    def _ops(cls, v, info):
+        allowed = DENSE_OPS if info.field_name == "dense_ops" else SPARSE_OPS
+        bad = [o for o in v if o not in allowed]
         if bad or not v:
-            raise ValueError(f"dense_ops must be a non-empty subset of {DENSE_OPS}")
-        return tuple(v)
-
-    @field_validator("sparse_ops")
-    @classmethod
-    def _sparse_ops(cls, v):
-        bad = [o for o in v if o not in SPARSE_OPS]
-        if bad or not v:
-            raise ValueError(f"sparse_ops must be a non-empty subset of {SPARSE_OPS}")
+            raise ValueError(f"{info.field_name} must be a non-empty subset of {allowed}")
         return tuple(v)
 
     @field_validator("dense_dims", "sparse_dims")
