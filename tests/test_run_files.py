@@ -179,6 +179,27 @@ def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     assert code == 130 and err.strip() == "interrupted"
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    """Ctrl-C in the seconds the command spends importing torch and the rest, before its
+    error handling runs, ended every command in a traceback of the import. Interrupted here where
+    `torch` is imported (no timing): exit 130 and one line, as later on."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['recnas', 'data', 'synth', '--help']\n"
+        "runpy.run_module('recnas', run_name='__main__')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted", r.stderr
+
+
 def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):
     """A re-run job with other baseline hyper-parameters or `final` settings must not report the
     old model under the new config: another model is refused, a longer recipe trains on."""
