@@ -59,6 +59,14 @@ def _data_differs(saved: dict, now: dict) -> str:
     return "it was made from another raw file or with other options"
 
 
+def check_same_data(path, saved, now: dict | None, data_dir, way_on: str) -> None:
+    """Refuse the run of checkpoint `path`, trained on the data of identity `saved`, on other
+    data (`now`, the identity of the store at `data_dir`), saying how it differs and `way_on`.
+    Checkpoints without one (written before 2026-12-06) are not checked."""
+    if isinstance(saved, dict) and now is not None and saved != now:
+        raise CheckpointError(f"{path}: the run was trained on another dataset than {data_dir} ({_data_differs(saved, now)}); {way_on}")
+
+
 def rows_under(cap, rows: int):
     """The rows of a split of `rows` rows that a max_train_rows / max_eval_rows of `cap` uses."""
     return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
@@ -91,12 +99,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
         hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
         raise CheckpointError(f"{path}: cannot resume with a changed config ({detail}){hint}")
-    saved_data = p.get("data")  # absent from older checkpoints: not checked
-    if isinstance(saved_data, dict) and trainer.data is not None and saved_data != trainer.data:
-        raise CheckpointError(
-            f"{path}: the run was trained on another dataset than {trainer.data_dir} ({_data_differs(saved_data, trainer.data)}); "
-            "resume it on the data it was trained on, or start afresh (--overwrite)"
-        )
+    check_same_data(path, p.get("data"), trainer.data, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
     world = p.get("world_size")  # absent from older checkpoints: not checked
     if isinstance(world, int) and world != trainer.dist.world_size:  # like batch_size: the global batch, so the rows that follow
         raise CheckpointError(
