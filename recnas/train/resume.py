@@ -112,6 +112,7 @@ def check_resumable(trainer, p: dict, path) -> None:
     if (p.get("sampler") is None) != (trainer.sampler is None):
         raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
     _note_new_total(trainer, saved_cfg, done)
+    _note_other_threads(trainer, p.get("cpu_threads"))
     best = p.get("best")
     _check_eval_rows(trainer, saved_cfg, best, path)
     if trainer.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
@@ -133,6 +134,18 @@ def _note_new_total(trainer, saved_cfg: dict, done) -> None:
         return
     schedule = "" if trainer.cfg.lr_schedule == "constant" else f"; its {trainer.cfg.lr_schedule} lr schedule now runs to step {trainer.total_steps:,}"
     log.info("resuming at step %s of %s: the checkpoint's run was to end at step %s (the config or --steps sets another total now)%s", f"{done:,}", f"{trainer.total_steps:,}", f"{planned:,}", schedule)
+
+
+def _note_other_threads(trainer, saved) -> None:
+    """Warn when a CPU run resumes with another thread count than its checkpoint's steps ran
+    with: that count rounds every sum, so the run goes on as neither count would train it,
+    while metrics.json records the new one alone (it resumed silently)."""
+    import torch
+
+    now = torch.get_num_threads()
+    if trainer.device.type == "cpu" and isinstance(saved, int) and saved != now:
+        log.warning("resuming with %d CPU threads; the checkpoint's steps ran with %d, and the thread count changes the rounding: "
+                    "the run ends as neither count trains it from the start (--threads %d continues it as it was)", now, saved, saved)
 
 
 def _check_eval_rows(trainer, saved_cfg: dict, best, path) -> None:
