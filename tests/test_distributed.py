@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,60 @@ def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
     error, output = _one_error_line(tmp_path, 1, "supernet", "train", "--data", store.dir, "--space", "small-tiny")
     assert error.startswith("error: out of memory (") and "can't allocate memory" in error, output
     assert not (tmp_path / "o").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ranks follow their launcher on Linux (prctl)")
+def test_a_hard_killed_launcher_takes_its_ranks_with_it(tmp_path, tiny_store):
+    """SIGKILL to the --nproc launcher alone (the OOM killer, `kill -9 PID`) used to leave its
+    ranks (torchrun starts each in a session of its own) training on as orphans: the run
+    folder's lock went with the launcher, so a `--resume` was let in while they still wrote
+    checkpoints there. The ranks now die with it."""
+    import os
+    import signal
+    import time
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 1000000\neval_every: 0\ncheckpoint_every: 1\ndevice: cpu\n")
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(tiny_store.dir), "--space", "small-tiny", "--config", str(cfg), "--out", str(out), "--no-progress", "--nproc", "2"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks = []
+    try:
+        deadline = time.monotonic() + 200
+        while not (out / "checkpoint.pt").exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / "checkpoint.pt").exists(), "training did not start"
+        ranks = _children(p.pid)
+        assert len(ranks) == 2, ranks
+        p.kill()
+        p.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while (alive := [r for r in ranks if Path(f"/proc/{r}").exists() and not _zombie(r)]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not alive, "the ranks outlived their hard-killed launcher"
+    finally:
+        for r in ranks:
+            try:
+                os.kill(r, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False

@@ -179,6 +179,49 @@ def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     assert code == 130 and err.strip() == "interrupted"
 
 
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    """Ctrl-C in the seconds the command spends importing torch and the rest, before its
+    error handling runs, ended every command in a traceback of the import. Interrupted here where
+    `torch` is imported (no timing): exit 130 and one line, as later on."""
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, *args):\n"
+        "        if name == 'torch':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['recnas', 'data', 'synth', '--help']\n"
+        "runpy.run_module('recnas', run_name='__main__')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 130 and r.stderr.strip() == "interrupted", r.stderr
+
+
+def test_finished_model_is_not_reused_on_a_store_made_again_with_other_rows(tmp_path):
+    """A store made again in place (another split --seed: same path, shape and vocabulary) let a
+    re-run job report its finished models, trained on the old rows, beside ones trained on the
+    new. Refused, naming the checkpoint; a copy of the same store still reuses the model."""
+    import shutil
+
+    from recnas.data.store import CTRStore
+    from recnas.errors import CheckpointError
+    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from tests.conftest import make_tiny_store
+
+    first = make_tiny_store(tmp_path / "a", seed=0)
+    other = make_tiny_store(tmp_path / "b", seed=1)  # same shape and sizes, other rows
+    out = tmp_path / "baselines" / "dlrm"
+    _, trained = fit_or_load(baseline_builder("dlrm", first.meta, {}), tiny_cfg(epochs=1), first, out, progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt: the run was trained on another dataset than .*b .*give the job another --out"):
+        fit_or_load(baseline_builder("dlrm", other.meta, {}), tiny_cfg(epochs=1), other, out, progress=False)
+    shutil.copytree(first.dir, tmp_path / "moved")
+    moved = CTRStore(tmp_path / "moved")
+    assert fit_or_load(baseline_builder("dlrm", moved.meta, {}), tiny_cfg(epochs=1), moved, out, progress=False)[1] == trained
+
+
 def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):
     """A re-run job with other baseline hyper-parameters or `final` settings must not report the
     old model under the new config: another model is refused, a longer recipe trains on."""

@@ -233,6 +233,29 @@ def test_resume_after_interruption_equals_uninterrupted_run(tiny_store, tmp_path
         assert full.eval_archs == resumed.eval_archs
 
 
+def test_a_cpu_run_resumed_with_another_thread_count_says_so(tiny_store, tmp_path, caplog):
+    """The thread count rounds every CPU sum: a run resumed with another (`--threads` left out,
+    or another machine) went on silently, ending as neither count trains it, while metrics.json
+    recorded the new count alone. Now a warning names both; the same count says nothing."""
+    import logging
+
+    import torch
+
+    out = tmp_path / "run"
+    before = torch.get_num_threads()
+    try:
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(stop_after=3)
+        with caplog.at_level(logging.WARNING, logger="recnas"):
+            Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(resume=True, stop_after=4)
+            assert "CPU threads" not in caplog.text
+            torch.set_num_threads(before + 1)
+            Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(resume=True)
+    finally:
+        torch.set_num_threads(before)
+    assert f"resuming with {before + 1} CPU threads; the checkpoint's steps ran with {before}" in caplog.text
+    assert f"--threads {before} continues it" in caplog.text
+
+
 def test_a_resumed_run_records_the_last_logged_train_loss_at_an_evaluation_before_its_first_log(tiny_store, tmp_path):
     # an evaluation between two logs records the last logged train_loss; resumed between a log
     # (step 20) and an evaluation (25), the run recorded None there instead

@@ -7,12 +7,24 @@ import sys
 
 import typer
 
-from recnas.cli import data as data_cli
-from recnas.cli import embed as embed_cli
-from recnas.cli import models as models_cli
-from recnas.cli import search as search_cli
 from recnas.errors import RecnasError
 from recnas.rank_errors import OUT_OF_MEMORY, launched_rank, report_error, reported_by_another_rank
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one `interrupted` line (under --nproc the launcher says it, once) and exit 130."""
+    if not launched_rank():
+        typer.secho("interrupted", err=True)
+    sys.exit(130)
+
+
+try:  # torch and the rest load here, seconds before main() runs: Ctrl-C then ended in the import's traceback
+    from recnas.cli import data as data_cli
+    from recnas.cli import embed as embed_cli
+    from recnas.cli import models as models_cli
+    from recnas.cli import search as search_cli
+except KeyboardInterrupt:
+    _interrupted()
 
 app = typer.Typer(help="Weight-sharing NAS for CTR models.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(data_cli.app, name="data", help="Prepare raw CTR data or generate the synthetic benchmark.")
@@ -98,6 +110,6 @@ def main() -> None:
             _error_line(f"error: out of memory ({first}); lower the batch size, the widths or the rows, or use a larger machine")
         sys.exit(1)
     except SystemExit as exc:  # Typer turns Ctrl-C (KeyboardInterrupt) into a silent exit 130
-        if exc.code == 130 and not launched_rank():  # under --nproc the launcher says it, once
-            typer.secho("interrupted", err=True)
+        if exc.code == 130:
+            _interrupted()
         raise

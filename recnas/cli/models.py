@@ -41,9 +41,13 @@ def _relaunch(nproc: int) -> None:
     """Re-run this very command under torchrun with `nproc` processes, then exit (a failure raises)."""
     import sys
 
-    if nproc <= 1 or "WORLD_SIZE" in os.environ:
+    from recnas.train.distributed import follow_launcher, launch
+
+    if "WORLD_SIZE" in os.environ:  # a rank of the launched run
+        follow_launcher()
         return
-    from recnas.train.distributed import launch
+    if nproc <= 1:
+        return
 
     argv, skip = [], False
     for a in sys.argv[1:]:

@@ -35,11 +35,12 @@ from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
-from recnas.train.checkpoint import OtherModelCheckpoint, seed_everything
+from recnas.train.checkpoint import OtherModelCheckpoint, load_checkpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
-from recnas.train.resume import PastRequestedSteps
+from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
+from recnas.train.trainer import CHECKPOINT_FILE
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
@@ -85,6 +86,7 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         done, done_spec, extra = load_trained(out_dir / "model.pt")
         if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
+            check_trained_on(out_dir, store)
             return done, extra["metrics"]
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
@@ -104,6 +106,17 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
             "(max_steps/epochs); a run folder's models train on, never back: ask for as many steps, or use another --out"
         ) from None
     return trainer.model, result.to_dict()
+
+
+def check_trained_on(out_dir: Path, store: CTRStore) -> None:
+    """A finished model is reused only on the data it was trained on, which its checkpoint.pt
+    records. The model spec holds the data's shape alone: a store made again in place with
+    another split `--seed` (same path, shape and vocabulary) went on silently, reporting a
+    searched model on test rows that it had trained on, beside baselines trained on the new split."""
+    path = out_dir / CHECKPOINT_FILE
+    if path.is_file():
+        check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir,
+                        "the run folder's models and scores come from that data: give the job another --out, or run it on that data")
 
 
 def rung_score(history: list[dict], rung: int) -> float:

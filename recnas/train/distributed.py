@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,25 @@ def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return total / info.world_size
 
 
+LAUNCHER_ENV = "RECNAS_LAUNCHER_PID"  # set by `launch` for the ranks it starts
+
+
+def follow_launcher() -> None:
+    """End this rank when its launcher dies. torchrun starts each rank in a session of its own,
+    so a launcher killed hard (SIGKILL, the OOM killer) left its ranks training on as orphans,
+    while the run folder's lock, held by the launcher alone, was gone: a `--resume` was let in
+    while they still wrote there. Linux only (prctl); elsewhere they may outlive it as before."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if launcher is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(launcher):  # it died before the line above
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
@@ -126,6 +146,7 @@ def launch(nproc: int, argv: list[str]) -> None:
     quiet = {logger: logger.level for logger in map(logging.getLogger, names)}
     with tempfile.TemporaryDirectory(prefix="recnas-errors-") as folder:
         os.environ[ERROR_DIR_ENV] = folder
+        os.environ[LAUNCHER_ENV] = str(os.getpid())
         for logger in quiet:
             logger.setLevel(logging.CRITICAL)
         try:
@@ -146,4 +167,4 @@ def launch(nproc: int, argv: list[str]) -> None:
         finally:
             for logger, level in quiet.items():
                 logger.setLevel(level)
-            del os.environ[ERROR_DIR_ENV]
+            del os.environ[ERROR_DIR_ENV], os.environ[LAUNCHER_ENV]

@@ -59,6 +59,14 @@ def _data_differs(saved: dict, now: dict) -> str:
     return "it was made from another raw file or with other options"
 
 
+def check_same_data(path, saved, now: dict | None, data_dir, way_on: str) -> None:
+    """Refuse the run of checkpoint `path`, trained on the data of identity `saved`, on other
+    data (`now`, the identity of the store at `data_dir`), saying how it differs and `way_on`.
+    Checkpoints without one (written before 2026-12-06) are not checked."""
+    if isinstance(saved, dict) and now is not None and saved != now:
+        raise CheckpointError(f"{path}: the run was trained on another dataset than {data_dir} ({_data_differs(saved, now)}); {way_on}")
+
+
 def rows_under(cap, rows: int):
     """The rows of a split of `rows` rows that a max_train_rows / max_eval_rows of `cap` uses."""
     return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
@@ -91,12 +99,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
         hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
         raise CheckpointError(f"{path}: cannot resume with a changed config ({detail}){hint}")
-    saved_data = p.get("data")  # absent from older checkpoints: not checked
-    if isinstance(saved_data, dict) and trainer.data is not None and saved_data != trainer.data:
-        raise CheckpointError(
-            f"{path}: the run was trained on another dataset than {trainer.data_dir} ({_data_differs(saved_data, trainer.data)}); "
-            "resume it on the data it was trained on, or start afresh (--overwrite)"
-        )
+    check_same_data(path, p.get("data"), trainer.data, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
     world = p.get("world_size")  # absent from older checkpoints: not checked
     if isinstance(world, int) and world != trainer.dist.world_size:  # like batch_size: the global batch, so the rows that follow
         raise CheckpointError(
@@ -109,6 +112,7 @@ def check_resumable(trainer, p: dict, path) -> None:
     if (p.get("sampler") is None) != (trainer.sampler is None):
         raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
     _note_new_total(trainer, saved_cfg, done)
+    _note_other_threads(trainer, p.get("cpu_threads"))
     best = p.get("best")
     _check_eval_rows(trainer, saved_cfg, best, path)
     if trainer.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
@@ -130,6 +134,18 @@ def _note_new_total(trainer, saved_cfg: dict, done) -> None:
         return
     schedule = "" if trainer.cfg.lr_schedule == "constant" else f"; its {trainer.cfg.lr_schedule} lr schedule now runs to step {trainer.total_steps:,}"
     log.info("resuming at step %s of %s: the checkpoint's run was to end at step %s (the config or --steps sets another total now)%s", f"{done:,}", f"{trainer.total_steps:,}", f"{planned:,}", schedule)
+
+
+def _note_other_threads(trainer, saved) -> None:
+    """Warn when a CPU run resumes with another thread count than its checkpoint's steps ran
+    with: that count rounds every sum, so the run goes on as neither count would train it,
+    while metrics.json records the new one alone (it resumed silently)."""
+    import torch
+
+    now = torch.get_num_threads()
+    if trainer.device.type == "cpu" and isinstance(saved, int) and saved != now:
+        log.warning("resuming with %d CPU threads; the checkpoint's steps ran with %d, and the thread count changes the rounding: "
+                    "the run ends as neither count trains it from the start (--threads %d continues it as it was)", now, saved, saved)
 
 
 def _check_eval_rows(trainer, saved_cfg: dict, best, path) -> None:

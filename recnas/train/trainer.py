@@ -458,6 +458,7 @@ class Trainer:
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
             "loader": self.train_loader.state_dict(),
             "world_size": self.dist.world_size,
+            "cpu_threads": torch.get_num_threads(),  # on the CPU they decide the rounding (checked on resume)
             "step": self.step,
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
