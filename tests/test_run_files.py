@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -351,3 +352,37 @@ def test_show_names_the_params_column_as_results_md_does(tmp_path, monkeypatch, 
     code, out, _ = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     header = next(line for line in out.splitlines() if "key" in line)
     assert code == 0 and "dense params" in header and "1,234" in out, out
+
+
+def test_a_run_continued_on_a_store_made_again_with_other_rows_is_refused_before_any_work(tmp_path):
+    """Scored from scratch, nothing but the run folder ties the stored scores to their rows: a
+    store made again in place (same path, shape and vocabulary, other rows) reused them without
+    a word. The run's data.json is checked before any work; a copy of the same store continues."""
+    import shutil
+
+    from recnas.errors import CheckpointError, ConfigError
+    from recnas.search.pipeline import run_job
+    from tests.conftest import make_tiny_store
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    make_tiny_store(data, seed=0)
+    cfg = load_job_config("smoke", data=str(data), scoring="scratch", baselines=["lr"], evolution={"population": 4, "sample_size": 2, "children": 2, "generations": 1})
+    first = run_job(cfg, out, progress=False)
+    assert json.loads((out / "data.json").read_text())["rows"] == first_rows(data)
+    shutil.copytree(data, tmp_path / "copy")
+    shutil.rmtree(data)
+    shutil.copytree(tmp_path / "copy", data)  # the very same rows again: continues
+    assert run_job(cfg, out, progress=False)["models"][0]["test_logloss"] == first["models"][0]["test_logloss"]
+    shutil.rmtree(data)
+    make_tiny_store(data, seed=1)  # other rows, same shape
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"data.json: the run was trained on another dataset than .*give the job another --out"):
+        run_job(cfg, out, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before  # nothing trained, nothing written
+    (out / "data.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="data.json: not the record of a run's data"):
+        run_job(cfg, out, progress=False)
+
+
+def first_rows(data):
+    return json.loads((data / "meta.json").read_text())["rows"]

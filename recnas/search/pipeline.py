@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recnas.configs import require_type, write_text_atomic
+from recnas.configs import parse_json, read_text, require_type, write_text_atomic
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
@@ -108,15 +108,32 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     return trainer.model, result.to_dict()
 
 
+OTHER_DATA = "the run folder's models and scores come from that data: give the job another --out, or run it on that data"
+DATA_FILE = "data.json"  # the identity of the rows a run folder's models and scores come from
+
+
 def check_trained_on(out_dir: Path, store: CTRStore) -> None:
     """A finished model is reused only on the data it was trained on, which its checkpoint.pt
     records. The model spec holds the data's shape alone: a store made again in place with
     another split `--seed` (same path, shape and vocabulary) went on silently, reporting a
-    searched model on test rows that it had trained on, beside baselines trained on the new split."""
+    searched model on test rows that it had trained on, beside baselines trained on the new split.
+    (A run folder's `data.json` catches that at the start; this covers folders made before it.)"""
     path = out_dir / CHECKPOINT_FILE
     if path.is_file():
-        check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir,
-                        "the run folder's models and scores come from that data: give the job another --out, or run it on that data")
+        check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)
+
+
+def check_run_data(out: Path, store: CTRStore) -> None:
+    """A continued run on the rows its first start recorded in `data.json`, checked before any
+    work: the config names the store by path alone, so a store made again in place with other
+    rows reused the stored candidate scores (scored from scratch: nothing else records their
+    data) and the supernet, and was refused only at a finished model, if one was reached."""
+    path = out / DATA_FILE
+    if path.is_file():
+        saved = parse_json(read_text(path, "the run's data record"), str(path))
+        if not isinstance(saved, dict):  # edited or damaged: the check would pass without a word
+            raise ConfigError(f"{path}: not the record of a run's data (a JSON object); use another --out")
+        check_same_data(path, saved, data_identity(store.meta), store.dir, OTHER_DATA)
 
 
 def rung_score(history: list[dict], rung: int) -> float:
@@ -198,7 +215,7 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
 
 
 # what a search writes at the top of its run folder: files, and folders of models
-RUN_FILES = ("config.yaml", "space.yaml", "search.sqlite", "best_arch.json", "best_hardware.json", "results.json", "results.md",
+RUN_FILES = ("config.yaml", DATA_FILE, "space.yaml", "search.sqlite", "best_arch.json", "best_hardware.json", "results.json", "results.md",
              "search_progress.png", "score_vs_cost.png", "pareto.json", "pareto.md", "pareto.png")
 RUN_FOLDERS = ("supernet", "finalists", "best", "baselines")
 
@@ -260,6 +277,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # saved there passed every check (and `check_same_run` holds each re-run to it)
     store = prepare_data(cfg, out, console)
     store.check_trainable()
+    check_run_data(out, store)
     meta = store.meta
     data_notes = one_class_notes(meta)  # results.md says them too: its table shows such a split's AUC as "-"
     for note in data_notes:
@@ -285,6 +303,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     # other `final` settings or baselines that fails midway used to leave it describing that run
     if not (out / "config.yaml").exists():
         dump_config(cfg, out / "config.yaml")
+    if not (out / DATA_FILE).exists():  # a folder of a run from before it records the data now
+        write_text_atomic(out / DATA_FILE, json.dumps(data_identity(meta), indent=2))
     # the space best_arch.json belongs to: `recnas subnet train --space <run>/space.yaml` rebuilds it
     write_text_atomic(out / "space.yaml", yaml.safe_dump(space.model_dump(mode="json"), sort_keys=False))
     # where candidates are scored: beside the supernet, or where the from-scratch proxies train
