@@ -272,9 +272,10 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
 @pytest.mark.parametrize(
     "args, option, reason",
     [
-        (("supernet", "train", "--nproc", "0"), "'--nproc'", "greater than or equal to 1"),
-        (("search", "--seed", "-1"), "'--seed'", "greater than or equal to 0"),
-        (("data", "synth", "--out", "o", "--rows", "abc"), "'--rows'", "valid integer"),
+        # click's own words, which its versions put otherwise ("0 is not in the range x>=1." with Typer 0.27's)
+        (("supernet", "train", "--nproc", "0"), "'--nproc'", "greater than or equal to 1|range x>=1"),
+        (("search", "--seed", "-1"), "'--seed'", "greater than or equal to 0|range x>=0"),
+        (("data", "synth", "--out", "o", "--rows", "abc"), "'--rows'", "valid integer|valid int"),
         (("data", "prepare", "--raw", "r", "--out", "o"), "'--dataset'", "criteo, avazu, kdd12, csv"),
         (("data", "frobnicate"), "'frobnicate'", "No such command"),
     ],
@@ -285,7 +286,7 @@ def test_a_bad_command_line_is_one_error_line(monkeypatch, capsys, args, option,
     no boxed usage panel."""
     code, out, err = run(monkeypatch, capsys, *args)
     line = error_line(err)
-    assert code == 2 and option in line and reason in line and "--help" in line
+    assert code == 2 and option in line and any(r in line for r in reason.split("|")) and "--help" in line
     assert err.strip() == line and out == ""
     assert not any(c in err for c in "╭│╰") and "Usage:" not in err
 

@@ -214,3 +214,46 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_cpu_run_on_a_cuda_machine_takes_gloo_and_no_gpu(monkeypatch):
+    """A `device: cpu` run under --nproc on a CUDA machine took NCCL and set rank r's GPU r: on a
+    machine of one GPU rank 1 failed with CUDA's "invalid device ordinal" traceback."""
+    import torch
+
+    from recnas.train import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(("backend", backend)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    assert distributed.current(torch.device("cpu")) == distributed.DistInfo(1, 2, 1)
+    assert calls == [("backend", "gloo")]
+    calls.clear()
+    distributed.current(torch.device("cuda"))
+    assert calls == [("set_device", 1), ("backend", "nccl")]
+
+
+@pytest.mark.parametrize("device, refused", [("auto", True), ("cuda", True), ("cpu", False)])
+def test_more_processes_than_gpus_on_cuda_is_refused_before_the_launch(tmp_path, tiny_store, monkeypatch, capsys, device, refused):
+    import torch
+
+    from tests.test_cli_models import error_line, run
+
+    launched = []
+    monkeypatch.setattr("recnas.train.distributed.launch", lambda *a: launched.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"batch_size: 32\nmax_steps: 2\ndevice: {device}\n")
+    code, _, err = run(monkeypatch, capsys, "supernet", "train", "--data", tiny_store.dir, "--space", "small-tiny", "--config", cfg, "--out", tmp_path / "o", "--nproc", "2")
+    if refused:
+        assert code == 2 and not launched
+        assert "--nproc 2: a run on CUDA takes one GPU per process, and this machine has 1; give --nproc of at most 1, or set device: cpu" in error_line(err)
+    else:
+        assert launched and "error" not in err

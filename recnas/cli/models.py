@@ -91,7 +91,8 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, refuse_warmup_past, rows_trained_on
+    from recnas.train.distributed import check_gpus
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, refuse_warmup_past, resolve_device, rows_trained_on
     from recnas.train.distributed import shutdown
 
     if resume and overwrite:
@@ -100,6 +101,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     store = CTRStore(data)
     rows = store.meta.rows.get("train", 0)
     check_global_batch(rows_trained_on(cfg, rows), cfg.batch_size, nproc)  # before the processes start
+    check_gpus(nproc, resolve_device(cfg.device))
     total = steps if steps is not None else planned_steps(cfg, rows, max(nproc, 1))
     # before the overrides, whose own check names no flag
     given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"

@@ -224,8 +224,9 @@ class Trainer:
         # its optimizer kept training at the old one
         self.cfg = cfg = cfg.model_copy(deep=True)
         self.run_context = run_context
-        self.dist = distributed.current()  # torchrun: one process per GPU (or CPU rank, gloo)
-        self.device = distributed.device_for(self.dist, resolve_device(cfg.device))
+        requested = resolve_device(cfg.device)
+        self.dist = distributed.current(requested)  # torchrun: one process per GPU (or CPU rank, gloo)
+        self.device = distributed.device_for(self.dist, requested)
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.model = model.to(self.device)
         self.sampler = sampler
