@@ -101,6 +101,21 @@ def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, cap
     assert code == 2 and "not a recnas results database" in error_line(err)
 
 
+def test_show_on_a_search_before_its_first_candidate(tmp_path, monkeypatch, capsys):
+    """`search show` on a running job whose supernet still trains (no search.sqlite yet, or the
+    empty file of the moment it is created) asked "is this a recnas search run folder?"."""
+    from tests.test_cli_models import error_line, run
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    for made in (False, True):
+        if made:
+            (tmp_path / "run" / "search.sqlite").write_bytes(b"")
+        code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+        assert code == 2 and "no candidate scored yet" in error_line(err), err
+    assert (tmp_path / "run" / "search.sqlite").read_bytes() == b""  # nothing added to the job's file
+
+
 def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
     """Rows whose AUC or costs are missing or not numbers (written by another tool, or edited)
     are listed with "-" there, not a KeyError / format traceback."""
