@@ -14,8 +14,8 @@ import pytest
 
 from recnas.data.store import write_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import OutputDir, copy_dir, exclusive, lock_path, replace_dir
-from tests.conftest import make_tiny_store
+from recnas.staging import OutputDir, copy_dir, exclusive, lock_path, remove_stale_writes, replace_dir
+from tests.conftest import locked_elsewhere, make_tiny_store
 
 KIND = OutputDir("test result", "result.json", ConfigError, names=("result.json", "model.pt"))
 
@@ -169,6 +169,22 @@ def test_leftovers_of_a_hard_killed_run_are_removed_and_nothing_else(tmp_path):
         (tmp / "result.json").write_text("new")
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(["out", ".out.old-bbbbbbbb", *(p.name for p in kept)]) and (kept[-2] / "x").read_text() == "mine"
+
+
+def test_sweep_passes_by_outputs_that_live_runs_hold_inside(tmp_path):
+    """A search re-run sweeps its folder of hard-killed writes; a training run or a study's
+    cache inside it, held by another live run, lost the temp file it was writing (that run then
+    failed), while the same names of a killed run there are still removed."""
+    run = tmp_path / "run"
+    live = [run / "retrain" / ".checkpoint.pt.tmp-0123abcd", run / ".scratch_cache.json.tmp-89abcdef"]
+    stale = [run / "old" / ".checkpoint.pt.tmp-0123abcd", run / ".results.json.tmp-00ff00ff"]
+    for p in live + stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    lock_path(run / "old").write_bytes(b"")  # left by a killed run: no one holds it
+    with locked_elsewhere(run / "retrain"), locked_elsewhere(run / "scratch_cache.json"):
+        assert sorted(remove_stale_writes(run)) == sorted(stale)
+    assert all(p.exists() for p in live) and not any(p.exists() for p in stale)
 
 
 def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):
