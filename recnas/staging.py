@@ -22,7 +22,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -295,10 +295,11 @@ def _lock_fd(lock: Path, wait: bool) -> int | None:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError, wait: bool = False) -> Iterator[None]:
+def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError, wait: bool = False, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the lock of the output `path` for the block. Another process holding it is an error
-    at once, or with `wait` a wait for it. Two runs writing one output would remove each
-    other's staging folders and interleave checkpoints.
+    at once, or with `wait` a wait for it, announced by calling `waiting` first (a job waiting
+    minutes for another one's synthetic data printed nothing: it looked hung). Two runs writing
+    one output would remove each other's staging folders and interleave checkpoints.
 
     Why not the filelock package: on Unix it leaves its lock file behind, and these outputs
     promise nothing left beside them. An OS flock is released by a killed process too, so no
@@ -318,9 +319,13 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _lock_fd(lock, wait)
+        fd = _lock_fd(lock, wait=False)
     except OSError as exc:
         raise error(f"{what} {path}: cannot create its lock file {lock} ({exc.strerror or exc})") from None
+    if fd is None and wait:
+        if waiting is not None:
+            waiting()
+        fd = _lock_fd(lock, wait=True)
     if fd is None:
         raise error(f"{what} {path} is being written by another recnas run (lock {lock}); wait for it to finish or choose another {what}")
     held.add(lock)

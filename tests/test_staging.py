@@ -280,14 +280,16 @@ def test_waiting_lock_is_taken_once_the_holder_releases(tmp_path):
     """`wait=True` (the shared scratch cache's writes) blocks instead of failing."""
     path, order = tmp_path / "cache.json", []
     def wait_for_lock():
-        with exclusive(path, "cache", wait=True):
+        with exclusive(path, "cache", wait=True, waiting=lambda: order.append("waiting")):
             order.append("waiter")
 
     with exclusive(path, "cache"):
         waiter = threading.Thread(target=wait_for_lock)
         waiter.start()
         waiter.join(0.3)
-        assert waiter.is_alive() and order == []  # still blocked while held
+        assert waiter.is_alive() and order == ["waiting"]  # still blocked while held, and said so
         order.append("holder released")
     waiter.join(10)
-    assert order == ["holder released", "waiter"]
+    assert order == ["waiting", "holder released", "waiter"]
+    wait_for_lock()  # free: no wait to announce
+    assert order[3:] == ["waiter"]
