@@ -100,6 +100,9 @@ def test_store_made_again_while_read_is_refused(tmp_path):
     its splits, opened as the job needs them, came from either store without a word."""
     reading = make_tiny_store(tmp_path / "s")
     assert len(reading.split("val")) == 60
+    alike = {name: reading.split(name) for name in ("train", "val", "test")}
+    write_store(reading.dir, alike, reading.meta, overwrite=True)
+    assert len(reading.split("train")) == 480  # made again alike (same meta): the same rows, read on
     other = make_tiny_store(tmp_path / "other", seed=1)
     write_store(reading.dir, {name: other.split(name) for name in ("train", "val", "test")}, other.meta, overwrite=True)
     for name in ("train", "val"):  # opened afresh, or opened before: neither is of the meta read

@@ -96,24 +96,21 @@ class CTRStore:
 
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
-        self._folder = self._folder_id()  # before the meta: a store swapped in after it is caught by `split`
         self.meta = DatasetMeta.load(self.dir)
         self._checked: set[str] = set()
-
-    def _folder_id(self) -> tuple[int, int] | None:
-        """The identity of the folder at `dir` (device, inode); None where it cannot be read."""
-        try:
-            found = os.stat(self.dir)
-        except OSError:
-            return None
-        return found.st_dev, found.st_ino
 
     def _check_not_replaced(self) -> None:
         """Refuse a split of a store made again in place (`--overwrite` swaps in a new folder)
         since this object read its meta: splits are opened as a run needs them, so a search went
         on with a supernet trained on the old rows and baselines trained on the new (an
-        IndexError deep in an embedding where the vocabularies differed, silently where not)."""
-        if self._folder_id() != self._folder:
+        IndexError deep in an embedding where the vocabularies differed, silently where not).
+        By its meta.json, not the folder's inode (not stable on some FUSE mounts): a store made
+        again alike (same source and options) holds the same rows."""
+        try:
+            same = DatasetMeta.load(self.dir) == self.meta
+        except DataError:  # gone, or caught mid-swap
+            same = False
+        if not same:
             raise DataError(f"{self.dir} was replaced by another command (e.g. `recnas data ... --overwrite`) while this one was reading it; "
                             "its rows are no longer the ones this run started on: run the command again")
 
