@@ -22,7 +22,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,11 +112,15 @@ def remove_stale_writes(folder: str | os.PathLike) -> list[Path]:
     `.old-xxxxxxxx`). Nothing else removes them, and `copy_dir` used to carry a model folder's
     stale temp checkpoint into the copy (a search's best/). Only names exactly as `temp_sibling`
     makes them, files and folders, never links. Called with `folder` locked (`exclusive`), so
-    no live write's temp file is among them."""
+    no live write of its run is among them; an output inside it that another live run holds
+    (a `subnet train --out` or a study's `--scratch-cache` inside a search's folder) is passed
+    by: its temp files were deleted mid-write, failing that run."""
     stale_folder, stale_file = _sibling_pattern(".+"), _sibling_pattern(".+", tags="tmp")
     stale = []
     for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not _held_elsewhere(Path(parent, d))]
         here = [Path(parent, d) for d in dirs if stale_folder.fullmatch(d)] + [Path(parent, f) for f in files if stale_file.fullmatch(f)]
+        here = [p for p in here if not _held_elsewhere(p.parent / stale_folder.fullmatch(p.name)[1])]
         dirs[:] = [d for d in dirs if not stale_folder.fullmatch(d)]  # not walked into: removed, or a link
         for p in here:
             if not p.is_symlink():
@@ -126,8 +130,26 @@ def remove_stale_writes(folder: str | os.PathLike) -> list[Path]:
 
 
 def _sibling_pattern(name: str, tags: str = "tmp|old") -> re.Pattern:
-    """The names `temp_sibling` gives beside `name` (a regex) with one of `tags`."""
-    return re.compile(rf"\.{name}\.(?:{tags})-[0-9a-f]{{{TAG_HEX}}}")
+    """The names `temp_sibling` gives beside `name` (a regex; its group 1) with one of `tags`."""
+    return re.compile(rf"\.({name})\.(?:{tags})-[0-9a-f]{{{TAG_HEX}}}")
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another live run holds the lock of the output `path` (`exclusive`). A probe: a
+    shared flock on the lock file if there is one, dropped at once; a killed run's file is free."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:  # no lock file: no run holds it
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _remove_stale(p: Path) -> None:
@@ -273,10 +295,11 @@ def _lock_fd(lock: Path, wait: bool) -> int | None:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError, wait: bool = False) -> Iterator[None]:
+def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasError] = ConfigError, wait: bool = False, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the lock of the output `path` for the block. Another process holding it is an error
-    at once, or with `wait` a wait for it. Two runs writing one output would remove each
-    other's staging folders and interleave checkpoints.
+    at once, or with `wait` a wait for it, announced by calling `waiting` first (a job waiting
+    minutes for another one's synthetic data printed nothing: it looked hung). Two runs writing
+    one output would remove each other's staging folders and interleave checkpoints.
 
     Why not the filelock package: on Unix it leaves its lock file behind, and these outputs
     promise nothing left beside them. An OS flock is released by a killed process too, so no
@@ -296,9 +319,13 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = _lock_fd(lock, wait)
+        fd = _lock_fd(lock, wait=False)
     except OSError as exc:
         raise error(f"{what} {path}: cannot create its lock file {lock} ({exc.strerror or exc})") from None
+    if fd is None and wait:
+        if waiting is not None:
+            waiting()
+        fd = _lock_fd(lock, wait=True)
     if fd is None:
         raise error(f"{what} {path} is being written by another recnas run (lock {lock}); wait for it to finish or choose another {what}")
     held.add(lock)

@@ -78,6 +78,32 @@ def test_damaged_results_database_is_one_line_error(tmp_path, monkeypatch, capsy
     assert code == 2 and "damaged results database" in error_line(err)
 
 
+def test_show_reads_a_database_a_search_was_killed_writing(tmp_path, monkeypatch, capsys):
+    """SIGKILL mid-transaction leaves a hot journal, which a read-only connection cannot roll
+    back: `search show` called the sound file "not a readable recnas results database (attempt
+    to write a readonly database)" until the search ran again."""
+    import subprocess
+    import sys
+
+    from tests.test_cli_models import run
+
+    path = tmp_path / "run" / "search.sqlite"
+    store = ResultsStore(path)
+    for i in range(3):
+        store.put(f"k{i}", "{}", {"logloss": 0.5 - i / 100})
+    store.close()
+    killed = (  # a transaction big enough to spill into the file, cut short as SIGKILL would
+        "import os, sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute('PRAGMA cache_size=1'); db.execute('BEGIN')\n"
+        "for i in range(300): db.execute('INSERT INTO candidates VALUES (?, ?, NULL, ?, 0)', (f'z{i}', 'x' * 3000, '{}'))\n"
+        "os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", killed, str(path)], check=True)
+    assert path.with_name("search.sqlite-journal").exists()
+    code, out, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run", "--top", "2")
+    assert code == 0 and "3 candidates evaluated" in out and "k2" in out, err
+    assert not path.with_name("search.sqlite-journal").exists()  # rolled back, as the search would
+
+
 def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, capsys):
     """A search.sqlite whose candidates table is another application's (same name, other
     columns): refused on opening, by `search show` and the job alike, not an sqlite
@@ -99,6 +125,21 @@ def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, cap
             ResultsStore(path, read_only=read_only)
     code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
     assert code == 2 and "not a recnas results database" in error_line(err)
+
+
+def test_show_on_a_search_before_its_first_candidate(tmp_path, monkeypatch, capsys):
+    """`search show` on a running job whose supernet still trains (no search.sqlite yet, or the
+    empty file of the moment it is created) asked "is this a recnas search run folder?"."""
+    from tests.test_cli_models import error_line, run
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("seed: 0\n")
+    for made in (False, True):
+        if made:
+            (tmp_path / "run" / "search.sqlite").write_bytes(b"")
+        code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+        assert code == 2 and "no candidate scored yet" in error_line(err), err
+    assert (tmp_path / "run" / "search.sqlite").read_bytes() == b""  # nothing added to the job's file
 
 
 def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):

@@ -1,5 +1,6 @@
 """The main job end to end at the smoke budget (seconds on a CPU)."""
 
+import io
 import json
 import math
 import shutil
@@ -607,7 +608,8 @@ def test_jobs_sharing_the_synthetic_data_cache_wait_for_it_instead_of_failing(tm
     first.start()
     while not calls:
         first.join(0.01)
-    second = threading.Thread(target=lambda: done.append(prepare_data(cfg, tmp_path / "b", Console(quiet=True))))
+    printed = io.StringIO()
+    second = threading.Thread(target=lambda: done.append(prepare_data(cfg, tmp_path / "b", Console(file=printed, width=400))))
     second.start()
     second.join(0.5)
     assert second.is_alive() and not done  # waiting, not failed
@@ -615,6 +617,7 @@ def test_jobs_sharing_the_synthetic_data_cache_wait_for_it_instead_of_failing(tm
     first.join(10)
     second.join(30)
     assert len(done) == 1 and done[0].dir == path and calls == [path]  # reused, not generated again
+    assert f"waiting for another job generating {path}" in printed.getvalue()  # it printed nothing: it looked hung
 
 
 def test_data_path_is_recorded_absolute(tmp_path, monkeypatch):

@@ -14,8 +14,8 @@ import pytest
 
 from recnas.data.store import write_store
 from recnas.errors import ConfigError, DataError
-from recnas.staging import OutputDir, copy_dir, exclusive, lock_path, replace_dir
-from tests.conftest import make_tiny_store
+from recnas.staging import OutputDir, copy_dir, exclusive, lock_path, remove_stale_writes, replace_dir
+from tests.conftest import locked_elsewhere, make_tiny_store
 
 KIND = OutputDir("test result", "result.json", ConfigError, names=("result.json", "model.pt"))
 
@@ -171,6 +171,22 @@ def test_leftovers_of_a_hard_killed_run_are_removed_and_nothing_else(tmp_path):
     assert names == sorted(["out", ".out.old-bbbbbbbb", *(p.name for p in kept)]) and (kept[-2] / "x").read_text() == "mine"
 
 
+def test_sweep_passes_by_outputs_that_live_runs_hold_inside(tmp_path):
+    """A search re-run sweeps its folder of hard-killed writes; a training run or a study's
+    cache inside it, held by another live run, lost the temp file it was writing (that run then
+    failed), while the same names of a killed run there are still removed."""
+    run = tmp_path / "run"
+    live = [run / "retrain" / ".checkpoint.pt.tmp-0123abcd", run / ".scratch_cache.json.tmp-89abcdef"]
+    stale = [run / "old" / ".checkpoint.pt.tmp-0123abcd", run / ".results.json.tmp-00ff00ff"]
+    for p in live + stale:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    lock_path(run / "old").write_bytes(b"")  # left by a killed run: no one holds it
+    with locked_elsewhere(run / "retrain"), locked_elsewhere(run / "scratch_cache.json"):
+        assert sorted(remove_stale_writes(run)) == sorted(stale)
+    assert all(p.exists() for p in live) and not any(p.exists() for p in stale)
+
+
 def test_copy_dir_is_whole_or_nothing(tmp_path, monkeypatch):
     """best/ = a copy of the chosen finalist: a failed copy keeps the old one, a finished one holds nothing else."""
     src = _with(_with(tmp_path / "src", "model.pt", "new model"), "metrics.json", "new")
@@ -264,14 +280,16 @@ def test_waiting_lock_is_taken_once_the_holder_releases(tmp_path):
     """`wait=True` (the shared scratch cache's writes) blocks instead of failing."""
     path, order = tmp_path / "cache.json", []
     def wait_for_lock():
-        with exclusive(path, "cache", wait=True):
+        with exclusive(path, "cache", wait=True, waiting=lambda: order.append("waiting")):
             order.append("waiter")
 
     with exclusive(path, "cache"):
         waiter = threading.Thread(target=wait_for_lock)
         waiter.start()
         waiter.join(0.3)
-        assert waiter.is_alive() and order == []  # still blocked while held
+        assert waiter.is_alive() and order == ["waiting"]  # still blocked while held, and said so
         order.append("holder released")
     waiter.join(10)
-    assert order == ["holder released", "waiter"]
+    assert order == ["waiting", "holder released", "waiter"]
+    wait_for_lock()  # free: no wait to announce
+    assert order[3:] == ["waiter"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from recnas.data.loader import BatchLoader
-from recnas.data.store import CTRStore
+from recnas.data.store import CTRStore, write_store
 from recnas.errors import DataError
 from tests.conftest import make_tiny_store
 
@@ -93,6 +93,22 @@ def test_values_a_model_cannot_use_are_a_clear_error(tmp_path, damage, match):
     with pytest.raises(DataError, match=match):
         CTRStore(store.dir).split("val")
     assert len(CTRStore(store.dir).split("train")) == 480  # the other splits still load
+
+
+def test_store_made_again_while_read_is_refused(tmp_path):
+    """A `data prepare --overwrite` swapping in a store of the same shape under a running search:
+    its splits, opened as the job needs them, came from either store without a word."""
+    reading = make_tiny_store(tmp_path / "s")
+    assert len(reading.split("val")) == 60
+    alike = {name: reading.split(name) for name in ("train", "val", "test")}
+    write_store(reading.dir, alike, reading.meta, overwrite=True)
+    assert len(reading.split("train")) == 480  # made again alike (same meta): the same rows, read on
+    other = make_tiny_store(tmp_path / "other", seed=1)
+    write_store(reading.dir, {name: other.split(name) for name in ("train", "val", "test")}, other.meta, overwrite=True)
+    for name in ("train", "val"):  # opened afresh, or opened before: neither is of the meta read
+        with pytest.raises(DataError, match=r"s was replaced by another command .* while this one was reading it"):
+            reading.split(name)
+    assert len(CTRStore(reading.dir).split("train")) == 480  # a new reader reads the new store
 
 
 def test_row_counts_must_agree_with_meta(tmp_path):

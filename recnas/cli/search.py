@@ -64,6 +64,10 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     from recnas.train.metrics import counted, format_metric
 
     db = run / "search.sqlite"
+    if (run / "config.yaml").is_file() and (not db.exists() or db.stat().st_size == 0):
+        # a job's folder before its first candidate (while its supernet trains, or the moment
+        # the database is created): "is this a recnas search run folder?" of a running search
+        raise DataError(f"{run}: no candidate scored yet; the search there has not reached its evolution (run `search show` again later)")
     if not db.exists():
         raise DataError(f"{run}: no search.sqlite here; is this a recnas search run folder?")
     store = ResultsStore(db, read_only=True)  # only looks: never adds tables to a file it did not write

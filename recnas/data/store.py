@@ -99,6 +99,21 @@ class CTRStore:
         self.meta = DatasetMeta.load(self.dir)
         self._checked: set[str] = set()
 
+    def _check_not_replaced(self) -> None:
+        """Refuse a split of a store made again in place (`--overwrite` swaps in a new folder)
+        since this object read its meta: splits are opened as a run needs them, so a search went
+        on with a supernet trained on the old rows and baselines trained on the new (an
+        IndexError deep in an embedding where the vocabularies differed, silently where not).
+        By its meta.json, not the folder's inode (not stable on some FUSE mounts): a store made
+        again alike (same source and options) holds the same rows."""
+        try:
+            same = DatasetMeta.load(self.dir) == self.meta
+        except DataError:  # gone, or caught mid-swap
+            same = False
+        if not same:
+            raise DataError(f"{self.dir} was replaced by another command (e.g. `recnas data ... --overwrite`) while this one was reading it; "
+                            "its rows are no longer the ones this run started on: run the command again")
+
     def check_trainable(self) -> None:
         """Refuse a store without training rows (one prepared with `--split none`, for scoring)
         before anything is trained or written for it."""
@@ -118,12 +133,15 @@ class CTRStore:
             try:
                 arr = np.load(path, mmap_mode="r")
             except FileNotFoundError:
+                self._check_not_replaced()  # or caught mid-swap, the folder gone for a moment
                 raise DataError(f"{path}: missing; the store at {self.dir} is incomplete") from None
             except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
+                self._check_not_replaced()
                 raise DataError(f"{path}: corrupt array file ({exc or type(exc).__name__})") from None
             if arr.dtype != dtype:
                 raise DataError(f"{path}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
             arrays[col] = arr
+        self._check_not_replaced()  # after the opens: all three are of the store the meta is
         n = arrays["label"].shape[0]
         if arrays["dense"].shape != (n, self.meta.n_dense) or arrays["sparse"].shape != (n, self.meta.n_sparse):
             raise DataError(f"{self.dir / name}: array shapes disagree with meta.json")

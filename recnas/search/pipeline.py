@@ -54,7 +54,8 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
                           f"that holds only its own files: give --out in another folder, or run on that store with --data") from None
     # shared by the jobs of every run folder beside `out`: a job that finds another one generating
     # it waits, then reuses it
-    with exclusive(path, "synthetic data cache", wait=True):
+    waiting = functools.partial(console.print, f"[bold]data[/] waiting for another job generating {escape(str(path))}")
+    with exclusive(path, "synthetic data cache", wait=True, waiting=waiting):
         if not (path / "meta.json").exists():
             from recnas.data.synthetic import generate
 

@@ -57,8 +57,7 @@ class ResultsStore:
         self.path = Path(path)
         try:
             if read_only:
-                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-                self._check_intact()
+                self._open_read_only()
                 tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if "candidates" not in tables:
                     raise DataError(f"{self.path}: not a recnas results database (it has no candidates table)")
@@ -73,6 +72,28 @@ class ResultsStore:
             # as `_check_intact` says it: a search stopped here with no way on
             hint = "" if read_only else "; move it away to score the candidates afresh"
             raise DataError(f"{self.path}: not a readable recnas results database ({exc}){hint}") from None
+
+    def _open_read_only(self, recover: bool = True) -> None:
+        """A read-only connection, checked intact. A search hard-killed mid-write (SIGKILL, the
+        OOM killer) leaves a hot journal that only a writable connection rolls back: `search
+        show` said "not a readable recnas results database (attempt to write a readonly
+        database)" of a sound file until the search ran again. It is rolled back as that search
+        would (SQLite does so only where no live writer holds the file), adding nothing."""
+        self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            self._check_intact()
+            return
+        except sqlite3.OperationalError as exc:
+            self.db.close()
+            if exc.sqlite_errorcode != sqlite3.SQLITE_READONLY_ROLLBACK or not recover:
+                raise
+        try:
+            with contextlib.closing(sqlite3.connect(self.path)) as writable:
+                writable.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the read that rolls it back
+        except sqlite3.Error as exc:
+            raise DataError(f"{self.path}: holds the unfinished write of a hard-killed search ({self.path.name}-journal), which only a writable "
+                            f"connection can undo ({exc}); run the search again, or make the file and its folder writable") from None
+        self._open_read_only(recover=False)
 
     def _check_intact(self) -> None:
         (status,) = self.db.execute("PRAGMA quick_check(1)").fetchone()
