@@ -38,10 +38,20 @@ def test_smoke_search_produces_every_artifact_and_resumes(tmp_path):
     saved = json.loads((out / "results.json").read_text())
     assert saved["best_arch"] == report["best_arch"]
     assert "| recnas (searched) |" in (out / "results.md").read_text()
-    # a second run reuses every stage: nothing is evaluated again
-    again = run_job(cfg, out, progress=False)
+    # a second run reuses every stage: nothing is evaluated again, and it says what it found
+    import io
+
+    from rich.console import Console
+
+    log = io.StringIO()
+    again = run_job(cfg, out, progress=False, console=Console(file=log, width=300))
     assert again["search"]["evaluated_this_run"] == 0
     assert again["best_arch"] == report["best_arch"]
+    assert "sampler=single-op-any-conn (trained earlier in this run folder)" in log.getvalue()
+    (out / "supernet" / "model.pt").unlink()  # as if killed between its last checkpoint and model.pt
+    log = io.StringIO()
+    assert run_job(cfg, out, progress=False, console=Console(file=log, width=300))["best_arch"] == report["best_arch"]
+    assert "(begun earlier in this run folder: going on from its checkpoint)" in log.getvalue()
 
 
 def test_a_rerun_removes_what_hard_killed_writes_left(tmp_path):

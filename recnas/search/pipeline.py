@@ -211,6 +211,16 @@ def _budget(tcfg: TrainConfig) -> str:
     return f"{length}, lr {tcfg.lr:g}, batch {tcfg.batch_size}"
 
 
+def _earlier(folder: Path) -> str:
+    """The supernet stage's note on a re-run job: what it finds of an earlier run in its folder
+    (a re-run after an interruption said nothing of what it reused or went on from)."""
+    if (folder / "model.pt").is_file():
+        return " (trained earlier in this run folder)"
+    if (folder / CHECKPOINT_FILE).is_file():
+        return " (begun earlier in this run folder: going on from its checkpoint)"
+    return ""
+
+
 def _stage(console: Console, name: str, detail: str = "") -> None:
     console.print(f"[bold cyan]==>[/] [bold]{name}[/] {detail}")
 
@@ -323,7 +333,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if cfg.scoring == "supernet":
         from recnas.supernet import Supernet
 
-        _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}")
+        _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}{_earlier(out / 'supernet')}")
         sampler = make_sampler(cfg.sampler, space, cfg.seed)
         supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
         supernet = supernet.to(device).eval()
