@@ -91,9 +91,8 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.distributed import check_gpus
     from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, refuse_warmup_past, resolve_device, rows_trained_on
-    from recnas.train.distributed import shutdown
+    from recnas.train.distributed import check_gpus, shutdown
 
     if resume and overwrite:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: pass one of them")

@@ -51,17 +51,15 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def current(device: torch.device | None = None) -> DistInfo:
+def current(device: torch.device) -> DistInfo:
     """The process group this process belongs to (initialising it from torchrun's env once):
-    NCCL, one GPU per rank, for a run that trains on CUDA (`device`; None: CUDA where there is
-    one), gloo on the CPU. It took NCCL wherever CUDA was, so a `device: cpu` run on a machine of
+    NCCL, one GPU per rank, for a run that trains on CUDA (`device`), gloo on the CPU. It took NCCL wherever CUDA was, so a `device: cpu` run on a machine of
     one GPU set rank 1's GPU 1 and failed with CUDA's "invalid device ordinal" traceback."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        on_cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
-        backend = "nccl" if on_cuda else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
@@ -71,8 +69,7 @@ def current(device: torch.device | None = None) -> DistInfo:
 def check_gpus(nproc: int, device: torch.device) -> None:
     """Before the launch: a CUDA run takes one GPU per process, so it needs `nproc` of them (rank
     r set GPU r, and a rank past the last GPU failed with a CUDA traceback after the launch)."""
-    if nproc > 1 and device.type == "cuda" and nproc > torch.cuda.device_count():
-        n = torch.cuda.device_count()
+    if device.type == "cuda" and nproc > (n := torch.cuda.device_count()):
         raise ConfigError(f"--nproc {nproc}: a run on CUDA takes one GPU per process, and this machine has {n}; give --nproc of at most {n}, or set device: cpu to train {nproc} processes on the CPU")
 
 
