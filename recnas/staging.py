@@ -320,12 +320,12 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _lock_fd(lock, wait=False)
+        if fd is None and wait:
+            if waiting is not None:
+                waiting()
+            fd = _lock_fd(lock, wait=True)  # re-creates the file its holder removed on release
     except OSError as exc:
         raise error(f"{what} {path}: cannot create its lock file {lock} ({exc.strerror or exc})") from None
-    if fd is None and wait:
-        if waiting is not None:
-            waiting()
-        fd = _lock_fd(lock, wait=True)
     if fd is None:
         raise error(f"{what} {path} is being written by another recnas run (lock {lock}); wait for it to finish or choose another {what}")
     held.add(lock)
