@@ -272,9 +272,9 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
 @pytest.mark.parametrize(
     "args, option, reason",
     [
-        # click's own words, which its versions put otherwise ("0 is not in the range x>=1." with Typer 0.27's)
+        # click's own words, which its versions put otherwise ("0 is not in the range x>=1." with Typer 0.27's; "-1 is not in the range 0<=x<=4294967295." for a bounded one)
         (("supernet", "train", "--nproc", "0"), "'--nproc'", "greater than or equal to 1|range x>=1"),
-        (("search", "--seed", "-1"), "'--seed'", "greater than or equal to 0|range x>=0"),
+        (("search", "--seed", "-1"), "'--seed'", "greater than or equal to 0|range x>=0|range 0<=x"),
         (("data", "synth", "--out", "o", "--rows", "abc"), "'--rows'", "valid integer|valid int"),
         (("data", "prepare", "--raw", "r", "--out", "o"), "'--dataset'", "criteo, avazu, kdd12, csv"),
         (("data", "frobnicate"), "'frobnicate'", "No such command"),
