@@ -251,17 +251,42 @@ def test_finished_model_is_not_reused_on_a_store_made_again_with_other_rows(tmp_
     from recnas.data.store import CTRStore
     from recnas.errors import CheckpointError
     from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.train.checkpoint import load_checkpoint, save_checkpoint
     from tests.conftest import make_tiny_store
 
     first = make_tiny_store(tmp_path / "a", seed=0)
     other = make_tiny_store(tmp_path / "b", seed=1)  # same shape and sizes, other rows
     out = tmp_path / "baselines" / "dlrm"
     _, trained = fit_or_load(baseline_builder("dlrm", first.meta, {}), tiny_cfg(epochs=1), first, out, progress=False)
+    with pytest.raises(CheckpointError, match=r"model.pt: the run was trained on another dataset than .*b .*give the job another --out"):
+        fit_or_load(baseline_builder("dlrm", other.meta, {}), tiny_cfg(epochs=1), other, out, progress=False)
+    # a model.pt written before it recorded its data: checked against the checkpoint's record
+    payload = load_checkpoint(out / "model.pt")
+    del payload["data"]
+    save_checkpoint(out / "model.pt", payload)
     with pytest.raises(CheckpointError, match=r"checkpoint.pt: the run was trained on another dataset than .*b .*give the job another --out"):
         fit_or_load(baseline_builder("dlrm", other.meta, {}), tiny_cfg(epochs=1), other, out, progress=False)
     shutil.copytree(first.dir, tmp_path / "moved")
     moved = CTRStore(tmp_path / "moved")
     assert fit_or_load(baseline_builder("dlrm", moved.meta, {}), tiny_cfg(epochs=1), moved, out, progress=False)[1] == trained
+
+
+def test_a_finished_models_data_is_checked_without_reading_its_checkpoint(tiny_store, tmp_path, monkeypatch):
+    """A re-run reusing a finished model read its whole checkpoint.pt (weights and optimizer
+    state, hundreds of MB for large tables) only for the record of its data, once per model;
+    model.pt, loaded anyway, now holds that record."""
+    import recnas.search.pipeline as pipeline
+
+    out = tmp_path / "baselines" / "dlrm"
+    build = pipeline.baseline_builder("dlrm", tiny_store.meta, {})
+    _, trained = pipeline.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    assert (out / "checkpoint.pt").is_file()
+
+    def no_checkpoint(path, *args, **kwargs):
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr(pipeline, "load_checkpoint", no_checkpoint)
+    assert pipeline.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)[1] == trained
 
 
 def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):

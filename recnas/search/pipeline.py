@@ -40,7 +40,7 @@ from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec,
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
 from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
-from recnas.train.trainer import CHECKPOINT_FILE
+from recnas.train.trainer import CHECKPOINT_FILE, MODEL_FILE
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
@@ -87,7 +87,7 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
         done, done_spec, extra = load_trained(out_dir / "model.pt")
         if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
-            check_trained_on(out_dir, store)
+            check_trained_on(out_dir, store, extra)
             return done, extra["metrics"]
     run_context = None if hardware is None else functools.partial(quantized, config=hardware)
     trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
@@ -113,12 +113,17 @@ OTHER_DATA = "the run folder's models and scores come from that data: give the j
 DATA_FILE = "data.json"  # the identity of the rows a run folder's models and scores come from
 
 
-def check_trained_on(out_dir: Path, store: CTRStore) -> None:
-    """A finished model is reused only on the data it was trained on, which its checkpoint.pt
-    records. The model spec holds the data's shape alone: a store made again in place with
-    another split `--seed` (same path, shape and vocabulary) went on silently, reporting a
-    searched model on test rows that it had trained on, beside baselines trained on the new split.
-    (A run folder's `data.json` catches that at the start; this covers folders made before it.)"""
+def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) -> None:
+    """A finished model is reused only on the data it was trained on, which its model.pt records
+    (`extra`, as `load_trained` returns it), or, for a model.pt written before it did, its
+    checkpoint.pt (read whole, optimizer state included, for that one record). The model spec
+    holds the data's shape alone: a store made again in place with another split `--seed` (same
+    path, shape and vocabulary) went on silently, reporting a searched model on test rows that it
+    had trained on, beside baselines trained on the new split. (A run folder's `data.json`
+    catches that at the start; this covers folders made before it.)"""
+    if isinstance((extra or {}).get("data"), dict):
+        check_same_data(out_dir / MODEL_FILE, extra["data"], data_identity(store.meta), store.dir, OTHER_DATA)
+        return
     path = out_dir / CHECKPOINT_FILE
     if path.is_file():
         check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)

@@ -122,7 +122,8 @@ def weights_step(extra: dict) -> int | None:
 
 def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
-    training config, metrics and step when the file has them. The model is on `map_location`
+    training config, metrics, step and the identity of the data it trained on when the file has
+    them (a model.pt records its data since 2026-12-07). The model is on `map_location`
     (a device, or a name such as "cuda"), in training mode as built; it used to stay on the
     CPU whatever `map_location` said."""
     from recnas.train.checkpoint import load_checkpoint, load_model_state
@@ -141,5 +142,5 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
     load_model_state(model, payload["model"], path)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
-    extra = {k: payload[k] for k in ("config", "metrics", "step") if k in payload}
+    extra = {k: payload[k] for k in ("config", "metrics", "step", "data") if k in payload}
     return model, spec, extra

@@ -673,7 +673,7 @@ class Trainer:
     def _write_outputs(self, result: FitResult) -> None:
         """model.pt (final weights + spec), metrics.json and the resolved config."""
         metrics = result.to_dict()
-        save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": json_safe(metrics), "step": self.step})
+        save_checkpoint(self.out_dir / MODEL_FILE, {"model": self.model.state_dict(), "model_spec": self.model_spec or {}, "config": self.cfg.model_dump(), "metrics": json_safe(metrics), "step": self.step, "data": self.data})
         write_text_atomic(self.out_dir / METRICS_FILE, json.dumps(json_safe(metrics), indent=2))
         self.cfg.to_yaml(self.out_dir / CONFIG_FILE)
 
