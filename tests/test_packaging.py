@@ -32,3 +32,22 @@ def test_torch_floor_admits_only_releases_with_the_apis_recnas_calls():
     assert any(where for _, where in used.values()), "the table names none of the APIs in use: update it"
     too_old = {api: (version, where) for api, (version, where) in used.items() if where and floor < version}
     assert not too_old, f"pyproject.toml's torch>={'.'.join(map(str, floor))} admits releases without {too_old}"
+
+
+def test_executor_ray_without_ray_names_an_install_that_works_outside_the_checkout(monkeypatch):
+    """A user who installed recnas from a wheel was told `pip install -e '.[ray]'`, which
+    installs whatever project the current folder holds (or fails: "does not appear to be a
+    Python project"); the line names Ray itself, at the version the `ray` extra asks for."""
+    import sys
+
+    import pytest
+
+    from recnas.errors import ConfigError
+    from recnas.search.executors import connect_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ConfigError) as err:
+        connect_ray()
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]
+    assert extra == ["ray>=2.9"]
+    assert f"pip install '{extra[0]}'" in str(err.value)
