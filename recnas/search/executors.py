@@ -66,7 +66,9 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
     try:
         import ray
     except ImportError:
-        raise ConfigError("executor 'ray' needs Ray: pip install -e '.[ray]'") from None
+        # not `pip install -e '.[ray]'` alone: that names the folder it runs in, which is
+        # recnas's checkout only for an editable install, not for one from a wheel
+        raise ConfigError("executor 'ray' needs Ray, an optional dependency: pip install 'ray>=2.9' (in a checkout of recnas: pip install -e '.[ray]')") from None
     if not ray.is_initialized():
         if address is not None:
             _check_reachable(address)
