@@ -280,3 +280,30 @@ def test_piped_output_has_no_blank_line_from_a_progress_bar(tmp_path, monkeypatc
     generate(tmp_path / "s", rows=300, raw_out=tmp_path / "train.txt")
     code, out, _ = run(monkeypatch, capsys, "data", "prepare", "--dataset", "criteo", "--raw", tmp_path / "train.txt", "--out", tmp_path / "p")
     assert code == 0 and out.splitlines()[0].startswith("criteo: 300 rows"), out
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_text_stdout_cannot_encode_is_escaped_not_a_traceback(tmp_path, encoding):
+    """Under `PYTHONIOENCODING=ascii` (or a Latin-1 locale) a name stdout cannot encode (here a
+    dataset name in results.md; a run path in `recnas search`'s lines) ended the command in a
+    UnicodeEncodeError traceback; it is written as a backslash escape."""
+    from recnas.search.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("8b986e9b75e0e9de", "{}", {"logloss": 0.54151, "auc": 0.5674, "flops": 31584, "params": 6401})
+    store.close()
+    (tmp_path / "run" / "results.md").write_text("dataset: `données → 東京`\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONIOENCODING": encoding}
+    r = subprocess.run([sys.executable, "-m", "recnas", "search", "show", str(tmp_path / "run")], capture_output=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
+    assert b"0.5415" in r.stdout and b"\\u2192 \\u6771\\u4eac" in r.stdout, r.stdout
+
+
+def test_undecodable_bytes_of_a_path_are_written_back_as_they_were():
+    """A folder name that is not UTF-8 (held as lone surrogates) under a strict UTF-8 stdout
+    (en_US.UTF-8, PYTHONIOENCODING=utf-8): `recnas search --out` such a folder ended in a
+    traceback at its first line; the bytes are written as they were, the path copy-pasteable."""
+    import recnas.cli  # noqa: F401  (registers the handler)
+
+    assert "runs/x\udce9y ->".encode("utf-8", "recnas.escape") == b"runs/x\xe9y ->"
+    assert "é\udce9".encode("ascii", "recnas.escape") == b"\\xe9\xe9"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 
@@ -74,11 +75,40 @@ def _usage_error(exc) -> str:
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 
 
+def _escape_unencodable(exc: UnicodeError) -> tuple[bytes | str, int]:
+    """Encoding error handler of stdout: a path's undecodable bytes (held as lone surrogates)
+    are written back as they were, as the C.UTF-8 locale's stdout does, anything else the
+    stream's encoding cannot hold as a backslash escape, as Python writes it on stderr."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    char = exc.object[exc.start]  # one at a time: the encoder comes back for the rest
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return bytes([ord(char) - 0xDC00]), exc.start + 1
+    return char.encode("ascii", "backslashreplace").decode("ascii"), exc.start + 1
+
+
+codecs.register_error("recnas.escape", _escape_unencodable)
+
+
+def _stdout_writes_anything() -> None:
+    """A path, field or model name stdout's encoding cannot hold (`PYTHONIOENCODING=ascii`, a
+    Latin-1 locale; a folder name that is not UTF-8 under a strict UTF-8 stdout, as
+    en_US.UTF-8 gives) ended the command in a UnicodeEncodeError traceback, a search at its
+    first line; it is escaped instead. stderr escapes already (Python's default there)."""
+    stream = sys.stdout
+    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="recnas.escape")
+        except (ValueError, OSError):  # closed or detached: nothing to print to anyway
+            pass
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback.
     Typer runs outside click's standalone mode so that a bad command line reaches us as a
     click exception (instead of Typer's boxed usage panel); `--help` and `typer.Exit` come back
     as an exit code."""
+    _stdout_writes_anything()
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
