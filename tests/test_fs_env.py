@@ -307,3 +307,16 @@ def test_undecodable_bytes_of_a_path_are_written_back_as_they_were():
 
     assert "runs/x\udce9y ->".encode("utf-8", "recnas.escape") == b"runs/x\xe9y ->"
     assert "é\udce9".encode("ascii", "recnas.escape") == b"\\xe9\xe9"
+
+
+@pytest.mark.parametrize("command", [["supernet", "train"], ["subnet", "train"], ["study", "rank"], ["embed", "search"]])
+def test_help_keeps_every_word_at_80_columns(monkeypatch, capsys, command):
+    """At 80 columns (a default terminal, or piped) Typer's help cut words too long for its help
+    column: `--sampler` read "single-op-any-con…" (a sampler's name and the default lost),
+    `--inherit` "model.pt/checkpoi…". They are folded onto the next line instead."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(monkeypatch, capsys, *command, "--help")
+    text = "".join(line.strip("│ \n") for line in out.splitlines())  # folded pieces joined again
+    assert code == 0 and "…" not in out, out
+    if command == ["supernet", "train"]:
+        assert "single-op-any-conn" in text.replace(" ", ""), out

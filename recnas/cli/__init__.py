@@ -36,6 +36,32 @@ app.command("evaluate", help="Evaluate a trained model checkpoint on a split.")(
 search_cli.register(app)
 app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
 
+def _fold_option_help() -> None:
+    """Typer draws an option's help in a column that is 18 characters wide at 80 columns (a
+    default terminal, or piped), and cut any longer word with an ellipsis: `--sampler` read
+    "single-op-any-con…", its default too, `--inherit` "model.pt/checkpoi…". Each piece of an
+    option's help is folded onto the next line instead. (A Typer without this private helper
+    keeps its own drawing.)"""
+    from rich.text import Text
+    from typer import rich_utils
+
+    helper = getattr(rich_utils, "_get_parameter_help", None)
+    if helper is None or getattr(helper, "_recnas_folds", False):
+        return
+
+    def folded(*args, **kwargs):
+        drawn = helper(*args, **kwargs)
+        for piece in getattr(drawn, "renderables", ()):
+            if isinstance(piece, Text):
+                piece.overflow = "fold"
+        return drawn
+
+    folded._recnas_folds = True  # type: ignore[attr-defined]
+    rich_utils._get_parameter_help = folded
+
+
+_fold_option_help()
+
 # Typer's own click: recent Typers vendor one (typer._click), older ones use click itself. The
 # module of its public BadParameter holds the rest of the usage errors either way.
 _click_errors = sys.modules[typer.BadParameter.__module__]
