@@ -299,14 +299,21 @@ def test_text_stdout_cannot_encode_is_escaped_not_a_traceback(tmp_path, encoding
     assert b"0.5415" in r.stdout and b"\\u2192 \\u6771\\u4eac" in r.stdout, r.stdout
 
 
-def test_undecodable_bytes_of_a_path_are_written_back_as_they_were():
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes")
+def test_undecodable_bytes_of_a_path_are_written_back_as_they_were(tmp_path):
     """A folder name that is not UTF-8 (held as lone surrogates) under a strict UTF-8 stdout
     (en_US.UTF-8, PYTHONIOENCODING=utf-8): `recnas search --out` such a folder ended in a
-    traceback at its first line; the bytes are written as they were, the path copy-pasteable."""
+    traceback at its first line; the error line named it `x\\udce9y`, which no shell finds.
+    The bytes are written as they were, the path copy-pasteable."""
     import recnas.cli  # noqa: F401  (registers the handler)
 
     assert "runs/x\udce9y ->".encode("utf-8", "recnas.escape") == b"runs/x\xe9y ->"
     assert "é\udce9".encode("ascii", "recnas.escape") == b"\\xe9\xe9"
+    folder = os.fsencode(tmp_path) + b"/x\xe9y"
+    os.mkdir(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONIOENCODING": "utf-8"}
+    r = subprocess.run([sys.executable, "-m", "recnas", "search", "show", folder], capture_output=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith(b"error: " + folder + b": no search.sqlite here"), r.stderr
 
 
 @pytest.mark.parametrize("command", [["supernet", "train"], ["subnet", "train"], ["study", "rank"], ["embed", "search"]])

@@ -120,13 +120,14 @@ def _stdout_writes_anything() -> None:
     """A path, field or model name stdout's encoding cannot hold (`PYTHONIOENCODING=ascii`, a
     Latin-1 locale; a folder name that is not UTF-8 under a strict UTF-8 stdout, as
     en_US.UTF-8 gives) ended the command in a UnicodeEncodeError traceback, a search at its
-    first line; it is escaped instead. stderr escapes already (Python's default there)."""
-    stream = sys.stdout
-    if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
-        try:
-            stream.reconfigure(errors="recnas.escape")
-        except (ValueError, OSError):  # closed or detached: nothing to print to anyway
-            pass
+    first line; it is escaped instead. On stderr, which Python escapes already, the error line
+    named such a folder `x\\udce9y`, which no shell finds: its bytes are written as they were."""
+    for stream, default in ((sys.stdout, "strict"), (sys.stderr, "backslashreplace")):
+        if getattr(stream, "errors", None) == default and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="recnas.escape")
+            except (ValueError, OSError):  # closed or detached: nothing to print to anyway
+                pass
 
 
 def main() -> None:
