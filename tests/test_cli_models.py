@@ -637,3 +637,45 @@ def test_every_option_of_every_command_says_what_it_does():
     assert len(found) >= 10
     silent = [f"{' '.join(path)} {p.opts[0]}" for path, cmd in found for p in cmd.params if p.param_type_name == "option" and p.opts[0] != "--help" and not (p.help or "").strip()]
     assert silent == []
+
+
+def _on_a_terminal(argv: list[str], cwd: Path, columns: int = 150) -> str:
+    """`recnas ARGV` in a subprocess whose stdout and stderr are a pseudo-terminal: what it drew."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": str(columns), "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen([sys.executable, "-m", "recnas", *argv], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd)
+    os.close(slave)
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer has gone
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0, drawn.decode(errors="replace")
+    return drawn.decode(errors="replace")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal")
+def test_evaluation_lines_are_not_glued_to_the_progress_bar(tiny_store, tmp_path):
+    """On a terminal the trainer's evaluation lines were written past rich's live progress bar,
+    behind its last drawing: "train ━━━ 5/10 loss 0.69 ... 0:00:01step 5  epoch ..." on one line,
+    a stale bar left above each. They are printed above the bar, each on its own line."""
+    import re
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optimizer: adam\nlr: 0.01\nbatch_size: 64\nmax_steps: 10\neval_every: 5\nlog_every: 5\ndevice: cpu\n")
+    drawn = _on_a_terminal(["baseline", "train", "lr", "--data", str(tiny_store.dir), "--config", str(cfg), "--out", str(tmp_path / "o")], tmp_path)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)
+    assert "samples/s" in plain, drawn  # the bar was drawn
+    shown = [piece.strip() for piece in re.split(r"[\r\n]", plain) if "epoch" in piece and "train_loss" in piece]
+    assert len(shown) == 2 and all(piece.startswith("step ") for piece in shown), shown

@@ -280,3 +280,50 @@ def test_piped_output_has_no_blank_line_from_a_progress_bar(tmp_path, monkeypatc
     generate(tmp_path / "s", rows=300, raw_out=tmp_path / "train.txt")
     code, out, _ = run(monkeypatch, capsys, "data", "prepare", "--dataset", "criteo", "--raw", tmp_path / "train.txt", "--out", tmp_path / "p")
     assert code == 0 and out.splitlines()[0].startswith("criteo: 300 rows"), out
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_text_stdout_cannot_encode_is_escaped_not_a_traceback(tmp_path, encoding):
+    """Under `PYTHONIOENCODING=ascii` (or a Latin-1 locale) a name stdout cannot encode (here a
+    dataset name in results.md; a run path in `recnas search`'s lines) ended the command in a
+    UnicodeEncodeError traceback; it is written as a backslash escape."""
+    from recnas.search.results import ResultsStore
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("8b986e9b75e0e9de", "{}", {"logloss": 0.54151, "auc": 0.5674, "flops": 31584, "params": 6401})
+    store.close()
+    (tmp_path / "run" / "results.md").write_text("dataset: `données → 東京`\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONIOENCODING": encoding}
+    r = subprocess.run([sys.executable, "-m", "recnas", "search", "show", str(tmp_path / "run")], capture_output=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 0 and b"Traceback" not in r.stderr, r.stderr.decode(errors="replace")
+    assert b"0.5415" in r.stdout and b"\\u2192 \\u6771\\u4eac" in r.stdout, r.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names of any bytes")
+def test_undecodable_bytes_of_a_path_are_written_back_as_they_were(tmp_path):
+    """A folder name that is not UTF-8 (held as lone surrogates) under a strict UTF-8 stdout
+    (en_US.UTF-8, PYTHONIOENCODING=utf-8): `recnas search --out` such a folder ended in a
+    traceback at its first line; the error line named it `x\\udce9y`, which no shell finds.
+    The bytes are written as they were, the path copy-pasteable."""
+    import recnas.cli  # noqa: F401  (registers the handler)
+
+    assert "runs/x\udce9y ->".encode("utf-8", "recnas.escape") == b"runs/x\xe9y ->"
+    assert "é\udce9".encode("ascii", "recnas.escape") == b"\\xe9\xe9"
+    folder = os.fsencode(tmp_path) + b"/x\xe9y"
+    os.mkdir(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "PYTHONIOENCODING": "utf-8"}
+    r = subprocess.run([sys.executable, "-m", "recnas", "search", "show", folder], capture_output=True, timeout=300, env=env, cwd=ROOT)
+    assert r.returncode == 2 and r.stderr.startswith(b"error: " + folder + b": no search.sqlite here"), r.stderr
+
+
+@pytest.mark.parametrize("command", [["supernet", "train"], ["subnet", "train"], ["study", "rank"], ["embed", "search"]])
+def test_help_keeps_every_word_at_80_columns(monkeypatch, capsys, command):
+    """At 80 columns (a default terminal, or piped) Typer's help cut words too long for its help
+    column: `--sampler` read "single-op-any-con…" (a sampler's name and the default lost),
+    `--inherit` "model.pt/checkpoi…". They are folded onto the next line instead."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(monkeypatch, capsys, *command, "--help")
+    text = "".join(line.strip("│ \n") for line in out.splitlines())  # folded pieces joined again
+    assert code == 0 and "…" not in out, out
+    if command == ["supernet", "train"]:
+        assert "single-op-any-conn" in text.replace(" ", ""), out

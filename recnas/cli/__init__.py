@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import os
 import sys
 
@@ -34,6 +35,32 @@ app.add_typer(models_cli.baseline_app, name="baseline", help="Train a hand-desig
 app.command("evaluate", help="Evaluate a trained model checkpoint on a split.")(models_cli.evaluate)
 search_cli.register(app)
 app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
+
+def _fold_option_help() -> None:
+    """Typer draws an option's help in a column that is 18 characters wide at 80 columns (a
+    default terminal, or piped), and cut any longer word with an ellipsis: `--sampler` read
+    "single-op-any-con…", its default too, `--inherit` "model.pt/checkpoi…". Each piece of an
+    option's help is folded onto the next line instead. (A Typer without this private helper
+    keeps its own drawing.)"""
+    from rich.text import Text
+    from typer import rich_utils
+
+    helper = getattr(rich_utils, "_get_parameter_help", None)
+    if helper is None or getattr(helper, "_recnas_folds", False):
+        return
+
+    def folded(*args, **kwargs):
+        drawn = helper(*args, **kwargs)
+        for piece in getattr(drawn, "renderables", ()):
+            if isinstance(piece, Text):
+                piece.overflow = "fold"
+        return drawn
+
+    folded._recnas_folds = True  # type: ignore[attr-defined]
+    rich_utils._get_parameter_help = folded
+
+
+_fold_option_help()
 
 # Typer's own click: recent Typers vendor one (typer._click), older ones use click itself. The
 # module of its public BadParameter holds the rest of the usage errors either way.
@@ -74,11 +101,41 @@ def _usage_error(exc) -> str:
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 
 
+def _escape_unencodable(exc: UnicodeError) -> tuple[bytes | str, int]:
+    """Encoding error handler of stdout: a path's undecodable bytes (held as lone surrogates)
+    are written back as they were, as the C.UTF-8 locale's stdout does, anything else the
+    stream's encoding cannot hold as a backslash escape, as Python writes it on stderr."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    char = exc.object[exc.start]  # one at a time: the encoder comes back for the rest
+    if 0xDC80 <= ord(char) <= 0xDCFF:
+        return bytes([ord(char) - 0xDC00]), exc.start + 1
+    return char.encode("ascii", "backslashreplace").decode("ascii"), exc.start + 1
+
+
+codecs.register_error("recnas.escape", _escape_unencodable)
+
+
+def _stdout_writes_anything() -> None:
+    """A path, field or model name stdout's encoding cannot hold (`PYTHONIOENCODING=ascii`, a
+    Latin-1 locale; a folder name that is not UTF-8 under a strict UTF-8 stdout, as
+    en_US.UTF-8 gives) ended the command in a UnicodeEncodeError traceback, a search at its
+    first line; it is escaped instead. On stderr, which Python escapes already, the error line
+    named such a folder `x\\udce9y`, which no shell finds: its bytes are written as they were."""
+    for stream, default in ((sys.stdout, "strict"), (sys.stderr, "backslashreplace")):
+        if getattr(stream, "errors", None) == default and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="recnas.escape")
+            except (ValueError, OSError):  # closed or detached: nothing to print to anyway
+                pass
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback.
     Typer runs outside click's standalone mode so that a bad command line reaches us as a
     click exception (instead of Typer's boxed usage panel); `--help` and `typer.Exit` come back
     as an exit code."""
+    _stdout_writes_anything()
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:

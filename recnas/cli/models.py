@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -39,8 +40,6 @@ NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per
 
 def _relaunch(nproc: int) -> None:
     """Re-run this very command under torchrun with `nproc` processes, then exit (a failure raises)."""
-    import sys
-
     from recnas.train.distributed import follow_launcher, launch
 
     if "WORLD_SIZE" in os.environ:  # a rank of the launched run
@@ -63,6 +62,21 @@ SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the conf
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to the `sys.stderr` of each record's moment, not of its creation.
+    While the trainer's progress bar is drawn, rich stands in for sys.stderr and prints each
+    line above the bar; the stream taken at creation wrote past the bar instead, behind its last
+    drawing ("... 0:00:01step 5  epoch 0.71 ..." on one line, a stale bar above every line)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it
+        pass
+
+
 def _setup_logging() -> None:
     """Evaluation lines of the trainer go to stderr (useful when there is no progress bar).
     Under --nproc only rank 0 prints them (each rank would repeat them); warnings and errors
@@ -71,7 +85,7 @@ def _setup_logging() -> None:
 
     logger = logging.getLogger("recnas")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.setLevel(logging.INFO if launched_rank() == 0 else logging.WARNING)
         logger.addHandler(handler)
