@@ -624,7 +624,9 @@ class Trainer:
                                 writer.add_scalar("val/logloss", metrics["logloss"], self.step)
                                 writer.add_scalar("val/auc", metrics["auc"], self.step)
                             self.model.train()
-                        if (ckpt_due or interrupted) and self.out_dir is not None:
+                        # the run's end is written once, after the loop (the same state): it was written twice
+                        ending = (last or self.stopped_early) and not interrupted
+                        if (ckpt_due or interrupted) and self.out_dir is not None and not ending:
                             self._keep_running(running, n_running)
                             self.save_checkpoint()
                         t_seg = time.perf_counter()
