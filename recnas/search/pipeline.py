@@ -126,7 +126,7 @@ def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) 
         return
     path = out_dir / CHECKPOINT_FILE
     if path.is_file():
-        check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)
+        check_same_data(path, load_checkpoint(path, mmap=True).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)
 
 
 def check_run_data(out: Path, store: CTRStore) -> None:
