@@ -159,6 +159,26 @@ def test_cpu_evaluation_batches_are_capped_and_give_the_same_metrics(tiny_store)
         np.testing.assert_allclose(predict(model, val, batch_size=batch)[1], whole, rtol=1e-6, atol=1e-6)
 
 
+def test_predict_refuses_a_model_without_one_logit_per_row(tiny_store):
+    """predict fills one buffer of the pass's rows: a model giving another number of logits per
+    batch is a clear error (it used to be caught only by ctr_metrics, after the whole pass)."""
+    from recnas.train.metrics import predict
+
+    class TwoPerRow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, dense, sparse):
+            return torch.zeros(2 * len(dense)) + self.w
+
+    with pytest.raises(ValueError, match="one per row"):
+        predict(TwoPerRow(), tiny_store.split("val"), batch_size=7)
+    labels, logits = predict(make_model(tiny_store.meta), tiny_store.split("val"), batch_size=7)
+    assert len(labels) == len(logits) == len(tiny_store.split("val"))
+    np.testing.assert_array_equal(labels, np.asarray(tiny_store.split("val").label))
+
+
 def test_lr_schedule_shapes():
     assert [lr_factor(s, 4, 20, "constant") for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert lr_factor(4, 4, 20, "cosine") == pytest.approx(1.0) and lr_factor(20, 4, 20, "cosine") == pytest.approx(0.0)

@@ -136,8 +136,14 @@ class BatchLoader:
 
 def _resident_copy(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """One copy of a (read-only, memory-mapped) split in device memory. The numpy view is only
-    read, to be copied, so torch's warning about non-writable arrays does not apply."""
+    read, to be copied, so torch's warning about non-writable arrays does not apply. On the CPU
+    a read-only array (a store's memory map) is served as it is: the copy was a second one of
+    the split in host memory (a whole train split per Trainer, every candidate's fine-tune
+    included), with the same values; a writable one is still copied, so that a later change to
+    it reaches no loader."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         view = torch.from_numpy(np.ascontiguousarray(array))
-    return view.clone() if device.type == "cpu" else view.to(device)
+    if device.type == "cpu":
+        return view if not array.flags.writeable else view.clone()
+    return view.to(device)

@@ -106,6 +106,10 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
             f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
             "(max_steps/epochs); a run folder's models train on, never back: ask for as many steps, or use another --out"
         ) from None
+    # the last step's gradients: as large as the weights (the tables' are dense), and no use to
+    # what follows (scoring candidates on a supernet, evaluating a model; a training step sets
+    # them afresh), which held them for the rest of the job
+    trainer.optimizer.zero_grad(set_to_none=True)
     return trainer.model, result.to_dict()
 
 
@@ -126,7 +130,7 @@ def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) 
         return
     path = out_dir / CHECKPOINT_FILE
     if path.is_file():
-        check_same_data(path, load_checkpoint(path).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)
+        check_same_data(path, load_checkpoint(path, mmap=True).get("data"), data_identity(store.meta), store.dir, OTHER_DATA)
 
 
 def check_run_data(out: Path, store: CTRStore) -> None:

@@ -58,8 +58,11 @@ def torch_save(obj, f) -> None:
         raise
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint; a missing, truncated, foreign or corrupt file raises CheckpointError."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Read a checkpoint; a missing, truncated, foreign or corrupt file raises CheckpointError.
+    `mmap=True` maps the file's tensors instead of reading them into memory (torch.load's
+    `mmap`): for a caller that copies them into a model and lets the payload go, so that they
+    take no memory of their own beside the model's."""
     path = Path(path)
     if path.is_dir():  # a run folder: "not found" sent the user looking for a folder that is there
         held = [name for name in ("model.pt", "checkpoint.pt") if (path / name).is_file()]
@@ -70,7 +73,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its end record is missing when cut short
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint (not a complete PyTorch zip archive)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:  # zip/pickle/unpickler errors all mean "not a usable checkpoint"
         # torch's text for a refused pickle goes on to suggest weights_only=False (running the
         # file's code): keep only its first sentence

@@ -129,7 +129,11 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
     from recnas.train.checkpoint import load_checkpoint, load_model_state
 
     path = Path(path)
-    payload = load_checkpoint(path, map_location=map_location)
+    # mapped on the CPU, not read (to `map_location`): the weights are copied into the model
+    # built below, which then moves there, and the payload is dropped; reading it held every
+    # table twice, and a checkpoint.pt's optimizer state (twice the weights under Adam) and best
+    # weights besides, all for the weights alone
+    payload = load_checkpoint(path, map_location="cpu", mmap=True)
     spec = payload["model_spec"]
     if not isinstance(spec, dict) or "data" not in spec:
         raise CheckpointError(f"{path}: checkpoint has no usable model_spec (was it written by a bare Trainer without one?)")
