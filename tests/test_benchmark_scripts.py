@@ -42,6 +42,7 @@ OUTPUTS = [  # (script, arguments it needs, its output flags: file or dir)
     ("profile_step", [], {"--out": "file", "--kernels": "file"}),
     ("proxy_rank", [], {"--out": "file", "--runs": "dir"}),
     ("retrain", ["dlrm"], {"--out-dir": "dir"}),
+    ("search_quality", [], {"--out-dir": "dir"}),
     ("term_capture", ["--data", "store", "model.pt"], {"--out": "file"}),
     ("train_throughput", [], {"--out": "file"}),
 ]
