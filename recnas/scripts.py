@@ -78,6 +78,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type of a count where 0 means "the default" (e.g. --threads 0: torch's own)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
 def seed_list(text: str) -> list[int]:
     """argparse type of a comma-separated list of seeds (`--seeds 0,1,2`): distinct integers
     >= 0 (a seed given twice would be run once and counted twice in every mean, spread and

@@ -70,6 +70,9 @@ SIZES = [  # (script, arguments it needs, flag, a value that means nothing)
     ("embedding_bandwidth", [], "--scale", "-1"),
     ("embedding_search", [], "--seeds", "0"),  # no seed: an IndexError after the data was made
     ("embedding_search", [], "--fraction", "0"),
+    ("embedding_search", [], "--threads", "-2"),  # a RuntimeError traceback from torch.set_num_threads
+    ("embedding_search", [], "--iterations", "0"),  # refused by the config only after the data was generated
+    ("embedding_search", [], "--device", "gpu"),
     ("embedding_bandwidth", [], "--device", "nope"),  # a torch RuntimeError
     ("layernorm_attention", [], "--tokens", "64,0"),
     ("oracle_bound", [], "--epochs", "0"),  # an UnboundLocalError after the data was made
