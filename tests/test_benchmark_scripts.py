@@ -184,6 +184,14 @@ def test_cuda_on_a_machine_without_it_is_refused_before_the_run(name, tmp_path, 
     assert "argument --device" in err and "no CUDA device" in err and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_only_benchmark_on_a_machine_without_one_says_so_in_one_error_line(tmp_path, monkeypatch, capsys):
+    """layernorm_attention.py printed 'needs a CUDA GPU' without 'error:' and exited with 1."""
+    monkeypatch.chdir(tmp_path)
+    err = refused("layernorm_attention", ["--batch", "16"], capsys)
+    assert err.startswith("error: ") and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_a_side_by_side_failure_is_one_line_naming_the_first_and_fewer_jobs_after_an_oom():
     """What `benchmarks/retrain.py --jobs` and `search_quality.py --jobs` say when some of their
     processes fail: how many, the first error's first line, and fewer jobs only where the GPU
