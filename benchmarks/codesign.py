@@ -35,7 +35,7 @@ from recnas.configs import validate, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
-from recnas.scripts import run_script
+from recnas.scripts import provenance, run_script
 from recnas.search.evaluator import architecture_costs
 from recnas.search.job import JobConfig, load_job_config
 from recnas.search.objective import reference_costs
@@ -160,6 +160,8 @@ def main() -> None:
     if not ok:
         for name, r in result["ratios_to_matched"].items():
             print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
+    provenance(result, args)
+    result["environment"] = report["environment"]  # the job's: the device it trained on
     path = out / "codesign.json"
     write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")

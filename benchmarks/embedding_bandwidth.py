@@ -20,7 +20,7 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, torch_device
+from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, provenance, torch_device
 
 
 
@@ -70,7 +70,8 @@ def main() -> None:
     r = result
     print(f"| {r['batch']:,} | {r['table_rows']:,} x {r['dim']} ({r['table_GB']:.2f} GB) | {r['forward_ms']:.3f} ms | {r['forward_GBps']:.0f} | {r['forward_backward_ms']:.3f} ms | {r['forward_backward_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['forward_fraction_of_copy']:.0%} | {r['forward_backward_fraction_of_copy']:.0%} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(result, indent=2))
+    write_text_atomic(args.out, json.dumps(provenance(result, args, args.device), indent=2))
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from rich.table import Table
 from recnas.configs import validate, write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, provenance, run_script
 from recnas.train import Trainer, TrainConfig, evaluate, load_trained
 from recnas.train.model_factory import check_data
 from recnas.train.tables import TableFinetune, table_phase_config
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     Console().print(t)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model), "data": str(args.data),
            "epochs": args.epochs, "lr_scale": args.lr_scale, "config": cfg.model_dump(), "runs": runs}
+    provenance(out, args, "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=2))
     Console().print(f"-> {args.out}")

@@ -30,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
-from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints
+from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints, provenance
 
 
 def _heads(qkv: torch.Tensor):
@@ -92,7 +92,8 @@ def main() -> None:
         print(f"| {r['kernel']} | {r['variant']} | {args.batch} x {r['tokens']} | {r['ms']:.2f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}, indent=2))
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}
+    write_text_atomic(out, json.dumps(provenance(result, args, "cuda"), indent=2))
     print(f"-> {out}")
 
 

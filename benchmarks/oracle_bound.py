@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
-from recnas.scripts import output_file, positive_float, positive_int, run_script, torch_device
+from recnas.scripts import output_file, positive_float, positive_int, provenance, run_script, torch_device
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -201,6 +201,7 @@ def main() -> None:
         rows.append(r)
         print(f"{','.join(r['drop']) or '-':<14} {r['val_logloss']:>12.4f} {r['test_logloss']:>13.4f} {r['test_logloss'] - bayes:>+17.4f} {r['epoch']:>5}", flush=True)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(path), "rows": store.meta.rows, "bayes": store.meta.bayes, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
+    provenance(out, args, args.device)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.json_out, json.dumps(out, indent=2))
     print(f"-> {args.json_out}")

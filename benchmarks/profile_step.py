@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from recnas.baselines import BASELINES, build_baseline
 from recnas.configs import write_text_atomic
-from recnas.scripts import output_file, positive_int, run_script, temporary_synthetic_store
+from recnas.scripts import output_file, positive_int, provenance, run_script, temporary_synthetic_store
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -98,7 +98,8 @@ def main() -> None:
         write_text_atomic(args.kernels, json.dumps(rows, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(summary, indent=2))
+    write_text_atomic(out, json.dumps(provenance(summary, args, args.device), indent=2))
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

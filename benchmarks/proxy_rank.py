@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import output_dir, output_file, run_script
+from recnas.scripts import output_dir, output_file, provenance, run_script
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
 
@@ -77,6 +77,9 @@ def main() -> None:
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "budget": args.budget, "seed": args.seed,
         "final": cfg.final.model_dump(mode="json"), "rows": rows, "histories": histories, "seconds": time.perf_counter() - t0,
     }
+    import torch
+
+    provenance(result, args, "cuda" if cfg.final.device != "cpu" and torch.cuda.is_available() else "cpu")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")

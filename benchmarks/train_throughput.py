@@ -23,7 +23,7 @@ import torch
 from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.scripts import output_file, positive_int, positive_ints, run_script, temporary_synthetic_store
+from recnas.scripts import output_file, positive_int, positive_ints, provenance, run_script, temporary_synthetic_store
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -103,6 +103,7 @@ def main() -> None:
         "fixed_subnet": fixed.to_json(),
         "results": results,
     }
+    provenance(info, args, args.device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(info, indent=2))
     print(f"\n| model | batch | samples/s (amp {args.amp}, compile {args.compile}) |\n|---|---|---|")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import shutil
 import sys
 import tempfile
@@ -76,6 +77,21 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
     return value
+
+
+def provenance(result: dict, args: argparse.Namespace, device: str = "cpu") -> dict:
+    """`result` (a script's JSON) with what it was computed with, where it does not say already:
+    the date (UTC), the environment (versions, CPU threads, device: `recnas.environment`) and
+    every argument of the run, paths as text."""
+    from datetime import datetime, timezone
+
+    from recnas.environment import environment
+
+    if "date" not in result and "when" not in result:
+        result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.setdefault("environment", environment(device))
+    result.setdefault("args", json.loads(json.dumps(vars(args), default=str)))  # a Path (or a list of them) as text
+    return result
 
 
 def non_negative_int(text: str) -> int:

@@ -205,3 +205,39 @@ def test_a_side_by_side_failure_is_one_line_naming_the_first_and_fewer_jobs_afte
     assert msg.startswith("2 of 6 trainings failed (the first: ValueError: bad); the 4 finished are in X; a re-run, with fewer --jobs,")
     assert "\n" not in msg and "Process 1253" not in msg
     assert "fewer --jobs" not in str(failures([ValueError("")], 1, "seeds", "")) and "(the first: ValueError)" in str(failures([ValueError("")], 1, "seeds", ""))
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("profile_step", ["--rows", "300", "--batch", "16", "--steps", "1", "--space", "full-tiny", "--model", "lr", "--top", "1", "--device", "cpu"]),
+    ("train_throughput", ["--rows", "300", "--batch-sizes", "16", "--steps", "1", "--space", "full-tiny", "--models", "lr", "--device", "cpu"]),
+    ("embedding_bandwidth", ["--batch", "16", "--scale", "0.0001", "--repeats", "1", "--device", "cpu"]),
+])
+def test_the_json_records_the_date_the_machine_and_every_argument(name, argv, tmp_path, monkeypatch, capsys):
+    """profile_step.py's JSON had no date and none of --rows, --space or --steps;
+    embedding_bandwidth.py's not --scale nor --repeats (its table rows were from 1% of Criteo's
+    tables or all of them, no one could tell); neither said where it wrote."""
+    import json
+
+    from tests.conftest import run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    run_benchmark(name, *argv, "--out", "r.json")
+    assert "-> r.json" in capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["date"].startswith("20") and result["environment"]["device"] == "cpu" and result["environment"]["torch"]
+    given = dict(zip(argv[::2], argv[1::2]))
+    for flag, value in given.items():
+        recorded = result["args"][flag[2:].replace("-", "_")]
+        assert str(recorded[0] if isinstance(recorded, list) else recorded) == value, flag
+    assert result["args"]["out"] == "r.json"
+
+
+def test_provenance_keeps_what_a_result_says_already(tmp_path):
+    import argparse
+
+    from recnas.scripts import provenance
+
+    args = argparse.Namespace(models=[tmp_path / "a.pt"], rows=3)
+    got = provenance({"when": "then", "args": {"kept": 1}}, args)
+    assert "date" not in got and got["args"] == {"kept": 1} and got["environment"]["device"] == "cpu"
+    assert provenance({}, args)["args"] == {"models": [str(tmp_path / "a.pt")], "rows": 3}
