@@ -15,7 +15,9 @@ default configuration's 8 bits. Reported: for the cheapest candidate whose test 
 equal or better than the best baseline's, FLOPs, PIM energy and PIM latency (critical path;
 the sequential sum alongside) as ratios baseline / co-designed (> 1 = better); when none is,
 the same ratios of the lowest-loss candidate against every baseline it does match
-(`ratios_to_matched` in codesign.json, printed).
+(`ratios_to_matched` in the result JSON, printed). The JSON is named by the objective and its
+options (codesign-penalized-dlrm-ratios2-1.8-1.5-beta1.json by default), so runs of other
+objectives into the same --out-dir, which share its search, keep their own.
 
     python benchmarks/codesign.py --budget cpu
     python benchmarks/codesign.py --budget gpu --config configs/codesign-gpu-1m.yaml
@@ -73,6 +75,16 @@ def with_objective(cfg: JobConfig, source: str, **objective) -> JobConfig:
     data = cfg.model_dump(mode="json")
     data["objective"] = {**data["objective"], **objective}
     return validate(JobConfig, data, source)
+
+
+def result_name(args) -> str:
+    """The result JSON's name: the objective and its options. The job's run folder is shared
+    by every objective (a search's scores do not depend on it), so a pareto run, or one with
+    other --ratios, into the folder of a penalized run is allowed, and wrote over its
+    codesign.json."""
+    if args.objective == "penalized":
+        return f"codesign-penalized-{args.reference}-ratios{'-'.join(f'{r:g}' for r in args.ratios)}-beta{args.beta:g}.json"
+    return f"codesign-pareto-retrain{args.retrain}-tolerance{args.tolerance:g}.json"
 
 
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
@@ -162,7 +174,7 @@ def main() -> None:
             print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
     provenance(result, args)
     result["environment"] = report["environment"]  # the job's: the device it trained on
-    path = out / "codesign.json"
+    path = out / result_name(args)
     write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
 

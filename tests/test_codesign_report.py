@@ -40,3 +40,17 @@ def test_a_job_without_a_hand_designed_baseline_is_refused_before_it_runs(baseli
     config.write_text(f"baselines: {baselines}\n")
     err = benchmark_refused("codesign", ["--budget", "smoke", "--config", str(config), "--out-dir", str(out)], capsys)
     assert "no hand-designed baseline" in err and not out.exists()
+
+
+def test_each_objective_writes_its_own_result_beside_the_others():
+    """A pareto run (or one with other --ratios) into the --out-dir of a penalized run shares
+    its search, as the job allows, and wrote over its codesign.json: the first result lost."""
+    import argparse
+
+    def name(**given):
+        args = {"objective": "penalized", "reference": "dlrm", "ratios": [2.0, 1.8, 1.5], "beta": 1.0, "retrain": 3, "tolerance": 0.01, **given}
+        return codesign.result_name(argparse.Namespace(**args))
+
+    assert name() == "codesign-penalized-dlrm-ratios2-1.8-1.5-beta1.json"
+    others = [name(objective="pareto"), name(ratios=[3.0, 1.8, 1.5]), name(reference="deepfm"), name(beta=2.0), name(objective="pareto", retrain=1), name(objective="pareto", tolerance=0.1)]
+    assert len({name(), *others}) == 7 and name(retrain=1) == name()  # pareto's options do not name a penalized run
