@@ -37,7 +37,7 @@ from recnas.configs import validate, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
-from recnas.scripts import provenance, run_script
+from recnas.scripts import output_dir, provenance, run_script
 from recnas.search.evaluator import architecture_costs
 from recnas.search.job import JobConfig, load_job_config
 from recnas.search.objective import reference_costs
@@ -108,18 +108,18 @@ def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--rows", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--objective", choices=("penalized", "pareto"), default="penalized")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="The result JSON in --out-dir is named by the objective and its options.")
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
+    ap.add_argument("--config", default=None, help="YAML overrides for the job (e.g. configs/codesign-gpu-1m.yaml)")
+    ap.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the budget's)")
+    ap.add_argument("--seed", type=int, default=None, help="data and job seed (default: the budget's)")
+    ap.add_argument("--objective", choices=("penalized", "pareto"), default="penalized", help="penalized: cost targets from --reference and --ratios; pareto: retrain the cheapest near-best front candidates")
     ap.add_argument("--reference", default="dlrm", help="penalized: the baseline whose costs set the targets")
     ap.add_argument("--ratios", type=float, nargs=3, default=[2.0, 1.8, 1.5], metavar=("FLOPS", "ENERGY", "LATENCY"), help="penalized: targets = reference cost / ratio")
     ap.add_argument("--beta", type=float, default=1.0, help="penalized: weight of a relative excess over a target")
     ap.add_argument("--retrain", type=int, default=3, help="pareto: front candidates to train from scratch")
     ap.add_argument("--tolerance", type=float, default=0.01, help="pareto: val log loss slack over the front's best")
-    ap.add_argument("--out-dir", default="benchmarks/out/codesign")
+    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/codesign"), help="the job's run folder (run/), the retrained front (retrain/) and the result JSON")
     args = ap.parse_args()
     if args.retrain < 0 or not 0 <= args.tolerance < float("inf"):
         ap.error(f"--retrain and --tolerance must be >= 0 (got {args.retrain}, {args.tolerance})")
@@ -133,7 +133,7 @@ def main() -> None:
         cfg = with_objective(cfg, "--objective pareto", kind="pareto")
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args)}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if args.objective == "penalized":
         result["reference_costs"] = reference_costs(args.reference, store.meta, cfg.baseline_hparams.get(args.reference, {}))
     report = run_job(cfg, out / "run", progress=False)

@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("model", type=Path, help="a trained model.pt (its best weights)")
     ap.add_argument("--freeze", default="none,tables,dense", help="comma-separated groups, one run each (default none,tables,dense)")
     ap.add_argument("--config", type=Path, help="TrainConfig YAML the model trained with (default: the one saved in its checkpoint)")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs trained on from the best weights, per group")
     ap.add_argument("--lr-scale", type=float, default=0.25, help="starting lr as a share of the recipe's (default 0.25: two epochs before the end of a 6-epoch cosine)")
-    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/epoch_overfit.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/epoch_overfit.json"), help="the result JSON")
     args = ap.parse_args(argv)
     if args.epochs < 1 or not 0 < args.lr_scale <= 1:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")

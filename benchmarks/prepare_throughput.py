@@ -79,10 +79,10 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=positive_int, default=2_000_000)
-    parser.add_argument("--min-count", type=positive_int, default=1)
-    parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out")
-    parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json")
+    parser.add_argument("--rows", type=positive_int, default=2_000_000, help="rows of the generated Criteo-format file")
+    parser.add_argument("--min-count", type=positive_int, default=1, help="prepare's min_count: rarer categorical values share one id")
+    parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out", help="where the raw file is cached and the store is prepared (default: benchmarks/out)")
+    parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json", help="the result JSON")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = args.workdir / f"criteo_synth_{args.rows}.txt"

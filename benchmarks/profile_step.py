@@ -37,17 +37,17 @@ def build(name: str, space, meta):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch", type=positive_int, default=4096)
-    ap.add_argument("--steps", type=positive_int, default=20)
-    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet")
-    ap.add_argument("--space", default="full")
-    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off")
-    ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--top", type=positive_int, default=15)
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000, help="synthetic rows, generated into a temporary folder")
+    ap.add_argument("--batch", type=positive_int, default=4096, help="training batch size")
+    ap.add_argument("--steps", type=positive_int, default=20, help="steps timed, then as many profiled (after 10 warm-up steps, 30 with --compile)")
+    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet", help="the supernet, a fixed random subnet or a baseline")
+    ap.add_argument("--space", default="full", help="search space preset of the supernet and subnet")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off", help="mixed precision")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the step")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda when there is one")
+    ap.add_argument("--top", type=positive_int, default=15, help="operators listed in each profiler table")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json", help="the summary JSON")
     ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 

@@ -46,12 +46,12 @@ def main() -> None:
     from recnas.train import Trainer
     from rich.console import Console
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
     ap.add_argument("--config", default=None, help="YAML overrides for the job config")
     ap.add_argument("--seed", type=int, default=0, help="data seed (and job seed)")
     ap.add_argument("--n", type=int, default=30, help="random subnets")
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/proxy_rank.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/proxy_rank.json", help="the result JSON")
     ap.add_argument("--runs", type=output_dir, default="benchmarks/out/runs", help="where the synthetic data is cached")
     args = ap.parse_args()
     if args.n < 3:

@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--space", type=json_object, default=None, help="with searched: space options over the job's, as JSON (e.g. another CIN head)")
     ap.add_argument("--grid", type=json_object, default=None, help="final_grid instead of the job's, as JSON")
     ap.add_argument("--jobs", type=positive_int, default=1, help="trainings side by side (one per data seed, training seed and grid point), each in its own process")
-    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/retrain"))
+    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/retrain"), help="the data, one folder per model and seeds, and the result JSON (named by the model, seeds and options)")
     args = ap.parse_args()
     if args.run and any(v is not None for v in (args.budget, args.config, args.rows, args.data)):
         raise ConfigError("--run gives the job config: leave out --budget, --config, --rows and --data")

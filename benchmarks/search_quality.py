@@ -79,8 +79,8 @@ def _run_seed(budget: str, config: str | None, seed: int, rows: int | None, data
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
     ap.add_argument("--rows", type=positive_int, default=None, help="synthetic rows (default: the budget's)")
     ap.add_argument("--data", default=None, help="a prepared store instead of the synthetic benchmark")
     ap.add_argument("--seeds", type=seed_list, default="0,1", help="comma-separated, distinct")

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("models", type=Path, nargs="+", help="model.pt / checkpoint.pt files (subnets or baselines)")
     ap.add_argument("--names", help="comma-separated display names, one per model (default: each file's folder name)")
     ap.add_argument("--rows", type=int, default=200_000, help="use the first N rows of the test split (default 200000)")
-    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/term_capture.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/term_capture.json"), help="the result JSON")
     args = ap.parse_args(argv)
     names = args.names.split(",") if args.names else [_default_name(p) for p in args.models]
     if args.rows < 1:

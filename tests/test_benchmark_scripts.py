@@ -32,6 +32,7 @@ def test_a_user_error_is_one_line_not_a_traceback(name, argv, message, tmp_path,
 
 
 OUTPUTS = [  # (script, arguments it needs, its output flags: file or dir)
+    ("codesign", [], {"--out-dir": "dir"}),
     ("cpu_components", [], {"--out": "file"}),
     ("embedding_bandwidth", [], {"--out": "file"}),
     ("embedding_search", [], {"--out": "file"}),
@@ -241,3 +242,26 @@ def test_provenance_keeps_what_a_result_says_already(tmp_path):
     got = provenance({"when": "then", "args": {"kept": 1}}, args)
     assert "date" not in got and got["args"] == {"kept": 1} and got["environment"]["device"] == "cpu"
     assert provenance({}, args)["args"] == {"models": [str(tmp_path / "a.pt")], "rows": 3}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BENCHMARKS.glob("*.py")))
+def test_help_describes_the_script_and_every_option(name, monkeypatch, capsys):
+    """--help of most scripts listed bare options (codesign.py's --budget, --objective,
+    --out-dir; profile_step.py's ten) and no description: what an option meant (a budget's
+    names, which device by default, where the JSON goes) was only in the source."""
+    import argparse
+
+    from tests.conftest import run_benchmark
+
+    seen = {}
+
+    def capture(self, args=None, namespace=None):
+        seen["parser"] = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        run_benchmark(name)
+    parser = seen["parser"]
+    assert parser.description
+    assert [a.dest for a in parser._actions if not a.help] == []
