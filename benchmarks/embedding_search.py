@@ -3,7 +3,8 @@
 For each seed: train the embedding supernet + RL search with a budget of `fraction` x the
 uniform-16 table parameters, retrain the searched widths from scratch, and retrain the
 uniform-16 model from scratch with the same backbone, config and seed. Prints a table and
-writes JSON to benchmarks/out/.
+writes JSON to --out (default benchmarks/out/embedding_search.json); the synthetic data is
+cached beside it.
 
     python benchmarks/embedding_search.py --rows 60000 --seeds 3
 """
@@ -43,7 +44,7 @@ def synthetic_store(rows: int, n_sparse: int, max_vocab: int, out: Path = OUT) -
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, help="existing store (default: generate the synthetic benchmark)")
+    p.add_argument("--data", type=Path, help="existing store (default: generate the synthetic benchmark, cached in the folder of --out)")
     p.add_argument("--rows", type=positive_int, default=60_000, help="synthetic rows (8:1:1 split)")
     p.add_argument("--n-sparse", type=positive_int, default=26, help="synthetic categorical fields")
     p.add_argument("--max-vocab", type=positive_int, default=2000, help="largest synthetic field vocabulary")
@@ -66,7 +67,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data is None:
-        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab)
+        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab, out=args.out.parent)  # beside the result, not in the checkout
     store = CTRStore(args.data)
     vocab = store.meta.vocab_sizes
     uniform = [16] * len(vocab)

@@ -158,7 +158,7 @@ def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, see
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
-    ap.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows to generate without --data (cached in benchmarks/out/data)")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows to generate without --data (cached in data/ beside --json-out)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the generated data and of the training")
     ap.add_argument("--epochs", type=positive_int, default=40, help="most epochs (early-stopped by --patience)")
     ap.add_argument("--batch", type=positive_int, default=2048, help="training batch size")
@@ -188,7 +188,7 @@ def main() -> None:
     for v in variants:
         if v - set(KINDS):
             ap.error(f"--drop: unknown term kinds {sorted(v - set(KINDS))}; choose from {', '.join(KINDS)}")
-    path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
+    path = args.data or args.json_out.parent / "data" / f"synthetic-{args.rows}-seed{args.seed}"  # beside the result (benchmarks/out by default)
     if not (path / "meta.json").exists():  # after the checks: generating 1M+ rows takes a while
         generate(path, rows=args.rows, seed=args.seed)
     store = CTRStore(path)

@@ -265,3 +265,23 @@ def test_help_describes_the_script_and_every_option(name, monkeypatch, capsys):
     parser = seen["parser"]
     assert parser.description
     assert [a.dest for a in parser._actions if not a.help] == []
+
+
+@pytest.mark.parametrize("name, argv, out_flag", [
+    ("embedding_search", ["--rows", "1000", "--n-sparse", "3", "--max-vocab", "20", "--seeds", "1", "--iterations", "1", "--supernet-epochs", "0.1", "--epochs", "1", "--val-rows", "100", "--batch-size", "256"], "--out"),
+    ("oracle_bound", ["--rows", "1000", "--epochs", "1", "--latent-dim", "2"], "--json-out"),
+])
+def test_the_generated_data_is_cached_beside_the_result(name, argv, out_flag, tmp_path, monkeypatch):
+    """embedding_search.py cached its synthetic store in the checkout's benchmarks/out whatever
+    --out said, oracle_bound.py in benchmarks/out/data under the working folder: a run told to
+    write elsewhere still left a store (60k, 1M rows by default) where no one asked for it."""
+    from tests.conftest import run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    checkout = BENCHMARKS / "out"
+    before = set(checkout.iterdir()) if checkout.exists() else set()
+    run_benchmark(name, *argv, out_flag, str(tmp_path / "res" / "r.json"))
+    assert (tmp_path / "res" / "r.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["res"]
+    assert len([p for p in (tmp_path / "res").rglob("meta.json")]) == 1  # the store, beside the result
+    assert (set(checkout.iterdir()) if checkout.exists() else set()) == before
