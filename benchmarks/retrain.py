@@ -287,4 +287,4 @@ def report(args, rows: list[dict]) -> None:
         print(f"| {seed} | {v['train_seeds']} | {v['test_logloss_mean']:.5f} | {v['test_logloss_spread']:.5f} |")
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--out-dir")

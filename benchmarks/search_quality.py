@@ -133,4 +133,4 @@ def report(args, reports: list[dict], missing: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--out-dir")

@@ -25,10 +25,14 @@ from recnas.staging import check_parent
 CRITEO_CARDINALITY = (1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572)
 
 
-def run_script(main: Callable[[], object]) -> None:
+def run_script(main: Callable[[], object], out_option: str = "--out") -> None:
     """Run a benchmark script's `main`; a `RecnasError` is printed as `error: ...` on stderr
-    and the process exits with code 2. On CUDA the script's float32 matmuls run as TF32, as the
-    trainers run them (recnas.environment.tf32_matmuls)."""
+    and the process exits with code 2. The library's errors name the CLI's `--out`; a script
+    whose output folder is another option (`out_option`, e.g. --out-dir) has them name that
+    one. On CUDA the script's float32 matmuls run as TF32, as the trainers run them
+    (recnas.environment.tf32_matmuls)."""
+    import re
+
     import torch
 
     from recnas.environment import tf32_matmuls
@@ -37,7 +41,8 @@ def run_script(main: Callable[[], object]) -> None:
         with tf32_matmuls(torch.cuda.is_available()):
             main()
     except RecnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc) if out_option == "--out" else re.sub(r"--out(?![-\w])", out_option, str(exc))
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

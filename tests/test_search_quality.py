@@ -88,3 +88,12 @@ def test_a_run_of_other_seeds_into_the_same_folder_keeps_the_first_summary(tmp_p
     first, second = (json.loads((out / f"search_quality-seeds{s}.json").read_text()) for s in "01")
     assert [r["seed"] for r in first["reports"]] == [0] and [r["seed"] for r in second["reports"]] == [1]
     assert first["args"]["out_dir"] == str(out)
+
+
+def test_an_error_about_the_run_folder_names_this_scripts_option(tmp_path, capsys):
+    """The job's errors said 'use another --out', an option search_quality.py does not have."""
+    out = tmp_path / "sq"
+    (out / "seed0").mkdir(parents=True)
+    (out / "seed0" / "config.yaml").write_text("not: [a job")
+    err = benchmark_refused("search_quality", ["--budget", "smoke", "--rows", "1000", "--seeds", "0", "--out-dir", str(out)], capsys)
+    assert err.startswith("error: ") and "use another --out-dir" in err and "--out " not in err and not err.rstrip().endswith("--out")
