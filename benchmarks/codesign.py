@@ -87,6 +87,16 @@ def result_name(args) -> str:
     return f"codesign-pareto-retrain{args.retrain}-tolerance{args.tolerance:g}.json"
 
 
+def cost_table(baselines: list[dict], trained: list[dict], best: dict) -> str:
+    """Every baseline (best loss first) and co-designed candidate as a Markdown table, with the
+    numbers the JSON holds (`baselines`, `candidates`)."""
+    rows = [(f"baseline {m['model']}" + (" (best)" if m is best else ""), m) for m in sorted(baselines, key=lambda m: m["test_logloss"])]
+    rows += [(f"co-designed {t['key']}", t) for t in trained]
+    lines = ["| model | test log loss on PIM | full precision | FLOPs | energy pJ | latency ns | sequential ns |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['test_logloss']:.4f} | {m['test_logloss_full_precision']:.4f} | {m['flops']:,.0f} | {m['energy']:,.0f} | {m['latency']:,.0f} | {m['latency_seq']:,.0f} |" for name, m in rows]
+    return "\n".join(lines)
+
+
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
     """Pareto mode: train the cheapest near-best front candidates (and the best-scored one) from scratch."""
     front = json.loads((out / "run" / "pareto.json").read_text())
@@ -152,14 +162,7 @@ def main() -> None:
     ok = sorted([t for t in trained if t["test_logloss"] <= best["test_logloss"]], key=lambda t: t["energy"])
     result.update(best_baseline=best, baselines=baselines, candidates=trained)
 
-    def line(name: str, m: dict) -> str:
-        return (f"{name}: test log loss {m['test_logloss']:.4f} on PIM ({m['test_logloss_full_precision']:.4f} full precision), FLOPs {m['flops']:,.0f}, "
-                f"energy {m['energy']:,.0f} pJ, latency {m['latency']:,.0f} ns (sequential {m['latency_seq']:,.0f})")
-
-    for m in sorted(baselines, key=lambda m: m["test_logloss"]):
-        print(line(f"baseline {m['model']}" + (" (best)" if m is best else ""), m))
-    for t in trained:
-        print(line(f"  co-designed {t['key']}", t))
+    print(cost_table(baselines, trained, best))
     if ok:
         c = ok[0]
         ratios = cost_ratios(best, c)
