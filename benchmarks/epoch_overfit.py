@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.epochs < 1 or not 0 < args.lr_scale <= 1:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")
+    groups = [g for g in args.freeze.split(",") if g]
+    if not groups:  # an empty table and a JSON of no runs, after loading the model and the data
+        ap.error(f"--freeze {args.freeze!r} names no group; give some of none, tables, dense, re:PATTERN, comma-separated")
     store = CTRStore(args.data)
     probe, spec, extra = load_trained(args.model)
     check_data(spec, store.meta, where=str(args.data))
@@ -106,7 +109,6 @@ def main(argv: list[str] | None = None) -> dict:
         if not extra.get("config"):
             raise ConfigError(f"{args.model}: no training config saved with the model; pass --config")
         cfg = validate(TrainConfig, extra["config"], f"{args.model}: its saved training config")
-    groups = [g for g in args.freeze.split(",") if g]
     for group in groups:  # every group checked before the first run trains
         frozen_names(probe, group)
     # each run trains its own copy of the loaded weights (the Trainer seeds itself from cfg.seed)
