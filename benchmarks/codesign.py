@@ -15,7 +15,9 @@ default configuration's 8 bits. Reported: for the cheapest candidate whose test 
 equal or better than the best baseline's, FLOPs, PIM energy and PIM latency (critical path;
 the sequential sum alongside) as ratios baseline / co-designed (> 1 = better); when none is,
 the same ratios of the lowest-loss candidate against every baseline it does match
-(`ratios_to_matched` in codesign.json, printed).
+(`ratios_to_matched` in the result JSON, printed). The JSON is named by the objective and its
+options (codesign-penalized-dlrm-ratios2-1.8-1.5-beta1.json by default), so runs of other
+objectives into the same --out-dir, which share its search, keep their own.
 
     python benchmarks/codesign.py --budget cpu
     python benchmarks/codesign.py --budget gpu --config configs/codesign-gpu-1m.yaml
@@ -35,7 +37,7 @@ from recnas.configs import validate, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.hardware import PIMConfig
 from recnas.hardware.quant import quantized
-from recnas.scripts import run_script
+from recnas.scripts import output_dir, provenance, run_script
 from recnas.search.evaluator import architecture_costs
 from recnas.search.job import JobConfig, load_job_config
 from recnas.search.objective import reference_costs
@@ -75,6 +77,26 @@ def with_objective(cfg: JobConfig, source: str, **objective) -> JobConfig:
     return validate(JobConfig, data, source)
 
 
+def result_name(args) -> str:
+    """The result JSON's name: the objective and its options. The job's run folder is shared
+    by every objective (a search's scores do not depend on it), so a pareto run, or one with
+    other --ratios, into the folder of a penalized run is allowed, and wrote over its
+    codesign.json."""
+    if args.objective == "penalized":
+        return f"codesign-penalized-{args.reference}-ratios{'-'.join(f'{r:g}' for r in args.ratios)}-beta{args.beta:g}.json"
+    return f"codesign-pareto-retrain{args.retrain}-tolerance{args.tolerance:g}.json"
+
+
+def cost_table(baselines: list[dict], trained: list[dict], best: dict) -> str:
+    """Every baseline (best loss first) and co-designed candidate as a Markdown table, with the
+    numbers the JSON holds (`baselines`, `candidates`)."""
+    rows = [(f"baseline {m['model']}" + (" (best)" if m is best else ""), m) for m in sorted(baselines, key=lambda m: m["test_logloss"])]
+    rows += [(f"co-designed {t['key']}", t) for t in trained]
+    lines = ["| model | test log loss on PIM | full precision | FLOPs | energy pJ | latency ns | sequential ns |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {m['test_logloss']:.4f} | {m['test_logloss_full_precision']:.4f} | {m['flops']:,.0f} | {m['energy']:,.0f} | {m['latency']:,.0f} | {m['latency_seq']:,.0f} |" for name, m in rows]
+    return "\n".join(lines)
+
+
 def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) -> list[dict]:
     """Pareto mode: train the cheapest near-best front candidates (and the best-scored one) from scratch."""
     front = json.loads((out / "run" / "pareto.json").read_text())
@@ -96,18 +118,18 @@ def retrain_front(out: Path, cfg, store, space, retrain: int, tolerance: float) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--rows", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--objective", choices=("penalized", "pareto"), default="penalized")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="The result JSON in --out-dir is named by the objective and its options.")
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
+    ap.add_argument("--config", default=None, help="YAML overrides for the job (e.g. configs/codesign-gpu-1m.yaml)")
+    ap.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the budget's)")
+    ap.add_argument("--seed", type=int, default=None, help="data and job seed (default: the budget's)")
+    ap.add_argument("--objective", choices=("penalized", "pareto"), default="penalized", help="penalized: cost targets from --reference and --ratios; pareto: retrain the cheapest near-best front candidates")
     ap.add_argument("--reference", default="dlrm", help="penalized: the baseline whose costs set the targets")
     ap.add_argument("--ratios", type=float, nargs=3, default=[2.0, 1.8, 1.5], metavar=("FLOPS", "ENERGY", "LATENCY"), help="penalized: targets = reference cost / ratio")
     ap.add_argument("--beta", type=float, default=1.0, help="penalized: weight of a relative excess over a target")
     ap.add_argument("--retrain", type=int, default=3, help="pareto: front candidates to train from scratch")
     ap.add_argument("--tolerance", type=float, default=0.01, help="pareto: val log loss slack over the front's best")
-    ap.add_argument("--out-dir", default="benchmarks/out/codesign")
+    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/codesign"), help="the job's run folder (run/), the retrained front (retrain/) and the result JSON")
     args = ap.parse_args()
     if args.retrain < 0 or not 0 <= args.tolerance < float("inf"):
         ap.error(f"--retrain and --tolerance must be >= 0 (got {args.retrain}, {args.tolerance})")
@@ -121,7 +143,7 @@ def main() -> None:
         cfg = with_objective(cfg, "--objective pareto", kind="pareto")
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args)}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     if args.objective == "penalized":
         result["reference_costs"] = reference_costs(args.reference, store.meta, cfg.baseline_hparams.get(args.reference, {}))
     report = run_job(cfg, out / "run", progress=False)
@@ -140,14 +162,7 @@ def main() -> None:
     ok = sorted([t for t in trained if t["test_logloss"] <= best["test_logloss"]], key=lambda t: t["energy"])
     result.update(best_baseline=best, baselines=baselines, candidates=trained)
 
-    def line(name: str, m: dict) -> str:
-        return (f"{name}: test log loss {m['test_logloss']:.4f} on PIM ({m['test_logloss_full_precision']:.4f} full precision), FLOPs {m['flops']:,.0f}, "
-                f"energy {m['energy']:,.0f} pJ, latency {m['latency']:,.0f} ns (sequential {m['latency_seq']:,.0f})")
-
-    for m in sorted(baselines, key=lambda m: m["test_logloss"]):
-        print(line(f"baseline {m['model']}" + (" (best)" if m is best else ""), m))
-    for t in trained:
-        print(line(f"  co-designed {t['key']}", t))
+    print(cost_table(baselines, trained, best))
     if ok:
         c = ok[0]
         ratios = cost_ratios(best, c)
@@ -160,10 +175,12 @@ def main() -> None:
     if not ok:
         for name, r in result["ratios_to_matched"].items():
             print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
-    path = out / "codesign.json"
+    provenance(result, args)
+    result["environment"] = report["environment"]  # the job's: the device it trained on
+    path = out / result_name(args)
     write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--out-dir")

@@ -97,11 +97,11 @@ def run(variants: dict, repeats: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--repeats", type=positive_int, default=7)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    ap.add_argument("--repeats", type=positive_int, default=7, help="timed calls per variant, interleaved (AutoInt's evaluation: half, at least 2)")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="cpu: process time (all threads' CPU seconds); wall: elapsed time, the measure with --threads > 1")
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/cpu_components.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/cpu_components.json", help="the result JSON")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter

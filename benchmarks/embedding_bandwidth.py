@@ -20,18 +20,18 @@ import torch
 
 from recnas.configs import write_text_atomic
 from recnas.ops.embedding import FieldEmbedding
-from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, torch_device
+from recnas.scripts import CRITEO_CARDINALITY, mean_seconds, output_file, positive_float, positive_int, provenance, torch_device
 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=positive_int, default=65536)
-    ap.add_argument("--dim", type=positive_int, default=16)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=positive_int, default=65536, help="rows per lookup")
+    ap.add_argument("--dim", type=positive_int, default=16, help="embedding width")
     ap.add_argument("--scale", type=positive_float, default=1.0, help="multiply every cardinality (e.g. 0.01 on a small machine)")
-    ap.add_argument("--repeats", type=positive_int, default=20)
-    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json")
+    ap.add_argument("--repeats", type=positive_int, default=20, help="timed calls, after 3 warm-up calls")
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda when there is one)")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/embedding_bandwidth.json", help="the result JSON")
     args = ap.parse_args()
     device = torch.device(args.device)
     vocab = [max(2, int(v * args.scale)) for v in CRITEO_CARDINALITY]  # Criteo-sized, as prepare_throughput.py generates
@@ -70,7 +70,8 @@ def main() -> None:
     r = result
     print(f"| {r['batch']:,} | {r['table_rows']:,} x {r['dim']} ({r['table_GB']:.2f} GB) | {r['forward_ms']:.3f} ms | {r['forward_GBps']:.0f} | {r['forward_backward_ms']:.3f} ms | {r['forward_backward_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['forward_fraction_of_copy']:.0%} | {r['forward_backward_fraction_of_copy']:.0%} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(result, indent=2))
+    write_text_atomic(args.out, json.dumps(provenance(result, args, args.device), indent=2))
+    print(f"-> {args.out}")
 
 
 if __name__ == "__main__":

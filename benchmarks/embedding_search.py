@@ -3,7 +3,8 @@
 For each seed: train the embedding supernet + RL search with a budget of `fraction` x the
 uniform-16 table parameters, retrain the searched widths from scratch, and retrain the
 uniform-16 model from scratch with the same backbone, config and seed. Prints a table and
-writes JSON to benchmarks/out/.
+writes JSON to --out (default benchmarks/out/embedding_search.json); the synthetic data is
+cached beside it.
 
     python benchmarks/embedding_search.py --rows 60000 --seeds 3
 """
@@ -26,7 +27,7 @@ from recnas.data.synthetic import generate
 from recnas.embedding.budget import table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.pipeline import retrain, run_search, stability
-from recnas.scripts import output_file, positive_float, positive_int, run_script
+from recnas.scripts import non_negative_int, output_file, positive_float, positive_int, run_script
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -43,21 +44,21 @@ def synthetic_store(rows: int, n_sparse: int, max_vocab: int, out: Path = OUT) -
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, help="existing store (default: generate the synthetic benchmark)")
-    p.add_argument("--rows", type=int, default=60_000, help="synthetic rows (8:1:1 split)")
-    p.add_argument("--n-sparse", type=int, default=26)
-    p.add_argument("--max-vocab", type=int, default=2000)
-    p.add_argument("--seeds", type=positive_int, default=3)
+    p.add_argument("--data", type=Path, help="existing store (default: generate the synthetic benchmark, cached in the folder of --out)")
+    p.add_argument("--rows", type=positive_int, default=60_000, help="synthetic rows (8:1:1 split)")
+    p.add_argument("--n-sparse", type=positive_int, default=26, help="synthetic categorical fields")
+    p.add_argument("--max-vocab", type=positive_int, default=2000, help="largest synthetic field vocabulary")
+    p.add_argument("--seeds", type=positive_int, default=3, help="how many seeds (0 .. N-1): one search and two retrainings each")
     p.add_argument("--fraction", type=positive_float, default=0.8, help="budget as a fraction of the uniform-16 tables")
-    p.add_argument("--sampler", choices=["adaptive", "uniform"], default="adaptive")
-    p.add_argument("--supernet-epochs", type=float, default=2.0)
-    p.add_argument("--iterations", type=int, default=100)
-    p.add_argument("--val-rows", type=int, default=4096)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    p.add_argument("--out", type=output_file, default=OUT / "embedding_search.json")
+    p.add_argument("--sampler", choices=["adaptive", "uniform"], default="adaptive", help="how the supernet samples widths while it trains")
+    p.add_argument("--supernet-epochs", type=positive_float, default=2.0, help="epochs of embedding-supernet training")
+    p.add_argument("--iterations", type=positive_int, default=100, help="RL search iterations")
+    p.add_argument("--val-rows", type=positive_int, default=4096, help="validation rows scoring each sampled candidate")
+    p.add_argument("--epochs", type=positive_int, default=4, help="most epochs of each from-scratch retraining (early-stopped)")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="batch size of the supernet and the retrainings")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CUDA when there is one")
+    p.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--out", type=output_file, default=OUT / "embedding_search.json", help="the result JSON (default: benchmarks/out/embedding_search.json)")
     return p.parse_args()
 
 
@@ -66,7 +67,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.data is None:
-        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab)
+        args.data = synthetic_store(args.rows, args.n_sparse, args.max_vocab, out=args.out.parent)  # beside the result, not in the checkout
     store = CTRStore(args.data)
     vocab = store.meta.vocab_sizes
     uniform = [16] * len(vocab)

@@ -37,7 +37,7 @@ from rich.table import Table
 from recnas.configs import validate, write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, provenance, run_script
 from recnas.train import Trainer, TrainConfig, evaluate, load_trained
 from recnas.train.model_factory import check_data
 from recnas.train.tables import TableFinetune, table_phase_config
@@ -91,12 +91,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("model", type=Path, help="a trained model.pt (its best weights)")
     ap.add_argument("--freeze", default="none,tables,dense", help="comma-separated groups, one run each (default none,tables,dense)")
     ap.add_argument("--config", type=Path, help="TrainConfig YAML the model trained with (default: the one saved in its checkpoint)")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs trained on from the best weights, per group")
     ap.add_argument("--lr-scale", type=float, default=0.25, help="starting lr as a share of the recipe's (default 0.25: two epochs before the end of a 6-epoch cosine)")
-    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/epoch_overfit.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/epoch_overfit.json"), help="the result JSON")
     args = ap.parse_args(argv)
     if args.epochs < 1 or not 0 < args.lr_scale <= 1:
         ap.error("--epochs must be positive and --lr-scale in (0, 1]")
+    groups = [g for g in args.freeze.split(",") if g]
+    if not groups:  # an empty table and a JSON of no runs, after loading the model and the data
+        ap.error(f"--freeze {args.freeze!r} names no group; give some of none, tables, dense, re:PATTERN, comma-separated")
     store = CTRStore(args.data)
     probe, spec, extra = load_trained(args.model)
     check_data(spec, store.meta, where=str(args.data))
@@ -106,7 +109,6 @@ def main(argv: list[str] | None = None) -> dict:
         if not extra.get("config"):
             raise ConfigError(f"{args.model}: no training config saved with the model; pass --config")
         cfg = validate(TrainConfig, extra["config"], f"{args.model}: its saved training config")
-    groups = [g for g in args.freeze.split(",") if g]
     for group in groups:  # every group checked before the first run trains
         frozen_names(probe, group)
     # each run trains its own copy of the loaded weights (the Trainer seeds itself from cfg.seed)
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     Console().print(t)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": str(args.model), "data": str(args.data),
            "epochs": args.epochs, "lr_scale": args.lr_scale, "config": cfg.model_dump(), "runs": runs}
+    provenance(out, args, "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(out, indent=2))
     Console().print(f"-> {args.out}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from recnas.configs import write_text_atomic
 from recnas.ops import token_attention
 from recnas.ops.norm import RowLayerNorm
-from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints
+from recnas.scripts import mean_seconds, output_file, positive_int, positive_ints, provenance
 
 
 def _heads(qkv: torch.Tensor):
@@ -53,14 +54,15 @@ def _sdpa(qkv: torch.Tensor, mask: torch.Tensor, backend) -> torch.Tensor:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=positive_int, default=65536)
-    ap.add_argument("--tokens", type=positive_ints, default="64,32")
-    ap.add_argument("--reps", type=positive_int, default=20)
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/layernorm_attention.json")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=positive_int, default=65536, help="rows of each [batch, tokens, 16] input (SDPA is timed only below 65,536)")
+    ap.add_argument("--tokens", type=positive_ints, default="64,32", help="comma-separated token counts, one set of timings each")
+    ap.add_argument("--reps", type=positive_int, default=20, help="timed calls per kernel, after 3 warm-up calls")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/layernorm_attention.json", help="the result JSON")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a CUDA GPU")
+    if not torch.cuda.is_available():  # one error line and exit code 2, as every script's user error
+        print("error: this benchmark times CUDA kernels (Triton, SDPA) and needs a CUDA GPU; none is available here", file=sys.stderr)
+        sys.exit(2)
     dev = torch.device("cuda")
     rows = []
     for t in args.tokens:
@@ -90,7 +92,8 @@ def main() -> None:
         print(f"| {r['kernel']} | {r['variant']} | {args.batch} x {r['tokens']} | {r['ms']:.2f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}, indent=2))
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch": args.batch, "rows": rows}
+    write_text_atomic(out, json.dumps(provenance(result, args, "cuda"), indent=2))
     print(f"-> {out}")
 
 

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import generate, model_from_source
-from recnas.scripts import output_file, positive_float, positive_int, run_script, torch_device
+from recnas.scripts import output_file, positive_float, positive_int, provenance, run_script, torch_device
 from recnas.train.trainer import embedding_param_ids
 
 KINDS = ("pair", "triple", "cross", "gate", "mlp")
@@ -158,21 +158,21 @@ def run(store: CTRStore, drop: set[str], epochs: int, batch: int, lr: float, see
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, help="a synthetic store (default: generate --rows rows with --seed)")
-    ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=positive_int, default=40)
-    ap.add_argument("--batch", type=positive_int, default=2048)
-    ap.add_argument("--lr", type=positive_float, default=1e-3)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows to generate without --data (cached in data/ beside --json-out)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated data and of the training")
+    ap.add_argument("--epochs", type=positive_int, default=40, help="most epochs (early-stopped by --patience)")
+    ap.add_argument("--batch", type=positive_int, default=2048, help="training batch size")
+    ap.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
     ap.add_argument("--patience", type=int, default=3, help="stop after this many epochs without a better validation log loss")
     ap.add_argument("--latent-dim", type=int, default=32, help="width of the learnt latent tables (the planted rank is 4)")
     ap.add_argument("--init-std", type=float, default=0.02, help="std of the normal init of every table")
     ap.add_argument("--triples", choices=TRIPLES, default="planted", help="all: a learnt weight on every field triple instead of the planted ones")
     ap.add_argument("--triple-l1", type=float, default=0.0, help="L1 penalty on those weights (with --triples all)")
     ap.add_argument("--table-decay", type=float, default=0.0, help="weight decay on the embedding tables (the trainer's embedding_weight_decay)")
-    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda when there is one)")
     ap.add_argument("--drop", action="append", default=[], help=f"comma-separated term kinds to leave out ({', '.join(KINDS)}); repeat for more runs")
     ap.add_argument("--skip-full", action="store_true", help="run only the --drop variants, not the full form first")
-    ap.add_argument("--json-out", type=output_file, default=Path("benchmarks/out/oracle_bound.json"))
+    ap.add_argument("--json-out", type=output_file, default=Path("benchmarks/out/oracle_bound.json"), help="the result JSON")
     args = ap.parse_args()
     if args.latent_dim < 1 or not args.init_std > 0:
         ap.error(f"--latent-dim must be >= 1 and --init-std > 0 (got {args.latent_dim}, {args.init_std})")
@@ -188,7 +188,7 @@ def main() -> None:
     for v in variants:
         if v - set(KINDS):
             ap.error(f"--drop: unknown term kinds {sorted(v - set(KINDS))}; choose from {', '.join(KINDS)}")
-    path = args.data or Path(f"benchmarks/out/data/synthetic-{args.rows}-seed{args.seed}")
+    path = args.data or args.json_out.parent / "data" / f"synthetic-{args.rows}-seed{args.seed}"  # beside the result (benchmarks/out by default)
     if not (path / "meta.json").exists():  # after the checks: generating 1M+ rows takes a while
         generate(path, rows=args.rows, seed=args.seed)
     store = CTRStore(path)
@@ -201,6 +201,7 @@ def main() -> None:
         rows.append(r)
         print(f"{','.join(r['drop']) or '-':<14} {r['val_logloss']:>12.4f} {r['test_logloss']:>13.4f} {r['test_logloss'] - bayes:>+17.4f} {r['epoch']:>5}", flush=True)
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(path), "rows": store.meta.rows, "bayes": store.meta.bayes, "args": {k: str(v) for k, v in vars(args).items()}, "results": rows}
+    provenance(out, args, args.device)
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.json_out, json.dumps(out, indent=2))
     print(f"-> {args.json_out}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import CRITEO_CARDINALITY, output_dir, output_file, positive_int
+from recnas.scripts import CRITEO_CARDINALITY, output_dir, output_file, positive_int, provenance
 
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
@@ -79,10 +79,10 @@ def machine() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=positive_int, default=2_000_000)
-    parser.add_argument("--min-count", type=positive_int, default=1)
-    parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out")
-    parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json")
+    parser.add_argument("--rows", type=positive_int, default=2_000_000, help="rows of the generated Criteo-format file")
+    parser.add_argument("--min-count", type=positive_int, default=1, help="prepare's min_count: rarer categorical values share one id")
+    parser.add_argument("--workdir", type=output_dir, default=Path(__file__).parent / "out", help="where the raw file is cached and the store is prepared (default: benchmarks/out)")
+    parser.add_argument("--json", type=output_file, default=Path(__file__).parent / "out" / "prepare_throughput.json", help="the result JSON")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     raw = args.workdir / f"criteo_synth_{args.rows}.txt"
@@ -103,7 +103,7 @@ def main() -> None:
     print(f"{result['rows']:>10,} {result['raw_mib']:>8.0f} {result['wall_s']:>7.2f} {result['rows_per_s']:>9,.0f} {result['cpu_s']:>7.2f} {result['rows_per_cpu_s']:>10,.0f} {result['peak_rss_mib']:>12.0f}")
     print(f"machine: {info['nproc']} x {info['cpu']}, load {info['loadavg_1m_before']} before / {info['loadavg_1m_after']} after the run; RSS after imports {result['rss_after_import_mib']:.0f} MiB")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.json, json.dumps(result, indent=2))
+    write_text_atomic(args.json, json.dumps(provenance(result, args), indent=2))
     print(f"wrote {args.json}")
 
 

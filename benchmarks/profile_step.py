@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from recnas.baselines import BASELINES, build_baseline
 from recnas.configs import write_text_atomic
-from recnas.scripts import output_file, positive_int, run_script, temporary_synthetic_store
+from recnas.scripts import output_file, positive_int, provenance, run_script, temporary_synthetic_store
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
 from recnas.supernet import Subnet, Supernet
@@ -37,17 +37,17 @@ def build(name: str, space, meta):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch", type=positive_int, default=4096)
-    ap.add_argument("--steps", type=positive_int, default=20)
-    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet")
-    ap.add_argument("--space", default="full")
-    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off")
-    ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--top", type=positive_int, default=15)
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000, help="synthetic rows, generated into a temporary folder")
+    ap.add_argument("--batch", type=positive_int, default=4096, help="training batch size")
+    ap.add_argument("--steps", type=positive_int, default=20, help="steps timed, then as many profiled (after 10 warm-up steps, 30 with --compile)")
+    ap.add_argument("--model", choices=("supernet", "subnet", *BASELINES), default="supernet", help="the supernet, a fixed random subnet or a baseline")
+    ap.add_argument("--space", default="full", help="search space preset of the supernet and subnet")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="off", help="mixed precision")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the step")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda when there is one")
+    ap.add_argument("--top", type=positive_int, default=15, help="operators listed in each profiler table")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/profile_step.json", help="the summary JSON")
     ap.add_argument("--kernels", type=output_file, default=None, help="also write every device kernel (name, calls, us per step) to this JSON file")
     args = ap.parse_args()
 
@@ -98,7 +98,8 @@ def main() -> None:
         write_text_atomic(args.kernels, json.dumps(rows, indent=1))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(summary, indent=2))
+    write_text_atomic(out, json.dumps(provenance(summary, args, args.device), indent=2))
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import output_dir, output_file, run_script
+from recnas.scripts import output_dir, output_file, provenance, run_script
 from recnas.search.job import load_job_config
 from recnas.search.rank import rank_correlation
 
@@ -46,12 +46,12 @@ def main() -> None:
     from recnas.train import Trainer
     from rich.console import Console
 
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
     ap.add_argument("--config", default=None, help="YAML overrides for the job config")
     ap.add_argument("--seed", type=int, default=0, help="data seed (and job seed)")
     ap.add_argument("--n", type=int, default=30, help="random subnets")
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/proxy_rank.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/proxy_rank.json", help="the result JSON")
     ap.add_argument("--runs", type=output_dir, default="benchmarks/out/runs", help="where the synthetic data is cached")
     args = ap.parse_args()
     if args.n < 3:
@@ -77,10 +77,13 @@ def main() -> None:
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "budget": args.budget, "seed": args.seed,
         "final": cfg.final.model_dump(mode="json"), "rows": rows, "histories": histories, "seconds": time.perf_counter() - t0,
     }
+    import torch
+
+    provenance(result, args, "cuda" if cfg.final.device != "cpu" and torch.cuda.is_available() else "cpu")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--runs")

@@ -136,12 +136,24 @@ def _folder(args, label: str, seed: int, train_seed: int) -> Path:
 
 
 def result_name(args) -> str:
-    """The result JSON's name: the model (as `_name`), its data seeds and, where given, its
-    training seeds, so another run into the same --out-dir (other seeds, other options) never
-    overwrites this one's."""
+    """The result JSON's name: the model (as `_name`), its data seeds, where given its training
+    seeds, and a digest of the other options that choose what is trained (`_setting`), so
+    another run into the same --out-dir (other seeds, other options) never overwrites this
+    one's."""
     seeds = "seeds" + "-".join(map(str, args.seeds))
     train = "-train" + "-".join(map(str, args.train_seeds)) if args.train_seeds else ""
-    return f"retrain-{_name(args, args.model)}-{seeds}{train}.json"
+    setting = _setting(args)
+    digest = "-" + hashlib.sha1(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:8] if setting else ""
+    return f"retrain-{_name(args, args.model)}-{seeds}{train}{digest}.json"
+
+
+def _setting(args) -> dict:
+    """The options besides the model, its seeds, --hparams and --space that change the result,
+    where given: the search run and its pick, the job's budget, config, rows or data, and the
+    grid. (A run with --grid, another --run or --pick wrote over the JSON of the run without.)"""
+    given = {"run": args.run, "pick": None if args.pick == "chosen" else args.pick, "budget": None if args.budget in (None, "cpu") else args.budget,
+             "config": args.config, "rows": args.rows, "data": args.data, "grid": args.grid}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _name(args, label: str) -> str:
@@ -199,7 +211,7 @@ def main() -> None:
     ap.add_argument("--space", type=json_object, default=None, help="with searched: space options over the job's, as JSON (e.g. another CIN head)")
     ap.add_argument("--grid", type=json_object, default=None, help="final_grid instead of the job's, as JSON")
     ap.add_argument("--jobs", type=positive_int, default=1, help="trainings side by side (one per data seed, training seed and grid point), each in its own process")
-    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/retrain"))
+    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/retrain"), help="the data, one folder per model and seeds, and the result JSON (named by the model, seeds and options)")
     args = ap.parse_args()
     if args.run and any(v is not None for v in (args.budget, args.config, args.rows, args.data)):
         raise ConfigError("--run gives the job config: leave out --budget, --config, --rows and --data")
@@ -275,4 +287,4 @@ def report(args, rows: list[dict]) -> None:
         print(f"| {seed} | {v['train_seeds']} | {v['test_logloss_mean']:.5f} | {v['test_logloss_spread']:.5f} |")
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--out-dir")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recnas.configs import write_text_atomic
-from recnas.scripts import failures, positive_int, run_script, seed_list, side_by_side
+from recnas.scripts import failures, output_dir, positive_int, run_script, seed_list, side_by_side
 from recnas.search.job import load_job_config
 from recnas.search.pipeline import run_job
 
@@ -79,13 +79,13 @@ def _run_seed(budget: str, config: str | None, seed: int, rows: int | None, data
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--budget", default="cpu")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", default="cpu", help="the job's preset: smoke, cpu or gpu")
     ap.add_argument("--rows", type=positive_int, default=None, help="synthetic rows (default: the budget's)")
     ap.add_argument("--data", default=None, help="a prepared store instead of the synthetic benchmark")
     ap.add_argument("--seeds", type=seed_list, default="0,1", help="comma-separated, distinct")
     ap.add_argument("--config", default=None, help="YAML overrides for the job")
-    ap.add_argument("--out-dir", default="benchmarks/out/search_quality")
+    ap.add_argument("--out-dir", type=output_dir, default=Path("benchmarks/out/search_quality"), help="one run folder per seed (seedN) and the summary, search_quality-seeds0-1.json (named by --seeds)")
     ap.add_argument("--jobs", type=positive_int, default=1, help="seeds run side by side, each in its own process (e.g. 4 on one GPU)")
     args = ap.parse_args()
     job = functools.partial(_run_seed, args.budget, args.config, rows=args.rows, data=args.data, out_dir=args.out_dir)
@@ -98,11 +98,18 @@ def main() -> None:
     if reports:
         report(args, reports, missing=[seed for seed, _ in failed])
     if failed:  # each finished seed's job is in its run folder too, and a re-run loads it
-        raise failures([exc for _, exc in failed], len(args.seeds), "seeds", f"the summary of the {len(reports)} finished is in {Path(args.out_dir) / 'search_quality.json'}; " if reports else "")
+        raise failures([exc for _, exc in failed], len(args.seeds), "seeds", f"the summary of the {len(reports)} finished is in {summary_path(args)}; " if reports else "")
+
+
+def summary_path(args) -> Path:
+    """search_quality-seeds0-1.json in --out-dir: named by its seeds, so a run of other seeds
+    into the same folder writes its own summary, not over this one's (the seeds' run folders
+    are kept side by side there, and a re-run of these seeds loads them)."""
+    return Path(args.out_dir) / f"search_quality-seeds{'-'.join(map(str, args.seeds))}.json"
 
 
 def report(args, reports: list[dict], missing: list[int]) -> None:
-    """The tables on stdout and search_quality.json: every model's mean over the seeds that
+    """The tables on stdout and `summary_path`: every model's mean over the seeds that
     finished, each seed's verdict, and the seeds that failed (`missing`)."""
     summary = summarise(reports)
     print(f"\n| model | test log loss (mean ± std over {len(reports)} seeds) | test AUC |\n|---|---|---|")
@@ -118,12 +125,12 @@ def report(args, reports: list[dict], missing: list[int]) -> None:
         print(f"| {v['seed']} | {v['searched']:.4f} | {best} | {v.get('beats_every_baseline', '-')} | {closed} |")
     if "target_met" in summary:
         print(f"target (on every seed: beat every baseline, close half the best one's gap to Bayes) met: {summary['target_met']}")
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args), "summary": summary, "reports": reports, "missing_seeds": missing}
-    path = Path(args.out_dir) / "search_quality.json"
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "summary": summary, "reports": reports, "missing_seeds": missing}
+    path = summary_path(args)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, out_option="--out-dir")

@@ -26,7 +26,7 @@ from rich.table import Table
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
 from recnas.data.synthetic import model_from_source
-from recnas.scripts import output_file, run_script
+from recnas.scripts import output_file, provenance, run_script
 from recnas.train.metrics import ctr_metrics, json_safe, predict
 from recnas.train.model_factory import check_data, load_trained
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("models", type=Path, nargs="+", help="model.pt / checkpoint.pt files (subnets or baselines)")
     ap.add_argument("--names", help="comma-separated display names, one per model (default: each file's folder name)")
     ap.add_argument("--rows", type=int, default=200_000, help="use the first N rows of the test split (default 200000)")
-    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/term_capture.json"))
+    ap.add_argument("--out", type=output_file, default=Path("benchmarks/out/term_capture.json"), help="the result JSON")
     args = ap.parse_args(argv)
     names = args.names.split(",") if args.names else [_default_name(p) for p in args.models]
     if args.rows < 1:
@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         results.append({"name": name, "path": str(path), "kind": spec["kind"], **capture(f, contrib, labels, kinds, planted.bias)})
     report(results, terms, Console())
     out = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": str(args.data), "rows": len(test), "bias": float(planted.bias), "terms": terms, "models": results}
+    provenance(out, args, device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(json_safe(out), indent=2))
     Console().print(f"-> {args.out}")

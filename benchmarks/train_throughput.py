@@ -23,7 +23,7 @@ import torch
 from recnas.baselines import build_baseline
 from recnas.configs import write_text_atomic
 from recnas.data.store import CTRStore
-from recnas.scripts import output_file, positive_int, positive_ints, run_script, temporary_synthetic_store
+from recnas.scripts import output_file, positive_int, positive_ints, provenance, run_script, temporary_synthetic_store
 from recnas.search.job import BASELINE_NAMES, PRESETS
 from recnas.space import get_space
 from recnas.space.samplers import ArchSampler
@@ -51,17 +51,17 @@ def measure(make_model, store, batch, steps, device, sampler_factory=None, resid
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rows", type=int, default=200_000)
-    ap.add_argument("--batch-sizes", type=positive_ints, default="1024,4096")
-    ap.add_argument("--steps", type=positive_int, default=30)
-    ap.add_argument("--space", default="full")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rows", type=int, default=200_000, help="synthetic rows, generated into a temporary folder (without --data)")
+    ap.add_argument("--batch-sizes", type=positive_ints, default="1024,4096", help="comma-separated, each model timed at each")
+    ap.add_argument("--steps", type=positive_int, default=30, help="steps timed, after a warm-up of a fifth as many (at least 3; 30 with --compile)")
+    ap.add_argument("--space", default="full", help="search space preset of the supernet and subnet")
     ap.add_argument("--models", default="supernet,subnet,dlrm", help=f"supernet, subnet and any baseline ({', '.join(BASELINE_NAMES)})")
     ap.add_argument("--baseline-hparams", default=None, help="a job budget (e.g. cpu) whose baseline hyper-parameters to use; default: each baseline's own")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="auto")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu", help="default: cuda when there is one")
+    ap.add_argument("--amp", choices=get_args(TrainConfig.model_fields["amp"].annotation), default="auto", help="mixed precision")
     ap.add_argument("--compile", action="store_true", help="torch.compile (CUDA graphs on GPU); the supernet trains on masked paths")
-    ap.add_argument("--out", type=output_file, default="benchmarks/out/train_throughput.json")
+    ap.add_argument("--out", type=output_file, default="benchmarks/out/train_throughput.json", help="the result JSON")
     ap.add_argument("--data", default=None, help="existing store (default: generate synthetic rows)")
     args = ap.parse_args()
     unknown = set(args.models.split(",")) - {"supernet", "subnet", *BASELINE_NAMES}
@@ -103,6 +103,7 @@ def main() -> None:
         "fixed_subnet": fixed.to_json(),
         "results": results,
     }
+    provenance(info, args, args.device)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(args.out, json.dumps(info, indent=2))
     print(f"\n| model | batch | samples/s (amp {args.amp}, compile {args.compile}) |\n|---|---|---|")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import json
 import shutil
 import sys
 import tempfile
@@ -24,10 +25,14 @@ from recnas.staging import check_parent
 CRITEO_CARDINALITY = (1460, 583, 10_000_000, 2_000_000, 305, 24, 12517, 633, 3, 93145, 5683, 8_000_000, 3194, 27, 14992, 5_000_000, 10, 5652, 2173, 4, 7_000_000, 18, 15, 286181, 105, 142572)
 
 
-def run_script(main: Callable[[], object]) -> None:
+def run_script(main: Callable[[], object], out_option: str = "--out") -> None:
     """Run a benchmark script's `main`; a `RecnasError` is printed as `error: ...` on stderr
-    and the process exits with code 2. On CUDA the script's float32 matmuls run as TF32, as the
-    trainers run them (recnas.environment.tf32_matmuls)."""
+    and the process exits with code 2. The library's errors name the CLI's `--out`; a script
+    whose output folder is another option (`out_option`, e.g. --out-dir) has them name that
+    one. On CUDA the script's float32 matmuls run as TF32, as the trainers run them
+    (recnas.environment.tf32_matmuls)."""
+    import re
+
     import torch
 
     from recnas.environment import tf32_matmuls
@@ -36,7 +41,8 @@ def run_script(main: Callable[[], object]) -> None:
         with tf32_matmuls(torch.cuda.is_available()):
             main()
     except RecnasError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc) if out_option == "--out" else re.sub(r"--out(?![-\w])", out_option, str(exc))
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
@@ -75,6 +81,32 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def provenance(result: dict, args: argparse.Namespace, device: str = "cpu") -> dict:
+    """`result` (a script's JSON) with what it was computed with, where it does not say already:
+    the date (UTC), the environment (versions, CPU threads, device: `recnas.environment`) and
+    every argument of the run, paths as text."""
+    from datetime import datetime, timezone
+
+    from recnas.environment import environment
+
+    if "date" not in result and "when" not in result:
+        result["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.setdefault("environment", environment(device))
+    result.setdefault("args", json.loads(json.dumps(vars(args), default=str)))  # a Path (or a list of them) as text
+    return result
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count where 0 means "the default" (e.g. --threads 0: torch's own)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
     return value
 
 

@@ -32,6 +32,7 @@ def test_a_user_error_is_one_line_not_a_traceback(name, argv, message, tmp_path,
 
 
 OUTPUTS = [  # (script, arguments it needs, its output flags: file or dir)
+    ("codesign", [], {"--out-dir": "dir"}),
     ("cpu_components", [], {"--out": "file"}),
     ("embedding_bandwidth", [], {"--out": "file"}),
     ("embedding_search", [], {"--out": "file"}),
@@ -42,6 +43,7 @@ OUTPUTS = [  # (script, arguments it needs, its output flags: file or dir)
     ("profile_step", [], {"--out": "file", "--kernels": "file"}),
     ("proxy_rank", [], {"--out": "file", "--runs": "dir"}),
     ("retrain", ["dlrm"], {"--out-dir": "dir"}),
+    ("search_quality", [], {"--out-dir": "dir"}),
     ("term_capture", ["--data", "store", "model.pt"], {"--out": "file"}),
     ("train_throughput", [], {"--out": "file"}),
 ]
@@ -69,6 +71,9 @@ SIZES = [  # (script, arguments it needs, flag, a value that means nothing)
     ("embedding_bandwidth", [], "--scale", "-1"),
     ("embedding_search", [], "--seeds", "0"),  # no seed: an IndexError after the data was made
     ("embedding_search", [], "--fraction", "0"),
+    ("embedding_search", [], "--threads", "-2"),  # a RuntimeError traceback from torch.set_num_threads
+    ("embedding_search", [], "--iterations", "0"),  # refused by the config only after the data was generated
+    ("embedding_search", [], "--device", "gpu"),
     ("embedding_bandwidth", [], "--device", "nope"),  # a torch RuntimeError
     ("layernorm_attention", [], "--tokens", "64,0"),
     ("oracle_bound", [], "--epochs", "0"),  # an UnboundLocalError after the data was made
@@ -180,6 +185,14 @@ def test_cuda_on_a_machine_without_it_is_refused_before_the_run(name, tmp_path, 
     assert "argument --device" in err and "no CUDA device" in err and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_only_benchmark_on_a_machine_without_one_says_so_in_one_error_line(tmp_path, monkeypatch, capsys):
+    """layernorm_attention.py printed 'needs a CUDA GPU' without 'error:' and exited with 1."""
+    monkeypatch.chdir(tmp_path)
+    err = refused("layernorm_attention", ["--batch", "16"], capsys)
+    assert err.startswith("error: ") and "needs a CUDA GPU" in err and len(err.strip().splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
 def test_a_side_by_side_failure_is_one_line_naming_the_first_and_fewer_jobs_after_an_oom():
     """What `benchmarks/retrain.py --jobs` and `search_quality.py --jobs` say when some of their
     processes fail: how many, the first error's first line, and fewer jobs only where the GPU
@@ -193,3 +206,82 @@ def test_a_side_by_side_failure_is_one_line_naming_the_first_and_fewer_jobs_afte
     assert msg.startswith("2 of 6 trainings failed (the first: ValueError: bad); the 4 finished are in X; a re-run, with fewer --jobs,")
     assert "\n" not in msg and "Process 1253" not in msg
     assert "fewer --jobs" not in str(failures([ValueError("")], 1, "seeds", "")) and "(the first: ValueError)" in str(failures([ValueError("")], 1, "seeds", ""))
+
+
+@pytest.mark.parametrize("name, argv", [
+    ("profile_step", ["--rows", "300", "--batch", "16", "--steps", "1", "--space", "full-tiny", "--model", "lr", "--top", "1", "--device", "cpu"]),
+    ("train_throughput", ["--rows", "300", "--batch-sizes", "16", "--steps", "1", "--space", "full-tiny", "--models", "lr", "--device", "cpu"]),
+    ("embedding_bandwidth", ["--batch", "16", "--scale", "0.0001", "--repeats", "1", "--device", "cpu"]),
+])
+def test_the_json_records_the_date_the_machine_and_every_argument(name, argv, tmp_path, monkeypatch, capsys):
+    """profile_step.py's JSON had no date and none of --rows, --space or --steps;
+    embedding_bandwidth.py's not --scale nor --repeats (its table rows were from 1% of Criteo's
+    tables or all of them, no one could tell); neither said where it wrote."""
+    import json
+
+    from tests.conftest import run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    run_benchmark(name, *argv, "--out", "r.json")
+    assert "-> r.json" in capsys.readouterr().out
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["date"].startswith("20") and result["environment"]["device"] == "cpu" and result["environment"]["torch"]
+    given = dict(zip(argv[::2], argv[1::2]))
+    for flag, value in given.items():
+        recorded = result["args"][flag[2:].replace("-", "_")]
+        assert str(recorded[0] if isinstance(recorded, list) else recorded) == value, flag
+    assert result["args"]["out"] == "r.json"
+
+
+def test_provenance_keeps_what_a_result_says_already(tmp_path):
+    import argparse
+
+    from recnas.scripts import provenance
+
+    args = argparse.Namespace(models=[tmp_path / "a.pt"], rows=3)
+    got = provenance({"when": "then", "args": {"kept": 1}}, args)
+    assert "date" not in got and got["args"] == {"kept": 1} and got["environment"]["device"] == "cpu"
+    assert provenance({}, args)["args"] == {"models": [str(tmp_path / "a.pt")], "rows": 3}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BENCHMARKS.glob("*.py")))
+def test_help_describes_the_script_and_every_option(name, monkeypatch, capsys):
+    """--help of most scripts listed bare options (codesign.py's --budget, --objective,
+    --out-dir; profile_step.py's ten) and no description: what an option meant (a budget's
+    names, which device by default, where the JSON goes) was only in the source."""
+    import argparse
+
+    from tests.conftest import run_benchmark
+
+    seen = {}
+
+    def capture(self, args=None, namespace=None):
+        seen["parser"] = self
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(SystemExit):
+        run_benchmark(name)
+    parser = seen["parser"]
+    assert parser.description
+    assert [a.dest for a in parser._actions if not a.help] == []
+
+
+@pytest.mark.parametrize("name, argv, out_flag", [
+    ("embedding_search", ["--rows", "1000", "--n-sparse", "3", "--max-vocab", "20", "--seeds", "1", "--iterations", "1", "--supernet-epochs", "0.1", "--epochs", "1", "--val-rows", "100", "--batch-size", "256"], "--out"),
+    ("oracle_bound", ["--rows", "1000", "--epochs", "1", "--latent-dim", "2"], "--json-out"),
+])
+def test_the_generated_data_is_cached_beside_the_result(name, argv, out_flag, tmp_path, monkeypatch):
+    """embedding_search.py cached its synthetic store in the checkout's benchmarks/out whatever
+    --out said, oracle_bound.py in benchmarks/out/data under the working folder: a run told to
+    write elsewhere still left a store (60k, 1M rows by default) where no one asked for it."""
+    from tests.conftest import run_benchmark
+
+    monkeypatch.chdir(tmp_path)
+    checkout = BENCHMARKS / "out"
+    before = set(checkout.iterdir()) if checkout.exists() else set()
+    run_benchmark(name, *argv, out_flag, str(tmp_path / "res" / "r.json"))
+    assert (tmp_path / "res" / "r.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["res"]
+    assert len([p for p in (tmp_path / "res").rglob("meta.json")]) == 1  # the store, beside the result
+    assert (set(checkout.iterdir()) if checkout.exists() else set()) == before

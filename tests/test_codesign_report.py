@@ -40,3 +40,27 @@ def test_a_job_without_a_hand_designed_baseline_is_refused_before_it_runs(baseli
     config.write_text(f"baselines: {baselines}\n")
     err = benchmark_refused("codesign", ["--budget", "smoke", "--config", str(config), "--out-dir", str(out)], capsys)
     assert "no hand-designed baseline" in err and not out.exists()
+
+
+def test_each_objective_writes_its_own_result_beside_the_others():
+    """A pareto run (or one with other --ratios) into the --out-dir of a penalized run shares
+    its search, as the job allows, and wrote over its codesign.json: the first result lost."""
+    import argparse
+
+    def name(**given):
+        args = {"objective": "penalized", "reference": "dlrm", "ratios": [2.0, 1.8, 1.5], "beta": 1.0, "retrain": 3, "tolerance": 0.01, **given}
+        return codesign.result_name(argparse.Namespace(**args))
+
+    assert name() == "codesign-penalized-dlrm-ratios2-1.8-1.5-beta1.json"
+    others = [name(objective="pareto"), name(ratios=[3.0, 1.8, 1.5]), name(reference="deepfm"), name(beta=2.0), name(objective="pareto", retrain=1), name(objective="pareto", tolerance=0.1)]
+    assert len({name(), *others}) == 7 and name(retrain=1) == name()  # pareto's options do not name a penalized run
+
+
+def test_the_baselines_and_candidates_are_printed_as_a_table():
+    """codesign.py printed one sentence per model, the only benchmark without a table."""
+    best, other = {**_row("dlrm", 0.6291, 29_680, 108_212, 3_388, 3_454), "test_logloss_full_precision": 0.629}, {**_row("deepfm", 0.64, 1, 2, 3, 4), "test_logloss_full_precision": 0.641}
+    cand = {**_row("c1", 0.6246, 26_992, 70_423, 2_283, 5_292), "test_logloss_full_precision": 0.6273}
+    lines = codesign.cost_table([other, best], [cand], best).splitlines()
+    assert lines[0].startswith("| model | test log loss on PIM |") and len(lines) == 5
+    assert lines[2] == "| baseline dlrm (best) | 0.6291 | 0.6290 | 29,680 | 108,212 | 3,388 | 3,454 |"
+    assert lines[3].startswith("| baseline deepfm |") and lines[4] == "| co-designed c1 | 0.6246 | 0.6273 | 26,992 | 70,423 | 2,283 | 5,292 |"

@@ -112,3 +112,12 @@ def test_a_bad_config_file_is_one_clear_line(tiny_store, dlrm_ckpt, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr and "batch_sise" in r.stderr
     r = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tiny_store.dir), str(dlrm_ckpt), "--config", str(tmp_path / "missing.yaml")], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "missing.yaml" in r.stderr
+
+
+@pytest.mark.parametrize("freeze", ["", ","])
+def test_no_group_at_all_is_refused_not_an_empty_table(tiny_store, dlrm_ckpt, tmp_path, capsys, freeze):
+    """--freeze '' (or ',') printed a table of no rows and wrote a JSON of no runs."""
+    out = tmp_path / "eo.json"
+    with pytest.raises(SystemExit) as exc:
+        epoch_overfit.main(["--data", str(tiny_store.dir), str(dlrm_ckpt), "--freeze", freeze, "--out", str(out)])
+    assert exc.value.code == 2 and "--freeze" in capsys.readouterr().err and not out.exists()

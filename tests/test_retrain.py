@@ -78,8 +78,9 @@ def test_a_failed_training_keeps_the_finished_ones(runs, tmp_path, capsys, jobs)
     err = benchmark_refused("retrain", ["dlrm", "--run", str(root / "run0"), "--train-seeds", "0,1", "--jobs", jobs, "--out-dir", str(out)], capsys)
     assert err.startswith("error: ") and "corrupt or truncated checkpoint" in err and len(err.strip().splitlines()) == 1
     if jobs == "2":  # the pool's own summary, after every other training ran
-        assert "1 of 2 (data seed, training seed) trainings failed" in err and "retrain-dlrm-seeds0-train0-1.json" in err
-    result = json.loads((out / "retrain-dlrm-seeds0-train0-1.json").read_text())
+        assert "1 of 2 (data seed, training seed) trainings failed" in err and "retrain-dlrm-seeds0-train0-1-" in err
+    (path,) = out.glob("retrain-dlrm-seeds0-train0-1-*.json")  # the digest of --run
+    result = json.loads(path.read_text())
     assert [(r["seed"], r["train_seed"]) for r in result["rows"]] == [(0, 0)]
     assert result["rows"][0]["test_logloss"] == _job_row(reports[0], "dlrm")["test_logloss"]
     assert result["missing"] == [{"seed": 0, "train_seed": 1}]
@@ -89,11 +90,27 @@ def test_another_run_into_the_same_folder_keeps_the_first_ones_results(runs, tmp
     """Other training seeds into the same --out-dir write their own result JSON, not over the first."""
     root, _ = runs
     (first,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
-    before = (tmp_path / "retrain-dlrm-seeds0.json").read_text()
+    (path,) = tmp_path.glob("retrain-dlrm-seeds0-*.json")
+    before = path.read_text()
     (other,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"), "--train-seeds", "1")
-    assert (tmp_path / "retrain-dlrm-seeds0.json").read_text() == before
-    assert json.loads((tmp_path / "retrain-dlrm-seeds0-train1.json").read_text())["rows"] == [other]
+    assert path.read_text() == before
+    (new,) = set(tmp_path.glob("retrain-dlrm-seeds0-train1-*.json"))
+    assert json.loads(new.read_text())["rows"] == [other]
     assert (first["train_seed"], other["train_seed"]) == (0, 1) and first["test_logloss"] != other["test_logloss"]
+
+
+def test_another_grid_or_search_run_into_the_same_folder_keeps_the_first_ones_results(runs, tmp_path):
+    """A run with --grid (or of another search's winner, or another --pick) wrote over the
+    result JSON of the run without: the same name, the first run's row lost."""
+    root, _ = runs
+    (plain,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"))
+    (first,) = tmp_path.glob("retrain-*.json")
+    before = first.read_text()
+    (gridded,) = _retrain(tmp_path, "dlrm", "--run", str(root / "run0"), "--grid", '{"embedding_weight_decay": [0.001]}')
+    (searched0,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"))
+    (lowest,) = _retrain(tmp_path, "searched", "--run", str(root / "run0"), "--pick", "lowest-logloss")
+    assert first.read_text() == before and len(list(tmp_path.glob("retrain-*.json"))) == 4  # each its own
+    assert (plain["seed"], gridded["seed"], searched0["seed"], lowest["seed"]) == (0, 0, 0, 0)
 
 
 def test_lowest_logloss_picks_the_store_candidate_of_lowest_search_loss(runs, tmp_path):

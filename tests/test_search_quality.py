@@ -61,14 +61,39 @@ def test_seeds_are_distinct_integers(seeds, message, tmp_path, capsys):
 
 def test_a_failed_seed_leaves_the_finished_ones_summarised(tmp_path, capsys):
     """Seeds side by side (--jobs): one that fails (its run folder is a file) is one line, and
-    the seed that finished is summarised in search_quality.json, the failed one listed."""
+    the seed that finished is summarised in search_quality-seeds0-1.json, the failed one listed."""
     import json
 
     out = tmp_path / "sq"
     out.mkdir()
     (out / "seed1").write_text("not a run folder")
     err = benchmark_refused("search_quality", ["--budget", "smoke", "--seeds", "0,1", "--jobs", "2", "--out-dir", str(out)], capsys)
-    assert err.startswith("error: 1 of 2 seeds failed") and "search_quality.json" in err and len(err.strip().splitlines()) == 1
-    result = json.loads((out / "search_quality.json").read_text())
+    assert err.startswith("error: 1 of 2 seeds failed") and "search_quality-seeds0-1.json" in err and len(err.strip().splitlines()) == 1
+    result = json.loads((out / "search_quality-seeds0-1.json").read_text())
     assert [r["seed"] for r in result["reports"]] == [0] and result["missing_seeds"] == [1]
     assert result["summary"]["seeds"][0]["searched"] == json.loads((out / "seed0" / "results.json").read_text())["models"][0]["test_logloss"]
+
+
+def test_a_run_of_other_seeds_into_the_same_folder_keeps_the_first_summary(tmp_path, capsys):
+    """search_quality.json was one name for every run: a run of seed 1 into the folder of a run
+    of seed 0 wrote over its summary, seed 0's numbers gone from it without a word."""
+    import json
+
+    from tests.conftest import run_benchmark
+
+    out = tmp_path / "sq"
+    for seed in ("0", "1"):
+        run_benchmark("search_quality", "--budget", "smoke", "--rows", "1000", "--seeds", seed, "--out-dir", str(out))
+        assert f"-> {out / f'search_quality-seeds{seed}.json'}" in capsys.readouterr().out
+    first, second = (json.loads((out / f"search_quality-seeds{s}.json").read_text()) for s in "01")
+    assert [r["seed"] for r in first["reports"]] == [0] and [r["seed"] for r in second["reports"]] == [1]
+    assert first["args"]["out_dir"] == str(out)
+
+
+def test_an_error_about_the_run_folder_names_this_scripts_option(tmp_path, capsys):
+    """The job's errors said 'use another --out', an option search_quality.py does not have."""
+    out = tmp_path / "sq"
+    (out / "seed0").mkdir(parents=True)
+    (out / "seed0" / "config.yaml").write_text("not: [a job")
+    err = benchmark_refused("search_quality", ["--budget", "smoke", "--rows", "1000", "--seeds", "0", "--out-dir", str(out)], capsys)
+    assert err.startswith("error: ") and "use another --out-dir" in err and "--out " not in err and not err.rstrip().endswith("--out")
