@@ -56,7 +56,7 @@ def main() -> None:
     table_bytes = emb.weight.numel() * elem
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "batch": args.batch, "fields": n_fields, "dim": args.dim, "table_rows": int(sum(vocab)), "table_GB": table_bytes / 1e9,
         "forward_ms": fwd * 1e3, "forward_GBps": 2 * lookup_bytes / fwd / 1e9,

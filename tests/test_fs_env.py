@@ -5,6 +5,7 @@ a folder or file where the other goes, `~` in a path, NO_COLOR, a narrow termina
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import subprocess
 import sys
@@ -305,7 +306,7 @@ def test_undecodable_bytes_of_a_path_are_written_back_as_they_were(tmp_path):
     (en_US.UTF-8, PYTHONIOENCODING=utf-8): `recnas search --out` such a folder ended in a
     traceback at its first line; the error line named it `x\\udce9y`, which no shell finds.
     The bytes are written as they were, the path copy-pasteable."""
-    import recnas.cli  # noqa: F401  (registers the handler)
+    importlib.import_module("recnas.cli")  # registers the handler
 
     assert "runs/x\udce9y ->".encode("utf-8", "recnas.escape") == b"runs/x\xe9y ->"
     assert "é\udce9".encode("ascii", "recnas.escape") == b"\\xe9\xe9"
