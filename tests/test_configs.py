@@ -213,3 +213,18 @@ def test_a_sections_own_check_is_not_followed_by_its_raw_input(tmp_path):
     message = str(info.value)
     assert "key 'objective': targets must be positive, got {'flops': -1000000.0}" in message
     assert "'-1.0e6'" not in message and message.count("got") == 1
+
+
+def test_yaml_merge_keys_load_with_the_keys_beside_them_winning(tmp_path):
+    """`<<: *base` was refused as "invalid YAML (could not determine a constructor for the tag
+    'tag:yaml.org,2002:merge')": the check for keys given twice met the merge key first."""
+    from recnas.search.job import load_job_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text("supernet: &t\n  lr: 0.01\n  epochs: 1\nfinetune:\n  <<: *t\n  lr: 0.002\n")
+    cfg = load_job_config("smoke", path)
+    assert (cfg.supernet.lr, cfg.finetune.lr, cfg.finetune.epochs) == (0.01, 0.002, 1)
+    path.write_text("supernet: &t {lr: 0.01}\nfinetune:\n  <<: *t\n  epochs: 1\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs' is given twice"):  # still refused beside a merge
+        load_job_config("smoke", path)
+
