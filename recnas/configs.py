@@ -47,6 +47,28 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             seen.add(key)
         return super().construct_mapping(node, deep)
 
+    def _no_yaml11_surprise(self, node, octal: bool = True) -> None:
+        """YAML 1.1 reads `epochs: 010` as the octal 8 and `epochs: 1:30` as the base-60 90: a
+        number the user did not write, taken silently. Refused, so the user writes what they mean."""
+        text = str(node.value).replace("_", "")
+        body = text.lstrip("+-")
+        if ":" in body:
+            raise yaml.constructor.ConstructorError(None, None, f"{text} is read by YAML as a base-60 number, not what it looks like: quote it if it is text, or write the number itself", node.start_mark)
+        if octal and len(body) > 1 and body[0] == "0" and body[1] not in "xb":
+            raise yaml.constructor.ConstructorError(None, None, f"{text} is read by YAML as the octal number {int(text, 8)}: write it without the leading zero, or quote it if it is text", node.start_mark)
+
+    def construct_yaml_int(self, node):
+        self._no_yaml11_surprise(node)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        self._no_yaml11_surprise(node, octal=False)  # 01.5 is 1.5
+        return super().construct_yaml_float(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
+
 
 def require_type(value: Any, cls: type | tuple[type, ...], what: str, hint: str = "") -> Any:
     """`value` if it is an instance of `cls`; a TypeError otherwise, naming `what` (the argument),

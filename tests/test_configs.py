@@ -228,3 +228,26 @@ def test_yaml_merge_keys_load_with_the_keys_beside_them_winning(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'epochs' is given twice"):  # still refused beside a merge
         load_job_config("smoke", path)
 
+
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("epochs: 010\n", "010 is read by YAML as the octal number 8"),
+        ("epochs: -010\n", "-010 is read by YAML as the octal number -8"),
+        ("epochs: 1:30\n", "1:30 is read by YAML as a base-60 number"),
+        ("lr: 1:30.5\n", "1:30.5 is read by YAML as a base-60 number"),
+    ],
+)
+def test_yaml_11_octal_and_base_60_numbers_are_refused(tmp_path, text, shown):
+    """YAML 1.1 read `epochs: 010` as 8 epochs and `epochs: 1:30` as 90, silently."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"c.yaml: line 1 invalid YAML \({re.escape(shown)}"):
+        TrainConfig.from_yaml(path)
+
+
+def test_numbers_yaml_reads_as_written_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("warmup_steps: 0\nmax_steps: 1_000\nlr: 0.5\nweight_decay: 0e0\nbatch_size: 0x10\n")
+    cfg = TrainConfig.from_yaml(path)
+    assert (cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.batch_size) == (0, 1000, 0.5, 16)
