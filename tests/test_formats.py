@@ -64,6 +64,9 @@ def test_parquet_spec_refuses_the_text_only_keys(tmp_path, extra, raw, keys):
         ("label: y\ndense: [a]\nname: [a, b]\n", r"key `name` must be the dataset's name .*got \['a', 'b'\]"),
         ("label: [y]\ndense: [a]\n", r"key `label` must be the label column's name, got \['y'\]"),
         ("label: y\ncategorical: [b]\ncolour: red\n", "unknown key.*colour"),
+        # a key YAML reads as no string (`on:` is true, `1:` an int) was a TypeError traceback
+        ("label: y\ncategorical: [b]\non: 1\n", r"unknown key\(s\) True; allowed"),
+        ("label: y\ncategorical: [b]\n1: a\ncolour: red\n", r"unknown key\(s\) 1, colour; allowed"),
         ("label: y\ndense: a\n", "key `dense` must be a list"),
         ("label: y\ncategorical: [b]\nlabel_mode: multi\n", "key `label_mode` is 'multi'"),
         ("label: y\n", "lists no features"),

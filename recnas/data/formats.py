@@ -155,7 +155,7 @@ def load_spec(path: str | os.PathLike, raw: str | os.PathLike | None = None) -> 
     if not path.exists():
         raise DataError(f"{path}: feature spec not found")
     doc = read_yaml(path, "feature spec", DataError)  # the YAML rules of every config: a key given twice is an error
-    unknown = sorted(set(doc) - _SPEC_KEYS)
+    unknown = sorted(map(str, set(doc) - _SPEC_KEYS))  # YAML keys need not be strings: `on:` is True, `1:` is 1
     if unknown:
         raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_SPEC_KEYS))}")
 
