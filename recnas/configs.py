@@ -325,6 +325,10 @@ def explain(model: type[BaseModel] | None, exc: ValidationError) -> str:
         allowed = _allowed_values(model, loc) if model is not None else None
         if allowed and err["type"] == "literal_error":
             lines.append(f"key {key!r}: invalid value {value!r}; allowed: {allowed}")
+        elif err["type"] == "invalid_key":  # its loc ends in the key itself, as pydantic mangles it: `off:` was "supernet.0"
+            where = f"in {key_name(loc[:-1])!r} " if loc[:-1] else ""
+            shown = json.dumps(value) if isinstance(value, (bool, int, float, type(None))) else str(value)  # a date key, as written
+            lines.append(f"key {shown} {where}is no key name (YAML reads a bare yes/no/on/off as true/false, ~ as null, digits as a number or date): quote it, or remove it")
         elif err["type"] == "missing":  # its input is the whole mapping that lacks it: a meta.json of kilobytes
             lines.append(f"key {key!r}: missing (it is required)")
         else:

@@ -251,3 +251,21 @@ def test_numbers_yaml_reads_as_written_still_load(tmp_path):
     path.write_text("warmup_steps: 0\nmax_steps: 1_000\nlr: 0.5\nweight_decay: 0e0\nbatch_size: 0x10\n")
     cfg = TrainConfig.from_yaml(path)
     assert (cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.batch_size) == (0, 1000, 0.5, 16)
+
+
+@pytest.mark.parametrize(
+    "text,shown",
+    [
+        ("supernet:\n  off: 1\n", "key false in 'supernet' is no key name"),  # was "key 'supernet.0': Keys should be strings"
+        ("on: 1\n", "key true is no key name"),  # was "key '1'"
+        ("~: 1\n", "key null is no key name"),
+        ("evolution:\n  2001-01-01: 1\n", "key 2001-01-01 in 'evolution' is no key name"),
+    ],
+)
+def test_a_key_yaml_reads_as_no_string_is_named_as_written(tmp_path, text, shown):
+    from recnas.search.job import load_job_config
+
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"job.yaml: {re.escape(shown)} \(YAML reads a bare yes/no/on/off as true/false"):
+        load_job_config("smoke", path)
