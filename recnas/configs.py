@@ -146,6 +146,8 @@ def parse_json(text: str, source: str) -> Any:
         return json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}: invalid JSON ({exc})") from None
+    except RecursionError:  # `[[[[...` thousands deep was a traceback
+        raise ConfigError(f"{source}: invalid JSON (nested too deeply)") from None
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:
@@ -160,6 +162,8 @@ def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasErr
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, whatever the YAML error
         raise error(f"{path}:{where} invalid YAML ({problem})") from None
+    except RecursionError:  # `[[[[...` thousands deep was a traceback
+        raise error(f"{path}: invalid YAML (nested too deeply)") from None
     return expect_mapping(data, str(path), error)
 
 

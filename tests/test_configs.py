@@ -269,3 +269,16 @@ def test_a_key_yaml_reads_as_no_string_is_named_as_written(tmp_path, text, shown
     path.write_text(text)
     with pytest.raises(ConfigError, match=rf"job.yaml: {re.escape(shown)} \(YAML reads a bare yes/no/on/off as true/false"):
         load_job_config("smoke", path)
+
+
+def test_a_file_nested_too_deeply_is_one_error_not_a_recursion_traceback(tmp_path):
+    from recnas.space.arch import Architecture
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: " + "[" * 20000)
+    with pytest.raises(ConfigError, match=r"c.yaml: invalid YAML \(nested too deeply\)"):
+        TrainConfig.from_yaml(path)
+    arch = tmp_path / "arch.json"
+    arch.write_text("[" * 200000)
+    with pytest.raises(ConfigError, match=r"arch.json: invalid architecture: invalid JSON \(nested too deeply\)"):
+        Architecture.load(arch)
