@@ -143,7 +143,7 @@ def parse_json(text: str, source: str) -> Any:
         return dict(pairs)
 
     try:
-        return json.loads(text, object_pairs_hook=unique)
+        return json.loads(text.removeprefix("\ufeff"), object_pairs_hook=unique)  # a BOM (Windows editors) as YAML allows it
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}: invalid JSON ({exc})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback

@@ -282,3 +282,15 @@ def test_a_file_nested_too_deeply_is_one_error_not_a_recursion_traceback(tmp_pat
     arch.write_text("[" * 200000)
     with pytest.raises(ConfigError, match=r"arch.json: invalid architecture: invalid JSON \(nested too deeply\)"):
         Architecture.load(arch)
+
+
+def test_json_files_with_a_utf8_bom_load_as_yaml_ones_do(tmp_path):
+    """An emb_dims.json or architecture saved by a Windows editor was "invalid JSON (Unexpected UTF-8 BOM ...)"."""
+    from recnas.space.arch import load_emb_dims
+
+    path = tmp_path / "emb_dims.json"
+    path.write_bytes(b"\xef\xbb\xbf[4, 8]\n")
+    assert load_emb_dims(path) == [4, 8]
+    yml = tmp_path / "c.yaml"
+    yml.write_bytes(b"\xef\xbb\xbfepochs: 2\n")
+    assert TrainConfig.from_yaml(yml).epochs == 2
