@@ -73,15 +73,25 @@ def output_dir(text: str) -> Path:
     return path
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a size or count (rows, steps, batch, repeats): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
+def _int_at_least(low: int, what: str) -> Callable[[str], int]:
+    """An argparse type of an integer >= `low`, its docstring `what`: one parser for every such
+    option, its message naming the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    parse.__doc__ = what
+    return parse
+
+
+positive_int = _int_at_least(1, "argparse type of a size or count (rows, steps, batch, repeats): an integer >= 1.")
+non_negative_int = _int_at_least(0, 'argparse type of a count where 0 means "the default" (e.g. --threads 0: torch\'s own).')
 
 
 def provenance(result: dict, args: argparse.Namespace, device: str = "cpu") -> dict:
@@ -97,17 +107,6 @@ def provenance(result: dict, args: argparse.Namespace, device: str = "cpu") -> d
     result.setdefault("environment", environment(device))
     result.setdefault("args", json.loads(json.dumps(vars(args), default=str)))  # a Path (or a list of them) as text
     return result
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type of a count where 0 means "the default" (e.g. --threads 0: torch's own)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
 
 
 def seed_list(text: str) -> list[int]:
