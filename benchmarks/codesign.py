@@ -143,7 +143,7 @@ def main() -> None:
         cfg = with_objective(cfg, "--objective pareto", kind="pareto")
     store = prepare_data(cfg, out / "run", Console(quiet=True))
     space = get_space(cfg.space, **cfg.space_overrides)
-    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    result: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}  # when the job began; provenance adds the arguments
     if args.objective == "penalized":
         result["reference_costs"] = reference_costs(args.reference, store.meta, cfg.baseline_hparams.get(args.reference, {}))
     report = run_job(cfg, out / "run", progress=False)
@@ -175,8 +175,8 @@ def main() -> None:
     if not ok:
         for name, r in result["ratios_to_matched"].items():
             print(f"co-designed {lead['key']} vs {name} (equal or better log loss): " + ", ".join(f"{k} x{v:.2f}" for k, v in r.items()))
+    result["environment"] = report["environment"]  # the job's (the device it trained on), which provenance keeps
     provenance(result, args)
-    result["environment"] = report["environment"]  # the job's: the device it trained on
     path = out / result_name(args)
     write_text_atomic(path, json.dumps(result, indent=2, default=float))
     print(f"-> {path}")
