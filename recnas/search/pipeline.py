@@ -40,7 +40,7 @@ from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec,
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
 from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
-from recnas.train.trainer import CHECKPOINT_FILE, MODEL_FILE
+from recnas.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
@@ -84,8 +84,8 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     """
     seed_everything(tcfg.seed)
     model, spec = build()
-    if (out_dir / "model.pt").exists() and (out_dir / "metrics.json").exists():
-        done, done_spec, extra = load_trained(out_dir / "model.pt")
+    if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
+        done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
         if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
             check_trained_on(out_dir, store, extra)
             return done, extra["metrics"]
@@ -223,7 +223,7 @@ def _budget(tcfg: TrainConfig) -> str:
 def _earlier(folder: Path) -> str:
     """The supernet stage's note on a re-run job: what it finds of an earlier run in its folder
     (a re-run after an interruption said nothing of what it reused or went on from)."""
-    if (folder / "model.pt").is_file():
+    if (folder / MODEL_FILE).is_file():
         return " (trained earlier in this run folder)"
     if (folder / CHECKPOINT_FILE).is_file():
         return " (begun earlier in this run folder: going on from its checkpoint)"
