@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import get_args
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch.profiler import ProfilerActivity, profile
 
 from recnas.baselines import BASELINES, build_baseline
@@ -34,6 +36,17 @@ def build(name: str, space, meta):
     if name == "subnet":
         return Subnet(ArchSampler(space, seed=123).sample(), space, meta), None
     return build_baseline(name, meta), None
+
+
+def summary_table(summary: dict) -> Table:
+    """The step's numbers as a table, as every benchmark prints them (null: not measured)."""
+    t = Table(title=f"{summary['model']} step, batch {summary['batch']:,} on {summary['device']} (torch {summary['torch']})")
+    for col in ("amp", "compile", "wall ms/step", "samples/s", "device ms/step", "kernels/step"):
+        t.add_column(col, justify="left" if col in ("amp", "compile") else "right")
+    dev, ker = summary["device_ms_per_step"], summary["kernels_per_step"]
+    t.add_row(summary["amp"], "yes" if summary["compile"] else "no", f"{summary['wall_ms_per_step']:.2f}", f"{summary['samples_per_s']:,.0f}",
+              "-" if dev is None else f"{dev:.2f}", "-" if ker is None else f"{ker:.0f}")
+    return t
 
 
 def main() -> None:
@@ -88,7 +101,7 @@ def main() -> None:
         # on the CPU there is no device kernel to count: null, not a measured 0
         "device_ms_per_step": device_us / args.steps / 1e3 if cuda else None, "kernels_per_step": kernels / args.steps if cuda else None,
     }
-    print(json.dumps(summary, indent=1))
+    Console().print(summary_table(summary))
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     print(events.table(sort_by=sort, row_limit=args.top))
     if cuda:

@@ -174,7 +174,12 @@ def test_profile_step_on_the_cpu_reports_no_device_time_rather_than_zero(tmp_pat
     summary = json.loads((tmp_path / "p.json").read_text())
     assert summary["wall_ms_per_step"] > 0 and summary["device"] == "cpu"
     assert summary["device_ms_per_step"] is None and summary["kernels_per_step"] is None
-    assert '"device_ms_per_step": null' in capsys.readouterr().out  # the printed summary is the JSON's
+    out = capsys.readouterr().out
+    assert "wall ms/step" in out and "{" not in out  # a table, as every benchmark prints, not the JSON
+    row = next(line for line in out.splitlines() if line.count("│") >= 6 and "off" in line)
+    cells = [c.strip() for c in row.split("│")[1:-1]]
+    assert cells[0] == "off" and float(cells[2]) == pytest.approx(summary["wall_ms_per_step"], abs=0.006)
+    assert cells[4] == cells[5] == "-"  # not measured on the CPU, not a 0
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
