@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import re
@@ -317,6 +318,9 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
     if lock in held:  # re-entrant within a thread (`lock_path` resolves): a job generating its own cached data store
         yield
         return
+    # the folders made for the lock, nearest first: removed again if the block leaves them empty
+    # (a job refused on its --data left an empty `runs/` behind it)
+    made = list(itertools.takewhile(lambda p: not p.exists(), [path.parent, *path.parent.parents]))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _lock_fd(lock, wait=False)
@@ -336,6 +340,11 @@ def exclusive(path: str | os.PathLike, what: str = "--out", error: type[RecnasEr
         with contextlib.suppress(OSError):
             os.unlink(lock)  # while still locked: see _lock_fd
         os.close(fd)  # releases the flock
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the run wrote into it, or another run's lock is there)
+                break
 
 
 NO_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a write that found no room: a full disk, a file size limit, a quota

@@ -293,3 +293,17 @@ def test_waiting_lock_is_taken_once_the_holder_releases(tmp_path):
     assert order == ["waiting", "holder released", "waiter"]
     wait_for_lock()  # free: no wait to announce
     assert order[3:] == ["waiter"]
+
+
+def test_the_folders_made_for_a_lock_go_again_when_the_run_leaves_them_empty(tmp_path):
+    """A job refused after taking its lock (a bad --data) left the empty folders it made for
+    the lock file: they are removed, but a folder that was there, or one the run wrote into, stays."""
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(DataError):
+        with exclusive(tmp_path / "kept" / "new" / "deeper" / "run"):
+            assert (tmp_path / "kept" / "new" / "deeper").is_dir()
+            raise DataError("refused")
+    assert _tree(tmp_path) == {"kept": None}
+    with exclusive(tmp_path / "kept" / "new" / "run"):
+        (tmp_path / "kept" / "new" / "run").mkdir()
+    assert _tree(tmp_path) == {"kept": None, "kept/new": None, "kept/new/run": None}
