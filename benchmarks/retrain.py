@@ -94,11 +94,10 @@ def run_folder(template: str, seed: int) -> Path:
     return Path(template.replace("{seed}", str(seed)))
 
 
-def builder(args, cfg: JobConfig, seed: int, store):
-    """`build` for the job's training code, a label of what it builds, and the PIM configuration
-    it trains on (a co-design search's winner, else None)."""
-    if args.model != SEARCHED:
-        return baseline_builder(args.model, store.meta, cfg.baseline_hparams.get(args.model, {})), args.model, None
+def picked(args, seed: int):
+    """(Architecture, PIMConfig or None) that `--pick` names in the search run of data seed
+    `seed`. Read for every seed before any data is made: a bad key was refused only after the
+    synthetic data had been generated."""
     from recnas.hardware import PIMConfig
     from recnas.space.arch import Architecture
 
@@ -108,20 +107,26 @@ def builder(args, cfg: JobConfig, seed: int, store):
             raise ConfigError(f"{run} has no best_arch.json (the search has not finished): pick a candidate with --pick lowest-logloss or its key")
         arch = Architecture.load(run / "best_arch.json")
         hw = PIMConfig.model_validate_json((run / "best_hardware.json").read_text()) if (run / "best_hardware.json").exists() else None
-    else:
-        if not (run / "search.sqlite").exists():
-            raise ConfigError(f"{run} has no search.sqlite")
-        results = ResultsStore(run / "search.sqlite", read_only=True)
-        try:
-            ranked = results.by_logloss()
-            if args.pick == "lowest-logloss" and not ranked:
-                raise ConfigError(f"{run / 'search.sqlite'} holds no scored candidate yet")
-            key = ranked[0]["key"] if args.pick == "lowest-logloss" else args.pick
-            arch, hw = results.design(key)
-        finally:
-            results.close()
-    g = Genotype(arch, hw)
-    return subnet_builder(g, get_space(cfg.space, **cfg.space_overrides), store.meta), f"{SEARCHED} {g.key}", hw
+        return arch, hw
+    if not (run / "search.sqlite").exists():
+        raise ConfigError(f"{run} has no search.sqlite")
+    results = ResultsStore(run / "search.sqlite", read_only=True)
+    try:
+        ranked = results.by_logloss()
+        if args.pick == "lowest-logloss" and not ranked:
+            raise ConfigError(f"{run / 'search.sqlite'} holds no scored candidate yet")
+        return results.design(ranked[0]["key"] if args.pick == "lowest-logloss" else args.pick)
+    finally:
+        results.close()
+
+
+def builder(args, cfg: JobConfig, seed: int, store):
+    """`build` for the job's training code, a label of what it builds, and the PIM configuration
+    it trains on (a co-design search's winner, else None)."""
+    if args.model != SEARCHED:
+        return baseline_builder(args.model, store.meta, cfg.baseline_hparams.get(args.model, {})), args.model, None
+    g = Genotype(*picked(args, seed))
+    return subnet_builder(g, get_space(cfg.space, **cfg.space_overrides), store.meta), f"{SEARCHED} {g.key}", g.hardware
 
 
 def _device(cfg: JobConfig) -> str:
@@ -231,6 +236,10 @@ def main() -> None:
             raise ConfigError("--run with '{seed}' needs --seeds: the data seeds whose runs to read")
         args.seeds = [configs.load(JobConfig, Path(args.run) / "config.yaml").seed] if args.run and (Path(args.run) / "config.yaml").exists() else [0]
 
+    if args.model == SEARCHED:  # each run's config, pick and space checked before any data is made
+        for seed in args.seeds:
+            cfg = job_config(args, seed, None)
+            picked(args, seed)[0].validate_for(get_space(cfg.space, **cfg.space_overrides))
     units = [(s, t) for s in args.seeds for t in args.train_seeds or [None]]
     path = args.out_dir / result_name(args)
     rows: dict[tuple, dict] = {}
