@@ -200,6 +200,14 @@ def test_a_pareto_search_without_pim_reports_its_front(tmp_path, monkeypatch):
     assert "3 non-dominated candidates of 4 over (log loss, flops, params)" in (tmp_path / "results.md").read_text()
     ax = figs[-1].axes[0]
     assert ax.get_xlabel() == "FLOPs per sample" and any(t.get_text() == "dlrm" for t in ax.texts)
+    # the run continued with a log-loss objective (the objective may change): no front is left
+    # beside a report that no longer names one
+    (tmp_path / "pareto.png").write_bytes(b"png")
+    store = ResultsStore(tmp_path / "search.sqlite")
+    report_mod.write_report(tmp_path, {"dataset": "tiny", "models": models, "search": {}}, store, "search", Objective())
+    store.close()
+    assert "pareto" not in (tmp_path / "results.md").read_text()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("pareto")]
 
 
 def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, monkeypatch):

@@ -98,6 +98,9 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
     if objective.kind == "pareto" or any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
+    else:  # a run continued under an objective without a front (it may change): its earlier front was left beside the new report
+        for name in PARETO_FILES:
+            (out / name).unlink(missing_ok=True)
     write_text_atomic(out / "results.md", "\n".join(md))
     plot_progress(out / "search_progress.png", results.generations(run), scored, objective)
     chosen = next((f["key"] for f in report.get("finalists", []) if f.get("chosen")), None)
@@ -110,6 +113,7 @@ def cost_axis(cost: str) -> str:
     return {"flops": "FLOPs per sample", "params": "dense params"}.get(cost, f"{cost} per sample")
 
 
+PARETO_FILES = ("pareto.json", "pareto.md", "pareto.png")  # write_pareto's
 # the front's cost columns in pareto.md: (label, format)
 FRONT_COSTS = {"energy": ("energy (pJ)", "{:,.0f}"), "latency": ("latency (ns)", "{:,.0f}"), "flops": ("FLOPs", "{:,.0f}"), "params": ("dense params", "{:,.0f}")}
 
