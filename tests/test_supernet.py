@@ -10,7 +10,7 @@ from recnas.data.schema import DatasetMeta
 from recnas.errors import ConfigError
 from recnas.space import Architecture, BlockSpec, get_space, resolve_space
 from recnas.space.samplers import ArchSampler, random_architecture
-from recnas.supernet import Subnet, Supernet
+from recnas.supernet import Subnet, Supernet, inherit_weights
 from tests.conftest import TINY_SPACES, tiny_space
 
 
@@ -42,6 +42,33 @@ def test_random_subnets_run_and_inherit_exactly(space_name, n_dense):
     for _ in range(5):
         arch = random_architecture(rng, space)
         torch.testing.assert_close(Subnet.from_architecture(arch, space, m, net)(dense, sparse), net(dense, sparse, arch))
+
+
+@pytest.mark.parametrize("space_name", TINY_SPACES)
+def test_subnets_inherit_exactly_from_a_supernet_moved_off_its_start(space_name):
+    """A fresh supernet's projections of earlier blocks' tokens are zero (recnas/supernet/block.py),
+    so at its start a wrong slice of them inherits zeros as the right one does and the outputs
+    still agree. With every weight moved (as training moves them) the supernet's sliced path,
+    its masked path and the inherited Subnet must still compute one function, for every sampler
+    and for paths with fewer tokens than fields (the raw projection's fold; 7 fields here)."""
+    space, m = tiny_space(space_name), meta(fields=7)
+    net = Supernet(space, m).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
+    net.eval()
+    dense, sparse = batch(m)
+    dense = dense.double()
+    for strategy in ("single-op-any-conn", "any-path", "single-path"):
+        sampler = ArchSampler(space, strategy, seed=5)
+        for _ in range(6):
+            arch = sampler.sample()
+            with torch.no_grad():
+                out = net(dense, sparse, arch)
+                torch.testing.assert_close(net(dense, sparse, net.path_masks(arch)), out, rtol=1e-9, atol=1e-10)
+                sub = Subnet(arch, space, m).double().eval()
+                inherit_weights(sub, net)  # into a double model: a float32 one would round the weights
+                torch.testing.assert_close(sub(dense, sparse), out, rtol=1e-9, atol=1e-10)
 
 
 def test_every_operator_gets_gradient_when_chosen():
