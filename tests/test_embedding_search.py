@@ -271,3 +271,24 @@ def test_consensus_is_the_modal_width_repaired_with_the_mean_policy():
     assert consensus(runs, store, CHOICES, 10 * 24, ["a", "b"]) == [16, 8]
     tie = [{"widths": [2, 16], "probs": p_a}, {"widths": [4, 8], "probs": p_a}]
     assert consensus(tie, store, CHOICES, 10 * 32, ["a", "b"]) == [2, 8]  # ties -> the smaller width
+
+
+def test_nan_weights_after_the_last_supernet_step_are_a_divergence(tmp_path):
+    """The supernet loop read each step's loss, taken before the step's update: NaN weights
+    left by its last update scored every configuration NaN, and the policy search then failed
+    in torch.multinomial with a traceback ("invalid multinomial distribution")."""
+    import torch
+
+    from recnas.data.loader import BatchLoader
+    from recnas.embedding.model import EmbeddingSizeNet
+    from recnas.embedding.train import train_supernet
+    from recnas.errors import TrainingDiverged
+
+    store = make_planted_store(tmp_path / "s", rows=400)
+    torch.manual_seed(0)
+    net = EmbeddingSizeNet(store.meta, max_width=4, proj_dim=4, hidden=(8,))
+    net.top[-1].weight.register_hook(lambda g: g * float("nan"))  # every loss finite, the next weights NaN
+    loader = BatchLoader(store.split("train"), 64, shuffle=True, seed=0)
+    sampler = WidthSampler(store.meta.n_sparse, 2, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"embedding supernet training diverged: the weights hold NaN or inf \(top\.\d+\.weight\) after step 1; lower supernet\.lr"):
+        train_supernet(net, loader, sampler, (2, 4), 1, 1e-3)
