@@ -593,6 +593,23 @@ def test_nan_weights_after_the_last_loss_read_are_a_divergence(tiny_store, tmp_p
             Trainer(make_model(tiny_store.meta, cls=LastUpdateNan), cfg, tiny_store, progress=False).fit()
 
 
+def test_resuming_a_checkpoint_of_nan_weights_is_refused(tiny_store, tmp_path):
+    """A checkpoint of NaN weights (a diverged run's, written before the weights were checked)
+    was resumed: it trained on to "loss nan at step N; lower lr", and a resume with a lower lr
+    is refused as a changed config. It is refused at once, saying to start afresh."""
+    from recnas.errors import CheckpointError
+    from recnas.train import load_checkpoint, save_checkpoint
+
+    out, cfg = tmp_path / "run", tiny_cfg(max_steps=2, eval_every=0)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False).fit()
+    payload = load_checkpoint(out / "checkpoint.pt")
+    payload["model"]["mlp.0.bias"] = torch.full_like(payload["model"]["mlp.0.bias"], float("nan"))
+    save_checkpoint(out / "checkpoint.pt", payload)
+    resumed = Trainer(make_model(tiny_store.meta), cfg.with_overrides(max_steps=4), tiny_store, out_dir=out, progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: the weights hold NaN or inf \(mlp\.0\.bias\): the run that wrote it diverged, and resuming it cannot recover; start afresh"):
+        resumed.fit(resume=True)
+
+
 def test_a_batch_norm_model_on_one_row_batches_is_a_config_error(tiny_store):
     """BatchNorm has no batch statistics on one row: a baseline with batch_norm: true at
     batch_size 1 (or on a train split of one row) failed at its first step with torch's traceback."""

@@ -521,6 +521,9 @@ class Trainer:
         p = load_checkpoint(path, map_location=self.device)
         check_resumable(self, p, path)
         load_model_state(self.model, p["model"], path)
+        note = diverged_weights_note(self.model)
+        if note is not None:  # a diverged run's, written before the weights were checked: resumed, it trained on to a NaN loss
+            raise CheckpointError(f"{path}: {note}: the run that wrote it diverged, and resuming it cannot recover; start afresh (--overwrite) with a lower lr or grad_clip")
         try:
             self.optimizer.load_state_dict(p["optimizer"])
             self.scheduler.load_state_dict(p["scheduler"])
