@@ -83,6 +83,18 @@ def test_a_candidate_that_diverges_scores_inf_and_the_search_goes_on(tiny_store,
     assert json.loads(json.dumps(bad))["logloss"] == math.inf  # stored in search.sqlite as JSON
 
 
+def test_a_candidate_whose_logits_are_nan_is_marked_diverged(tiny_store, monkeypatch):
+    """Finite weights whose validation logits overflow to NaN (a fine-tune at lr 1e3 left such
+    candidates) were stored with log loss NaN, unmarked: `search show` listed it as "-"."""
+    import recnas.train
+
+    space = get_space("full-tiny")
+    geno = Genotype(random_architecture(np.random.default_rng(0), space))
+    monkeypatch.setattr(recnas.train, "evaluate", lambda *a, **k: {"logloss": math.nan, "auc": math.nan, "rows": 10})
+    bad = CandidateEvaluator(space, tiny_store, TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu"), eval_rows=None)(geno)
+    assert bad["logloss"] == math.inf and bad["diverged"] and bad["flops"] > 0
+
+
 def test_a_diverged_candidate_never_wins_and_the_report_is_written(tmp_path, monkeypatch):
     from recnas.search import evaluator
 
