@@ -398,6 +398,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        _warn_diverged_points(fit, console)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = best_finalist(finalists)
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
@@ -417,6 +418,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     for name in cfg.baselines:
         _stage(console, "baseline", name)
         trained = fit_selected(baseline_builder(name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
+        _warn_diverged_points(trained, console)
         pim = _default_pim() if codesign else None
         rows.append(result_row(name, trained, store, model_costs(trained["model"], meta, pim), device, pim))
 
@@ -489,11 +491,20 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     log loss is then NaN). With `table_finetune` each point's model goes on to train its tables
     alone, and the lower of the two validation log losses stands for the point."""
     points = grid_points(cfg.final_grid)
-    best, tried = None, []
+    best, tried, diverged = None, [], None
     for point in points:
         tcfg = cfg.final_config(point)
         where = folder / point_tag(point) if point else folder
-        model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
+        try:
+            model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
+        except TrainingDiverged as exc:
+            # a grid tries settings of which some may not suit every model (an lr too high for
+            # one): such a point ended the whole job, and a re-run diverged again from its checkpoint
+            if len(points) == 1:
+                raise
+            diverged = exc
+            tried.append({"point": point_tag(point), "val_logloss": math.inf, "train_seconds": math.nan, "diverged": str(exc)})
+            continue
         val = math.nan
         if validate or len(points) > 1 or cfg.table_finetune is not None:
             val = _val_logloss(model, store, device, hardware)
@@ -506,7 +517,16 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
             best = {"model": model, "fit": fit, "val_logloss": val, "point": point, "folder": where}
         else:
             model.cpu()
+    if best is None:
+        raise TrainingDiverged(f"every final_grid point diverged; the last: {diverged}")
     return {**best, "grid": tried}
+
+
+def _warn_diverged_points(trained: dict, console: Console) -> None:
+    """A warning per `final_grid` point of a `fit_selected` result whose training diverged."""
+    for t in trained["grid"]:
+        if t.get("diverged"):
+            console.print(f"[yellow]warning:[/] {escape(t['diverged'])} (point {t['point']} left out of final_grid's selection)")
 
 
 def _val_logloss(model, store: CTRStore, device, hardware=None) -> float:
