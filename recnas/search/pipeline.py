@@ -397,9 +397,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
-        fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        try:
+            fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        except TrainingDiverged as exc:
+            # one of several finalists that cannot train on the final recipe: the others are still
+            # a selection (it used to end the job after its search, and again when continued)
+            if len(to_train) == 1:
+                raise
+            console.print(f"[yellow]warning:[/] finalist {key} left out: {escape(str(exc))}")
+            dropped.append({"key": key, "search_score": score, "val_logloss": math.inf, "diverged": str(exc)})
+            continue
         _warn_diverged_points(fit, console)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
+    if not finalists:
+        raise TrainingDiverged(f"every finalist ({len(to_train)}) diverged in its final training; the last: {dropped[-1]['diverged']}")
     chosen = best_finalist(finalists)
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
     # the winner's folder (its table phase when not kept, points of an earlier final_grid)
