@@ -183,11 +183,12 @@ def embedding_param_ids(model: nn.Module) -> set[int]:
 def nonfinite_weights(model: nn.Module) -> list[str]:
     """Names of `model`'s floating-point parameters and buffers holding NaN or inf (one sync
     with the device): what a diverged run leaves when its last update overflowed after the
-    loss was last read."""
-    named = [(n, t) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    loss was last read. Read from each tensor's min and max (NaN propagates to both), not
+    `isfinite(t)`, which would allocate a mask as large as the embedding tables."""
+    named = [(n, t.detach()) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point() and t.numel()]
     if not named:
         return []
-    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).tolist()
+    finite = torch.stack([torch.isfinite(torch.stack(torch.aminmax(t))).all() for _, t in named]).tolist()
     return [n for (n, _), ok in zip(named, finite) if not ok]
 
 
