@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import parse_json, read_text, require_type, write_text_atomic
-from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder, huge_dense_note, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
@@ -433,6 +433,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         pim = _default_pim() if codesign else None
         rows.append(result_row(name, trained, store, model_costs(trained["model"], meta, pim), device, pim))
 
+    data_notes += _nan_test_notes(rows, store, console)
     report = {
         "dataset": meta.name,
         "data_notes": data_notes,
@@ -455,6 +456,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _nan_test_notes(rows: list[dict], store: CTRStore, console: Console) -> list[str]:
+    """A warning per model whose test log loss is NaN (logits that are not numbers on some test
+    rows, e.g. of a huge magnitude): the table showed its log loss and AUC as "-" without a word,
+    as if not measured. Said by the job and above results.md's table."""
+    nan = [r["model"] for r in rows if isinstance(r["test_logloss"], float) and math.isnan(r["test_logloss"])]
+    if not nan:
+        return []
+    huge = huge_dense_note(store, "test")
+    note = (f"the logits of {', '.join(nan)} are not numbers on some test rows: {'its' if len(nan) == 1 else 'their'} test log loss and AUC are shown as -"
+            + (f"; {huge}" if huge else ""))
+    console.print(f"[yellow]warning:[/] {escape(note)}")
+    return [note]
 
 
 def _fewer(ranked: list, cfg: JobConfig) -> str:
