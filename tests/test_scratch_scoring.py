@@ -3,6 +3,7 @@ supernet (recnas/search/evaluator.py, CandidateEvaluator without a supernet)."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -173,3 +174,22 @@ def test_a_recipe_warning_is_printed_once_per_job_not_once_per_candidate(tmp_pat
     warned = [r.getMessage() for r in caplog.records if "outlasts" in r.getMessage()]
     assert warned == ["warmup_steps (1000) outlasts this run's 9 steps: the lr never reaches 0.003 (it ends at 0.9% of it)"]
     assert not logging.getLogger("recnas.train").filters  # the job's alone
+
+
+def test_a_search_whose_best_candidate_is_above_the_base_rate_says_so(tmp_path, monkeypatch, capsys):
+    """A fine-tune at lr 1e3 left candidates with finite but useless weights: the job said "best
+    candidate ...: val log loss 11.0534" (against 0.62 for predicting the click rate) and went
+    on without a word that the search had ranked noise."""
+    from rich.console import Console
+
+    from recnas.search import evaluator
+
+    real = evaluator.CandidateEvaluator.__call__
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", lambda self, geno: {**real(self, geno), "logloss": 11.0 + int(geno.key[-1], 16)})
+    run_job(load_job_config("smoke", scoring="scratch", baselines=[]), tmp_path / "run", progress=False, console=Console(file=None, soft_wrap=True))
+    printed = capsys.readouterr().out
+    assert re.search(r"warning: the best candidate's validation log loss \(1\d\.0000\) is above that of predicting the training click rate for every row \(0\.\d{4}\): "
+                     r"the candidates learnt nothing usable in their training from scratch \(final with proxy\), so the search ranked noise", printed), printed
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", real)
+    run_job(load_job_config("smoke", scoring="scratch", baselines=[]), tmp_path / "fine", progress=False, console=Console(file=None, soft_wrap=True))
+    assert "predicting the training click rate" not in capsys.readouterr().out

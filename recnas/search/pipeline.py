@@ -371,6 +371,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         executor.shutdown()
     console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} ({how}), {evo_result.evaluated} evaluated this run, {len(results)} in store")
     _warn_diverged(evo_result.history, cfg, console)
+    _warn_above_base_rate(evo_result.history, cfg, store, console)
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
     # (all trained to the end, or by successive halving)
@@ -546,6 +547,22 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     if best is None:
         raise TrainingDiverged(f"every final_grid point diverged; the last: {diverged}")
     return {**best, "grid": tried}
+
+
+def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, console: Console) -> None:
+    """A warning when even the best candidate of this search validates above the constant
+    prediction of the training click rate: the candidates learnt nothing usable in their scoring
+    (a fine-tune at lr 1e3 left finite but useless weights: best 11.05 against 0.62), so the
+    search ranked noise, which the job's "best candidate" line gave without a word."""
+    from recnas.search.study import base_rate_logloss
+
+    scores = [h["logloss"] for h in history if math.isfinite(h["logloss"])]
+    base = base_rate_logloss(store.split("train").label, store.split("val").label[: cfg.eval_rows])
+    if not scores or not 0 < base < math.inf or min(scores) <= base:  # none finite: _warn_diverged said so; one class: said by the data notes
+        return
+    training = "fine-tune (finetune)" if cfg.scoring == "supernet" and cfg.finetune is not None else "supernet's training (supernet)" if cfg.scoring == "supernet" else "training from scratch (final with proxy)"
+    console.print(f"[yellow]warning:[/] the best candidate's validation log loss ({min(scores):.4f}) is above that of predicting the training click rate for every row ({base:.4f}): "
+                  f"the candidates learnt nothing usable in their {training}, so the search ranked noise; check that training's lr and length")
 
 
 def _warn_diverged_points(trained: dict, console: Console) -> None:
