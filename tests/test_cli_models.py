@@ -679,3 +679,24 @@ def test_evaluation_lines_are_not_glued_to_the_progress_bar(tiny_store, tmp_path
     assert "samples/s" in plain, drawn  # the bar was drawn
     shown = [piece.strip() for piece in re.split(r"[\r\n]", plain) if "epoch" in piece and "train_loss" in piece]
     assert len(shown) == 2 and all(piece.startswith("step ") for piece in shown), shown
+
+
+def test_evaluate_refuses_a_checkpoint_of_nan_weights(tiny_store, tmp_path, monkeypatch, capsys):
+    """A model.pt of NaN weights (written by a diverged run before the trainer checked its
+    weights) was evaluated as "logloss n/a  auc n/a" with exit 0, and --predictions-out wrote a
+    NaN click probability for every row."""
+    import torch
+
+    from recnas.train import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "lr"
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tiny_store.dir, "--config", TINY, "--out", out, "--steps", "2")
+    assert code == 0, err
+    payload = load_checkpoint(out / "model.pt")
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][name] = torch.full_like(payload["model"][name], float("nan"))
+    save_checkpoint(out / "model.pt", payload)
+    preds, report = tmp_path / "p.npy", tmp_path / "e.json"
+    code, stdout, err = run(monkeypatch, capsys, "evaluate", "--ckpt", out / "model.pt", "--data", tiny_store.dir, "--predictions-out", preds, "--json-out", report)
+    assert code == 2 and error_line(err) == f"error: {out / 'model.pt'}: the weights hold NaN or inf ({name}): the run that wrote it diverged, and its logits are not numbers; train it again with a lower lr or grad_clip"
+    assert "logloss" not in stdout and not preds.exists() and not report.exists()

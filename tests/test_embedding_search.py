@@ -271,3 +271,42 @@ def test_consensus_is_the_modal_width_repaired_with_the_mean_policy():
     assert consensus(runs, store, CHOICES, 10 * 24, ["a", "b"]) == [16, 8]
     tie = [{"widths": [2, 16], "probs": p_a}, {"widths": [4, 8], "probs": p_a}]
     assert consensus(tie, store, CHOICES, 10 * 32, ["a", "b"]) == [2, 8]  # ties -> the smaller width
+
+
+def test_nan_weights_after_the_last_supernet_step_are_a_divergence(tmp_path):
+    """The supernet loop read each step's loss, taken before the step's update: NaN weights
+    left by its last update scored every configuration NaN, and the policy search then failed
+    in torch.multinomial with a traceback ("invalid multinomial distribution")."""
+    import torch
+
+    from recnas.data.loader import BatchLoader
+    from recnas.embedding.model import EmbeddingSizeNet
+    from recnas.embedding.train import train_supernet
+    from recnas.errors import TrainingDiverged
+
+    store = make_planted_store(tmp_path / "s", rows=400)
+    torch.manual_seed(0)
+    net = EmbeddingSizeNet(store.meta, max_width=4, proj_dim=4, hidden=(8,))
+    net.top[-1].weight.register_hook(lambda g: g * float("nan"))  # every loss finite, the next weights NaN
+    loader = BatchLoader(store.split("train"), 64, shuffle=True, seed=0)
+    sampler = WidthSampler(store.meta.n_sparse, 2, seed=0)
+    with pytest.raises(TrainingDiverged, match=r"embedding supernet training diverged: the weights hold NaN or inf \(top\.\d+\.weight\) after step 1; lower supernet\.lr"):
+        train_supernet(net, loader, sampler, (2, 4), 1, 1e-3)
+
+
+def test_validation_rows_that_give_nan_logits_are_named(tmp_path):
+    """Validation rows of ~3e38 gave the supernet NaN logits there: every configuration scored
+    NaN, and the policy search failed in torch.multinomial with a traceback."""
+    from recnas.data.store import CTRStore
+    from recnas.errors import TrainingDiverged
+
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s", n_dense=13)  # 13 of them: the first layer's sums overflow, then inf - inf
+    dense = np.load(store.dir / "val" / "dense.npy", mmap_mode="r+")
+    dense[:] = 3e38
+    dense.flush()
+    del dense
+    cfg = EmbedSearchConfig.from_dict({**FAST, "supernet": {"steps": 2, "batch_size": 64}, "search": {"iterations": 2, "val_rows": 50}})
+    with pytest.raises(TrainingDiverged, match=r"embedding search: the supernet's validation log loss is nan \(seed 0\): its weights are finite, but its logits on the validation sample are not \(they overflow\); the val split's dense features reach \|x\| = 3e\+38"):
+        run_search(CTRStore(store.dir), cfg, 10_000, do_retrain=False)

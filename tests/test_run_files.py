@@ -362,6 +362,65 @@ def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypat
         fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
 
 
+def test_a_final_grid_point_that_diverges_is_left_out_of_the_selection(tiny_store, tmp_path, monkeypatch):
+    """A grid tries settings of which some may not suit every model (an lr too high for one): a
+    point that diverged ended the whole job after its search, and the job continued diverged
+    again. It is now left out of the selection (a warning names it); every point diverging ends it."""
+    import math
+
+    from recnas.errors import TrainingDiverged
+    from recnas.search.pipeline import baseline_builder, fit_selected
+    from recnas.train import trainer
+
+    fit = trainer.Trainer.fit
+
+    def diverge_from_lr_10(self, *args, **kwargs):
+        if self.cfg.lr >= 10:
+            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", diverge_from_lr_10)
+    build = baseline_builder("lr", tiny_store.meta, {})
+    got = fit_selected(build, load_job_config("smoke", final_grid={"lr": [10.0, 0.003]}), tiny_store, tmp_path / "a", False, "cpu", validate=False)
+    assert got["point"] == {"lr": 0.003} and math.isfinite(got["val_logloss"])
+    point = got["grid"][0]
+    assert point["point"] == "lr=10" and point["val_logloss"] == math.inf
+    assert point["diverged"] == f"{tmp_path / 'a' / 'lr=10'}: training diverged: loss nan at step 9; lower lr or set grad_clip"
+    with pytest.raises(TrainingDiverged, match=r"every final_grid point diverged; the last: .*lr=20: training diverged"):
+        fit_selected(build, load_job_config("smoke", final_grid={"lr": [10.0, 20.0]}), tiny_store, tmp_path / "b", False, "cpu", validate=False)
+
+
+def test_a_finalist_that_diverges_is_left_out_and_the_others_compete(tmp_path, monkeypatch, capsys):
+    """One of several finalists whose final training diverged ended the whole job after its
+    search (and again when continued): the others are still a selection."""
+    import math
+
+    from recnas.errors import TrainingDiverged
+    from recnas.search.pipeline import run_job
+    from recnas.train import trainer
+
+    fit, failed, every = trainer.Trainer.fit, [], {"one": True}
+
+    def first_finalist_diverges(self, *args, **kwargs):
+        where = self.out_dir
+        if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
+            failed[:] = failed or [where.name]
+            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", first_finalist_diverges)
+    report = run_job(load_job_config("smoke", baselines=["lr"], finalists=2), tmp_path / "run", progress=False)
+    out = capsys.readouterr().out
+    bad = failed[0]
+    assert f"warning: finalist {bad} left out: {tmp_path / 'run' / 'finalists' / bad}: training diverged: loss nan at step 9" in " ".join(out.split())
+    chosen = [f for f in report["finalists"] if f["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["key"] != bad and math.isfinite(chosen[0]["val_logloss"])
+    assert [f for f in report["finalists"] if f["key"] == bad][0]["val_logloss"] == math.inf
+    every["one"] = False
+    with pytest.raises(TrainingDiverged, match=r"every finalist \(2\) diverged in its final training; the last: "):
+        run_job(load_job_config("smoke", baselines=["lr"], finalists=2), tmp_path / "run2", progress=False)
+
+
 @pytest.mark.parametrize("objective, note", [
     ({"kind": "penalized", "targets": {"flops": 1000}}, "ranked by log loss plus its cost penalty"),
     ({"kind": "pareto"}, "kept a front of log loss and costs"),

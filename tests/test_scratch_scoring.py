@@ -3,6 +3,7 @@ supernet (recnas/search/evaluator.py, CandidateEvaluator without a supernet)."""
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -83,6 +84,18 @@ def test_a_candidate_that_diverges_scores_inf_and_the_search_goes_on(tiny_store,
     assert json.loads(json.dumps(bad))["logloss"] == math.inf  # stored in search.sqlite as JSON
 
 
+def test_a_candidate_whose_logits_are_nan_is_marked_diverged(tiny_store, monkeypatch):
+    """Finite weights whose validation logits overflow to NaN (a fine-tune at lr 1e3 left such
+    candidates) were stored with log loss NaN, unmarked: `search show` listed it as "-"."""
+    import recnas.train
+
+    space = get_space("full-tiny")
+    geno = Genotype(random_architecture(np.random.default_rng(0), space))
+    monkeypatch.setattr(recnas.train, "evaluate", lambda *a, **k: {"logloss": math.nan, "auc": math.nan, "rows": 10})
+    bad = CandidateEvaluator(space, tiny_store, TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu"), eval_rows=None)(geno)
+    assert bad["logloss"] == math.inf and bad["diverged"] and bad["flops"] > 0
+
+
 def test_a_diverged_candidate_never_wins_and_the_report_is_written(tmp_path, monkeypatch):
     from recnas.search import evaluator
 
@@ -161,3 +174,22 @@ def test_a_recipe_warning_is_printed_once_per_job_not_once_per_candidate(tmp_pat
     warned = [r.getMessage() for r in caplog.records if "outlasts" in r.getMessage()]
     assert warned == ["warmup_steps (1000) outlasts this run's 9 steps: the lr never reaches 0.003 (it ends at 0.9% of it)"]
     assert not logging.getLogger("recnas.train").filters  # the job's alone
+
+
+def test_a_search_whose_best_candidate_is_above_the_base_rate_says_so(tmp_path, monkeypatch, capsys):
+    """A fine-tune at lr 1e3 left candidates with finite but useless weights: the job said "best
+    candidate ...: val log loss 11.0534" (against 0.62 for predicting the click rate) and went
+    on without a word that the search had ranked noise."""
+    from rich.console import Console
+
+    from recnas.search import evaluator
+
+    real = evaluator.CandidateEvaluator.__call__
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", lambda self, geno: {**real(self, geno), "logloss": 11.0 + int(geno.key[-1], 16)})
+    run_job(load_job_config("smoke", scoring="scratch", baselines=[]), tmp_path / "run", progress=False, console=Console(file=None, soft_wrap=True))
+    printed = capsys.readouterr().out
+    assert re.search(r"warning: the best candidate's validation log loss \(1\d\.0000\) is above that of predicting the training click rate for every row \(0\.\d{4}\): "
+                     r"the candidates learnt nothing usable in their training from scratch \(final with proxy\), so the search ranked noise", printed), printed
+    monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", real)
+    run_job(load_job_config("smoke", scoring="scratch", baselines=[]), tmp_path / "fine", progress=False, console=Console(file=None, soft_wrap=True))
+    assert "predicting the training click rate" not in capsys.readouterr().out

@@ -215,3 +215,30 @@ def test_a_search_of_one_candidate_is_counted_in_the_singular(tmp_path, figures)
     report_mod.write_report(tmp_path, _report(models), store, "search", Objective())
     assert "Search: 1 candidate evaluated (" in (tmp_path / "results.md").read_text()
     store.close()
+
+
+def test_a_model_whose_test_log_loss_is_nan_is_warned_about(tmp_path):
+    """Test rows of a huge magnitude gave the searched model NaN logits: the results table showed
+    its test log loss and AUC as "-" with no word, as if not measured."""
+    import io
+    import math
+
+    import numpy as np
+    from rich.console import Console
+
+    from recnas.data.store import CTRStore
+    from recnas.search.pipeline import _nan_test_notes
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s")
+    dense = np.load(store.dir / "test" / "dense.npy", mmap_mode="r+")
+    dense[0] = 3e38
+    dense.flush()
+    del dense
+    rows = [{"model": "recnas (searched)", "test_logloss": math.nan}, {"model": "lr", "test_logloss": 0.6}]
+    printed = io.StringIO()
+    notes = _nan_test_notes(rows, CTRStore(store.dir), Console(file=printed, width=400))
+    assert notes == ["the logits of recnas (searched) are not numbers on some test rows: its test log loss and AUC are shown as -; "
+                     "the test split's dense features reach |x| = 3e+38: models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p, or scale those columns"]
+    assert printed.getvalue().strip() == f"warning: {notes[0]}"
+    assert _nan_test_notes(rows[1:], CTRStore(store.dir), Console(file=io.StringIO())) == []

@@ -566,6 +566,50 @@ def test_a_nan_evaluation_on_huge_validation_values_names_them(tmp_path):
         Trainer(model, tiny_cfg(epochs=1), store, progress=False).fit()
 
 
+class LastUpdateNan(ToyMLP):
+    """Its output layer's gradient is NaN while every loss stays finite until the next step's:
+    one update leaves NaN weights that no loss read yet has seen."""
+
+    def __init__(self, meta, **kw):
+        super().__init__(meta, **kw)
+        self.mlp[-1].weight.register_hook(lambda g: g * float("nan"))
+
+
+@pytest.mark.parametrize("where", ["end", "checkpoint"])
+def test_nan_weights_after_the_last_loss_read_are_a_divergence(tiny_store, tmp_path, where):
+    """The loss is read every log_every steps, before each step's update: a run whose update
+    after the last read overflowed wrote NaN weights as model.pt and exit 0 when it ended
+    without an evaluation (eval_every 0, as a search's fine-tunes do: the candidate then
+    scored NaN), and a checkpoint of NaN weights between two logs, which a resume loaded."""
+    from recnas.errors import TrainingDiverged
+
+    cfg = tiny_cfg(eval_every=0, log_every=100, **(dict(max_steps=1) if where == "end" else dict(max_steps=3, checkpoint_every=1)))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"training diverged: the weights hold NaN or inf \(mlp\.3\.weight\) after step 1; lower lr or set grad_clip$"):
+        Trainer(make_model(tiny_store.meta, cls=LastUpdateNan), cfg, tiny_store, out_dir=out, progress=False).fit()
+    assert not any(out.glob("*.pt"))
+    if where == "end":  # without a run folder too (a search's fine-tune)
+        with pytest.raises(TrainingDiverged, match=r"after step 1"):
+            Trainer(make_model(tiny_store.meta, cls=LastUpdateNan), cfg, tiny_store, progress=False).fit()
+
+
+def test_resuming_a_checkpoint_of_nan_weights_is_refused(tiny_store, tmp_path):
+    """A checkpoint of NaN weights (a diverged run's, written before the weights were checked)
+    was resumed: it trained on to "loss nan at step N; lower lr", and a resume with a lower lr
+    is refused as a changed config. It is refused at once, saying to start afresh."""
+    from recnas.errors import CheckpointError
+    from recnas.train import load_checkpoint, save_checkpoint
+
+    out, cfg = tmp_path / "run", tiny_cfg(max_steps=2, eval_every=0)
+    Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False).fit()
+    payload = load_checkpoint(out / "checkpoint.pt")
+    payload["model"]["mlp.0.bias"] = torch.full_like(payload["model"]["mlp.0.bias"], float("nan"))
+    save_checkpoint(out / "checkpoint.pt", payload)
+    resumed = Trainer(make_model(tiny_store.meta), cfg.with_overrides(max_steps=4), tiny_store, out_dir=out, progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: the weights hold NaN or inf \(mlp\.0\.bias\): the run that wrote it diverged, and resuming it cannot recover; start afresh"):
+        resumed.fit(resume=True)
+
+
 def test_a_batch_norm_model_on_one_row_batches_is_a_config_error(tiny_store):
     """BatchNorm has no batch statistics on one row: a baseline with batch_norm: true at
     batch_size 1 (or on a train split of one row) failed at its first step with torch's traceback."""

@@ -349,6 +349,26 @@ def write_predictions(path: Path, probs) -> None:
             np.savetxt(fh, p, fmt="%.9g")  # 9 significant digits: the float32 read back exactly
 
 
+def _refuse_nan_logits(logits, model, ckpt: Path, store, split: str) -> None:
+    """Logits that are not numbers: "logloss n/a  auc n/a" was printed with exit 0, and
+    --predictions-out wrote NaN click probabilities; named instead, with the likely cause
+    (weights of a diverged run, or rows of a huge magnitude), and nothing is written."""
+    import numpy as np
+
+    from recnas.data.store import huge_dense_note
+    from recnas.errors import CheckpointError, DataError
+    from recnas.train.trainer import diverged_weights_note
+
+    bad = np.flatnonzero(np.isnan(logits))
+    if not len(bad):
+        return
+    note = diverged_weights_note(model)
+    if note is not None:
+        raise CheckpointError(f"{ckpt}: {note}: the run that wrote it diverged, and its logits are not numbers; train it again with a lower lr or grad_clip")
+    cause = huge_dense_note(store, split)
+    raise DataError(f"{ckpt} gives logits that are not numbers on {len(bad):,} of {len(logits):,} rows of the {split} split (row {bad[0]:,} first)" + (f"; {cause}" if cause else ""))
+
+
 def evaluate(
     ckpt: Path = path_option(..., "--ckpt", help="model.pt or checkpoint.pt written by a training command"),
     data: Path = DATA,
@@ -394,6 +414,7 @@ def evaluate(
 
         a = load_architecture_for(arch, SearchSpace(**spec["space"]), store.meta.n_sparse)
     labels, logits = predict(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
+    _refuse_nan_logits(logits, model, ckpt, store, split)
     metrics = ctr_metrics(labels, logits)
     if predictions_out is not None:
         write_predictions(predictions_out, probabilities(logits))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 
 from recnas.configs import SEED_MAX, require_type
 from recnas.data.loader import BatchLoader
-from recnas.data.store import STORE, CTRStore
+from recnas.data.store import STORE, CTRStore, huge_dense_note
 from recnas.embedding.budget import params_to_mib, resolve_budget, table_params
 from recnas.embedding.config import EmbedSearchConfig
 from recnas.embedding.model import EmbeddingSizeNet
@@ -71,7 +72,14 @@ def search_one_seed(store: CTRStore, cfg: EmbedSearchConfig, budget: int, seed: 
 
     @torch.no_grad()
     def score(widths: list[int]) -> float:
-        return float(F.binary_cross_entropy_with_logits(net(dense, sparse, widths), label))
+        loss = float(F.binary_cross_entropy_with_logits(net(dense, sparse, widths), label))
+        if not math.isfinite(loss):  # NaN or inf: it made the rewards NaN, and torch.multinomial then failed with a traceback
+            note = huge_dense_note(store, "val")
+            raise TrainingDiverged(
+                f"embedding search: the supernet's validation log loss is {loss} (seed {seed}): its weights are finite, but its logits on the "
+                "validation sample are not (they overflow); " + (note if note is not None else "lower supernet.lr")
+            )
+        return loss
 
     task = bar.add_task(f"search seed {seed}", total=cfg.search.iterations, info="") if bar else None
     result: SearchResult = reinforce_search(

@@ -18,6 +18,7 @@ from recnas.data.loader import BatchLoader
 from recnas.embedding.model import EmbeddingSizeNet
 from recnas.embedding.samplers import WidthSampler
 from recnas.errors import TrainingDiverged
+from recnas.train.trainer import diverged_weights_note
 
 
 def train_supernet(model: EmbeddingSizeNet, loader: BatchLoader, sampler: WidthSampler, choices: tuple[int, ...], steps: int, lr: float, progress=None) -> list[float]:
@@ -43,4 +44,9 @@ def train_supernet(model: EmbeddingSizeNet, loader: BatchLoader, sampler: WidthS
         losses.append(value)
         if progress is not None:
             progress(step + 1, value)
+    # the last update's too: NaN weights scored every configuration NaN, and the policy search
+    # then failed in torch.multinomial with a traceback
+    note = diverged_weights_note(model)
+    if note is not None:
+        raise TrainingDiverged(f"embedding supernet training diverged: {note} after step {steps}; lower supernet.lr")
     return losses

@@ -115,4 +115,8 @@ class CandidateEvaluator:
                 return {"logloss": math.inf, "auc": math.nan, "diverged": True, **costs}
         with quantized(model, geno.hardware):  # scored on the model's device: the training config may have moved it
             m = evaluate(model, self.val, max_rows=self.eval_rows)
+        if m["rows"] and math.isnan(m["logloss"]):
+            # NaN logits from finite weights (a fine-tune at too high an lr leaves weights whose
+            # logits overflow): it was stored as NaN, unmarked, and `search show` listed its log loss as "-"
+            return {"logloss": math.inf, "auc": math.nan, "diverged": True, **costs}
         return {"logloss": m["logloss"], "auc": m["auc"], **costs}

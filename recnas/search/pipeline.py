@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recnas.configs import parse_json, read_text, require_type, write_text_atomic
-from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
+from recnas.data.store import CTRStore, check_outside_results, check_run_folder, huge_dense_note, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
 from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
@@ -371,6 +371,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         executor.shutdown()
     console.print(f"    best candidate {evo_result.best.key}: val log loss {evo_result.best_metrics['logloss']:.4f} ({how}), {evo_result.evaluated} evaluated this run, {len(results)} in store")
     _warn_diverged(evo_result.history, cfg, console)
+    _warn_above_base_rate(evo_result.history, cfg, store, console)
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
     # (all trained to the end, or by successive halving)
@@ -397,8 +398,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
-        fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        try:
+            fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
+        except TrainingDiverged as exc:
+            # one of several finalists that cannot train on the final recipe: the others are still
+            # a selection (it used to end the job after its search, and again when continued)
+            if len(to_train) == 1:
+                raise
+            console.print(f"[yellow]warning:[/] finalist {key} left out: {escape(str(exc))}")
+            dropped.append({"key": key, "search_score": score, "val_logloss": math.inf, "diverged": str(exc)})
+            continue
+        _warn_diverged_points(fit, console)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
+    if not finalists:
+        raise TrainingDiverged(f"every finalist ({len(to_train)}) diverged in its final training; the last: {dropped[-1]['diverged']}")
     chosen = best_finalist(finalists)
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
     # the winner's folder (its table phase when not kept, points of an earlier final_grid)
@@ -417,9 +430,11 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     for name in cfg.baselines:
         _stage(console, "baseline", name)
         trained = fit_selected(baseline_builder(name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
+        _warn_diverged_points(trained, console)
         pim = _default_pim() if codesign else None
         rows.append(result_row(name, trained, store, model_costs(trained["model"], meta, pim), device, pim))
 
+    data_notes += _nan_test_notes(rows, store, console)
     report = {
         "dataset": meta.name,
         "data_notes": data_notes,
@@ -442,6 +457,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _nan_test_notes(rows: list[dict], store: CTRStore, console: Console) -> list[str]:
+    """A warning per model whose test log loss is NaN (logits that are not numbers on some test
+    rows, e.g. of a huge magnitude): the table showed its log loss and AUC as "-" without a word,
+    as if not measured. Said by the job and above results.md's table."""
+    nan = [r["model"] for r in rows if isinstance(r["test_logloss"], float) and math.isnan(r["test_logloss"])]
+    if not nan:
+        return []
+    huge = huge_dense_note(store, "test")
+    note = (f"the logits of {', '.join(nan)} are not numbers on some test rows: {'its' if len(nan) == 1 else 'their'} test log loss and AUC are shown as -"
+            + (f"; {huge}" if huge else ""))
+    console.print(f"[yellow]warning:[/] {escape(note)}")
+    return [note]
 
 
 def _fewer(ranked: list, cfg: JobConfig) -> str:
@@ -489,11 +518,20 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
     log loss is then NaN). With `table_finetune` each point's model goes on to train its tables
     alone, and the lower of the two validation log losses stands for the point."""
     points = grid_points(cfg.final_grid)
-    best, tried = None, []
+    best, tried, diverged = None, [], None
     for point in points:
         tcfg = cfg.final_config(point)
         where = folder / point_tag(point) if point else folder
-        model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
+        try:
+            model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
+        except TrainingDiverged as exc:
+            # a grid tries settings of which some may not suit every model (an lr too high for
+            # one): such a point ended the whole job, and a re-run diverged again from its checkpoint
+            if len(points) == 1:
+                raise
+            diverged = exc
+            tried.append({"point": point_tag(point), "val_logloss": math.inf, "train_seconds": math.nan, "diverged": str(exc)})
+            continue
         val = math.nan
         if validate or len(points) > 1 or cfg.table_finetune is not None:
             val = _val_logloss(model, store, device, hardware)
@@ -506,7 +544,32 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
             best = {"model": model, "fit": fit, "val_logloss": val, "point": point, "folder": where}
         else:
             model.cpu()
+    if best is None:
+        raise TrainingDiverged(f"every final_grid point diverged; the last: {diverged}")
     return {**best, "grid": tried}
+
+
+def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, console: Console) -> None:
+    """A warning when even the best candidate of this search validates above the constant
+    prediction of the training click rate: the candidates learnt nothing usable in their scoring
+    (a fine-tune at lr 1e3 left finite but useless weights: best 11.05 against 0.62), so the
+    search ranked noise, which the job's "best candidate" line gave without a word."""
+    from recnas.search.study import base_rate_logloss
+
+    scores = [h["logloss"] for h in history if math.isfinite(h["logloss"])]
+    base = base_rate_logloss(store.split("train").label, store.split("val").label[: cfg.eval_rows])
+    if not scores or not 0 < base < math.inf or min(scores) <= base:  # none finite: _warn_diverged said so; one class: said by the data notes
+        return
+    training = "fine-tune (finetune)" if cfg.scoring == "supernet" and cfg.finetune is not None else "supernet's training (supernet)" if cfg.scoring == "supernet" else "training from scratch (final with proxy)"
+    console.print(f"[yellow]warning:[/] the best candidate's validation log loss ({min(scores):.4f}) is above that of predicting the training click rate for every row ({base:.4f}): "
+                  f"the candidates learnt nothing usable in their {training}, so the search ranked noise; check that training's lr and length")
+
+
+def _warn_diverged_points(trained: dict, console: Console) -> None:
+    """A warning per `final_grid` point of a `fit_selected` result whose training diverged."""
+    for t in trained["grid"]:
+        if t.get("diverged"):
+            console.print(f"[yellow]warning:[/] {escape(t['diverged'])} (point {t['point']} left out of final_grid's selection)")
 
 
 def _val_logloss(model, store: CTRStore, device, hardware=None) -> float:

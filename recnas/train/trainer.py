@@ -180,6 +180,26 @@ def embedding_param_ids(model: nn.Module) -> set[int]:
     return ids
 
 
+def nonfinite_weights(model: nn.Module) -> list[str]:
+    """Names of `model`'s floating-point parameters and buffers holding NaN or inf (one sync
+    with the device): what a diverged run leaves when its last update overflowed after the
+    loss was last read. Read from each tensor's min and max (NaN propagates to both), not
+    `isfinite(t)`, which would allocate a mask as large as the embedding tables."""
+    named = [(n, t.detach()) for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point() and t.numel()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(torch.stack(torch.aminmax(t))).all() for _, t in named]).tolist()
+    return [n for (n, _), ok in zip(named, finite) if not ok]
+
+
+def diverged_weights_note(model: nn.Module) -> str | None:
+    """Which weights of `model` are not numbers, as an error says it; None when all are."""
+    bad = nonfinite_weights(model)
+    if not bad:
+        return None
+    return f"the weights hold NaN or inf ({bad[0]}" + (f" and {len(bad) - 1} more tensors)" if len(bad) > 1 else ")")
+
+
 class Trainer:
     """Trains `model` on `store` under `cfg`; writes checkpoints and results to `out_dir` if given.
 
@@ -415,6 +435,17 @@ class Trainer:
             return f"validation log loss is NaN at step {self.step}: the model's weights are finite, but its logits on some validation rows are not numbers; {note}"
         return f"training diverged: validation log loss NaN at step {self.step} (the model's logits are not numbers); lower lr or set grad_clip{self._dense_scale_hint()}"
 
+    def _check_weights(self) -> None:
+        """The weights a checkpoint, model.pt or the caller get must be numbers. The loss is read
+        every `log_every` steps and is that of the weights before each step's update, so a run
+        whose last updates overflowed (a checkpoint between two logs, or the run's end without
+        an evaluation: eval_every 0, a search's fine-tunes) used to write NaN weights and exit 0,
+        a checkpoint that resume then loaded, and a candidate that scored NaN. Read only where
+        the weights are saved or handed back (one sync), never per step."""
+        note = diverged_weights_note(self.model)
+        if note is not None:
+            raise TrainingDiverged(f"training diverged: {note} after step {self.step}; lower lr or set grad_clip{self._dense_scale_hint()}")
+
     def _after_eval(self, metrics: dict) -> bool:
         """Record an evaluation (with the last logged train_loss); returns True when early stopping says stop.
 
@@ -491,6 +522,9 @@ class Trainer:
         p = load_checkpoint(path, map_location=self.device)
         check_resumable(self, p, path)
         load_model_state(self.model, p["model"], path)
+        note = diverged_weights_note(self.model)
+        if note is not None:  # a diverged run's, written before the weights were checked: resumed, it trained on to a NaN loss
+            raise CheckpointError(f"{path}: {note}: the run that wrote it diverged, and resuming it cannot recover; start afresh (--overwrite) with a lower lr or grad_clip")
         try:
             self.optimizer.load_state_dict(p["optimizer"])
             self.scheduler.load_state_dict(p["scheduler"])
@@ -627,6 +661,7 @@ class Trainer:
                         # the run's end is written once, after the loop (the same state): it was written twice
                         ending = (last or self.stopped_early) and not interrupted
                         if (ckpt_due or interrupted) and self.out_dir is not None and not ending:
+                            self._check_weights()
                             self._keep_running(running, n_running)
                             self.save_checkpoint()
                         t_seg = time.perf_counter()
@@ -638,6 +673,7 @@ class Trainer:
             writer.close()
         if interrupted:
             return self._result(interrupted=True)
+        self._check_weights()
         if self.val_loader is not None and self.eval_every > 0 and (not self.history or self.history[-1]["step"] != self.step):
             self._after_eval(self.evaluate())  # e.g. resumed a finished run
         final_val = self.last_val
