@@ -853,6 +853,26 @@ def test_a_baseline_built_otherwise_in_the_run_folder_is_a_clear_refusal(tmp_pat
     assert ckpt.read_bytes() == before
 
 
+def test_a_run_folder_of_an_older_recnas_whose_models_had_other_weights_names_the_way_on(tmp_path):
+    """A run folder from a recnas whose supernets and subnets had other weights (its first days':
+    no logit heads, a norm per block) stopped at "checkpoint does not match the model" and no way
+    on; the supernet's way on is another --out (the stored candidate scores come from it), a
+    finished model's is its folder to delete. The files are left as they were."""
+    from recnas.errors import CheckpointError
+    from tests.test_checkpoint import older_layout
+
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    run_job(cfg, out, progress=False)
+    older_layout(out / "baselines" / "lr" / "model.pt")
+    with pytest.raises(CheckpointError, match=r"lr/model\.pt: .*written by an older recnas.*; delete .*baselines/lr to have the job train that model afresh, or give the job another --out$"):
+        run_job(cfg, out, progress=False)
+    older_layout(out / "supernet" / "model.pt")
+    before = (out / "supernet" / "model.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"supernet/model\.pt: .*written by an older recnas.*; give the job another --out, where it trains its supernet and every model afresh$"):
+        run_job(cfg, out, progress=False)
+    assert (out / "supernet" / "model.pt").read_bytes() == before
+
 def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
     """The job caches its synthetic data in `data/` beside --out; where that is a prepared store,
     the cache went inside it and then blocked the store's --overwrite ("not part of one")."""

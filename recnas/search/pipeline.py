@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from recnas.configs import parse_json, read_text, require_type, write_text_atomic
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
-from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -35,7 +35,7 @@ from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
-from recnas.train.checkpoint import OtherModelCheckpoint, load_checkpoint, seed_everything
+from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint, load_checkpoint, seed_everything
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
@@ -84,16 +84,20 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     """
     seed_everything(tcfg.seed)
     model, spec = build()
-    if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
-        done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
-        if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
-            check_trained_on(out_dir, store, extra)
-            return done, extra["metrics"]
-    run_context = None if hardware is None else functools.partial(quantized, config=hardware)
-    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
-    stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     try:
+        if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
+            done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
+            if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
+                check_trained_on(out_dir, store, extra)
+                return done, extra["metrics"]
+        run_context = None if hardware is None else functools.partial(quantized, config=hardware)
+        trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
+        stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
         result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+    except OtherLayoutCheckpoint as exc:  # a run folder from an older recnas: "train the model again" said neither where nor how
+        if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
+            raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet and every model afresh") from None
+        raise CheckpointError(f"{exc.problem}; delete {out_dir} to have the job train that model afresh, or give the job another --out") from None
     except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
         raise TrainingDiverged(f"{out_dir}: {exc}") from None
     except OtherModelCheckpoint as exc:  # e.g. other baseline_hparams, or a preset a recnas upgrade changed

@@ -143,7 +143,7 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path}: cannot rebuild a {spec.get('kind')} model ({exc})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign spec
         raise CheckpointError(f"{path}: the checkpoint's model_spec is invalid ({_describe(exc)})") from None
-    load_model_state(model, payload["model"], path)
+    load_model_state(model, payload["model"], path, own_spec=True)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     extra = {k: payload[k] for k in ("config", "metrics", "step", "data") if k in payload}

@@ -31,10 +31,11 @@ from recnas.data.store import huge_dense_note
 from recnas.environment import environment, tf32_matmuls
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
 from recnas.staging import check_writable, refuse_file_at
-from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from recnas.train.checkpoint import OtherLayoutCheckpoint, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.resume import check_resumable, data_identity
+from recnas.train.model_factory import KINDS
 from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe, same_device
 
 log = logging.getLogger("recnas.train")
@@ -490,7 +491,13 @@ class Trainer:
         """Restore the complete run state; a checkpoint of another model or run raises CheckpointError."""
         p = load_checkpoint(path, map_location=self.device)
         check_resumable(self, p, path)
-        load_model_state(self.model, p["model"], path)
+        # a spec of recnas's own models (check_resumable found it equal) describes the model whole,
+        # as a Python caller's own kind ({"kind": "toy"}) need not
+        own_spec = bool(p["model_spec"]) and (self.model_spec or {}).get("kind") in KINDS
+        try:
+            load_model_state(self.model, p["model"], path, own_spec=own_spec)
+        except OtherLayoutCheckpoint as exc:
+            raise OtherLayoutCheckpoint(exc.problem, "start the run afresh (--overwrite)") from None
         try:
             self.optimizer.load_state_dict(p["optimizer"])
             self.scheduler.load_state_dict(p["scheduler"])
