@@ -873,6 +873,31 @@ def test_a_run_folder_of_an_older_recnas_whose_models_had_other_weights_names_th
         run_job(cfg, out, progress=False)
     assert (out / "supernet" / "model.pt").read_bytes() == before
 
+def test_a_run_folder_whose_winner_trained_in_best_goes_on_from_it(tmp_path):
+    """A recnas before 2026-12-03 trained the one finalist in best/ itself (no finalists/): the
+    same job run again after an upgrade trained the winner afresh in finalists/<key> and replaced
+    best/ with it, the earlier model lost (hours of training at the gpu budget). Such a best/
+    holding the winner's model is taken on as its folder; one of another model is not."""
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    run_job(cfg, out, progress=False)
+    shutil.rmtree(out / "finalists")  # the layout of then: the winner's run in best/ alone
+    payload = torch.load(out / "best" / "model.pt", weights_only=True)
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][name] += 0.5  # weights of its own, as an older recnas's training gave
+    torch.save(payload, out / "best" / "model.pt")
+    report = run_job(cfg, out, progress=False)
+    key = report["finalists"][0]["key"]
+    for folder in (out / "best", out / "finalists" / key):
+        assert torch.equal(torch.load(folder / "model.pt", weights_only=True)["model"][name], payload["model"][name])
+    # a best/ of another model (the spec of another architecture) is left to be replaced, as before
+    shutil.rmtree(out / "finalists")
+    other = torch.load(out / "best" / "model.pt", weights_only=True)
+    other["model_spec"] = {**other["model_spec"], "arch": "{}"}
+    torch.save(other, out / "best" / "model.pt")
+    run_job(cfg, out, progress=False)
+    assert torch.load(out / "best" / "model.pt", weights_only=True)["model_spec"] == payload["model_spec"]
+
 def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
     """The job caches its synthetic data in `data/` beside --out; where that is a prepared store,
     the cache went inside it and then blocked the store's --overwrite ("not part of one")."""

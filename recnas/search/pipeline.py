@@ -401,6 +401,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
+        if not cfg.final_grid and _adopt_earlier_best(out, folder, subnet_spec(g.arch, space, meta)):
+            console.print(f"    {key}: going on from best/, where a recnas before 2026-12-03 trained it (now in finalists/{key})")
         fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     chosen = best_finalist(finalists)
@@ -446,6 +448,27 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     results.close()
     console.print(f"[bold green]done[/] in {report['total_seconds']:.0f}s -> {escape(str(out / 'results.md'))}")
     return report
+
+
+def _adopt_earlier_best(out: Path, folder: Path, spec: dict) -> bool:
+    """A recnas before 2026-12-03 trained a job's one finalist (without a final_grid) in best/
+    itself: continued, the job trained the winner again from scratch in finalists/<key> (hours
+    at the gpu budget; an interrupted one's steps lost) and replaced the best/ it had with that.
+    Such a best/ (no finalists/ beside it) holding this finalist's model, by its model_spec,
+    is copied in as the finalist's folder, to be reused or trained on. True when it was."""
+    best = out / "best"
+    if folder.exists() or (out / "finalists").exists():
+        return False
+    held = next((best / name for name in (MODEL_FILE, CHECKPOINT_FILE) if (best / name).is_file()), None)
+    if held is None:
+        return False
+    try:
+        if load_checkpoint(held, mmap=True)["model_spec"] != spec:
+            return False
+    except CheckpointError:  # not to be taken on: trained afresh, as before
+        return False
+    copy_dir(best, folder)
+    return True
 
 
 def _fewer(ranked: list, cfg: JobConfig) -> str:
