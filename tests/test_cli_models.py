@@ -269,6 +269,26 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
     assert not (tmp_path / "s" / "model.pt").exists()
 
 
+def test_a_search_s_architecture_given_with_another_space_names_its_space(tiny_store, tmp_path, monkeypatch, capsys):
+    """A search's best_arch.json fits only the space it was searched in: the error names the
+    space.yaml beside it, or, for a run folder of a recnas before 2026-12-02 (which wrote none),
+    how to have it written; it said only that the architecture did not fit."""
+    block = {"dense_ops": ["fc"], "sparse_ops": ["attention"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4}
+    run_dir = tmp_path / "search"
+    run_dir.mkdir()
+    arch = run_dir / "best_arch.json"
+    arch.write_text(json.dumps({"blocks": [block] * 3}))
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    (run_dir / "search.sqlite").write_bytes(b"")
+    args = ["subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "small-tiny", "--config", TINY, "--out", tmp_path / "s"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and error_line(err).endswith(
+        f"left no space.yaml of its space: run that `recnas search` again (its options, --out {run_dir}), which goes on from what is there and writes it, then pass --space {run_dir / 'space.yaml'}")
+    (run_dir / "space.yaml").write_text("name: full\n")
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and error_line(err).endswith(f"searched the space in {run_dir / 'space.yaml'}: pass --space {run_dir / 'space.yaml'}")
+
+
 @pytest.mark.parametrize(
     "args, option, reason",
     [
