@@ -149,6 +149,51 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 2 and "trained on another space than 'small-tiny' (differs in emb_dim)" in error_line(err)
 
 
+def as_before_embedding_weight_decay(path):
+    """Rewrite a checkpoint's training config as a recnas before 2026-12-03 saved it: without
+    `embedding_weight_decay` (every config saved since holds it)."""
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    payload["config"].pop("embedding_weight_decay")
+    torch.save(payload, path)
+
+
+def test_a_supernet_of_the_leading_slice_paths_is_refused_where_paths_fold_now(tmp_path, monkeypatch, capsys):
+    """A supernet trained by a recnas before 2026-12-03 gave a path of fewer tokens than fields
+    the leading rows of the raw fields' projection; this one folds every field onto them, so
+    evaluate --arch, --inherit, the rank study and --resume went on silently with other subnets
+    than it trained. Refused in one line, where some path folds (6 fields, 4 or 8 tokens); with 4
+    fields none does, and it is read as before."""
+    from recnas.space import get_space
+    from tests.conftest import make_tiny_store
+    from recnas.space.samplers import make_sampler
+
+    arch = tmp_path / "arch.json"
+    make_sampler("single-op-any-conn", get_space("small-tiny"), 1).sample().save(arch)
+    for fields, folds in ((6, True), (4, False)):
+        store = make_tiny_store(tmp_path / f"d{fields}", vocab_sizes=(7, 11, 5, 9, 4, 6)[:fields])
+        sn = tmp_path / f"sn{fields}"
+        common = ["--data", store.dir, "--config", TINY, "--space", "small-tiny"]
+        code, _, err = run(monkeypatch, capsys, "supernet", "train", *common, "--steps", "2", "--out", sn)
+        assert code == 0, err
+        for name in ("model.pt", "checkpoint.pt"):
+            as_before_embedding_weight_decay(sn / name)
+        before = (sn / "checkpoint.pt").read_bytes()
+        calls = [
+            ("evaluate", "--ckpt", sn / "model.pt", "--data", store.dir, "--arch", arch),
+            ("subnet", "train", *common, "--steps", "2", "--arch", arch, "--inherit", sn / "model.pt", "--out", tmp_path / f"sub{fields}"),
+            ("supernet", "train", *common, "--steps", "4", "--out", sn, "--resume"),
+        ]
+        for args in calls:
+            code, _, err = run(monkeypatch, capsys, *args)
+            if folds:
+                assert code == 2 and "a supernet trained by a recnas before 2026-12-03, whose paths of fewer tokens than the 6 fields took the leading rows" in error_line(err), args
+                assert error_line(err).endswith("train the supernet again with this recnas (--overwrite)")
+                assert (sn / "checkpoint.pt").read_bytes() == before
+            else:
+                assert code == 0, err
+
 def test_a_supernet_resumed_without_its_sampler_names_the_sampler(tiny_store, tmp_path, monkeypatch, capsys):
     # "checkpoint is for a different model" sent the user looking for a change to the model
     pytest.importorskip("recnas.supernet")

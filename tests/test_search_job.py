@@ -898,6 +898,28 @@ def test_a_run_folder_whose_winner_trained_in_best_goes_on_from_it(tmp_path):
     run_job(cfg, out, progress=False)
     assert torch.load(out / "best" / "model.pt", weights_only=True)["model_spec"] == payload["model_spec"]
 
+def test_a_run_folder_whose_supernet_drew_other_paths_reports_its_scores_and_scores_no_more(tmp_path):
+    """A supernet trained by a recnas before 2026-12-03 drew its paths of fewer tokens than
+    fields otherwise than this recnas does: a continued search went on scoring candidates on it,
+    their scores beside the stored ones of other paths (14 of a smoke search's 29 no longer
+    reproduced). The job re-run on such a finished run reports what it has as it was; one that
+    still has candidates to score stops, its database as it was."""
+    from recnas.errors import CheckpointError
+    from tests.test_cli_models import as_before_embedding_weight_decay
+
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    first = run_job(cfg, out, progress=False)
+    for name in ("model.pt", "checkpoint.pt"):
+        as_before_embedding_weight_decay(out / "supernet" / name)
+    again = run_job(cfg, out, progress=False)
+    assert again["search"]["evaluated_this_run"] == 0 and again["models"] == first["models"] and again["supernet"] == first["supernet"]
+    scores = sqlite3.connect(out / "search.sqlite").execute("SELECT key, metrics FROM candidates").fetchall()
+    longer = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=4))
+    with pytest.raises(CheckpointError, match=r"supernet/.*before 2026-12-03.*; this run has candidates left to score on it: give the job another --out, where it trains its supernet afresh$"):
+        run_job(longer, out, progress=False)
+    assert sqlite3.connect(out / "search.sqlite").execute("SELECT key, metrics FROM candidates").fetchall() == scores
+
 def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
     """The job caches its synthetic data in `data/` beside --out; where that is a prepared store,
     the cache went inside it and then blocked the store's --overwrite ("not part of one")."""

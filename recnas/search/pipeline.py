@@ -36,7 +36,7 @@ from recnas.space.samplers import make_sampler
 from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
 from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint, load_checkpoint, seed_everything
-from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
+from recnas.train.model_factory import SupernetOfOtherPaths, baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
 from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
@@ -342,14 +342,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         )
 
     # 1. supernet (none when candidates are scored from scratch)
-    supernet, sn_metrics = None, {}
+    supernet, sn_metrics, stale = None, {}, None
     if cfg.scoring == "supernet":
         from recnas.supernet import Supernet
 
         _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}{_earlier(out / 'supernet')}")
         sampler = make_sampler(cfg.sampler, space, cfg.seed)
-        supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
-        supernet = supernet.to(device).eval()
+        try:
+            supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
+            supernet = supernet.to(device).eval()
+        except SupernetOfOtherPaths as exc:
+            if not (out / "supernet" / MODEL_FILE).is_file():  # still in training: nothing of it to go on from
+                raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet afresh") from None
+            # trained: the candidates scored on it then stand (a finished run re-run reports them again); scoring one more is refused
+            stale, sn_metrics = exc, load_checkpoint(out / "supernet" / MODEL_FILE, mmap=True).get("metrics") or {}
         score_cfg, how = cfg.finetune, "inherited weights"
     else:
         score_cfg, how = cfg.proxy_config(), "from scratch"
@@ -361,9 +367,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + format_targets(objective.targets))
     results = ResultsStore(out / "search.sqlite")
-    evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet)
+    evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet) if stale is None else _refuse_scoring(stale)
     executor = None
-    if cfg.executor == "ray":
+    if cfg.executor == "ray" and stale is None:
         from recnas.search.executors import RayExecutor
 
         executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / "model.pt", cfg.ray_workers, cfg.ray_address)
@@ -433,7 +439,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "space": space.model_dump(mode="json"),
         "best_arch": json.loads(best.arch.to_json()),
         "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
-        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")} if supernet is not None else None,
+        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")} if cfg.scoring == "supernet" else None,
         "search": {"scoring": cfg.scoring, "evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
         "final_grid": cfg.final_grid,
@@ -469,6 +475,16 @@ def _adopt_earlier_best(out: Path, folder: Path, spec: dict) -> bool:
         return False
     copy_dir(best, folder)
     return True
+
+
+def _refuse_scoring(stale: SupernetOfOtherPaths) -> Callable:
+    """The evolution's scorer where the run's supernet is of a recnas that drew other subnets from
+    it: the stored candidates are reported as scored then, a candidate still to score stops the job."""
+
+    def refuse(geno):
+        raise CheckpointError(f"{stale.problem}; this run has candidates left to score on it: give the job another --out, where it trains its supernet afresh")
+
+    return refuse
 
 
 def _fewer(ranked: list, cfg: JobConfig) -> str:

@@ -35,7 +35,7 @@ from recnas.train.checkpoint import OtherLayoutCheckpoint, load_checkpoint, load
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.resume import check_resumable, data_identity
-from recnas.train.model_factory import KINDS
+from recnas.train.model_factory import KINDS, check_supernet_paths
 from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe, same_device
 
 log = logging.getLogger("recnas.train")
@@ -491,6 +491,7 @@ class Trainer:
         """Restore the complete run state; a checkpoint of another model or run raises CheckpointError."""
         p = load_checkpoint(path, map_location=self.device)
         check_resumable(self, p, path)
+        check_supernet_paths(p, path)
         # a spec of recnas's own models (check_resumable found it equal) describes the model whole,
         # as a Python caller's own kind ({"kind": "toy"}) need not
         own_spec = bool(p["model_spec"]) and (self.model_spec or {}).get("kind") in KINDS
