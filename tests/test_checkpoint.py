@@ -389,3 +389,40 @@ def test_ctrl_c_in_the_middle_of_a_checkpoint_write_stays_an_interrupt(tmp_path,
     monkeypatch.setattr(ckpt, "atomic_write", cut_short)
     with pytest.raises(KeyboardInterrupt):
         ckpt.save_checkpoint(tmp_path / "checkpoint.pt", {"model": {"weights": torch.randn(1000, 100)}, "model_spec": {}})
+
+
+def older_layout(path):
+    """Rewrite a checkpoint's weights as an older recnas laid the same model out (its first
+    subnets had a norm per block where today's have logit heads): same model_spec, other keys."""
+    payload = torch.load(path, weights_only=True)
+    state = payload["model"]
+    name = next(iter(state))
+    state[f"blocks.0.norm.{name}"] = state.pop(name)
+    torch.save(payload, path)
+
+
+def test_weights_of_an_older_recnas_are_named_so_with_the_way_on(tiny_store, tmp_path):
+    """A model.pt or checkpoint.pt whose weights do not fit the model its own model_spec
+    describes was written by an older recnas (its first days' supernets and subnets): "does not
+    match the model" left the user looking for a change of theirs; evaluate and resume say what it
+    is and what to do, and leave the file as it was."""
+    from recnas.baselines import build_baseline
+
+    out = tmp_path / "run"
+    model = build_baseline("lr", tiny_store.meta)
+    spec = model_factory.baseline_spec("lr", model.hparams, tiny_store.meta)
+    Trainer(model, tiny_cfg(epochs=1), tiny_store, out_dir=out, progress=False, model_spec=spec).fit()
+    for name in ("model.pt", "checkpoint.pt"):
+        older_layout(out / name)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"model\.pt: the checkpoint's weights do not fit the model its model_spec describes \(missing keys .*\): "
+                       r"it was written by an older recnas, whose models had other weights, or edited; train the model again with this recnas$"):
+        model_factory.load_trained(out / "model.pt")
+    again = Trainer(build_baseline("lr", tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec=spec)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt: .*written by an older recnas.*; start the run afresh \(--overwrite\)$"):
+        again.fit(resume=True)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    # without a model_spec to hold it to, a clash is only a mismatch: nothing says the model is the same
+    bare = Trainer(build_baseline("lr", tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False)
+    with pytest.raises(CheckpointError, match=r"checkpoint does not match the model \(missing keys"):
+        bare.fit(resume=True)

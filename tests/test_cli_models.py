@@ -149,6 +149,51 @@ def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsy
     assert code == 2 and "trained on another space than 'small-tiny' (differs in emb_dim)" in error_line(err)
 
 
+def as_before_embedding_weight_decay(path):
+    """Rewrite a checkpoint's training config as a recnas before 2026-12-03 saved it: without
+    `embedding_weight_decay` (every config saved since holds it)."""
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    payload["config"].pop("embedding_weight_decay")
+    torch.save(payload, path)
+
+
+def test_a_supernet_of_the_leading_slice_paths_is_refused_where_paths_fold_now(tmp_path, monkeypatch, capsys):
+    """A supernet trained by a recnas before 2026-12-03 gave a path of fewer tokens than fields
+    the leading rows of the raw fields' projection; this one folds every field onto them, so
+    evaluate --arch, --inherit, the rank study and --resume went on silently with other subnets
+    than it trained. Refused in one line, where some path folds (6 fields, 4 or 8 tokens); with 4
+    fields none does, and it is read as before."""
+    from recnas.space import get_space
+    from tests.conftest import make_tiny_store
+    from recnas.space.samplers import make_sampler
+
+    arch = tmp_path / "arch.json"
+    make_sampler("single-op-any-conn", get_space("small-tiny"), 1).sample().save(arch)
+    for fields, folds in ((6, True), (4, False)):
+        store = make_tiny_store(tmp_path / f"d{fields}", vocab_sizes=(7, 11, 5, 9, 4, 6)[:fields])
+        sn = tmp_path / f"sn{fields}"
+        common = ["--data", store.dir, "--config", TINY, "--space", "small-tiny"]
+        code, _, err = run(monkeypatch, capsys, "supernet", "train", *common, "--steps", "2", "--out", sn)
+        assert code == 0, err
+        for name in ("model.pt", "checkpoint.pt"):
+            as_before_embedding_weight_decay(sn / name)
+        before = (sn / "checkpoint.pt").read_bytes()
+        calls = [
+            ("evaluate", "--ckpt", sn / "model.pt", "--data", store.dir, "--arch", arch),
+            ("subnet", "train", *common, "--steps", "2", "--arch", arch, "--inherit", sn / "model.pt", "--out", tmp_path / f"sub{fields}"),
+            ("supernet", "train", *common, "--steps", "4", "--out", sn, "--resume"),
+        ]
+        for args in calls:
+            code, _, err = run(monkeypatch, capsys, *args)
+            if folds:
+                assert code == 2 and "a supernet trained by a recnas before 2026-12-03, whose paths of fewer tokens than the 6 fields took the leading rows" in error_line(err), args
+                assert error_line(err).endswith("train the supernet again with this recnas (--overwrite)")
+                assert (sn / "checkpoint.pt").read_bytes() == before
+            else:
+                assert code == 0, err
+
 def test_a_supernet_resumed_without_its_sampler_names_the_sampler(tiny_store, tmp_path, monkeypatch, capsys):
     # "checkpoint is for a different model" sent the user looking for a change to the model
     pytest.importorskip("recnas.supernet")
@@ -267,6 +312,26 @@ def test_an_architecture_outside_the_space_names_the_file_and_the_space(tiny_sto
     line = error_line(err)
     assert code == 2 and f"{arch}: the architecture does not fit the space 'small-tiny': block 0: sparse op 'attention' not in space" in line
     assert not (tmp_path / "s" / "model.pt").exists()
+
+
+def test_a_search_s_architecture_given_with_another_space_names_its_space(tiny_store, tmp_path, monkeypatch, capsys):
+    """A search's best_arch.json fits only the space it was searched in: the error names the
+    space.yaml beside it, or, for a run folder of a recnas before 2026-12-02 (which wrote none),
+    how to have it written; it said only that the architecture did not fit."""
+    block = {"dense_ops": ["fc"], "sparse_ops": ["attention"], "dense_inputs": [0], "sparse_inputs": [0], "dense_dim": 8, "sparse_dim": 4}
+    run_dir = tmp_path / "search"
+    run_dir.mkdir()
+    arch = run_dir / "best_arch.json"
+    arch.write_text(json.dumps({"blocks": [block] * 3}))
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    (run_dir / "search.sqlite").write_bytes(b"")
+    args = ["subnet", "train", "--data", tiny_store.dir, "--arch", arch, "--space", "small-tiny", "--config", TINY, "--out", tmp_path / "s"]
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and error_line(err).endswith(
+        f"left no space.yaml of its space: run that `recnas search` again (its options, --out {run_dir}), which goes on from what is there and writes it, then pass --space {run_dir / 'space.yaml'}")
+    (run_dir / "space.yaml").write_text("name: full\n")
+    code, _, err = run(monkeypatch, capsys, *args)
+    assert code == 2 and error_line(err).endswith(f"searched the space in {run_dir / 'space.yaml'}: pass --space {run_dir / 'space.yaml'}")
 
 
 @pytest.mark.parametrize(

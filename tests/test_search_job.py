@@ -853,6 +853,73 @@ def test_a_baseline_built_otherwise_in_the_run_folder_is_a_clear_refusal(tmp_pat
     assert ckpt.read_bytes() == before
 
 
+def test_a_run_folder_of_an_older_recnas_whose_models_had_other_weights_names_the_way_on(tmp_path):
+    """A run folder from a recnas whose supernets and subnets had other weights (its first days':
+    no logit heads, a norm per block) stopped at "checkpoint does not match the model" and no way
+    on; the supernet's way on is another --out (the stored candidate scores come from it), a
+    finished model's is its folder to delete. The files are left as they were."""
+    from recnas.errors import CheckpointError
+    from tests.test_checkpoint import older_layout
+
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    run_job(cfg, out, progress=False)
+    older_layout(out / "baselines" / "lr" / "model.pt")
+    with pytest.raises(CheckpointError, match=r"lr/model\.pt: .*written by an older recnas.*; delete .*baselines/lr to have the job train that model afresh, or give the job another --out$"):
+        run_job(cfg, out, progress=False)
+    older_layout(out / "supernet" / "model.pt")
+    before = (out / "supernet" / "model.pt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"supernet/model\.pt: .*written by an older recnas.*; give the job another --out, where it trains its supernet and every model afresh$"):
+        run_job(cfg, out, progress=False)
+    assert (out / "supernet" / "model.pt").read_bytes() == before
+
+def test_a_run_folder_whose_winner_trained_in_best_goes_on_from_it(tmp_path):
+    """A recnas before 2026-12-03 trained the one finalist in best/ itself (no finalists/): the
+    same job run again after an upgrade trained the winner afresh in finalists/<key> and replaced
+    best/ with it, the earlier model lost (hours of training at the gpu budget). Such a best/
+    holding the winner's model is taken on as its folder; one of another model is not."""
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    run_job(cfg, out, progress=False)
+    shutil.rmtree(out / "finalists")  # the layout of then: the winner's run in best/ alone
+    payload = torch.load(out / "best" / "model.pt", weights_only=True)
+    name = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][name] += 0.5  # weights of its own, as an older recnas's training gave
+    torch.save(payload, out / "best" / "model.pt")
+    report = run_job(cfg, out, progress=False)
+    key = report["finalists"][0]["key"]
+    for folder in (out / "best", out / "finalists" / key):
+        assert torch.equal(torch.load(folder / "model.pt", weights_only=True)["model"][name], payload["model"][name])
+    # a best/ of another model (the spec of another architecture) is left to be replaced, as before
+    shutil.rmtree(out / "finalists")
+    other = torch.load(out / "best" / "model.pt", weights_only=True)
+    other["model_spec"] = {**other["model_spec"], "arch": "{}"}
+    torch.save(other, out / "best" / "model.pt")
+    run_job(cfg, out, progress=False)
+    assert torch.load(out / "best" / "model.pt", weights_only=True)["model_spec"] == payload["model_spec"]
+
+def test_a_run_folder_whose_supernet_drew_other_paths_reports_its_scores_and_scores_no_more(tmp_path):
+    """A supernet trained by a recnas before 2026-12-03 drew its paths of fewer tokens than
+    fields otherwise than this recnas does: a continued search went on scoring candidates on it,
+    their scores beside the stored ones of other paths (14 of a smoke search's 29 no longer
+    reproduced). The job re-run on such a finished run reports what it has as it was; one that
+    still has candidates to score stops, its database as it was."""
+    from recnas.errors import CheckpointError
+    from tests.test_cli_models import as_before_embedding_weight_decay
+
+    cfg = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=1))
+    out = tmp_path / "r"
+    first = run_job(cfg, out, progress=False)
+    for name in ("model.pt", "checkpoint.pt"):
+        as_before_embedding_weight_decay(out / "supernet" / name)
+    again = run_job(cfg, out, progress=False)
+    assert again["search"]["evaluated_this_run"] == 0 and again["models"] == first["models"] and again["supernet"] == first["supernet"]
+    scores = sqlite3.connect(out / "search.sqlite").execute("SELECT key, metrics FROM candidates").fetchall()
+    longer = load_job_config("smoke", baselines=["lr"], evolution=dict(population=4, sample_size=2, children=1, generations=4))
+    with pytest.raises(CheckpointError, match=r"supernet/.*before 2026-12-03.*; this run has candidates left to score on it: give the job another --out, where it trains its supernet afresh$"):
+        run_job(longer, out, progress=False)
+    assert sqlite3.connect(out / "search.sqlite").execute("SELECT key, metrics FROM candidates").fetchall() == scores
+
 def test_a_store_named_data_beside_out_is_not_written_into(tmp_path):
     """The job caches its synthetic data in `data/` beside --out; where that is a prepared store,
     the cache went inside it and then blocked the store's --overwrite ("not part of one")."""

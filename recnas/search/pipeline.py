@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from recnas.configs import parse_json, read_text, require_type, write_text_atomic
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder, huge_dense_note, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
-from recnas.errors import ConfigError, DataError, RecnasError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
 from recnas.hardware.quant import quantized
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
@@ -35,8 +35,8 @@ from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
 from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
 from recnas.train import Trainer, TrainConfig, evaluate
-from recnas.train.checkpoint import OtherModelCheckpoint, load_checkpoint, seed_everything
-from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec, supernet_spec
+from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint, load_checkpoint, seed_everything
+from recnas.train.model_factory import SupernetOfOtherPaths, baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
 from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
@@ -84,16 +84,20 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
     """
     seed_everything(tcfg.seed)
     model, spec = build()
-    if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
-        done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
-        if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
-            check_trained_on(out_dir, store, extra)
-            return done, extra["metrics"]
-    run_context = None if hardware is None else functools.partial(quantized, config=hardware)
-    trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
-    stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
     try:
+        if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
+            done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
+            if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
+                check_trained_on(out_dir, store, extra)
+                return done, extra["metrics"]
+        run_context = None if hardware is None else functools.partial(quantized, config=hardware)
+        trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
+        stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
         result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+    except OtherLayoutCheckpoint as exc:  # a run folder from an older recnas: "train the model again" said neither where nor how
+        if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
+            raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet and every model afresh") from None
+        raise CheckpointError(f"{exc.problem}; delete {out_dir} to have the job train that model afresh, or give the job another --out") from None
     except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
         raise TrainingDiverged(f"{out_dir}: {exc}") from None
     except OtherModelCheckpoint as exc:  # e.g. other baseline_hparams, or a preset a recnas upgrade changed
@@ -338,14 +342,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         )
 
     # 1. supernet (none when candidates are scored from scratch)
-    supernet, sn_metrics = None, {}
+    supernet, sn_metrics, stale = None, {}, None
     if cfg.scoring == "supernet":
         from recnas.supernet import Supernet
 
         _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}{_earlier(out / 'supernet')}")
         sampler = make_sampler(cfg.sampler, space, cfg.seed)
-        supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
-        supernet = supernet.to(device).eval()
+        try:
+            supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
+            supernet = supernet.to(device).eval()
+        except SupernetOfOtherPaths as exc:
+            if not (out / "supernet" / MODEL_FILE).is_file():  # still in training: nothing of it to go on from
+                raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet afresh") from None
+            # trained: the candidates scored on it then stand (a finished run re-run reports them again); scoring one more is refused
+            stale, sn_metrics = exc, load_checkpoint(out / "supernet" / MODEL_FILE, mmap=True).get("metrics") or {}
         score_cfg, how = cfg.finetune, "inherited weights"
     else:
         score_cfg, how = cfg.proxy_config(), "from scratch"
@@ -357,9 +367,9 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + format_targets(objective.targets))
     results = ResultsStore(out / "search.sqlite")
-    evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet)
+    evaluator = CandidateEvaluator(space, store, score_cfg, cfg.eval_rows, device, supernet=supernet) if stale is None else _refuse_scoring(stale)
     executor = None
-    if cfg.executor == "ray":
+    if cfg.executor == "ray" and stale is None:
         from recnas.search.executors import RayExecutor
 
         executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / "model.pt", cfg.ray_workers, cfg.ray_address)
@@ -398,6 +408,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
+        if not cfg.final_grid and _adopt_earlier_best(out, folder, subnet_spec(g.arch, space, meta)):
+            console.print(f"    {key}: going on from best/, where a recnas before 2026-12-03 trained it (now in finalists/{key})")
         try:
             fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
         except TrainingDiverged as exc:
@@ -442,7 +454,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "space": space.model_dump(mode="json"),
         "best_arch": json.loads(best.arch.to_json()),
         "best_hardware": None if best.hardware is None else best.hardware.model_dump(),
-        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")} if supernet is not None else None,
+        "supernet": {k: sn_metrics.get(k) for k in ("steps", "train_seconds", "samples_per_s")} if cfg.scoring == "supernet" else None,
         "search": {"scoring": cfg.scoring, "evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
         "final_grid": cfg.final_grid,
@@ -471,6 +483,37 @@ def _nan_test_notes(rows: list[dict], store: CTRStore, console: Console) -> list
             + (f"; {huge}" if huge else ""))
     console.print(f"[yellow]warning:[/] {escape(note)}")
     return [note]
+
+
+def _adopt_earlier_best(out: Path, folder: Path, spec: dict) -> bool:
+    """A recnas before 2026-12-03 trained a job's one finalist (without a final_grid) in best/
+    itself: continued, the job trained the winner again from scratch in finalists/<key> (hours
+    at the gpu budget; an interrupted one's steps lost) and replaced the best/ it had with that.
+    Such a best/ (no finalists/ beside it) holding this finalist's model, by its model_spec,
+    is copied in as the finalist's folder, to be reused or trained on. True when it was."""
+    best = out / "best"
+    if folder.exists() or (out / "finalists").exists():
+        return False
+    held = next((best / name for name in (MODEL_FILE, CHECKPOINT_FILE) if (best / name).is_file()), None)
+    if held is None:
+        return False
+    try:
+        if load_checkpoint(held, mmap=True)["model_spec"] != spec:
+            return False
+    except CheckpointError:  # not to be taken on: trained afresh, as before
+        return False
+    copy_dir(best, folder)
+    return True
+
+
+def _refuse_scoring(stale: SupernetOfOtherPaths) -> Callable:
+    """The evolution's scorer where the run's supernet is of a recnas that drew other subnets from
+    it: the stored candidates are reported as scored then, a candidate still to score stops the job."""
+
+    def refuse(geno):
+        raise CheckpointError(f"{stale.problem}; this run has candidates left to score on it: give the job another --out, where it trains its supernet afresh")
+
+    return refuse
 
 
 def _fewer(ranked: list, cfg: JobConfig) -> str:

@@ -134,7 +134,20 @@ def load_architecture_for(path: str | Path, space: SearchSpace, n_fields: int | 
     try:
         return arch.validate_for(space, n_fields)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: the architecture does not fit the space {space.name!r}: {exc}") from None
+        raise ConfigError(f"{path}: the architecture does not fit the space {space.name!r}: {exc}{_space_beside(Path(path))}") from None
+
+
+def _space_beside(path: Path) -> str:
+    """The way on for a search's best_arch.json given with another space: the space.yaml beside
+    it; a search of a recnas before 2026-12-02 wrote none, and its arch fit no space that could be
+    named (a preset's space with the job's overrides), which the error left unsaid."""
+    folder = path.parent
+    if (folder / "space.yaml").is_file():
+        return f"; the search that wrote it searched the space in {folder / 'space.yaml'}: pass --space {folder / 'space.yaml'}"
+    if (folder / "config.yaml").is_file() and (folder / "search.sqlite").exists():
+        return (f"; the search that wrote it (a recnas before 2026-12-02) left no space.yaml of its space: run that `recnas search` "
+                f"again (its options, --out {folder}), which goes on from what is there and writes it, then pass --space {folder / 'space.yaml'}")
+    return ""
 
 
 def load_emb_dims(path: str | Path) -> list[int]:

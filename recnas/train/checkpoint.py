@@ -95,8 +95,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
-    """`load_state_dict(strict=True)`, with missing/extra keys and shape clashes as CheckpointError."""
+class OtherLayoutCheckpoint(CheckpointError):
+    """Weights that do not fit the very model the checkpoint's own model_spec describes, as this
+    recnas builds it: the file was written by an older recnas, whose models had other weights
+    (the supernets and subnets of its first days: no logit heads, a norm per block), or was
+    edited. "does not match the model" alone left the user looking for a change they had not
+    made. Its own class, with the `problem` apart from the way on, so that the search job can
+    name the run folder's model to train again."""
+
+    def __init__(self, problem: str, way_on: str = "train the model again with this recnas"):
+        self.problem = problem
+        super().__init__(f"{problem}; {way_on}")
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike, own_spec: bool = False) -> None:
+    """`load_state_dict(strict=True)`, with missing/extra keys and shape clashes as CheckpointError;
+    `own_spec`: `model` is built from the checkpoint's own model_spec (or one checked equal to
+    it), so a clash means another recnas laid that model out (OtherLayoutCheckpoint)."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: checkpoint's weights are not a state dict of named tensors (got {type(state).__name__})")
     own = model.state_dict()
@@ -110,6 +125,11 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLik
         problems.append(f"unexpected keys {_few(extra)}")
     if shapes:
         problems.append(f"shape mismatch {_few(shapes)}")
+    if problems and own_spec:
+        raise OtherLayoutCheckpoint(
+            f"{path}: the checkpoint's weights do not fit the model its model_spec describes ({'; '.join(problems)}): "
+            "it was written by an older recnas, whose models had other weights, or edited"
+        )
     if problems:
         raise CheckpointError(f"{path}: checkpoint does not match the model ({'; '.join(problems)})")
     model.load_state_dict(state)

@@ -72,6 +72,40 @@ def check_data(spec: dict, meta, where: str = "dataset") -> None:
         )
 
 
+class SupernetOfOtherPaths(CheckpointError):
+    """`check_supernet_paths`'s refusal, with the `problem` apart from the way on: a search job
+    still reports the candidates it scored on such a supernet, and refuses only to score more."""
+
+    def __init__(self, problem: str, way_on: str = "train the supernet again with this recnas (--overwrite)"):
+        self.problem = problem
+        super().__init__(f"{problem}; {way_on}")
+
+
+def check_supernet_paths(payload: dict, path) -> None:
+    """Refuse a supernet trained by a recnas before 2026-12-03 (its training config lacks
+    `embedding_weight_decay`, which every config saved since holds) whose space has paths with
+    fewer tokens than fields: those paths took the leading rows of the raw fields' projection
+    then, and this recnas folds every field onto them (2026-12-05), so it drew other subnets
+    from it than were trained: `evaluate --arch`, `--inherit`, the rank study and a continued
+    search went on silently with other scores (a 2026-11-25 smoke supernet: 10.7966 -> 10.7876
+    test log loss for one arch; 14 of its search's 29 stored scores no longer reproduced). Ones
+    of 2026-12-03..05 cannot be told apart and are taken as they are."""
+    spec, config = payload.get("model_spec"), payload.get("config")
+    if not (isinstance(spec, dict) and spec.get("kind") == "supernet" and isinstance(config, dict) and config and "embedding_weight_decay" not in config):
+        return
+    from recnas.space import SearchSpace
+
+    try:
+        tokens, fields = SearchSpace(**spec["space"]).sparse_dims, len(spec["data"]["vocab_sizes"])
+    except Exception:  # an invalid spec is load_trained's to refuse
+        return
+    if min(tokens) < min(fields, max(tokens)):  # some path folds now
+        raise SupernetOfOtherPaths(
+            f"{path}: a supernet trained by a recnas before 2026-12-03, whose paths of fewer tokens than the {fields} fields took the leading rows "
+            "of the raw fields' projection; this recnas folds every field onto them, so it would draw other subnets from it than were trained"
+        )
+
+
 def build_model(model_spec: dict, meta=None) -> torch.nn.Module:
     """Instantiate the (untrained) module a spec describes; `meta` defaults to the spec's data."""
     kind = model_spec.get("kind")
@@ -137,13 +171,14 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
     spec = payload["model_spec"]
     if not isinstance(spec, dict) or "data" not in spec:
         raise CheckpointError(f"{path}: checkpoint has no usable model_spec (was it written by a bare Trainer without one?)")
+    check_supernet_paths(payload, path)
     try:
         model = build_model(spec)
     except ImportError as exc:
         raise CheckpointError(f"{path}: cannot rebuild a {spec.get('kind')} model ({exc})") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or foreign spec
         raise CheckpointError(f"{path}: the checkpoint's model_spec is invalid ({_describe(exc)})") from None
-    load_model_state(model, payload["model"], path)
+    load_model_state(model, payload["model"], path, own_spec=True)
     if isinstance(map_location, (str, torch.device)):
         model.to(map_location)
     extra = {k: payload[k] for k in ("config", "metrics", "step", "data") if k in payload}

@@ -31,10 +31,11 @@ from recnas.data.store import huge_dense_note
 from recnas.environment import environment, tf32_matmuls
 from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
 from recnas.staging import check_writable, refuse_file_at
-from recnas.train.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
+from recnas.train.checkpoint import OtherLayoutCheckpoint, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
 from recnas.train.resume import check_resumable, data_identity
+from recnas.train.model_factory import KINDS, check_supernet_paths
 from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe, same_device
 
 log = logging.getLogger("recnas.train")
@@ -521,7 +522,14 @@ class Trainer:
         """Restore the complete run state; a checkpoint of another model or run raises CheckpointError."""
         p = load_checkpoint(path, map_location=self.device)
         check_resumable(self, p, path)
-        load_model_state(self.model, p["model"], path)
+        check_supernet_paths(p, path)
+        # a spec of recnas's own models (check_resumable found it equal) describes the model whole,
+        # as a Python caller's own kind ({"kind": "toy"}) need not
+        own_spec = bool(p["model_spec"]) and (self.model_spec or {}).get("kind") in KINDS
+        try:
+            load_model_state(self.model, p["model"], path, own_spec=own_spec)
+        except OtherLayoutCheckpoint as exc:
+            raise OtherLayoutCheckpoint(exc.problem, "start the run afresh (--overwrite)") from None
         note = diverged_weights_note(self.model)
         if note is not None:  # a diverged run's, written before the weights were checked: resumed, it trained on to a NaN loss
             raise CheckpointError(f"{path}: {note}: the run that wrote it diverged, and resuming it cannot recover; start afresh (--overwrite) with a lower lr or grad_clip")
