@@ -253,3 +253,13 @@ def test_a_sampler_that_has_drawn_goes_on_from_a_loaded_state_alone():
         used.sample()
     used.load_state_dict(state)
     assert head + [used.sample().hash for _ in range(9)] == seq
+
+
+def test_the_jobs_farthest_greedy_draws_8_and_remembers_16_as_documented():
+    """docs/training.md: "8 single-op-any-conn draws ... among the 16 paths it sampled last"."""
+    from recnas.space.samplers import make_sampler
+
+    s = make_sampler("farthest-greedy", get_space("full-tiny"), 3)
+    assert s.candidates == 8 and s.history.maxlen == 16
+    ref = ArchSampler(get_space("full-tiny"), "farthest-greedy", seed=3, candidates=8, memory=16)
+    assert [s.sample() for _ in range(20)] == [ref.sample() for _ in range(20)]
