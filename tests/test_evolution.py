@@ -336,3 +336,17 @@ def test_codesign_with_every_pim_field_fixed_mutates_the_architecture(tmp_path):
         g = evo.random_genotype()
         c = evo.mutate(g)
         assert c.hardware == g.hardware == PIMConfig() and c.arch != g.arch
+
+
+def test_diverged_keys_are_those_of_an_infinite_or_nan_log_loss():
+    from recnas.search.objective import diverged_keys
+
+    cands = [{"key": "inf", "logloss": math.inf}, {"key": "nan", "logloss": math.nan}, {"key": "ok", "logloss": 0.45}, {"key": "big", "logloss": 1e9}]
+    assert diverged_keys(cands) == {"inf", "nan"}
+
+
+def test_format_targets_by_hand():
+    """Thousands separators without decimals from 100 up; 4 significant digits below."""
+    from recnas.search.objective import format_targets
+
+    assert format_targets({"flops": 2.5e6, "energy": 123.4, "latency": 99.87, "params": 0.25}) == "flops 2,500,000, energy 123, latency 99.87, params 0.25"
