@@ -113,6 +113,38 @@ def test_rank_correlation_on_hand_made_rankings():
     assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3])["kendall_tau"])
 
 
+def test_rank_correlation_spearman_ties_pairs_and_lengths_by_hand():
+    """Spearman 1 - 6 sum d^2 / (n (n^2 - 1)); Kendall's tau-b (ties corrected); a pair is
+    dropped when either score is not finite; two pairs are enough; a constant list has no
+    correlation (NaN, without scipy's warning); lists of other lengths are refused."""
+    import warnings
+
+    r = rank_correlation([1, 2, 3, 4], [1, 3, 2, 4])
+    assert r["spearman"] == pytest.approx(1 - 6 * 2 / (4 * 15))  # d = 0, 1, 1, 0
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])["spearman"] == pytest.approx(-1.0)
+    # x ties one pair of 6; the 5 others concordant: tau-b = 5 / sqrt((6 - 1) * 6)
+    assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4])["kendall_tau"] == pytest.approx(5 / math.sqrt(30))
+    r = rank_correlation([1, 2, 3, 4, 5], [1, 2, math.nan, 3, math.inf])  # the second list's non-finite too
+    assert r["n"] == 3 and r["kendall_tau"] == pytest.approx(1.0) and r["spearman"] == pytest.approx(1.0)
+    assert rank_correlation([1, 2], [5, 3]) == {"kendall_tau": pytest.approx(-1.0), "spearman": pytest.approx(-1.0), "n": 2}
+    assert math.isnan(rank_correlation([1], [1])["kendall_tau"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        const = rank_correlation([1, 2, 3], [7, 7, 7])
+    assert math.isnan(const["kendall_tau"]) and math.isnan(const["spearman"]) and const["n"] == 3
+    with pytest.raises(ValueError, match="differ in length: 3 vs 1"):
+        rank_correlation([1, 2, 3], [1])
+
+
+def test_nan_last_sorts_numbers_then_what_is_not_one():
+    """inf is a score (a diverged candidate's), so it sorts before NaN and None; a bool is not a
+    score."""
+    from recnas.search.ranking import is_score, nan_last
+
+    assert sorted([math.nan, math.inf, None, 0.5, -1, 0.25], key=nan_last)[:4] == [-1, 0.25, 0.5, math.inf]
+    assert [is_score(v) for v in (0.5, 3, math.inf, math.nan, None, True, False, "0.5")] == [True, True, True, False, False, False, False, False]
+
+
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
 @pytest.mark.parametrize("kind", ["loss", "pareto"])
 def test_search_goes_on_past_candidates_with_a_non_finite_log_loss(tmp_path, kind, bad):
