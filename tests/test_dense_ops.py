@@ -1,5 +1,6 @@
 """Dense operators compute their written-out forms on leading weight slices."""
 
+import pytest
 import torch
 
 from recnas.ops.dense import Cross
@@ -26,3 +27,31 @@ def test_fc_gating_and_sum_are_their_written_out_forms_on_the_leading_slice():
     w, b = gating.gate.weight[:5, :5], gating.gate.bias[:5]
     torch.testing.assert_close(gating(h), h * torch.sigmoid(h @ w.T + b))
     assert Sum(8)(h) is h and not list(Sum(8).parameters())
+
+
+def test_elastic_linear_refuses_a_call_wider_than_its_weights():
+    """More inputs or outputs than the stored matrix: a ValueError (the leading slice of too few
+    rows used to be returned as if it were the wider output)."""
+    from recnas.ops.elastic import ElasticLinear
+
+    lin = ElasticLinear(4, 3)
+    x = torch.randn(2, 4)
+    assert lin(x, out=3).shape == (2, 3) and lin(x[:, :2], out=1).shape == (2, 1)
+    with pytest.raises(ValueError, match=r"ElasticLinear\(4->3\) asked for 4->5"):
+        lin(x, out=5)
+    with pytest.raises(ValueError, match=r"ElasticLinear\(4->3\) asked for 6->3"):
+        lin(torch.randn(2, 6))
+
+
+def test_token_linear_inherits_the_leading_slice_of_weight_and_bias_and_refuses_a_bias_mismatch():
+    from recnas.ops.elastic import TokenLinear
+
+    source, target = TokenLinear(6, 5), TokenLinear(4, 3)
+    with torch.no_grad():
+        source.bias.copy_(torch.arange(5.0))
+    target.inherit_from(source)
+    torch.testing.assert_close(target.weight, source.weight[:3, :4])
+    torch.testing.assert_close(target.bias, torch.tensor([0.0, 1.0, 2.0]))
+    for a, b in ((TokenLinear(4, 3, bias=False), source), (target, TokenLinear(6, 5, bias=False))):
+        with pytest.raises(ValueError, match="cannot hold"):
+            a.inherit_from(b)

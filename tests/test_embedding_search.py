@@ -25,6 +25,9 @@ def test_penalty_is_zero_under_budget_and_grows_monotonically_above():
 def test_budget_resolution_and_clear_errors():
     vocab = [100, 50]
     assert resolve_budget(vocab, CHOICES, budget_params=600) == 600
+    assert resolve_budget(vocab, (16, 2, 8), budget_params=300) == 300  # the floor is the smallest width, in any order
+    with pytest.raises(ConfigError, match="--budget-params must be positive, got 0"):
+        resolve_budget(vocab, CHOICES, budget_params=0)
     assert resolve_budget(vocab, CHOICES, budget_mb=1.0) == MIB // 4
     with pytest.raises(ConfigError, match="cannot be met.*needs 300"):
         resolve_budget(vocab, CHOICES, budget_params=299)
@@ -44,6 +47,7 @@ def test_refine_spends_leftover_budget_only_where_the_score_improves():
 
     score = lambda w: -np.log2(w[0]) - 0.1 * np.log2(w[2])  # field 1 does not matter
     assert refine([2, 2, 2], score, CHOICES, [10, 10, 10], budget=10 * (16 + 2 + 4)) == [16, 2, 4]
+    assert refine([2, 2, 2], score, CHOICES, [10, 10, 10], budget=10 * 48) == [16, 2, 16]  # room left, but field 1 would not help
 
 
 def test_parse_widths():
@@ -101,6 +105,10 @@ def test_reinforce_finds_the_useful_fields_under_budget_on_a_known_score():
     res = reinforce_search(score, vocab, CHOICES, budget, cfg, seed=0)
     assert res.params <= budget
     assert res.widths == [16, 16, 2, 2, 2, 16]  # the optimum, exactly at the budget
+    probs = np.array(res.probs)  # the policy itself learnt it (refine alone would climb there from any start)
+    assert (probs[[0, 1], 3] > 0.9).all() and (probs[[2, 3, 4], 0] > 0.9).all()
+    spread = reinforce_search(score, vocab, CHOICES, budget, cfg.model_copy(update={"entropy_coef": 0.05}), seed=0)
+    assert np.array(spread.probs).max(1).mean() < probs.max(1).mean() - 0.3  # the entropy bonus keeps the policy spread
     again = reinforce_search(score, vocab, CHOICES, budget, cfg, seed=0)
     assert again.widths == res.widths and again.history == res.history  # deterministic
 

@@ -127,6 +127,38 @@ def test_rank_correlation_with_ties_is_tau_b_and_spearman_of_average_ranks():
     assert r["spearman"] == pytest.approx(cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb)))
 
 
+def test_rank_correlation_spearman_ties_pairs_and_lengths_by_hand():
+    """Spearman 1 - 6 sum d^2 / (n (n^2 - 1)); Kendall's tau-b (ties corrected); a pair is
+    dropped when either score is not finite; two pairs are enough; a constant list has no
+    correlation (NaN, without scipy's warning); lists of other lengths are refused."""
+    import warnings
+
+    r = rank_correlation([1, 2, 3, 4], [1, 3, 2, 4])
+    assert r["spearman"] == pytest.approx(1 - 6 * 2 / (4 * 15))  # d = 0, 1, 1, 0
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1])["spearman"] == pytest.approx(-1.0)
+    # x ties one pair of 6; the 5 others concordant: tau-b = 5 / sqrt((6 - 1) * 6)
+    assert rank_correlation([1, 2, 2, 3], [1, 2, 3, 4])["kendall_tau"] == pytest.approx(5 / math.sqrt(30))
+    r = rank_correlation([1, 2, 3, 4, 5], [1, 2, math.nan, 3, math.inf])  # the second list's non-finite too
+    assert r["n"] == 3 and r["kendall_tau"] == pytest.approx(1.0) and r["spearman"] == pytest.approx(1.0)
+    assert rank_correlation([1, 2], [5, 3]) == {"kendall_tau": pytest.approx(-1.0), "spearman": pytest.approx(-1.0), "n": 2}
+    assert math.isnan(rank_correlation([1], [1])["kendall_tau"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        const = rank_correlation([1, 2, 3], [7, 7, 7])
+    assert math.isnan(const["kendall_tau"]) and math.isnan(const["spearman"]) and const["n"] == 3
+    with pytest.raises(ValueError, match="differ in length: 3 vs 1"):
+        rank_correlation([1, 2, 3], [1])
+
+
+def test_nan_last_sorts_numbers_then_what_is_not_one():
+    """inf is a score (a diverged candidate's), so it sorts before NaN and None; a bool is not a
+    score."""
+    from recnas.search.ranking import is_score, nan_last
+
+    assert sorted([math.nan, math.inf, None, 0.5, -1, 0.25], key=nan_last)[:4] == [-1, 0.25, 0.5, math.inf]
+    assert [is_score(v) for v in (0.5, 3, math.inf, math.nan, None, True, False, "0.5")] == [True, True, True, False, False, False, False, False]
+
+
 @pytest.mark.parametrize("bad", [math.inf, math.nan])
 @pytest.mark.parametrize("kind", ["loss", "pareto"])
 def test_search_goes_on_past_candidates_with_a_non_finite_log_loss(tmp_path, kind, bad):
@@ -230,6 +262,7 @@ def test_aging_kills_the_oldest_and_the_tournament_winner_is_the_parent(tmp_path
         for members, _ in evo.tournaments[3 * (gen - 1) : 3 * gen]:
             drawn = [g.key for g, _ in members]
             assert len(drawn) == 4 and set(drawn) <= set(evo.populations[gen - 1])
+            assert len({id(m) for m in members}) == 4  # drawn without replacement: 4 distinct members
     assert len(evo.tournaments) == len(evo.mutations) == 36
     for (members, winner), (parent, _) in zip(evo.tournaments, evo.mutations):
         assert parent is winner
@@ -261,3 +294,105 @@ def test_a_search_resumed_anywhere_replays_the_uninterrupted_one(tmp_path, codes
     assert drop(ResultsStore(db).generations("search")) == drop(full_db.generations("search"))
     other = RegularizedEvolution(space, Counting(), ResultsStore(tmp_path / "o.sqlite"), cfg.model_copy(update={"seed": 12}), codesign=codesign).run()
     assert [h["key"] for h in other.history] != [h["key"] for h in full.history]
+
+
+def test_a_tournament_over_the_whole_population_is_allowed_and_picks_its_best(tmp_path):
+    """sample_size may equal population (the tournament is then the whole population, so the
+    parent is always its best); only a larger sample is refused."""
+    cfg = EvolutionConfig(population=6, sample_size=6, children=2, generations=3, seed=1)
+    evo = Spy(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), cfg)
+    evo.run()
+    assert len(evo.tournaments) == 6
+    for members, winner in evo.tournaments:
+        assert len(members) == 6
+        assert next(m for g, m in members if g is winner)["score"] == min(m["score"] for _, m in members)
+
+
+def test_pareto_tournament_picks_a_non_dominated_member_of_largest_crowding_distance(tmp_path):
+    """Among (log loss, flops): d is dominated by a; b and c are the front's extremes (infinite
+    crowding distance), a lies between them; a diverged member never wins."""
+    evo = RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), CFG, Objective(kind="pareto", pareto_costs=("flops",)))
+    members = [
+        ("a", {"logloss": 0.45, "flops": 80.0}),
+        ("b", {"logloss": 0.40, "flops": 100.0}),
+        ("d", {"logloss": 0.50, "flops": 200.0}),
+        ("c", {"logloss": 0.50, "flops": 50.0}),
+        ("nan", {"logloss": math.inf, "flops": 1.0}),
+    ]
+    assert evo._select(members) in ("b", "c")
+    assert evo._select([members[0], members[2]]) == "a"  # a dominates d
+    assert evo._select([members[2], members[4]]) == "d"  # the finite one
+
+
+def test_result_and_generation_log_report_the_best_and_mean_of_what_was_scored(tmp_path):
+    """On a landscape without structure (the score is a hash of the key) the last candidate is not
+    the best: the result is the history's minimum, and each logged generation has the best key,
+    best score and mean score of its population."""
+    import hashlib
+
+    def scrambled(g):
+        h = int(hashlib.sha1(g.key.encode()).hexdigest()[:8], 16) / 16**8
+        return {**fake_metrics(g), "logloss": 0.3 + h}
+
+    res = ResultsStore(tmp_path / "r.sqlite")
+    evo = Spy(get_space("full-tiny"), scrambled, res, CFG)
+    out = evo.run()
+    score = {h["key"]: h["score"] for h in out.history}
+    best = min(out.history, key=lambda h: h["score"])
+    assert out.history[-1]["score"] > best["score"]  # the case is exercised
+    assert out.best.key == best["key"] and out.best_metrics["logloss"] == best["logloss"]
+    gens = res.generations("search")
+    assert len(gens) == len(evo.populations) == CFG.generations + 1
+    for logged, pop in zip(gens, evo.populations):
+        scores = [score[k] for k in pop]
+        assert logged["best_score"] == min(scores) and score[logged["best_key"]] == min(scores)
+        assert logged["mean_score"] == pytest.approx(sum(scores) / len(scores))
+    assert any(min(score[k] for k in pop) < score[pop[-1]] for pop in evo.populations)  # the newest member is not always the best
+
+
+def test_ranked_lists_each_candidate_once_best_score_first():
+    from recnas.search.evolution import EvolutionResult
+
+    history = [{"key": "a", "score": 0.5}, {"key": "b", "score": 0.3}, {"key": "c", "score": 0.9}, {"key": "a", "score": 0.5}, {"key": "d", "score": 0.1}]
+    assert EvolutionResult(None, {}, history).ranked() == [("d", 0.1), ("b", 0.3), ("a", 0.5), ("c", 0.9)]
+
+
+@pytest.mark.parametrize("prob", [0.0, 0.3, 1.0])
+def test_codesign_child_mutates_the_hardware_with_its_probability_else_the_architecture(tmp_path, prob):
+    """Each co-design child changes one thing: with hardware_mutation_prob its PIM config (the
+    architecture kept), otherwise its architecture (the PIM config kept)."""
+    cfg = CFG.model_copy(update={"hardware_mutation_prob": prob, "seed": 5})
+    evo = RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), cfg, codesign=True)
+    hw = 0
+    for _ in range(300):
+        g = evo.random_genotype()
+        c = evo.mutate(g)
+        assert (c.arch == g.arch) != (c.hardware == g.hardware)  # exactly one of them changed
+        hw += c.arch == g.arch
+    assert hw / 300 == pytest.approx(prob, abs=0.07)
+
+
+def test_codesign_with_every_pim_field_fixed_mutates_the_architecture(tmp_path):
+    from recnas.hardware import CHOICES, PIMConfig
+
+    fixed = {k: [getattr(PIMConfig(), k)] for k in CHOICES}
+    cfg = CFG.model_copy(update={"hardware_mutation_prob": 1.0})
+    evo = RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), cfg, codesign=True, pim_choices=fixed)
+    for _ in range(20):
+        g = evo.random_genotype()
+        c = evo.mutate(g)
+        assert c.hardware == g.hardware == PIMConfig() and c.arch != g.arch
+
+
+def test_diverged_keys_are_those_of_an_infinite_or_nan_log_loss():
+    from recnas.search.objective import diverged_keys
+
+    cands = [{"key": "inf", "logloss": math.inf}, {"key": "nan", "logloss": math.nan}, {"key": "ok", "logloss": 0.45}, {"key": "big", "logloss": 1e9}]
+    assert diverged_keys(cands) == {"inf", "nan"}
+
+
+def test_format_targets_by_hand():
+    """Thousands separators without decimals from 100 up; 4 significant digits below."""
+    from recnas.search.objective import format_targets
+
+    assert format_targets({"flops": 2.5e6, "energy": 123.4, "latency": 99.87, "params": 0.25}) == "flops 2,500,000, energy 123, latency 99.87, params 0.25"

@@ -84,6 +84,7 @@ def test_mixed_embedding_widths_count_tables_and_projections():
     net = Subnet(arch, space, m)
     assert (costs.dense_params, costs.embedding_params) == param_split(net)
     assert costs.embedding_params == 4 * 2 + 5 * 8 + 6 * 4 + 7 * 4 + 8 * 3
+    assert [l.reads for l in costs.layers if l.kind == "embedding"] == [2 + 8 + 4 + 4 + 3]  # each field's own width
     assert profiler_flops(net, m) == costs.flops
 
 
@@ -115,6 +116,52 @@ def test_hand_counted_block(dense_ops, sparse_ops, dense_params, macs):
     net = Subnet(arch, space, m)
     assert costs.dense_params + costs.embedding_params == sum(p.numel() for p in net.parameters())
     assert profiler_flops(net, m) == costs.flops
+
+
+# Elementwise work of the same block (module docstring: bias adds, input sums, activations,
+# gating products, norms 5 per element, softmax 3 per score); d = 8, t = 4, e = 8.
+# Common part: block bias 8 (one dense input), sparse_to_dense bias 8, dense_to_sparse bias e = 8,
+# the block's output merge d + t e = 40 (+ d per extra dense contribution), head bias 1 -> 65.
+# fc: bias + ReLU 16; gating: bias + sigmoid 16 + product 8; cross: bias 8 + h * (.) + h 16;
+# efc: bias t per column 4 * 8 = 32; dot: dense_token bias 8 + out bias 8 (+ 8 in the merge);
+# attention, 2 heads over 4 tokens: qkv bias 24 * 4, scores softmax (3 + 1 scale) * 2 * 4 * 4,
+# proj bias 8 * 4, two LayerNorms + residual (1 + 5) * 4 * 8 each, ffn1 bias 16 * 4 + ReLU 16 * 4,
+# ffn2 bias 8 * 4 -> 800. Several operators: summing n outputs, (n - 1) d or (n - 1) t e.
+@pytest.mark.parametrize("dense_ops,sparse_ops,elementwise", [
+    (("fc",), ("efc",), 65 + 16 + 32),
+    (("gating",), ("dot",), 65 + 24 + 16 + 8),
+    (("cross",), ("dot",), 65 + 24 + 16 + 8),
+    (("sum",), ("attention",), 65 + 800),
+    (("cross", "fc", "gating", "sum"), ("attention", "dot", "efc"), 65 + 24 + 16 + 24 + 3 * 8 + 800 + 16 + 8 + 32 + 2 * 32),
+])
+def test_hand_counted_elementwise_ops_and_embedding_reads(dense_ops, sparse_ops, elementwise):
+    space, m = tiny_space("every-op-tiny", n_blocks=1), meta(3, (4, 5))
+    arch = Architecture(blocks=(BlockSpec(dense_ops=dense_ops, sparse_ops=sparse_ops, dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
+    costs = count_costs(arch, space, m)
+    assert costs.elementwise_ops == elementwise
+    assert [l.reads for l in costs.layers if l.kind == "embedding"] == [2 * 8]  # 2 fields x e values
+    if dense_ops == ("fc",):  # without numeric features: no dense projection, no bias add to count
+        assert count_costs(arch, space, meta(0, (4, 5))).elementwise_ops == elementwise - 8
+
+
+def test_hand_drawn_dataflow_of_a_block():
+    """The `after` links the critical-path latency follows: the block's output waits for both
+    mergers; attention's scores wait for the q, k, v projection."""
+    space, m = tiny_space("every-op-tiny", n_blocks=1), meta(3, (4, 5))
+    arch = Architecture(blocks=(BlockSpec(dense_ops=("fc",), sparse_ops=("attention",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=8, sparse_dim=4),))
+    after = {l.name: l.after for l in count_costs(arch, space, m).layers}
+    p = "block0."
+    assert after == {
+        "embedding": (), p + "dense_proj.0": (), p + "dense_in": (p + "dense_proj.0",),
+        p + "sparse_proj.0": ("embedding",), p + "sparse_in": (p + "sparse_proj.0",),
+        p + "fc": (p + "dense_in",), p + "dense_ops": (p + "fc",),
+        p + "attn.qkv": (p + "sparse_in",), p + "attn.sdpa": (p + "attn.qkv",), p + "attn.proj": (p + "attn.sdpa",),
+        p + "attn.norm1": (p + "sparse_in", p + "attn.proj"), p + "attn.ffn1": (p + "attn.norm1",), p + "attn.ffn2": (p + "attn.ffn1",),
+        p + "attn.norm2": (p + "attn.norm1", p + "attn.ffn2"), p + "sparse_ops": (p + "attn.norm2",),
+        p + "sparse_to_dense": (p + "sparse_ops",), p + "dense_to_sparse": (p + "dense_ops",),
+        p + "out": (p + "dense_ops", p + "sparse_ops", p + "sparse_to_dense", p + "dense_to_sparse"),
+        "head0": (p + "out",), "logit": ("head0",),
+    }
 
 
 @pytest.mark.parametrize("d", [8, 16, 32])

@@ -226,3 +226,63 @@ def test_hand_computed_layers_off_the_default_point():
     assert r.breakdown["dram"] == pytest.approx(10 * 6 * 30.0)  # stored at weight precision
     assert r.breakdown["digital"] == pytest.approx(100 * (0.2 * (6 / 8) ** 2 + 0.03 * 6 / 8) + 28 * 0.03 * 6 / 8)
     assert r.latency_ns == pytest.approx(50 + 60 / 204.8 + 2)  # row access + 60 bits at 25.6 GB/s, then 128 ops on 64 lanes
+
+
+def test_rounds_of_a_repeated_layer_round_up_and_an_unused_layer_only_holds_crossbars():
+    """3 applications on 2 weight copies take 2 rounds (ceil(3 / 2)), not 1; a layer applied 0
+    times per sample keeps its crossbars and spends nothing."""
+    r = pim_cost(fc_costs(reps=3), PIMConfig(replication=2))
+    assert r.crossbars == 2 * 2
+    assert r.latency_ns == pytest.approx(2 * 8 * 100 + 3)  # 2 rounds of 8 slices; 3 x 64 bias adds: 3 ns
+    g = CostGraph()
+    g.add(Layer("idle", 0, "linear", 128, 64, reps=0))
+    idle = pim_cost(g.costs(1), PIMConfig(replication=4))
+    assert (idle.crossbars, idle.energy_pj, idle.latency_ns) == (2, 0.0, 0.0)
+
+
+def test_embedding_reads_at_weight_precision_and_digital_work_at_activation_precision():
+    """With 4-bit weights and 8-bit activations: tables are stored (and read from DRAM) at 4
+    bits, digital MACs and adds run at 8."""
+    cfg = PIMConfig(weight_bits=4, act_bits=8)
+    g = CostGraph()
+    g.add(Layer("table", -1, "embedding", reads=10))
+    g.digital("gram", 0, ("table",), macs=100, elementwise=28)
+    r = pim_cost(g.costs(1), cfg)
+    assert r.breakdown["dram"] == pytest.approx(10 * 4 * 30.0)
+    assert r.breakdown["digital"] == pytest.approx(100 * (0.2 + 0.03) + 28 * 0.03)
+    assert r.latency_ns == pytest.approx(50 + 40 / 204.8 + 2)
+
+
+def test_latency_follows_the_costs_own_parallel_flag():
+    """parallel=None: the critical path of a graph whose links are dataflow, the sequential sum of
+    one whose links only record an order (module_costs of a generic module)."""
+    g = CostGraph()
+    for name, ns, after in [("a", 10, ()), ("b", 30, ()), ("c", 1, ("a", "b"))]:
+        g.digital(name, 0, after, elementwise=ns * DEFAULT_CONSTANTS.digital_lanes)
+    assert pim_cost(g.costs(1)).latency_ns == pytest.approx(31)
+    assert pim_cost(g.costs(1, parallel=False)).latency_ns == pytest.approx(41)
+    assert pim_cost(g.costs(1, parallel=False), parallel=True).latency_ns == pytest.approx(31)
+
+
+def test_adc_scaling_rules_and_a_cycle_the_adcs_set():
+    """ADC energy x 1.2^(b - 8) and conversion time x b / 8 at every searched resolution; where the
+    shared ADCs are slower than the crossbar read (a 0.32 GS/s ADC: 128 columns x 4/8 / 0.32 =
+    200 ns > 100 ns) they set the cycle."""
+    from recnas.hardware import PIMConstants
+
+    c = DEFAULT_CONSTANTS
+    for b in CHOICES["adc_bits"]:
+        assert c.adc_pj(b) == pytest.approx(1.67 * 1.2 ** (b - 8), rel=1e-12)
+        assert c.adc_ns(b) == pytest.approx(b / 8 / 1.28, rel=1e-12)
+    slow = PIMConstants(adc_gsps_8bit=0.32)
+    r = pim_cost(fc_costs(), PIMConfig(adc_bits=4, cols_per_adc=128), constants=slow)
+    assert r.latency_ns == pytest.approx(8 * 200 + 1)
+
+
+def test_random_configs_reach_every_valid_crossbar_and_adc_sharing_pair():
+    """Uniform over valid design points: an ADC shared by as many columns as the crossbar has
+    (ISAAC's own 128 of 128) is valid and drawn; the default budget is one ISAAC chip."""
+    rng = np.random.default_rng(0)
+    pairs = {(c.xbar_size, c.cols_per_adc) for c in (random_pim(rng) for _ in range(600))}
+    assert pairs == {(s, a) for s in CHOICES["xbar_size"] for a in CHOICES["cols_per_adc"] if a <= s}
+    assert PIMConfig().crossbar_budget == random_pim(rng).crossbar_budget == 168 * 12 * 8  # docs/hardware.md

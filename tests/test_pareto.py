@@ -227,3 +227,14 @@ def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, mon
     ax = figs[-1].axes[0]
     stars = [tuple(c.get_offsets()[0]) for c in ax.collections if c.get_label() != "baselines" and len(c.get_offsets()) and tuple(c.get_offsets()[0])[0] == 20.0]
     assert stars == [(20.0, 0.6691)] and ax.get_ylabel().endswith("baselines: test, on the default PIM config)")
+
+
+def test_crowding_distance_gives_every_extreme_of_every_objective_infinity():
+    """Each objective's lowest and highest point is a boundary: on one objective, and on three
+    where a point is the highest of one objective and the lowest of none."""
+    one = crowding_distance(np.array([[0.0], [1.0], [3.0], [4.0]]))
+    assert np.isinf(one[0]) and np.isinf(one[3])
+    assert one[1] == pytest.approx(3 / 4) and one[2] == pytest.approx(3 / 4)
+    three = crowding_distance(np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [2.0, 2.0, 0.0], [1.0, 1.0, 2.0], [0.5, 0.5, 0.5]]))
+    assert np.isinf(three[:4]).all() and np.isfinite(three[4])  # point 3 is only the highest of the third
+    assert crowding_distance(np.zeros((0, 2))).shape == (0,)  # an empty front: nothing to rank

@@ -77,7 +77,8 @@ def test_criteo_round_trip_values_and_ids(tmp_path):
 def test_min_count_maps_rare_values_to_oov_and_ranks_by_frequency(tmp_path):
     rows = criteo_rows(400, seed=1)
     raw = write_lines(tmp_path / "train.txt", rows)
-    meta = prepare("criteo", raw, tmp_path / "store", min_count=5, split="sequential")
+    # small parser blocks: a value's count is the sum over the chunks it appears in
+    meta = prepare("criteo", raw, tmp_path / "store", min_count=5, split="sequential", block_bytes=2048)
     _, parts = load(tmp_path / "store")
     sparse = concat(parts, "sparse")
     for j in (0, 13, 25):
@@ -158,9 +159,10 @@ def test_avazu_header_and_derived_time_features(tmp_path):
     np.testing.assert_array_equal(concat(parts, "label"), [float(r[1]) for r in rows])
 
 
-def test_avazu_bad_hour_is_a_bad_row(tmp_path):
+@pytest.mark.parametrize("hour", ["14133100", "14102124"])  # month 13; hour 24
+def test_avazu_bad_hour_is_a_bad_row(tmp_path, hour):
     rows = avazu_rows(20)
-    rows[6][2] = "14133100"  # month 13
+    rows[6][2] = hour
     raw = write_lines(tmp_path / "train.csv", rows, sep=",", header=AVAZU_HEADER)
     with pytest.raises(DataError, match=r"train.csv:8: column hour"):
         prepare("avazu", raw, tmp_path / "store")
@@ -246,9 +248,11 @@ def test_kdd12_profile_without_valid_rows_is_refused_even_when_skipping(tmp_path
     assert not (tmp_path / "s").exists()
 
 
-def test_kdd12_negative_click_is_bad(tmp_path):
+@pytest.mark.parametrize("click", ["-1", "1.5"])
+def test_kdd12_click_that_is_not_a_count_is_bad(tmp_path, click):
+    """Click is a count of clicks: a non-negative integer."""
     rows = kdd_rows(10)
-    rows[3][0] = "-1"
+    rows[3][0] = click
     raw = write_lines(tmp_path / "training.txt", rows)
     with pytest.raises(DataError, match=r"training.txt:4: column Click \(the label\)"):
         prepare("kdd12", raw, tmp_path / "s")
@@ -881,6 +885,10 @@ def test_vocab_from_reuses_the_ids_and_maps_unseen_values_to_oov(tmp_path, min_c
     assert sparse[0, 0] == 0 and unseen["C1"] >= 1
     assert meta.source["vocab_from"]["unseen_rows"] == unseen
     assert meta.source["options"]["min_count"] == (min_count or 1)
+    saved = pq.read_table(tmp_path / "s1" / "vocab.parquet")  # each field's kept values in id order
+    for j, name in enumerate(base.cat_names):
+        ids = [i for f, i in zip(saved.column("field").to_pylist(), saved.column("id").to_pylist()) if f == name]
+        assert ids == list(range(1, base.vocab_sizes[j])), name
     # the new store passes the same ids on in turn
     again = prepare("criteo", tmp_path / "day2.txt", tmp_path / "s3", vocab_from=tmp_path / "s2", split="none")
     np.testing.assert_array_equal(concat(load(tmp_path / "s3")[1], "sparse"), sparse)
@@ -958,6 +966,8 @@ def test_vocab_from_refusals_keep_what_is_there(tmp_path):
     ("no file", r"meta.json: its encoding .* file must name the vocabulary file"),  # was a KeyError traceback
     ("file ../a.txt", r"meta.json: its encoding .* file must name the vocabulary file"),
     ("hash no buckets", r"meta.json: its encoding .* buckets must be a whole number"),  # was a KeyError traceback
+    ("hash 0 buckets", r"meta.json: its encoding .* buckets must be a whole number >= 1"),
+    ("one value twice", r"field C1 holds \d+ values, not ids 1\.\.\d+ each once"),  # two ids for one value
 ])
 def test_vocab_from_a_damaged_store_is_refused(tmp_path, damage, match):
     import json
@@ -974,8 +984,13 @@ def test_vocab_from_a_damaged_store_is_refused(tmp_path, damage, match):
         pq.write_table(table.set_column(2, "id", pc.negate(table["id"])), s1 / "vocab.parquet")
     elif damage == "drop id":
         pq.write_table(table.drop(["id"]), s1 / "vocab.parquet")
+    elif damage == "one value twice":
+        values = table["value"].to_pylist()
+        c1 = [i for i, f in enumerate(table["field"].to_pylist()) if f == "C1"]
+        values[c1[1]] = values[c1[0]]
+        pq.write_table(table.set_column(1, "value", pa.array(values, pa.large_string())), s1 / "vocab.parquet")
     else:
-        meta["encoding"] = {"kind foo": {**meta["encoding"], "kind": "foo"}, "no file": {"kind": "vocabulary"}, "file ../a.txt": {"kind": "vocabulary", "file": "../a.txt"}, "hash no buckets": {"kind": "hash"}}[damage]
+        meta["encoding"] = {"kind foo": {**meta["encoding"], "kind": "foo"}, "no file": {"kind": "vocabulary"}, "file ../a.txt": {"kind": "vocabulary", "file": "../a.txt"}, "hash no buckets": {"kind": "hash"}, "hash 0 buckets": {"kind": "hash", "buckets": 0}}[damage]
         (s1 / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=match):
         prepare("criteo", raw, tmp_path / "s2", vocab_from=s1, split="none")
@@ -1092,3 +1107,12 @@ def test_cli_prepare_warns_about_dense_features_of_a_huge_magnitude(tmp_path, mo
     main()
     err = capsys.readouterr().err
     assert ("warning: the train split's dense features reach |x| = 1e+30 (prepared with dense_transform: none): models diverge or learn nothing" in err) is warned, err
+
+
+@pytest.mark.parametrize("n, sizes", [(10, (8, 1, 1)), (9, (7, 1, 1)), (15, (12, 1, 2)), (1001, (800, 100, 101)), (1009, (807, 101, 101))])
+def test_sequential_split_takes_the_first_80_and_next_10_percent_rounded_down(n, sizes):
+    from recnas.data.splits import TEST, TRAIN, VAL, sequential
+
+    split = sequential(n)
+    assert tuple(int((split == s).sum()) for s in (TRAIN, VAL, TEST)) == sizes
+    assert (np.diff(split.astype(int)) >= 0).all()  # file order: train, then val, then test

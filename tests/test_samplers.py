@@ -186,3 +186,80 @@ def test_every_mutation_changes_exactly_one_decision(name, overrides):
             assert child.hash in {a.hash for a in _neighbours(parent, space)}
     free = {f for f in FIELDS.values() if not (f == "dense_ops" and len(space.dense_ops) == 1) and not (f.endswith("_dim") and len(getattr(space, f + "s")) == 1)}
     assert set(kinds) == free  # every decision that can change does, at some point
+
+
+@pytest.mark.parametrize("max_tries, parents, draws", [(20, 3, 2000), (0, 1, 500)])
+def test_mutation_reaches_every_one_decision_neighbour_and_nothing_else(max_tries, parents, draws):
+    """Every decision of every block can change, to each of its other values (an input toggle
+    can add or drop each source 0..i, the previous block's output included), by the random
+    draws or by the fallback over the listed neighbours (max_tries=0: the fallback alone)."""
+    from recnas.space.mutation import FIELDS, KINDS, _alternatives, _neighbours
+
+    space = get_space("full-tiny")
+    rng = np.random.default_rng(0)
+    for _ in range(parents):
+        parent = random_architecture(rng, space)
+        for b in parent.blocks:
+            for kind in KINDS:
+                if not kind.endswith("_input"):
+                    assert getattr(b, FIELDS[kind]) not in _alternatives(b, space, kind)  # only values it can change to
+        neighbours = {a.hash for a in _neighbours(parent, space)}
+        assert len(neighbours) > 20
+        assert {mutate(parent, space, rng, max_tries=max_tries).hash for _ in range(draws)} == neighbours
+
+
+def test_input_toggle_from_a_sole_input_adds_each_other_source_equally_often():
+    """Dropping the only input is not allowed, so the draw that would drop it adds another
+    source instead, uniformly: each of the 3 other sources of 4 is added a third of the time."""
+    from recnas.space.mutation import _toggle
+
+    rng = np.random.default_rng(0)
+    n = 12_000
+    rates = _rates([_toggle(rng, (2,), 4) for _ in range(n)])
+    assert set(rates) == {(0, 2), (1, 2), (2, 3)}
+    for r in rates.values():
+        assert abs(r - 1 / 3) < 4 * np.sqrt(0.25 / n)
+
+
+@pytest.mark.parametrize("candidates, memory", [(1, 4), (3, 2), (8, 16)])
+def test_farthest_greedy_keeps_the_candidate_farthest_from_the_remembered_paths(candidates, memory):
+    """docs/training.md: each step draws `candidates` single-op-any-conn paths and keeps the one whose
+    Hamming distance to its nearest of the last `memory` kept paths is largest (the first such);
+    the first step, with nothing remembered, is one plain draw."""
+    space = get_space("full-tiny")
+    s = ArchSampler(space, "farthest-greedy", seed=6, candidates=candidates, memory=memory)
+    rng = np.random.default_rng(6)  # the sampler's stream, replayed
+    kept = [random_architecture(rng, space)]
+    assert s.sample() == kept[0]
+    for _ in range(30):
+        cands = [random_architecture(rng, space) for _ in range(candidates)]
+        past = [encode(a, space) for a in kept[-memory:]]
+        dist = [min(int((encode(c, space) != p).sum()) for p in past) for c in cands]
+        kept.append(cands[dist.index(max(dist))])
+        assert s.sample() == kept[-1]
+
+
+def test_a_sampler_that_has_drawn_goes_on_from_a_loaded_state_alone():
+    """load_state_dict replaces farthest-greedy's remembered paths: it does not add them to the
+    ones this sampler drew itself."""
+    space = get_space("full-tiny")
+    ref = ArchSampler(space, "farthest-greedy", seed=5, candidates=4, memory=6)
+    seq = [ref.sample().hash for _ in range(12)]
+    b = ArchSampler(space, "farthest-greedy", seed=5, candidates=4, memory=6)
+    head = [b.sample().hash for _ in range(3)]
+    state = b.state_dict()
+    used = ArchSampler(space, "farthest-greedy", seed=99, candidates=4, memory=6)
+    for _ in range(3):  # 3 + 3 remembered paths fit memory 6: they would all count
+        used.sample()
+    used.load_state_dict(state)
+    assert head + [used.sample().hash for _ in range(9)] == seq
+
+
+def test_the_jobs_farthest_greedy_draws_8_and_remembers_16_as_documented():
+    """docs/training.md: "8 single-op-any-conn draws ... among the 16 paths it sampled last"."""
+    from recnas.space.samplers import make_sampler
+
+    s = make_sampler("farthest-greedy", get_space("full-tiny"), 3)
+    assert s.candidates == 8 and s.history.maxlen == 16
+    ref = ArchSampler(get_space("full-tiny"), "farthest-greedy", seed=3, candidates=8, memory=16)
+    assert [s.sample() for _ in range(20)] == [ref.sample() for _ in range(20)]

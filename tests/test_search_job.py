@@ -394,6 +394,7 @@ def test_a_reference_without_the_cost_is_refused_before_any_training(tmp_path):
     ({"kind": "loss", "reference": "dlrm", "ratios": {"flops": 2}}, "pim", "needs kind: penalized"),
     ({"kind": "penalized", "ratios": {"flops": 2}}, "pim", "need a reference"),
     ({"kind": "penalized", "reference": "dlrm", "ratios": {"flops": -1}}, "pim", "must be positive"),
+    ({"kind": "penalized", "reference": "dlrm", "ratios": {"flops": 0}}, "pim", r"ratios must be positive, got \{'flops': 0.0\}"),  # a target of cost / 0
     ({"kind": "penalized", "targets": {"flops": 0}}, "none", r"targets must be positive, got \{'flops': 0.0\}"),  # ignored by the score before
     ({"kind": "penalized", "targets": {"params": -5}}, "none", "targets must be positive"),
     ({"kind": "penalized"}, "none", "kind: penalized needs cost targets"),  # searched on log loss alone before
