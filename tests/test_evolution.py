@@ -87,6 +87,16 @@ def test_penalized_objective_prefers_cheaper_models_over_target(tmp_path):
     assert cheap.best_metrics["flops"] < plain.best_metrics["flops"]
 
 
+@pytest.mark.parametrize("objective", [Objective(kind="pareto"), Objective(kind="penalized", targets={"latency": 50.0})], ids=["pareto", "penalized"])
+def test_an_objective_over_a_cost_the_candidates_lack_is_refused(tmp_path, objective):
+    """Without co-design no candidate has energy or latency: the Python API's evolution ranked a
+    Pareto front over them as 0 (free) and skipped a target on them, silently (the job refuses
+    such a config when it loads)."""
+    evo = RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), CFG, objective)
+    with pytest.raises(ConfigError, match=r"ranks by (energy|latency), which the candidate's metrics do not hold \(.*hardware pim\)"):
+        evo.run()
+
+
 def test_bad_evolution_config_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="sample_size"):
         RegularizedEvolution(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), EvolutionConfig(population=4, sample_size=8))

@@ -13,6 +13,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recnas.errors import ConfigError
+
 Cost = Literal["flops", "params", "energy", "latency"]
 COSTS: tuple[str, ...] = get_args(Cost)
 
@@ -29,7 +31,7 @@ class Objective(BaseModel):
 
     @model_validator(mode="after")
     def _reference(self):
-        # `score` skips a target that is not positive: it used to be silently ignored
+        # a target that is not positive: `score` used to skip it silently
         bad = {k: v for k, v in self.targets.items() if not v > 0}
         if bad:
             raise ValueError(f"targets must be positive, got {bad}")
@@ -68,13 +70,22 @@ class Objective(BaseModel):
             return math.inf
         if self.kind == "penalized":
             for cost, target in self.targets.items():
-                if cost in metrics and target > 0:
-                    s += self.beta * max(0.0, metrics[cost] / target - 1.0)
+                s += self.beta * max(0.0, _cost(metrics, cost) / target - 1.0)
         return s
 
     def vector(self, metrics: dict) -> list[float]:
         """The minimised objective vector for Pareto selection."""
-        return [float(metrics["logloss"])] + [float(metrics.get(c, 0.0)) for c in self.pareto_costs]
+        return [float(metrics["logloss"])] + [_cost(metrics, c) for c in self.pareto_costs]
+
+
+def _cost(metrics: dict, cost: str) -> float:
+    """A candidate's `cost`, which the objective ranks by. A missing one was taken as 0 (a Pareto
+    front over PIM energy without co-design ranked it as free) or its target skipped: the job
+    refuses such a config when it loads, a Python caller of the evolution met it silently."""
+    if cost not in metrics:
+        hint = " (energy and latency are computed in co-design only: hardware pim)" if cost in ("energy", "latency") else ""
+        raise ConfigError(f"the objective ranks by {cost}, which the candidate's metrics do not hold{hint}; they hold {', '.join(sorted(metrics))}")
+    return float(metrics[cost])
 
 
 def format_targets(targets: dict[str, float]) -> str:
