@@ -74,6 +74,65 @@ def test_ties_in_a_later_rung_keep_the_better_search_rank():
     assert successive_halving(["a", "b", "c"], advance) == ("a", [{"key": "c", "rung": 1, "val_logloss": 0.60}, {"key": "b", "rung": 2, "val_logloss": 0.40}])
 
 
+def test_a_finalist_that_diverges_is_dropped_at_that_rung():
+    # advance() returns inf for a finalist whose training diverged: one of the better half by
+    # count (3 keys keep 2), it went on to rung 2, trained again, and could survive
+    inf = math.inf
+    advance, calls = scripted({"a": [inf, inf], "b": [0.50, 0.47], "c": [inf, inf]})
+    survivor, dropped = successive_halving(["a", "b", "c"], advance)
+    assert survivor == "b" and calls == [("a", 1), ("b", 1), ("c", 1)]
+    assert [(d["key"], d["rung"], d["val_logloss"]) for d in dropped] == [("a", 1, inf), ("c", 1, inf)]
+    # every key diverged: no survivor
+    advance, _ = scripted({"a": [inf], "b": [inf]})
+    assert successive_halving(["a", "b"], advance) == (None, [{"key": "a", "rung": 1, "val_logloss": inf}, {"key": "b", "rung": 1, "val_logloss": inf}])
+
+
+def test_where_every_finalist_left_diverges_the_ones_dropped_before_come_back():
+    # a and b beat c in rung 1 and both diverge in rung 2: c, dropped in rung 1, is still a
+    # finalist that trains (the survivor used to be a diverged one)
+    inf = math.inf
+    advance, calls = scripted({"a": [0.45, inf], "b": [0.40, inf], "c": [0.60, 0.55]})
+    survivor, dropped = successive_halving(["a", "b", "c"], advance)
+    assert survivor == "c" and calls == [("a", 1), ("b", 1), ("c", 1), ("b", 2), ("a", 2)]
+    assert [(d["key"], d["rung"]) for d in dropped] == [("a", 2), ("b", 2)]
+    # several dropped in that rung come back and go on halving from the next rung
+    advance, calls = scripted({"a": [0.45, inf], "b": [0.40, inf], "c": [0.60, None, 0.50], "d": [0.70, None, 0.49]})
+    survivor, dropped = successive_halving(["a", "b", "c", "d"], advance)
+    assert survivor == "d" and calls[-2:] == [("c", 3), ("d", 3)]
+    assert [(d["key"], d["rung"]) for d in dropped] == [("a", 2), ("b", 2), ("c", 3)]
+
+
+def test_job_with_halving_drops_a_finalist_that_diverges(tmp_path, monkeypatch, capsys):
+    """A finalist whose training diverged in a rung ended the whole job (as a finalist trained
+    to the end no longer does): it is dropped at that rung with a warning; every finalist
+    diverging ends the job."""
+    from recnas.errors import TrainingDiverged
+    from recnas.train import trainer
+
+    fit, failed, every = trainer.Trainer.fit, [], {"one": True}
+
+    def first_finalist_diverges(self, *args, **kwargs):
+        where = self.out_dir
+        if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
+            failed[:] = failed or [where.name]
+            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", first_finalist_diverges)
+    report = run_job(_halving_cfg(), tmp_path / "run", progress=False)
+    out = " ".join(capsys.readouterr().out.split())
+    bad = failed[0]
+    error = f"{tmp_path / 'run' / 'finalists' / bad}: training diverged: loss nan at step 9; lower lr or set grad_clip"
+    assert f"warning: finalist {bad} left out at rung 1: {error}" in out
+    fin = {f["key"]: f for f in report["finalists"]}
+    assert len(fin) == 3 and fin[bad]["rung"] == 1 and fin[bad]["val_logloss"] == math.inf and fin[bad]["diverged"] == error
+    assert not fin[bad]["chosen"] and [f for f in fin.values() if f["chosen"]][0]["key"] != bad
+    assert f"{bad} (rung 1, diverged)" in out
+    every["one"] = False
+    with pytest.raises(TrainingDiverged, match=r"every finalist \(3\) diverged in successive halving; the last: .*training diverged"):
+        run_job(_halving_cfg(), tmp_path / "run2", progress=False)
+
+
 def _halving_cfg(**kw):
     return load_job_config("smoke", finalists=3, finalist_selection="halving", final={"epochs": 3}, baselines=["lr"], **kw)
 

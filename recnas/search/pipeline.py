@@ -395,8 +395,8 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     dropped = []
     if cfg.finalist_selection == "halving" and len(ranked) > 1:
         _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval" + _fewer(ranked, cfg))
-        survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress)
-        console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, val {d['val_logloss']:.4f})" for d in dropped))
+        survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress, console)
+        console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, " + ("diverged" if "diverged" in d else f"val {d['val_logloss']:.4f}") + ")" for d in dropped))
         to_train = [r for r in ranked if r[0] == survivor]
     else:
         points = len(grid_points(cfg.final_grid))
@@ -659,18 +659,30 @@ def _selection_fields(trained: dict) -> dict:
     return fields
 
 
-def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool) -> tuple[str, list[dict]]:
+def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool, console: Console) -> tuple[str, list[dict]]:
     """Successive halving of the (key, search score, genotype) finalists, each trained in
-    `folder/<key>`; returns the survivor's key and the dropped finalists' records."""
+    `folder/<key>`; returns the survivor's key and the dropped finalists' records. A finalist
+    whose training diverges in a rung is dropped there with a warning (its record has the error
+    under `diverged`); where every finalist diverges the job ends with the last error."""
     by_key = {key: (score, g) for key, score, g in ranked}
+    diverged = {}
 
     def advance(key: str, rung: int) -> float:
         g = by_key[key][1]
-        _, fit = fit_or_load(subnet_builder(g, space, store.meta), cfg.final, store, folder / key, progress, hardware=g.hardware, stop_after_evals=rung)
+        try:
+            _, fit = fit_or_load(subnet_builder(g, space, store.meta), cfg.final, store, folder / key, progress, hardware=g.hardware, stop_after_evals=rung)
+        except TrainingDiverged as exc:
+            # one finalist that cannot train on the final recipe: it used to end the job after its
+            # search (and again when continued), as a finalist trained to the end no longer does
+            diverged[key] = str(exc)
+            console.print(f"[yellow]warning:[/] finalist {key} left out at rung {rung}: {escape(str(exc))}")
+            return math.inf
         return rung_score(fit["history"], rung)
 
     survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
-    return survivor, [{**d, "search_score": by_key[d["key"]][0]} for d in dropped]
+    if survivor is None:
+        raise TrainingDiverged(f"every finalist ({len(ranked)}) diverged in successive halving; the last: {list(diverged.values())[-1]}")
+    return survivor, [{**d, "search_score": by_key[d["key"]][0], **({"diverged": diverged[d["key"]]} if d["key"] in diverged else {})} for d in dropped]
 
 
 def _default_pim():
