@@ -100,3 +100,68 @@ def test_every_grid_point_gets_its_own_phase_also_in_codesign(tmp_path):
         kept_point = next(g for g in row["grid"] if g["point"] == row["final_choice"])
         t = row["table_finetune"]
         assert kept_point["val_logloss"] == min(t["val_before"], t["val_after"])
+
+
+@pytest.mark.parametrize("grid", [None, {"lr": [0.003, 0.01]}])
+def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store, tmp_path, monkeypatch, grid):
+    """The phase only replaces a model that it makes validate lower: one that diverged ended the
+    whole job (a baseline's) or left out the whole finalist, whose model from before it stood."""
+    import io
+    import math
+
+    from rich.console import Console
+
+    from recnas.errors import TrainingDiverged
+    from recnas.search.pipeline import _selection_fields, _warn_diverged_points, baseline_builder, fit_selected
+    from recnas.train import trainer
+
+    fit = trainer.Trainer.fit
+
+    def phase_diverges(self, *args, **kwargs):
+        if self.out_dir is not None and self.out_dir.name.startswith("tables-"):
+            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", phase_diverges)
+    cfg = load_job_config("smoke", table_finetune={"epochs": 1, "lr_scale": 0.5}, **({"final_grid": grid} if grid else {}))
+    got = fit_selected(baseline_builder("lr", tiny_store.meta, {}), cfg, tiny_store, tmp_path / "a", False, "cpu", validate=False)
+    folder = got["folder"]
+    assert folder.parent == tmp_path / "a" if grid else folder == tmp_path / "a"
+    assert (folder / "model.pt").exists() and math.isfinite(got["val_logloss"])
+    record = got["fit"]["table_finetune"]
+    error = f"{folder / ('tables-' + weights_digest(got['model']))}: training diverged: loss nan at step 9; lower lr or set grad_clip"
+    assert record["diverged"] == error and not record["kept"] and record["val_before"] == got["val_logloss"]
+    assert math.isfinite(got["fit"]["train_seconds"])
+    assert _selection_fields(got)["tables_alone"] == "diverged, not kept"
+    out = io.StringIO()
+    _warn_diverged_points(got, Console(file=out, width=1000))
+    warned = out.getvalue().splitlines()
+    assert len(warned) == len(grid["lr"]) if grid else len(warned) == 1
+    assert warned[0].startswith(f"warning: {tmp_path / 'a'}") and "table_finetune phase" in warned[0] and "the model from before it stands" in warned[0]
+    assert any(error in w for w in warned)
+
+
+def test_a_job_whose_table_phases_diverge_reports_the_models_from_before_them(tmp_path, monkeypatch, capsys):
+    import json
+
+    from recnas.errors import TrainingDiverged
+    from recnas.train import trainer
+
+    fit = trainer.Trainer.fit
+
+    def phase_diverges(self, *args, **kwargs):
+        if self.out_dir is not None and self.out_dir.name.startswith("tables-"):
+            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", phase_diverges)
+    out = tmp_path / "run"
+    report = run_job(load_job_config("smoke", baselines=["lr"], table_finetune={"epochs": 1, "lr_scale": 0.5}), out, progress=False)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert printed.count("(the table_finetune phase not kept: the model from before it stands)") == 2
+    assert [r["tables_alone"] for r in report["models"]] == ["diverged, not kept"] * 2
+    key = report["finalists"][0]["key"]
+    assert (out / "best" / "model.pt").read_bytes() == (out / "finalists" / key / "model.pt").read_bytes()
+    saved = json.loads((out / "results.json").read_text())
+    assert all(m["table_finetune"]["diverged"].endswith("training diverged: loss nan at step 9; lower lr or set grad_clip") for m in saved["models"])
+    assert "| diverged, not kept |" in (out / "results.md").read_text()

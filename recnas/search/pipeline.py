@@ -581,6 +581,8 @@ def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConf
         if cfg.table_finetune is not None:
             model, fit, val, where = train_tables_alone(build, model, fit, val, tcfg, cfg.table_finetune, store, where, progress, device, hardware)
         tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
+        if (phase := fit.get("table_finetune", {})).get("diverged"):
+            tried[-1]["table_finetune_diverged"] = phase["diverged"]
         if best is None or nan_last(val) < nan_last(best["val_logloss"]):  # a NaN first point used to stay the best
             if best is not None:
                 best["model"].cpu()
@@ -609,10 +611,14 @@ def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, 
 
 
 def _warn_diverged_points(trained: dict, console: Console) -> None:
-    """A warning per `final_grid` point of a `fit_selected` result whose training diverged."""
+    """A warning per `final_grid` point of a `fit_selected` result whose training diverged, and
+    per `table_finetune` phase that diverged."""
     for t in trained["grid"]:
         if t.get("diverged"):
             console.print(f"[yellow]warning:[/] {escape(t['diverged'])} (point {t['point']} left out of final_grid's selection)")
+        if t.get("table_finetune_diverged"):
+            of = f" of point {t['point']}" if t["point"] else ""
+            console.print(f"[yellow]warning:[/] {escape(t['table_finetune_diverged'])} (the table_finetune phase{of} not kept: the model from before it stands)")
 
 
 def _val_logloss(model, store: CTRStore, device, hardware=None) -> float:
@@ -624,7 +630,8 @@ def train_tables_alone(build, model, fit: dict, val: float, tcfg: TrainConfig, p
     """The `table_finetune` phase (recnas.train.tables) of a trained `model` whose validation log
     loss is `val`, in `folder/tables-<digest of its weights>`: the tuned model when it validates
     lower, else `model`, with its validation log loss and folder (best/ copies the winner's).
-    `fit` gains the phase's record and its train time."""
+    `fit` gains the phase's record and its train time. A phase that diverges leaves `model`
+    (its record has the error under `diverged`)."""
 
     def from_trained():
         fresh, spec = build()  # the spec, and a model of the right shape for the trained weights
@@ -633,7 +640,13 @@ def train_tables_alone(build, model, fit: dict, val: float, tcfg: TrainConfig, p
         return fresh, spec
 
     where = folder / f"tables-{weights_digest(model)}"
-    tuned, tuned_fit = fit_or_load(from_trained, table_phase_config(tcfg, phase), store, where, progress, hardware=hardware)
+    try:
+        tuned, tuned_fit = fit_or_load(from_trained, table_phase_config(tcfg, phase), store, where, progress, hardware=hardware)
+    except TrainingDiverged as exc:
+        # the phase only ever replaces the model with one that validates lower: a diverged one is
+        # not kept, as a worse one is not (it used to end the job, or drop the whole finalist)
+        record = {"val_before": val, "val_after": math.inf, "kept": False, "train_seconds": math.nan, "diverged": str(exc)}
+        return model, {**fit, "table_finetune": record}, val, folder
     tuned.requires_grad_(True)  # as a model loaded from its model.pt is, so a re-run reports the very same numbers
     tuned_val = _val_logloss(tuned, store, device, hardware)
     kept = tuned_val < val
@@ -655,7 +668,7 @@ def _selection_fields(trained: dict) -> dict:
     if "table_finetune" in trained["fit"]:
         t = trained["fit"]["table_finetune"]
         fields["table_finetune"] = t
-        fields["tables_alone"] = f"{t['val_after'] - t['val_before']:+.4f}, " + ("kept" if t["kept"] else "not kept")
+        fields["tables_alone"] = "diverged, not kept" if t.get("diverged") else f"{t['val_after'] - t['val_before']:+.4f}, " + ("kept" if t["kept"] else "not kept")
     return fields
 
 
