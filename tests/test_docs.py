@@ -345,3 +345,10 @@ def test_docs_name_only_markdown_files_that_exist():
     repository does not have."""
     assert doc_file_problems("see design.md section 4 and docs/nothing.md; `results.md`, docs/data.md") == ["design.md", "docs/nothing.md"]
     assert {doc.name: doc_file_problems(doc.read_text()) for doc in DOCS if doc_file_problems(doc.read_text())} == {}
+
+
+def test_search_doc_gives_the_penalty_weight_default():
+    """`beta` weighs every cost over its target; its default was nowhere in the docs."""
+    from recnas.search.objective import Objective
+
+    assert f"(`beta` {Objective.model_fields['beta'].default:g} unless set)" in (ROOT / "docs" / "search.md").read_text()
