@@ -126,3 +126,38 @@ def make_tiny_store(path, rows: int = 600, n_dense: int = 3, vocab_sizes=(7, 11,
 @pytest.fixture
 def tiny_store(tmp_path) -> CTRStore:
     return make_tiny_store(tmp_path / "tiny")
+
+
+DIVERGED = "training diverged: loss nan at step 9; lower lr or set grad_clip"
+
+
+def diverge_where(monkeypatch, when) -> None:
+    """Every `Trainer.fit` whose trainer `when` holds for raises TrainingDiverged(DIVERGED) at
+    once: a training that diverges, without training one."""
+    from recnas.errors import TrainingDiverged
+    from recnas.train import trainer
+
+    fit = trainer.Trainer.fit
+
+    def patched(self, *args, **kwargs):
+        if when(self):
+            raise TrainingDiverged(DIVERGED)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", patched)
+
+
+def diverge_one_finalist(monkeypatch) -> tuple[list[str], dict]:
+    """The first finalist of a search job to train diverges (its key lands in the returned list);
+    with the dict's "one" set False, every finalist does."""
+    failed, every = [], {"one": True}
+
+    def when(trainer) -> bool:
+        where = trainer.out_dir
+        if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
+            failed[:] = failed or [where.name]
+            return True
+        return False
+
+    diverge_where(monkeypatch, when)
+    return failed, every

@@ -107,18 +107,9 @@ def test_job_with_halving_drops_a_finalist_that_diverges(tmp_path, monkeypatch, 
     to the end no longer does): it is dropped at that rung with a warning; every finalist
     diverging ends the job."""
     from recnas.errors import TrainingDiverged
-    from recnas.train import trainer
+    from tests.conftest import diverge_one_finalist
 
-    fit, failed, every = trainer.Trainer.fit, [], {"one": True}
-
-    def first_finalist_diverges(self, *args, **kwargs):
-        where = self.out_dir
-        if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
-            failed[:] = failed or [where.name]
-            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer.Trainer, "fit", first_finalist_diverges)
+    failed, every = diverge_one_finalist(monkeypatch)
     report = run_job(_halving_cfg(), tmp_path / "run", progress=False)
     out = " ".join(capsys.readouterr().out.split())
     bad = failed[0]

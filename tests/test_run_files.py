@@ -397,18 +397,9 @@ def test_a_finalist_that_diverges_is_left_out_and_the_others_compete(tmp_path, m
 
     from recnas.errors import TrainingDiverged
     from recnas.search.pipeline import run_job
-    from recnas.train import trainer
+    from tests.conftest import diverge_one_finalist
 
-    fit, failed, every = trainer.Trainer.fit, [], {"one": True}
-
-    def first_finalist_diverges(self, *args, **kwargs):
-        where = self.out_dir
-        if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
-            failed[:] = failed or [where.name]
-            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer.Trainer, "fit", first_finalist_diverges)
+    failed, every = diverge_one_finalist(monkeypatch)
     report = run_job(load_job_config("smoke", baselines=["lr"], finalists=2), tmp_path / "run", progress=False)
     out = capsys.readouterr().out
     bad = failed[0]

@@ -10,6 +10,7 @@ from recnas.search.pipeline import run_job
 from recnas.train import TrainConfig, load_trained
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.trainer import embedding_param_ids
+from tests.conftest import diverge_where
 
 
 def test_the_phase_keeps_the_recipe_and_scales_its_rates():
@@ -111,18 +112,9 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
 
     from rich.console import Console
 
-    from recnas.errors import TrainingDiverged
     from recnas.search.pipeline import _selection_fields, _warn_diverged_points, baseline_builder, fit_selected
-    from recnas.train import trainer
 
-    fit = trainer.Trainer.fit
-
-    def phase_diverges(self, *args, **kwargs):
-        if self.out_dir is not None and self.out_dir.name.startswith("tables-"):
-            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer.Trainer, "fit", phase_diverges)
+    diverge_where(monkeypatch, lambda t: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
     cfg = load_job_config("smoke", table_finetune={"epochs": 1, "lr_scale": 0.5}, **({"final_grid": grid} if grid else {}))
     got = fit_selected(baseline_builder("lr", tiny_store.meta, {}), cfg, tiny_store, tmp_path / "a", False, "cpu", validate=False)
     folder = got["folder"]
@@ -144,17 +136,7 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
 def test_a_job_whose_table_phases_diverge_reports_the_models_from_before_them(tmp_path, monkeypatch, capsys):
     import json
 
-    from recnas.errors import TrainingDiverged
-    from recnas.train import trainer
-
-    fit = trainer.Trainer.fit
-
-    def phase_diverges(self, *args, **kwargs):
-        if self.out_dir is not None and self.out_dir.name.startswith("tables-"):
-            raise TrainingDiverged("training diverged: loss nan at step 9; lower lr or set grad_clip")
-        return fit(self, *args, **kwargs)
-
-    monkeypatch.setattr(trainer.Trainer, "fit", phase_diverges)
+    diverge_where(monkeypatch, lambda t: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
     out = tmp_path / "run"
     report = run_job(load_job_config("smoke", baselines=["lr"], table_finetune={"epochs": 1, "lr_scale": 0.5}), out, progress=False)
     printed = " ".join(capsys.readouterr().out.split())
