@@ -28,7 +28,7 @@ from recnas.search.halving import successive_halving
 from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
 from recnas.search.objective import diverged_keys, format_targets, resolve_targets
 from recnas.search.ranking import is_score, nan_last
-from recnas.search.report import write_report
+from recnas.search.report import PARETO_FILES, write_report
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
@@ -93,7 +93,7 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
         run_context = None if hardware is None else functools.partial(quantized, config=hardware)
         trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
         stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
-        result = trainer.fit(resume=(out_dir / "checkpoint.pt").exists(), stop_after=stop_after)
+        result = trainer.fit(resume=(out_dir / CHECKPOINT_FILE).exists(), stop_after=stop_after)
     except OtherLayoutCheckpoint as exc:  # a run folder from an older recnas: "train the model again" said neither where nor how
         if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
             raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet and every model afresh") from None
@@ -240,7 +240,7 @@ def _stage(console: Console, name: str, detail: str = "") -> None:
 
 # what a search writes at the top of its run folder: files, and folders of models
 RUN_FILES = ("config.yaml", DATA_FILE, "space.yaml", "search.sqlite", "best_arch.json", "best_hardware.json", "results.json", "results.md",
-             "search_progress.png", "score_vs_cost.png", "pareto.json", "pareto.md", "pareto.png")
+             "search_progress.png", "score_vs_cost.png", *PARETO_FILES)
 RUN_FOLDERS = ("supernet", "finalists", "best", "baselines")
 
 
@@ -372,7 +372,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if cfg.executor == "ray" and stale is None:
         from recnas.search.executors import RayExecutor
 
-        executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / "model.pt", cfg.ray_workers, cfg.ray_address)
+        executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / MODEL_FILE, cfg.ray_workers, cfg.ray_address)
     evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
     with _progress(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
@@ -541,7 +541,7 @@ def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> Non
 def _other_models(folder: str, names: list[str]) -> list[str]:
     """For `copy_dir`: the subfolders of a model's folder that hold models of their own (a
     `tables-<digest>` phase, a `final_grid` point), which best/ must not carry as the winner's."""
-    return [n for n in names if any((Path(folder) / n / f).exists() for f in ("model.pt", "checkpoint.pt"))]
+    return [n for n in names if any((Path(folder) / n / f).exists() for f in (MODEL_FILE, CHECKPOINT_FILE))]
 
 
 def best_finalist(finalists: list[dict]) -> dict:

@@ -95,17 +95,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return payload
 
 
-class OtherLayoutCheckpoint(CheckpointError):
+class OlderRecnasCheckpoint(CheckpointError):
+    """A checkpoint this recnas cannot take on because an older one wrote it. The `problem` is
+    kept apart from the way on (`way_on`, the class's default unless given), so that a caller
+    that knows more (the search job: which run folder's model to train again; a resume:
+    --overwrite) can say it instead."""
+
+    way_on = "train the model again with this recnas"
+
+    def __init__(self, problem: str, way_on: str | None = None):
+        self.problem = problem
+        super().__init__(f"{problem}; {way_on or self.way_on}")
+
+
+class OtherLayoutCheckpoint(OlderRecnasCheckpoint):
     """Weights that do not fit the very model the checkpoint's own model_spec describes, as this
     recnas builds it: the file was written by an older recnas, whose models had other weights
     (the supernets and subnets of its first days: no logit heads, a norm per block), or was
     edited. "does not match the model" alone left the user looking for a change they had not
-    made. Its own class, with the `problem` apart from the way on, so that the search job can
-    name the run folder's model to train again."""
-
-    def __init__(self, problem: str, way_on: str = "train the model again with this recnas"):
-        self.problem = problem
-        super().__init__(f"{problem}; {way_on}")
+    made."""
 
 
 def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike, own_spec: bool = False) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from recnas.errors import CheckpointError, DataError
+from recnas.train.checkpoint import OlderRecnasCheckpoint
 
 KINDS = ("supernet", "subnet", "baseline")
 
@@ -72,13 +73,11 @@ def check_data(spec: dict, meta, where: str = "dataset") -> None:
         )
 
 
-class SupernetOfOtherPaths(CheckpointError):
-    """`check_supernet_paths`'s refusal, with the `problem` apart from the way on: a search job
-    still reports the candidates it scored on such a supernet, and refuses only to score more."""
+class SupernetOfOtherPaths(OlderRecnasCheckpoint):
+    """`check_supernet_paths`'s refusal: a search job still reports the candidates it scored on
+    such a supernet, and refuses only to score more."""
 
-    def __init__(self, problem: str, way_on: str = "train the supernet again with this recnas (--overwrite)"):
-        self.problem = problem
-        super().__init__(f"{problem}; {way_on}")
+    way_on = "train the supernet again with this recnas (--overwrite)"
 
 
 def check_supernet_paths(payload: dict, path) -> None:
