@@ -283,14 +283,56 @@ def test_aging_kills_the_oldest_and_the_tournament_winner_is_the_parent(tmp_path
             assert score == min(m["score"] for _, m in members)
 
 
+def test_nasrec_style_gives_a_generation_one_parent_more_mutations_early_and_no_repeated_child(tmp_path):
+    """NASRec's searcher.py: one tournament a generation, whose winner every child of it
+    mutates from; a child takes (G - g) // max(20, G // 5) + 1 mutations in generation g (from
+    0) of G = 40: 3 in the first, 2 up to g = 20, then 1; one that repeats an earlier child is
+    mutated on (from itself) until it is new."""
+    cfg = EvolutionConfig(population=12, sample_size=4, children=2, generations=40, seed=5, style="nasrec")
+    evo = Spy(get_space("full-tiny"), Counting(), ResultsStore(tmp_path / "r.sqlite"), cfg)
+    marks = []
+    out = evo.run(progress=lambda gen, total: marks.append((len(evo.tournaments), len(evo.mutations))))
+    keys = [h["key"] for h in out.history]
+    redrawn = 0
+    for gen in range(1, 41):
+        (t0, m0), (t1, m1) = marks[gen - 1], marks[gen]
+        assert t1 - t0 == 1, gen  # one tournament
+        parent = evo.tournaments[t1 - 1][1]
+        calls = evo.mutations[m0:m1]
+        starts = [i for i, (g, _) in enumerate(calls) if g is parent]
+        assert starts[0] == 0 and len(starts) == 2, gen  # both children from the one parent
+        rounds = 3 if gen == 1 else 2 if gen <= 21 else 1
+        for a, b in zip(starts, starts[1:] + [len(calls)]):
+            chain = calls[a:b]
+            assert len(chain) % rounds == 0, gen
+            assert all(prev_out is nxt_in for (_, prev_out), (nxt_in, _) in zip(chain, chain[1:]))  # each on the last
+            redrawn += len(chain) // rounds - 1
+        assert [c.key for _, c in (calls[b - 1] for b in starts[1:] + [len(calls)])] == keys[12 + 2 * (gen - 1) : 12 + 2 * gen]
+    children = keys[12:]
+    assert len(children) == 80 and len(set(children)) == 80  # no child repeats an earlier one
+    assert redrawn > 0  # the repeat case is exercised
+
+
+def test_nasrec_style_in_a_space_too_small_for_new_children_gives_repeats(tmp_path):
+    """A space with fewer architectures than the search makes children: the search ends (the
+    repeats take their stored scores) instead of mutating forever."""
+    space = get_space("full-tiny").model_copy(update={"n_blocks": 1, "dense_ops": ("fc",), "sparse_ops": ("dot",), "sparse_dims": (4,)})
+    cfg = EvolutionConfig(population=4, sample_size=2, children=3, generations=4, seed=0, style="nasrec")
+    counting = Counting()
+    out = RegularizedEvolution(space, counting, ResultsStore(tmp_path / "r.sqlite"), cfg).run()
+    assert len(out.history) == 4 + 12
+    assert counting.calls == len({h["key"] for h in out.history}) <= 3  # three dense widths: three architectures
+
+
+@pytest.mark.parametrize("style", ["real", "nasrec"])
 @pytest.mark.parametrize("codesign", [False, True])
 @pytest.mark.parametrize("fail_after", [1, 10, 11, 15])
-def test_a_search_resumed_anywhere_replays_the_uninterrupted_one(tmp_path, codesign, fail_after):
+def test_a_search_resumed_anywhere_replays_the_uninterrupted_one(tmp_path, codesign, fail_after, style):
     """Interrupted in the initial population (1), at its last member (10), in the first
     generation (11) or later: the resumed search visits the same candidates with the same scores,
     evaluates each exactly once in all, and logs the same generations; another seed searches
     elsewhere."""
-    space, cfg = get_space("full-tiny"), EvolutionConfig(population=10, sample_size=3, children=2, generations=5, seed=11)
+    space, cfg = get_space("full-tiny"), EvolutionConfig(population=10, sample_size=3, children=2, generations=5, seed=11, style=style)
     full_db = ResultsStore(tmp_path / "full.sqlite")
     full = RegularizedEvolution(space, Counting(), full_db, cfg, codesign=codesign).run()
     db = tmp_path / "r.sqlite"

@@ -1,6 +1,7 @@
 """Regularized evolution (Real et al. 2019) over genotypes, as used by NASRec.
 
-Each generation: draw `sample_size` members of the population, take the best as parent,
+Each generation (the default `style: real`; `style: nasrec` follows NASRec's own searcher, see
+`RegularizedEvolution._children`): draw `sample_size` members of the population, take the best as parent,
 mutate it into a child (`children` times), evaluate the children, and retire the oldest
 members. The whole candidate sequence is a function of the seed, and every evaluation is
 cached in the results store, so re-running an interrupted search replays it without
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +26,9 @@ from recnas.space.samplers import random_architecture
 from recnas.space.spaces import SearchSpace
 
 
+_NEW_CHILD_TRIES = 100  # nasrec style: rounds of mutation that look for a child not met before
+
+
 class EvolutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,6 +38,11 @@ class EvolutionConfig(BaseModel):
     generations: int = Field(240, ge=0)
     seed: configs.Seed = 0
     hardware_mutation_prob: float = Field(0.3, ge=0, le=1, description="co-design: chance a child mutates the hardware instead")
+    style: Literal["real", "nasrec"] = Field(
+        "real",
+        description="real: a tournament per child, one decision mutated (Real et al.); nasrec: NASRec's searcher.py "
+        "(one tournament per generation, more mutations early, a child repeating an earlier child mutated again)",
+    )
 
 
 @dataclass
@@ -139,6 +148,34 @@ class RegularizedEvolution:
                 return members[finite[first[int(np.argmax(crowd))]]][0]
         return min(members, key=lambda gm: gm[1]["score"])[0]
 
+    def _tournament(self, population) -> Genotype:
+        idx = self.rng.choice(len(population), size=self.cfg.sample_size, replace=False)
+        return self._select([population[i] for i in idx])
+
+    def _children(self, gen: int, population) -> list[Genotype]:
+        """The children of generation `gen` (from 1). `real`: each its own tournament and one
+        mutation. `nasrec`, as NASRec's searcher.py: one parent for the generation, each child
+        `(G - g) // max(20, G // 5) + 1` mutations from it (g = gen - 1 of G generations: 6 at
+        the start of 240, 1 at the end), and one that repeats a child of this search mutated on
+        until it is new (`_NEW_CHILD_TRIES` rounds at most: a space too small to hold a new one
+        gives the repeat, which takes its stored score)."""
+        cfg = self.cfg
+        if cfg.style == "real":
+            return [self.mutate(self._tournament(population)) for _ in range(cfg.children)]
+        parent = self._tournament(population)
+        rounds = (cfg.generations - (gen - 1)) // max(20, cfg.generations // 5) + 1
+        children = []
+        for _ in range(cfg.children):
+            child = parent
+            for _ in range(_NEW_CHILD_TRIES):
+                for _ in range(rounds):
+                    child = self.mutate(child)
+                if child.key not in self._children_seen:
+                    break
+            self._children_seen.add(child.key)
+            children.append(child)
+        return children
+
     # -- the loop ---------------------------------------------------------------------
     def run(self, progress: Callable[[int, int], None] | None = None) -> EvolutionResult:
         cfg = self.cfg
@@ -146,17 +183,14 @@ class RegularizedEvolution:
         # objective) used to keep the earlier search's later generations, which the progress plot
         # then drew after this one's
         self.results.clear_generations(self.run_name)
+        self._children_seen: set[str] = set()  # nasrec style: the keys of this search's children
         init = [self.random_genotype() for _ in range(cfg.population)]
         population = deque(zip(init, self._score_all(init)))
         self._log(0, population)
         if progress:
             progress(0, cfg.generations)
         for gen in range(1, cfg.generations + 1):
-            children = []
-            for _ in range(cfg.children):
-                idx = self.rng.choice(len(population), size=cfg.sample_size, replace=False)
-                parent = self._select([population[i] for i in idx])
-                children.append(self.mutate(parent))
+            children = self._children(gen, population)
             for item in zip(children, self._score_all(children)):
                 population.append(item)
                 population.popleft()
