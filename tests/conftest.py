@@ -132,15 +132,15 @@ DIVERGED = "training diverged: loss nan at step 9; lower lr or set grad_clip"
 
 
 def diverge_where(monkeypatch, when) -> None:
-    """Every `Trainer.fit` whose trainer `when` holds for raises TrainingDiverged(DIVERGED) at
-    once: a training that diverges, without training one."""
+    """Every `Trainer.fit` for whose trainer and keyword arguments `when` holds raises
+    TrainingDiverged(DIVERGED) at once: a training that diverges, without training one."""
     from recnas.errors import TrainingDiverged
     from recnas.train import trainer
 
     fit = trainer.Trainer.fit
 
     def patched(self, *args, **kwargs):
-        if when(self):
+        if when(self, kwargs):
             raise TrainingDiverged(DIVERGED)
         return fit(self, *args, **kwargs)
 
@@ -152,7 +152,7 @@ def diverge_one_finalist(monkeypatch) -> tuple[list[str], dict]:
     with the dict's "one" set False, every finalist does."""
     failed, every = [], {"one": True}
 
-    def when(trainer) -> bool:
+    def when(trainer, _) -> bool:
         where = trainer.out_dir
         if where is not None and where.parent.name == "finalists" and (not every["one"] or not failed or failed[0] == where.name):
             failed[:] = failed or [where.name]

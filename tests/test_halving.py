@@ -124,6 +124,36 @@ def test_job_with_halving_drops_a_finalist_that_diverges(tmp_path, monkeypatch, 
         run_job(_halving_cfg(), tmp_path / "run2", progress=False)
 
 
+def test_job_with_halving_goes_on_with_a_dropped_finalist_where_the_survivor_diverges_at_the_end(tmp_path, monkeypatch, capsys):
+    """The survivor of the halving diverging while it trains on to the end ended the job, the
+    finalists dropped on the way left unused: the one dropped at the latest rung goes on to the
+    end in its place (the best of that rung first), and is the result; where it diverges too,
+    the next; where every one diverges, the job ends."""
+    from recnas.errors import TrainingDiverged
+    from tests.conftest import diverge_where
+
+    ref = run_job(_halving_cfg(), tmp_path / "ref", progress=False)
+    survivor = next(f["key"] for f in ref["finalists"] if f["chosen"])
+    rung2 = next(f["key"] for f in ref["finalists"] if f.get("rung") == 2)
+    rung1 = next(f["key"] for f in ref["finalists"] if f.get("rung") == 1)
+    diverging = {survivor}
+    diverge_where(monkeypatch, lambda t, kw: t.out_dir is not None and t.out_dir.name in diverging and kw.get("stop_after") is None)
+    report = run_job(_halving_cfg(), tmp_path / "run", progress=False)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"warning: finalist {survivor} left out: " in out and f"going on with {rung2} instead (dropped at rung 2, val " in out
+    fin = {f["key"]: f for f in report["finalists"]}
+    assert len(fin) == 3 and fin[rung2]["chosen"] and fin[survivor]["diverged"] and fin[survivor]["val_logloss"] == math.inf
+    assert fin[rung1]["rung"] == 1 and not fin[rung1]["chosen"]
+    assert Architecture.load(tmp_path / "run" / "best_arch.json").hash == rung2
+    assert (tmp_path / "run" / "best" / "model.pt").exists()
+    diverging.add(rung2)
+    report = run_job(_halving_cfg(), tmp_path / "run2", progress=False)
+    assert [f["key"] for f in report["finalists"] if f["chosen"]] == [rung1]
+    diverging.add(rung1)
+    with pytest.raises(TrainingDiverged, match=r"every finalist \(3\) diverged in its final training; the last: "):
+        run_job(_halving_cfg(), tmp_path / "run3", progress=False)
+
+
 def _halving_cfg(**kw):
     return load_job_config("smoke", finalists=3, finalist_selection="halving", final={"epochs": 3}, baselines=["lr"], **kw)
 

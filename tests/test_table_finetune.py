@@ -114,7 +114,7 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
 
     from recnas.search.pipeline import _selection_fields, _warn_diverged_points, baseline_builder, fit_selected
 
-    diverge_where(monkeypatch, lambda t: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
+    diverge_where(monkeypatch, lambda t, _: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
     cfg = load_job_config("smoke", table_finetune={"epochs": 1, "lr_scale": 0.5}, **({"final_grid": grid} if grid else {}))
     got = fit_selected(baseline_builder("lr", tiny_store.meta, {}), cfg, tiny_store, tmp_path / "a", False, "cpu", validate=False)
     folder = got["folder"]
@@ -136,7 +136,7 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
 def test_a_job_whose_table_phases_diverge_reports_the_models_from_before_them(tmp_path, monkeypatch, capsys):
     import json
 
-    diverge_where(monkeypatch, lambda t: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
+    diverge_where(monkeypatch, lambda t, _: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
     out = tmp_path / "run"
     report = run_job(load_job_config("smoke", baselines=["lr"], table_finetune={"epochs": 1, "lr_scale": 0.5}), out, progress=False)
     printed = " ".join(capsys.readouterr().out.split())

@@ -392,19 +392,24 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         if (g := evo.genotype(key)).arch.hash not in archs:
             archs.add(g.arch.hash)
             ranked.append((key, score, g))
-    dropped = []
+    dropped, reserve = [], []
     if cfg.finalist_selection == "halving" and len(ranked) > 1:
         _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval" + _fewer(ranked, cfg))
         survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress, console)
         console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, " + ("diverged" if "diverged" in d else f"val {d['val_logloss']:.4f}") + ")" for d in dropped))
         to_train = [r for r in ranked if r[0] == survivor]
+        # where the survivor diverges while training on to the end, the dropped that trained
+        # furthest (the best of them first) go on in its place: it used to end the job
+        reserve = sorted((d for d in dropped if isinstance(d["val_logloss"], float) and math.isfinite(d["val_logloss"])), key=lambda d: (-d["rung"], d["val_logloss"]))
     else:
         points = len(grid_points(cfg.final_grid))
         grid = (f", at each of the {points} points of final_grid" if points > 1 else ", at the one point of final_grid") if cfg.final_grid else ""
         _stage(console, "retrain", ("the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch") + grid + ("" if len(ranked) == 1 and points == 1 else "; the lowest validation log loss wins") + _fewer(ranked, cfg))
         to_train = ranked
-    finalists = []
-    for key, score, g in to_train:
+    finalists, queue, tried = [], list(to_train), 0
+    while queue:
+        key, score, g = queue.pop(0)
+        tried += 1
         # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
         # its final_grid used to resume training in a best/ that held another model or recipe
         folder = out / "finalists" / key
@@ -415,15 +420,20 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         except TrainingDiverged as exc:
             # one of several finalists that cannot train on the final recipe: the others are still
             # a selection (it used to end the job after its search, and again when continued)
-            if len(to_train) == 1:
+            if len(to_train) == 1 and tried == 1 and not reserve:
                 raise
             console.print(f"[yellow]warning:[/] finalist {key} left out: {escape(str(exc))}")
             dropped.append({"key": key, "search_score": score, "val_logloss": math.inf, "diverged": str(exc)})
+            if reserve:
+                instead = reserve.pop(0)
+                dropped.remove(instead)
+                queue.append(next(r for r in ranked if r[0] == instead["key"]))
+                console.print(f"    going on with {instead['key']} instead (dropped at rung {instead['rung']}, val {instead['val_logloss']:.4f})")
             continue
         _warn_diverged_points(fit, console)
         finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
     if not finalists:
-        raise TrainingDiverged(f"every finalist ({len(to_train)}) diverged in its final training; the last: {dropped[-1]['diverged']}")
+        raise TrainingDiverged(f"every finalist ({tried}) diverged in its final training; the last: {dropped[-1]['diverged']}")
     chosen = best_finalist(finalists)
     # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
     # the winner's folder (its table phase when not kept, points of an earlier final_grid)
