@@ -398,7 +398,44 @@ def older_layout(path):
     state = payload["model"]
     name = next(iter(state))
     state[f"blocks.0.norm.{name}"] = state.pop(name)
+    payload.pop("layout")  # recorded since 2026-12-07
     torch.save(payload, path)
+
+
+def test_a_checkpoint_records_its_weights_layout_and_one_of_a_newer_recnas_is_refused(tmp_path):
+    """Files record the layout of their weights (checkpoint.LAYOUT), so that one written by a
+    newer recnas, whose models may have other weights, is refused as such ("missing keys" and an
+    "older recnas" hint, or silently other subnets, was all an older reader could give); a file
+    that records none (before 2026-12-07) is read as layout 1."""
+    path = save_checkpoint(tmp_path / "c.pt", {"model": {"w": torch.ones(2)}, "model_spec": {}})
+    payload = load_checkpoint(path)
+    assert payload["layout"] == ckpt_mod.LAYOUT == 2 and ckpt_mod.layout_of(payload) == 2
+    raw = torch.load(path, weights_only=True)
+    raw.pop("layout")
+    torch.save(raw, path)
+    assert ckpt_mod.layout_of(load_checkpoint(path)) == 1
+    raw["layout"] = ckpt_mod.LAYOUT + 1
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match=r"c\.pt: written by a newer recnas \(weights layout 3; this recnas reads up to 2\): upgrade recnas to read it$"):
+        load_checkpoint(path)
+    for bad in (0, "2", True, 2.0):
+        raw["layout"] = bad
+        torch.save(raw, path)
+        with pytest.raises(CheckpointError, match=r"weights layout .* is not a positive integer"):
+            load_checkpoint(path)
+
+
+def test_a_supernet_that_records_its_layout_is_never_taken_for_one_of_the_leading_slice(tiny_store, tmp_path):
+    """check_supernet_paths tells a pre-2026-12-03 supernet by its config lacking
+    embedding_weight_decay; a file that records a weights layout folds its paths whatever its
+    config holds, and is read."""
+    from recnas.space import get_space
+
+    space = get_space("small-tiny").model_copy(update={"sparse_dims": (2, 4)})  # paths of fewer tokens than the 4 fields fold
+    payload = {"model_spec": model_factory.supernet_spec(space, tiny_store.meta), "config": {"lr": 0.01}}
+    with pytest.raises(model_factory.SupernetOfOtherPaths):
+        model_factory.check_supernet_paths(payload, "sn.pt")
+    model_factory.check_supernet_paths({**payload, "layout": 2}, "sn.pt")
 
 
 def test_weights_of_an_older_recnas_are_named_so_with_the_way_on(tiny_store, tmp_path):

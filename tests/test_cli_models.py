@@ -156,6 +156,7 @@ def as_before_embedding_weight_decay(path):
 
     payload = torch.load(path, weights_only=True)
     payload["config"].pop("embedding_weight_decay")
+    payload.pop("layout")  # recorded since 2026-12-07
     torch.save(payload, path)
 
 

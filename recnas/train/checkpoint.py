@@ -22,6 +22,12 @@ from recnas.errors import CheckpointError, ConfigError, exception_chain
 
 FORMAT = "recnas-checkpoint"
 VERSION = 1
+# The layout of the models' weights a checkpoint holds, written since 2026-12-07 (files before
+# record none: layout 1, of any earlier recnas). Raise it with every change to the weights a
+# model of a given spec has or to what they mean, so that a file is refused by what it says it
+# is: an older recnas's by the newer code that changed it, a newer one's by older code ("missing
+# keys", or worse, other subnets drawn from a supernet, was all either could tell).
+LAYOUT = 2
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
@@ -37,7 +43,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as fh:
-        torch_save({"format": FORMAT, "version": VERSION, **payload}, fh)
+        torch_save({"format": FORMAT, "version": VERSION, "layout": LAYOUT, **payload}, fh)
     return path
 
 
@@ -89,10 +95,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: not a recnas checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, this recnas reads {VERSION}")
+    layout = payload.get("layout", 1)
+    if not isinstance(layout, int) or isinstance(layout, bool) or layout < 1:
+        raise CheckpointError(f"{path}: checkpoint's weights layout {layout!r} is not a positive integer (an edited file?)")
+    if layout > LAYOUT:
+        raise CheckpointError(f"{path}: written by a newer recnas (weights layout {layout}; this recnas reads up to {LAYOUT}): upgrade recnas to read it")
     for key in ("model", "model_spec"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
     return payload
+
+
+def layout_of(payload: dict) -> int:
+    """The weights layout a checkpoint `payload` (of `load_checkpoint`) was written with (1: it
+    records none, a recnas before 2026-12-07 wrote it)."""
+    return payload.get("layout", 1)
 
 
 class OlderRecnasCheckpoint(CheckpointError):

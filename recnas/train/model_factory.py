@@ -88,9 +88,12 @@ def check_supernet_paths(payload: dict, path) -> None:
     from it than were trained: `evaluate --arch`, `--inherit`, the rank study and a continued
     search went on silently with other scores (a 2026-11-25 smoke supernet: 10.7966 -> 10.7876
     test log loss for one arch; 14 of its search's 29 stored scores no longer reproduced). Ones
-    of 2026-12-03..05 cannot be told apart and are taken as they are."""
+    of 2026-12-03..05 cannot be told apart and are taken as they are; ones that record a weights
+    layout (2026-12-07 on) fold."""
+    from recnas.train.checkpoint import layout_of
+
     spec, config = payload.get("model_spec"), payload.get("config")
-    if not (isinstance(spec, dict) and spec.get("kind") == "supernet" and isinstance(config, dict) and config and "embedding_weight_decay" not in config):
+    if layout_of(payload) >= 2 or not (isinstance(spec, dict) and spec.get("kind") == "supernet" and isinstance(config, dict) and config and "embedding_weight_decay" not in config):
         return
     from recnas.space import SearchSpace
 
