@@ -242,3 +242,41 @@ def test_a_model_whose_test_log_loss_is_nan_is_warned_about(tmp_path):
                      "the test split's dense features reach |x| = 3e+38: models diverge or learn nothing at such magnitudes; prepare the data with dense_transform: log1p, or scale those columns"]
     assert printed.getvalue().strip() == f"warning: {notes[0]}"
     assert _nan_test_notes(rows[1:], CTRStore(store.dir), Console(file=io.StringIO())) == []
+
+
+def test_models_above_the_base_rate_log_loss_are_warned_about(tmp_path):
+    """A model whose test log loss is above that of predicting the training click rate for every
+    row learnt nothing usable (too high an lr leaves finite, useless weights): the table gave it
+    as one more number. Named (exactly those above; NaN is _nan_test_notes' to say), printed and
+    returned for results.md; none above, nothing."""
+    import io
+    import math
+
+    from rich.console import Console
+
+    from recnas.search.pipeline import _above_base_rate_notes
+    from recnas.search.study import base_rate_logloss
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s")
+    base = base_rate_logloss(store.split("train").label, store.split("test").label)
+    rows = [{"model": "recnas (searched)", "test_logloss": base + 0.01}, {"model": "lr", "test_logloss": base - 0.01},
+            {"model": "dlrm", "test_logloss": 7.5}, {"model": "deepfm", "test_logloss": math.nan}]
+    printed = io.StringIO()
+    notes = _above_base_rate_notes(rows, store, Console(file=printed, width=400))
+    assert notes == [f"the test log loss of recnas (searched), dlrm is above that of predicting the training click rate for every row ({base:.4f}): "
+                     "they learnt nothing usable; check the final training's lr and length"]
+    assert printed.getvalue().strip() == f"warning: {notes[0]}"
+    assert _above_base_rate_notes(rows[1:2], store, Console(file=io.StringIO())) == []
+    assert "it learnt nothing usable" in _above_base_rate_notes(rows[2:3], store, Console(file=io.StringIO()))[0]
+
+
+def test_a_job_whose_models_learnt_nothing_says_so_in_results_md(tmp_path):
+    """The smoke job at a final lr of 30: its models end far above the base rate (28 and 7.7
+    against 0.53); the job warns and results.md says it above the table."""
+    from recnas.search.job import load_job_config
+    from recnas.search.pipeline import run_job
+
+    run_job(load_job_config("smoke", final={"lr": 30.0}, baselines=["lr"]), tmp_path / "run", progress=False)
+    md = (tmp_path / "run" / "results.md").read_text()
+    assert "warning: the test log loss of recnas (searched), lr is above that of predicting the training click rate for every row (" in md
