@@ -164,7 +164,50 @@ def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasErr
         raise error(f"{path}:{where} invalid YAML ({problem})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback
         raise error(f"{path}: invalid YAML (nested too deeply)") from None
+    problem = _alias_problem(data)
+    if problem:
+        raise error(f"{path}: invalid YAML ({problem})")
     return expect_mapping(data, str(path), error)
+
+
+YAML_VALUES_MAX = 1_000_000  # values a YAML file may come to through its aliases; a config holds hundreds
+
+
+def _alias_problem(data: Any) -> str | None:
+    """Why the aliases (`*name`) of a loaded YAML document cannot be taken, or None. The loader
+    shares one object for every use of an anchor, but whatever reads it (validation, an error
+    naming the value, a dump) walks each use in full: nine lines nesting ten aliases of the line
+    before made a 500 MB error message (20 seconds and 1.3 GB; one line more, ten times that),
+    a "billion laughs". Refused where its aliases take it past YAML_VALUES_MAX values,
+    and where a value holds itself (an alias inside its own anchor), which nothing reads."""
+    sizes: dict[int, int] = {}  # values each list or mapping comes to, its aliases repeated
+    inside: set[int] = set()  # those being counted: met again below themselves, a value holds itself
+    written = 0  # values as the file writes them, each anchor's once
+
+    def size(value: Any) -> int:
+        nonlocal written
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) in sizes:
+            return sizes[id(value)]
+        if id(value) in inside:
+            raise ValueError("a value holds itself: an alias inside its own anchor")
+        inside.add(id(value))
+        items = list(value.values() if isinstance(value, dict) else value)
+        sizes[id(value)] = 1 + sum(size(v) for v in items)
+        inside.discard(id(value))
+        written += 1 + sum(not isinstance(v, (dict, list)) for v in items)
+        return sizes[id(value)]
+
+    try:
+        total = size(data)
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    if total > YAML_VALUES_MAX and total > written:
+        return f"its aliases repeat their anchors' values into {total:,} values, more than the {YAML_VALUES_MAX:,} any config needs"
+    return None
 
 
 def expect_mapping(data: Any, source: str, error: type[RecnasError] = ConfigError) -> dict:
