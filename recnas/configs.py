@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,16 @@ def parse_json(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid JSON ({exc})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback
         raise ConfigError(f"{source}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a number of thousands of digits, past what Python converts: was a traceback
+        raise ConfigError(f"{source}: invalid JSON ({_value_problem(exc)})") from None
+
+
+def _value_problem(exc: ValueError) -> str:
+    """A value a parser could not make, in one line: Python's refusal of an integer of more
+    than 4300 digits goes on to name `sys.set_int_max_str_digits`, nothing a user sets."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    digits = re.search(r"limit \((\d+) digits\) for integer string conversion.*?value has (\d+) digits", text)
+    return f"a number of {digits[2]} digits, more than the {digits[1]} that can be read" if digits else text
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:
@@ -164,6 +175,8 @@ def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasErr
         raise error(f"{path}:{where} invalid YAML ({problem})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback
         raise error(f"{path}: invalid YAML (nested too deeply)") from None
+    except ValueError as exc:  # a value YAML's constructors cannot make (`2024-13-45`, a number of thousands of digits): was a traceback
+        raise error(f"{path}: invalid YAML ({_value_problem(exc)})") from None
     problem = _alias_problem(data)
     if problem:
         raise error(f"{path}: invalid YAML ({problem})")

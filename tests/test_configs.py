@@ -284,6 +284,25 @@ def test_a_file_nested_too_deeply_is_one_error_not_a_recursion_traceback(tmp_pat
         Architecture.load(arch)
 
 
+def test_a_value_yaml_or_json_cannot_make_is_one_error_not_a_traceback(tmp_path):
+    """A number of 5000 digits (past what Python converts) or a date of month 13 raised the
+    parser's ValueError: a traceback for a config, a feature spec, --hparams or an arch file."""
+    from recnas import configs
+    from recnas.space.arch import Architecture
+
+    path = tmp_path / "c.yaml"
+    for text, shown in [("epochs: " + "1" * 5000, "a number of 5000 digits, more than the 4300 that can be read"), ("epochs: 2024-13-45", "month must be in 1..12")]:
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=rf"c\.yaml: invalid YAML \({shown}\)$"):
+            TrainConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match=r"^--hparams: invalid JSON \(a number of 5000 digits, more than the 4300 that can be read\)$"):
+        configs.parse_json('{"num_layers": ' + "1" * 5000 + "}", "--hparams")
+    arch = tmp_path / "arch.json"
+    arch.write_text('{"blocks": [' + "9" * 5000 + "]}")
+    with pytest.raises(ConfigError, match=r"arch\.json: invalid architecture: invalid JSON \(a number of 5000 digits"):
+        Architecture.load(arch)
+
+
 def test_a_yaml_file_whose_aliases_multiply_its_values_is_refused_at_once(tmp_path):
     """A "billion laughs": each line ten aliases of the one before. The loader shares one
     object per anchor, but validation and the error naming the value walked every use: nine
