@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,6 +149,16 @@ def parse_json(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid JSON ({exc})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback
         raise ConfigError(f"{source}: invalid JSON (nested too deeply)") from None
+    except ValueError as exc:  # a number of thousands of digits, past what Python converts: was a traceback
+        raise ConfigError(f"{source}: invalid JSON ({_value_problem(exc)})") from None
+
+
+def _value_problem(exc: ValueError) -> str:
+    """A value a parser could not make, in one line: Python's refusal of an integer of more
+    than 4300 digits goes on to name `sys.set_int_max_str_digits`, nothing a user sets."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    digits = re.search(r"limit \((\d+) digits\) for integer string conversion.*?value has (\d+) digits", text)
+    return f"a number of {digits[2]} digits, more than the {digits[1]} that can be read" if digits else text
 
 
 def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasError] = ConfigError) -> dict:
@@ -164,7 +175,52 @@ def read_yaml(path: str | Path, what: str = "config file", error: type[RecnasErr
         raise error(f"{path}:{where} invalid YAML ({problem})") from None
     except RecursionError:  # `[[[[...` thousands deep was a traceback
         raise error(f"{path}: invalid YAML (nested too deeply)") from None
+    except ValueError as exc:  # a value YAML's constructors cannot make (`2024-13-45`, a number of thousands of digits): was a traceback
+        raise error(f"{path}: invalid YAML ({_value_problem(exc)})") from None
+    problem = _alias_problem(data)
+    if problem:
+        raise error(f"{path}: invalid YAML ({problem})")
     return expect_mapping(data, str(path), error)
+
+
+YAML_VALUES_MAX = 1_000_000  # values a YAML file may come to through its aliases; a config holds hundreds
+
+
+def _alias_problem(data: Any) -> str | None:
+    """Why the aliases (`*name`) of a loaded YAML document cannot be taken, or None. The loader
+    shares one object for every use of an anchor, but whatever reads it (validation, an error
+    naming the value, a dump) walks each use in full: nine lines nesting ten aliases of the line
+    before made a 500 MB error message (20 seconds and 1.3 GB; one line more, ten times that),
+    a "billion laughs". Refused where its aliases take it past YAML_VALUES_MAX values,
+    and where a value holds itself (an alias inside its own anchor), which nothing reads."""
+    sizes: dict[int, int] = {}  # values each list or mapping comes to, its aliases repeated
+    inside: set[int] = set()  # those being counted: met again below themselves, a value holds itself
+    written = 0  # values as the file writes them, each anchor's once
+
+    def size(value: Any) -> int:
+        nonlocal written
+        if not isinstance(value, (dict, list)):
+            return 1
+        if id(value) in sizes:
+            return sizes[id(value)]
+        if id(value) in inside:
+            raise ValueError("a value holds itself: an alias inside its own anchor")
+        inside.add(id(value))
+        items = list(value.values() if isinstance(value, dict) else value)
+        sizes[id(value)] = 1 + sum(size(v) for v in items)
+        inside.discard(id(value))
+        written += 1 + sum(not isinstance(v, (dict, list)) for v in items)
+        return sizes[id(value)]
+
+    try:
+        total = size(data)
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    if total > YAML_VALUES_MAX and total > written:
+        return f"its aliases repeat their anchors' values into {total:,} values, more than the {YAML_VALUES_MAX:,} any config needs"
+    return None
 
 
 def expect_mapping(data: Any, source: str, error: type[RecnasError] = ConfigError) -> dict:

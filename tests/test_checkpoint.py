@@ -463,3 +463,53 @@ def test_weights_of_an_older_recnas_are_named_so_with_the_way_on(tiny_store, tmp
     bare = Trainer(build_baseline("lr", tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False)
     with pytest.raises(CheckpointError, match=r"checkpoint does not match the model \(missing keys"):
         bare.fit(resume=True)
+
+
+def _saved_model(meta, kind: str, path):
+    """A model.pt of a `kind` ("dlrm": a baseline, "supernet", "subnet") built for `meta`, as
+    load_trained reads it: weights and model_spec alone."""
+    from recnas.baselines import build_baseline
+    from recnas.space.samplers import random_architecture
+    from recnas.supernet import Subnet, Supernet
+    from tests.conftest import tiny_space
+
+    space = tiny_space("every-op-tiny")
+    if kind == "supernet":
+        model, spec = Supernet(space, meta), model_factory.supernet_spec(space, meta, "single-path")
+    elif kind == "subnet":
+        arch = random_architecture(np.random.default_rng(0), space, any_ops=True)
+        model, spec = Subnet.from_architecture(arch, space, meta), model_factory.subnet_spec(arch, space, meta)
+    else:
+        model = build_baseline(kind, meta)
+        spec = model_factory.baseline_spec(kind, model.hparams, meta)
+    save_checkpoint(path, {"model": model.state_dict(), "model_spec": spec})
+    return spec
+
+
+@pytest.mark.parametrize("kind", ["dlrm", "supernet", "subnet"])
+def test_a_spec_claiming_huge_tables_is_refused_before_any_is_allocated(tiny_store, tmp_path, kind):
+    """A model_spec edited to claim a vocabulary of 2**31 ids (the most a store holds), beside a
+    few kilobytes of weights: the model was built (tens of gigabytes of tables) before its weights were checked,
+    "out of memory" at best, or gigabytes allocated and initialised for a file that is refused
+    anyway. Its weights are checked against the model built on the meta device first."""
+    _saved_model(tiny_store.meta, kind, tmp_path / "model.pt")
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["model_spec"]["data"]["vocab_sizes"][0] = 2**31
+    torch.save(payload, tmp_path / "edited.pt")
+    with pytest.raises(ckpt_mod.OtherLayoutCheckpoint, match=r"edited\.pt: the checkpoint's weights do not fit the model its model_spec describes \(shape mismatch .*21474836"):
+        model_factory.load_trained(tmp_path / "edited.pt")
+
+
+@pytest.mark.parametrize("kind", ["dlrm", "supernet", "subnet"])
+def test_the_weights_check_before_the_build_leaves_every_rng_as_it_was(tiny_store, tmp_path, kind):
+    """The meta-device build that checks a file's weights first draws nothing from any RNG: a
+    run that loads a model and trains on (--inherit, a continued search) draws as it did."""
+    spec = _saved_model(tiny_store.meta, kind, tmp_path / "model.pt")
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    model_factory.build_model(spec)
+    once = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    model, got, _ = model_factory.load_trained(tmp_path / "model.pt")
+    assert got == spec
+    assert torch.equal(torch.get_rng_state(), once[0]) and (np.random.get_state()[1] == once[1]).all() and random.getstate() == once[2]
+    assert not any(p.is_meta for p in model.parameters())

@@ -35,6 +35,14 @@ def error_line(err: str) -> str:
     return lines[0]
 
 
+def test_an_error_line_shows_control_characters_as_escapes(tmp_path, monkeypatch, capsys):
+    """A name in an error (a path, a key read from a file) went to the terminal as it was: its
+    control characters acted there (cleared the screen, rewrote the line) instead of showing."""
+    code, _, err = run(monkeypatch, capsys, "evaluate", "--ckpt", tmp_path / "m.pt", "--data", tmp_path / "a\x1b[2Jb\rc")
+    assert code == 2 and "\x1b" not in err and "\r" not in err
+    assert "a\\x1b[2Jb\\x0dc: not a prepared recnas dataset" in error_line(err), err
+
+
 def test_bad_config_exits_2_with_one_line(tiny_store, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochs: 1\nlearning_rate: 0.1\n")

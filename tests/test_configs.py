@@ -284,6 +284,60 @@ def test_a_file_nested_too_deeply_is_one_error_not_a_recursion_traceback(tmp_pat
         Architecture.load(arch)
 
 
+def test_a_value_yaml_or_json_cannot_make_is_one_error_not_a_traceback(tmp_path):
+    """A number of 5000 digits (past what Python converts) or a date of month 13 raised the
+    parser's ValueError: a traceback for a config, a feature spec, --hparams or an arch file."""
+    from recnas import configs
+    from recnas.space.arch import Architecture
+
+    path = tmp_path / "c.yaml"
+    for text, shown in [("epochs: " + "1" * 5000, "a number of 5000 digits, more than the 4300 that can be read"), ("epochs: 2024-13-45", "month must be in 1..12")]:
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=rf"c\.yaml: invalid YAML \({shown}\)$"):
+            TrainConfig.from_yaml(path)
+    with pytest.raises(ConfigError, match=r"^--hparams: invalid JSON \(a number of 5000 digits, more than the 4300 that can be read\)$"):
+        configs.parse_json('{"num_layers": ' + "1" * 5000 + "}", "--hparams")
+    arch = tmp_path / "arch.json"
+    arch.write_text('{"blocks": [' + "9" * 5000 + "]}")
+    with pytest.raises(ConfigError, match=r"arch\.json: invalid architecture: invalid JSON \(a number of 5000 digits"):
+        Architecture.load(arch)
+
+
+def test_a_yaml_file_whose_aliases_multiply_its_values_is_refused_at_once(tmp_path):
+    """A "billion laughs": each line ten aliases of the one before. The loader shares one
+    object per anchor, but validation and the error naming the value walked every use: nine
+    such lines made a 500 MB one-line error after 20 seconds (one more, ten times that). Refused
+    as it is read, for every YAML file recnas reads (`read_yaml`), before anything walks it."""
+    from recnas import configs
+
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 7)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\nepochs: *l6\n")
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: invalid YAML \(its aliases repeat their anchors' values into 23,456,789 values, more than the 1,000,000 any config needs\)$"):
+        configs.read_yaml(path)
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: invalid YAML \(its aliases repeat"):
+        TrainConfig.from_yaml(path)
+    path.write_text("\n".join(lines[:3]) + "\n")  # a few aliases are fine, as anchors and merge keys always were
+    assert len(configs.read_yaml(path)["l2"][9][9]) == 10
+
+
+def test_a_yaml_value_holding_itself_is_refused(tmp_path):
+    """An alias inside its own anchor makes a value that holds itself: nothing can read it. A
+    search job's `space_overrides` (a free mapping) of one ended in a RecursionError traceback."""
+    from recnas import configs
+    from recnas.search.job import load_job_config
+
+    path = tmp_path / "loop.yaml"
+    for text in ("epochs: &a [*a]\n", "lr: &a {b: *a}\n"):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=r"loop\.yaml: invalid YAML \(a value holds itself: an alias inside its own anchor\)$"):
+            configs.read_yaml(path)
+    path.write_text("space_overrides: &a {n_blocks: 2, x: *a}\n")
+    with pytest.raises(ConfigError, match=r"loop\.yaml: invalid YAML \(a value holds itself"):
+        load_job_config("smoke", path)
+
+
 def test_json_files_with_a_utf8_bom_load_as_yaml_ones_do(tmp_path):
     """An emb_dims.json or architecture saved by a Windows editor was "invalid JSON (Unexpected UTF-8 BOM ...)"."""
     from recnas.space.arch import load_emb_dims

@@ -194,6 +194,23 @@ def test_show_with_binary_results_md_is_one_line_error(tmp_path, monkeypatch, ca
     assert code == 2 and "results.md" in error_line(err) and "UTF-8" in error_line(err)
 
 
+def test_show_prints_keys_and_results_md_of_a_foreign_run_as_text(tmp_path, monkeypatch, capsys):
+    """A downloaded run folder is shown as written, never acted on: a candidate key was rich
+    markup (`[/]` a MarkupError traceback, `[link=...]` a hidden link), and the control
+    characters of a key or results.md went to the terminal (clear the screen, set the title)."""
+    from tests.test_cli_models import run
+
+    store = ResultsStore(tmp_path / "run" / "search.sqlite")
+    store.put("[/]", "{}", {"logloss": 0.5})
+    store.put("[bold]k\x1b[2J", "{}", {"logloss": 0.6})
+    store.close()
+    (tmp_path / "run" / "results.md").write_text("| model |\n|---|\n| a\x1b]0;title\x07b |\n")
+    code, out, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 0 and "Traceback" not in err, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "│ [/] " in out and "│ [bold]k\\x1b[2J" in out and "| a\\x1b]0;title\\x07b |" in out, out
+
+
 def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path):
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""

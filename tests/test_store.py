@@ -144,3 +144,24 @@ def test_corrupt_meta_is_one_line(tmp_path, text, match):
     with pytest.raises(DataError, match="meta.json: unreadable dataset metadata: .*" + match) as info:
         CTRStore(store.dir)
     assert "\n" not in str(info.value) and "errors.pydantic.dev" not in str(info.value)
+
+
+def test_a_meta_json_claiming_a_vocabulary_past_int32_is_refused_on_load(tmp_path, monkeypatch, capsys):
+    """Ids are stored as int32, so no store has a vocabulary past 2**31; an edited meta.json
+    claiming 10**30 ids was taken, and training on it ended in torch's "Overflow when unpacking
+    long long" traceback when the model was built."""
+    import json
+
+    from tests.test_cli_models import error_line, run
+
+    store = make_tiny_store(tmp_path / "s")
+    meta = json.loads((store.dir / "meta.json").read_text())
+    meta["vocab_sizes"][0] = 10**30
+    (store.dir / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"meta\.json: unreadable dataset metadata: key 'vocab_sizes\.0': Input should be less than or equal to 2147483648"):
+        CTRStore(store.dir)
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", store.dir, "--config", "configs/train-tiny.yaml", "--out", tmp_path / "o")
+    assert code == 2 and "vocab_sizes.0" in error_line(err)
+    meta["vocab_sizes"][0] = 2**31  # the most hash buckets a store is prepared with: still a store
+    (store.dir / "meta.json").write_text(json.dumps(meta))
+    assert CTRStore(store.dir).meta.vocab_sizes[0] == 2**31

@@ -8,6 +8,7 @@ import sys
 
 import typer
 
+from recnas.cli.terminal import terminal_safe
 from recnas.errors import RecnasError
 from recnas.rank_errors import OUT_OF_MEMORY, launched_rank, report_error, reported_by_another_rank
 
@@ -71,7 +72,9 @@ _NoArgsIsHelp = getattr(_click_errors, "NoArgsIsHelpError", ())  # click >= 8.2
 def _error_line(text: str) -> None:
     """`text` on stderr, in red on a terminal, but plain where the user asked for no colour
     (NO_COLOR set and not empty, https://no-color.org) or the terminal has none (TERM=dumb):
-    rich's output honoured both, the error line alone came in red."""
+    rich's output honoured both, the error line alone came in red. Its control characters
+    (of a file name or a key read from a file) are shown as escapes (`terminal_safe`)."""
+    text = terminal_safe(text)
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         typer.echo(text, err=True)
     else:

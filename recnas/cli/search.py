@@ -58,6 +58,9 @@ def search(
 @search_app.command("show")
 def show(run: Path = path_argument(..., help="Run folder of a search."), top: int = typer.Option(10, min=1, help="Candidates to list.")) -> None:
     """Best candidates of a (possibly unfinished) search and, if finished, the results table."""
+    from rich.text import Text
+
+    from recnas.cli.terminal import terminal_safe
     from recnas.configs import read_text
     from recnas.errors import DataError
     from recnas.search.results import ResultsStore
@@ -79,13 +82,15 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
         # the candidate keys and scores the table is for
         table.add_column(col, overflow="fold")
     for r in rows[:top]:
-        table.add_row(r["key"], *(format_metric(r.get(name), fmt, missing="-") for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
+        # the key as stored, as text: rich took a key of an edited or foreign database for
+        # markup (`[/]` was a MarkupError traceback), and sent its control characters on
+        table.add_row(Text(terminal_safe(str(r["key"]))), *(format_metric(r.get(name), fmt, missing="-") for name, fmt in (("logloss", "{:.4f}"), ("auc", "{:.4f}"), ("flops", "{:,.0f}"), ("params", "{:,.0f}"))))
     console.print(table)
     if (run / "results.md").exists():
         # as written: rich markup would take `[search progress]` of the plot links (or any
         # bracketed model name) for a style tag and drop it, and its wrapping at the console
         # width (80 columns when piped) cut every wide table row into pieces
-        console.print(read_text(run / "results.md", "results table", DataError).rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
+        console.print(terminal_safe(read_text(run / "results.md", "results table", DataError).rstrip("\n")), markup=False, highlight=False, soft_wrap=True)
     store.close()
 
 

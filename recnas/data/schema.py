@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recnas.configs import explain, read_text, require_type, write_text_atomic
 from recnas.errors import DataError
 
 SPLITS = ("train", "val", "test")
 META_FILE = "meta.json"
+VOCAB_MAX = 2**31  # ids 0..size-1 in int32
 
 
 class DatasetMeta(BaseModel):
@@ -28,7 +29,9 @@ class DatasetMeta(BaseModel):
     name: str
     dense_names: list[str]
     cat_names: list[str]
-    vocab_sizes: list[PositiveInt] = Field(description="table size per categorical field (ids are 0..size-1)")
+    # ids are stored as int32 (store.COLUMNS): a size past 2**31 is no store's, and one past int64 (an
+    # edited meta.json) was an "Overflow when unpacking long long" traceback when a model was built
+    vocab_sizes: list[Annotated[int, Field(gt=0, le=VOCAB_MAX)]] = Field(description="table size per categorical field (ids are 0..size-1)")
     rows: dict[str, int] = Field(description="row count per split")
     positive_rate: dict[str, float] = Field(default_factory=dict)
     source: dict[str, Any] = Field(default_factory=dict, description="raw file, checksum, options")

@@ -137,6 +137,13 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLik
     """`load_state_dict(strict=True)`, with missing/extra keys and shape clashes as CheckpointError;
     `own_spec`: `model` is built from the checkpoint's own model_spec (or one checked equal to
     it), so a clash means another recnas laid that model out (OtherLayoutCheckpoint)."""
+    check_model_state(model, state, path, own_spec)
+    model.load_state_dict(state)
+
+
+def check_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLike, own_spec: bool = False) -> None:
+    """`load_model_state`'s checks alone, loading nothing: `model` may be built on the meta
+    device (shapes, no memory), to check a file's weights before the real model is allocated."""
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise CheckpointError(f"{path}: checkpoint's weights are not a state dict of named tensors (got {type(state).__name__})")
     own = model.state_dict()
@@ -157,7 +164,6 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | os.PathLik
         )
     if problems:
         raise CheckpointError(f"{path}: checkpoint does not match the model ({'; '.join(problems)})")
-    model.load_state_dict(state)
 
 
 class OtherModelCheckpoint(CheckpointError):

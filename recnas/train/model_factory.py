@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from recnas.errors import CheckpointError, DataError
@@ -156,6 +158,28 @@ def weights_step(extra: dict) -> int | None:
     return extra.get("step")
 
 
+def _check_weights_fit(spec: dict, state, path) -> None:
+    """Check that the file's weights fit the model its spec describes before that model is
+    built for real: built on the meta device (shapes only, no memory), with every RNG left as
+    it was. A spec edited to claim a vocabulary of billions of ids, beside weights of a few
+    kilobytes, used to allocate and initialise those tables first (gigabytes, or "out of
+    memory: lower the batch size") and be refused only then. A spec that cannot be built on
+    the meta device is left to the real build, which says why."""
+    from recnas.train.checkpoint import check_model_state
+
+    torch_rng, np_rng, py_rng = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(spec)
+    except Exception:  # an invalid spec, or an op with no meta kernel: the real build's to refuse, as it did
+        return
+    finally:
+        torch.set_rng_state(torch_rng)
+        np.random.set_state(np_rng)
+        random.setstate(py_rng)
+    check_model_state(skeleton, state, path, own_spec=True)
+
+
 def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """(model, model_spec, extra) from a `model.pt` or `checkpoint.pt`; `extra` holds the
     training config, metrics, step and the identity of the data it trained on when the file has
@@ -175,6 +199,7 @@ def load_trained(path: str | os.PathLike, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path}: checkpoint has no usable model_spec (was it written by a bare Trainer without one?)")
     check_supernet_paths(payload, path)
     try:
+        _check_weights_fit(spec, payload["model"], path)
         model = build_model(spec)
     except ImportError as exc:
         raise CheckpointError(f"{path}: cannot rebuild a {spec.get('kind')} model ({exc})") from None
