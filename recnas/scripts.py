@@ -16,9 +16,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recnas.errors import ConfigError, RecnasError
 from recnas.staging import check_parent
+
+if TYPE_CHECKING:  # for annotations only: the functions below import torch where they use it
+    import torch
 
 # Criteo Kaggle field cardinalities are very uneven: a few fields have millions of values,
 # others a handful. Rough orders of magnitude, per field C1..C26.
@@ -94,7 +98,7 @@ positive_int = _int_at_least(1, "argparse type of a size or count (rows, steps, 
 non_negative_int = _int_at_least(0, 'argparse type of a count where 0 means "the default" (e.g. --threads 0: torch\'s own).')
 
 
-def provenance(result: dict, args: argparse.Namespace, device: str = "cpu") -> dict:
+def provenance(result: dict, args: argparse.Namespace, device: str | torch.device = "cpu") -> dict:
     """`result` (a script's JSON) with what it was computed with, where it does not say already:
     the date (UTC), the environment (versions, CPU threads, device: `recnas.environment`) and
     every argument of the run, paths as text."""
@@ -201,7 +205,7 @@ def temporary_synthetic_store(rows: int, seed: int = 0):
     return CTRStore(tmp / "data")
 
 
-def mean_seconds(fn: Callable[[], object], repeats: int, device: str = "cpu", warmup: int = 3) -> float:
+def mean_seconds(fn: Callable[[], object], repeats: int, device: str | torch.device = "cpu", warmup: int = 3) -> float:
     """Mean wall seconds of a call of `fn` over `repeats` calls after `warmup` untimed ones,
     the device synchronised before and after (CUDA runs asynchronously)."""
     import torch

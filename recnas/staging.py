@@ -453,8 +453,9 @@ class OutputDir:
         as the lock already treats it (the link itself would otherwise be swapped for a folder,
         leaving the old result in place and a stray `.out.old-*` link). So is `.` or `..`, by the
         folder's own name: its staging folder went inside it, and the finished run was refused."""
-        if Path(out).is_symlink() or Path(out).name in ("", ".."):
-            out = Path(out).resolve()
+        out = Path(out)  # a str `out` (the Python API) met `out / self.marker` below, a TypeError
+        if out.is_symlink() or out.name in ("", ".."):
+            out = out.resolve()
         self.check(out, overwrite)  # before the lock, whose file would create `out`'s parents
         with exclusive(out, error=self.error):
             tmp = self.stage(out, overwrite)

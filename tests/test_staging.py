@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -45,6 +46,18 @@ def test_error_mid_run_keeps_the_previous_result_and_no_staging(tmp_path):
         with KIND.staged(out, overwrite=True) as tmp:
             (tmp / "result.json").write_text("half")
             raise RuntimeError("boom")
+    assert _tree(tmp_path) == {"out": None, "out/model.pt": b"old", "out/result.json": b"old"}
+
+
+@pytest.mark.parametrize("spell", [str, Path])
+def test_full_disk_names_the_output_however_it_is_spelled(tmp_path, spell):
+    """An `out` given as a str (the Python API: write_store, run_search) ended a failed write
+    into the staging folder with "TypeError: unsupported operand type(s) for /" instead of the
+    one-line error; now a str and a Path give the same message, and the old result stands."""
+    out = _result(tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"out: cannot write the test result \(result.json: No space left on device\); the test result there is kept"):
+        with KIND.staged(spell(out), overwrite=True) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp / "result.json"))
     assert _tree(tmp_path) == {"out": None, "out/model.pt": b"old", "out/result.json": b"old"}
 
 

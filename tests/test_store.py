@@ -95,6 +95,15 @@ def test_values_a_model_cannot_use_are_a_clear_error(tmp_path, damage, match):
     assert len(CTRStore(store.dir).split("train")) == 480  # the other splits still load
 
 
+def test_corrupt_array_error_without_a_message_names_its_kind(tmp_path, monkeypatch):
+    """The message's fallback to the error's kind for an error with no text (`exc or name`) never
+    fired: an exception is always true, so the line ended "corrupt array file ()"."""
+    store = make_tiny_store(tmp_path / "s")
+    monkeypatch.setattr(np, "load", lambda *a, **k: (_ for _ in ()).throw(EOFError()))
+    with pytest.raises(DataError, match=r"val/dense.npy: corrupt array file \(EOFError\)$"):
+        CTRStore(store.dir).split("val")
+
+
 def test_store_made_again_while_read_is_refused(tmp_path):
     """A `data prepare --overwrite` swapping in a store of the same shape under a running search:
     its splits, opened as the job needs them, came from either store without a word."""

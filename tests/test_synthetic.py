@@ -200,6 +200,10 @@ def test_small_config_and_true_probability_checks(tmp_path):
         ({"positive_rate": 1.5}, "positive_rate"),
         ({"max_vocab": 1}, "min_vocab <= max_vocab"),
         ({"signal": "high"}, "signal must be a number"),
+        # a numpy float for an integer knob was cut down without a word (n_dense 13.9 -> 13), where
+        # the same Python float was refused; numpy integers and float knobs are still taken
+        ({"n_dense": np.float64(13.9)}, "n_dense must be an integer, got .*13.9"),
+        ({"max_vocab": np.float32(100.0)}, "max_vocab must be an integer"),
     ],
 )
 def test_bad_arguments_raise_config_error(tmp_path, kwargs, match):

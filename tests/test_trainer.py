@@ -145,6 +145,20 @@ def test_evaluate_matches_sklearn_and_leaves_loader_untouched(tiny_store):
         evaluate(model, [1, 2, 3])
 
 
+def test_trainer_evaluates_the_loader_it_is_given_even_an_empty_one(tiny_store):
+    """`split_loader or self.val_loader`: a loader of no batches is false (`__len__`), so an
+    empty split was scored as the validation split without a word (its metrics and row count)."""
+    from recnas.data.store import SplitArrays
+
+    trainer = Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, progress=False)
+    test = tiny_store.split("test")
+    assert trainer.evaluate(BatchLoader(test, 16, shuffle=False))["rows"] == len(test)
+    empty = BatchLoader(SplitArrays(test.dense[:0], test.sparse[:0], test.label[:0]), 16, shuffle=False)
+    m = trainer.evaluate(empty)
+    assert m["rows"] == 0 and math.isnan(m["logloss"])
+    assert trainer.evaluate()["rows"] == len(tiny_store.split("val"))
+
+
 def test_cpu_evaluation_batches_are_capped_and_give_the_same_metrics(tiny_store):
     from recnas.train.metrics import CPU_EVAL_BATCH, eval_batch_size, predict
 

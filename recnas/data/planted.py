@@ -48,8 +48,9 @@ class SynthConfig:
     def validate(self) -> "SynthConfig":
         """A checked copy with plain int/float values; ConfigError names the bad knob."""
         for f in fields(self):
-            value, kind = getattr(self, f.name), (int,) if f.type == "int" else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind + (np.integer, np.floating)) or value != value:
+            # a numpy float for an integer knob was taken and cut down by int() below (13.9 -> 13)
+            value, kind = getattr(self, f.name), (int, np.integer) if f.type == "int" else (int, float, np.integer, np.floating)
+            if isinstance(value, bool) or not isinstance(value, kind) or value != value:
                 raise ConfigError(f"synthetic data: {f.name} must be {'an integer' if f.type == 'int' else 'a number'}, got {value!r}")
         checks = [
             (1 <= self.n_dense <= 1000, f"n_dense must be in 1..1000, got {self.n_dense}"),

@@ -137,7 +137,7 @@ class CTRStore:
                 raise DataError(f"{path}: missing; the store at {self.dir} is incomplete") from None
             except (ValueError, EOFError, OSError) as exc:  # EOFError: an empty or truncated file
                 self._check_not_replaced()
-                raise DataError(f"{path}: corrupt array file ({exc or type(exc).__name__})") from None
+                raise DataError(f"{path}: corrupt array file ({str(exc) or type(exc).__name__})") from None  # an exception is always true: `exc or` never fell back
             if arr.dtype != dtype:
                 raise DataError(f"{path}: dtype {arr.dtype}, expected {np.dtype(dtype)}")
             arrays[col] = arr

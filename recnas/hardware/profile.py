@@ -258,7 +258,7 @@ def example_inputs(model: nn.Module, batch_size: int, device="cpu", meta=None, s
     return torch.randn(batch_size, n_dense, generator=g).to(device), sparse.to(device)
 
 
-def measure_latency(model: nn.Module, batch_size: int = 256, device="cpu", warmup: int = 5, repeats: int = 20, arch=None, meta=None) -> dict[str, float]:
+def measure_latency(model: nn.Module, batch_size: int = 256, device="cpu", warmup: int = 5, repeats: int = 20, arch=None, meta=None) -> dict[str, float | int | str]:
     """Wall-clock inference latency of one batch on `device` (mean, median, 90th percentile, ms).
 
     Runs in eval mode without gradients; on CUDA every repeat ends with a synchronize so the

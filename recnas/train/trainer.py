@@ -411,7 +411,7 @@ class Trainer:
     def evaluate(self, split_loader: BatchLoader | None = None, arch=None) -> dict:
         """Validation metrics of the current weights. A supernet is scored on `arch`, else on
         the mean over `eval_archs`."""
-        loader = split_loader or self.val_loader
+        loader = split_loader if split_loader is not None else self.val_loader  # `or`: an empty loader is false
         if loader is None:  # eval_every: 0 builds no validation loader
             raise ConfigError("this Trainer has no validation loader (eval_every: 0): pass the loader to evaluate on")
         archs = [arch] if arch is not None else (self.eval_archs or [None])
