@@ -501,6 +501,24 @@ def test_a_spec_claiming_huge_tables_is_refused_before_any_is_allocated(tiny_sto
 
 
 @pytest.mark.parametrize("kind", ["dlrm", "supernet", "subnet"])
+def test_a_file_whose_weights_cover_its_ids_is_built_once(tiny_store, tmp_path, kind, monkeypatch):
+    """The meta-device check runs each torch call through Python (seconds for a large
+    supernet): a file holding at least a weight per id it claims is built once, for real."""
+    _saved_model(tiny_store.meta, kind, tmp_path / "model.pt")
+    built, build = [], model_factory.build_model
+    monkeypatch.setattr(model_factory, "build_model", lambda *a, **kw: built.append(torch.empty(0).is_meta) or build(*a, **kw))
+    model_factory.load_trained(tmp_path / "model.pt")
+    assert built == [False]
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    payload["model_spec"]["data"]["vocab_sizes"][0] = 2**31
+    torch.save(payload, tmp_path / "edited.pt")
+    built.clear()
+    with pytest.raises(ckpt_mod.OtherLayoutCheckpoint):
+        model_factory.load_trained(tmp_path / "edited.pt")
+    assert built == [True]  # checked on the meta device, never built for real
+
+
+@pytest.mark.parametrize("kind", ["dlrm", "supernet", "subnet"])
 def test_the_weights_check_before_the_build_leaves_every_rng_as_it_was(tiny_store, tmp_path, kind):
     """The meta-device build that checks a file's weights first draws nothing from any RNG: a
     run that loads a model and trains on (--inherit, a continued search) draws as it did."""
