@@ -676,6 +676,22 @@ def test_training_on_a_train_split_of_one_class_is_warned_about(tmp_path, monkey
     assert "the val split holds no clicks (every label 0): AUC is undefined (n/a) on it" in warnings[1]
 
 
+@pytest.mark.parametrize("model, lr, warned", [("lr", 10000.0, True), ("dlrm", 0.01, False)])
+def test_a_training_that_learnt_nothing_usable_is_warned_about(tiny_store, tmp_path, monkeypatch, capsys, model, lr, warned):
+    """At a huge lr the weights stay finite but useless (validation log loss far above the
+    click rate's): the summary gave it as one more number, exit 0; it now warns, and a run that
+    learnt something does not."""
+    from recnas.search.study import base_rate_logloss
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"batch_size: 32\nepochs: 2\nlr: {lr}\ndevice: cpu\n")
+    code, out, err = run(monkeypatch, capsys, "baseline", "train", model, "--data", tiny_store.dir, "--config", cfg, "--out", tmp_path / "o", "--no-progress")
+    assert code == 0, err
+    base = base_rate_logloss(tiny_store.split("train").label, tiny_store.split("val").label)
+    warning = f"is above that of predicting the training click rate for every row ({base:.5f}): the model learnt nothing usable; lower the lr or train longer"
+    assert (warning in " ".join(err.split())) == warned, err
+
+
 @pytest.mark.parametrize("restore_best", [False, True])
 def test_the_training_summary_says_when_model_pt_holds_the_last_weights(tiny_store, tmp_path, monkeypatch, capsys, restore_best):
     """Under `restore_best: false` the summary line gave the best validation log loss alone

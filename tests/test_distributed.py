@@ -148,12 +148,13 @@ def test_an_error_of_rank_zero_alone_is_one_error_line_without_the_other_ranks_t
 
 
 def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
-    """An embedding table of petabytes cannot be allocated: the ranks' out-of-memory line came
-    once per rank, then torchrun's ChildFailedError traceback (no rank had reported an error).
-    Now as without --nproc: one line, exit code 1, no run folder."""
+    """Embedding tables of 275 GB (four fields of 2**31 ids, the most a store holds, 8 wide)
+    cannot be allocated: the ranks' out-of-memory line came once per rank, then torchrun's
+    ChildFailedError traceback (no rank had reported an error). Now as without --nproc: one
+    line, exit code 1, no run folder."""
     from tests.conftest import make_tiny_store
 
-    store = make_tiny_store(tmp_path / "huge", vocab_sizes=(7, 11, 5, 10**14))
+    store = make_tiny_store(tmp_path / "huge", vocab_sizes=(2**31,) * 4)
     error, output = _one_error_line(tmp_path, 1, "supernet", "train", "--data", store.dir, "--space", "small-tiny")
     assert error.startswith("error: out of memory (") and "can't allocate memory" in error, output
     assert not (tmp_path / "o").exists()
