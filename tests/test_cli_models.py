@@ -393,6 +393,26 @@ def test_help_and_no_args_still_print_help(monkeypatch, capsys):
     assert code == 2 and "supernet" in out + err and "error:" not in err
 
 
+def test_version_prints_the_version_of_the_package(monkeypatch, capsys):
+    """`recnas --version` was "No such option: --version", exit 2; it is pyproject.toml's version."""
+    import tomllib
+
+    import recnas
+
+    code, out, err = run(monkeypatch, capsys, "--version")
+    assert (code, out, err) == (0, f"recnas {recnas.__version__}\n", "")
+    pyproject = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())
+    assert recnas.__version__ == pyproject["project"]["version"]
+
+
+@pytest.mark.parametrize("args", [("-h",), ("search", "-h"), ("search", "show", "-h"), ("data", "synth", "-h"), ("embed", "apply", "-h")])
+def test_dash_h_is_help_as_well(monkeypatch, capsys, args):
+    """`recnas search -h` was "No such option: -h"; it prints the help --help prints."""
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0 and err == ""
+    assert out == run(monkeypatch, capsys, *args[:-1], "--help")[1]
+
+
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 3488800000000 bytes")])
 def test_out_of_memory_is_one_error_line(monkeypatch, capsys, exc):
     import recnas.cli as cli

@@ -76,7 +76,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
         words = line.split()
     tokens = [t.strip("[]()") for t in words[1:]]
     tokens = [t for t in tokens if t and t not in ("|", "...")]
-    cmd, path, problems, i = root, "recnas", [], 0
+    cmd, path, problems, i, eager = root, "recnas", [], 0, False
     while i < len(tokens):
         tok = tokens[i]
         i += 1
@@ -84,6 +84,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
             name = tok.split("=", 1)[0]
             options = _options(cmd)
             param = options.get(name)
+            eager = eager or name == "--help" or getattr(param, "is_eager", False)  # --help, --version: a whole command line
             if name not in options:
                 problems.append(f"{path}: no option {name}")
             elif param is not None and "=" not in tok and not param.is_flag and not param.count:
@@ -94,7 +95,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
                 problems.append(f"{path}: no subcommand {tok!r}")
                 break
             cmd, path = sub, f"{path} {tok}"
-    if hasattr(cmd, "commands") and not cmd.invoke_without_command:
+    if hasattr(cmd, "commands") and not cmd.invoke_without_command and not eager:
         problems.append(f"{path}: a command group, not a command")
     return problems
 
@@ -119,6 +120,7 @@ def test_doc_command_lines_use_only_existing_subcommands_and_flags(doc, line):
     ("recnas search --ray-adress H:P", "recnas search: no option --ray-adress"),
     ("recnas subnet fit --data D", "recnas subnet: no subcommand 'fit'"),
     ("recnas embed --data D", "recnas embed: a command group, not a command"),
+    ("recnas --verbose", "recnas: no option --verbose"),
     ("recnas embed search --data DIR (--budget-params N | --budget-mbytes X)", "recnas embed search: no option --budget-mbytes"),
 ])
 def test_a_doc_naming_what_the_cli_lacks_fails(tmp_path, line, problem):
