@@ -255,7 +255,7 @@ def baseline_train(
     data: Path = DATA,
     config: Path = CONFIG,
     out: Path = OUT,
-    hparams: Optional[str] = typer.Option(None, "--hparams", help='model hyper-parameters as JSON, e.g. \'{"mlp": [64, 64]}\''),
+    hparams: Optional[str] = typer.Option(None, "--hparams", help='model hyper-parameters as JSON, e.g. \'{"mlp": [64, 64]}\' for deepfm (each model\'s keys: docs/baselines.md)'),
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
@@ -377,7 +377,7 @@ def evaluate(
     json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
     predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="rows per forward pass (sets the memory it takes)"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda where available, else cpu), cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
     from recnas.data.store import CTRStore
