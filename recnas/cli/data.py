@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from recnas.cli.options import PROGRESS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 
@@ -77,6 +78,7 @@ def prepare(
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows (N >= 1; default: the whole file)"),
     vocab_from: Optional[Path] = path_option(None, "--vocab-from", help="a store to take the ids from (its vocabulary or hash buckets), so models trained on it accept this one"),
+    progress: bool = PROGRESS,
 ) -> None:
     """Stream a raw CTR file into a memory-mappable store with train/val/test splits."""
     from rich.console import Console
@@ -86,7 +88,7 @@ def prepare(
 
     started = time.perf_counter()
     console = Console()  # drawn only where it can be erased: piped (or TERM=dumb) it left a blank line before the summary
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_interactive) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not (progress and console.is_interactive)) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:

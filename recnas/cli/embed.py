@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from recnas.cli.options import THREADS
+from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 from recnas.environment import cpu_threads
@@ -37,6 +37,7 @@ def search(
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out (never a folder of anything else)"),
     threads: Optional[int] = THREADS,
+    progress: bool = PROGRESS,
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
     from recnas.data.store import CTRStore
@@ -58,7 +59,7 @@ def search(
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
     with cpu_threads(threads):
-        report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
+        report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=progress and sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
     print_report(report)
     names = ["result.json", "emb_dims.json"] + (["model.pt"] if (out / "model.pt").is_file() else [])
     typer.echo("wrote " + ", ".join(str(out / name) for name in names))
