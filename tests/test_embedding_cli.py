@@ -129,7 +129,7 @@ def test_out_holding_something_else_is_refused_and_kept(setup, overwrite):
         ([], "exactly one"),
         (["--budget-params", "100", "--budget-mb", "1"], "exactly one"),
         (["--budget-params", "100", "--widths", "2,x"], "--widths"),
-        (["--budget-params", "100", "--sampler", "greedy"], "sampler"),
+        (["--budget-params", "100", "--sampler", "greedy"], "cfg.yaml with --sampler: key 'supernet.sampler'"),  # named no option: "command line: key ..."
     ],
 )
 def test_cli_bad_inputs_are_clear_config_errors(setup, extra, message):

@@ -54,8 +54,9 @@ def search(
         updates["seed"] = seed
     if sampler is not None:
         updates["supernet"] = {**cfg.supernet.model_dump(), "sampler": sampler}
-    if updates:
-        cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, "command line")
+    if updates:  # a refusal names the options given ("command line: key 'supernet.sampler'" named none)
+        given = ", ".join(flag for flag, value in (("--widths", widths), ("--seed", seed), ("--sampler", sampler)) if value is not None)
+        cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, f"{config or 'the defaults'} with {given}")
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
     with cpu_threads(threads):
