@@ -755,7 +755,11 @@ def _stated_in_help() -> list[tuple[tuple[str, ...], str, str]]:
     from recnas.search.job import PRESETS, JobConfig, load_job_config
     from recnas.search.study import RankStudyConfig
 
+    from recnas.train.config import TrainConfig
+
     embed, jobs = EmbedSearchConfig(), [load_job_config(budget) for budget in PRESETS]
+    warmups = [TrainConfig.from_yaml(CONFIGS / f"{name}.yaml").warmup_steps for name in ("supernet", "subnet", "baseline")]
+    tiny = TrainConfig.from_yaml(TINY).warmup_steps
 
     def same(values):  # a default the help states once, for every preset
         assert len(set(values)) == 1, values
@@ -775,6 +779,8 @@ def _stated_in_help() -> list[tuple[tuple[str, ...], str, str]]:
         (("search",), "--executor", f"{same([j.executor for j in jobs])} (default)"),
         (("search",), "--finalists", f"else {same([j.finalists for j in jobs] + [JobConfig.model_fields['finalists'].default])}"),
         *[(("study", "rank"), "--config", key) for key in RankStudyConfig.model_fields],
+        *[(command, "--warmup-steps", f"configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for {same(warmups):,} steps, train-tiny.yaml for {'none' if not tiny else tiny}")
+          for command in (("supernet", "train"), ("subnet", "train"), ("baseline", "train"))],
     ]
 
 

@@ -34,7 +34,7 @@ RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt e
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 # min=1: refused while parsing, naming --steps (the config's own check would name its key max_steps)
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
-WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
+WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for 1,000 steps, train-tiny.yaml for none: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
 
 
