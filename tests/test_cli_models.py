@@ -393,6 +393,26 @@ def test_help_and_no_args_still_print_help(monkeypatch, capsys):
     assert code == 2 and "supernet" in out + err and "error:" not in err
 
 
+def test_version_prints_the_version_of_the_package(monkeypatch, capsys):
+    """`recnas --version` was "No such option: --version", exit 2; it is pyproject.toml's version."""
+    import tomllib
+
+    import recnas
+
+    code, out, err = run(monkeypatch, capsys, "--version")
+    assert (code, out, err) == (0, f"recnas {recnas.__version__}\n", "")
+    pyproject = tomllib.loads((CONFIGS.parent / "pyproject.toml").read_text())
+    assert recnas.__version__ == pyproject["project"]["version"]
+
+
+@pytest.mark.parametrize("args", [("-h",), ("search", "-h"), ("search", "show", "-h"), ("data", "synth", "-h"), ("embed", "apply", "-h")])
+def test_dash_h_is_help_as_well(monkeypatch, capsys, args):
+    """`recnas search -h` was "No such option: -h"; it prints the help --help prints."""
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0 and err == ""
+    assert out == run(monkeypatch, capsys, *args[:-1], "--help")[1]
+
+
 @pytest.mark.parametrize("exc", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 3488800000000 bytes")])
 def test_out_of_memory_is_one_error_line(monkeypatch, capsys, exc):
     import recnas.cli as cli
@@ -710,23 +730,120 @@ def test_the_training_summary_says_when_model_pt_holds_the_last_weights(tiny_sto
     assert line.endswith(note) != restore_best, line
 
 
-def test_every_option_of_every_command_says_what_it_does():
-    """`study rank --help` listed --progress with no words at all."""
+def _cli_commands() -> dict[tuple[str, ...], object]:
+    """Every command and group of the CLI (the root too), by its path: `("search", "show")`."""
     import typer
 
     from recnas.cli import app
 
-    def commands(cmd, path=()):  # Typer's own click (vendored by recent Typers): by duck type
-        if hasattr(cmd, "commands"):
-            for name, sub in cmd.commands.items():
-                yield from commands(sub, (*path, name))
-        else:
-            yield path, cmd
+    found = {}
 
-    found = list(commands(typer.main.get_command(app)))
-    assert len(found) >= 10
-    silent = [f"{' '.join(path)} {p.opts[0]}" for path, cmd in found for p in cmd.params if p.param_type_name == "option" and p.opts[0] != "--help" and not (p.help or "").strip()]
+    def walk(cmd, path=()):  # Typer's own click (vendored by recent Typers): by duck type
+        found[path] = cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app))
+    return found
+
+
+def _param_help(path: tuple[str, ...], name: str) -> str:
+    """The help text of option `name` (or argument `name`) of the command at `path`."""
+    (param,) = [p for p in _cli_commands()[path].params if name in (*p.opts, p.name)]
+    return " ".join(param.help.split())
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`study rank --help` listed --progress with no words at all. Groups' options (those of
+    `recnas search` itself, `recnas --version`) and arguments count too."""
+    found = _cli_commands()
+    assert len(found) >= 15
+    silent = [f"{' '.join(path)} {p.opts[0]}" for path, cmd in found.items() for p in cmd.params if p.opts[0] != "--help" and not (getattr(p, "help", None) or "").strip()]
     assert silent == []
+
+
+def _stated_in_help() -> list[tuple[tuple[str, ...], str, str]]:
+    """(command, option, text): what an option's help says of its default or range, as the code
+    has it; each help text states it in words, where the option's own default is None."""
+    from recnas.data.prepare import DEFAULT_SEED, MAX_HASH_BUCKETS
+    from recnas.data.synthetic import MAX_ROWS, MIN_ROWS
+    from recnas.embedding.config import EmbedSearchConfig
+    from recnas.search.job import PRESETS, JobConfig, load_job_config
+    from recnas.search.study import RankStudyConfig
+
+    from recnas.train.config import TrainConfig
+
+    embed, jobs = EmbedSearchConfig(), [load_job_config(budget) for budget in PRESETS]
+    warmups = [TrainConfig.from_yaml(CONFIGS / f"{name}.yaml").warmup_steps for name in ("supernet", "subnet", "baseline")]
+    tiny = TrainConfig.from_yaml(TINY).warmup_steps
+
+    def same(values):  # a default the help states once, for every preset
+        assert len(set(values)) == 1, values
+        return values[0]
+
+    return [
+        (("data", "prepare"), "--seed", f"default {DEFAULT_SEED}"),
+        (("data", "prepare"), "--hash-buckets", f"at most {MAX_HASH_BUCKETS:,}"),
+        (("data", "synth"), "--rows", f"{MIN_ROWS:,} to {MAX_ROWS:,}"),
+        (("embed", "search"), "--widths", "default: the config's, " + ",".join(map(str, embed.widths))),
+        (("embed", "search"), "--sampler", f"default: the config's, {embed.supernet.sampler}"),
+        (("embed", "search"), "--seed", f"default: the config's, {embed.seed}"),
+        (("search",), "--space", "the --budget preset's: " + ", ".join(f"{budget} {job.space}" for budget, job in zip(PRESETS, jobs))),
+        (("search",), "--objective", f"default: {same([j.objective.kind for j in jobs])}"),
+        (("search",), "--hardware", f"default: {same([j.hardware for j in jobs])}"),
+        (("search",), "--scoring", f"{same([j.scoring for j in jobs])} (inherited weights; default)"),
+        (("search",), "--executor", f"{same([j.executor for j in jobs])} (default)"),
+        (("search",), "--finalists", f"else {same([j.finalists for j in jobs] + [JobConfig.model_fields['finalists'].default])}"),
+        *[(("study", "rank"), "--config", key) for key in RankStudyConfig.model_fields],
+        *[(command, "--warmup-steps", f"configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for {same(warmups):,} steps, train-tiny.yaml for {'none' if not tiny else tiny}")
+          for command in (("supernet", "train"), ("subnet", "train"), ("baseline", "train"))],
+    ]
+
+
+@pytest.mark.parametrize("command, option, text", [pytest.param(*case, id=f"{' '.join(case[0])} {case[1]} {case[2]}") for case in _stated_in_help()])
+def test_a_default_or_range_an_option_s_help_states_is_the_code_s(command, option, text):
+    assert text in _param_help(command, option)
+
+
+def _listed_choices() -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
+    """(command, option or argument, the values the code takes) of options typed as text."""
+    import typing
+
+    from recnas.baselines import BASELINES
+    from recnas.data.schema import SPLITS
+    from recnas.embedding.config import SupernetSettings
+    from recnas.search.job import PRESETS, JobConfig
+    from recnas.search.objective import Objective
+    from recnas.space.samplers import STRATEGIES
+    from recnas.space.spaces import PRESETS as SPACES
+    from recnas.train.config import TrainConfig
+
+    def literal(model, field):
+        return typing.get_args(model.model_fields[field].annotation)
+
+    return [
+        (("supernet", "train"), "--sampler", STRATEGIES),
+        (("supernet", "train"), "--space", tuple(SPACES)),
+        (("subnet", "train"), "--space", tuple(SPACES)),
+        (("baseline", "train"), "name", tuple(BASELINES)),
+        (("evaluate",), "--split", SPLITS),
+        (("evaluate",), "--device", literal(TrainConfig, "device")),
+        (("search",), "--budget", tuple(PRESETS)),
+        (("search",), "--space", tuple(SPACES)),
+        (("search",), "--objective", literal(Objective, "kind")),
+        (("search",), "--hardware", literal(JobConfig, "hardware")),
+        (("search",), "--scoring", literal(JobConfig, "scoring")),
+        (("search",), "--executor", literal(JobConfig, "executor")),
+        (("embed", "search"), "--sampler", literal(SupernetSettings, "sampler")),
+    ]
+
+
+@pytest.mark.parametrize("command, option, choices", [pytest.param(*case, id=f"{' '.join(case[0])} {case[1]}") for case in _listed_choices()])
+def test_an_option_of_named_values_lists_every_value_the_code_takes(command, option, choices):
+    """Typed as text (the code checks the value), so --help shows `<str>`: its help lists them."""
+    import re
+
+    assert choices and [c for c in choices if not re.search(rf"(?<![\w-]){re.escape(c)}(?![\w-])", _param_help(command, option))] == []
 
 
 def _on_a_terminal(argv: list[str], cwd: Path, columns: int = 150) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
         words = line.split()
     tokens = [t.strip("[]()") for t in words[1:]]
     tokens = [t for t in tokens if t and t not in ("|", "...")]
-    cmd, path, problems, i = root, "recnas", [], 0
+    cmd, path, problems, i, eager = root, "recnas", [], 0, False
     while i < len(tokens):
         tok = tokens[i]
         i += 1
@@ -84,6 +85,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
             name = tok.split("=", 1)[0]
             options = _options(cmd)
             param = options.get(name)
+            eager = eager or name == "--help" or getattr(param, "is_eager", False)  # --help, --version: a whole command line
             if name not in options:
                 problems.append(f"{path}: no option {name}")
             elif param is not None and "=" not in tok and not param.is_flag and not param.count:
@@ -94,7 +96,7 @@ def command_problems(line: str, root=CLI) -> list[str]:
                 problems.append(f"{path}: no subcommand {tok!r}")
                 break
             cmd, path = sub, f"{path} {tok}"
-    if hasattr(cmd, "commands") and not cmd.invoke_without_command:
+    if hasattr(cmd, "commands") and not cmd.invoke_without_command and not eager:
         problems.append(f"{path}: a command group, not a command")
     return problems
 
@@ -119,6 +121,7 @@ def test_doc_command_lines_use_only_existing_subcommands_and_flags(doc, line):
     ("recnas search --ray-adress H:P", "recnas search: no option --ray-adress"),
     ("recnas subnet fit --data D", "recnas subnet: no subcommand 'fit'"),
     ("recnas embed --data D", "recnas embed: a command group, not a command"),
+    ("recnas --verbose", "recnas: no option --verbose"),
     ("recnas embed search --data DIR (--budget-params N | --budget-mbytes X)", "recnas embed search: no option --budget-mbytes"),
 ])
 def test_a_doc_naming_what_the_cli_lacks_fails(tmp_path, line, problem):
@@ -126,6 +129,86 @@ def test_a_doc_naming_what_the_cli_lacks_fails(tmp_path, line, problem):
     doc.write_text(f"Run it:\n\n```\n{line}  # a comment --not-checked\n```\n")
     assert doc_commands(doc) == [line]
     assert problem in command_problems(line)
+
+
+SYNOPSIS = re.compile(r"[\[\]{}()|]")  # usage notation: `[--rows N]`, `{a,b}`, `(--a N | --b X)`
+
+
+def block_commands(path: Path) -> list[str]:
+    """The `recnas ...` lines of a doc's shell blocks (not its inline spans, often fragments)."""
+    return [line for lang, lines in _fenced_blocks(path.read_text()) if lang in ("", "bash", "sh", "shell", "console") for line in _block_commands(lines)]
+
+
+def parse_problems(line: str, root=CLI) -> list[str]:
+    """What the CLI's own parser refuses in `line`, as the command would say it: a value of the
+    wrong type or outside its range or choices, a missing required option or argument."""
+    words, cmd, name, parent = shlex.split(line)[1:], root, "recnas", None
+    try:
+        while True:
+            ctx = cmd.make_context(name, list(words), parent=parent)
+            rest = [*getattr(ctx, "_protected_args", []), *ctx.args] if hasattr(cmd, "commands") else []
+            if not rest:
+                return []
+            name, cmd, words = cmd.resolve_command(ctx, rest)
+            parent = ctx
+    except sys.modules[typer.BadParameter.__module__].UsageError as exc:  # of Typer's own click (recnas.cli does the same)
+        return [" ".join(exc.format_message().split())]
+
+
+EXAMPLES = [(p.relative_to(ROOT).as_posix(), line) for p in DOCS for line in block_commands(p) if not SYNOPSIS.search(line)]
+
+
+def test_docs_have_example_commands_to_parse():
+    assert len([line for doc, line in EXAMPLES if doc == "README.md"]) >= 20
+
+
+@pytest.mark.parametrize("doc, line", EXAMPLES)
+def test_doc_example_commands_parse(doc, line):
+    """Every example command of the README's and docs' shell blocks (usage synopses aside)
+    gets past the command line: types, ranges, choices, required options all as given."""
+    assert parse_problems(line) == [], f"{doc}: {line}"
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("recnas data synth --rows many --out d", "'--rows'"),
+    ("recnas data prepare --dataset parquet --raw r --out o", "'--dataset'"),
+    ("recnas baseline train --data d --config c --out o", "Missing argument 'name'"),
+    ("recnas search show runs/x --top 0", "'--top'"),
+])
+def test_an_example_the_cli_would_refuse_fails(line, problem):
+    assert problem in " ".join(parse_problems(line))
+
+
+def synopsis_default_problems(line: str, root=CLI) -> list[str]:
+    """`[--opt VALUE]` of a usage synopsis whose VALUE is not the option's default (one that has
+    a default: an option without one takes a placeholder, e.g. `[--seed 2018]` of a default
+    the code picks itself)."""
+    cmd = root
+    for word in line.split()[1:]:
+        if word.startswith(("-", "[", "(", "{")) or not hasattr(cmd, "commands"):
+            break
+        cmd = cmd.commands[word]
+    options = _options(cmd)
+    problems = []
+    for flag, value in re.findall(r"\[(--[\w-]+) ([^\]|\s]+)\]", line):
+        param = options.get(flag)
+        if value.isupper() or value.startswith("{"):  # a placeholder (N, S, K) or the choices
+            continue
+        if param is not None and param.default is not None and not param.is_flag and str(getattr(param.default, "value", param.default)) != value:
+            problems.append(f"{flag} {value}: the default is {param.default}")
+    return problems
+
+
+SYNOPSES = [(p.relative_to(ROOT).as_posix(), line) for p in DOCS for line in block_commands(p) if SYNOPSIS.search(line)]
+
+
+@pytest.mark.parametrize("doc, line", SYNOPSES)
+def test_a_synopsis_shows_the_real_defaults(doc, line):
+    assert synopsis_default_problems(line) == [], f"{doc}: {line}"
+
+
+def test_a_synopsis_with_a_wrong_default_fails():
+    assert synopsis_default_problems("recnas evaluate --ckpt M --data D [--split val] [--batch-size 4096] [--json-out F]") == ["--split val: the default is test"]
 
 
 def test_continued_and_inline_command_lines_are_read(tmp_path):

@@ -129,7 +129,7 @@ def test_out_holding_something_else_is_refused_and_kept(setup, overwrite):
         ([], "exactly one"),
         (["--budget-params", "100", "--budget-mb", "1"], "exactly one"),
         (["--budget-params", "100", "--widths", "2,x"], "--widths"),
-        (["--budget-params", "100", "--sampler", "greedy"], "sampler"),
+        (["--budget-params", "100", "--sampler", "greedy"], "cfg.yaml with --sampler: key 'supernet.sampler'"),  # named no option: "command line: key ..."
     ],
 )
 def test_cli_bad_inputs_are_clear_config_errors(setup, extra, message):
@@ -362,6 +362,28 @@ def test_cli_search_threads_pins_and_records_the_thread_count(setup):
     res = runner.invoke(app, [*args, "--out", str(tmp / "default")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp / "default" / "result.json").read_text())["environment"]["cpu_threads"] == before
+
+
+@pytest.mark.parametrize("flag, drawn", [([], True), (["--no-progress"], False)])
+def test_cli_search_no_progress_draws_no_bars(setup, monkeypatch, capsys, flag, drawn):
+    """`--no-progress`, as every other command that trains takes it, was "No such option"."""
+    import sys
+
+    import recnas.embedding.pipeline as pipeline
+    from tests.test_cli_models import error_line, run
+
+    store, cfg, tmp = setup
+    asked = []
+
+    def search(*args, progress, **kwargs):
+        asked.append(progress)
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(pipeline, "run_search", search)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on a terminal only
+    monkeypatch.setenv("NO_COLOR", "1")  # and the error line, on a terminal, is red
+    code, _, err = run(monkeypatch, capsys, "embed", "search", "--data", store.dir, "--out", tmp / "out", "--budget-params", "200", "--config", cfg, *flag)
+    assert code == 2 and error_line(err) == "error: stopped here" and asked == [drawn]
 
 
 def test_evaluate_on_an_embedding_search_model_says_what_it_is(setup):

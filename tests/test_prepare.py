@@ -827,6 +827,21 @@ def test_cli_error_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("flag, drawn", [([], True), (["--no-progress"], False)])
+def test_cli_no_progress_draws_no_bars(tmp_path, monkeypatch, capsys, flag, drawn):
+    """`--no-progress`, as the commands that train take it, was "No such option" here."""
+    from recnas.cli import main
+
+    raw = write_lines(tmp_path / "train.txt", criteo_rows(50))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # bars are drawn on a terminal only
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["recnas", "data", "prepare", "--dataset", "criteo", "--raw", str(raw), "--out", str(tmp_path / "s"), *flag])
+    main()
+    out = capsys.readouterr().out
+    assert "50 rows in" in out and ("pass 1: parse" in out) == drawn
+
+
 def test_cli_synth_is_a_thin_wrapper(tmp_path, monkeypatch):
     import types
 

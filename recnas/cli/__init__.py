@@ -28,14 +28,30 @@ try:  # torch and the rest load here, seconds before main() runs: Ctrl-C then en
 except KeyboardInterrupt:
     _interrupted()
 
-app = typer.Typer(help="Weight-sharing NAS for CTR models.", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+EXIT_CODES = "Exit codes: 0 done; 2 a bad command line, config, data file or path (one error: line); 1 out of memory (or a crash, with its traceback); 130 interrupted."
+
+# -h as well as --help (subcommands inherit it): `recnas search -h` was "No such option: -h"
+app = typer.Typer(help="Weight-sharing NAS for CTR models.", epilog=EXIT_CODES, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from recnas import __version__
+
+        typer.echo(f"recnas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="print the version of recnas and exit")) -> None:
+    """Weight-sharing NAS for CTR models."""
 app.add_typer(data_cli.app, name="data", help="Prepare raw CTR data or generate the synthetic benchmark.")
 app.add_typer(models_cli.supernet_app, name="supernet", help="Train a supernet.")
-app.add_typer(models_cli.subnet_app, name="subnet", help="Train one architecture from scratch.")
+app.add_typer(models_cli.subnet_app, name="subnet", help="Train one architecture (from scratch, or from supernet weights).")
 app.add_typer(models_cli.baseline_app, name="baseline", help="Train a hand-designed baseline.")
 app.command("evaluate", help="Evaluate a trained model checkpoint on a split.")(models_cli.evaluate)
 search_cli.register(app)
-app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search.")
+app.add_typer(embed_cli.app, name="embed", help="One-shot embedding size search, and putting its widths into an architecture.")
 
 def _fold_option_help() -> None:
     """Typer draws an option's help in a column that is 18 characters wide at 80 columns (a

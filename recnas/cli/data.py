@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from recnas.cli.options import PROGRESS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 
@@ -69,14 +70,15 @@ def prepare(
     out: Path = path_option(..., "--out", help="store directory to create"),
     spec: Optional[Path] = path_option(None, "--spec", help="YAML feature spec (--dataset csv)"),
     profile: Optional[Path] = path_option(None, "--profile", help="KDD12 userid_profile.txt (adds gender, age)"),
-    min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1)"),
-    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary"),
+    min_count: Optional[int] = typer.Option(None, "--min-count", help="values seen fewer times map to the OOV id 0 (default 1; or --hash-buckets)"),
+    hash_buckets: Optional[int] = typer.Option(None, "--hash-buckets", help="hash values into N ids per field instead of a vocabulary (N at most 2,147,483,648: int32 ids)"),
     split: SplitMethod = typer.Option(SplitMethod.stratified, "--split", help="stratified 8:1:1 (seeded), sequential 80/10/10, or none (every row in test: data to score)"),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="seed of the stratified split (default 2018)"),
     on_bad_row: BadRowPolicy = typer.Option(BadRowPolicy.error, "--on-bad-row", help="error: stop at the first bad row; skip: drop and count"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store (kept if this run fails)"),
-    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows"),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="stop after N valid rows (N >= 1; default: the whole file)"),
     vocab_from: Optional[Path] = path_option(None, "--vocab-from", help="a store to take the ids from (its vocabulary or hash buckets), so models trained on it accept this one"),
+    progress: bool = PROGRESS,
 ) -> None:
     """Stream a raw CTR file into a memory-mappable store with train/val/test splits."""
     from rich.console import Console
@@ -86,7 +88,7 @@ def prepare(
 
     started = time.perf_counter()
     console = Console()  # drawn only where it can be erased: piped (or TERM=dumb) it left a blank line before the summary
-    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not console.is_interactive) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console, transient=True, disable=not (progress and console.is_interactive)) as bar:
         tasks: dict[str, int] = {}
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -145,7 +147,7 @@ def _no_information(meta) -> list[str]:
 @app.command()
 def synth(
     out: Path = path_option(..., "--out", help="store directory to create"),
-    rows: int = typer.Option(200_000, "--rows", help="number of rows"),
+    rows: int = typer.Option(200_000, "--rows", help="number of rows (100 to 500,000,000)"),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="generator seed"),
     raw_out: Optional[Path] = path_option(None, "--raw-out", help="also write the rows as a Criteo-format text file"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing store"),

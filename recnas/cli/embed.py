@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from recnas.cli.options import THREADS
+from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
 from recnas.configs import SEED_MAX
 from recnas.environment import cpu_threads
@@ -27,16 +27,17 @@ def _group() -> None:
 def search(
     data: Path = path_option(..., "--data", help="prepared dataset directory"),
     out: Path = path_option(..., "--out", help="output directory (result.json, emb_dims.json, model.pt)"),
-    budget_params: Optional[int] = typer.Option(None, "--budget-params", help="budget: total embedding-table parameters"),
-    budget_mb: Optional[float] = typer.Option(None, "--budget-mb", help="budget: embedding-table MiB (float32)"),
-    widths: Optional[str] = typer.Option(None, "--widths", help="candidate widths, e.g. 2,4,8,16,32,64"),
+    budget_params: Optional[int] = typer.Option(None, "--budget-params", help="budget: total embedding-table parameters (give this or --budget-mb)"),
+    budget_mb: Optional[float] = typer.Option(None, "--budget-mb", help="budget: embedding-table MiB at float32 (give this or --budget-params)"),
+    widths: Optional[str] = typer.Option(None, "--widths", help="candidate widths, comma-separated (default: the config's, 2,4,8,16,32,64)"),
     config: Optional[Path] = path_option(None, "--config", help="YAML with model/supernet/search/retrain sections"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="repeat supernet training + search with K seeds (stability report)"),
-    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed (overrides the config)"),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="first seed; --seeds K runs this one to this + K-1 (default: the config's, 0)"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="supernet width sampling: adaptive or uniform (default: the config's, adaptive)"),
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out (never a folder of anything else)"),
     threads: Optional[int] = THREADS,
+    progress: bool = PROGRESS,
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
     from recnas.data.store import CTRStore
@@ -53,12 +54,13 @@ def search(
         updates["seed"] = seed
     if sampler is not None:
         updates["supernet"] = {**cfg.supernet.model_dump(), "sampler": sampler}
-    if updates:
-        cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, "command line")
+    if updates:  # a refusal names the options given ("command line: key 'supernet.sampler'" named none)
+        given = ", ".join(flag for flag, value in (("--widths", widths), ("--seed", seed), ("--sampler", sampler)) if value is not None)
+        cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, f"{config or 'the defaults'} with {given}")
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)
     with cpu_threads(threads):
-        report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
+        report = run_search(store, cfg, budget, seeds=seeds, out=out, progress=progress and sys.stderr.isatty(), do_retrain=retrain, overwrite=overwrite)
     print_report(report)
     names = ["result.json", "emb_dims.json"] + (["model.pt"] if (out / "model.pt").is_file() else [])
     typer.echo("wrote " + ", ".join(str(out / name) for name in names))

@@ -34,7 +34,7 @@ RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt e
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 # min=1: refused while parsing, naming --steps (the config's own check would name its key max_steps)
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
-WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (the shipped configs warm up for 1,000 steps: lower it for a shorter --steps)")
+WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for 1,000 steps, train-tiny.yaml for none: lower it for a shorter --steps)")
 NPROC = typer.Option(1, "--nproc", min=1, help="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun")
 
 
@@ -274,7 +274,7 @@ def baseline_train(
     data: Path = DATA,
     config: Path = CONFIG,
     out: Path = OUT,
-    hparams: Optional[str] = typer.Option(None, "--hparams", help='model hyper-parameters as JSON, e.g. \'{"mlp": [64, 64]}\''),
+    hparams: Optional[str] = typer.Option(None, "--hparams", help='model hyper-parameters as JSON, e.g. \'{"mlp": [64, 64]}\' for deepfm (each model\'s keys: docs/baselines.md)'),
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     steps: Optional[int] = STEPS,
@@ -396,7 +396,7 @@ def evaluate(
     json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
     predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="rows per forward pass (sets the memory it takes)"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device: str = typer.Option("auto", "--device", help="auto (cuda where available, else cpu), cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
     from recnas.data.store import CTRStore
