@@ -448,3 +448,29 @@ def test_format_targets_by_hand():
     from recnas.search.objective import format_targets
 
     assert format_targets({"flops": 2.5e6, "energy": 123.4, "latency": 99.87, "params": 0.25}) == "flops 2,500,000, energy 123, latency 99.87, params 0.25"
+
+
+@pytest.mark.parametrize("style", ["real", "nasrec"])
+def test_a_search_continued_with_more_generations_extends_it_only_in_the_real_style(tmp_path, style):
+    """`real`: the longer search's candidates begin with the shorter one's, so a run folder
+    continued with more generations scores only the new ones. `nasrec`: a child's mutation count
+    depends on the number of generations G ((G - g) // max(20, G // 5) + 1), so from G = 20 to 40
+    the first generation's children already differ: the continued search is another one
+    (docs/search.md says so), only the initial population's scores come from the store."""
+    space = get_space("full-tiny")
+    cfg = EvolutionConfig(population=12, sample_size=4, children=2, generations=20, seed=5, style=style)
+    db = tmp_path / "r.sqlite"
+    short = RegularizedEvolution(space, Counting(), ResultsStore(db), cfg).run()
+    counting = Counting()
+    longer = RegularizedEvolution(space, counting, ResultsStore(db), cfg.model_copy(update={"generations": 40})).run()
+    keys = lambda out: [h["key"] for h in out.history]  # noqa: E731
+    assert keys(longer)[:12] == keys(short)[:12]  # the initial population
+    if style == "real":
+        assert keys(longer)[: len(short.history)] == keys(short)
+        assert counting.calls == len(set(keys(longer)) - set(keys(short)))
+    else:
+        assert keys(longer)[12:14] != keys(short)[12:14]
+        from pathlib import Path
+
+        said = " ".join((Path(__file__).parents[1] / "docs" / "search.md").read_text().split())
+        assert "a `nasrec` run folder continued with more generations (from G >= 20 on: 20 to 40 changes the first generation's) does not extend its search" in said

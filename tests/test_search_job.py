@@ -1004,3 +1004,31 @@ def test_results_md_says_which_split_has_one_class(tmp_path):
     assert math.isnan(report["models"][0]["test_auc"])
     assert "warning: the test split holds no clicks (every label 0): AUC is undefined (n/a) on it" in md and "the val split" not in md
     assert json.loads((tmp_path / "run" / "results.json").read_text())["data_notes"] == report["data_notes"]
+
+
+@pytest.mark.parametrize("before, after, change", [
+    ({}, {"final": {"lr": 1.0e-3}}, "lr: 0.003 -> 0.001"),
+    ({}, {"final": {"warmup_steps": 2}}, "warmup_steps: 0 -> 2"),
+    ({}, {"final": {"max_eval_rows": 30}}, "max_eval_rows: None -> 30"),
+    ({"table_finetune": {"epochs": 1, "lr_scale": 0.5}}, {"table_finetune": {"epochs": 1, "lr_scale": 0.25}}, "lr: 0.0015 -> 0.00075"),
+])
+def test_a_model_of_the_run_folder_under_a_changed_recipe_names_the_job_s_way_on(tiny_store, tmp_path, before, after, change):
+    """A run folder continued with a final (or table_finetune) recipe its trained models cannot go
+    on under was refused with the training command's way on: "resume it with --warmup-steps 0 on
+    the training command's line", "start afresh (--overwrite)", flags `recnas search` does not
+    have, or none at all. It names the model's folder to delete, or another --out; the model
+    there is left as it was."""
+    from recnas.search.pipeline import baseline_builder, fit_selected
+
+    build = baseline_builder("lr", tiny_store.meta, {})
+    fit_selected(build, load_job_config("smoke", **before), tiny_store, tmp_path / "lr", False, "cpu", validate=False)
+    phases = list((tmp_path / "lr").glob("tables-*"))
+    assert len(phases) == ("table_finetune" in before)
+    folder = phases[0] if phases else tmp_path / "lr"  # the model whose recipe changed: the phase's, or the baseline's
+    saved = (folder / "checkpoint.pt").read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        fit_selected(build, load_job_config("smoke", **after), tiny_store, tmp_path / "lr", False, "cpu", validate=False)
+    message = str(refused.value)
+    assert message == (f"{folder / 'checkpoint.pt'}: cannot go on with a changed recipe ({change}), which decided the steps this model has taken; "
+                       f"set it back, delete {folder} to have the job train that model afresh, or give the job another --out")
+    assert (folder / "checkpoint.pt").read_bytes() == saved

@@ -39,7 +39,7 @@ from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint,
 from recnas.train.model_factory import SupernetOfOtherPaths, baseline_spec, load_trained, subnet_spec, supernet_spec
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
 from recnas.train.metrics import counted
-from recnas.train.resume import PastRequestedSteps, check_same_data, data_identity
+from recnas.train.resume import ChangedRecipe, PastRequestedSteps, check_same_data, data_identity
 from recnas.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
 
 
@@ -104,6 +104,16 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
         raise ConfigError(
             f"{exc}: the run folder's model there was built with other settings than this job's; "
             f"give the job another --out, or delete {out_dir} to train that model afresh"
+        ) from None
+    except ChangedRecipe as exc:
+        # the trainer's ways out (`--warmup-steps 0` "on the training command's line", --overwrite)
+        # are not `recnas search`'s: a continued job with another final lr or warmup, or another
+        # table_finetune lr_scale, was told to pass flags the job does not have
+        if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
+            raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}); give the job another --out, where it trains its supernet and every model afresh") from None
+        raise ConfigError(
+            f"{exc.path}: cannot go on with a changed recipe ({exc.change}), which decided the steps this model has taken; "
+            f"set it back, delete {out_dir} to have the job train that model afresh, or give the job another --out"
         ) from None
     except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(

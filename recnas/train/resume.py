@@ -72,6 +72,17 @@ def rows_under(cap, rows: int):
     return rows if cap is None else min(rows, cap) if isinstance(cap, int) else cap
 
 
+class ChangedRecipe(CheckpointError):
+    """A checkpoint whose run decided its steps already taken under other settings than the ones
+    given now (RESUME_INVARIANT, max_eval_rows). Its own class, with the path and what changed,
+    so a caller whose way on is not the training command's (`--warmup-steps`, `--overwrite`: a
+    search's run folder has neither) can name its own."""
+
+    def __init__(self, message: str, path: str | Path, change: str):
+        self.path, self.change = path, change
+        super().__init__(message)
+
+
 class PastRequestedSteps(CheckpointError):
     """A resumed run already past the steps now asked for. Its own class, with the numbers, so a
     caller that offers other ways out than --overwrite (a search's run folder) can say so."""
@@ -98,7 +109,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         detail = ", ".join(f"{k}: {saved_cfg[k]!r} -> {getattr(trainer.cfg, k)!r}" for k in clash)
         flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
         hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
-        raise CheckpointError(f"{path}: cannot resume with a changed config ({detail}){hint}")
+        raise ChangedRecipe(f"{path}: cannot resume with a changed config ({detail}){hint}", path, detail)
     check_same_data(path, p.get("data"), trainer.data, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
     world = p.get("world_size")  # absent from older checkpoints: not checked
     if isinstance(world, int) and world != trainer.dist.world_size:  # like batch_size: the global batch, so the rows that follow
@@ -157,8 +168,10 @@ def _check_eval_rows(trainer, saved_cfg: dict, best, path) -> None:
     rows, cap = len(trainer.val_loader.arrays), saved_cfg["max_eval_rows"]
     before, now = rows_under(cap, rows), rows_under(trainer.cfg.max_eval_rows, rows)  # a cap past the split's rows is all of them
     if before != now:
-        raise CheckpointError(
-            f"{path}: cannot resume with a changed config (max_eval_rows: {cap!r} -> {trainer.cfg.max_eval_rows!r}): the run's evaluations "
+        change = f"max_eval_rows: {cap!r} -> {trainer.cfg.max_eval_rows!r}"
+        raise ChangedRecipe(
+            f"{path}: cannot resume with a changed config ({change}): the run's evaluations "
             f"were on {before:,} validation rows, this one's would be on {now:,}, and its best one (which later ones are "
-            "compared with) would be of other rows; resume with the same max_eval_rows, or start afresh (--overwrite)"
+            "compared with) would be of other rows; resume with the same max_eval_rows, or start afresh (--overwrite)",
+            path, change,
         )
