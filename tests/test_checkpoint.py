@@ -37,11 +37,22 @@ def test_roundtrip_only_plain_types(tmp_path):
 
 
 def test_rng_state_restores_every_generator():
+    random.gauss(0, 1)  # draws two normals and keeps the second for the next call: part of the state
+    np.random.randn()  # numpy's legacy normals likewise
     state = rng_state()
-    a = (torch.rand(3), np.random.rand(3), random.random())
+    a = (torch.rand(3), np.random.randn(3), random.random(), random.gauss(0, 1))
     set_rng_state(state)
-    b = (torch.rand(3), np.random.rand(3), random.random())
-    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    b = (torch.rand(3), np.random.randn(3), random.random(), random.gauss(0, 1))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+@pytest.mark.parametrize("missing", ["model", "model_spec"])
+def test_a_payload_load_checkpoint_would_refuse_is_not_written(tmp_path, missing):
+    payload = {"model": {}, "model_spec": {}}
+    del payload[missing]
+    with pytest.raises(ValueError, match=f"lacks '{missing}'"):
+        save_checkpoint(tmp_path / "c.pt", payload)
+    assert not (tmp_path / "c.pt").exists()
 
 
 def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
@@ -120,7 +131,7 @@ def test_mismatched_spec_config_or_missing_file_is_refused(tiny_store, tmp_path)
         Trainer(make_model(tiny_store.meta), tiny_cfg(), tiny_store, out_dir=tmp_path / "empty", progress=False).fit(resume=True)
 
 
-@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}, {"grad_clip": 0.5}])
+@pytest.mark.parametrize("change", [{"lr": 0.5}, {"weight_decay": 0.1}, {"embedding_weight_decay": 0.1}, {"embedding_lr": 0.1}, {"warmup_steps": 3}, {"lr_schedule": "cosine"}, {"grad_clip": 0.5}, {"seed": 1}, {"optimizer": "adagrad"}])
 def test_resume_refuses_a_changed_lr_or_weight_decay(tiny_store, tmp_path, change):
     """The optimizer's state holds lr and weight_decay, so a resume used to keep the old values
     while config.yaml (and a search's report) recorded the new ones: refused, not ignored."""
@@ -162,11 +173,13 @@ def test_resume_a_finished_run_with_more_steps(tiny_store, tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-def test_a_resume_to_another_total_says_so(tiny_store, tmp_path, caplog):
+@pytest.mark.parametrize("total, planned", [({"max_steps": 10}, 10), ({"epochs": 1}, 15)])
+def test_a_resume_to_another_total_says_so(tiny_store, tmp_path, caplog, total, planned):
     """A resume without the --steps a run was started with went to the config's total without a
-    word, and with it the rest of a decaying lr schedule; a resume to the same total says nothing."""
+    word, and with it the rest of a decaying lr schedule; a resume to the same total says nothing.
+    The total planned is its max_steps, or its epochs' steps."""
     out = tmp_path / "run"
-    cfg = tiny_cfg(max_steps=10, lr_schedule="cosine", eval_every=0)
+    cfg = tiny_cfg(lr_schedule="cosine", eval_every=0, **total)
     Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(stop_after=4)
     with caplog.at_level("INFO", logger="recnas"):
         Trainer(make_model(tiny_store.meta), cfg, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True, stop_after=6)
@@ -174,7 +187,7 @@ def test_a_resume_to_another_total_says_so(tiny_store, tmp_path, caplog):
     more = TrainConfig(**{**cfg.model_dump(), "max_steps": 16})
     with caplog.at_level("INFO", logger="recnas"):
         Trainer(make_model(tiny_store.meta), more, tiny_store, out_dir=out, progress=False, model_spec=SPEC).fit(resume=True)
-    assert "resuming at step 6 of 16: the checkpoint's run was to end at step 10" in caplog.text and "cosine lr schedule now runs to step 16" in caplog.text
+    assert f"resuming at step 6 of 16: the checkpoint's run was to end at step {planned}" in caplog.text and "cosine lr schedule now runs to step 16" in caplog.text
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear"])
@@ -313,6 +326,10 @@ def test_sampler_presence_must_match(tiny_store, tmp_path):
     (lambda p: p["model_spec"].update(kind="subnet", space={"n_blocks": 0, "emb_dim": "x"}, arch="{}"),
      r"model_spec is invalid \(key 'n_blocks': .*greater than or equal to 1 \(got 0\); key 'emb_dim': .*integer.* \(got 'x'\)\)"),
     (lambda p: p.update(model=[1, 2]), r"weights are not a state dict of named tensors \(got list\)"),
+    (lambda p: p["model"].update({"extra.weight": torch.zeros(1)}), r"weights do not fit the model its model_spec describes \(unexpected keys extra\.weight\)"),
+    (lambda p: p.update(version=0), r"checkpoint format version 0, this recnas reads 1"),
+    (lambda p: p.pop("model"), r"checkpoint lacks 'model'"),
+    (lambda p: p.pop("model_spec"), r"checkpoint lacks 'model_spec'"),
 ])
 def test_hand_edited_checkpoint_is_refused_in_one_line(tiny_store, tmp_path, edit, match):
     """A model_spec or weights edited by hand (or from another tool) is a CheckpointError, not a traceback."""
@@ -531,3 +548,26 @@ def test_the_weights_check_before_the_build_leaves_every_rng_as_it_was(tiny_stor
     assert got == spec
     assert torch.equal(torch.get_rng_state(), once[0]) and (np.random.get_state()[1] == once[1]).all() and random.getstate() == once[2]
     assert not any(p.is_meta for p in model.parameters())
+
+
+@pytest.mark.parametrize("draw", [lambda: torch.rand(3).tolist(), lambda: np.random.rand(3).tolist(), lambda: [random.random() for _ in range(3)]], ids=["torch", "numpy", "python"])
+def test_seed_everything_seeds_every_generator(draw):
+    from recnas.train.checkpoint import seed_everything
+
+    seed_everything(7)
+    first = draw()
+    seed_everything(7)
+    assert draw() == first
+    seed_everything(8)
+    assert draw() != first
+
+
+def test_a_store_made_again_elsewhere_from_a_moved_file_is_the_same_data_on_resume(tiny_store):
+    from recnas.train.resume import data_identity
+
+    source = {"path": "/data/a/train.csv", "sha256": "ab12", "dataset": "criteo", "options": {"split": "stratified", "spec": "/data/a/spec.yaml"}, "vocab_from": {"store": "/data/a/store", "sha256": "ef56"}}
+    moved = {**source, "path": "/mnt/b/train.csv", "options": {**source["options"], "spec": "/mnt/b/spec.yaml"}, "vocab_from": {"store": "/mnt/b/store", "sha256": "ef56"}}
+    other = {**source, "sha256": "ab13"}
+    meta = tiny_store.meta
+    ident = [data_identity(meta.model_copy(update={"source": s})) for s in (source, moved, other)]
+    assert ident[0] == ident[1] != ident[2]

@@ -88,9 +88,13 @@ def test_sampler_state_round_trip_reproduces_draws():
     a = WidthSampler(3, 4, seed=1, warmup=1)
     for t in range(30):
         a.update(a.sample(), 1.0 / (t + 1))
+    state = a.state_dict()
+    a.update(a.sample(), 5.0)  # a state taken is a snapshot: later updates do not reach it
     b = WidthSampler(3, 4, seed=99, warmup=1)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict(state)
+    a.load_state_dict(state)
     assert all((a.sample() == b.sample()).all() for _ in range(10))
+    assert (a.fast == b.fast).all() and (a.count == b.count).all() and a.count.sum() == 3 * 30
 
 
 def test_reinforce_finds_the_useful_fields_under_budget_on_a_known_score():

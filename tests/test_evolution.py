@@ -474,3 +474,23 @@ def test_a_search_continued_with_more_generations_extends_it_only_in_the_real_st
 
         said = " ".join((Path(__file__).parents[1] / "docs" / "search.md").read_text().split())
         assert "a `nasrec` run folder continued with more generations (from G >= 20 on: 20 to 40 changes the first generation's) does not extend its search" in said
+
+
+def test_results_store_replaces_a_candidate_stored_again_and_lists_them_in_order(tmp_path):
+    res = ResultsStore(tmp_path / "r.sqlite")
+    for key, logloss in (("b", 0.5), ("a", 0.3), ("c", math.nan), ("b", 0.2)):  # b scored again: its new metrics stand
+        res.put(key, "{}", {"logloss": logloss})
+    assert len(res) == 3 and res.get("b") == {"logloss": 0.2} and res.get("z") is None
+    assert [r["key"] for r in res.all()] == ["a", "c", "b"]  # in the order stored
+    assert [r["key"] for r in res.by_logloss()] == ["b", "a", "c"]  # lowest first, NaN last
+
+
+def test_results_store_keeps_each_runs_generations_apart_and_replaces_one_logged_again(tmp_path):
+    res = ResultsStore(tmp_path / "r.sqlite")
+    res.log_generation("a", 1, "k1", 0.5, 0.6, 4)
+    res.log_generation("a", 0, "k0", 0.7, 0.8, 4)
+    res.log_generation("b", 0, "kb", 0.1, 0.2, 2)
+    res.log_generation("a", 1, "k2", 0.4, 0.5, 5)  # generation 1 replayed
+    assert [(g["generation"], g["best_key"], g["evaluated"]) for g in res.generations("a")] == [(0, "k0", 4), (1, "k2", 5)]
+    res.clear_generations("a")
+    assert res.generations("a") == [] and [g["best_key"] for g in res.generations("b")] == ["kb"]

@@ -66,3 +66,45 @@ def test_resume_refuses_another_inplace_distill(tiny_store, tmp_path):
     more = cfg.model_copy(update={"max_steps": 4, "inplace_distill": 0.5})
     with pytest.raises(CheckpointError, match=r"changed config \(inplace_distill: 0.0 -> 0.5\)"):
         Trainer(Supernet(space, tiny_store.meta), more, tiny_store, out_dir=tmp_path, sampler=FixedSampler(arch), progress=False).fit(resume=True)
+
+
+def test_the_teacher_learns_from_the_labels_alone(tiny_store):
+    # its predictions are the sampled path's soft targets: constants of the sampled path's loss,
+    # which must not train the teacher towards the student
+    import copy
+
+    import numpy as np
+    import torch.nn.functional as F
+
+    from recnas.space import get_space
+    from recnas.space.samplers import FixedSampler, random_architecture
+    from recnas.supernet import Supernet
+    from recnas.train import TrainConfig
+
+    space = get_space("full-tiny")
+    torch.manual_seed(0)
+    net = Supernet(space, tiny_store.meta)
+    start = copy.deepcopy(net)
+    arch = random_architecture(np.random.default_rng(1), space)
+    t = Trainer(net, TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu", seed=0, inplace_distill=0.7), tiny_store, sampler=FixedSampler(arch), progress=False)
+    seen, step, update = {}, t._train_step, t.scaler.step
+
+    def recording_step(batch):
+        seen["batch"] = batch
+        return step(batch)
+
+    def recording_update(optimizer):
+        seen["grads"] = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+        return update(optimizer)
+
+    t._train_step, t.scaler.step = recording_step, recording_update
+    t.fit()
+    b = seen["batch"]
+    teacher = start(b.dense, b.sparse, start.largest_architecture()).reshape(-1)
+    student = start(b.dense, b.sparse, arch).reshape(-1)
+    soft = torch.lerp(b.label, torch.sigmoid(teacher.detach()), 0.7)
+    (F.binary_cross_entropy_with_logits(teacher, b.label) + F.binary_cross_entropy_with_logits(student, soft)).backward()
+    want = {n: p.grad for n, p in start.named_parameters() if p.grad is not None}
+    assert seen["grads"].keys() == want.keys()
+    for n in want:
+        torch.testing.assert_close(seen["grads"][n], want[n], msg=n)

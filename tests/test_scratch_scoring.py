@@ -193,3 +193,49 @@ def test_a_search_whose_best_candidate_is_above_the_base_rate_says_so(tmp_path, 
     monkeypatch.setattr(evaluator.CandidateEvaluator, "__call__", real)
     run_job(load_job_config("smoke", scoring="scratch", baselines=[]), tmp_path / "fine", progress=False, console=Console(file=None, soft_wrap=True))
     assert "predicting the training click rate" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("scratch", [False, True])
+def test_a_candidate_is_scored_on_the_first_eval_rows_of_the_validation_split(tiny_store, scratch):
+    import torch
+
+    from recnas.supernet import Supernet
+    from recnas.train import Trainer, evaluate
+
+    space = get_space("full-tiny")
+    geno = Genotype(random_architecture(np.random.default_rng(0), space))
+    cfg = TrainConfig(batch_size=64, max_steps=2, eval_every=0, device="cpu", seed=3)
+    if scratch:
+        ev = CandidateEvaluator(space, tiny_store, cfg, eval_rows=25)
+    else:
+        torch.manual_seed(0)
+        ev = CandidateEvaluator(space, tiny_store, eval_rows=25, supernet=Supernet(space, tiny_store.meta))
+    got = ev(geno)
+    model = ev.subnet(geno)  # the candidate again: inherited, or built afresh from the seed and trained alike
+    if scratch:
+        Trainer(model, cfg, tiny_store, progress=False).fit()
+    val = tiny_store.split("val")
+    assert got["logloss"] == evaluate(model, val, max_rows=25)["logloss"] != evaluate(model, val)["logloss"]
+
+
+def test_a_codesign_candidate_is_keyed_costed_and_scored_with_its_hardware(tiny_store):
+    import torch
+
+    from recnas.hardware import PIMConfig
+    from recnas.hardware.quant import quantized
+    from recnas.supernet import Supernet
+    from recnas.train import evaluate
+
+    space = get_space("full-tiny")
+    arch = random_architecture(np.random.default_rng(0), space)
+    coarse = PIMConfig(weight_bits=4, act_bits=4, adc_bits=4)
+    genos = [Genotype(arch), Genotype(arch, coarse), Genotype(arch, PIMConfig())]
+    assert len({g.key for g in genos}) == 3  # one architecture on two chips: two candidates, neither taken for the other
+    torch.manual_seed(0)
+    ev = CandidateEvaluator(space, tiny_store, eval_rows=None, supernet=Supernet(space, tiny_store.meta))
+    plain, low, high = (ev(g) for g in genos)
+    assert "energy" not in plain and low["energy"] != high["energy"]
+    model = ev.subnet(genos[1])
+    with quantized(model, coarse):
+        want = evaluate(model, tiny_store.split("val"))
+    assert low["logloss"] == want["logloss"] != plain["logloss"]

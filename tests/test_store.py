@@ -25,7 +25,7 @@ def test_loader_is_deterministic_and_resumable(tiny_store):
     it = iter(part)
     first = [next(it).sparse.clone() for _ in range(3)]
     state = part.state_dict()
-    resumed = BatchLoader(train, 64, seed=3)
+    resumed = BatchLoader(train, 64, seed=99)  # the state holds the seed too
     resumed.load_state_dict(state)
     rest = [b.sparse for b in resumed]
     for a, b in zip(full, first + rest):
@@ -174,3 +174,15 @@ def test_a_meta_json_claiming_a_vocabulary_past_int32_is_refused_on_load(tmp_pat
     meta["vocab_sizes"][0] = 2**31  # the most hash buckets a store is prepared with: still a store
     (store.dir / "meta.json").write_text(json.dumps(meta))
     assert CTRStore(store.dir).meta.vocab_sizes[0] == 2**31
+
+
+def test_every_epoch_serves_each_row_once_in_an_order_of_its_own(tiny_store):
+    import torch
+
+    train = tiny_store.split("train")
+    loader = BatchLoader(train, 64, seed=3)  # 7 batches of 64 rows and a last one of 32
+    epochs = [torch.cat([b.dense[:, 0] for b in loader]) for _ in range(3)]  # unique floats identify rows
+    rows = torch.from_numpy(np.sort(np.asarray(train.dense[:, 0])))
+    assert all(torch.equal(e.sort().values, rows) for e in epochs)
+    assert not torch.equal(epochs[0], epochs[1]) and not torch.equal(epochs[1], epochs[2])
+    assert (loader.epoch, loader.position) == (3, 0)

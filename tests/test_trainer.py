@@ -117,6 +117,23 @@ def test_ctr_metrics_match_sklearn_hand_example():
         ctr_metrics(np.ones(2), np.ones(3))
 
 
+def test_json_safe_nulls_every_nan_and_inf_however_deep():
+    # metrics.json's history is a list of evaluations, whose AUC is NaN on a split of one class
+    from recnas.train.metrics import json_safe
+
+    got = json_safe({"history": [{"val_auc": math.nan, "step": 1}], "pair": (math.inf, 0.5), "best": {"auc": -math.inf}})
+    assert got == {"history": [{"val_auc": None, "step": 1}], "pair": [None, 0.5], "best": {"auc": None}}
+    json.dumps(got, allow_nan=False)
+
+
+@pytest.mark.parametrize("a, b, same", [("cuda:0", "cuda:1", False), ("cuda", "cuda:0", True), ("cuda", "cuda:1", False), ("cpu", "cuda:0", False), ("cpu", "cpu", True)])
+def test_same_device_takes_cuda_for_the_current_device(monkeypatch, a, b, same):
+    from recnas.train.metrics import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)  # no GPU needed to compare names
+    assert same_device(torch.device(a), torch.device(b)) is same
+
+
 def test_ctr_metrics_of_huge_logits_print_no_numpy_warning():
     """A far-off model's logit below -709 overflowed exp(-z): its probability was 0 as it
     should be, but numpy's RuntimeWarning (two lines naming metrics.py) landed among the
@@ -138,7 +155,9 @@ def test_evaluate_matches_sklearn_and_leaves_loader_untouched(tiny_store):
     next(iter(loader))
     state = loader.state_dict()
     m = evaluate(model, loader)
-    assert loader.state_dict() == state
+    assert loader.state_dict() == state and not model.training  # the model too is left in the mode it was in
+    evaluate(model.train(), loader)
+    assert model.training
     assert m["logloss"] == pytest.approx(log_loss(val.label, 1 / (1 + np.exp(-z)), labels=[0, 1]), rel=1e-5)
     assert m["auc"] == pytest.approx(roc_auc_score(val.label, z), rel=1e-5)
     with pytest.raises(TypeError):
@@ -379,11 +398,12 @@ def test_tensorboard_scalars(tiny_store, tmp_path, monkeypatch):
             calls.append(("close", None))
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter))
-    Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, tensorboard=True), tiny_store, out_dir=tmp_path / "run", progress=False).fit()
+    # 15 steps: the last one, off both cadences, is logged and evaluated too
+    Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=1, log_every=4, eval_every=10, tensorboard=True), tiny_store, out_dir=tmp_path / "run", progress=False).fit()
     assert calls[0] == ("init", str(tmp_path / "run" / "tb")) and calls[-1][0] == "close"
     tags = {c for c, _ in calls}
     assert {"train/loss", "train/lr", "train/samples_per_s", "val/logloss", "val/auc"} <= tags
-    assert ("val/logloss", 15) in calls and ("train/loss", 5) in calls
+    assert [s for c, s in calls if c == "val/logloss"] == [10, 15] and [s for c, s in calls if c == "train/loss"] == [4, 8, 12, 15]
 
 
 def test_tensorboard_is_written_by_rank_zero_alone(tiny_store, tmp_path, monkeypatch):
@@ -635,3 +655,95 @@ def test_a_batch_norm_model_on_one_row_batches_is_a_config_error(tiny_store):
             Trainer(model, tiny_cfg(**over), tiny_store, progress=False)
     Trainer(model, tiny_cfg(batch_size=2, max_steps=1), tiny_store, progress=False).fit()  # two rows do
     Trainer(make_model(tiny_store.meta), tiny_cfg(batch_size=1, max_steps=1), tiny_store, progress=False).fit()  # no BatchNorm: one row does
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_grad_clip_bounds_the_gradient_norm_of_every_update(tiny_store, clip):
+    t = Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=6, eval_every=0, grad_clip=clip), tiny_store, progress=False)
+    norms, step = [], t.scaler.step
+
+    def recording(optimizer):  # the gradients the update is made of, after any clipping
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in t._params if p.grad is not None]))))
+        return step(optimizer)
+
+    t.scaler.step = recording
+    t.fit()
+    assert len(norms) == 6
+    if clip is None:
+        assert min(norms) > 0.05  # unclipped, every step's gradient is larger than the bound tested
+    else:
+        assert max(norms) == pytest.approx(clip, rel=1e-5)
+
+
+@pytest.mark.parametrize("stop_after", [None, 6])
+def test_early_stopping_counts_evaluations_without_improvement_in_a_row_also_across_a_resume(tiny_store, tmp_path, stop_after):
+    # best at steps 1, 3 and 5: a patience of 2 runs out at step 7, not at step 4 (each improvement
+    # restarts the count), and a resume at step 6 goes on with the count and the best weights it kept
+    losses = {1: 0.6, 2: 0.7, 3: 0.5, 4: 0.55, 5: 0.4, 6: 0.45, 7: 0.46, 8: 0.47, 9: 0.48, 10: 0.49}
+    cfg = tiny_cfg(max_steps=10, eval_every=1, early_stopping_patience=2)
+    snaps = {}
+
+    def trainer(seed):
+        t = Trainer(make_model(tiny_store.meta, seed=seed), cfg, tiny_store, out_dir=tmp_path, progress=False)
+
+        def fake_eval(*a, **k):
+            snaps[t.step] = weights(t.model)
+            return {"logloss": losses[t.step], "auc": 0.5, "rows": 60}
+
+        t.evaluate = fake_eval
+        return t
+
+    if stop_after is not None:
+        trainer(0).fit(stop_after=stop_after)
+    t = trainer(3)
+    res = t.fit(resume=stop_after is not None)
+    assert res.stopped_early and res.steps == 7
+    assert res.best_val == {"logloss": 0.4, "auc": 0.5, "step": 5} and res.final_val["logloss"] == 0.46
+    assert_same_weights(weights(t.model), snaps[5])  # restore_best: those of step 5, kept in the checkpoint across the resume
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    again = t.fit()  # stopped: trains no further, and leaves its checkpoint (of the last weights) as it is
+    assert (again.steps, again.stopped_early, again.final_val["logloss"]) == (7, True, 0.46)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    resumed = trainer(4).fit(resume=True)
+    assert (resumed.steps, resumed.best_val["step"], resumed.final_val["logloss"]) == (7, 5, 0.46)
+
+
+def test_the_last_logged_train_loss_averages_the_steps_since_the_log_before(tiny_store):
+    # 12 steps logged every 5: the run's end logs the mean of steps 11 and 12
+    t = Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=12, log_every=5, eval_every=6), tiny_store, progress=False)
+    losses, step = [], t._train_step
+
+    def recording(batch):
+        loss = step(batch)
+        losses.append(float(loss))
+        return loss
+
+    t._train_step = recording
+    res = t.fit()
+    assert [h["step"] for h in res.history] == [6, 12]
+    assert res.history[0]["train_loss"] == pytest.approx(np.mean(losses[:5]))
+    assert res.history[1]["train_loss"] == pytest.approx(np.mean(losses[10:]))
+
+
+def test_supernet_validation_is_the_mean_over_its_eval_archs(tiny_store):
+    t = Trainer(make_model(tiny_store.meta, cls=ToySupernet), tiny_cfg(max_steps=1), tiny_store, sampler=ToySampler(), eval_archs=[2, 4, 8], progress=False)
+    each = [t.evaluate(arch=a) for a in (2, 4, 8)]
+    assert len({m["logloss"] for m in each}) == 3
+    mean = t.evaluate()
+    assert mean["logloss"] == pytest.approx(np.mean([m["logloss"] for m in each]))
+    assert mean["auc"] == pytest.approx(np.mean([m["auc"] for m in each]))
+
+
+@pytest.mark.parametrize("max_eval_rows, rows", [(None, 60), (25, 25)])
+def test_validation_scores_every_row_of_the_validation_split_up_to_max_eval_rows(tiny_store, max_eval_rows, rows):
+    # batches of 16 rows leave a last partial one, which validation keeps (training drops its own)
+    t = Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=1, eval_batch_size=16, max_eval_rows=max_eval_rows), tiny_store, progress=False)
+    got, want = t.evaluate(), evaluate(t.model, tiny_store.split("val"), max_rows=max_eval_rows)
+    assert got["rows"] == want["rows"] == rows
+    assert got["logloss"] == pytest.approx(want["logloss"]) and got["auc"] == pytest.approx(want["auc"])
+
+
+def test_a_finished_run_resumed_with_evaluation_on_is_evaluated_at_its_last_step(tiny_store, tmp_path):
+    Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=10, eval_every=0), tiny_store, out_dir=tmp_path, progress=False).fit()
+    res = Trainer(make_model(tiny_store.meta), tiny_cfg(max_steps=10, eval_every=4), tiny_store, out_dir=tmp_path, progress=False).fit(resume=True)
+    assert res.steps == 10 and [h["step"] for h in res.history] == [10] and res.final_val["rows"] == 60
