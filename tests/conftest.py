@@ -36,6 +36,19 @@ def _fresh_cli_logging():
             logger.removeHandler(handler)
 
 
+@pytest.fixture(autouse=True)
+def _default_terminal_width(monkeypatch):
+    """The tables and help are laid out for the terminal's width, which rich and click take from
+    COLUMNS (LINES) when set: a shell exporting them (COLUMNS=40 in a narrow window) wrapped headers
+    and cells the tests look for ("wall ms/step", a key) over two lines, so that
+    test_run_files, test_epoch_overfit, test_fs_env's encoding tests and profile_step's failed there
+    and passed on CI. Each test starts at the default width, as piped on CI (80); one that means a
+    width sets it itself. Removed from os.environ, so the commands a test runs in a subprocess
+    inherit the default too."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
 
 
