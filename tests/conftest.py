@@ -36,6 +36,23 @@ def _fresh_cli_logging():
             logger.removeHandler(handler)
 
 
+@pytest.fixture(autouse=True)
+def _default_terminal(monkeypatch):
+    """The tables and help are laid out for the terminal's width, which rich and click take from
+    COLUMNS (LINES) when set: a shell exporting them (COLUMNS=40 in a narrow window) wrapped headers
+    and cells the tests look for ("wall ms/step", a key) over two lines, so that
+    test_run_files, test_epoch_overfit, test_fs_env's encoding tests and profile_step's failed there
+    and passed on CI. Each test starts at the default width, as piped on CI (80); one that means a
+    width sets it itself. Removed from os.environ, so the commands a test runs in a subprocess
+    inherit the default too. So with rich's FORCE_COLOR (TTY_COMPATIBLE, TTY_INTERACTIVE), set by
+    some CI services: its escape codes in the captured output failed 9 tests of the CLI files."""
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    rich_utils = sys.modules.get("typer.rich_utils")  # Typer's help read FORCE_COLOR, PY_COLORS and GITHUB_ACTIONS at import
+    if rich_utils is not None and hasattr(rich_utils, "FORCE_TERMINAL"):
+        monkeypatch.setattr(rich_utils, "FORCE_TERMINAL", None)
+
+
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
 
 

@@ -10,6 +10,15 @@ import pytest
 from recnas.train.model_factory import load_trained
 
 
+@pytest.fixture(autouse=True)
+def _temp_folder_of_the_test(tmp_path, monkeypatch):
+    """The launches' temporary folders in the test's own: torchrun leaves a torchelastic_* folder
+    in the temp folder at every launch, and a hard-killed launcher its recnas-errors-* one (its
+    cleanup never runs), so each run of this file left ~8 folders in /tmp. The commands run in
+    subprocesses, which read TMPDIR afresh."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
 def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0):
     """`recnas supernet train` in a subprocess (under torchrun with --nproc); its output."""
     cfg = tmp_path / f"{name}.yaml"

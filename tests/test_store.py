@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -169,7 +171,7 @@ def test_a_meta_json_claiming_a_vocabulary_past_int32_is_refused_on_load(tmp_pat
     (store.dir / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"meta\.json: unreadable dataset metadata: key 'vocab_sizes\.0': Input should be less than or equal to 2147483648"):
         CTRStore(store.dir)
-    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", store.dir, "--config", "configs/train-tiny.yaml", "--out", tmp_path / "o")
+    code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", store.dir, "--config", Path(__file__).parents[1] / "configs" / "train-tiny.yaml", "--out", tmp_path / "o")
     assert code == 2 and "vocab_sizes.0" in error_line(err)
     meta["vocab_sizes"][0] = 2**31  # the most hash buckets a store is prepared with: still a store
     (store.dir / "meta.json").write_text(json.dumps(meta))
