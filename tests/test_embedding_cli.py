@@ -41,6 +41,7 @@ def test_cli_search_end_to_end(setup):
     assert emb_dims == report["emb_dims"] and len(emb_dims) == 4 and set(emb_dims) <= {2, 4, 8}
     assert report["params"] <= 200 == report["budget_params"]
     assert 0 < report["retrain"]["test"]["logloss"] < 1 and 0 <= report["stability"]["overall_agreement"] <= 1
+    assert report["retrain"]["test"] != report["retrain"]["val"] and report["retrain"]["train_seconds"] > 0  # each split scored, and the time recorded
     assert len(report["runs"]) == 2 and (out / "model.pt").is_file()
     assert f"wrote {out / 'result.json'}, {out / 'emb_dims.json'}, {out / 'model.pt'}" in " ".join(res.output.split())  # every file written
     block = BlockSpec(dense_ops=("fc",), sparse_ops=("dot",), dense_inputs=(0,), sparse_inputs=(0,), dense_dim=16, sparse_dim=16)

@@ -122,6 +122,7 @@ def test_stability_report():
     assert [f["modal_width"] for f in rep["per_field"]] == [2, 4, 8]
     assert [f["agreement"] for f in rep["per_field"]] == pytest.approx([1, 2 / 3, 2 / 3])
     assert rep["overall_agreement"] == pytest.approx(7 / 9) and not rep["all_seeds_identical"]
+    assert not stability([[2, 4], [2, 8]], ["a", "b"])["all_seeds_identical"] and stability([[2, 4], [2, 4]], ["a", "b"])["all_seeds_identical"]
 
 
 FAST = {
@@ -141,6 +142,8 @@ def test_search_gives_noise_fields_the_smallest_widths_and_stays_under_budget(tm
         assert np.mean(widths[2:]) < np.mean(widths[:2]), widths
     assert report["emb_dims"][2:] == [2, 2]
     assert report["stability"]["seeds"] == 2
+    assert [r["seed"] for r in report["runs"]] == [cfg.seed, cfg.seed + 1]  # each seed its own supernet and search
+    assert report["budget_used"] == pytest.approx(report["params"] / budget) and report["params"] == table_params(store.meta.vocab_sizes, report["emb_dims"])
 
 
 def test_uniform_sampler_search_is_deterministic(tmp_path):

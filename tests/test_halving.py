@@ -242,6 +242,8 @@ def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, mon
 def test_rung_score_ignores_evaluations_after_the_rung():
     history = [{"val_logloss": v} for v in (0.52, 0.50, 0.47)]
     assert [rung_score(history, k) for k in (1, 2, 3, 4)] == [0.52, 0.50, 0.47, 0.47]  # 4: stopped after 3
+    history = [{"val_logloss": v} for v in (0.52, 0.47, 0.50)]  # the best of the rung, not its last
+    assert [rung_score(history, k) for k in (1, 2, 3)] == [0.52, 0.47, 0.47]
 
 
 def test_rung_score_skips_evaluations_that_are_not_numbers():

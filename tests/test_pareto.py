@@ -210,6 +210,28 @@ def test_a_pareto_search_without_pim_reports_its_front(tmp_path, monkeypatch):
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("pareto")]
 
 
+def test_a_codesign_search_ranked_by_penalty_reports_its_front_with_each_design_s_hardware(tmp_path, monkeypatch):
+    """Co-design candidates (they have PIM energy) get a front whatever the objective ranked
+    them by, and each row of pareto.json names the PIM design it was costed on."""
+    import json
+
+    from recnas.search import pareto as pareto_mod
+    from recnas.search import report as report_mod
+    from recnas.search.objective import Objective
+    from recnas.search.results import ResultsStore
+
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: path)
+    monkeypatch.setattr(report_mod, "save_figure", lambda fig, path: path)
+    store = ResultsStore(tmp_path / "search.sqlite")
+    for key, loss, energy, bits in (("a", 0.40, 9.0, 8), ("b", 0.45, 1.0, 4), ("c", 0.46, 9.5, 2)):
+        store.put(key, "{}", {"logloss": loss, "auc": 0.7, "energy": energy, "latency": energy, "flops": 5.0, "params": 1.0, "hardware": {"weight_bits": bits}})
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}]
+    report_mod.write_report(tmp_path, {"dataset": "tiny", "models": models, "search": {}}, store, "search", Objective(kind="penalized", targets={"energy": 5.0}))
+    store.close()
+    assert [(r["key"], r["hardware"]) for r in json.loads((tmp_path / "pareto.json").read_text())] == [("b", {"weight_bits": 4}), ("a", {"weight_bits": 8})]
+    assert "2 non-dominated candidates of 3" in (tmp_path / "results.md").read_text()
+
+
 def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, monkeypatch):
     """Each baseline's star stood at its PIM energy and its full-precision test log loss, while
     the candidates beside it are scored quantised and results.md pairs those costs with the
@@ -227,6 +249,7 @@ def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, mon
     ax = figs[-1].axes[0]
     stars = [tuple(c.get_offsets()[0]) for c in ax.collections if c.get_label() != "baselines" and len(c.get_offsets()) and tuple(c.get_offsets()[0])[0] == 20.0]
     assert stars == [(20.0, 0.6691)] and ax.get_ylabel().endswith("baselines: test, on the default PIM config)")
+    assert [t.get_text() for t in ax.texts] == ["lr"]  # the searched model is a candidate of the front, not a baseline beside it
 
 
 def test_crowding_distance_gives_every_extreme_of_every_objective_infinity():

@@ -4,6 +4,7 @@ draws and says, and that results.md and results.json agree."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from recnas.search import report as report_mod
@@ -61,9 +62,20 @@ def test_progress_axis_says_the_score_holds_the_cost_penalty(tmp_path, figures):
     store.close()
 
 
+def _is_star(collection) -> bool:
+    from matplotlib.markers import MarkerStyle
+
+    star = MarkerStyle("*")
+    star = star.get_path().transformed(star.get_transform()).vertices
+    drawn = collection.get_paths()[0].vertices
+    return drawn.shape == star.shape and bool(np.allclose(drawn, star))
+
+
 def _stars(ax):
-    """(x, y) of the large markers (the searched model's star) drawn on `ax`."""
-    return [tuple(c.get_offsets()[0]) for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] >= 120]
+    """(x, y) of the large markers (the searched model's star) drawn on `ax`; each is a star."""
+    large = [c for c in ax.collections if len(c.get_sizes()) and c.get_sizes()[0] >= 120]
+    assert all(_is_star(c) for c in large) and not [c for c in ax.collections if c not in large and len(c.get_offsets()) and _is_star(c)]
+    return [tuple(c.get_offsets()[0]) for c in large]
 
 
 def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tmp_path, figures):
@@ -84,6 +96,26 @@ def test_score_vs_cost_stars_the_searched_model_and_names_models_of_zero_cost(tm
     left, right = figures["score_vs_cost.png"].axes
     assert _stars(right) == [(50.0, 0.45)] and _stars(left) == [(100.0, 0.4)]  # the chosen candidate, too
     assert any(t.get_text().endswith(": lr") for t in right.texts)
+
+
+def test_score_vs_cost_stars_the_chosen_finalist_not_the_first(tmp_path, figures):
+    """write_report stars the finalist marked chosen (the lowest validation log loss), which
+    need not be the search's first."""
+    cands = [{"key": k, "logloss": ll, "flops": f} for k, ll, f in (("a", 0.40, 100.0), ("b", 0.5, 10.0), ("c", 0.45, 50.0))]
+    store = _store(tmp_path, cands, [{"generation": 0, "best_score": 0.4, "mean_score": 0.45}])
+    models = [{"model": "recnas (searched)", "test_logloss": 0.45, "flops": 50.0}]
+    report = {**_report(models), "finalists": [{"key": "a", "chosen": False}, {"key": "c", "chosen": True}]}
+    report_mod.write_report(tmp_path, report, store, "search", Objective())
+    assert _stars(figures["score_vs_cost.png"].axes[0]) == [(50.0, 0.45)]
+    store.close()
+
+
+def test_a_column_some_rows_lack_is_shown_with_a_dash_for_them():
+    """A column is in the table when any model has it (a model without it reads "-"), never
+    dropped because one model lacks it."""
+    table = report_mod.markdown_table([{"model": "recnas (searched)", "test_logloss": 0.45, "final_choice": "lr=0.01"}, {"model": "lr", "test_logloss": 0.5}])
+    assert table.splitlines()[0] == "| model | test log loss | kept at (final_grid) |"
+    assert table.splitlines()[2:] == ["| recnas (searched) | 0.4500 | lr=0.01 |", "| lr | 0.5000 | - |"]
 
 
 def _md_models(md: str) -> dict[str, dict[str, str]]:
@@ -107,7 +139,8 @@ def test_results_md_and_json_agree(tmp_path, figures):
               {"model": "lr", "test_logloss": 0.5, "test_auc": math.nan, "params": 14.0, "flops": 0.0, "train_seconds": 0.04}]
     for m in models:
         m["gap_to_bayes"] = m["test_logloss"] - bayes
-    report = {**_report(models), "bayes": {"test_logloss": bayes, "test_auc": 0.8265}, "search": {"scoring": "supernet", "candidates_in_store": 5}}
+    finalists = [{"key": "a", "search_score": 0.5, "val_logloss": 0.47, "chosen": False}, {"key": "b", "search_score": 0.51, "val_logloss": 0.46, "chosen": True}]
+    report = {**_report(models), "bayes": {"test_logloss": bayes, "test_auc": 0.8265}, "search": {"scoring": "supernet", "candidates_in_store": 5}, "finalists": finalists}
     report_mod.write_report(tmp_path, report, store, "search", Objective(), keys={"a", "b", "c"})  # d, e: an earlier search's
     md = (tmp_path / "results.md").read_text()
     js = json.loads((tmp_path / "results.json").read_text())
@@ -123,6 +156,7 @@ def test_results_md_and_json_agree(tmp_path, figures):
     assert "Bayes-optimal test log loss: 0.4012, AUC 0.8265" in md
     assert int(re.search(r"Search: (\d+) candidates evaluated", md).group(1)) == js["search"]["candidates_this_search"] == 3
     assert js["search"]["candidates_in_store"] == 5
+    assert js["finalists"] == finalists  # which finalist was chosen, on which validation log loss
     store.close()
 
 
@@ -258,8 +292,10 @@ def test_models_above_the_base_rate_log_loss_are_warned_about(tmp_path):
     from recnas.search.study import base_rate_logloss
     from tests.conftest import make_tiny_store
 
-    store = make_tiny_store(tmp_path / "s")
+    store = make_tiny_store(tmp_path / "s", seed=2)
     base = base_rate_logloss(store.split("train").label, store.split("test").label)
+    # the test split's click rate is not the validation split's here: the rows judged are the test rows
+    assert base < base_rate_logloss(store.split("train").label, store.split("val").label) - 0.01
     rows = [{"model": "recnas (searched)", "test_logloss": base + 0.01}, {"model": "lr", "test_logloss": base - 0.01},
             {"model": "dlrm", "test_logloss": 7.5}, {"model": "deepfm", "test_logloss": math.nan}]
     printed = io.StringIO()

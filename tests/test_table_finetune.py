@@ -63,7 +63,10 @@ def test_job_trains_every_model_s_tables_alone_and_keeps_the_better(tmp_path):
         assert f"| {rows[name]['tables_alone']} |" in (out / "results.md").read_text()
         phases = list(folder.glob("tables-*"))
         assert len(phases) == 1 and (phases[0] / "model.pt").exists()
-        first, _, _ = load_trained(folder / "model.pt")
+        first, _, first_extra = load_trained(folder / "model.pt")
+        # the row's train time is the model's and its table phase's together
+        assert record["train_seconds"] > 0
+        assert rows[name]["train_seconds"] == pytest.approx(first_extra["metrics"]["train_seconds"] + record["train_seconds"])
         tuned, _, extra = load_trained(phases[0] / "model.pt")
         assert extra["config"]["lr"] == pytest.approx(cfg.final.lr * 0.5) and extra["config"]["epochs"] == 2
         # the phase changed the tables and nothing else
