@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from recnas.embedding.budget import MIB, parse_widths, penalty, resolve_budget, table_params
+from recnas.embedding.budget import MIB, params_to_mib, parse_widths, penalty, resolve_budget, table_params
 from recnas.embedding.config import EmbedSearchConfig, SearchSettings
 from recnas.embedding.pipeline import run_search, stability
 from recnas.embedding.samplers import WidthSampler
@@ -144,6 +144,7 @@ def test_search_gives_noise_fields_the_smallest_widths_and_stays_under_budget(tm
     assert report["stability"]["seeds"] == 2
     assert [r["seed"] for r in report["runs"]] == [cfg.seed, cfg.seed + 1]  # each seed its own supernet and search
     assert report["budget_used"] == pytest.approx(report["params"] / budget) and report["params"] < budget and report["params"] == table_params(store.meta.vocab_sizes, report["emb_dims"])
+    assert report["mib"] == params_to_mib(report["params"]) < report["budget_mib"] == params_to_mib(budget)
 
 
 def test_uniform_sampler_search_is_deterministic(tmp_path):
