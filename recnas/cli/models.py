@@ -169,11 +169,11 @@ def _warn_above_base_rate(val_logloss, store, cfg) -> None:
     one more number, exit 0."""
     import math
 
-    from recnas.search.study import base_rate_logloss
+    from recnas.search.study import store_base_rate
 
     if not isinstance(val_logloss, float) or not math.isfinite(val_logloss):
         return
-    base = base_rate_logloss(store.split("train").label, store.split("val").label[: cfg.max_eval_rows])
+    base = store_base_rate(store, "val", cfg.max_eval_rows)
     if 0 < base < math.inf and val_logloss > base:
         typer.echo(f"warning: the best validation log loss ({val_logloss:.5f}) is above that of predicting the training click rate for every row ({base:.5f}): "
                    "the model learnt nothing usable; lower the lr or train longer", err=True)

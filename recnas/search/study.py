@@ -118,6 +118,13 @@ def base_rate_logloss(train_labels: np.ndarray, val_labels: np.ndarray) -> float
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
+def store_base_rate(store, split: str, rows: int | None = None) -> float:
+    """`base_rate_logloss` of `store`'s `split` (its first `rows`; all with None) against the
+    click rate of its train split: what the rank study, the search job and the training
+    commands compare a model with."""
+    return base_rate_logloss(store.split("train").label, store.split(split).label[:rows])
+
+
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
@@ -156,7 +163,6 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     tuned = CandidateEvaluator(space, store, cfg.finetune, cfg.eval_rows, device, supernet=supernet)
     # the search's own from-scratch scorer (`scoring: scratch`), so the study measures the ranker the search uses
     from_scratch = CandidateEvaluator(space, store, cfg.scratch, cfg.eval_rows, resolve_device(cfg.scratch.device))
-    val = store.split("val")
     cache = ScratchCache(Path(scratch_cache) if scratch_cache is not None else out / "scratch_cache.json", scratch_fingerprint(store.meta, space, cfg))
     rows, reused, diverged = [], 0, []
     console = Console()
@@ -179,7 +185,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
             bar.advance(task)
     if len(rows) < 2:
         raise ConfigError(f"{len(diverged)} of {len(archs)} subnets diverged in from-scratch training, leaving {len(rows)} to correlate (at least 2 needed); lower the scratch lr or check the data")
-    base = base_rate_logloss(store.split("train").label, val.label[: cfg.eval_rows])
+    base = store_base_rate(store, "val", cfg.eval_rows)
     scratch = [r["scratch"] for r in rows]
     corr = {name: rank_correlation([r[name] for r in rows], scratch) for name in ("inherited", "finetuned")}
     out.mkdir(parents=True, exist_ok=True)
