@@ -95,9 +95,7 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
         stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
         result = trainer.fit(resume=(out_dir / CHECKPOINT_FILE).exists(), stop_after=stop_after)
     except OtherLayoutCheckpoint as exc:  # a run folder from an older recnas: "train the model again" said neither where nor how
-        if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
-            raise CheckpointError(f"{exc.problem}; give the job another --out, where it trains its supernet and every model afresh") from None
-        raise CheckpointError(f"{exc.problem}; delete {out_dir} to have the job train that model afresh, or give the job another --out") from None
+        raise CheckpointError(f"{exc.problem}; {_afresh(out_dir, sampler)}") from None
     except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
         raise TrainingDiverged(f"{out_dir}: {exc}") from None
     except OtherModelCheckpoint as exc:  # e.g. other baseline_hparams, or a preset a recnas upgrade changed
@@ -109,12 +107,9 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
         # the trainer's ways out (`--warmup-steps 0` "on the training command's line", --overwrite)
         # are not `recnas search`'s: a continued job with another final lr or warmup, or another
         # table_finetune lr_scale, was told to pass flags the job does not have
-        if sampler is not None:  # the supernet: the run's stored candidate scores come from it, and would stay
-            raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}); give the job another --out, where it trains its supernet and every model afresh") from None
-        raise ConfigError(
-            f"{exc.path}: cannot go on with a changed recipe ({exc.change}), which decided the steps this model has taken; "
-            f"set it back, delete {out_dir} to have the job train that model afresh, or give the job another --out"
-        ) from None
+        if sampler is not None:
+            raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}); {_afresh(out_dir, sampler)}") from None
+        raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}), which decided the steps this model has taken; set it back, {_afresh(out_dir, sampler)}") from None
     except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
         raise ConfigError(
             f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
@@ -129,6 +124,15 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
 
 OTHER_DATA = "the run folder's models and scores come from that data: give the job another --out, or run it on that data"
 DATA_FILE = "data.json"  # the identity of the rows a run folder's models and scores come from
+
+
+def _afresh(out_dir: Path, sampler) -> str:
+    """How the job trains a model of its run folder afresh: the supernet (the one trained with a
+    `sampler`) only in another --out, since the run's stored candidate scores come from it and
+    would stay; any other model by deleting its folder, or in another --out."""
+    if sampler is not None:
+        return "give the job another --out, where it trains its supernet and every model afresh"
+    return f"delete {out_dir} to have the job train that model afresh, or give the job another --out"
 
 
 def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) -> None:

@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: not a recnas checkpoint")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {payload.get('version')}, this recnas reads {VERSION}")
-    layout = payload.get("layout", 1)
+    layout = layout_of(payload)
     if not isinstance(layout, int) or isinstance(layout, bool) or layout < 1:
         raise CheckpointError(f"{path}: checkpoint's weights layout {layout!r} is not a positive integer (an edited file?)")
     if layout > LAYOUT:
