@@ -307,6 +307,30 @@ def test_models_above_the_base_rate_log_loss_are_warned_about(tmp_path):
     assert "it learnt nothing usable" in _above_base_rate_notes(rows[2:3], store, Console(file=io.StringIO()))[0]
 
 
+def test_a_test_split_of_one_class_names_no_model_above_its_base_rate(tmp_path, monkeypatch):
+    """A train and test split of one class: the base rate's log loss is 0 (or infinite with
+    the other class), so every model (or none) was "above" it; the job's test rows named every
+    model of such a split while the other two warnings judged nothing. One rule now
+    (`above_base_rate`): a one-class split judges nothing; the data notes name the split."""
+    import io
+    import math
+
+    from rich.console import Console
+
+    import recnas.search.study as study
+    from recnas.search.pipeline import _above_base_rate_notes
+    from tests.conftest import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s", seed=2)
+    rows = [{"model": "recnas (searched)", "test_logloss": 0.3}, {"model": "lr", "test_logloss": 7.5}]
+    for base in (0.0, math.inf):
+        monkeypatch.setattr(study, "store_base_rate", lambda *a, base=base, **k: base)
+        assert _above_base_rate_notes(rows, store, Console(file=io.StringIO())) == []
+    assert study.above_base_rate(0.3, 0.2) and not study.above_base_rate(0.2, 0.2) and not study.above_base_rate(0.1, 0.2)
+    assert not study.above_base_rate(0.3, 0.0) and not study.above_base_rate(0.3, math.inf)
+    assert not study.above_base_rate(math.inf, 0.2) and not study.above_base_rate(math.nan, 0.2) and not study.above_base_rate(None, 0.2)
+
+
 def test_a_job_whose_models_learnt_nothing_says_so_in_results_md(tmp_path):
     """The smoke job at a final lr of 30: its models end far above the base rate (28 and 7.7
     against 0.53); the job warns and results.md says it above the table."""

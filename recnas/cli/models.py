@@ -167,14 +167,12 @@ def _warn_above_base_rate(val_logloss, store, cfg) -> None:
     finite but useless weights (`baseline train lr` at lr 1e4 on 3,000 synthetic rows: train loss
     52,704, validation log loss 13.46 against the click rate's 0.62), which the summary gave as
     one more number, exit 0."""
-    import math
+    from recnas.search.study import above_base_rate, store_base_rate
 
-    from recnas.search.study import store_base_rate
-
-    if not isinstance(val_logloss, float) or not math.isfinite(val_logloss):
+    if not isinstance(val_logloss, float):
         return
     base = store_base_rate(store, "val", cfg.max_eval_rows)
-    if 0 < base < math.inf and val_logloss > base:
+    if above_base_rate(val_logloss, base):
         typer.echo(f"warning: the best validation log loss ({val_logloss:.5f}) is above that of predicting the training click rate for every row ({base:.5f}): "
                    "the model learnt nothing usable; lower the lr or train longer", err=True)
 

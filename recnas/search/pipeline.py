@@ -514,10 +514,10 @@ def _above_base_rate_notes(rows: list[dict], store: CTRStore, console: Console) 
     click rate for every row: they learnt nothing usable (an lr too high leaves finite but
     useless weights: the smoke job at a final lr of 30 gave the searched model 28.23 and LR 7.69
     against 0.5284), which the table gave as one more number. Said by the job and above results.md's table."""
-    from recnas.search.study import store_base_rate
+    from recnas.search.study import above_base_rate, store_base_rate
 
     base = store_base_rate(store, "test")
-    worse = [r["model"] for r in rows if isinstance(r["test_logloss"], float) and math.isfinite(base) and r["test_logloss"] > base]
+    worse = [r["model"] for r in rows if above_base_rate(r["test_logloss"], base)]
     if not worse:
         return []
     note = (f"the test log loss of {', '.join(worse)} is above that of predicting the training click rate for every row ({base:.4f}): "
@@ -640,11 +640,10 @@ def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, 
     prediction of the training click rate: the candidates learnt nothing usable in their scoring
     (a fine-tune at lr 1e3 left finite but useless weights: best 11.05 against 0.62), so the
     search ranked noise, which the job's "best candidate" line gave without a word."""
-    from recnas.search.study import store_base_rate
+    from recnas.search.study import above_base_rate, store_base_rate
 
     scores = [h["logloss"] for h in history if math.isfinite(h["logloss"])]
-    base = store_base_rate(store, "val", cfg.eval_rows)
-    if not scores or not 0 < base < math.inf or min(scores) <= base:  # none finite: _warn_diverged said so; one class: said by the data notes
+    if not scores or not above_base_rate(min(scores), base := store_base_rate(store, "val", cfg.eval_rows)):  # none finite: _warn_diverged said so
         return
     training = "fine-tune (finetune)" if cfg.scoring == "supernet" and cfg.finetune is not None else "supernet's training (supernet)" if cfg.scoring == "supernet" else "training from scratch (final with proxy)"
     console.print(f"[yellow]warning:[/] the best candidate's validation log loss ({min(scores):.4f}) is above that of predicting the training click rate for every row ({base:.4f}): "

@@ -125,6 +125,15 @@ def store_base_rate(store, split: str, rows: int | None = None) -> float:
     return base_rate_logloss(store.split("train").label, store.split(split).label[:rows])
 
 
+def above_base_rate(logloss, base: float) -> bool:
+    """Whether a model's `logloss` says it learnt nothing usable: a finite number above the
+    `base` rate's (`store_base_rate`). A one-class split (base 0 or infinite) judges nothing:
+    any loss is above a base of 0, none above an infinite one, and the data notes name such
+    a split. One rule for the rank study, the search job and the training commands (the job's
+    test rows named every model of a one-class split)."""
+    return isinstance(logloss, float) and math.isfinite(logloss) and 0 < base < math.inf and logloss > base
+
+
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
@@ -191,7 +200,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     out.mkdir(parents=True, exist_ok=True)
     best = min(rows, key=lambda r: r["scratch"])
     result = {"n": len(rows), "distinct_subnets": len(archs), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
-              "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if r["scratch"] > base], "rows": rows, "config": json.loads(cfg.model_dump_json()),
+              "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if above_base_rate(r["scratch"], base)], "rows": rows, "config": json.loads(cfg.model_dump_json()),
               "environment": environment(device)}  # the thread count decides CPU rounding, and so the scores
     configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
