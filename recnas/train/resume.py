@@ -29,25 +29,28 @@ RESUME_INVARIANT = ("optimizer", "batch_size", "seed", "max_train_rows", "embedd
 
 # keys of a store's `source` that only say where its files were (the raw file, the spec, a
 # --vocab-from store): a store re-made from a moved file holds the same rows
-_WHERE_KEYS = ("path", "spec", "store", "raw_file", "profile")
+_WHERE_KEYS = ("path", "spec", "store", "raw_file")
 
 
-def _without_where(value):
+def _without(value, keys: tuple[str, ...]):
     if isinstance(value, dict):
-        return {k: _without_where(v) for k, v in value.items() if k not in _WHERE_KEYS}
+        return {k: _without(v, keys) for k, v in value.items() if k not in keys}
     if isinstance(value, list):
-        return [_without_where(v) for v in value]
+        return [_without(v, keys) for v in value]
     return value
 
 
-def data_identity(meta) -> dict:
+def data_identity(meta, before_profile: bool = False) -> dict:
     """What tells the rows of one store from another's of the same shape (a resume on another
     store went on silently: its first steps on one dataset, the rest on the other): the rows and
     click rate of each split, and a digest of how the store was made (the raw file's checksum
-    and the prepare options, or the generator's settings), without the paths."""
+    and the prepare options, the KDD12 profile file's checksum, or the generator's settings),
+    without the paths. `before_profile`: the identity a recnas of 2026-12-06..07 recorded,
+    which dropped the profile file's record (checksum and all) with its path, so two stores of
+    one raw file with other profile files of the same vocabulary sizes looked alike."""
     import hashlib
 
-    source = json.dumps(_without_where(meta.source), sort_keys=True, default=str)
+    source = json.dumps(_without(meta.source, _WHERE_KEYS + (("profile",) if before_profile else ())), sort_keys=True, default=str)
     return {"rows": dict(meta.rows), "positive_rate": dict(meta.positive_rate), "source": hashlib.sha1(source.encode()).hexdigest()[:16]}
 
 
@@ -59,11 +62,16 @@ def _data_differs(saved: dict, now: dict) -> str:
     return "it was made from another raw file or with other options"
 
 
-def check_same_data(path, saved, now: dict | None, data_dir, way_on: str) -> None:
+def check_same_data(path, saved, meta, data_dir, way_on: str) -> None:
     """Refuse the run of checkpoint `path`, trained on the data of identity `saved`, on other
-    data (`now`, the identity of the store at `data_dir`), saying how it differs and `way_on`.
-    Checkpoints without one (written before 2026-12-06) are not checked."""
-    if isinstance(saved, dict) and now is not None and saved != now:
+    data (the store at `data_dir`, of DatasetMeta `meta`), saying how it differs and `way_on`.
+    Checkpoints without one (written before 2026-12-06) are not checked; ones that recorded the
+    identity without the profile file (`data_identity`'s `before_profile`) are checked as
+    they were (refusing them would refuse resuming every KDD12 --profile run of those days)."""
+    if not isinstance(saved, dict) or meta is None:
+        return
+    now = data_identity(meta)
+    if saved != now and saved != data_identity(meta, before_profile=True):
         raise CheckpointError(f"{path}: the run was trained on another dataset than {data_dir} ({_data_differs(saved, now)}); {way_on}")
 
 
@@ -110,7 +118,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
         hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
         raise ChangedRecipe(f"{path}: cannot resume with a changed config ({detail}){hint}", path, detail)
-    check_same_data(path, p.get("data"), trainer.data, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
+    check_same_data(path, p.get("data"), trainer.data_meta, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
     world = p.get("world_size")  # absent from older checkpoints: not checked
     if isinstance(world, int) and world != trainer.dist.world_size:  # like batch_size: the global batch, so the rows that follow
         raise CheckpointError(

@@ -263,7 +263,8 @@ class Trainer:
         # a masked step drops the gradients of what neither path touched (e.g. heads of non-leaf blocks)
         self._teacher_off = {id(p) for p in model.off_path_parameters(teacher)} if teacher is not None and self.masked_paths else set()
         self.model_spec = model_spec
-        self.data = data_identity(store.meta) if store is not None else None  # checked on resume
+        self.data_meta = store.meta if store is not None else None  # checked on resume
+        self.data = data_identity(store.meta) if store is not None else None  # recorded in its files
         self.data_dir = store.dir if store is not None else None
         self._store = store  # for the divergence hint on its dense values
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
