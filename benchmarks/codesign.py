@@ -41,7 +41,8 @@ from recnas.scripts import output_dir, provenance, run_script
 from recnas.search.evaluator import architecture_costs
 from recnas.search.job import JobConfig, load_job_config
 from recnas.search.objective import reference_costs
-from recnas.search.pipeline import fit_or_load, prepare_data, run_job
+from recnas.search.fitting import fit_or_load
+from recnas.search.pipeline import prepare_data, run_job
 from recnas.space import Architecture, get_space
 from recnas.supernet import Subnet
 from recnas.train import evaluate

@@ -26,7 +26,7 @@ from recnas.search.rank import rank_correlation
 
 def proxy_table(histories: dict[str, list[float]]) -> list[dict]:
     """Per interval k: correlation of every run's best score within its first k intervals (what
-    halving ranks finalists by, `recnas.search.pipeline.rung_score`) with its best score overall.
+    halving ranks finalists by, `recnas.search.finalists.rung_score`) with its best score overall.
     A run that stopped early keeps its best for later k."""
     best = {key: min(h) for key, h in histories.items()}
     keys = sorted(histories)

@@ -48,7 +48,8 @@ from recnas.errors import ConfigError
 from recnas.scripts import failures, output_dir, positive_int, run_script, seed_list, side_by_side
 from recnas.search.evaluator import Genotype
 from recnas.search.job import JobConfig, grid_points, load_job_config
-from recnas.search.pipeline import baseline_builder, check_baselines, fit_selected, prepare_data, result_row, subnet_builder
+from recnas.search.fitting import baseline_builder, fit_selected, subnet_builder
+from recnas.search.pipeline import check_baselines, prepare_data, result_row
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
 

@@ -12,7 +12,9 @@ from recnas.data.store import CTRStore
 from recnas.errors import ConfigError
 from recnas.search.halving import successive_halving
 from recnas.search.job import load_job_config
-from recnas.search.pipeline import fit_or_load, rung_score, run_job, subnet_builder
+from recnas.search.finalists import rung_score
+from recnas.search.fitting import fit_or_load, subnet_builder
+from recnas.search.pipeline import run_job
 from recnas.space import Architecture, get_space
 
 
@@ -188,9 +190,9 @@ def test_job_interrupted_during_halving_resumes_to_the_same_result(tmp_path, mon
     cfg = _halving_cfg()
     ref = run_job(cfg, tmp_path / "ref", progress=False)
     out = tmp_path / "run"
-    import recnas.search.pipeline as pipeline
+    import recnas.search.finalists as finalists
 
-    real, calls = pipeline.fit_or_load, []
+    real, calls = finalists.fit_or_load, []
 
     def dies_in_rung_two(*a, stop_after_evals=None, **k):
         if stop_after_evals == 2:
@@ -199,10 +201,10 @@ def test_job_interrupted_during_halving_resumes_to_the_same_result(tmp_path, mon
                 raise KeyboardInterrupt
         return real(*a, stop_after_evals=stop_after_evals, **k)
 
-    monkeypatch.setattr(pipeline, "fit_or_load", dies_in_rung_two)
+    monkeypatch.setattr(finalists, "fit_or_load", dies_in_rung_two)
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, out, progress=False)
-    monkeypatch.setattr(pipeline, "fit_or_load", real)
+    monkeypatch.setattr(finalists, "fit_or_load", real)
     again = run_job(cfg, out, progress=False)
     assert again["finalists"] == ref["finalists"]
     assert [m["test_logloss"] for m in again["models"]] == [m["test_logloss"] for m in ref["models"]]
@@ -218,7 +220,7 @@ def test_halving_needs_validation_evaluations():
 def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, monkeypatch):
     """Re-running a finished job replays the halving on finalists that are past the rung (or
     finished): each rung must still see the score it saw the first time."""
-    import recnas.search.pipeline as pipeline
+    import recnas.search.finalists as finalists
 
     seen = []
 
@@ -232,7 +234,7 @@ def test_a_rerun_job_replays_the_halving_with_the_same_rung_scores(tmp_path, mon
         seen.append(scores)
         return successive_halving(keys, recording)
 
-    monkeypatch.setattr(pipeline, "successive_halving", spy)
+    monkeypatch.setattr(finalists, "successive_halving", spy)
     cfg = _halving_cfg()
     first = run_job(cfg, tmp_path / "run", progress=False)
     again = run_job(cfg, tmp_path / "run", progress=False)

@@ -215,7 +215,7 @@ def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path
     """A job re-run over a finished stage takes its metrics from model.pt, so a cut-short
     metrics.json (the copy for people) is no JSONDecodeError traceback."""
 
-    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.search.fitting import baseline_builder, fit_or_load
 
     build = baseline_builder("lr", tiny_store.meta, {})
     out = tmp_path / "baselines" / "lr"
@@ -267,7 +267,7 @@ def test_finished_model_is_not_reused_on_a_store_made_again_with_other_rows(tmp_
 
     from recnas.data.store import CTRStore
     from recnas.errors import CheckpointError
-    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.search.fitting import baseline_builder, fit_or_load
     from recnas.train.checkpoint import load_checkpoint, save_checkpoint
     from tests.conftest import make_tiny_store
 
@@ -292,18 +292,18 @@ def test_a_finished_models_data_is_checked_without_reading_its_checkpoint(tiny_s
     """A re-run reusing a finished model read its whole checkpoint.pt (weights and optimizer
     state, hundreds of MB for large tables) only for the record of its data, once per model;
     model.pt, loaded anyway, now holds that record."""
-    import recnas.search.pipeline as pipeline
+    import recnas.search.fitting as fitting
 
     out = tmp_path / "baselines" / "dlrm"
-    build = pipeline.baseline_builder("dlrm", tiny_store.meta, {})
-    _, trained = pipeline.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    build = fitting.baseline_builder("dlrm", tiny_store.meta, {})
+    _, trained = fitting.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
     assert (out / "checkpoint.pt").is_file()
 
     def no_checkpoint(path, *args, **kwargs):
         raise AssertionError(f"read {path}")
 
-    monkeypatch.setattr(pipeline, "load_checkpoint", no_checkpoint)
-    assert pipeline.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)[1] == trained
+    monkeypatch.setattr(fitting, "load_checkpoint", no_checkpoint)
+    assert fitting.fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)[1] == trained
 
 
 def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_store, tmp_path):
@@ -311,7 +311,7 @@ def test_finished_model_of_another_recipe_is_not_reported_as_the_new_one(tiny_st
     old model under the new config: another model is refused, a longer recipe trains on."""
 
     from recnas.errors import ConfigError
-    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.search.fitting import baseline_builder, fit_or_load
 
     out = tmp_path / "baselines" / "dlrm"
     build = baseline_builder("dlrm", tiny_store.meta, {})
@@ -329,7 +329,7 @@ def test_a_shorter_recipe_over_a_trained_model_names_what_a_search_can_do(tiny_s
     """The refusal used to say "--overwrite to start afresh", an option `recnas search` lacks."""
 
     from recnas.errors import ConfigError
-    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.search.fitting import baseline_builder, fit_or_load
 
     out = tmp_path / "baselines" / "lr"
     build = baseline_builder("lr", tiny_store.meta, {})
@@ -365,7 +365,7 @@ def test_a_model_that_diverges_in_a_job_is_named(tiny_store, tmp_path, monkeypat
     import re
 
     from recnas.errors import TrainingDiverged
-    from recnas.search.pipeline import baseline_builder, fit_or_load
+    from recnas.search.fitting import baseline_builder, fit_or_load
 
     from recnas.train import trainer
 
@@ -386,7 +386,7 @@ def test_a_final_grid_point_that_diverges_is_left_out_of_the_selection(tiny_stor
     import math
 
     from recnas.errors import TrainingDiverged
-    from recnas.search.pipeline import baseline_builder, fit_selected
+    from recnas.search.fitting import baseline_builder, fit_selected
     from recnas.train import trainer
 
     fit = trainer.Trainer.fit

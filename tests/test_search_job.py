@@ -948,17 +948,18 @@ def test_a_nan_validation_loss_never_wins_a_grid_or_the_finalists(tmp_path, monk
 
     import torch
 
-    from recnas.search import pipeline
+    from recnas.search import finalists as finalist_selection
+    from recnas.search import fitting
 
     store = make_tiny_store(tmp_path / "data")
     cfg = load_job_config("smoke", data=str(store.dir), final_grid={"lr": [1e-3, 3e-2]})
     losses = iter([math.nan, 0.5])
-    monkeypatch.setattr(pipeline, "fit_or_load", lambda build, tcfg, *a, **k: (torch.nn.Linear(1, 1), {"train_seconds": 0.0, "lr": tcfg.lr}))
-    monkeypatch.setattr(pipeline, "_val_logloss", lambda *a, **k: next(losses))
-    kept = pipeline.fit_selected(lambda: None, cfg, store, tmp_path / "f", False, "cpu")
+    monkeypatch.setattr(fitting, "fit_or_load", lambda build, tcfg, *a, **k: (torch.nn.Linear(1, 1), {"train_seconds": 0.0, "lr": tcfg.lr}))
+    monkeypatch.setattr(fitting, "_val_logloss", lambda *a, **k: next(losses))
+    kept = fitting.fit_selected(lambda: None, cfg, store, tmp_path / "f", False, "cpu")
     assert kept["val_logloss"] == 0.5 and kept["fit"]["lr"] == 3e-2
     finalists = [{"key": "a", "val_logloss": math.nan}, {"key": "b", "val_logloss": 0.4}, {"key": "c", "val_logloss": None}]
-    assert pipeline.best_finalist(finalists)["key"] == "b"
+    assert finalist_selection.best_finalist(finalists)["key"] == "b"
 
 
 def test_a_batch_norm_baseline_on_one_row_batches_is_refused_before_anything_trains(tmp_path, monkeypatch):
@@ -1021,7 +1022,7 @@ def test_a_model_of_the_run_folder_under_a_changed_recipe_names_the_job_s_way_on
     the training command's line", "start afresh (--overwrite)", flags `recnas search` does not
     have, or none at all. It names the model's folder to delete, or another --out; the model
     there is left as it was."""
-    from recnas.search.pipeline import baseline_builder, fit_selected
+    from recnas.search.fitting import baseline_builder, fit_selected
 
     build = baseline_builder("lr", tiny_store.meta, {})
     fit_selected(build, load_job_config("smoke", **before), tiny_store, tmp_path / "lr", False, "cpu", validate=False)

@@ -115,7 +115,7 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
 
     from rich.console import Console
 
-    from recnas.search.pipeline import _selection_fields, _warn_diverged_points, baseline_builder, fit_selected
+    from recnas.search.fitting import baseline_builder, fit_selected, selection_fields, warn_diverged_points
 
     diverge_where(monkeypatch, lambda t, _: t.out_dir is not None and t.out_dir.name.startswith("tables-"))
     cfg = load_job_config("smoke", table_finetune={"epochs": 1, "lr_scale": 0.5}, **({"final_grid": grid} if grid else {}))
@@ -127,9 +127,9 @@ def test_a_table_phase_that_diverges_leaves_the_model_from_before_it(tiny_store,
     error = f"{folder / ('tables-' + weights_digest(got['model']))}: training diverged: loss nan at step 9; lower lr or set grad_clip"
     assert record["diverged"] == error and not record["kept"] and record["val_before"] == got["val_logloss"]
     assert math.isfinite(got["fit"]["train_seconds"])
-    assert _selection_fields(got)["tables_alone"] == "diverged, not kept"
+    assert selection_fields(got)["tables_alone"] == "diverged, not kept"
     out = io.StringIO()
-    _warn_diverged_points(got, Console(file=out, width=1000))
+    warn_diverged_points(got, Console(file=out, width=1000))
     warned = out.getvalue().splitlines()
     assert len(warned) == len(grid["lr"]) if grid else len(warned) == 1
     assert warned[0].startswith(f"warning: {tmp_path / 'a'}") and "table_finetune phase" in warned[0] and "the model from before it stands" in warned[0]

@@ -15,32 +15,31 @@ import torch
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from recnas.configs import parse_json, read_text, require_type, write_text_atomic
+from recnas.configs import require_type, write_text_atomic
 from recnas.data.store import CTRStore, check_outside_results, check_run_folder, huge_dense_note, one_class_notes
 from recnas.environment import cpu_threads, environment, tf32_matmuls
-from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError, TrainingDiverged
+from recnas.errors import CheckpointError, ConfigError, DataError, RecnasError
 from recnas.hardware.quant import quantized
+from recnas.search.console import progress_bar, stage
 from recnas.search.evaluator import CandidateEvaluator, architecture_costs, model_costs
 from recnas.search.evolution import RegularizedEvolution
-from recnas.search.halving import successive_halving
-from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points, point_tag, recipe
+from recnas.search.finalists import train_finalists
+from recnas.search.fitting import DATA_FILE, baseline_with_spec, baseline_builder, check_run_data, fit_or_load, fit_selected, selection_fields, warn_diverged_points
+from recnas.search.job import JobConfig, check_same_run, decays_every_table, dump_config, grid_points
 from recnas.search.objective import diverged_keys, format_targets, resolve_targets
-from recnas.search.ranking import is_score, nan_last
 from recnas.search.report import PARETO_FILES, write_report
 from recnas.search.results import ResultsStore
 from recnas.space import get_space
 from recnas.space.arch import check_emb_dims
 from recnas.space.samplers import make_sampler
-from recnas.staging import check_writable, copy_dir, exclusive, remove_stale_writes
-from recnas.train import Trainer, TrainConfig, evaluate
-from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint, load_checkpoint, seed_everything
-from recnas.train.model_factory import SupernetOfOtherPaths, baseline_spec, load_trained, subnet_spec, supernet_spec
-from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
+from recnas.staging import check_writable, exclusive, remove_stale_writes
+from recnas.train import TrainConfig, evaluate
+from recnas.train.checkpoint import load_checkpoint
+from recnas.train.model_factory import SupernetOfOtherPaths, supernet_spec
 from recnas.train.metrics import counted
-from recnas.train.resume import ChangedRecipe, PastRequestedSteps, check_same_data, data_identity
-from recnas.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
+from recnas.train.resume import data_identity
+from recnas.train.trainer import CHECKPOINT_FILE, MODEL_FILE
 
 
 def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
@@ -66,135 +65,6 @@ def prepare_data(cfg: JobConfig, out: Path, console: Console) -> CTRStore:
     return CTRStore(path)
 
 
-def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, out_dir: Path, progress: bool, sampler=None, hardware=None, stop_after_evals: int | None = None) -> tuple[torch.nn.Module, dict]:
-    """Train into `out_dir` (resuming a checkpoint there), or load the finished model. With a
-    PIM configuration (`hardware`) the training is quantisation-aware on it. `stop_after_evals=k`
-    pauses (checkpointed, `interrupted` in the result) after the k-th evaluation interval.
-
-    `build() -> (model, model_spec)` makes the untrained model right after seeding with the
-    training seed (as the CLI's training path does), so its initial weights depend on that seed
-    alone, not on what ran earlier in the process: the same job gives the same models, and a
-    resumed job the same as an uninterrupted one. A finished model's metrics are read from its
-    model.pt (written atomically with the weights); metrics.json is the copy for people.
-
-    A finished model is only reused when it is the model and training recipe asked for now (a
-    re-run with other `final` settings or baseline hyper-parameters): otherwise the run goes on
-    from its checkpoint as `--resume` would, which trains on under a longer recipe and refuses
-    another model, instead of reporting the old model under the new config.
-    """
-    seed_everything(tcfg.seed)
-    model, spec = build()
-    try:
-        if (out_dir / MODEL_FILE).exists() and (out_dir / METRICS_FILE).exists():
-            done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
-            if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
-                check_trained_on(out_dir, store, extra)
-                return done, extra["metrics"]
-        run_context = None if hardware is None else functools.partial(quantized, config=hardware)
-        trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)
-        stop_after = None if stop_after_evals is None else stop_after_evals * trainer.eval_every
-        result = trainer.fit(resume=(out_dir / CHECKPOINT_FILE).exists(), stop_after=stop_after)
-    except OtherLayoutCheckpoint as exc:  # a run folder from an older recnas: "train the model again" said neither where nor how
-        raise CheckpointError(f"{exc.problem}; {_afresh(out_dir, sampler)}") from None
-    except TrainingDiverged as exc:  # which of the job's models (a finalist, a grid point, a baseline) it was
-        raise TrainingDiverged(f"{out_dir}: {exc}") from None
-    except OtherModelCheckpoint as exc:  # e.g. other baseline_hparams, or a preset a recnas upgrade changed
-        raise ConfigError(
-            f"{exc}: the run folder's model there was built with other settings than this job's; "
-            f"give the job another --out, or delete {out_dir} to train that model afresh"
-        ) from None
-    except ChangedRecipe as exc:
-        # the trainer's ways out (`--warmup-steps 0` "on the training command's line", --overwrite)
-        # are not `recnas search`'s: a continued job with another final lr or warmup, or another
-        # table_finetune lr_scale, was told to pass flags the job does not have
-        if sampler is not None:
-            raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}); {_afresh(out_dir, sampler)}") from None
-        raise ConfigError(f"{exc.path}: cannot go on with a changed recipe ({exc.change}), which decided the steps this model has taken; set it back, {_afresh(out_dir, sampler)}") from None
-    except PastRequestedSteps as exc:  # the trainer's way out, --overwrite, is not one `recnas search` has
-        raise ConfigError(
-            f"{out_dir}: this model is trained to step {exc.done}, past the {exc.total} steps its recipe now asks for "
-            "(max_steps/epochs); a run folder's models train on, never back: ask for as many steps, or use another --out"
-        ) from None
-    # the last step's gradients: as large as the weights (the tables' are dense), and no use to
-    # what follows (scoring candidates on a supernet, evaluating a model; a training step sets
-    # them afresh), which held them for the rest of the job
-    trainer.optimizer.zero_grad(set_to_none=True)
-    return trainer.model, result.to_dict()
-
-
-OTHER_DATA = "the run folder's models and scores come from that data: give the job another --out, or run it on that data"
-DATA_FILE = "data.json"  # the identity of the rows a run folder's models and scores come from
-
-
-def _afresh(out_dir: Path, sampler) -> str:
-    """How the job trains a model of its run folder afresh: the supernet (the one trained with a
-    `sampler`) only in another --out, since the run's stored candidate scores come from it and
-    would stay; any other model by deleting its folder, or in another --out."""
-    if sampler is not None:
-        return "give the job another --out, where it trains its supernet and every model afresh"
-    return f"delete {out_dir} to have the job train that model afresh, or give the job another --out"
-
-
-def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) -> None:
-    """A finished model is reused only on the data it was trained on, which its model.pt records
-    (`extra`, as `load_trained` returns it), or, for a model.pt written before it did, its
-    checkpoint.pt (read whole, optimizer state included, for that one record). The model spec
-    holds the data's shape alone: a store made again in place with another split `--seed` (same
-    path, shape and vocabulary) went on silently, reporting a searched model on test rows that it
-    had trained on, beside baselines trained on the new split. (A run folder's `data.json`
-    catches that at the start; this covers folders made before it.)"""
-    if isinstance((extra or {}).get("data"), dict):
-        check_same_data(out_dir / MODEL_FILE, extra["data"], store.meta, store.dir, OTHER_DATA)
-        return
-    path = out_dir / CHECKPOINT_FILE
-    if path.is_file():
-        check_same_data(path, load_checkpoint(path, mmap=True).get("data"), store.meta, store.dir, OTHER_DATA)
-
-
-def check_run_data(out: Path, store: CTRStore) -> None:
-    """A continued run on the rows its first start recorded in `data.json`, checked before any
-    work: the config names the store by path alone, so a store made again in place with other
-    rows reused the stored candidate scores (scored from scratch: nothing else records their
-    data) and the supernet, and was refused only at a finished model, if one was reached."""
-    path = out / DATA_FILE
-    if path.is_file():
-        saved = parse_json(read_text(path, "the run's data record"), str(path))
-        if not isinstance(saved, dict):  # edited or damaged: the check would pass without a word
-            raise ConfigError(f"{path}: not the record of a run's data (a JSON object); use another --out")
-        check_same_data(path, saved, store.meta, store.dir, OTHER_DATA)
-
-
-def rung_score(history: list[dict], rung: int) -> float:
-    """Best validation log loss of the first `rung` evaluations. A resumed job finds finalists
-    already past this rung (or finished): their later evaluations must not count, so the
-    replayed halving ranks exactly as the uninterrupted one did. Evaluations that are not a
-    number (NaN logits: NaN in a fresh result, None in a finished model.pt's) are skipped, and
-    NaN stands for a rung without any: `min` failed on two Nones, and returned NaN, whatever
-    followed, on a NaN first."""
-    values = [h["val_logloss"] for h in history[:rung]]
-    numbers = [v for v in values if is_score(v)]
-    return min(numbers) if numbers else math.nan
-
-
-def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]:
-    """`build` for fit_or_load: genotype `g`'s architecture as a standalone subnet."""
-    from recnas.supernet import Subnet
-
-    return lambda: (Subnet.from_architecture(g.arch, space, meta), subnet_spec(g.arch, space, meta))
-
-
-def _baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module, dict]:
-    from recnas.baselines import build_baseline
-
-    model = build_baseline(name, meta, **hparams)
-    return model, baseline_spec(name, model.hparams, meta)
-
-
-def baseline_builder(name: str, meta, hparams: dict) -> Callable[[], tuple[torch.nn.Module, dict]]:
-    """`build` for fit_or_load: baseline `name` with `hparams` over its defaults."""
-    return functools.partial(_baseline_with_spec, name, meta, hparams)
-
-
 def check_baselines(cfg: JobConfig, meta) -> None:
     """Build every baseline of the job (and its objective's reference) once before any training:
     one that cannot be built on this data (dlrm's dot interaction with one categorical field and
@@ -208,7 +78,7 @@ def check_baselines(cfg: JobConfig, meta) -> None:
     rows = min(train_batch_rows(cfg.final_config(point), meta.rows.get("train", 0)) for point in grid_points(cfg.final_grid))
     for name in dict.fromkeys([*cfg.baselines, *([cfg.objective.reference] if cfg.objective.reference else [])]):
         try:
-            model, _ = _baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
+            model, _ = baseline_with_spec(name, small, cfg.baseline_hparams.get(name, {}))
             if name in cfg.baselines:  # trained (the reference is only measured)
                 check_batch_norm(model, rows)
         except RecnasError as exc:
@@ -246,10 +116,6 @@ def _earlier(folder: Path) -> str:
     if (folder / CHECKPOINT_FILE).is_file():
         return " (begun earlier in this run folder: going on from its checkpoint)"
     return ""
-
-
-def _stage(console: Console, name: str, detail: str = "") -> None:
-    console.print(f"[bold cyan]==>[/] [bold]{name}[/] {detail}")
 
 
 # what a search writes at the top of its run folder: files, and folders of models
@@ -360,7 +226,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     if cfg.scoring == "supernet":
         from recnas.supernet import Supernet
 
-        _stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}{_earlier(out / 'supernet')}")
+        stage(console, "supernet", f"space={space.name} blocks={space.n_blocks} sampler={cfg.sampler}{_earlier(out / 'supernet')}")
         sampler = make_sampler(cfg.sampler, space, cfg.seed)
         try:
             supernet, sn_metrics = fit_or_load(lambda: (Supernet(space, meta), supernet_spec(space, meta, cfg.sampler)), cfg.supernet, store, out / "supernet", progress, sampler)
@@ -373,11 +239,11 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         score_cfg, how = cfg.finetune, "inherited weights"
     else:
         score_cfg, how = cfg.proxy_config(), "from scratch"
-        _stage(console, "supernet", f"none: scoring: scratch trains every candidate from scratch ({_budget(score_cfg)})")
+        stage(console, "supernet", f"none: scoring: scratch trains every candidate from scratch ({_budget(score_cfg)})")
 
     # 2. evolution
     codesign = cfg.hardware == "pim"
-    _stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {counted(cfg.evolution.generations, 'generation')}, objective {objective.kind}")
+    stage(console, "search", f"regularized evolution: population {cfg.evolution.population}, {counted(cfg.evolution.generations, 'generation')}, objective {objective.kind}")
     if objective.reference is not None:
         console.print("    targets (" + objective.reference + " / ratios): " + format_targets(objective.targets))
     results = ResultsStore(out / "search.sqlite")
@@ -388,7 +254,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
 
         executor = RayExecutor(space, store.dir, score_cfg, cfg.eval_rows, None if supernet is None else out / "supernet" / MODEL_FILE, cfg.ray_workers, cfg.ray_address)
     evo = RegularizedEvolution(space, evaluator, results, cfg.evolution, objective, codesign=codesign, evaluate_many=executor, emb_dims=emb_dims, pim_choices=cfg.pim_choices)
-    with _progress(progress, console) as bar:
+    with progress_bar(progress, console) as bar:
         task = bar.add_task("generations", total=cfg.evolution.generations)
         evo_result = evo.run(lambda g, n: bar.update(task, completed=g))
     if executor is not None:
@@ -398,75 +264,17 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
     _warn_above_base_rate(evo_result.history, cfg, store, console)
 
     # 3. the winner, from scratch: the best `finalists` by search score, chosen by validation
-    # (all trained to the end, or by successive halving)
-    ranked, archs = [], set()
-    for key, score in evo_result.ranked():  # distinct architectures: in co-design one arch comes with many PIM configs
-        if len(ranked) == cfg.finalists:
-            break
-        if (g := evo.genotype(key)).arch.hash not in archs:
-            archs.add(g.arch.hash)
-            ranked.append((key, score, g))
-    dropped, reserve = [], []
-    if cfg.finalist_selection == "halving" and len(ranked) > 1:
-        _stage(console, "retrain", f"{len(ranked)} finalists by successive halving: each rung trains the better half one more evaluation interval" + _fewer(ranked, cfg))
-        survivor, dropped = _halve(ranked, cfg, space, store, out / "finalists", progress, console)
-        console.print("    dropped " + ", ".join(f"{d['key']} (rung {d['rung']}, " + ("diverged" if "diverged" in d else f"val {d['val_logloss']:.4f}") + ")" for d in dropped))
-        to_train = [r for r in ranked if r[0] == survivor]
-        # where the survivor diverges while training on to the end, the dropped that trained
-        # furthest (the best of them first) go on in its place: it used to end the job
-        reserve = sorted((d for d in dropped if isinstance(d["val_logloss"], float) and math.isfinite(d["val_logloss"])), key=lambda d: (-d["rung"], d["val_logloss"]))
-    else:
-        points = len(grid_points(cfg.final_grid))
-        grid = (f", at each of the {points} points of final_grid" if points > 1 else ", at the one point of final_grid") if cfg.final_grid else ""
-        _stage(console, "retrain", ("the best architecture from scratch" if len(ranked) == 1 else f"the best {len(ranked)} architectures from scratch") + grid + ("" if len(ranked) == 1 and points == 1 else "; the lowest validation log loss wins") + _fewer(ranked, cfg))
-        to_train = ranked
-    finalists, queue, tried = [], list(to_train), 0
-    while queue:
-        key, score, g = queue.pop(0)
-        tried += 1
-        # best/ is only ever a copy of the winner: a run continued with fewer finalists or without
-        # its final_grid used to resume training in a best/ that held another model or recipe
-        folder = out / "finalists" / key
-        if not cfg.final_grid and _adopt_earlier_best(out, folder, subnet_spec(g.arch, space, meta)):
-            console.print(f"    {key}: going on from best/, where a recnas before 2026-12-03 trained it (now in finalists/{key})")
-        try:
-            fit = fit_selected(subnet_builder(g, space, meta), cfg, store, folder, progress, device, hardware=g.hardware)
-        except TrainingDiverged as exc:
-            # one of several finalists that cannot train on the final recipe: the others are still
-            # a selection (it used to end the job after its search, and again when continued)
-            if len(to_train) == 1 and tried == 1 and not reserve:
-                raise
-            console.print(f"[yellow]warning:[/] finalist {key} left out: {escape(str(exc))}")
-            dropped.append({"key": key, "search_score": score, "val_logloss": math.inf, "diverged": str(exc)})
-            if reserve:
-                instead = reserve.pop(0)
-                dropped.remove(instead)
-                queue.append(next(r for r in ranked if r[0] == instead["key"]))
-                console.print(f"    going on with {instead['key']} instead (dropped at rung {instead['rung']}, val {instead['val_logloss']:.4f})")
-            continue
-        _warn_diverged_points(fit, console)
-        finalists.append({"key": key, "genotype": g, "search_score": score, **fit})
-    if not finalists:
-        raise TrainingDiverged(f"every finalist ({tried}) diverged in its final training; the last: {dropped[-1]['diverged']}")
-    chosen = best_finalist(finalists)
-    # whole: never half-copied, never mixed with an older best/, nor with the other models kept inside
-    # the winner's folder (its table phase when not kept, points of an earlier final_grid)
-    copy_dir(chosen["folder"], out / "best", ignore=_other_models)
+    chosen, finalists, dropped = train_finalists(evo, evo_result, cfg, space, store, out, progress, device, console)
     best = chosen["genotype"]
-    best.arch.save(out / "best_arch.json")
-    if best.hardware is not None:
-        write_text_atomic(out / "best_hardware.json", best.hardware_json)
-    if len(finalists) > 1:
-        console.print(f"    chose {best.key}: val log loss {chosen['val_logloss']:.4f} (" + ", ".join(f"{f['key']} {f['val_logloss']:.4f}" for f in finalists if f is not chosen) + ")")
     rows = []
     costs = architecture_costs(best.arch, space, meta, best.hardware)
     rows.append(result_row("recnas (searched)", chosen, store, costs, device, best.hardware))
 
     # 4. baselines under the same training budget
     for name in cfg.baselines:
-        _stage(console, "baseline", name)
+        stage(console, "baseline", name)
         trained = fit_selected(baseline_builder(name, meta, cfg.baseline_hparams.get(name, {})), cfg, store, out / "baselines" / name, progress, device, validate=False)
-        _warn_diverged_points(trained, console)
+        warn_diverged_points(trained, console)
         pim = _default_pim() if codesign else None
         rows.append(result_row(name, trained, store, model_costs(trained["model"], meta, pim), device, pim))
 
@@ -482,7 +290,7 @@ def _run_job(cfg: JobConfig, out: Path, progress: bool, console: Console) -> dic
         "search": {"scoring": cfg.scoring, "evaluated_this_run": evo_result.evaluated, "candidates_in_store": len(results)},
         "objective": objective.model_dump(mode="json"),
         "final_grid": cfg.final_grid,
-        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **_selection_fields(f)} for f in finalists]
+        "finalists": [{"key": f["key"], "search_score": f["search_score"], "val_logloss": f["val_logloss"], "chosen": f is chosen, **selection_fields(f)} for f in finalists]
         + [{**d, "chosen": False} for d in dropped],  # halving: the dropped ones, with their rung and best validation log loss then
         "models": rows,
         "total_seconds": time.perf_counter() - t_start,
@@ -526,27 +334,6 @@ def _above_base_rate_notes(rows: list[dict], store: CTRStore, console: Console) 
     return [note]
 
 
-def _adopt_earlier_best(out: Path, folder: Path, spec: dict) -> bool:
-    """A recnas before 2026-12-03 trained a job's one finalist (without a final_grid) in best/
-    itself: continued, the job trained the winner again from scratch in finalists/<key> (hours
-    at the gpu budget; an interrupted one's steps lost) and replaced the best/ it had with that.
-    Such a best/ (no finalists/ beside it) holding this finalist's model, by its model_spec,
-    is copied in as the finalist's folder, to be reused or trained on. True when it was."""
-    best = out / "best"
-    if folder.exists() or (out / "finalists").exists():
-        return False
-    held = next((best / name for name in (MODEL_FILE, CHECKPOINT_FILE) if (best / name).is_file()), None)
-    if held is None:
-        return False
-    try:
-        if load_checkpoint(held, mmap=True)["model_spec"] != spec:
-            return False
-    except CheckpointError:  # not to be taken on: trained afresh, as before
-        return False
-    copy_dir(best, folder)
-    return True
-
-
 def _refuse_scoring(stale: SupernetOfOtherPaths) -> Callable:
     """The evolution's scorer where the run's supernet is of a recnas that drew other subnets from
     it: the stored candidates are reported as scored then, a candidate still to score stops the job."""
@@ -555,13 +342,6 @@ def _refuse_scoring(stale: SupernetOfOtherPaths) -> Callable:
         raise CheckpointError(f"{stale.problem}; this run has candidates left to score on it: give the job another --out, where it trains its supernet afresh")
 
     return refuse
-
-
-def _fewer(ranked: list, cfg: JobConfig) -> str:
-    """The stage line's note when the search scored fewer distinct architectures than `finalists`."""
-    if len(ranked) >= cfg.finalists:
-        return ""
-    return f" (finalists: {cfg.finalists}, but the search scored only {counted(len(ranked), 'distinct architecture')})"
 
 
 def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> None:
@@ -579,62 +359,6 @@ def _warn_diverged(history: list[dict], cfg: JobConfig, console: Console) -> Non
         console.print(f"[yellow]warning:[/] {len(diverged)} of {len(keys)} candidates diverged in their {training} and scored inf (left behind by the search)")
 
 
-def _other_models(folder: str, names: list[str]) -> list[str]:
-    """For `copy_dir`: the subfolders of a model's folder that hold models of their own (a
-    `tables-<digest>` phase, a `final_grid` point), which best/ must not carry as the winner's."""
-    return [n for n in names if any((Path(folder) / n / f).exists() for f in (MODEL_FILE, CHECKPOINT_FILE))]
-
-
-def best_finalist(finalists: list[dict]) -> dict:
-    """The finalist of the lowest validation log loss; one that is not a number (NaN logits)
-    last: `min` returned a NaN one that came first."""
-    return min(finalists, key=lambda f: nan_last(f["val_logloss"]))
-
-
-def fit_selected(build: Callable[[], tuple[torch.nn.Module, dict]], cfg: JobConfig, store: CTRStore, folder: Path, progress: bool, device, hardware=None, validate: bool = True) -> dict:
-    """Train a model from scratch with the `final` recipe at every point of `final_grid` (each in
-    `folder/<point>`; without a grid in `folder` itself) and keep the lowest validation log loss:
-    one selection for the searched model and every baseline, so none is compared at a learning
-    rate that suits only the others. Returns model, fit metrics, validation log loss, the point,
-    the folder it trained in and every point's validation log loss. Models that lose go back to
-    the CPU, freeing the device for the next point. Without `validate` the validation pass runs
-    only when a grid or `table_finetune` needs it (a baseline's is reported nowhere else; its
-    log loss is then NaN). With `table_finetune` each point's model goes on to train its tables
-    alone, and the lower of the two validation log losses stands for the point."""
-    points = grid_points(cfg.final_grid)
-    best, tried, diverged = None, [], None
-    for point in points:
-        tcfg = cfg.final_config(point)
-        where = folder / point_tag(point) if point else folder
-        try:
-            model, fit = fit_or_load(build, tcfg, store, where, progress, hardware=hardware)
-        except TrainingDiverged as exc:
-            # a grid tries settings of which some may not suit every model (an lr too high for
-            # one): such a point ended the whole job, and a re-run diverged again from its checkpoint
-            if len(points) == 1:
-                raise
-            diverged = exc
-            tried.append({"point": point_tag(point), "val_logloss": math.inf, "train_seconds": math.nan, "diverged": str(exc)})
-            continue
-        val = math.nan
-        if validate or len(points) > 1 or cfg.table_finetune is not None:
-            val = _val_logloss(model, store, device, hardware)
-        if cfg.table_finetune is not None:
-            model, fit, val, where = train_tables_alone(build, model, fit, val, tcfg, cfg.table_finetune, store, where, progress, device, hardware)
-        tried.append({"point": point_tag(point), "val_logloss": val, "train_seconds": fit.get("train_seconds", math.nan)})
-        if (phase := fit.get("table_finetune", {})).get("diverged"):
-            tried[-1]["table_finetune_diverged"] = phase["diverged"]
-        if best is None or nan_last(val) < nan_last(best["val_logloss"]):  # a NaN first point used to stay the best
-            if best is not None:
-                best["model"].cpu()
-            best = {"model": model, "fit": fit, "val_logloss": val, "point": point, "folder": where}
-        else:
-            model.cpu()
-    if best is None:
-        raise TrainingDiverged(f"every final_grid point diverged; the last: {diverged}")
-    return {**best, "grid": tried}
-
-
 def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, console: Console) -> None:
     """A warning when even the best candidate of this search validates above the constant
     prediction of the training click rate: the candidates learnt nothing usable in their scoring
@@ -650,104 +374,11 @@ def _warn_above_base_rate(history: list[dict], cfg: JobConfig, store: CTRStore, 
                   f"the candidates learnt nothing usable in their {training}, so the search ranked noise; check that training's lr and length")
 
 
-def _warn_diverged_points(trained: dict, console: Console) -> None:
-    """A warning per `final_grid` point of a `fit_selected` result whose training diverged, and
-    per `table_finetune` phase that diverged."""
-    for t in trained["grid"]:
-        if t.get("diverged"):
-            console.print(f"[yellow]warning:[/] {escape(t['diverged'])} (point {t['point']} left out of final_grid's selection)")
-        if t.get("table_finetune_diverged"):
-            of = f" of point {t['point']}" if t["point"] else ""
-            console.print(f"[yellow]warning:[/] {escape(t['table_finetune_diverged'])} (the table_finetune phase{of} not kept: the model from before it stands)")
-
-
-def _val_logloss(model, store: CTRStore, device, hardware=None) -> float:
-    with quantized(model.to(device), hardware):  # co-design: judged as it runs on its PIM config
-        return evaluate(model, store.split("val"), device=device)["logloss"]
-
-
-def train_tables_alone(build, model, fit: dict, val: float, tcfg: TrainConfig, phase: TableFinetune, store: CTRStore, folder: Path, progress: bool, device, hardware=None) -> tuple:
-    """The `table_finetune` phase (recnas.train.tables) of a trained `model` whose validation log
-    loss is `val`, in `folder/tables-<digest of its weights>`: the tuned model when it validates
-    lower, else `model`, with its validation log loss and folder (best/ copies the winner's).
-    `fit` gains the phase's record and its train time. A phase that diverges leaves `model`
-    (its record has the error under `diverged`)."""
-
-    def from_trained():
-        fresh, spec = build()  # the spec, and a model of the right shape for the trained weights
-        fresh.load_state_dict(model.state_dict())
-        freeze_all_but_tables(fresh)
-        return fresh, spec
-
-    where = folder / f"tables-{weights_digest(model)}"
-    try:
-        tuned, tuned_fit = fit_or_load(from_trained, table_phase_config(tcfg, phase), store, where, progress, hardware=hardware)
-    except TrainingDiverged as exc:
-        # the phase only ever replaces the model with one that validates lower: a diverged one is
-        # not kept, as a worse one is not (it used to end the job, or drop the whole finalist)
-        record = {"val_before": val, "val_after": math.inf, "kept": False, "train_seconds": math.nan, "diverged": str(exc)}
-        return model, {**fit, "table_finetune": record}, val, folder
-    tuned.requires_grad_(True)  # as a model loaded from its model.pt is, so a re-run reports the very same numbers
-    tuned_val = _val_logloss(tuned, store, device, hardware)
-    kept = tuned_val < val
-    record = {"val_before": val, "val_after": tuned_val, "kept": kept, "train_seconds": tuned_fit.get("train_seconds", math.nan)}
-    fit = {**fit, "train_seconds": fit.get("train_seconds", math.nan) + record["train_seconds"], "table_finetune": record}
-    if kept:
-        model.cpu()
-        return tuned, fit, tuned_val, where
-    tuned.cpu()
-    return model, fit, val, folder
-
-
-def _selection_fields(trained: dict) -> dict:
-    """What a report records of a `final_grid` selection (nothing without a grid): the point
-    kept, and every point's validation log loss and train time (the row's `train_seconds` is
-    the kept point's alone); and of a `table_finetune`, the validation log loss before and
-    after it and whether it was kept."""
-    fields = {"final_choice": point_tag(trained["point"]), "grid": trained["grid"]} if trained["point"] else {}
-    if "table_finetune" in trained["fit"]:
-        t = trained["fit"]["table_finetune"]
-        fields["table_finetune"] = t
-        fields["tables_alone"] = "diverged, not kept" if t.get("diverged") else f"{t['val_after'] - t['val_before']:+.4f}, " + ("kept" if t["kept"] else "not kept")
-    return fields
-
-
-def _halve(ranked: list[tuple], cfg: JobConfig, space, store: CTRStore, folder: Path, progress: bool, console: Console) -> tuple[str, list[dict]]:
-    """Successive halving of the (key, search score, genotype) finalists, each trained in
-    `folder/<key>`; returns the survivor's key and the dropped finalists' records. A finalist
-    whose training diverges in a rung is dropped there with a warning (its record has the error
-    under `diverged`); where every finalist diverges the job ends with the last error."""
-    by_key = {key: (score, g) for key, score, g in ranked}
-    diverged = {}
-
-    def advance(key: str, rung: int) -> float:
-        g = by_key[key][1]
-        try:
-            _, fit = fit_or_load(subnet_builder(g, space, store.meta), cfg.final, store, folder / key, progress, hardware=g.hardware, stop_after_evals=rung)
-        except TrainingDiverged as exc:
-            # one finalist that cannot train on the final recipe: it used to end the job after its
-            # search (and again when continued), as a finalist trained to the end no longer does
-            diverged[key] = str(exc)
-            console.print(f"[yellow]warning:[/] finalist {key} left out at rung {rung}: {escape(str(exc))}")
-            return math.inf
-        return rung_score(fit["history"], rung)
-
-    survivor, dropped = successive_halving([key for key, _, _ in ranked], advance)
-    if survivor is None:
-        raise TrainingDiverged(f"every finalist ({len(ranked)}) diverged in successive halving; the last: {list(diverged.values())[-1]}")
-    return survivor, [{**d, "search_score": by_key[d["key"]][0], **({"diverged": diverged[d["key"]]} if d["key"] in diverged else {})} for d in dropped]
-
-
 def _default_pim():
     """Hand-designed baselines are mapped on the default PIM design point (docs/hardware.md)."""
     from recnas.hardware import PIMConfig
 
     return PIMConfig()
-
-
-def _progress(enabled: bool, console: Console) -> Progress:
-    # only where it can be drawn and erased: piped (or TERM=dumb) the transient bar left a blank line in the log
-    return Progress(TextColumn("    {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, disable=not (enabled and console.is_interactive), transient=True)
 
 
 def result_row(name: str, trained: dict, store: CTRStore, costs: dict, device, hardware=None) -> dict:
@@ -763,5 +394,5 @@ def result_row(name: str, trained: dict, store: CTRStore, costs: dict, device, h
     bayes = store.meta.bayes or {}
     if "test_logloss" in bayes:
         row["gap_to_bayes"] = test["logloss"] - bayes["test_logloss"]
-    return row | _selection_fields(trained)
+    return row | selection_fields(trained)
 
