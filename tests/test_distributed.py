@@ -82,14 +82,18 @@ def test_a_user_error_inside_the_ranks_is_one_error_line_and_exit_code_2(tmp_pat
     assert [line for line in output.splitlines() if line.strip()] == [error], output
 
 
-def _one_error_line(tmp_path, code: int, *args) -> tuple[str, str]:
+def _one_error_line(tmp_path, code: int, *args, address_space: int | None = None) -> tuple[str, str]:
     """`recnas ARGS` under --nproc 2 with a two-step CPU config, into tmp_path/o: it exits with
     `code` after one `error:` line and no traceback (no rank's, no torchrun's). Returns that
-    line and the whole output."""
+    line and the whole output. `address_space`: the most virtual memory (bytes) each process
+    may map (RLIMIT_AS), so an allocation past it fails on any machine."""
+    import resource
+
     cfg = tmp_path / "c.yaml"
     cfg.write_text("batch_size: 32\nmax_steps: 2\neval_every: 0\ndevice: cpu\n")
     cmd = [sys.executable, "-m", "recnas", *map(str, args), "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress", "--nproc", "2"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    limit = None if address_space is None else (lambda: resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space)))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240, preexec_fn=limit)
     output = r.stdout + r.stderr
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert r.returncode == code and len(errors) == 1, output
@@ -160,11 +164,13 @@ def test_out_of_memory_under_nproc_is_one_line_and_exit_code_1(tmp_path):
     """Embedding tables of 275 GB (four fields of 2**31 ids, the most a store holds, 8 wide)
     cannot be allocated: the ranks' out-of-memory line came once per rank, then torchrun's
     ChildFailedError traceback (no rank had reported an error). Now as without --nproc: one
-    line, exit code 1, no run folder."""
+    line, exit code 1, no run folder. Each process may map 48 GiB at most (one table is
+    64 GiB): on a machine of 128 GiB the kernel let a table be allocated and its rank was
+    killed while filling it (SIGKILL, torchrun's traceback), where a 24 GiB one refused it."""
     from tests.conftest import make_tiny_store
 
     store = make_tiny_store(tmp_path / "huge", vocab_sizes=(2**31,) * 4)
-    error, output = _one_error_line(tmp_path, 1, "supernet", "train", "--data", store.dir, "--space", "small-tiny")
+    error, output = _one_error_line(tmp_path, 1, "supernet", "train", "--data", store.dir, "--space", "small-tiny", address_space=48 << 30)
     assert error.startswith("error: out of memory (") and "can't allocate memory" in error, output
     assert not (tmp_path / "o").exists()
 
