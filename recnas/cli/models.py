@@ -281,6 +281,7 @@ def baseline_train(
     warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
+    nproc: int = NPROC,
     threads: Optional[int] = THREADS,
 ) -> None:
     """Train a hand-designed baseline."""
@@ -295,7 +296,7 @@ def baseline_train(
         model = build_baseline(name, store.meta, **hp)
         return model, baseline_spec(name, model.hparams, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup, threads=threads)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
 
 
 def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | None, data: Path) -> None:
