@@ -17,9 +17,9 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.cli.options import PROGRESS, THREADS
+from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
 from recnas.cli.paths import path_option
-from recnas.configs import SEED_MAX, parse_json, write_text_atomic
+from recnas.configs import parse_json, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.staging import check_parent, exclusive, remove_stale_writes
 
@@ -31,7 +31,6 @@ DATA = path_option(..., "--data", help="prepared dataset directory (recnas data 
 CONFIG = path_option(..., "--config", help="training config YAML (see configs/ and docs/training.md)")
 OUT = path_option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
-OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 # min=1: refused while parsing, naming --steps (the config's own check would name its key max_steps)
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
 WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for 1,000 steps, train-tiny.yaml for none: lower it for a shorter --steps)")
@@ -58,7 +57,8 @@ def _relaunch(nproc: int) -> None:
             argv.append(a)
     launch(nproc, argv)
     raise typer.Exit(0)
-SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
+
+
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")
 
 
