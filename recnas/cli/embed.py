@@ -10,8 +10,7 @@ import typer
 
 from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
-from recnas.configs import SEED_MAX
-from recnas.environment import cpu_threads
+from recnas.limits import SEED_MAX
 from recnas.errors import ConfigError
 from recnas.staging import check_parent
 
@@ -45,6 +44,7 @@ def search(
     from recnas.embedding.config import EmbedSearchConfig
     from recnas.embedding.pipeline import run_search
     from recnas.embedding.report import print_report
+    from recnas.environment import cpu_threads
 
     cfg = EmbedSearchConfig.from_yaml(config)
     updates: dict = {}

@@ -19,7 +19,6 @@ import typer
 
 from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
 from recnas.cli.paths import path_option
-from recnas.configs import parse_json, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.staging import check_parent, exclusive, remove_stale_writes
 
@@ -285,6 +284,8 @@ def baseline_train(
     threads: Optional[int] = THREADS,
 ) -> None:
     """Train a hand-designed baseline."""
+    from recnas.configs import parse_json
+
     hp = parse_json(hparams, "--hparams") if hparams else {}
     if not isinstance(hp, dict):
         raise ConfigError("--hparams: expected a JSON object of hyper-parameters")
@@ -400,6 +401,7 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto (cuda where available, else cpu), cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
+    from recnas.configs import write_text_atomic
     from recnas.data.store import CTRStore
     from recnas.train.metrics import ctr_metrics, predict, probabilities
     from recnas.train.model_factory import check_data, load_trained, weights_step

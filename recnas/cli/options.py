@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from recnas.configs import SEED_MAX
+from recnas.limits import SEED_MAX
 
 # the count changes the rounding of CPU training, so every command that trains takes it
 THREADS = typer.Option(None, "--threads", min=1, max=1024, help="PyTorch CPU threads (per process; default: one per core); the count changes the rounding of CPU training: the command's results record it")

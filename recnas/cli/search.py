@@ -11,7 +11,7 @@ from rich.table import Table
 
 from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
 from recnas.cli.paths import path_argument, path_option
-from recnas.configs import SEED_MAX
+from recnas.limits import SEED_MAX
 
 search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
 study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_args_is_help=True)
