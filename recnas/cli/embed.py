@@ -10,8 +10,8 @@ import typer
 
 from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
-from recnas.limits import SEED_MAX
 from recnas.errors import ConfigError
+from recnas.limits import SEED_MAX
 from recnas.staging import check_parent
 
 app = typer.Typer(no_args_is_help=True)
