@@ -23,11 +23,11 @@ import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from recnas.errors import ConfigError, RecnasError
+from recnas.limits import SEED_MAX  # read as configs.SEED_MAX too
 from recnas.staging import named_os_error, temp_sibling
 
 M = TypeVar("M", bound=BaseModel)
 
-SEED_MAX = 2**32 - 1  # what every RNG in use (numpy, torch, Python) accepts
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 

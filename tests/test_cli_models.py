@@ -762,6 +762,79 @@ def test_every_option_of_every_command_says_what_it_does():
     assert silent == []
 
 
+HEAVY = ("torch", "numpy", "polars", "pyarrow", "matplotlib", "ray")  # seconds to import, torch alone ~2 s
+_SHOW_IN_A_FRESH_PROCESS = """
+import contextlib, io, json, sys
+argvs, heavy, preload = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+for name in preload:
+    __import__(name)
+from recnas.cli import main
+shown = {}
+for argv in argvs:
+    sys.argv = ["recnas", *argv]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    shown[" ".join(argv)] = [code, out.getvalue()]
+print(json.dumps({"loaded": sorted({m.split(".")[0] for m in sys.modules} & set(heavy)), "shown": shown}))
+"""
+
+
+def _shown_in_a_fresh_process(argvs: list[tuple[str, ...]], cwd: Path, preload: tuple[str, ...] = ()) -> dict:
+    """`recnas ARGV` for each of `argvs`, through `recnas.cli.main`, in one fresh Python process
+    (after importing `preload`): {"loaded": the HEAVY modules it then held, "shown": {argv:
+    [exit code, stdout]}}."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "COLUMNS": "100", "PYTHONPATH": os.pathsep.join([str(CONFIGS.parent), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", _SHOW_IN_A_FRESH_PROCESS, json.dumps(argvs), json.dumps(HEAVY), json.dumps(preload)], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return json.loads(r.stdout)
+
+
+def test_version_and_every_help_load_no_torch_and_print_the_same(tmp_path):
+    """`recnas --version` took ~2 s, nearly all of it importing torch (and numpy) as the CLI's
+    modules loaded: the command modules import them in the commands now. In a fresh process,
+    --version, -h and every command's and group's --help leave torch, numpy, polars, pyarrow,
+    matplotlib and ray unloaded, and print what they print in a process where torch and numpy
+    were loaded first (as they were before: no default of the help comes from them)."""
+    import recnas
+
+    argvs = [("--version",), ("-h",), *[(*path, "--help") for path in _cli_commands() if path]]
+    light = _shown_in_a_fresh_process(argvs, tmp_path)
+    assert light["loaded"] == []
+    heavy = _shown_in_a_fresh_process(argvs, tmp_path, preload=("torch", "numpy"))
+    assert heavy["loaded"] == ["numpy", "torch"]
+    assert light["shown"] == heavy["shown"] and len(light["shown"]) == len(argvs) >= 17
+    assert light["shown"]["--version"] == [0, f"recnas {recnas.__version__}\n"]
+    assert light["shown"]["-h"][0] == 0 and "Usage: recnas [OPTIONS] COMMAND" in light["shown"]["-h"][1] and "Weight-sharing NAS for CTR models." in light["shown"]["-h"][1]
+    for argv in argvs[2:]:
+        code, out = light["shown"][" ".join(argv)]
+        assert code == 0 and f"Usage: recnas {' '.join(argv[:-1])} [OPTIONS]" in out, (argv, out)
+
+
+@pytest.mark.parametrize("path", [pytest.param(path, id=" ".join(path) or "recnas") for path in _cli_commands()])
+def test_every_command_s_help_works_and_lists_its_options(monkeypatch, capsys, path):
+    """Each command's --help (and each group's) exits 0 with its usage line and names every
+    option and argument of the command, and each subcommand of a group: the commands' imports
+    moved into their bodies must leave what --help shows whole."""
+    monkeypatch.setenv("COLUMNS", "250")  # one line per option: no name folded
+    code, out, err = run(monkeypatch, capsys, *path, "--help")
+    assert code == 0 and err == "", err
+    assert "Usage: " in out and f"{' '.join(path)} [OPTIONS]".lstrip() in out, out
+    cmd = _cli_commands()[path]
+    for param in cmd.params:
+        shown = param.opts[0] if param.param_type_name == "option" else param.name
+        assert shown in out, (shown, out)
+    for name in getattr(cmd, "commands", {}):
+        assert name in out
+
+
 def _stated_in_help() -> list[tuple[tuple[str, ...], str, str]]:
     """(command, option, text): what an option's help says of its default or range, as the code
     has it; each help text states it in words, where the option's own default is None."""

@@ -19,19 +19,23 @@ def _temp_folder_of_the_test(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
 
 
-def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0):
-    """`recnas supernet train` in a subprocess (under torchrun with --nproc); its output."""
+SUPERNET = ("supernet", "train", "--space", "full-tiny")
+
+
+def _run(tmp_path, store, name, batch, extra=(), steps=6, eval_every=0, command=SUPERNET):
+    """`recnas COMMAND` (a training command; `recnas supernet train` by default) in a
+    subprocess (under torchrun with --nproc); its output."""
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"batch_size: {batch}\nmax_steps: {steps}\neval_every: {eval_every}\ndevice: cpu\nlr: 0.01\nseed: 3\n")
-    cmd = [sys.executable, "-m", "recnas", "supernet", "train", "--data", str(store.dir), "--space", "full-tiny", "--config", str(cfg), "--out", str(tmp_path / name), "--no-progress", *extra]
+    cmd = [sys.executable, "-m", "recnas", *command, "--data", str(store.dir), "--config", str(cfg), "--out", str(tmp_path / name), "--no-progress", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
 
-def _train(tmp_path, store, name, batch, extra=()):
+def _train(tmp_path, store, name, batch, extra=(), command=SUPERNET):
     """Trained weights and the train_loss logged at the last step (its one evaluation)."""
-    _run(tmp_path, store, name, batch, extra, eval_every=6)
+    _run(tmp_path, store, name, batch, extra, eval_every=6, command=command)
     history = json.loads((tmp_path / name / "metrics.json").read_text())["history"]
     return load_trained(tmp_path / name / "model.pt")[0].state_dict(), history[-1]["train_loss"]
 
@@ -48,6 +52,27 @@ def test_ddp_two_processes_match_one_process_on_the_global_batch(tmp_path, tiny_
     gap = sum((ddp[k] - single[k]).float().norm() ** 2 for k in single) ** 0.5
     moved = sum((single[k] - first[k]).float().norm() ** 2 for k in single) ** 0.5
     assert moved > 0.05  # five more steps changed the weights: the comparison is not vacuous
+    assert gap < 0.002 * moved, (float(gap), float(moved))
+
+
+def test_baseline_train_takes_nproc_and_two_processes_match_one_on_the_global_batch(tmp_path, tiny_store):
+    """`baseline train` had no --nproc ("No such option"), while supernet and subnet train took
+    it: it trains through the same trainer, so 2 gloo ranks of batch 32 train what one process
+    of batch 64 does."""
+    from recnas.baselines import build_baseline
+    from recnas.train import seed_everything
+
+    deepfm = ("baseline", "train", "deepfm", "--hparams", '{"mlp": [16]}')
+    single, single_loss = _train(tmp_path, tiny_store, "single", 64, command=deepfm)
+    ddp, ddp_loss = _train(tmp_path, tiny_store, "ddp", 32, ("--nproc", "2"), command=deepfm)
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["environment"]["world_size"] == 2
+    assert abs(ddp_loss - single_loss) < 1e-4 * single_loss, (ddp_loss, single_loss)
+    seed_everything(3)  # the weights both runs started from: the config's seed, then the model
+    start = build_baseline("deepfm", tiny_store.meta, mlp=[16]).state_dict()
+    assert single.keys() == ddp.keys() == start.keys()
+    gap = sum((ddp[k] - single[k]).float().norm() ** 2 for k in single) ** 0.5
+    moved = sum((single[k] - start[k]).float().norm() ** 2 for k in single) ** 0.5
+    assert moved > 0.05  # training changed the weights: the comparison is not vacuous
     assert gap < 0.002 * moved, (float(gap), float(moved))
 
 

@@ -59,7 +59,7 @@ def test_changed_scratch_config_does_not_reuse(tiny_store, tmp_path):
     run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
     cfg = _config()
     cfg.scratch = TrainConfig(batch_size=64, max_steps=7, **CPU)
-    again = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", cfg, progress=False)
+    again = run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", cfg, progress=False, overwrite=True)  # replaces the finished study, keeps its cache
     assert again["scratch_reused"] == 0
     assert len(json.loads((tmp_path / "s" / "scratch_cache.json").read_text())) == 2  # both fingerprints kept
 
@@ -123,7 +123,7 @@ def test_diverged_scratch_run_is_left_out_and_not_cached(tiny_store, tmp_path, m
     (entries,) = json.loads(cache.read_text()).values()
     assert sorted(entries) == sorted(r["arch"] for r in first["rows"])
     monkeypatch.undo()
-    second = run_rank_study(a, tiny_store.dir, 4, tmp_path / "s", _config(), progress=False, scratch_cache=cache)
+    second = run_rank_study(a, tiny_store.dir, 4, tmp_path / "s", _config(), progress=False, scratch_cache=cache, overwrite=True)
     assert second["diverged"] == [] and second["scratch_reused"] == first["n"] and second["n"] == first["n"] + 1  # retrained
 
 
@@ -346,3 +346,65 @@ def test_an_undefined_correlation_reads_n_a(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(rank_mod, "save_figure", lambda fig, path: figs.append(fig))
     rank_mod.scatter_plot(tmp_path / "r.png", [0.5, 0.5, 0.5], {"inherited": [0.4, 0.5, 0.6]})
     assert [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()] == ["inherited (tau=n/a, rho=n/a)"]
+
+
+def test_a_finished_study_is_kept_unless_overwrite_and_an_interrupted_one_goes_on(tiny_store, tmp_path, monkeypatch):
+    """A second study into the --out of a finished one (another supernet, seed or config)
+    replaced its rank_study.json and .png without a word; it is refused before any training,
+    naming --overwrite. An interrupted study (its cache, no results yet) still goes on where it
+    stopped, and --overwrite replaces the results but keeps the from-scratch cache."""
+    a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
+    first = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    kept = {name: (out / name).read_bytes() for name in ("rank_study.json", "rank_study.png")}
+    real_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("trained although --out holds a finished study"))
+    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json and rank_study.png\); pass --overwrite to replace it") as info:
+        run_rank_study(a, tiny_store.dir, 3, out, _config(seed=1), progress=False)
+    assert "\n" not in str(info.value)
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+    (out / "rank_study.json").unlink()  # the png alone is a finished study's too
+    with pytest.raises(ConfigError, match=r"\(rank_study.png\); pass --overwrite"):
+        run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    monkeypatch.setattr(Trainer, "fit", real_fit)
+    again = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False, overwrite=True)
+    assert again["scratch_reused"] == first["n"] and again["rows"] == first["rows"]  # the cache was kept
+    assert json.loads((out / "rank_study.json").read_text())["rows"] == first["rows"]
+    for name in kept:  # interrupted before its results: run again, it goes on from its cache
+        (out / name).unlink()
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: real_fit(self, *a, **k) if self.cfg.max_steps != 6 else pytest.fail("a cached subnet was trained from scratch again"))
+    resumed = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert resumed["scratch_reused"] == first["n"] and (out / "rank_study.json").is_file()
+
+
+def test_cli_seed_overrides_the_config_and_overwrite_replaces_a_finished_study(tiny_store, tmp_path, monkeypatch, capsys):
+    """`study rank` took its seed from --config alone, and had no --overwrite: --seed wins over
+    the config's seed (the random subnets drawn), as in the training commands; a finished
+    study's --out is one error line naming --overwrite, which replaces it."""
+    import yaml
+
+    from recnas.space.samplers import distinct_random_architectures
+    from tests.test_cli_models import error_line
+    from tests.test_cli_models import run as cli
+
+    a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
+    cfg_file = tmp_path / "study.yaml"
+    cfg_file.write_text(yaml.safe_dump(json.loads(_config().model_dump_json())))  # seed: 0
+    study = ("study", "rank", "--supernet", a, "--data", tiny_store.dir, "--n", "3", "--out", out, "--config", cfg_file, "--no-progress")
+    code, _, err = cli(monkeypatch, capsys, *study, "--seed", "1")
+    assert code == 0, err
+
+    def written():
+        return json.loads((out / "rank_study.json").read_text())
+
+    space = get_space("small-tiny")
+    assert {x.hash for x in distinct_random_architectures(1, space, 3)} != {x.hash for x in distinct_random_architectures(0, space, 3)}
+    assert written()["config"]["seed"] == 1
+    assert sorted(r["arch"] for r in written()["rows"]) == sorted(x.hash for x in distinct_random_architectures(1, space, 3))
+    before = (out / "rank_study.json").read_bytes()
+    code, _, err = cli(monkeypatch, capsys, *study)
+    assert code == 2 and "pass --overwrite to replace it" in error_line(err)
+    assert (out / "rank_study.json").read_bytes() == before
+    code, _, err = cli(monkeypatch, capsys, *study, "--overwrite")
+    assert code == 0, err
+    assert written()["config"]["seed"] == 0
+    assert sorted(r["arch"] for r in written()["rows"]) == sorted(x.hash for x in distinct_random_architectures(0, space, 3))

@@ -20,7 +20,11 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
-try:  # torch and the rest load here, seconds before main() runs: Ctrl-C then ended in the import's traceback
+# The command modules import no torch (nor numpy, pyarrow, matplotlib, ray): each command loads
+# what it needs when it runs, so `recnas --version` and every --help stay well under a second
+# (tests/test_cli_models.py checks it). Ctrl-C while these modules load ended in the import's
+# traceback; while a command's own imports load, Typer makes it exit 130 as any Ctrl-C.
+try:
     from recnas.cli import data as data_cli
     from recnas.cli import embed as embed_cli
     from recnas.cli import models as models_cli

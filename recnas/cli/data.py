@@ -11,7 +11,7 @@ import typer
 
 from recnas.cli.options import PROGRESS
 from recnas.cli.paths import path_option
-from recnas.configs import SEED_MAX
+from recnas.limits import SEED_MAX
 
 app = typer.Typer(no_args_is_help=True, help="Prepare raw CTR data or generate the synthetic benchmark.")
 

@@ -10,9 +10,8 @@ import typer
 
 from recnas.cli.options import PROGRESS, THREADS
 from recnas.cli.paths import path_option
-from recnas.configs import SEED_MAX
-from recnas.environment import cpu_threads
 from recnas.errors import ConfigError
+from recnas.limits import SEED_MAX
 from recnas.staging import check_parent
 
 app = typer.Typer(no_args_is_help=True)
@@ -45,6 +44,7 @@ def search(
     from recnas.embedding.config import EmbedSearchConfig
     from recnas.embedding.pipeline import run_search
     from recnas.embedding.report import print_report
+    from recnas.environment import cpu_threads
 
     cfg = EmbedSearchConfig.from_yaml(config)
     updates: dict = {}

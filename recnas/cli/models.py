@@ -17,9 +17,8 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.cli.options import PROGRESS, THREADS
+from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
 from recnas.cli.paths import path_option
-from recnas.configs import SEED_MAX, parse_json, write_text_atomic
 from recnas.errors import ConfigError
 from recnas.staging import check_parent, exclusive, remove_stale_writes
 
@@ -31,7 +30,6 @@ DATA = path_option(..., "--data", help="prepared dataset directory (recnas data 
 CONFIG = path_option(..., "--config", help="training config YAML (see configs/ and docs/training.md)")
 OUT = path_option(..., "--out", help="output directory: model.pt, checkpoint.pt, metrics.json, config.yaml")
 RESUME = typer.Option(False, "--resume", help="continue from OUT/checkpoint.pt exactly where it stopped")
-OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
 # min=1: refused while parsing, naming --steps (the config's own check would name its key max_steps)
 STEPS = typer.Option(None, "--steps", min=1, help="override max_steps (total optimizer steps)")
 WARMUP = typer.Option(None, "--warmup-steps", min=0, help="override warmup_steps (configs/supernet.yaml, subnet.yaml and baseline.yaml warm up for 1,000 steps, train-tiny.yaml for none: lower it for a shorter --steps)")
@@ -58,7 +56,8 @@ def _relaunch(nproc: int) -> None:
             argv.append(a)
     launch(nproc, argv)
     raise typer.Exit(0)
-SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
+
+
 SPACE = typer.Option("full", "--space", help="search space: full, small, full-tiny, small-tiny, or a space file (a search run's space.yaml)")
 
 
@@ -279,9 +278,12 @@ def baseline_train(
     warmup: Optional[int] = WARMUP,
     seed: Optional[int] = SEED,
     progress: bool = PROGRESS,
+    nproc: int = NPROC,
     threads: Optional[int] = THREADS,
 ) -> None:
     """Train a hand-designed baseline."""
+    from recnas.configs import parse_json
+
     hp = parse_json(hparams, "--hparams") if hparams else {}
     if not isinstance(hp, dict):
         raise ConfigError("--hparams: expected a JSON object of hyper-parameters")
@@ -293,7 +295,7 @@ def baseline_train(
         model = build_baseline(name, store.meta, **hp)
         return model, baseline_spec(name, model.hparams, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, warmup=warmup, threads=threads)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
 
 
 def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | None, data: Path) -> None:
@@ -397,6 +399,7 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="auto (cuda where available, else cpu), cpu or cuda"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
+    from recnas.configs import write_text_atomic
     from recnas.data.store import CTRStore
     from recnas.train.metrics import ctr_metrics, predict, probabilities
     from recnas.train.model_factory import check_data, load_trained, weights_step

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from recnas.limits import SEED_MAX
+
 # the count changes the rounding of CPU training, so every command that trains takes it
 THREADS = typer.Option(None, "--threads", min=1, max=1024, help="PyTorch CPU threads (per process; default: one per core); the count changes the rounding of CPU training: the command's results record it")
 
 # drawn on a terminal only: a piped log gets the lines, not the bars
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars (only on a terminal)")
+
+# the command-line seed wins over the one of --config (every command that reads a seed from its config)
+SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the config's seed")
+
+# an --out that holds a run (or a finished study) is refused without it: nothing written is replaced silently
+OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recnas.cli.options import PROGRESS, THREADS
+from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
 from recnas.cli.paths import path_argument, path_option
-from recnas.configs import SEED_MAX
+from recnas.limits import SEED_MAX
 
 search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
 study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_args_is_help=True)
@@ -139,9 +139,11 @@ def rank(
     supernet: Path = path_option(..., help="Supernet model.pt / checkpoint.pt."),
     data: Path = path_option(..., help="The prepared store the supernet was trained on."),
     n: int = typer.Option(20, min=2, max=1000, help="Random subnets to compare (each trains from scratch)."),
-    out: Path = path_option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot)."),
+    out: Path = path_option(Path("runs/rank-study"), help="Output folder (JSON + scatter plot; re-running continues an interrupted study, a finished one needs --overwrite)."),
     config: Optional[Path] = path_option(None, help="YAML with keys finetune / scratch (TrainConfig) / eval_rows / seed."),
     scratch_cache: Optional[Path] = path_option(None, help="From-scratch results cache, reusable across studies of the same data, space and config (default OUT/scratch_cache.json)."),
+    seed: Optional[int] = SEED,
+    overwrite: bool = OVERWRITE,
     progress: bool = PROGRESS,
     threads: Optional[int] = THREADS,
 ) -> None:
@@ -150,8 +152,10 @@ def rank(
     from recnas.search.study import RankStudyConfig, run_rank_study
 
     cfg = RankStudyConfig.load(config)
+    if seed is not None:  # the random subnets drawn, and the cache's fingerprint, as the config's seed would
+        cfg = cfg.model_copy(update={"seed": seed})
     with cpu_threads(threads):
-        result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache)
+        result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache, overwrite=overwrite)
     from recnas.train.metrics import format_metric
 
     console = Console(soft_wrap=True)  # whole lines in a piped log

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +135,29 @@ def above_base_rate(logloss, base: float) -> bool:
     return isinstance(logloss, float) and math.isfinite(logloss) and 0 < base < math.inf and logloss > base
 
 
-def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None) -> dict:
+STUDY_FILES = ("rank_study.json", "rank_study.png")  # a finished study's results in its --out
+
+
+def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None, overwrite: bool = False) -> dict:
     """`scratch_cache`: the cache file (default out/scratch_cache.json). `out` is locked while
     the study runs; a cache shared by several studies is merged on every write. An `out` that
     is a file is refused first: it used to fail only at the first cached result, "File exists";
     so is a `scratch_cache` below a file, or in a data store or embedding search result (whose
-    --overwrite it would block)."""
+    --overwrite it would block).
+
+    An `out` of an interrupted study (its scratch_cache.json, no results yet) is continued: its
+    from-scratch results are reused. One of a finished study (rank_study.json or .png) is
+    refused unless `overwrite`: a second study there (of another supernet, seed or config)
+    replaced its results without a word. With `overwrite` the new study replaces them; the
+    cache is kept, and reused where its fingerprint matches, as any study reuses it."""
     check_run_folder(out)
     if scratch_cache is not None:
         check_parent(scratch_cache, "--scratch-cache")
         check_outside_results(scratch_cache, "--scratch-cache")
     with exclusive(out), tf32_matmuls(torch.cuda.is_available()):  # on CUDA as the trainers run, for the whole study
+        finished = [name for name in STUDY_FILES if os.path.lexists(Path(out) / name)]
+        if finished and not overwrite:
+            raise ConfigError(f"{out} already holds a finished rank study ({' and '.join(finished)}); pass --overwrite to replace it, or choose another --out")
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
 
@@ -165,7 +178,7 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     if len(archs) < n:  # drawn until distinct: fewer means the space holds no more
         log.warning("the space of %s holds %d distinct architectures (%d random draws found no more): studying those, not --n %d", supernet_path, len(archs), n * DRAWS_PER_SUBNET, n)
     if out.is_dir():  # a read-only folder, or a folder where a file goes, failed after the subnets had trained
-        check_writable(out, ("rank_study.json", "rank_study.png", *(() if scratch_cache is not None else ("scratch_cache.json",))), what="rank study")
+        check_writable(out, (*STUDY_FILES, *(() if scratch_cache is not None else ("scratch_cache.json",))), what="rank study")
     device = resolve_device(cfg.finetune.device)  # where fine-tunes run: score there too
     supernet = supernet.to(device).eval()
     plain = CandidateEvaluator(space, store, None, cfg.eval_rows, device, supernet=supernet)

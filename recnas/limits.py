@@ -1,0 +1,5 @@
+"""Bounds that configs and command-line options share, in a module that imports nothing: the
+command line builds its options (and so `recnas --help`) from them without loading pydantic,
+and `recnas.configs` validates with the same values (imported from here, never copied)."""
+
+SEED_MAX = 2**32 - 1  # what every RNG in use (numpy, torch, Python) accepts
