@@ -137,6 +137,8 @@ def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]
 
 
 def baseline_with_spec(name: str, meta, hparams: dict) -> tuple[torch.nn.Module, dict]:
+    """Baseline `name` built on `meta` and its spec: what `baseline_builder` trains, and what
+    the job's check of its baselines builds once before any training."""
     from recnas.baselines import build_baseline
 
     model = build_baseline(name, meta, **hparams)
