@@ -206,7 +206,7 @@ def test_a_resume_with_more_steps_trains_its_first_step_at_the_new_schedules_lr(
 
     more._train_step = recording
     more.fit(resume=True)
-    from recnas.train.trainer import lr_factor
+    from recnas.train.plan import lr_factor
 
     assert lrs == pytest.approx([cfg.lr * lr_factor(s, 2, 20, schedule) for s in range(10, 20)])
     assert lrs[0] > 0

@@ -130,7 +130,7 @@ def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_process
     """480 rows and 2 processes x batch 256: no whole global batch, so no step. It used to be
     refused inside the ranks as "the train split has no rows"."""
     from recnas.errors import DataError
-    from recnas.train.trainer import check_global_batch
+    from recnas.train.plan import check_global_batch
     from tests.test_cli_models import error_line, run
 
     launched = []

@@ -750,7 +750,7 @@ def test_every_preset_warms_up_within_its_own_runs_on_its_default_data(budget):
     2M synthetic rows: its lr never reached the configured value."""
     from recnas.data.synthetic import split_assignment
     from recnas.search.job import PRESETS
-    from recnas.train.trainer import planned_steps
+    from recnas.train.plan import planned_steps
 
     assert budget in PRESETS
     cfg = load_job_config(budget)

@@ -17,7 +17,7 @@ from recnas.errors import ConfigError, RecnasError
 from recnas.ops.embedding import FieldEmbedding
 from recnas.space.samplers import FixedSampler
 from recnas.train import TrainConfig, Trainer, ctr_metrics, evaluate
-from recnas.train.trainer import lr_factor
+from recnas.train.plan import lr_factor
 
 
 class ToyMLP(nn.Module):
@@ -504,7 +504,7 @@ def test_tensorboard_without_the_package_is_a_config_error(tiny_store, tmp_path,
 def test_planned_steps_are_the_trainers(tiny_store, kw):
     """The training commands refuse a warmup longer than the run before building a Trainer:
     the steps they count must be the ones it takes."""
-    from recnas.train.trainer import planned_steps
+    from recnas.train.plan import planned_steps
 
     cfg = tiny_cfg(**kw)
     assert planned_steps(cfg, tiny_store.meta.rows["train"]) == Trainer(make_model(tiny_store.meta), cfg, tiny_store).total_steps

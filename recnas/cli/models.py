@@ -104,7 +104,9 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     from recnas.data.store import CTRStore, check_run_folder, one_class_notes
     from recnas.environment import cpu_threads
     from recnas.train import TrainConfig, Trainer, seed_everything
-    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE, check_global_batch, planned_steps, refuse_warmup_past, resolve_device, rows_trained_on
+    from recnas.train.device import resolve_device
+    from recnas.train.plan import check_global_batch, planned_steps, refuse_warmup_past, rows_trained_on
+    from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE
     from recnas.train.distributed import check_gpus, shutdown
 
     if resume and overwrite:
@@ -403,7 +405,7 @@ def evaluate(
     from recnas.data.store import CTRStore
     from recnas.train.metrics import ctr_metrics, predict, probabilities
     from recnas.train.model_factory import check_data, load_trained, weights_step
-    from recnas.train.trainer import resolve_device
+    from recnas.train.device import resolve_device
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")

@@ -29,7 +29,9 @@ from recnas.errors import ConfigError, DataError, TrainingDiverged
 from recnas.staging import OutputDir, exclusive, naming
 from recnas.train.checkpoint import seed_everything, torch_save
 from recnas.train.metrics import evaluate, json_safe
-from recnas.train.trainer import Trainer, check_runs_here, planned_steps, refuse_warmup_past, resolve_device
+from recnas.train.device import check_runs_here, resolve_device
+from recnas.train.plan import planned_steps, refuse_warmup_past
+from recnas.train.trainer import Trainer
 
 RESULT, EMB_DIMS, MODEL = "result.json", "emb_dims.json", "model.pt"
 OUTPUT = OutputDir("recnas embed search result", RESULT, ConfigError, names=(RESULT, EMB_DIMS, MODEL))  # what --out may be

@@ -71,7 +71,7 @@ def check_baselines(cfg: JobConfig, meta) -> None:
     no dense features, any baseline without categorical fields) used to fail only after the
     supernet, the search and the retrain. What a build checks depends on the fields, not on their
     vocabulary sizes, so each is built with one-row tables: no memory for the real ones."""
-    from recnas.train.trainer import check_batch_norm, train_batch_rows
+    from recnas.train.plan import check_batch_norm, train_batch_rows
 
     small = meta.model_copy(update={"vocab_sizes": [1] * len(meta.vocab_sizes)})
     # the fewest rows a training batch of the job's final recipe has (a baseline with batch_norm needs 2)
@@ -93,7 +93,7 @@ def check_devices(cfg: JobConfig) -> None:
     """The device and mixed precision of every training the job runs, checked before any of it:
     `final: {device: cuda}` on a machine without CUDA used to fail only after the supernet and
     the search, and without saying which section asked for it."""
-    from recnas.train.trainer import check_runs_here
+    from recnas.train.device import check_runs_here
 
     sections = {"supernet": cfg.supernet, "finetune": cfg.finetune} if cfg.scoring == "supernet" else {}
     sections["final"] = cfg.final  # also where the proxy, every final_grid point and table phase train

@@ -163,7 +163,7 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
 
 def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, progress: bool, scratch_cache: str | Path | None) -> dict:
     from recnas.space import SearchSpace
-    from recnas.train.trainer import resolve_device
+    from recnas.train.device import resolve_device
     from recnas.train.model_factory import check_data, load_trained
 
     store = CTRStore(data)

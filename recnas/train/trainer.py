@@ -26,14 +26,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recnas.configs import require_type, write_text_atomic
-from recnas.data.loader import BatchLoader, batch_count
+from recnas.data.loader import BatchLoader
 from recnas.data.store import huge_dense_note
 from recnas.environment import environment, tf32_matmuls
-from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, exception_chain
+from recnas.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from recnas.staging import check_writable, refuse_file_at
 from recnas.train.checkpoint import OtherLayoutCheckpoint, load_checkpoint, load_model_state, rng_state, save_checkpoint, seed_everything, set_rng_state
 from recnas.train import distributed
 from recnas.train.config import TrainConfig
+from recnas.train.device import no_compiler_reason, resolve_amp, resolve_device
+from recnas.train.plan import check_batch_norm, check_global_batch, drops_last, lr_factor
 from recnas.train.resume import check_resumable, data_identity
 from recnas.train.model_factory import KINDS, check_supernet_paths
 from recnas.train.metrics import eval_batch_size, evaluate, format_metric, json_safe, same_device
@@ -44,60 +46,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
-
-
-def _drops_last(rows: int, batch_size: int) -> bool:
-    """Whether training drops a last partial batch: always, unless the split is smaller than one."""
-    return rows >= batch_size
-
-
-def rows_trained_on(cfg: TrainConfig, train_rows: int) -> int:
-    """The rows of a train split of `train_rows` rows that a run of `cfg` reads (`max_train_rows`)."""
-    return train_rows if cfg.max_train_rows is None else min(train_rows, cfg.max_train_rows)
-
-
-def planned_steps(cfg: TrainConfig, train_rows: int, world_size: int = 1) -> int:
-    """The steps a run of `cfg` takes on a train split of `train_rows` rows (Trainer.total_steps,
-    known before a Trainer is built)."""
-    if cfg.max_steps:
-        return cfg.max_steps
-    n = rows_trained_on(cfg, train_rows)
-    return cfg.epochs * batch_count(n, cfg.batch_size, _drops_last(n, cfg.batch_size), world_size)
-
-
-def refuse_warmup_past(warmup: int, total: int, given: str, run: str, length: str, option: str, longer: str = "train longer") -> None:
-    """A warmup longer than the run: the lr would never reach its value and the run would train
-    at a fraction of the lr it records. Refused before the work by the commands that know the
-    option's name (the Trainer itself only warns: a job's preset on small data)."""
-    if 0 < total < warmup:
-        raise ConfigError(f"{given} would outlast the {total} steps of {run} ({length}): the lr would never reach its value; give {option} of at most {total}, or {longer}")
-
-
-def check_global_batch(rows: int, batch_size: int, world_size: int) -> None:
-    """Under --nproc every step takes one whole global batch (a batch per process): a train split
-    of fewer rows has no step to take (it used to be refused as "the train split has no rows")."""
-    if world_size > 1 and 0 < rows < batch_size * world_size:
-        raise DataError(
-            f"the train split's {rows:,} rows are fewer than one global batch of {world_size} processes x batch_size "
-            f"{batch_size} = {batch_size * world_size:,} rows; lower batch_size or --nproc"
-        )
-
-
-def train_batch_rows(cfg: TrainConfig, train_rows: int) -> int:
-    """Rows of each training batch (each process's under --nproc): `batch_size`, or the whole
-    train split (after `max_train_rows`) when that is smaller."""
-    return min(cfg.batch_size, rows_trained_on(cfg, train_rows))
-
-
-def check_batch_norm(model: nn.Module, rows: int) -> None:
-    """A model with BatchNorm layers (a baseline's `batch_norm: true`) cannot train on batches of
-    one row: BatchNorm has no batch statistics there, and torch failed at the first step with a
-    traceback ("Expected more than 1 value per channel when training")."""
-    if rows == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        raise ConfigError(
-            "the model has BatchNorm layers (batch_norm: true), which need at least 2 rows per training batch, "
-            "but each batch has 1 row (batch_size 1, or a train split of 1 row after max_train_rows): raise batch_size, or set batch_norm: false"
-        )
 
 
 @dataclass
@@ -122,53 +70,6 @@ class FitResult:
     def to_dict(self) -> dict:
         """The result as plain containers (metrics.json's content, before NaN becomes null)."""
         return asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
-    return torch.device(name)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """auto = bf16 autocast on CUDA, none on CPU; fp16 (with a grad scaler) is CUDA-only."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("amp: 'fp16' needs a CUDA device (use 'bf16' or 'off' on CPU)")
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def check_runs_here(cfg: TrainConfig, section: str) -> None:
-    """Refuse a training config whose device or amp this machine lacks, naming its `section` of
-    a larger config: checked before a long job's first stage, not when its training starts."""
-    try:
-        resolve_amp(cfg.amp, resolve_device(cfg.device))
-    except ConfigError as exc:
-        raise ConfigError(f"{section}: {exc}") from None
-
-
-def _no_compiler(exc: BaseException) -> str | None:
-    """The reason, when `exc` (from a compiled step) says torch.compile found no C/C++ compiler
-    to build its kernels with (inductor's InvalidCxxCompiler on the CPU, Triton's launcher on a
-    GPU); None otherwise."""
-    for e in exception_chain(exc):
-        text = str(e).strip()
-        if type(e).__name__ == "InvalidCxxCompiler" or "InvalidCxxCompiler" in text or "Failed to find C compiler" in text:
-            return text.splitlines()[0] if text else type(e).__name__  # torch's further lines suggest its debug settings
-    return None
-
-
-def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the base lr at `step`: linear warmup, then constant/cosine/linear decay to 0."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
 
 
 def embedding_param_ids(model: nn.Module) -> set[int]:
@@ -323,7 +224,7 @@ class Trainer:
         shard = dict(rank=self.dist.rank, world_size=self.dist.world_size) if train else {}  # evaluation: every rank sees all
         return BatchLoader(
             arrays, batch_size, shuffle=train, seed=self.cfg.seed, device=self.device, resident=self.cfg.resident_data,
-            drop_last=train and _drops_last(n, batch_size), max_rows=max_rows, **shard,
+            drop_last=train and drops_last(n, batch_size), max_rows=max_rows, **shard,
         )
 
     @staticmethod
@@ -628,7 +529,7 @@ class Trainer:
                         running += self._train_step(batch)
                     except Exception as exc:
                         # compile: true without a compiler failed at the first step with a traceback of ~140 lines
-                        reason = _no_compiler(exc) if self.cfg.compile else None
+                        reason = no_compiler_reason(exc) if self.cfg.compile else None
                         if reason is None:
                             raise
                         raise ConfigError(
