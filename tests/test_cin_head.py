@@ -258,3 +258,12 @@ def test_decays_every_table_reads_the_final_recipe_and_every_grid_point(final, g
     from recnas.search.job import decays_every_table
 
     assert decays_every_table(load_job_config("smoke", final=final, final_grid=grid)) is decays
+
+
+def test_a_cin_head_takes_a_single_numeric_feature_as_one_more_field():
+    """One dense feature is one more CIN field, as any number is (mutation round 4, H01)."""
+    space, m = tiny_space("cin-tiny"), meta(1)
+    sub = Subnet(random_architecture(np.random.default_rng(3), space), space, m)
+    assert sub.cin_head.numeric is not None and sub.cin_head.cin.convs[0].in_channels == 6 * 6
+    dense, sparse = batch(m)
+    assert torch.isfinite(sub(dense, sparse)).all()
