@@ -113,3 +113,30 @@ def test_nasrec_emb_dims_wider_than_space_is_a_config_error():
     base = random_architecture(np.random.default_rng(0), space)
     with pytest.raises(ConfigError, match="emb_dims"):
         Subnet(Architecture(blocks=base.blocks, emb_dims=(2, 64, 4, 1)), space, m)
+
+
+def test_field_embedding_starts_at_std_init_std_or_fan_uniform_per_field():
+    """Default init N(0, 0.01) (M09); `fan_uniform_` draws field i from U(+-sqrt(1/n_i)), each
+    field to its own bound (M01, M02; mutation round 4)."""
+    torch.manual_seed(0)
+    emb = FieldEmbedding([4, 100], 16)
+    assert 0.008 < emb.weight.std() < 0.012
+    emb.fan_uniform_()
+    for rows, n in ((emb.weight[:4], 4), (emb.weight[4:], 100)):
+        assert rows.abs().max() <= n**-0.5 and rows.abs().max() > 0.9 * n**-0.5
+
+
+def test_a_vocabulary_of_no_ids_is_refused():
+    """Every field needs at least one id (mutation round 4, M12)."""
+    with pytest.raises(ValueError, match="every vocabulary size must be positive"):
+        FieldEmbedding([3, 0], 4)
+
+
+def test_projected_embedding_starts_at_unit_output_scale_and_inherits_only_its_out_dim():
+    """The per-field projection starts N(0, 1/max_width) (M13); a compact embedding refuses a
+    source projecting to another width with a ValueError, not a torch copy error (M08; round 4)."""
+    torch.manual_seed(0)
+    sup = ProjectedFieldEmbedding(VOCAB, 16, out_dim=32)
+    assert 0.2 < sup.proj.std() < 0.3  # 1/sqrt(16) = 0.25
+    with pytest.raises(ValueError, match="source projects to 32, this embedding to 5"):
+        MixedWidthEmbedding(VOCAB, [2, 8, 4, 2], out_dim=5).inherit_from(sup)
