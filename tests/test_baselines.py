@@ -551,3 +551,20 @@ def test_dcnv2_and_autoint_parameter_counts_by_hand():
     plain = build_baseline("autoint", meta, **hp, residual=False)
     assert all(layer.res is None for layer in plain.attention)
     assert n_params(plain) == emb + 4 * 18 + 6 * 18 + (5 * 6 + 1)
+
+
+def test_xdeepfm_parameter_count_by_hand():
+    """2 dense + VOCAB [3, 4, 5] at embed_dim 4, CIN [4, 3] split, mlp [5]: fields 56, first order
+    12 + 2 + 1, conv 0 5*5 -> 4, conv 1 2*5 -> 3, a biased 5 -> 1 CIN head, MLP 20 -> 5 -> 1
+    (mutation round 4, B18)."""
+    m = build_baseline("xdeepfm", make_meta(2), embed_dim=4, cin=[4, 3], mlp=[5])
+    assert n_params(m) == 56 + (12 + 2 + 1) + (25 * 4 + 4) + (10 * 3 + 3) + (5 + 1) + (20 * 5 + 5 + 5 + 1)
+
+
+def test_bilinear_contract_off_the_cpu_reduces_over_k():
+    """Off the CPU bilinear_contract is the plain formula; on the meta device (no values) its
+    shape still says which axis it sums: [O, N], not [K, N] (mutation round 4, I22)."""
+    from recnas.baselines.interactions import bilinear_contract
+
+    a, p, q = torch.randn(3 * 2, 4), torch.randn(4, 7), torch.randn(2, 7)
+    assert bilinear_contract(a, p, q).shape == bilinear_contract(a.to("meta"), p.to("meta"), q.to("meta")).shape == (3, 7)

@@ -267,3 +267,12 @@ def test_a_cin_head_takes_a_single_numeric_feature_as_one_more_field():
     assert sub.cin_head.numeric is not None and sub.cin_head.cin.convs[0].in_channels == 6 * 6
     dense, sparse = batch(m)
     assert torch.isfinite(sub(dense, sparse)).all()
+
+
+def test_cin_head_parameter_count_by_hand():
+    """3 dense + 5 fields (vocab 4..8) at emb_dim 8, CIN (4, 3) split: numeric 3*8; conv 0 takes
+    8*8 channels to 4, conv 1 takes 2*8 to 3; a biased 5 -> 1 output; the first-order term's 30
+    ids, 3 dense weights and a bias (mutation round 4, H05)."""
+    space, m = tiny_space("cin-tiny"), meta(3)
+    head = Subnet(random_architecture(np.random.default_rng(3), space), space, m).cin_head
+    assert sum(p.numel() for p in head.parameters()) == 3 * 8 + (64 * 4 + 4) + (16 * 3 + 3) + (5 + 1) + (30 + 3 + 1)

@@ -140,3 +140,10 @@ def test_projected_embedding_starts_at_unit_output_scale_and_inherits_only_its_o
     assert 0.2 < sup.proj.std() < 0.3  # 1/sqrt(16) = 0.25
     with pytest.raises(ValueError, match="source projects to 32, this embedding to 5"):
         MixedWidthEmbedding(VOCAB, [2, 8, 4, 2], out_dim=5).inherit_from(sup)
+
+
+def test_field_embedding_state_dict_holds_only_the_table():
+    """The offsets are derived from the vocabulary sizes and kept out of the state dict, so
+    checkpoints hold the weights alone (mutation round 4, M14)."""
+    assert list(FieldEmbedding(VOCAB, 4).state_dict()) == ["weight"]
+    assert list(MixedWidthEmbedding(VOCAB, [2, 3, 2, 3], out_dim=4).state_dict()) == ["tables.0.weight", "tables.1.weight", "projs.0", "projs.1"]

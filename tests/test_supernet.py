@@ -355,3 +355,27 @@ def test_a_compact_subnet_starts_as_its_width_masked_supernet_path():
             assert rows.abs().max() <= n**-0.5 and rows.abs().max() > 0.3 * n**-0.5
     for proj, w, g in zip(emb.projs, emb.group_widths, emb.groups):
         torch.testing.assert_close(proj.detach(), torch.eye(w, 8).repeat(len(g), 1, 1), rtol=0, atol=0)
+
+
+def test_a_subnet_refuses_to_inherit_from_a_supernet_of_other_vocabularies():
+    """Same field count, one vocabulary size differs: the leading rows would be other ids' rows,
+    so it is a ConfigError naming the field (mutation round 4, N25)."""
+    space, m = get_space("small-tiny"), meta()
+    other = DatasetMeta(name="t", dense_names=list(m.dense_names), cat_names=list(m.cat_names), vocab_sizes=[4, 5, 9, 7, 8], rows={})
+    arch = ArchSampler(space, seed=0).sample()
+    with pytest.raises(ConfigError, match=r"other data: its data has field 2 \(c2\) with 6 ids, the subnet's with 9"):
+        Subnet.from_architecture(arch, space, other, Supernet(space, m))
+
+
+def test_a_subnet_keeps_the_canonical_form_of_its_architecture():
+    """An architecture object with repeated choices (model_copy skips validation) builds the
+    subnet of its canonical form, which computes the supernet's path (mutation round 4, N26)."""
+    space, m = get_space("full-tiny"), meta()
+    arch = ArchSampler(space, seed=2).sample()
+    b0 = arch.blocks[0]
+    dup = arch.model_copy(update={"blocks": (b0.model_copy(update={"dense_ops": b0.dense_ops * 2, "dense_inputs": b0.dense_inputs * 2}),) + arch.blocks[1:]})
+    net = Supernet(space, m)
+    sub = Subnet.from_architecture(dup, space, m, net)
+    assert sub.arch == dup.canonical() and sub.arch.blocks[0].dense_ops == b0.dense_ops
+    dense, sparse = batch(m)
+    torch.testing.assert_close(sub(dense, sparse), net(dense, sparse, arch))
