@@ -379,3 +379,18 @@ def test_a_subnet_keeps_the_canonical_form_of_its_architecture():
     assert sub.arch == dup.canonical() and sub.arch.blocks[0].dense_ops == b0.dense_ops
     dense, sparse = batch(m)
     torch.testing.assert_close(sub(dense, sparse), net(dense, sparse, arch))
+
+
+def test_a_store_without_categorical_fields_takes_an_architecture_with_no_emb_dims():
+    """`emb_dims: []` is the one per-field list a dense-only store has, and validation accepts it;
+    the Subnet used to fail building a mixed-width embedding of no fields (`max() arg is an empty
+    sequence`). It is the model without emb_dims, and inherits the supernet's path exactly."""
+    space, m = get_space("small-tiny"), meta(n_dense=3, fields=0)
+    base = ArchSampler(space, seed=0).sample()
+    arch = Architecture(blocks=base.blocks, emb_dims=())
+    assert arch.validate_for(space, 0).emb_dims == ()
+    net = Supernet(space, m)
+    dense, sparse = torch.randn(16, 3), torch.zeros(16, 0, dtype=torch.long)
+    sub = Subnet.from_architecture(arch, space, m, net)
+    torch.testing.assert_close(sub(dense, sparse), net(dense, sparse, arch))
+    torch.testing.assert_close(sub(dense, sparse), Subnet.from_architecture(base, space, m, net)(dense, sparse))
