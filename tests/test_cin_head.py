@@ -276,3 +276,11 @@ def test_cin_head_parameter_count_by_hand():
     space, m = tiny_space("cin-tiny"), meta(3)
     head = Subnet(random_architecture(np.random.default_rng(3), space), space, m).cin_head
     assert sum(p.numel() for p in head.parameters()) == 3 * 8 + (64 * 4 + 4) + (16 * 3 + 3) + (5 + 1) + (30 + 3 + 1)
+
+
+def test_a_supernet_keeps_the_blocks_only_space():
+    """The supernet of a space with a CIN head holds (and reports) the space without it, so its
+    `.space` is the one its candidates are ranked in (mutation round 4, N27)."""
+    space = tiny_space("cin-tiny")
+    net = Supernet(space, meta())
+    assert net.space == space.blocks_only() and net.space.cin_head == ()

@@ -134,10 +134,13 @@ def test_a_vocabulary_of_no_ids_is_refused():
 
 def test_projected_embedding_starts_at_unit_output_scale_and_inherits_only_its_out_dim():
     """The per-field projection starts N(0, 1/max_width) (M13); a compact embedding refuses a
-    source projecting to another width with a ValueError, not a torch copy error (M08; round 4)."""
+    source projecting to another width with a ValueError, not a torch copy error (M08; round 4);
+    a compact embedding's random projection starts at the same scale (M15)."""
     torch.manual_seed(0)
     sup = ProjectedFieldEmbedding(VOCAB, 16, out_dim=32)
     assert 0.2 < sup.proj.std() < 0.3  # 1/sqrt(16) = 0.25
+    compact = MixedWidthEmbedding(VOCAB, [16, 16, 16, 16], out_dim=32)  # a random projection: the same scale (M15)
+    assert 0.2 < compact.projs[0].std() < 0.3
     with pytest.raises(ValueError, match="source projects to 32, this embedding to 5"):
         MixedWidthEmbedding(VOCAB, [2, 8, 4, 2], out_dim=5).inherit_from(sup)
 

@@ -448,3 +448,10 @@ def test_a_shared_activity_factor_correlates_the_dense_counts():
     keep = ~missing[:, i] & ~missing[:, j]
     x = m.dense_transform(counts)[keep]
     assert np.corrcoef(x[:, i], x[:, j])[0, 1] > 0.1
+
+
+def test_a_bool_is_not_an_integer_argument(tmp_path):
+    """seed=True used to be taken as seed 1 (mutation round 4, Y16)."""
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 4,294,967,295\], got True"):
+        generate(tmp_path / "bad", rows=200, seed=True)
+    assert not (tmp_path / "bad").exists()
