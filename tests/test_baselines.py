@@ -499,3 +499,72 @@ def test_the_gpu_presets_xdeepfm_keeps_the_papers_sizes_without_the_split():
     hp = load_job_config("gpu").baseline_hparams["xdeepfm"]
     model = build_baseline("xdeepfm", make_meta(13, [10] * 26), **hp)  # Criteo-shaped
     assert model.cin.out_dim == 600 and model.hparams["cin"] == [200, 200, 200]
+
+
+def test_mlp_is_linear_batchnorm_relu_dropout_per_hidden_width_then_a_linear_head():
+    """The layer order the docstring gives, and the written-out form of a two-layer MLP; `out_dim`
+    is the width forward returns (mutation round 4: L01 L02 L07 L08)."""
+    from recnas.baselines.layers import MLP
+
+    mlp = MLP(3, [4, 5], out_dim=2, dropout=0.1, batch_norm=True)
+    kinds = [type(m).__name__ for m in mlp.net]
+    assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout"] * 2 + ["Linear"] and mlp.out_dim == 2
+    assert MLP(3, [4, 5]).out_dim == 5 and MLP(3, []).out_dim == 3 and MLP(3, [], out_dim=1).out_dim == 1
+    plain = MLP(3, [4], out_dim=1).double()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    l1, l2 = plain.net[0], plain.net[2]
+    want = torch.relu(x @ l1.weight.T + l1.bias) @ l2.weight.T + l2.bias
+    torch.testing.assert_close(plain(x), want)
+    assert (torch.relu(x @ l1.weight.T + l1.bias) == 0).any()  # the ReLU cuts something here
+
+
+def test_dlrm_puts_dropout_and_batch_norm_in_its_top_mlp_only():
+    """`dropout` / `batch_norm` reach the top MLP (BARS's), not the bottom one (mutation round 4, B05)."""
+    m = build_baseline("dlrm", make_meta(2), **{**TINY["dlrm"], "dropout": 0.1, "batch_norm": True})
+    assert [type(x).__name__ for x in m.top.net] == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    assert [type(x).__name__ for x in m.bottom.net] == ["Linear", "ReLU", "Linear", "ReLU"]
+
+
+def test_deepfm_without_an_mlp_is_a_plain_factorisation_machine(float64_batch):
+    """`mlp=[]`: first order plus every pair's dot product, no MLP logit (mutation round 4, B08)."""
+    meta, dense, sparse = float64_batch
+    m = _perturbed("deepfm", meta, embed_dim=4, mlp=[])
+    assert m.mlp is None
+    x = _fields(m, dense, sparse)
+    pairs = sum((x[:, i] * x[:, j]).sum(-1) for i in range(x.shape[1]) for j in range(i))
+    torch.testing.assert_close(m(dense, sparse), _first_order(m, dense, sparse) + pairs)
+
+
+def test_dcnv2_and_autoint_parameter_counts_by_hand():
+    """2 dense + VOCAB [3, 4, 5] at embed_dim 4: 5 fields, 20 flat inputs, 56 embedding weights.
+    Pins the number of cross layers (B11), AutoInt's bias-free attention and residual projections
+    and its biased head (I18, B17), and `residual=False` reaching every layer (B13; round 4)."""
+    meta, emb = make_meta(2), (3 + 4 + 5) * 4 + 2 * 4
+    dcn = build_baseline("dcnv2", meta, embed_dim=4, mlp=[5], cross_layers=3)
+    assert len(dcn.cross.layers) == 3
+    assert n_params(dcn) == emb + 3 * (20 * 20 + 20) + (20 * 5 + 5) + (5 + 20 + 1)
+    low = build_baseline("dcnv2", meta, embed_dim=4, mlp=[5], cross_layers=2, low_rank=3, structure="stacked")
+    assert n_params(low) == emb + 2 * (20 * 3 + 3 * 20 + 20) + (20 * 5 + 5) + (5 + 1)
+    hp = dict(embed_dim=4, attention_layers=2, heads=2, attention_dim=3)
+    layers = (4 * 18 + 4 * 6) + (6 * 18 + 6 * 6)  # qkv and residual projections, no biases
+    assert n_params(build_baseline("autoint", meta, **hp)) == emb + layers + (5 * 6 + 1)
+    plain = build_baseline("autoint", meta, **hp, residual=False)
+    assert all(layer.res is None for layer in plain.attention)
+    assert n_params(plain) == emb + 4 * 18 + 6 * 18 + (5 * 6 + 1)
+
+
+def test_xdeepfm_parameter_count_by_hand():
+    """2 dense + VOCAB [3, 4, 5] at embed_dim 4, CIN [4, 3] split, mlp [5]: fields 56, first order
+    12 + 2 + 1, conv 0 5*5 -> 4, conv 1 2*5 -> 3, a biased 5 -> 1 CIN head, MLP 20 -> 5 -> 1
+    (mutation round 4, B18)."""
+    m = build_baseline("xdeepfm", make_meta(2), embed_dim=4, cin=[4, 3], mlp=[5])
+    assert n_params(m) == 56 + (12 + 2 + 1) + (25 * 4 + 4) + (10 * 3 + 3) + (5 + 1) + (20 * 5 + 5 + 5 + 1)
+
+
+def test_bilinear_contract_off_the_cpu_reduces_over_k():
+    """Off the CPU bilinear_contract is the plain formula; on the meta device (no values) its
+    shape still says which axis it sums: [O, N], not [K, N] (mutation round 4, I22)."""
+    from recnas.baselines.interactions import bilinear_contract
+
+    a, p, q = torch.randn(3 * 2, 4), torch.randn(4, 7), torch.randn(2, 7)
+    assert bilinear_contract(a, p, q).shape == bilinear_contract(a.to("meta"), p.to("meta"), q.to("meta")).shape == (3, 7)

@@ -258,3 +258,29 @@ def test_decays_every_table_reads_the_final_recipe_and_every_grid_point(final, g
     from recnas.search.job import decays_every_table
 
     assert decays_every_table(load_job_config("smoke", final=final, final_grid=grid)) is decays
+
+
+def test_a_cin_head_takes_a_single_numeric_feature_as_one_more_field():
+    """One dense feature is one more CIN field, as any number is (mutation round 4, H01)."""
+    space, m = tiny_space("cin-tiny"), meta(1)
+    sub = Subnet(random_architecture(np.random.default_rng(3), space), space, m)
+    assert sub.cin_head.numeric is not None and sub.cin_head.cin.convs[0].in_channels == 6 * 6
+    dense, sparse = batch(m)
+    assert torch.isfinite(sub(dense, sparse)).all()
+
+
+def test_cin_head_parameter_count_by_hand():
+    """3 dense + 5 fields (vocab 4..8) at emb_dim 8, CIN (4, 3) split: numeric 3*8; conv 0 takes
+    8*8 channels to 4, conv 1 takes 2*8 to 3; a biased 5 -> 1 output; the first-order term's 30
+    ids, 3 dense weights and a bias (mutation round 4, H05)."""
+    space, m = tiny_space("cin-tiny"), meta(3)
+    head = Subnet(random_architecture(np.random.default_rng(3), space), space, m).cin_head
+    assert sum(p.numel() for p in head.parameters()) == 3 * 8 + (64 * 4 + 4) + (16 * 3 + 3) + (5 + 1) + (30 + 3 + 1)
+
+
+def test_a_supernet_keeps_the_blocks_only_space():
+    """The supernet of a space with a CIN head holds (and reports) the space without it, so its
+    `.space` is the one its candidates are ranked in (mutation round 4, N27)."""
+    space = tiny_space("cin-tiny")
+    net = Supernet(space, meta())
+    assert net.space == space.blocks_only() and net.space.cin_head == ()

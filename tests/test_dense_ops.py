@@ -55,3 +55,27 @@ def test_token_linear_inherits_the_leading_slice_of_weight_and_bias_and_refuses_
     for a, b in ((TokenLinear(4, 3, bias=False), source), (target, TokenLinear(6, 5, bias=False))):
         with pytest.raises(ValueError, match="cannot hold"):
             a.inherit_from(b)
+
+
+def test_elastic_linear_starts_like_nn_linear_with_a_zero_bias():
+    """Weights U(+-1/sqrt(max_in)) (kaiming_uniform with a=sqrt(5), nn.Linear's), bias zero
+    (mutation round 4, E03 E04)."""
+    from recnas.ops.elastic import ElasticLinear
+
+    torch.manual_seed(0)
+    lin = ElasticLinear(16, 32)
+    bound = 16**-0.5
+    assert lin.weight.abs().max() <= bound and lin.weight.abs().max() > 0.9 * bound
+    assert torch.equal(lin.bias, torch.zeros(32))
+    assert ElasticLinear(16, 32, bias=False).bias is None
+
+
+def test_token_linear_refuses_to_inherit_from_fewer_inputs_or_outputs():
+    """A source projection narrower than the target on either axis is a ValueError naming both,
+    not a torch copy error (mutation round 4, E07)."""
+    from recnas.ops.elastic import TokenLinear
+
+    target = TokenLinear(4, 3)
+    for source in (TokenLinear(3, 5), TokenLinear(6, 2)):
+        with pytest.raises(ValueError, match=rf"TokenLinear\({source.max_in}->{source.max_out}\) cannot hold TokenLinear\(4->3\)"):
+            target.inherit_from(source)

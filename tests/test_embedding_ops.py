@@ -113,3 +113,40 @@ def test_nasrec_emb_dims_wider_than_space_is_a_config_error():
     base = random_architecture(np.random.default_rng(0), space)
     with pytest.raises(ConfigError, match="emb_dims"):
         Subnet(Architecture(blocks=base.blocks, emb_dims=(2, 64, 4, 1)), space, m)
+
+
+def test_field_embedding_starts_at_std_init_std_or_fan_uniform_per_field():
+    """Default init N(0, 0.01) (M09); `fan_uniform_` draws field i from U(+-sqrt(1/n_i)), each
+    field to its own bound (M01, M02; mutation round 4)."""
+    torch.manual_seed(0)
+    emb = FieldEmbedding([4, 100], 16)
+    assert 0.008 < emb.weight.std() < 0.012
+    emb.fan_uniform_()
+    for rows, n in ((emb.weight[:4], 4), (emb.weight[4:], 100)):
+        assert rows.abs().max() <= n**-0.5 and rows.abs().max() > 0.9 * n**-0.5
+
+
+def test_a_vocabulary_of_no_ids_is_refused():
+    """Every field needs at least one id (mutation round 4, M12)."""
+    with pytest.raises(ValueError, match="every vocabulary size must be positive"):
+        FieldEmbedding([3, 0], 4)
+
+
+def test_projected_embedding_starts_at_unit_output_scale_and_inherits_only_its_out_dim():
+    """The per-field projection starts N(0, 1/max_width) (M13); a compact embedding refuses a
+    source projecting to another width with a ValueError, not a torch copy error (M08; round 4);
+    a compact embedding's random projection starts at the same scale (M15)."""
+    torch.manual_seed(0)
+    sup = ProjectedFieldEmbedding(VOCAB, 16, out_dim=32)
+    assert 0.2 < sup.proj.std() < 0.3  # 1/sqrt(16) = 0.25
+    compact = MixedWidthEmbedding(VOCAB, [16, 16, 16, 16], out_dim=32)  # a random projection: the same scale (M15)
+    assert 0.2 < compact.projs[0].std() < 0.3
+    with pytest.raises(ValueError, match="source projects to 32, this embedding to 5"):
+        MixedWidthEmbedding(VOCAB, [2, 8, 4, 2], out_dim=5).inherit_from(sup)
+
+
+def test_field_embedding_state_dict_holds_only_the_table():
+    """The offsets are derived from the vocabulary sizes and kept out of the state dict, so
+    checkpoints hold the weights alone (mutation round 4, M14)."""
+    assert list(FieldEmbedding(VOCAB, 4).state_dict()) == ["weight"]
+    assert list(MixedWidthEmbedding(VOCAB, [2, 3, 2, 3], out_dim=4).state_dict()) == ["tables.0.weight", "tables.1.weight", "projs.0", "projs.1"]

@@ -41,3 +41,13 @@ def test_dtype_follows_layernorm():
     assert RowLayerNorm(16, min_elements=0)(x).dtype == nn.LayerNorm(16)(x.float()).to(torch.bfloat16).dtype == torch.bfloat16
     with torch.autocast("cpu", torch.bfloat16):
         assert RowLayerNorm(16, min_elements=0)(x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.5])
+def test_eps_is_added_to_the_variance_as_layernorm_adds_it(eps):
+    """Rows of variance near eps: the closed form must add the module's eps, not a constant of
+    its own (mutation round 4, R04)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16) * 1e-3
+    ref, fast = nn.LayerNorm(16, eps=eps), RowLayerNorm(16, eps=eps, min_elements=0)
+    torch.testing.assert_close(fast(x), ref(x))

@@ -107,3 +107,24 @@ def test_efc_and_dot_product_are_their_written_out_forms_on_the_leading_slice():
     tokens, dense = dot(z, h, d)
     assert tokens is z
     torch.testing.assert_close(dense, pairs @ dot.out.weight[:d, :n_pairs].T + dot.out.bias[:d])
+
+
+def test_attention_normalises_every_token_after_each_residual():
+    """Both LayerNorms are there: at their start (weight 1, bias 0) every output token has mean 0
+    and variance 1 over the embedding axis. The written-out test reuses op.norm2 and so cannot
+    see it missing (mutation round 4, S07); the FFN is Linear(e, 2e), ReLU, Linear(2e, e) (S10)."""
+    torch.manual_seed(0)
+    op = Attention(max_tokens=6, max_dense=8, emb_dim=8).double()
+    out, dense = op(torch.randn(5, 6, 8, dtype=torch.float64) * 3 + 2, None, 8)
+    assert dense is None
+    assert [type(m).__name__ for m in op.ffn] == ["Linear", "ReLU", "Linear"] and op.ffn[0].out_features == 16  # S10
+    torch.testing.assert_close(out.mean(-1), torch.zeros(5, 6, dtype=torch.float64))
+    torch.testing.assert_close(out.var(-1, correction=0), torch.ones(5, 6, dtype=torch.float64), rtol=1e-4, atol=1e-4)
+
+
+def test_attention_over_an_emb_dim_its_heads_do_not_divide_takes_one_head():
+    """emb_dim 5 with 2 heads: one 5-wide head, not a reshape error (mutation round 4, S02)."""
+    op = Attention(max_tokens=4, max_dense=8, emb_dim=5, heads=2)
+    assert op.heads == 1 and Attention(max_tokens=4, max_dense=8, emb_dim=6, heads=2).heads == 2
+    out, _ = op(torch.randn(3, 4, 5), None, 8)
+    assert out.shape == (3, 4, 5) and torch.isfinite(out).all()

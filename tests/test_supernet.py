@@ -292,3 +292,105 @@ def test_a_store_without_categorical_fields_builds_without_torch_warnings(space_
         sub = Subnet(arch, space, m)
     dense, sparse = torch.randn(16, m.n_dense), torch.zeros(16, 0, dtype=torch.long)
     assert torch.isfinite(net(dense, sparse, arch)).all() and torch.isfinite(sub(dense, sparse)).all()
+
+
+def test_a_subnet_inherits_only_from_a_supernet_whose_space_it_fits_at_its_emb_dim():
+    """`_check_inheritable` (mutation round 4, N09 N10): an architecture its own space allows but
+    the supernet's does not (a dense width the supernet never lists, below its widest), or a
+    subnet space of another emb_dim, is a ConfigError; both used to copy leading slices silently."""
+    m = meta()
+    space = get_space("small-tiny")
+    arch = ArchSampler(space, seed=0).sample()
+    mid = Architecture(blocks=tuple(b.model_copy(update={"dense_dim": 16}) for b in arch.blocks))
+    net = Supernet(get_space("small-tiny", dense_dims=(8, 32)), m)
+    with pytest.raises(ConfigError, match=r"does not fit the supernet's space 'small-tiny': block 0: dense_dim 16 not in \[8, 32\]"):
+        Subnet.from_architecture(mid, space, m, net)
+    wide = Supernet(get_space("small-tiny", emb_dim=16), m)
+    with pytest.raises(ConfigError, match="cannot inherit from a supernet of emb_dim 16: the subnet's space has emb_dim 8"):
+        Subnet.from_architecture(arch, space, m, wide)
+    dense, sparse = batch(m)
+    same = Supernet(space, m)
+    torch.testing.assert_close(Subnet.from_architecture(arch, space, m, same)(dense, sparse), same(dense, sparse, arch))
+
+
+def test_inherit_weights_refuses_a_supernet_tensor_of_another_rank():
+    """A same-named supernet tensor with more (or fewer) axes than the subnet's is a ConfigError
+    naming both shapes, not a torch copy error (mutation round 4, N19)."""
+    sub = torch.nn.Linear(4, 3)
+    for shape in ((3, 4, 1), (3,)):
+        sup = torch.nn.Module()
+        sup.weight = torch.nn.Parameter(torch.zeros(shape))
+        sup.bias = torch.nn.Parameter(torch.zeros(3))
+        with pytest.raises(ConfigError, match=re.escape(f"supernet weight 'weight' {shape} cannot hold (3, 4)")):
+            inherit_weights(sub, sup)
+
+
+def test_check_path_use_wants_a_path_for_a_supernet_and_none_for_a_fixed_model():
+    """A Supernet needs a path; a Subnet and a baseline refuse one (mutation round 4, N11 N18)."""
+    from recnas.baselines import build_baseline
+    from recnas.supernet.net import check_path_use
+
+    space, m = get_space("small-tiny"), meta()
+    net, sub, base = Supernet(space, m), Subnet(ArchSampler(space, seed=0).sample(), space, m), build_baseline("lr", m)
+    check_path_use(net, True, "evaluate", "arch")
+    for model in (sub, base):
+        check_path_use(model, False, "evaluate", "arch")
+        with pytest.raises(ConfigError, match=rf"evaluate: a {type(model).__name__} is one fixed model and takes no arch"):
+            check_path_use(model, True, "evaluate", "arch")
+    with pytest.raises(ConfigError, match=r"evaluate: a Supernet runs one of its architectures at a time: pass arch \(see --arch\)$"):
+        check_path_use(net, False, "evaluate", "arch", "see --arch")
+
+
+def test_a_compact_subnet_starts_as_its_width_masked_supernet_path():
+    """A fresh Subnet with emb_dims starts its compact tables fan-uniform per field, as the full
+    table starts (N13), and its projections at the identity (N17), so it computes the zero-padded
+    width-w lookups of its own tables (mutation round 4)."""
+    space, m = get_space("small-tiny"), meta(fields=5)  # vocab sizes 4..8
+    arch = Architecture(blocks=ArchSampler(space, seed=0).sample().blocks, emb_dims=(2, 8, 4, 8, 1))
+    torch.manual_seed(0)
+    emb = Subnet(arch, space, m).embedding
+    for table in emb.tables:
+        for off, n in zip(table.offsets.tolist(), table.vocab_sizes):
+            rows = table.weight[off : off + n]
+            assert rows.abs().max() <= n**-0.5 and rows.abs().max() > 0.3 * n**-0.5
+    for proj, w, g in zip(emb.projs, emb.group_widths, emb.groups):
+        torch.testing.assert_close(proj.detach(), torch.eye(w, 8).repeat(len(g), 1, 1), rtol=0, atol=0)
+
+
+def test_a_subnet_refuses_to_inherit_from_a_supernet_of_other_vocabularies():
+    """Same field count, one vocabulary size differs: the leading rows would be other ids' rows,
+    so it is a ConfigError naming the field (mutation round 4, N25)."""
+    space, m = get_space("small-tiny"), meta()
+    other = DatasetMeta(name="t", dense_names=list(m.dense_names), cat_names=list(m.cat_names), vocab_sizes=[4, 5, 9, 7, 8], rows={})
+    arch = ArchSampler(space, seed=0).sample()
+    with pytest.raises(ConfigError, match=r"other data: its data has field 2 \(c2\) with 6 ids, the subnet's with 9"):
+        Subnet.from_architecture(arch, space, other, Supernet(space, m))
+
+
+def test_a_subnet_keeps_the_canonical_form_of_its_architecture():
+    """An architecture object with repeated choices (model_copy skips validation) builds the
+    subnet of its canonical form, which computes the supernet's path (mutation round 4, N26)."""
+    space, m = get_space("full-tiny"), meta()
+    arch = ArchSampler(space, seed=2).sample()
+    b0 = arch.blocks[0]
+    dup = arch.model_copy(update={"blocks": (b0.model_copy(update={"dense_ops": b0.dense_ops * 2, "dense_inputs": b0.dense_inputs * 2}),) + arch.blocks[1:]})
+    net = Supernet(space, m)
+    sub = Subnet.from_architecture(dup, space, m, net)
+    assert sub.arch == dup.canonical() and sub.arch.blocks[0].dense_ops == b0.dense_ops
+    dense, sparse = batch(m)
+    torch.testing.assert_close(sub(dense, sparse), net(dense, sparse, arch))
+
+
+def test_a_store_without_categorical_fields_takes_an_architecture_with_no_emb_dims():
+    """`emb_dims: []` is the one per-field list a dense-only store has, and validation accepts it;
+    the Subnet used to fail building a mixed-width embedding of no fields (`max() arg is an empty
+    sequence`). It is the model without emb_dims, and inherits the supernet's path exactly."""
+    space, m = get_space("small-tiny"), meta(n_dense=3, fields=0)
+    base = ArchSampler(space, seed=0).sample()
+    arch = Architecture(blocks=base.blocks, emb_dims=())
+    assert arch.validate_for(space, 0).emb_dims == ()
+    net = Supernet(space, m)
+    dense, sparse = torch.randn(16, 3), torch.zeros(16, 0, dtype=torch.long)
+    sub = Subnet.from_architecture(arch, space, m, net)
+    torch.testing.assert_close(sub(dense, sparse), net(dense, sparse, arch))
+    torch.testing.assert_close(sub(dense, sparse), Subnet.from_architecture(base, space, m, net)(dense, sparse))

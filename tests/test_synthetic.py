@@ -294,3 +294,164 @@ def test_failed_store_commit_keeps_the_previous_raw_file(tmp_path, monkeypatch):
         generate(tmp_path / "s", rows=300, seed=4, raw_out=tmp_path / "raw.txt", overwrite=True)
     assert {p.name: p.read_bytes() for p in [tmp_path / "raw.txt", tmp_path / "s" / "meta.json", tmp_path / "s" / "train" / "label.npy"]} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw.txt", "s"]
+
+
+SMALL = dict(n_dense=3, n_sparse=5, max_vocab=40)
+
+
+def test_each_planted_term_is_its_written_out_form():
+    """term_contributions: every term's value times its scale, and the logit is the bias plus
+    their sum; a triple term multiplies three latent vectors, a gate squashes 2 z (mutation round
+    4: P08 P10 P15)."""
+    from recnas.data.planted import SynthConfig
+
+    m = planted_model(SynthConfig(**SMALL), 1)
+    counts, _, sparse = m.sample_counts(np.random.default_rng(0), 50)
+    dense = m.dense_transform(counts)
+    got = m.term_contributions(dense, sparse)
+    z = (dense.astype(np.float64) - m.dense_mean) / m.dense_std
+    for i, t in enumerate(m.terms):
+        lat = [m.latent[f][sparse[:, f]] for f in t.fields]
+        if t.kind == "first":
+            v = z @ m.dense_w + sum(w[sparse[:, f]] for f, w in enumerate(m.first_w))
+        elif t.kind in ("pair", "triple"):
+            assert len(lat) == {"pair": 2, "triple": 3}[t.kind]
+            v = np.prod(lat, axis=0).sum(1)
+        elif t.kind == "cross":
+            v = z[:, t.dense[0]] * m.effect[i][sparse[:, t.fields[0]]]
+        elif t.kind == "gate":
+            v = m.effect[i][sparse[:, t.fields[0]]] / (1 + np.exp(-2 * z[:, t.dense[0]]))
+        else:
+            v = np.tanh(np.concatenate(lat + [z[:, list(t.dense)]], 1) @ m.mlp_w1 + m.mlp_b1) @ m.mlp_w2
+        np.testing.assert_allclose(got[:, i], m.scales[i] * v, rtol=1e-9, atol=1e-12)
+    assert sorted({t.kind for t in m.terms}) == ["cross", "first", "gate", "mlp", "pair", "triple"]
+    np.testing.assert_allclose(m.logit(dense, sparse), m.bias + got.sum(1), rtol=1e-12)
+
+
+def test_signal_scales_every_term_and_a_constant_dense_feature_is_harmless():
+    """`signal` multiplies every scale (P07); a dense column constant over the calibration sample
+    is standardised by 1, not 0 (P12: NaN scales and bias otherwise; mutation round 4)."""
+    from recnas.data.planted import PlantedModel, SynthConfig
+
+    one, two = planted_model(SynthConfig(**SMALL), 2), planted_model(SynthConfig(**SMALL, signal=2.0), 2)
+    np.testing.assert_allclose(two.scales, 2 * one.scales, rtol=1e-12)
+
+    class Flat(PlantedModel):
+        def sample_counts(self, rng, n):
+            counts, missing, sparse = super().sample_counts(rng, n)
+            counts[:, 0] = 0
+            return counts, missing, sparse
+
+    flat = Flat(SynthConfig(**SMALL), 2)
+    assert flat.dense_std[0] == 1.0 and np.isfinite(flat.scales).all() and np.isfinite(flat.bias)
+
+
+def test_dense_transform_is_log1p_of_the_count_clipped_at_zero():
+    """log(max(x, 0) + 1), float32 (mutation round 4, P13)."""
+    from recnas.data.planted import PlantedModel
+
+    got = PlantedModel.dense_transform(np.array([[-3, 0, 2]]))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, [[0.0, 0.0, np.log(3.0)]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"signal": float("nan")}, "signal must be a number, got nan"),
+    ({"max_vocab": 10_000_001}, "max_vocab must be at most 10,000,000"),
+])
+def test_synth_config_names_a_nan_or_an_oversized_vocabulary(kwargs, match):
+    """Mutation round 4, P11 P14."""
+    from recnas.data.planted import SynthConfig
+
+    with pytest.raises(ConfigError, match=match):
+        SynthConfig(**kwargs).validate()
+
+
+def test_an_id_equal_to_its_vocabulary_size_is_outside_it():
+    """The largest valid id is vocab - 1: vocab itself is a DataError, not an IndexError (P09)."""
+    from recnas.data.planted import SynthConfig
+
+    m = planted_model(SynthConfig(**SMALL), 1)
+    counts, _, sparse = m.sample_counts(np.random.default_rng(0), 4)
+    sparse[0, 2] = m.vocab_sizes[2]
+    with pytest.raises(DataError, match="outside the vocabulary sizes"):
+        m.probability(m.dense_transform(counts), sparse)
+
+
+def test_a_store_of_another_generator_version_is_refused():
+    """Mutation round 4, Y09."""
+    source = {"generator": "recnas.data.synthetic", "version": 2, "config": SMALL, "seed": 1}
+    with pytest.raises(DataError, match="synthetic dataset version 2 is not supported"):
+        model_from_source(source)
+
+
+def test_chunking_at_a_size_not_a_multiple_of_the_block_writes_the_same_store(tmp_path):
+    """chunk_rows is rounded down to whole BLOCKs, so chunks start on a block's stream (Y03)."""
+    kw = dict(rows=BLOCK + 808, seed=5, n_dense=2, n_sparse=3, max_vocab=40)
+    generate(tmp_path / "a", **kw)
+    generate(tmp_path / "b", **kw, chunk_rows=BLOCK + 1)
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+
+def test_bayes_summary_has_no_auc_for_a_split_of_one_class():
+    """AUC is undefined with one class: left out, the log loss kept (mutation round 4, Y11)."""
+    from recnas.data.synthetic import _BayesStats
+
+    stats = _BayesStats()
+    stats.add("val", np.array([0.2, 0.4]), np.zeros(2))
+    stats.add("test", np.array([0.2, 0.4]), np.array([0.0, 1.0]))
+    out = stats.summary()
+    assert "val_auc" not in out and out["test_auc"] == 1.0
+    assert out["val_logloss"] == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+
+
+def test_planted_terms_read_the_smaller_two_thirds_and_every_table_is_centred():
+    """12 fields: 10 pairs among the 8 smallest vocabularies plus one big x small pair, 3 crosses,
+    2 triples, one MLP and 2 gates on small fields (P16 P19 P21); first-order weights and the
+    cross/gate effects are centred under the id frequencies like the latents (P17 P18; round 4)."""
+    from recnas.data.planted import SynthConfig
+
+    m = planted_model(SynthConfig(n_dense=2, n_sparse=12, max_vocab=40), 0)
+    small = set(np.argsort(m.vocab_sizes, kind="stable")[:8].tolist())
+    kinds = [t.kind for t in m.terms]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"first": 1, "pair": 11, "cross": 3, "triple": 2, "mlp": 1, "gate": 2}
+    pairs = [t for t in m.terms if t.kind == "pair"]
+    assert len({t.fields for t in pairs[:10]}) == 10 and all(set(t.fields) <= small for t in pairs[:10])
+    assert pairs[10].fields[0] not in small and pairs[10].fields[1] in small
+    assert all(set(t.fields) <= small for t in m.terms if t.kind in ("cross", "triple", "mlp", "gate"))
+    for f, freq in enumerate(m.id_freq):
+        assert abs(freq @ m.first_w[f]) < 1e-9
+    for i, t in enumerate(m.terms):
+        if t.kind in ("cross", "gate"):
+            assert abs(m.id_freq[t.fields[0]] @ m.effect[i]) < 1e-9
+
+
+def test_the_bias_meets_the_positive_rate_on_the_calibration_sample():
+    """The bias is bisected to convergence: on the seeded calibration sample the mean true p is
+    the configured positive rate (mutation round 4, P20)."""
+    from recnas.data.planted import CALIBRATION_ROWS, SynthConfig
+
+    m = planted_model(SynthConfig(**SMALL, positive_rate=0.3), 4)
+    counts, _, sparse = m.sample_counts(np.random.default_rng([4, 0xCA1B]), CALIBRATION_ROWS)
+    assert m.probability(m.dense_transform(counts), sparse).mean() == pytest.approx(0.3, abs=1e-9)
+
+
+def test_a_shared_activity_factor_correlates_the_dense_counts():
+    """The two dense features with the largest shared share are positively correlated after the
+    log transform; independent draws would leave ~0 (mutation round 4, P22)."""
+    from recnas.data.planted import SynthConfig
+
+    m = planted_model(SynthConfig(), 0)
+    i, j = np.argsort(m.dense_shared)[-2:]
+    assert m.dense_shared[i] > 0.4 and m.dense_shared[j] > 0.4
+    counts, missing, _ = m.sample_counts(np.random.default_rng(1), 20_000)
+    keep = ~missing[:, i] & ~missing[:, j]
+    x = m.dense_transform(counts)[keep]
+    assert np.corrcoef(x[:, i], x[:, j])[0, 1] > 0.1
+
+
+def test_a_bool_is_not_an_integer_argument(tmp_path):
+    """seed=True used to be taken as seed 1 (mutation round 4, Y16)."""
+    with pytest.raises(ConfigError, match=r"seed must be an integer in \[0, 4,294,967,295\], got True"):
+        generate(tmp_path / "bad", rows=200, seed=True)
+    assert not (tmp_path / "bad").exists()

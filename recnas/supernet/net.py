@@ -31,7 +31,7 @@ class NASRecNet(nn.Module):
     def __init__(self, capacities: list[BlockCapacity], meta: DatasetMeta, emb_dim: int, head_blocks: tuple[int, ...], emb_dims: tuple[int, ...] | None = None, cin_head: tuple[int, ...] = (), cin_head_split: bool = True):
         super().__init__()
         self.n_dense, self.n_fields = meta.n_dense, meta.n_sparse
-        if emb_dims is None:
+        if not emb_dims:  # None, or () for a store without categorical fields: no table to narrow
             self.embedding = FieldEmbedding(meta.vocab_sizes, emb_dim).fan_uniform_()
         else:
             self.embedding = MixedWidthEmbedding(meta.vocab_sizes, list(emb_dims), emb_dim, identity=True)
