@@ -238,10 +238,14 @@ def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     assert code == 130 and err.strip() == "interrupted"
 
 
-def test_ctrl_c_while_the_command_starts_is_one_line():
+@pytest.mark.parametrize("module, argv", [
+    ("recnas.cli.models", ["data", "synth", "--help"]),  # the command modules, loaded at every start
+    ("torch", ["evaluate", "--ckpt", "m.pt", "--data", "d"]),  # a command's own imports (--help loads no torch)
+])
+def test_ctrl_c_while_the_command_starts_is_one_line(module, argv):
     """Ctrl-C in the seconds the command spends importing torch and the rest, before its
     error handling runs, ended every command in a traceback of the import. Interrupted here where
-    `torch` is imported (no timing): exit 130 and one line, as later on."""
+    `module` is imported (no timing): exit 130 and one line, as later on."""
     import subprocess
     import sys
 
@@ -249,10 +253,10 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
         "import runpy, sys\n"
         "class Interrupt:\n"
         "    def find_spec(self, name, *args):\n"
-        "        if name == 'torch':\n"
+        f"        if name == {module!r}:\n"
         "            raise KeyboardInterrupt\n"
         "sys.meta_path.insert(0, Interrupt())\n"
-        "sys.argv = ['recnas', 'data', 'synth', '--help']\n"
+        f"sys.argv = ['recnas', *{argv!r}]\n"
         "runpy.run_module('recnas', run_name='__main__')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent)
