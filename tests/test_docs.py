@@ -315,7 +315,7 @@ def doc_version_problems(text: str, required: dict[str, str]) -> list[str]:
 def test_docs_name_the_dependency_versions_pyproject_requires():
     required = _required_versions()
     assert "polars" in required
-    assert doc_version_problems("polars >= 1.32 and pyarrow >= 15", required) == [f"polars >= 1.32 (pyproject.toml: >= {required['polars']})"]
+    assert doc_version_problems("polars >= 1.32 and pyarrow >= 21", required) == [f"polars >= 1.32 (pyproject.toml: >= {required['polars']})"]
     assert [p for doc in DOCS for p in doc_version_problems(doc.read_text(), required)] == []
 
 

@@ -49,5 +49,5 @@ def test_executor_ray_without_ray_names_an_install_that_works_outside_the_checko
     with pytest.raises(ConfigError) as err:
         connect_ray()
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["ray"]
-    assert extra == ["ray>=2.9"]
+    assert extra == ["ray>=2.11"]
     assert f"pip install '{extra[0]}'" in str(err.value)

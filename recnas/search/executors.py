@@ -68,7 +68,7 @@ def connect_ray(address: str | None = None, init_kwargs: dict | None = None, wor
     except ImportError:
         # not `pip install -e '.[ray]'` alone: that names the folder it runs in, which is
         # recnas's checkout only for an editable install, not for one from a wheel
-        raise ConfigError("executor 'ray' needs Ray, an optional dependency: pip install 'ray>=2.9' (in a checkout of recnas: pip install -e '.[ray]')") from None
+        raise ConfigError("executor 'ray' needs Ray, an optional dependency: pip install 'ray>=2.11' (in a checkout of recnas: pip install -e '.[ray]')") from None
     if not ray.is_initialized():
         if address is not None:
             _check_reachable(address)
