@@ -127,6 +127,40 @@ def test_database_of_another_schema_is_one_line_error(tmp_path, monkeypatch, cap
     assert code == 2 and "not a recnas results database" in error_line(err)
 
 
+def test_a_database_holding_a_trigger_or_view_is_refused_before_it_runs(tmp_path, monkeypatch, capsys):
+    """A search.sqlite holding a trigger (a hostile file's, or another application's) ran its own
+    SQL at every candidate a resumed search stored: here a recursive query of a billion rows that
+    hung the search. recnas writes no triggers or views: such a file is refused on opening, by the
+    job and `search show` alike, with nothing run and the file left as it was."""
+    import sqlite3
+
+    from recnas.errors import DataError
+    from tests.test_cli_models import error_line, run
+
+    path = tmp_path / "run" / "search.sqlite"
+    ResultsStore(path).close()
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE sink (n INTEGER)")
+    db.execute("CREATE TRIGGER hang AFTER INSERT ON candidates BEGIN "
+               "INSERT INTO sink WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1000000000) SELECT count(*) FROM c; END")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for read_only in (False, True):
+        with pytest.raises(DataError, match="not a recnas results database \\(it holds trigger 'hang', which recnas never writes\\)"):
+            ResultsStore(path, read_only=read_only)
+    assert path.read_bytes() == before
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    assert code == 2 and "trigger 'hang'" in error_line(err)
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER hang")
+    db.execute("CREATE VIEW best AS SELECT key FROM candidates")
+    db.commit()
+    db.close()
+    with pytest.raises(DataError, match="it holds view 'best'"):
+        ResultsStore(path)
+
+
 def test_show_on_a_search_before_its_first_candidate(tmp_path, monkeypatch, capsys):
     """`search show` on a running job whose supernet still trains (no search.sqlite yet, or the
     empty file of the moment it is created) asked "is this a recnas search run folder?"."""

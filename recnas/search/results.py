@@ -62,11 +62,13 @@ class ResultsStore:
                 if "candidates" not in tables:
                     raise DataError(f"{self.path}: not a recnas results database (it has no candidates table)")
                 self._check_columns()
+                self._check_no_code()
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = sqlite3.connect(self.path)
                 self._check_intact()
                 self._check_columns()
+                self._check_no_code()
                 self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             # as `_check_intact` says it: a search stopped here with no way on
@@ -108,6 +110,15 @@ class ResultsStore:
             missing = [c for c in columns if c not in have]
             if have and missing:
                 raise DataError(f"{self.path}: not a recnas results database (its {table} table has no column {', '.join(missing)})")
+
+    def _check_no_code(self) -> None:
+        """Refuse a database holding triggers or views, which recnas never writes: a trigger of
+        another application's (or a hostile) file runs its own SQL at every candidate stored,
+        e.g. a recursive query that hangs a resumed search, or writes rows of its own."""
+        code = self.db.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY type, name LIMIT 3").fetchall()
+        if code:
+            what = ", ".join(f"{kind} {name!r}" for kind, name in code)
+            raise DataError(f"{self.path}: not a recnas results database (it holds {what}, which recnas never writes); move it away to score the candidates afresh")
 
     def close(self) -> None:
         """Close the database connection."""
