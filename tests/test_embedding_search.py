@@ -400,3 +400,32 @@ def test_the_validation_sample_is_val_rows_rows_drawn_with_the_search_seed(tmp_p
     want = pipeline.validation_sample(store, 30, 5)
     assert len(got) == 2 and all(len(v[2]) == 30 for v in got)
     assert all(torch.equal(a, b) for v in got for a, b in zip(v, want))
+
+
+def test_each_seed_initialises_and_shuffles_its_supernet_by_that_seed(tmp_path, monkeypatch):
+    """search_one_seed seeds the supernet's initial weights and its batch order with the run's
+    seed: the same seed gives the same start, another seed another (the spread over seeds that
+    the stability report measures)."""
+    import torch
+
+    import recnas.embedding.pipeline as pipeline
+    from recnas.embedding.search import SearchResult
+
+    store = make_planted_store(tmp_path / "planted", rows=600, vocab=10)
+    cfg = EmbedSearchConfig.from_dict({**FAST, "device": "cpu", "supernet": {"steps": 1, "batch_size": 64}, "search": {"iterations": 1, "val_rows": 50}})
+    seen = []
+
+    def capture(net, loader, *a, **k):
+        batch = next(iter(loader))
+        seen.append((torch.cat([p.detach().flatten() for p in net.parameters()]), [batch.sparse.clone(), batch.label.clone()]))
+        return [0.5]
+
+    monkeypatch.setattr(pipeline, "train_supernet", capture)
+    monkeypatch.setattr(pipeline, "reinforce_search", lambda *a, **k: SearchResult(widths=[2] * 4, params=0, probs=[[0.25] * 4] * 4))
+    val = pipeline.validation_sample(store, 50, 0)
+    for seed in (3, 3, 4):
+        pipeline.search_one_seed(store, cfg, 10**6, seed, val)
+    (w3, b3), (w3_again, b3_again), (w4, b4) = seen
+    assert torch.equal(w3, w3_again) and all(torch.equal(x, y) for x, y in zip(b3, b3_again))
+    assert not torch.equal(w3, w4)
+    assert not all(torch.equal(x, y) for x, y in zip(b3, b4))
