@@ -348,3 +348,74 @@ def test_json_files_with_a_utf8_bom_load_as_yaml_ones_do(tmp_path):
     yml = tmp_path / "c.yaml"
     yml.write_bytes(b"\xef\xbb\xbfepochs: 2\n")
     assert TrainConfig.from_yaml(yml).epochs == 2
+
+
+def test_atomic_write_fsyncs_the_file_then_its_folder_and_leaves_no_temp_on_error(tmp_path, monkeypatch):
+    """atomic_write makes the data durable before the rename (fsync of the temp file) and the
+    rename itself after it (fsync of the folder); an error in the block removes the temp file
+    and keeps the previous file whole."""
+    import os
+    import stat
+
+    import recnas.configs as configs
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        mode = os.fstat(fd).st_mode
+        synced.append(("dir" if stat.S_ISDIR(mode) else "file", (tmp_path / "a.txt").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(configs.os, "fsync", fsync)
+    configs.write_text_atomic(tmp_path / "a.txt", "one")
+    assert synced == [("file", False), ("dir", True)]  # the file before the rename, the folder after it
+    with pytest.raises(RuntimeError, match="boom"):
+        with configs.atomic_write(tmp_path / "a.txt") as fh:
+            fh.write("two, half written")
+            raise RuntimeError("boom")
+    assert (tmp_path / "a.txt").read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_small_helpers_word_their_messages_by_hand(tmp_path):
+    """require_type's article, read_yaml's 1-based line number, a non-UTF-8 file's message, a
+    BOM before JSON, and an empty YAML file as an empty mapping."""
+    from recnas.configs import parse_json, read_text, read_yaml, require_type
+
+    with pytest.raises(TypeError, match=r"^x must be an Unhealthy, got int$"):
+        require_type(3, type("Unhealthy", (), {}), "x")
+    with pytest.raises(TypeError, match=r"^x must be a dict or list, got int; make one$"):
+        require_type(3, (dict, list), "x", "make one")
+    (tmp_path / "bad.yaml").write_text("a: 1\nb: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line 3 invalid YAML"):
+        read_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"a: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bin.yaml: not a readable thing \(not UTF-8 text\)"):
+        read_text(tmp_path / "bin.yaml", "thing")
+    assert parse_json("\ufeff{\"a\": 1}", "x") == {"a": 1}
+    (tmp_path / "empty.yaml").write_text("")
+    assert read_yaml(tmp_path / "empty.yaml") == {}
+    (tmp_path / "bin.yaml").write_text("a: 0b101\nb: 0x1F\nc: 012.5\n")
+    assert read_yaml(tmp_path / "bin.yaml") == {"a": 5, "b": 31, "c": 12.5}  # YAML 1.1 binary, hex, a float's leading zero
+
+
+def test_only_aliases_that_multiply_values_past_the_limit_are_refused(tmp_path, monkeypatch):
+    """_alias_problem refuses a file whose aliases bring it past YAML_VALUES_MAX values, never one
+    that simply writes that many (each scalar counted as written): with the limit at 10, twelve
+    written values load and three aliases of a four-value anchor (13 values) are refused."""
+    import recnas.configs as configs
+
+    monkeypatch.setattr(configs, "YAML_VALUES_MAX", 10)
+    (tmp_path / "long.yaml").write_text("a: [1, 2, 3, 4, 5, 6]\nb: [7, 8, 9, 10, 11, 12]\n")
+    assert configs.read_yaml(tmp_path / "long.yaml")["b"][-1] == 12
+    (tmp_path / "aliases.yaml").write_text("a: &x [1, 2, 3]\nb: *x\nc: *x\n")
+    with pytest.raises(ConfigError, match=r"aliases.yaml: invalid YAML \(its aliases repeat their anchors' values into 13 values, more than the 10"):
+        configs.read_yaml(tmp_path / "aliases.yaml")
+
+
+def test_non_finite_values_are_found_inside_lists_with_their_index():
+    """_non_finite walks mappings and lists: the key path of a NaN inside a list ends in its index."""
+    from recnas.configs import _non_finite
+
+    found = list(_non_finite({"a": [1.0, float("inf")], "b": {"c": (float("nan"),)}, "d": 2.0}))
+    assert [loc for loc, _ in found] == [("a", 1), ("b", "c", 0)] and found[0][1] == float("inf")

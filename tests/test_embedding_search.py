@@ -328,3 +328,104 @@ def test_validation_rows_that_give_nan_logits_are_named(tmp_path):
     cfg = EmbedSearchConfig.from_dict({**FAST, "device": "cpu", "supernet": {"steps": 2, "batch_size": 64}, "search": {"iterations": 2, "val_rows": 50}})
     with pytest.raises(TrainingDiverged, match=r"embedding search: the supernet's validation log loss is nan \(seed 0\): its weights are finite, but its logits on the validation sample are not \(they overflow\); the val split's dense features reach \|x\| = 3e\+38"):
         run_search(CTRStore(store.dir), cfg, 10_000, do_retrain=False)
+
+
+def test_consensus_repairs_with_the_mean_of_every_seeds_policy_not_one_seeds():
+    """The repair uses the mean policy over all seeds: with policies (a, b, b) or (b, b, a) the
+    mean favours field b's 16 (a: 0.5 at 8 vs 0.3 at 16), so a steps down, where the first
+    (or last) seed's policy a alone would step b down instead."""
+    from types import SimpleNamespace
+
+    from recnas.embedding.pipeline import consensus
+
+    store = SimpleNamespace(meta=SimpleNamespace(vocab_sizes=[10, 10]))
+    p_a = [[0.1, 0.1, 0.1, 0.7], [0.1, 0.1, 0.7, 0.1]]
+    p_b = [[0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.1, 0.7]]
+    for order in ([p_a, p_b, p_b], [p_b, p_b, p_a]):
+        runs = [{"widths": [16, 16], "probs": p} for p in order]
+        assert consensus(runs, store, CHOICES, 10 * 24, ["a", "b"]) == [8, 16], order
+
+
+def test_one_seeds_report_scores_the_widths_found_and_averages_the_last_20_losses(tmp_path, monkeypatch):
+    """search_one_seed: `supernet_last_loss` is the mean of the supernet's last 20 step losses,
+    and `supernet_val_logloss` the validation score of the widths the search returned (not of
+    the full-width supernet)."""
+    import recnas.embedding.pipeline as pipeline
+    from recnas.embedding.search import SearchResult
+
+    store = make_planted_store(tmp_path / "planted", rows=600, vocab=10)
+    cfg = EmbedSearchConfig.from_dict({**FAST, "device": "cpu", "supernet": {"steps": 3, "batch_size": 64}, "search": {"iterations": 1, "val_rows": 100}})
+    monkeypatch.setattr(pipeline, "train_supernet", lambda *a, **k: [float(i) for i in range(100)])
+    scored = {}
+
+    def fake_search(score, vocab_sizes, choices, budget, settings, seed, progress=None):
+        scored["score"] = score
+        return SearchResult(widths=[2, 4, 2, 2], params=table_params(vocab_sizes, [2, 4, 2, 2]), probs=[[0.25] * 4] * 4)
+
+    monkeypatch.setattr(pipeline, "reinforce_search", fake_search)
+    val = pipeline.validation_sample(store, 100, 0)
+    run = pipeline.search_one_seed(store, cfg, 10**6, 0, val)
+    assert run["supernet_last_loss"] == pytest.approx(np.mean(range(80, 100)))  # 89.5
+    assert run["widths"] == [2, 4, 2, 2]
+    assert run["supernet_val_logloss"] == pytest.approx(scored["score"]([2, 4, 2, 2]), rel=1e-6)
+    assert run["supernet_val_logloss"] != pytest.approx(scored["score"]([16] * 4), rel=1e-6)
+
+
+def test_the_validation_sample_is_val_rows_rows_drawn_with_the_search_seed(tmp_path, monkeypatch):
+    """validation_sample takes exactly `rows` val rows, those of the first `rows` of a
+    permutation by `seed` (sorted); a search draws it once with cfg.seed and scores every
+    seed on that same sample."""
+    import torch
+
+    import recnas.embedding.pipeline as pipeline
+
+    store = make_planted_store(tmp_path / "planted", rows=600, vocab=10)
+    val = store.split("val")
+    dense, sparse, label = pipeline.validation_sample(store, 25, 7)
+    idx = np.sort(np.random.default_rng(7).permutation(len(val))[:25])
+    assert len(label) == len(dense) == len(sparse) == 25
+    assert torch.equal(sparse, torch.from_numpy(np.asarray(val.take(idx).sparse).astype(np.int64)))
+    assert torch.equal(label, torch.from_numpy(np.asarray(val.take(idx).label, np.float32)))
+    assert len(pipeline.validation_sample(store, 10**6, 7)[2]) == len(val)  # more rows than the split: all of it
+
+    got = []
+
+    def fake_seed(store_, cfg_, budget, seed, val_, bar=None):
+        got.append(val_)
+        return {"seed": seed, "widths": [2, 2, 2, 2], "probs": [[0.25] * 4] * 4}
+
+    monkeypatch.setattr(pipeline, "search_one_seed", fake_seed)
+    cfg = EmbedSearchConfig.from_dict({**FAST, "seed": 5, "search": {**FAST["search"], "val_rows": 30}})
+    run_search(store, cfg, 10**6, seeds=2, do_retrain=False)
+    want = pipeline.validation_sample(store, 30, 5)
+    assert len(got) == 2 and all(len(v[2]) == 30 for v in got)
+    assert all(torch.equal(a, b) for v in got for a, b in zip(v, want))
+
+
+def test_each_seed_initialises_and_shuffles_its_supernet_by_that_seed(tmp_path, monkeypatch):
+    """search_one_seed seeds the supernet's initial weights and its batch order with the run's
+    seed: the same seed gives the same start, another seed another (the spread over seeds that
+    the stability report measures)."""
+    import torch
+
+    import recnas.embedding.pipeline as pipeline
+    from recnas.embedding.search import SearchResult
+
+    store = make_planted_store(tmp_path / "planted", rows=600, vocab=10)
+    cfg = EmbedSearchConfig.from_dict({**FAST, "device": "cpu", "supernet": {"steps": 1, "batch_size": 64}, "search": {"iterations": 1, "val_rows": 50}})
+    seen = []
+
+    def capture(net, loader, *a, **k):
+        batch = next(iter(loader))
+        seen.append((torch.cat([p.detach().flatten() for p in net.parameters()]), [batch.sparse.clone(), batch.label.clone()]))
+        return [0.5]
+
+    monkeypatch.setattr(pipeline, "train_supernet", capture)
+    monkeypatch.setattr(pipeline, "reinforce_search", lambda *a, **k: SearchResult(widths=[2] * 4, params=0, probs=[[0.25] * 4] * 4))
+    val = pipeline.validation_sample(store, 50, 0)
+    for seed in (3, 3, 4):
+        pipeline.search_one_seed(store, cfg, 10**6, seed, val)
+    (w3, b3), (w3_again, b3_again), (w4, b4) = seen
+    assert torch.equal(w3, w3_again) and all(torch.equal(x, y) for x, y in zip(b3, b3_again))
+    assert not torch.equal(w3, w4)
+    assert not all(torch.equal(x, y) for x, y in zip(b3, b4))

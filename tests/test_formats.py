@@ -74,6 +74,10 @@ def test_parquet_spec_refuses_the_text_only_keys(tmp_path, extra, raw, keys):
         ("label: y\ndense: [a]\nheader: false\n", "needs `columns:`"),
         ("label: y\ndense: [a]\nheader: false\ncolumns: [y, b]\n", r"key `columns`: missing column\(s\) a"),
         ("label: y\ndense: [a]\ndelimiter: '::'\n", "single character"),
+        ("label: y\ndense: [a]\ndelimiter: ''\n", r"key `delimiter` must be a single character, got ''"),  # an empty one too
+        ('label: y\ndense: [a]\ndelimiter: "\\r"\n', r"key `delimiter` cannot be '\\r'"),
+        ("label: y\ndense: [y]\n", r"column\(s\) y listed more than once across label/dense/categorical"),  # the label as a feature
+        ("label: y\ndense: [a]\nname: true\n", r"key `name` must be the dataset's name .*got True"),  # not the name "True"
         # a line break or the quote character cannot separate fields: the header came out as one
         # name and the error listed every column as missing from a header that holds them
         ('label: y\ndense: [a]\ndelimiter: "\\n"\n', r"key `delimiter` cannot be '\\n'"),
@@ -201,3 +205,69 @@ def test_sequential_split_keeps_file_order():
     assert s.tolist() == [0] * 8 + [1, 2]
     with pytest.raises(ConfigError, match="unknown split method"):
         splits.assign(np.zeros(3), "random", 0)
+
+
+def test_a_timestamp_must_be_exactly_eight_digits():
+    """_derive: a YYMMDDHH with a ninth digit (or a trailing character) is bad, though its
+    first eight characters are a valid date and hour."""
+    _, bad = _derive("hour_of_day", pl.Series(["14102100", "141021001", "14102100x", " 14102100"]))
+    assert bad.to_list() == [False, True, True, True]
+
+
+def test_vocabulary_never_keeps_a_code_seen_in_no_good_row_even_with_min_count_0():
+    """Encoder.vocabulary: ids 1.. by descending count (ties by first code), 0 for counts below
+    min_count, and a code counted 0 times (only in bad rows) stays OOV at min_count 0."""
+    enc = Encoder(Format(name="t", label="y", categorical=("a", "b"), columns=("y", "a", "b")))
+    enc.counts = [np.array([3, 0, 1, 3], np.int64), np.array([0, 2], np.int64)]
+    remaps, sizes = enc.vocabulary(0)
+    assert [r.tolist() for r in remaps] == [[1, 0, 3, 2], [0, 1]] and sizes == [4, 2]
+    remaps, sizes = enc.vocabulary(2)
+    assert [r.tolist() for r in remaps] == [[1, 0, 0, 2], [0, 1]] and sizes == [3, 2]
+
+
+def test_hashed_ids_are_the_stable_hash_modulo_the_buckets():
+    """Encoder.hashed: each code's id is stable_hash(its value) % buckets, every field `buckets` ids."""
+    enc = Encoder(Format(name="t", label="y", categorical=("a",), columns=("y", "a")))
+    values = ["p", "q", "", "68fd1e64", "zz"]
+    enc.count(enc.encode(pl.DataFrame({"y": ["0"] * 5, "a": values})).codes)
+    remaps, sizes = enc.hashed(7)
+    strings = enc.values("a")[: len(enc.counts[0])]
+    want = (stable_hash(strings) % np.uint64(7)).astype(np.int64)
+    assert remaps[0].tolist() == want.tolist() and sizes == [7]
+    by_value = dict(zip(strings.to_list(), remaps[0].tolist()))
+    assert by_value["68fd1e64"] == int(stable_hash(pl.Series(["68fd1e64"]))[0] % 7)
+
+
+def test_a_bad_value_is_shown_whole_up_to_80_characters_then_cut_to_80():
+    """Encoded.explain: a bad value's repr of at most SHOWN_CHARS (80) characters is shown as it
+    is; a longer one as its first 77 characters and '...', 80 in all; an empty one as (empty)."""
+    enc = Encoder(Format(name="t", label="y", categorical=("a",), columns=("y", "a")))
+    fits, cut = "x" * 78, "y" * 79  # reprs of 80 and 81 characters
+    got = enc.encode(pl.DataFrame({"y": [fits, cut, ""], "a": ["p", "p", "p"]}))
+    assert got.explain(0) == f"column y (the label): not 0 or 1 ({fits!r})"
+    shown = got.explain(1).removeprefix("column y (the label): not 0 or 1 (").removesuffix(")")
+    assert shown == repr(cut)[:77] + "..." and len(shown) == 80
+    assert got.explain(2) == "column y (the label): not 0 or 1 (empty)"
+
+
+def test_a_category_table_shorter_than_the_codes_is_an_internal_error():
+    """Encoder.values refuses a field whose counts run past its category table (codes without
+    strings would be saved or hashed as wrong values)."""
+    from recnas.errors import DataError
+
+    enc = Encoder(Format(name="t", label="y", categorical=("a",), columns=("y", "a")))
+    enc.count(enc.encode(pl.DataFrame({"y": ["0", "1"], "a": ["p", "q"]})).codes)
+    assert enc.values("a").to_list()[: len(enc.counts[0])] == ["", "p", "q"]  # the anchor's missing value takes code 0
+    enc.counts[0] = np.zeros(len(enc.values("a")) + 1, np.int64)
+    with pytest.raises(DataError, match="internal: the category table of a is shorter than its codes"):
+        enc.values("a")
+
+
+def test_the_other_delimiter_hint_is_given_only_for_a_header_read_as_one_column():
+    """check_columns suggests another delimiter only when the header came out as a single name
+    holding one; a header of several names lacking a column gets the plain error."""
+    fmt = Format(name="t", label="y", categorical=("a",), header=True)
+    with pytest.raises(DataError, match=r"f: missing column\(s\) y, a \(found: y;a\); read as one column with delimiter ',', but it holds ';'"):
+        fmt.check_columns(["y;a"], "f")
+    with pytest.raises(DataError, match=r"f: missing column\(s\) y, a \(found: y;a, z\)$"):
+        fmt.check_columns(["y;a", "z"], "f")

@@ -247,3 +247,91 @@ def test_strided_and_padded_1x1_convolutions_count_their_output_positions():
     reps = {l.name.split("#")[0]: l.reps for l in costs.layers if l.kind == "linear"}
     assert reps == {"strided": 3, "padded": 8}
     assert costs.flops == 2 * 3 * 2 * (3 + 8) and next(l for l in costs.layers if l.kind == "digital").macs == 0
+
+
+def test_measure_latency_statistics_over_the_timed_repeats_by_hand(monkeypatch):
+    """measure_latency times `repeats` calls after `warmup` untimed ones: with a clock that makes
+    the warmup call take 100 ms and the timed ones 5, 1, 4, 2, 3 ms, the mean and median are 3
+    and the 90th percentile (index round(0.9 * 4) = 4 of the sorted times) is 5."""
+    from types import SimpleNamespace
+
+    import recnas.hardware.profile as profile
+
+    durations = iter([0.100, 0.005, 0.001, 0.004, 0.002, 0.003])
+    clock = {"now": 0.0}
+    space = get_space("small-tiny")
+    net = Subnet(random_architecture(np.random.default_rng(0), space), space, META)
+    net.register_forward_hook(lambda *_: clock.update(now=clock["now"] + next(durations)))  # each call takes its duration
+    monkeypatch.setattr(profile, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))  # this module's clock only
+    r = measure_latency(net, batch_size=4, warmup=1, repeats=5)
+    assert r["mean_ms"] == pytest.approx(3.0) and r["p50_ms"] == pytest.approx(3.0) and r["p90_ms"] == pytest.approx(5.0)
+    assert r["batch_size"] == 4 and r["device"] == "cpu"
+
+
+def test_example_inputs_need_a_positive_batch_and_draw_every_id():
+    """example_inputs refuses a batch of 0 and draws ids over 0..vocab-1 (id 0 included)."""
+    space = get_space("small-tiny")
+    net = Subnet(random_architecture(np.random.default_rng(0), space), space, META)
+    with pytest.raises(ConfigError, match="batch_size must be positive, got 0"):
+        example_inputs(net, 0)
+    dense, sparse = example_inputs(net, 400)
+    assert dense.shape == (400, 3) and [int(sparse[:, f].min()) for f in range(5)] == [0] * 5
+    assert [int(sparse[:, f].max()) for f in range(5)] == [v - 1 for v in META.vocab_sizes]
+
+
+def test_only_plain_1x1_convolutions_are_crossbar_layers():
+    """is_crossbar: a Linear and a 1x1 Conv1d map to a crossbar; a wider kernel or a grouped
+    1x1 convolution (several small matrices) does not, nor does an embedding."""
+    from recnas.hardware import is_crossbar
+
+    assert is_crossbar(nn.Linear(3, 2)) and is_crossbar(nn.Conv1d(4, 4, 1))
+    assert not is_crossbar(nn.Conv1d(4, 4, 3)) and not is_crossbar(nn.Conv1d(4, 4, 1, groups=2)) and not is_crossbar(nn.Embedding(5, 2))
+
+
+def test_reductions_count_their_weighted_input_elements():
+    """_ElementwiseCounter: a sum or mean counts 1 op per input element, a softmax SOFTMAX_OPS
+    and a layer norm NORM_OPS per element; a copy counts nothing."""
+    from recnas.hardware.costs import NORM_OPS, SOFTMAX_OPS
+    from recnas.hardware.profile import _ElementwiseCounter
+
+    x = torch.ones(3, 4)
+    for fn, per_element in ((lambda t: t.sum(-1), 1), (lambda t: t.mean(), 1), (lambda t: torch.softmax(t, -1), SOFTMAX_OPS),
+                            (lambda t: nn.functional.layer_norm(t, (4,)), NORM_OPS), (lambda t: t.clone(), 0)):
+        with _ElementwiseCounter() as counter:
+            fn(x)
+        assert counter.ops == per_element * 12
+
+
+def test_the_digital_remainder_waits_for_the_last_layer_when_the_output_comes_from_none():
+    """module_costs: the unattributed digital work runs after the layers the logits were computed
+    from; a model whose output is computed from no recorded layer puts it after the last one."""
+
+    class TwoBranches(nn.Module):
+        def __init__(self, join: bool):
+            super().__init__()
+            self.a, self.b, self.join = nn.Linear(3, 2), nn.Linear(3, 2), join
+
+        def forward(self, dense, sparse):
+            ya, yb = self.a(dense), self.b(dense)
+            return (ya + yb).sum(-1) if self.join else torch.zeros(dense.shape[0])
+
+    dense, sparse = torch.randn(4, 3), torch.zeros(4, 0, dtype=torch.long)
+    assert module_costs(TwoBranches(True), dense, sparse).layers[-1].after == ("a#0", "b#0")
+    assert module_costs(TwoBranches(False), dense, sparse).layers[-1].after == ("b#0",)
+
+
+def test_a_layer_applied_twice_is_two_numbered_nodes_in_order():
+    """module_costs names each call of a module `NAME#k` (k = calls so far): a Linear applied
+    twice is lin#0 then lin#1, the second waiting for the first; with one name they merged."""
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, dense, sparse):
+            return self.lin(self.lin(dense)).sum(-1)
+
+    costs = module_costs(Twice(), torch.randn(4, 3), torch.zeros(4, 0, dtype=torch.long))
+    linears = [l for l in costs.layers if l.name.startswith("lin#")]
+    assert [l.name for l in linears] == ["lin#0", "lin#1"] and linears[1].after == ("lin#0",)

@@ -93,3 +93,35 @@ def test_weights_restored_after_an_error_and_on_a_supernet():
     with quantized(sup, PIMConfig(weight_bits=4)):
         assert not torch.equal(sup.heads['0'].weight, w)
     assert torch.equal(sup.heads['0'].weight, w)
+
+
+def test_each_quantiser_uses_its_own_bit_width_on_a_hand_made_layer():
+    """quantized: a crossbar layer's input is rounded to act_bits, its weights to weight_bits and
+    (below lossless_adc_bits) its output to adc_bits, each with its own width: one Linear
+    checked against fake_quant by hand with three different widths."""
+    lin = torch.nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.9, -0.3, 0.2, 0.05], [0.1, 0.7, -0.6, 0.4], [-0.8, 0.25, 0.33, 0.6]]))
+    x = torch.tensor([[0.13, -0.71, 0.52, 0.94], [0.3, 0.2, -0.9, 0.41]])
+    w = lin.weight.detach().clone()
+    exact = PIMConfig(xbar_size=64, cell_bits=1, cols_per_adc=64, weight_bits=8, act_bits=4, adc_bits=7)  # 7 = lossless: no output rounding
+    lossy = PIMConfig(xbar_size=64, cell_bits=1, cols_per_adc=64, weight_bits=8, act_bits=4, adc_bits=6)
+    with torch.no_grad():
+        with quantized(lin, exact):
+            assert torch.equal(lin.weight, fake_quant(w, 8))
+            got = lin(x)
+        want = fake_quant(x, 4) @ fake_quant(w, 8).T
+        assert torch.allclose(got, want, atol=1e-6)
+        with quantized(lin, lossy):
+            got = lin(x)
+        assert torch.allclose(got, fake_quant(want, 6), atol=1e-6) and not torch.allclose(got, want, atol=1e-3)
+    assert torch.equal(lin.weight, w)
+
+
+def test_fake_quant_passes_the_finite_values_of_a_tensor_holding_inf_through():
+    """A tensor holding inf has an infinite scale, so no level is finite: fake_quant keeps its
+    finite values as they are instead of making them NaN (the inf itself comes out non-finite:
+    the straight-through x + (q - x) is inf - inf there)."""
+    x = torch.tensor([1.0, float("inf"), -2.0])
+    out = fake_quant(x, 4)
+    assert torch.equal(out[[0, 2]], x[[0, 2]]) and not torch.isfinite(out[1])

@@ -1131,3 +1131,26 @@ def test_sequential_split_takes_the_first_80_and_next_10_percent_rounded_down(n,
     split = sequential(n)
     assert tuple(int((split == s).sum()) for s in (TRAIN, VAL, TEST)) == sizes
     assert (np.diff(split.astype(int)) >= 0).all()  # file order: train, then val, then test
+
+
+def test_encoding_of_checks_each_kind_by_hand():
+    """vocab.encoding_of on meta objects made by hand: a legacy hash store's bucket count from
+    source.options, None without either, and a bool or non-int bucket count refused (YAML/JSON
+    `true` is an int to Python: it read as 1 bucket)."""
+    from types import SimpleNamespace
+
+    from recnas.data.vocab import encoding_of
+
+    def meta(encoding=None, options=None):
+        return SimpleNamespace(encoding=encoding, source={"options": options or {}})
+
+    assert encoding_of(meta()) is None
+    assert encoding_of(meta(options={"hash_buckets": 7})) == {"kind": "hash", "buckets": 7}
+    assert encoding_of(meta({"kind": "hash", "buckets": 1})) == {"kind": "hash", "buckets": 1}
+    assert encoding_of(meta({"kind": "vocabulary", "file": "vocab.parquet"}))["file"] == "vocab.parquet"
+    for buckets in (True, 2.0, "3"):
+        with pytest.raises(DataError, match=r"st/meta.json: its encoding .* buckets must be a whole number >= 1"):
+            encoding_of(meta({"kind": "hash", "buckets": buckets}), "st")
+    for file in ("", ".", "..", "a/vocab.parquet", 3):
+        with pytest.raises(DataError, match="file must name the vocabulary file inside the store"):
+            encoding_of(meta({"kind": "vocabulary", "file": file}))

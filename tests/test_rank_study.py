@@ -408,3 +408,69 @@ def test_cli_seed_overrides_the_config_and_overwrite_replaces_a_finished_study(t
     assert code == 0, err
     assert written()["config"]["seed"] == 0
     assert sorted(r["arch"] for r in written()["rows"]) == sorted(x.hash for x in distinct_random_architectures(0, space, 3))
+
+
+def test_above_base_rate_is_strictly_above_a_base_that_judges():
+    """above_base_rate: a finite float strictly above a base in (0, inf); equal to it is not
+    above, and a base of 0 or inf (a one-class split) judges nothing."""
+    from recnas.search.study import above_base_rate
+
+    assert above_base_rate(0.6, 0.5) and not above_base_rate(0.5, 0.5) and not above_base_rate(0.4, 0.5)
+    assert not above_base_rate(0.5, 0.0) and not above_base_rate(0.5, math.inf)
+    assert not above_base_rate(math.inf, 0.5) and not above_base_rate(float("nan"), 0.5) and not above_base_rate(1, 0.5)
+
+
+def test_store_base_rate_scores_the_first_rows_of_the_split_against_the_train_rate():
+    """store_base_rate: the train split's click rate (1/4 here) scored on the first `rows` labels
+    of the split (two clicks: -log(1/4)), or on all of them with rows None."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from recnas.search.study import store_base_rate
+
+    labels = {"train": np.array([1, 0, 0, 0], np.float32), "val": np.array([1, 1, 0, 0, 0, 0], np.float32)}
+    store = SimpleNamespace(split=lambda name: SimpleNamespace(label=labels[name]))
+    assert store_base_rate(store, "val", 2) == pytest.approx(-np.log(0.25))
+    assert store_base_rate(store, "val") == pytest.approx(-(2 * np.log(0.25) + 4 * np.log(0.75)) / 6)
+
+
+def test_scratch_fingerprint_covers_every_input_but_the_architecture():
+    """scratch_fingerprint: 16 hex digits, the same for the same inputs, and another one when
+    the data, the space, the scratch config, eval_rows or the seed differ."""
+    from types import SimpleNamespace
+
+    from recnas.search.study import scratch_fingerprint
+
+    def dumped(value):
+        return SimpleNamespace(model_dump=lambda mode=None: value)
+
+    meta, space, cfg = dumped({"name": "a"}), dumped({"blocks": 2}), RankStudyConfig()
+    base = scratch_fingerprint(meta, space, cfg)
+    assert len(base) == 16 and int(base, 16) >= 0 and base == scratch_fingerprint(meta, space, RankStudyConfig())
+    others = [
+        scratch_fingerprint(dumped({"name": "b"}), space, cfg), scratch_fingerprint(meta, dumped({"blocks": 3}), cfg),
+        scratch_fingerprint(meta, space, RankStudyConfig(seed=1)), scratch_fingerprint(meta, space, RankStudyConfig(eval_rows=10)),
+        scratch_fingerprint(meta, space, RankStudyConfig(scratch=TrainConfig(batch_size=256, epochs=1, lr=2e-3))),
+    ]
+    assert base not in others and len(set(others)) == len(others)
+
+
+def test_a_study_left_with_one_finite_scratch_run_fails_clearly(tiny_store, tmp_path, monkeypatch):
+    """One subnet left to correlate (2 of 3 diverged) is refused as none is: a rank correlation
+    of one point means nothing."""
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    _diverge_scratch_runs(monkeypatch, 2, "raise")
+    with pytest.raises(ConfigError, match=r"2 of 3 subnets diverged in from-scratch training, leaving 1 to correlate \(at least 2 needed\)"):
+        run_rank_study(a, tiny_store.dir, 3, tmp_path / "s", _config(), progress=False)
+    assert not (tmp_path / "s" / "rank_study.json").exists()
+
+
+def test_a_dangling_link_of_a_finished_studys_file_counts_as_finished(tmp_path):
+    """The finished-study check looks at the names themselves (os.path.lexists): a rank_study.png
+    that is a link to nothing is still refused without --overwrite (replacing it would replace the link)."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "rank_study.png").symlink_to(tmp_path / "gone.png")
+    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.png\)"):
+        run_rank_study(tmp_path / "no-supernet.pt", tmp_path / "no-data", 3, out, _config(), progress=False)

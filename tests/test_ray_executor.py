@@ -209,3 +209,46 @@ def test_a_worker_on_a_gpu_machine_scores_with_tf32_as_the_job_does(tmp_path, mo
         assert matmul.allow_tf32 and cudnn.allow_tf32
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = before
+
+
+def test_only_a_host_and_port_is_probed_and_brackets_are_stripped(monkeypatch):
+    """_check_reachable probes HOST:PORT alone (an IPv6 host without its brackets); a ray://
+    address, `auto` or a name without a numeric port is left to Ray, untouched."""
+    import socket
+
+    from recnas.search.executors import _check_reachable
+
+    probed = []
+
+    class Conn:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda addr, timeout=None: probed.append(addr) or Conn())
+    for address in ("ray://127.0.0.1:10001", "auto", "localhost:port", "localhost"):
+        _check_reachable(address)
+    assert probed == []
+    _check_reachable("[::1]:6379")
+    _check_reachable("10.0.0.2:6380")
+    assert probed == [("::1", 6379), ("10.0.0.2", 6380)]
+
+
+def test_as_many_workers_as_cluster_cpus_is_allowed(monkeypatch):
+    """connect_ray: ray_workers equal to the cluster's CPUs fits (one CPU each); one more is refused."""
+    from recnas.errors import ConfigError
+    from recnas.search.executors import connect_ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    assert connect_ray(workers=4) is ray and connect_ray() is ray
+    with pytest.raises(ConfigError, match="ray_workers 5 exceeds the 4 CPUs of the local Ray instance"):
+        connect_ray(workers=5)
+
+
+def test_worker_start_error_names_the_last_exception_line_even_when_coloured():
+    """worker_start_error: of several exception lines (a chained error) the last one is named,
+    and a line that Ray coloured (ANSI codes before the name) still counts as one."""
+    from recnas.search.executors import worker_start_error
+
+    report = "ValueError: the first\n\nDuring handling of the above exception, another exception occurred:\n\x1b[31mImportError: the last\x1b[0m\n"
+    assert str(worker_start_error(report)).startswith("a Ray worker could not start on its node: ImportError: the last;")

@@ -320,3 +320,155 @@ def test_the_folders_made_for_a_lock_go_again_when_the_run_leaves_them_empty(tmp
     with exclusive(tmp_path / "kept" / "new" / "run"):
         (tmp_path / "kept" / "new" / "run").mkdir()
     assert _tree(tmp_path) == {"kept": None, "kept/new": None, "kept/new/run": None}
+
+
+def test_temp_sibling_names_and_named_os_error_by_hand():
+    """temp_sibling: `.NAME.TAG-` and 8 lowercase hex digits beside the path. named_os_error:
+    an error naming a file is returned as it is; polars's "(os error N)" gives errno N; numpy's
+    short write says what it means; the path is named in every case."""
+    from recnas.staging import named_os_error, temp_sibling
+
+    name = temp_sibling(Path("a") / "out", "old").name
+    assert name.startswith(".out.old-") and len(name) == len(".out.old-") + 8 and all(c in "0123456789abcdef" for c in name[-8:])
+    assert temp_sibling(Path("a") / "out").parent == Path("a") and temp_sibling("x").name.startswith(".x.tmp-")
+    named = OSError(errno.ENOSPC, "No space left on device", "elsewhere")
+    assert named_os_error(named, "mine") is named
+    polars = named_os_error(OSError("File too large (os error 27)"), "f.parquet")
+    assert (polars.errno, polars.strerror, polars.filename) == (27, "File too large", "f.parquet")
+    numpy = named_os_error(OSError("4000 requested and 224 written"), "d.npy")
+    assert numpy.errno is None and numpy.filename == "d.npy"
+    assert numpy.strerror == "4000 requested and 224 written (a short write: the disk is full or a file size limit was reached)"
+
+
+def test_close_each_closes_all_and_returns_the_first_failure():
+    """close_each closes every handle even after failures and returns the first failure (naming
+    its file), not the last; None when all closed."""
+    from recnas.staging import close_each
+
+    closed = []
+
+    class Handle:
+        def __init__(self, name, fails):
+            self.name, self.fails = name, fails
+
+        def close(self):
+            closed.append(self.name)
+            if self.fails:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    first = close_each([Handle("a", False), Handle("b", True), Handle("c", True)])
+    assert closed == ["a", "b", "c"] and first.filename == "b"
+    assert close_each([Handle("d", False)]) is None
+
+
+def test_leftover_links_and_old_named_files_are_never_swept(tmp_path):
+    """remove_leftovers reports (and removes) only real folders, never a link named like one;
+    remove_stale_writes removes temp files (`.NAME.tmp-`) but not a file named `.NAME.old-`,
+    which no write of recnas leaves."""
+    from recnas.staging import remove_leftovers
+
+    _with(tmp_path / "target", "x")
+    (tmp_path / ".out.tmp-0123abcd").symlink_to(tmp_path / "target", target_is_directory=True)
+    stale = _with(tmp_path / ".out.old-89abcdef", "x")
+    assert remove_leftovers(tmp_path / "out") == [stale]
+    assert (tmp_path / ".out.tmp-0123abcd").is_symlink() and (tmp_path / "target" / "x").exists()
+    run = tmp_path / "run"
+    run.mkdir()
+    temp, other = _file(run / ".a.json.tmp-0123abcd"), _file(run / ".a.json.old-0123abcd")
+    assert remove_stale_writes(run) == [temp] and other.exists() and not temp.exists()
+
+
+def test_check_output_dir_and_check_writable_by_hand(tmp_path):
+    """check_output_dir refuses an --out that is a file; check_writable leaves no probe file behind
+    and refuses a file it writes that is a directory."""
+    from recnas.staging import check_output_dir, check_writable
+
+    with pytest.raises(ConfigError, match=r"--out .*f exists and is not a directory"):
+        check_output_dir(_file(tmp_path / "f"))
+    check_output_dir(tmp_path / "new" / "run")
+    run = tmp_path / "run"
+    run.mkdir()
+    check_writable(run, files=("a.json",), folders=("best",))
+    assert list(run.iterdir()) == []
+    (run / "a.json").mkdir()
+    with pytest.raises(ConfigError, match=r"a.json is a directory, where the run writes its a.json file"):
+        check_writable(run, files=("a.json",))
+
+
+def test_a_lock_released_is_taken_again_for_real(tmp_path):
+    """After an `exclusive` block the thread no longer counts the lock as held: a second block
+    takes the lock file again (the re-entrant shortcut is for nested blocks only)."""
+    out = tmp_path / "out"
+    with exclusive(out):
+        pass
+    assert not lock_path(out).exists()
+    with exclusive(out):
+        assert lock_path(out).exists()
+
+
+def test_refusal_lists_five_names_then_a_count_and_agrees_in_number(tmp_path):
+    """OutputDir.check's refusal shows the first five names and how many more; "is" for one
+    foreign name, "are" for several."""
+    out = tmp_path / "out"
+    for name in "abcdefg":
+        _with(out, name)
+    with pytest.raises(ConfigError, match=r"holds a, b, c, d, e and 2 more but is not a test result \(no result.json\)"):
+        KIND.check(out, overwrite=True)
+    two = _with(_with(_result(tmp_path / "two"), "x"), "y")
+    with pytest.raises(ConfigError, match=r"\(x, y are not part of one\)"):
+        KIND.check(two, overwrite=True)
+
+
+def test_a_link_as_out_is_written_through_to_its_target(tmp_path):
+    """OutputDir.staged on an --out that is a link replaces the folder it points to and keeps
+    the link, with nothing left beside either."""
+    target = _result(tmp_path / "target")
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    with KIND.staged(link, overwrite=True) as tmp:
+        (tmp / "result.json").write_text("new")
+    assert link.is_symlink() and (target / "result.json").read_text() == "new" and not (target / "model.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]
+
+
+def test_a_full_disk_naming_no_file_is_the_kinds_error(tmp_path):
+    """An ENOSPC naming no file inside the staged block (a writer's own error) becomes one error
+    naming --out, the staging folder removed."""
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match=r"out: cannot write the test result \(No space left on device\); nothing was written there"):
+        with KIND.staged(out, overwrite=False):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_replace_dir_over_a_link_or_a_dangling_link(tmp_path):
+    """replace_dir puts the new folder where a link to a folder was (the link moved aside and
+    removed, its target untouched), and where a dangling link was."""
+    target = _with(tmp_path / "target", "x")
+    for final in (tmp_path / "live", tmp_path / "dangling"):
+        final.symlink_to(target if final.name == "live" else tmp_path / "gone", target_is_directory=True)
+        staging = _with(tmp_path / f".{final.name}.tmp-0123abcd", "new")
+        replace_dir(staging, final)
+        assert final.is_dir() and not final.is_symlink() and (final / "new").exists()
+    assert (target / "x").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "live", "target"]
+
+
+def test_a_failed_copy_names_the_file_at_its_place_in_the_destination(tmp_path, monkeypatch):
+    """copy_dir: a copy failing on a file in a subfolder is an OSError naming that file in
+    `dst` (dst/sub/b.txt), not the hidden staging folder or the bare file name."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "sub" / "b.txt").write_text("b")
+    real = shutil.copyfile
+
+    def fail_on_b(a, b, **kw):
+        if Path(a).name == "b.txt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", fail_on_b)
+    with pytest.raises(OSError) as err:
+        copy_dir(src, tmp_path / "dst")
+    assert err.value.filename == str(tmp_path / "dst" / "sub" / "b.txt") and err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
