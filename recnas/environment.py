@@ -2,8 +2,8 @@
 every sum is added up, so the same job and seed with 1 and with 2 threads train slightly
 different supernets, and a supernet-scored search can then pick another winner (measured: the
 default job gives 0.4925 with 1 thread and 0.4943 with 2, docs/benchmarks.md). A recorded number
-is reproducible only with the same threads, library versions and device: they are written beside
-it, and `threads` pins the one a user can choose."""
+is reproducible only with the same threads, library versions, device and CPU kernels: they are
+written beside it, and `threads` pins the one a user can choose."""
 
 from __future__ import annotations
 
@@ -16,8 +16,24 @@ import torch
 import recnas
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what `platform` says; else "unknown")."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name") and ":" in line:
+                    return line.split(":", 1)[1].strip() or "unknown"
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def environment(device: str | torch.device = "cpu") -> dict:
-    """The versions, CPU threads and device a result comes from (for results.json)."""
+    """The versions, CPU threads and device a result comes from (for results.json), and the
+    CPU and the kernel set PyTorch picked for it (`cpu_capability`: AVX512, AVX2, ...): the same
+    code, data and threads gave another default job on another machine (2026-12-06: searched
+    0.4943; 2026-12-07, with the code of 12-06: 0.4933, docs/benchmarks.md), as the kernels of
+    another instruction set add up in another order."""
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine() or "unknown"
     return {
@@ -27,6 +43,8 @@ def environment(device: str | torch.device = "cpu") -> dict:
         "cpu_threads": torch.get_num_threads(),
         "device": device.type,
         "device_name": name,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

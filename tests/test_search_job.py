@@ -833,6 +833,10 @@ def test_threads_pins_the_job_and_results_record_what_ran(tmp_path, monkeypatch,
     env = json.loads((tmp_path / "r" / "results.json").read_text())["environment"]
     assert env["cpu_threads"] == before + 1 and env["torch"] == torch.__version__ and env["device"] == "cpu"
     assert f"with {before + 1} CPU threads" in (tmp_path / "r" / "results.md").read_text()
+    # and the CPU's kernels: the same code, data and threads gave another default job on another
+    # machine (0.4943 on 2026-12-06, 0.4933 on 2026-12-07, docs/benchmarks.md)
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and isinstance(env["cpu"], str) and env["cpu"]
+    assert f"{env['cpu']}, {env['cpu_capability']} kernels) with {before + 1} CPU threads" in (tmp_path / "r" / "results.md").read_text()
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["threads"] == before + 1
     # without it the job runs with what PyTorch has, and says so
     report = run_job(load_job_config("smoke", baselines=["lr"]), tmp_path / "d", progress=False)

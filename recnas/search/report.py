@@ -94,7 +94,9 @@ def write_report(out: Path, report: dict, results: ResultsStore, run: str, objec
     scored = SCORED_WITH[report["search"].get("scoring", "supernet")]
     md += ["", markdown_table(report["models"]), "", f"Search: {counted(len(candidates), 'candidate')} evaluated (validation log loss, {scored}){_diverged(diverged, len(candidates))}{_ranked_by(objective)}; best architecture in `best_arch.json`.", ""]
     if env := report.get("environment"):
-        md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}) with {env['cpu_threads']} CPU threads: another thread count rounds CPU training differently and can give another result (`threads` pins it).", ""]
+        cpu = f", {env['cpu']}, {env['cpu_capability']} kernels" if env.get("cpu") and env.get("cpu_capability") else ""  # recorded since 2026-12-07
+        md += [f"Computed with recnas {env['recnas']}, torch {env['torch']}, on {env['device']} ({env['device_name']}{cpu}) with {env['cpu_threads']} CPU threads: "
+               "another thread count, or a CPU with other kernels, rounds CPU training differently and can give another result (`threads` pins the count).", ""]
     md += ["![search progress](search_progress.png)", "", "![score vs cost](score_vs_cost.png)", ""]
     if objective.kind == "pareto" or any("energy" in c for c in candidates):
         md += write_pareto(out, candidates, report["models"], objective, scored)
