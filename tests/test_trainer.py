@@ -309,6 +309,26 @@ def test_a_cpu_run_resumed_with_another_thread_count_says_so(tiny_store, tmp_pat
     assert f"--threads {before} continues it" in caplog.text
 
 
+def test_a_cpu_run_resumed_on_a_cpu_of_other_kernels_says_so(tiny_store, tmp_path, caplog, monkeypatch):
+    """The same code, data and threads gave another default job on another CPU (PyTorch's
+    kernels of another instruction set sum in another order): a run resumed there went on
+    silently. Checkpoints record the kernel set; a resume on another warns, naming both; the
+    same says nothing."""
+    import logging
+
+    import torch
+
+    out = tmp_path / "run"
+    ran_with = torch.backends.cpu.get_cpu_capability()
+    Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(stop_after=3)
+    with caplog.at_level(logging.WARNING, logger="recnas"):
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(resume=True, stop_after=4)
+        assert "kernels" not in caplog.text
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
+        Trainer(make_model(tiny_store.meta), tiny_cfg(epochs=2), tiny_store, out_dir=out, progress=False, model_spec={"kind": "toy"}).fit(resume=True)
+    assert f"resuming on a CPU with PyTorch's OTHER kernels; the checkpoint's steps ran with its {ran_with} kernels" in caplog.text
+
+
 def test_a_resumed_run_records_the_last_logged_train_loss_at_an_evaluation_before_its_first_log(tiny_store, tmp_path):
     # an evaluation between two logs records the last logged train_loss; resumed between a log
     # (step 20) and an evaluation (25), the run recorded None there instead

@@ -132,6 +132,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         raise CheckpointError(f"{path}: checkpoint was trained {'without' if p.get('sampler') is None else 'with'} an architecture sampler")
     _note_new_total(trainer, saved_cfg, done)
     _note_other_threads(trainer, p.get("cpu_threads"))
+    _note_other_kernels(trainer, p.get("cpu_capability"))
     best = p.get("best")
     _check_eval_rows(trainer, saved_cfg, best, path)
     if trainer.cfg.restore_best and p.get("best_model") is None and isinstance(best, dict) and isinstance(best.get("val"), dict):
@@ -165,6 +166,19 @@ def _note_other_threads(trainer, saved) -> None:
     if trainer.device.type == "cpu" and isinstance(saved, int) and saved != now:
         log.warning("resuming with %d CPU threads; the checkpoint's steps ran with %d, and the thread count changes the rounding: "
                     "the run ends as neither count trains it from the start (--threads %d continues it as it was)", now, saved, saved)
+
+
+def _note_other_kernels(trainer, saved) -> None:
+    """Warn when a CPU run resumes on a CPU for which PyTorch picks other kernels (AVX512, AVX2,
+    ...) than its checkpoint's steps ran with: they add up in another order, as another thread
+    count does (the same code, data and threads gave another default job on another CPU,
+    docs/benchmarks.md "2026-12-07: the default job re-run"). Checkpoints record it since then."""
+    import torch
+
+    now = torch.backends.cpu.get_cpu_capability()
+    if trainer.device.type == "cpu" and isinstance(saved, str) and saved != now:
+        log.warning("resuming on a CPU with PyTorch's %s kernels; the checkpoint's steps ran with its %s kernels, which round differently: "
+                    "the run ends as neither machine trains it from the start", now, saved)
 
 
 def _check_eval_rows(trainer, saved_cfg: dict, best, path) -> None:

@@ -394,6 +394,7 @@ class Trainer:
             "loader": self.train_loader.state_dict(),
             "world_size": self.dist.world_size,
             "cpu_threads": torch.get_num_threads(),  # on the CPU they decide the rounding (checked on resume)
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # so do the CPU's kernels (AVX512, AVX2, ...)
             "step": self.step,
             "rng": rng_state(),
             "config": self.cfg.model_dump(),
