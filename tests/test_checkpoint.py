@@ -579,6 +579,8 @@ def test_a_store_with_another_profile_file_is_other_data_on_resume(tiny_store):
     with another profile file of the same vocabulary sizes passed a resume as the same data.
     The checksum counts now, its path does not (a moved profile file is the same data), and an
     identity recorded without it (2026-12-06..07) is still checked as it was."""
+    from types import SimpleNamespace
+
     from recnas.errors import CheckpointError
     from recnas.train.resume import check_same_data, data_identity
 
@@ -589,13 +591,14 @@ def test_a_store_with_another_profile_file_is_other_data_on_resume(tiny_store):
     meta = [tiny_store.meta.model_copy(update={"source": s}) for s in (source, moved, other)]
     ident = [data_identity(m) for m in meta]
     assert ident[0] == ident[1] != ident[2]
-    check_same_data("ckpt", ident[0], meta[1], "store", "way on")
+    stores = [SimpleNamespace(meta=m, dir="store") for m in meta]  # what check_same_data reads of a CTRStore
+    check_same_data("ckpt", ident[0], stores[1], "way on")
     with pytest.raises(CheckpointError, match="another dataset than store .*made from another raw file or with other options\\); way on"):
-        check_same_data("ckpt", ident[0], meta[2], "store", "way on")
+        check_same_data("ckpt", ident[0], stores[2], "way on")
     # recorded before the checksum counted: checked as then (the profile file unseen), not refused
     before = data_identity(meta[0], before_profile=True)
     assert before != ident[0] and before == data_identity(meta[2], before_profile=True)
-    check_same_data("ckpt", before, meta[2], "store", "way on")
+    check_same_data("ckpt", before, stores[2], "way on")
     with pytest.raises(CheckpointError, match="another dataset"):  # other rows are other data under either record
-        check_same_data("ckpt", before, tiny_store.meta.model_copy(update={"source": {**source, "sha256": "ab13"}}), "store", "way on")
-    check_same_data("ckpt", None, meta[2], "store", "way on")  # no record (before 2026-12-06): not checked
+        check_same_data("ckpt", before, SimpleNamespace(meta=tiny_store.meta.model_copy(update={"source": {**source, "sha256": "ab13"}}), dir="store"), "way on")
+    check_same_data("ckpt", None, stores[2], "way on")  # no record (before 2026-12-06): not checked

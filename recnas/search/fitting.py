@@ -109,11 +109,11 @@ def check_trained_on(out_dir: Path, store: CTRStore, extra: dict | None = None) 
     had trained on, beside baselines trained on the new split. (A run folder's `data.json`
     catches that at the start; this covers folders made before it.)"""
     if isinstance((extra or {}).get("data"), dict):
-        check_same_data(out_dir / MODEL_FILE, extra["data"], store.meta, store.dir, OTHER_DATA)
+        check_same_data(out_dir / MODEL_FILE, extra["data"], store, OTHER_DATA)
         return
     path = out_dir / CHECKPOINT_FILE
     if path.is_file():
-        check_same_data(path, load_checkpoint(path, mmap=True).get("data"), store.meta, store.dir, OTHER_DATA)
+        check_same_data(path, load_checkpoint(path, mmap=True).get("data"), store, OTHER_DATA)
 
 
 def check_run_data(out: Path, store: CTRStore) -> None:
@@ -126,7 +126,7 @@ def check_run_data(out: Path, store: CTRStore) -> None:
         saved = parse_json(read_text(path, "the run's data record"), str(path))
         if not isinstance(saved, dict):  # edited or damaged: the check would pass without a word
             raise ConfigError(f"{path}: not the record of a run's data (a JSON object); use another --out")
-        check_same_data(path, saved, store.meta, store.dir, OTHER_DATA)
+        check_same_data(path, saved, store, OTHER_DATA)
 
 
 def subnet_builder(g, space, meta) -> Callable[[], tuple[torch.nn.Module, dict]]:

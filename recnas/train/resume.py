@@ -62,17 +62,17 @@ def _data_differs(saved: dict, now: dict) -> str:
     return "it was made from another raw file or with other options"
 
 
-def check_same_data(path, saved, meta, data_dir, way_on: str) -> None:
+def check_same_data(path, saved, store, way_on: str) -> None:
     """Refuse the run of checkpoint `path`, trained on the data of identity `saved`, on other
-    data (the store at `data_dir`, of DatasetMeta `meta`), saying how it differs and `way_on`.
+    data (`store`, a CTRStore; None: nothing to check), saying how it differs and `way_on`.
     Checkpoints without one (written before 2026-12-06) are not checked; ones that recorded the
     identity without the profile file (`data_identity`'s `before_profile`) are checked as
     they were (refusing them would refuse resuming every KDD12 --profile run of those days)."""
-    if not isinstance(saved, dict) or meta is None:
+    if not isinstance(saved, dict) or store is None:
         return
-    now = data_identity(meta)
-    if saved != now and saved != data_identity(meta, before_profile=True):
-        raise CheckpointError(f"{path}: the run was trained on another dataset than {data_dir} ({_data_differs(saved, now)}); {way_on}")
+    now = data_identity(store.meta)
+    if saved != now and saved != data_identity(store.meta, before_profile=True):
+        raise CheckpointError(f"{path}: the run was trained on another dataset than {store.dir} ({_data_differs(saved, now)}); {way_on}")
 
 
 def rows_under(cap, rows: int):
@@ -118,7 +118,7 @@ def check_resumable(trainer, p: dict, path) -> None:
         flags = [f"--{k.replace('_', '-')} {saved_cfg[k]}" for k in clash if k in FLAGGED and saved_cfg[k] is not None]
         hint = f"; resume it with {' '.join(flags)} on the training command's line" if flags else ""
         raise ChangedRecipe(f"{path}: cannot resume with a changed config ({detail}){hint}", path, detail)
-    check_same_data(path, p.get("data"), trainer.data_meta, trainer.data_dir, "resume it on the data it was trained on, or start afresh (--overwrite)")
+    check_same_data(path, p.get("data"), trainer.store, "resume it on the data it was trained on, or start afresh (--overwrite)")
     world = p.get("world_size")  # absent from older checkpoints: not checked
     if isinstance(world, int) and world != trainer.dist.world_size:  # like batch_size: the global batch, so the rows that follow
         raise CheckpointError(

@@ -164,10 +164,8 @@ class Trainer:
         # a masked step drops the gradients of what neither path touched (e.g. heads of non-leaf blocks)
         self._teacher_off = {id(p) for p in model.off_path_parameters(teacher)} if teacher is not None and self.masked_paths else set()
         self.model_spec = model_spec
-        self.data_meta = store.meta if store is not None else None  # checked on resume
         self.data = data_identity(store.meta) if store is not None else None  # recorded in its files
-        self.data_dir = store.dir if store is not None else None
-        self._store = store  # for the divergence hint on its dense values
+        self.store = store  # checked on resume, and read for the divergence hint on its dense values
         self.eval_archs = eval_archs if eval_archs is not None else self._default_eval_archs(sampler)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._replaced: list[Path] = []  # a finished run's files that this fresh run's first checkpoint removes (fit)
@@ -326,14 +324,14 @@ class Trainer:
     def _dense_scale_hint(self) -> str:
         """Why a run diverged when no lr would help: dense features of a huge magnitude. Read
         only after a divergence."""
-        note = huge_dense_note(self._store) if self._store is not None else None
+        note = huge_dense_note(self.store) if self.store is not None else None
         return "" if note is None else f"; but {note}"
 
     def _nan_validation(self) -> str:
         """Why an evaluation's log loss is NaN (NaN logits): the run diverged (weights that are
         not numbers, or so large that the logits overflow), or, with finite weights, validation
         rows of a huge magnitude. Read only after such an evaluation."""
-        note = huge_dense_note(self._store, "val") if self._store is not None else None
+        note = huge_dense_note(self.store, "val") if self.store is not None else None
         if note is not None and all(bool(torch.isfinite(v).all()) for v in self.model.state_dict().values() if v.is_floating_point()):
             return f"validation log loss is NaN at step {self.step}: the model's weights are finite, but its logits on some validation rows are not numbers; {note}"
         return f"training diverged: validation log loss NaN at step {self.step} (the model's logits are not numbers); lower lr or set grad_clip{self._dense_scale_hint()}"
