@@ -127,6 +127,7 @@ def test_a_recnas_error_in_an_actor_reaches_the_user_as_itself_not_a_ray_traceba
     RecnasError itself; any other failure still comes with Ray's details."""
     from types import SimpleNamespace
 
+    from recnas.data.store import CTRStore
     from recnas.errors import CheckpointError, ConfigError, DataError
 
     space = get_space("full-tiny")
@@ -146,6 +147,11 @@ def test_a_recnas_error_in_an_actor_reaches_the_user_as_itself_not_a_ray_traceba
         finally:
             ex.shutdown()
         assert type(info.value) is cls and "\n" not in str(info.value) and "ray::" not in str(info.value)
+        with pytest.raises(cls) as serial:  # the serial executor's line for the same input, word for word
+            path = kwargs.get("supernet_path")
+            supernet = None if path is None else load_trained(path)[0]
+            CandidateEvaluator(space, CTRStore(kwargs["data_dir"]), proxy, None, supernet=supernet)(candidates[0])
+        assert str(info.value) == str(serial.value)
 
     ex = RayExecutor(space, tiny_store.dir, proxy, workers=1)  # not a RecnasError: a bug, kept with Ray's details
     try:
@@ -153,6 +159,51 @@ def test_a_recnas_error_in_an_actor_reaches_the_user_as_itself_not_a_ray_traceba
             ex([SimpleNamespace(arch=genos[0].arch, hardware_json="{not json")])
     finally:
         ex.shutdown()
+
+
+def test_a_pydantic_error_in_an_actor_is_a_ray_task_error_with_its_message_not_rays_own(tiny_store, ray_local):
+    """A ValidationError raised while scoring (a bug: the driver sends what it validated): Ray
+    2.11 makes it a RayTaskError(ValidationError) on the driver by calling ValidationError's
+    `__new__` with the error alone, which needs its line errors, so the driver got Ray's own
+    TypeError ("ValidationError.__new__() missing 1 required positional argument:
+    'line_errors'") and not the error. It now leaves the actor as a ValueError with its message."""
+    from types import SimpleNamespace
+
+    proxy = TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu")
+    arch = random_architecture(np.random.default_rng(0), get_space("full-tiny"))
+    ex = RayExecutor(get_space("full-tiny"), tiny_store.dir, proxy, workers=1)
+    try:
+        with pytest.raises(ray.exceptions.RayTaskError, match="ray::_Worker.evaluate") as info:
+            ex([SimpleNamespace(arch=arch, hardware_json="{not json")])
+    finally:
+        ex.shutdown()
+    assert isinstance(info.value, ValueError) and type(info.value.cause) is ValueError
+    assert str(info.value.cause).startswith("1 validation error for PIMConfig") and "json_invalid" in str(info.value.cause)
+    assert "ValidationError: 1 validation error for PIMConfig" in str(info.value)  # the actor's traceback names it
+
+
+def test_a_checkpoint_of_an_older_recnas_in_an_actor_is_the_serial_line_once(tiny_store, tmp_path, ray_local):
+    """OlderRecnasCheckpoint appends its way on to the problem it is given, and unpickling gives
+    it its whole message as the problem: on the driver, with any Ray, the hint came twice
+    ("...; train the model again with this recnas; train the model again with this recnas").
+    It now reaches the driver as a CheckpointError, the serial executor's line word for word."""
+    from recnas.errors import CheckpointError
+    from recnas.train.checkpoint import save_checkpoint
+
+    space = get_space("full-tiny")
+    state = Supernet(space, tiny_store.meta).state_dict()
+    state.pop(next(iter(state)))  # weights of another layout: an older recnas's supernet
+    save_checkpoint(tmp_path / "old.pt", {"model": state, "model_spec": supernet_spec(space, tiny_store.meta)})
+    with pytest.raises(CheckpointError) as serial:
+        load_trained(tmp_path / "old.pt")
+    proxy = TrainConfig(batch_size=64, max_steps=1, eval_every=0, device="cpu")
+    ex = RayExecutor(space, tiny_store.dir, proxy, supernet_path=tmp_path / "old.pt", workers=1)
+    try:
+        with pytest.raises(CheckpointError) as info:
+            ex([Genotype(random_architecture(np.random.default_rng(0), space))])
+    finally:
+        ex.shutdown()
+    assert str(info.value) == str(serial.value) and str(info.value).count("train the model again") == 1
 
 
 def test_a_worker_that_cannot_start_is_one_line_naming_its_node(tiny_store, ray_local):

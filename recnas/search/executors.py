@@ -8,6 +8,7 @@ same SQLite store, so nothing is lost.
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -45,6 +46,15 @@ class _Worker:
             self.init_error = exc
 
     def evaluate(self, arch_json: str, hardware_json: str | None) -> dict:
+        try:
+            return self._evaluate(arch_json, hardware_json)
+        except Exception as exc:
+            sent = portable_error(exc)
+            if sent is exc:
+                raise
+            raise sent from exc  # the worker's traceback, which Ray carries as text, keeps the original
+
+    def _evaluate(self, arch_json: str, hardware_json: str | None) -> dict:
         from recnas.space import Architecture
 
         if self.init_error is not None:
@@ -56,6 +66,45 @@ class _Worker:
 
             hw = PIMConfig.model_validate_json(hardware_json)
         return self.evaluator(Genotype(Architecture.model_validate_json(arch_json), hw))
+
+
+def _rebuilt_as_itself(exc: Exception) -> bool:
+    """Whether Ray rebuilds `exc` on the driver as it was raised in a worker. Ray pickles it
+    there and unpickles it here, which calls its class with its `args`: a class whose constructor
+    takes other arguments than its message fails (a RecnasError with a path and a change beside
+    it) or says another message (one that appends its hint to what it is given: the hint twice).
+    Ray 2.11 then makes `RayTaskError(ItsClass)`, calling its class's `__new__` with the
+    exception alone, outside the try that falls back to a plain RayTaskError (Ray 2.60 has it
+    inside): pydantic's ValidationError needs its line errors there, so the driver got Ray's own
+    TypeError ("ValidationError.__new__() missing 1 required positional argument: 'line_errors'")
+    instead of the error. Plain pickle, not Ray's cloudpickle: a class it cannot import (none
+    of recnas's) is sent as the class above it, with its message, which loses nothing a user sees."""
+    try:
+        again = pickle.loads(pickle.dumps(exc))
+        type(exc).__new__(type(exc), exc)
+    except Exception:
+        return False
+    return type(again) is type(exc) and str(again) == str(exc)
+
+
+def portable_error(exc: Exception) -> Exception:
+    """What a worker raises for `exc`: `exc` itself when Ray rebuilds it as it was on the driver
+    (`_rebuilt_as_itself`), else the nearest class above its own that is recnas's (recnas.errors)
+    or Python's, with its message: a CheckpointError that the driver raises as itself (the same
+    line the serial executor gives), a ValueError for a pydantic error (a bug: Ray's
+    RayTaskError, with the worker's traceback), never Ray's own error about rebuilding it."""
+    if _rebuilt_as_itself(exc):
+        return exc
+    message = str(exc)
+    for cls in type(exc).__mro__[1:]:
+        if issubclass(cls, Exception) and cls.__module__ in ("builtins", "recnas.errors"):
+            try:
+                plain = cls(message)
+            except Exception:
+                continue
+            if _rebuilt_as_itself(plain):
+                return plain
+    return Exception(message)
 
 
 def connect_ray(address: str | None = None, init_kwargs: dict | None = None, workers: int | None = None):
@@ -145,8 +194,11 @@ class RayExecutor:
         checkpoint missing there, an architecture the space refuses) is raised here as itself,
         same class and message: Ray delivers it wrapped in a RayTaskError whose text is the
         actor's whole traceback, which the CLI printed instead of one `error:` line. Any other
-        failure (a bug) propagates as Ray raised it, with its details. Not retried: Ray retries
-        an actor task only when the actor dies, not when it raises."""
+        failure (a bug) propagates as Ray raised it, with its details. An error Ray cannot
+        rebuild here as it was (pydantic's ValidationError, a RecnasError taking other arguments
+        than its message) leaves the worker as the nearest class above it, with its message
+        (`portable_error`). Not retried: Ray retries an actor task only when the actor dies, not
+        when it raises."""
         refs = []
 
         def submit(actor, g):
