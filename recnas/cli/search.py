@@ -147,6 +147,7 @@ def rank(
     overwrite: bool = OVERWRITE,
     progress: bool = PROGRESS,
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = device_option(None, "override the device of the config's finetune and scratch sections"),
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
     from recnas.environment import cpu_threads
@@ -155,6 +156,8 @@ def rank(
     cfg = RankStudyConfig.load(config)
     if seed is not None:  # the random subnets drawn, and the cache's fingerprint, as the config's seed would
         cfg = cfg.model_copy(update={"seed": seed})
+    if device is not None:  # where it fine-tunes and scores (and the cache's fingerprint), as the sections' device would
+        cfg = cfg.model_copy(update={name: getattr(cfg, name).with_overrides(source="command line", device=device) for name in ("finetune", "scratch")})
     with cpu_threads(threads):
         result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache, overwrite=overwrite)
     from recnas.train.metrics import format_metric
