@@ -146,6 +146,30 @@ def test_device_overrides_the_configs_device(command, tiny_store, tmp_path, monk
     assert json.loads((tmp_path / "cpu" / "metrics.json").read_text())["environment"]["device"] == "cpu"
 
 
+def _device_commands(tmp_path, store) -> dict[str, list]:
+    """Every command that takes --device, with its other required options (none need exist:
+    the value is refused while parsing, before any of them is read)."""
+    missing = tmp_path / "missing"
+    trains = ["--data", store, "--config", missing, "--out", tmp_path / "o"]
+    return {
+        **{name: [*args, *trains] for name, args in _training_commands(tmp_path).items()},
+        "evaluate": ["evaluate", "--ckpt", missing, "--data", store],
+        "search": ["search", "--budget", "smoke", "--out", tmp_path / "o"],
+        "study rank": ["study", "rank", "--supernet", missing, "--data", store, "--out", tmp_path / "o"],
+        "embed search": ["embed", "search", "--data", store, "--out", tmp_path / "o", "--budget-params", "100"],
+    }
+
+
+@pytest.mark.parametrize("command", ["supernet", "subnet", "baseline", "evaluate", "search", "study rank", "embed search"])
+def test_a_bad_device_is_one_error_line_naming_the_values(command, tmp_path, monkeypatch, capsys):
+    """Refused while the command line is parsed, before anything runs or is written, in one
+    line that lists the devices there are (evaluate's own check said so in other words)."""
+    code, _, err = run(monkeypatch, capsys, *_device_commands(tmp_path, tmp_path / "data")[command], "--device", "tpu")
+    assert code == 2
+    assert "Invalid value for '--device'" in error_line(err) and "'tpu' is not one of 'auto', 'cpu', 'cuda'" in error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
 def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsys):
     pytest.importorskip("recnas.supernet").Supernet
     from recnas.space import get_space
