@@ -34,7 +34,7 @@ def search(
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     finalists: Optional[int] = typer.Option(None, min=1, help="Best candidates retrained from scratch; the lowest validation log loss wins (default: the config's, else 1; may change when a run is continued)."),
     threads: Optional[int] = typer.Option(None, min=1, max=1024, help="PyTorch CPU threads for the whole job (default: one per core). The thread count changes the rounding of CPU training, and so the result: give the one results.json records to reproduce a run."),
-    device: Optional[Device] = device_option(None, "Device of every training section (supernet, finetune, final)", ". It replaces the sections' own device: too, the preset's and the config's alike (a section's own seed: wins over --seed, but where a model trains is not what it learns). Default: each section's own; a continued run may change it."),
+    device: Optional[Device] = device_option(None, "Device of every training section (supernet, finetune, final)", ". It replaces each section's own device: (the preset's or the config's), where a section's own seed: wins over --seed: where a model trains is not what it learns. Default: each section's own; a continued run may change it."),
     progress: bool = PROGRESS,
 ) -> None:
     """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
