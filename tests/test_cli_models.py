@@ -117,6 +117,59 @@ def test_training_refuses_to_replace_a_config_kept_in_out(tiny_store, tmp_path, 
     assert "max_steps: 3" in mine.read_text()
 
 
+def _training_commands(tmp_path) -> dict[str, list]:
+    """Each training command (`_train`) with what it needs besides --data, --config and --out."""
+    from recnas.space import get_space
+    from recnas.space.samplers import make_sampler
+
+    arch = tmp_path / "arch.json"
+    make_sampler("single-op-any-conn", get_space("small-tiny"), 1).sample().save(arch)
+    return {"supernet": ["supernet", "train", "--space", "small-tiny"], "subnet": ["subnet", "train", "--space", "small-tiny", "--arch", arch], "baseline": ["baseline", "train", "lr"]}
+
+
+@pytest.mark.parametrize("command", ["supernet", "subnet", "baseline"])
+def test_device_overrides_the_configs_device(command, tiny_store, tmp_path, monkeypatch, capsys):
+    """Only `evaluate` took --device: a config of `device: cuda` could not train on a machine
+    without CUDA but by editing it. `--device cpu` wins over it, as --seed does over its seed,
+    and the run's config.yaml and metrics record where it trained."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = tmp_path / "cuda.yaml"
+    cfg.write_text(Path(TINY).read_text().replace("device: cpu", "device: cuda"))
+    args = [*_training_commands(tmp_path)[command], "--data", tiny_store.dir, "--config", cfg, "--steps", "2", "--no-progress"]
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "cuda")
+    assert code == 2 and "device: 'cuda' requested but no CUDA device is available" in error_line(err)
+    code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "cpu", "--device", "cpu")
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "cpu" / "config.yaml").read_text())["device"] == "cpu"
+    assert json.loads((tmp_path / "cpu" / "metrics.json").read_text())["environment"]["device"] == "cpu"
+
+
+def _device_commands(tmp_path, store) -> dict[str, list]:
+    """Every command that takes --device, with its other required options (none need exist:
+    the value is refused while parsing, before any of them is read)."""
+    missing = tmp_path / "missing"
+    trains = ["--data", store, "--config", missing, "--out", tmp_path / "o"]
+    return {
+        **{name: [*args, *trains] for name, args in _training_commands(tmp_path).items()},
+        "evaluate": ["evaluate", "--ckpt", missing, "--data", store],
+        "search": ["search", "--budget", "smoke", "--out", tmp_path / "o"],
+        "study rank": ["study", "rank", "--supernet", missing, "--data", store, "--out", tmp_path / "o"],
+        "embed search": ["embed", "search", "--data", store, "--out", tmp_path / "o", "--budget-params", "100"],
+    }
+
+
+@pytest.mark.parametrize("command", ["supernet", "subnet", "baseline", "evaluate", "search", "study rank", "embed search"])
+def test_a_bad_device_is_one_error_line_naming_the_values(command, tmp_path, monkeypatch, capsys):
+    """Refused while the command line is parsed, before anything runs or is written, in one
+    line that lists the devices there are (evaluate's own check said so in other words)."""
+    code, _, err = run(monkeypatch, capsys, *_device_commands(tmp_path, tmp_path / "data")[command], "--device", "tpu")
+    assert code == 2
+    assert "Invalid value for '--device'" in error_line(err) and "'tpu' is not one of 'auto', 'cpu', 'cuda'" in error_line(err)
+    assert not (tmp_path / "o").exists()
+
+
 def test_supernet_then_inherited_subnet(tiny_store, tmp_path, monkeypatch, capsys):
     pytest.importorskip("recnas.supernet").Supernet
     from recnas.space import get_space

@@ -298,3 +298,23 @@ def test_more_processes_than_gpus_on_cuda_is_refused_before_the_launch(tmp_path,
         assert "--nproc 2: a run on CUDA takes one GPU per process, and this machine has 1; give --nproc of at most 1, or set device: cpu" in error_line(err)
     else:
         assert launched and "error" not in err
+
+
+def test_device_cpu_under_nproc_takes_the_cpu_whatever_the_config_says(tmp_path, tiny_store, monkeypatch, capsys):
+    """The GPUs were counted for the config's device before --device overrode it: `--device cpu
+    --nproc 2` of a `device: cuda` config was refused on a machine of one GPU. The ranks re-run
+    the command line, --device included."""
+    import torch
+
+    from tests.test_cli_models import run
+
+    launched = []
+    monkeypatch.setattr("recnas.train.distributed.launch", lambda *a: launched.append(a))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch_size: 32\nmax_steps: 2\ndevice: cuda\n")
+    code, _, err = run(monkeypatch, capsys, "supernet", "train", "--data", tiny_store.dir, "--space", "small-tiny", "--config", cfg, "--out", tmp_path / "o", "--nproc", "2", "--device", "cpu")
+    assert code == 0 and "error" not in err, err
+    (nproc, argv), = launched
+    assert nproc == 2 and argv[argv.index("--device") + 1] == "cpu" and "--nproc" not in argv

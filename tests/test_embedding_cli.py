@@ -347,6 +347,24 @@ def test_apply_and_evaluate_outputs_in_a_search_result_are_refused(setup, tmp_pa
     assert _tree(out) == before
 
 
+def test_cli_device_overrides_the_device_of_the_search_and_the_retraining(setup, monkeypatch):
+    """`embed search` trains where its config's `device` and `retrain.device` say: one of
+    `cuda` ran only where CUDA was. `--device cpu` overrides both, and result.json records it."""
+    import recnas.embedding.pipeline as pipeline
+
+    store, _, tmp = setup
+    cfg = tmp / "cuda.yaml"
+    cfg.write_text(yaml.safe_dump({**TINY, "device": "cuda", "retrain": {**TINY["retrain"], "device": "cuda"}}))
+    monkeypatch.setattr(pipeline.torch.cuda, "is_available", lambda: False)
+    args = ["embed", "search", "--data", str(store.dir), "--budget-params", "200", "--widths", "2,4", "--config", str(cfg), "--no-progress"]
+    res = runner.invoke(app, [*args, "--out", str(tmp / "cuda")])
+    assert isinstance(res.exception, ConfigError) and "device: 'cuda' requested but no CUDA device" in str(res.exception), res.output
+    res = runner.invoke(app, [*args, "--out", str(tmp / "cpu"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp / "cpu" / "result.json").read_text())
+    assert (report["config"]["device"], report["config"]["retrain"]["device"], report["environment"]["device"]) == ("cpu", "cpu", "cpu")
+
+
 def test_cli_search_threads_pins_and_records_the_thread_count(setup):
     """The thread count changes CPU rounding, and so the searched widths: `--threads` pins it
     (the training commands and `recnas search` had it, this command did not) and result.json

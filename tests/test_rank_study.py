@@ -327,6 +327,32 @@ def test_cli_threads_pins_and_records_the_thread_count(tiny_store, tmp_path, mon
     assert torch.get_num_threads() == before
 
 
+def test_cli_device_overrides_the_device_of_both_sections(tiny_store, tmp_path, monkeypatch, capsys):
+    """`study rank` fine-tunes and trains from scratch where its config's sections say: one of
+    `device: cuda` ran only where CUDA was. `--device cpu` overrides both, as in the training
+    commands, and rank_study.json records it."""
+    import torch
+    import yaml
+
+    from tests.test_cli_models import error_line
+    from tests.test_cli_models import run as cli
+
+    a = _supernet(tiny_store, tmp_path / "a", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = json.loads(_config().model_dump_json())
+    for section in ("finetune", "scratch"):
+        cfg[section]["device"] = "cuda"
+    cfg_file = tmp_path / "study.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    study = ("study", "rank", "--supernet", a, "--data", tiny_store.dir, "--n", "3", "--config", cfg_file, "--no-progress")
+    code, _, err = cli(monkeypatch, capsys, *study, "--out", tmp_path / "cuda")
+    assert code == 2 and "device: 'cuda' requested but no CUDA device" in error_line(err)
+    code, _, err = cli(monkeypatch, capsys, *study, "--out", tmp_path / "cpu", "--device", "cpu")
+    assert code == 0, err
+    written = json.loads((tmp_path / "cpu" / "rank_study.json").read_text())
+    assert (written["config"]["finetune"]["device"], written["config"]["scratch"]["device"], written["environment"]["device"]) == ("cpu", "cpu", "cpu")
+
+
 def test_an_undefined_correlation_reads_n_a(tmp_path, monkeypatch, capsys):
     """Scores all alike (or none finite) have no rank correlation: the CLI printed
     "Kendall tau +nan  Spearman +nan" and the plot's legend "tau=nan", where every other

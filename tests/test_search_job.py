@@ -806,6 +806,32 @@ def test_a_device_the_machine_lacks_is_refused_before_any_training(tmp_path, mon
     assert not (out / "supernet").exists() and not (out / "config.yaml").exists()
 
 
+def test_cli_device_sets_every_training_section_over_their_own(tmp_path, monkeypatch, capsys):
+    """`recnas search` had no --device: a job config of `device: cuda` sections ran only where
+    CUDA was, and the `smoke` preset's `device: cpu` sections could not be moved to a GPU. It
+    sets every training section's device, their own too (unlike --seed, which a section's own
+    seed wins over), and the run's config.yaml records it."""
+    from tests.test_cli_models import error_line, run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = tmp_path / "cuda.yaml"
+    cuda = {"device": "cuda", "seed": 7}
+    cfg.write_text(yaml.safe_dump({"baselines": ["lr"], "evolution": {"population": 4, "sample_size": 2, "children": 1, "generations": 1}, "supernet": cuda, "finetune": cuda, "final": cuda}))
+    code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", "--config", cfg, "--out", tmp_path / "cuda", "--no-progress")
+    assert code == 2 and "supernet: device: 'cuda' requested but no CUDA device" in error_line(err)
+    code, _, err = run(monkeypatch, capsys, "search", "--budget", "smoke", "--config", cfg, "--out", tmp_path / "cpu", "--no-progress", "--device", "cpu", "--seed", "3")
+    assert code == 0, err
+    written = yaml.safe_load((tmp_path / "cpu" / "config.yaml").read_text())
+    assert {name: (written[name]["device"], written[name]["seed"]) for name in ("supernet", "finetune", "final")} == dict.fromkeys(("supernet", "finetune", "final"), ("cpu", 7))
+    assert json.loads((tmp_path / "cpu" / "results.json").read_text())["environment"]["device"] == "cpu"
+    # the preset's own device too; a fine-tune left null is still none
+    none = tmp_path / "none.yaml"
+    none.write_text("finetune: null\n")
+    job = load_job_config("smoke", none, device="cuda")
+    assert (job.supernet.device, job.final.device, job.finetune) == ("cuda", "cuda", None)
+    assert load_job_config("smoke").supernet.device == "cpu"
+
+
 def test_best_holds_the_winner_alone_not_other_models_of_its_folder(tmp_path):
     """best/ copied the winner's whole folder: continued without its final_grid it carried the
     earlier grid's models (best/lr=0.001/model.pt, ...), and a table phase not kept sat in it as

@@ -8,10 +8,10 @@ from typing import Optional
 
 import typer
 
-from recnas.cli.options import PROGRESS, THREADS
+from recnas.cli.options import PROGRESS, THREADS, device_option
 from recnas.cli.paths import path_option
 from recnas.errors import ConfigError
-from recnas.limits import SEED_MAX
+from recnas.limits import SEED_MAX, Device
 from recnas.staging import check_parent
 
 app = typer.Typer(no_args_is_help=True)
@@ -36,6 +36,7 @@ def search(
     retrain: bool = typer.Option(True, "--retrain/--no-retrain", help="retrain the searched widths from scratch"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace the results of an earlier search in --out (never a folder of anything else)"),
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = device_option(None, "override the config's device and retrain.device"),
     progress: bool = PROGRESS,
 ) -> None:
     """Train an embedding supernet, search per-field widths by RL, retrain and report."""
@@ -54,8 +55,10 @@ def search(
         updates["seed"] = seed
     if sampler is not None:
         updates["supernet"] = {**cfg.supernet.model_dump(), "sampler": sampler}
+    if device is not None:  # the search's and the retraining's: every training of the command
+        updates.update(device=device, retrain={**cfg.retrain.model_dump(), "device": device})
     if updates:  # a refusal names the options given ("command line: key 'supernet.sampler'" named none)
-        given = ", ".join(flag for flag, value in (("--widths", widths), ("--seed", seed), ("--sampler", sampler)) if value is not None)
+        given = ", ".join(flag for flag, value in (("--widths", widths), ("--seed", seed), ("--sampler", sampler), ("--device", device)) if value is not None)
         cfg = EmbedSearchConfig.from_dict({**cfg.model_dump(), **updates}, f"{config or 'the defaults'} with {given}")
     store = CTRStore(data)
     budget = resolve_budget(store.meta.vocab_sizes, cfg.widths, budget_params, budget_mb)

@@ -17,9 +17,10 @@ from typing import Callable, Optional
 
 import typer
 
-from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
+from recnas.cli.options import DEVICE, OVERWRITE, PROGRESS, SEED, THREADS, device_option
 from recnas.cli.paths import path_option
 from recnas.errors import ConfigError
+from recnas.limits import Device
 from recnas.staging import check_parent, exclusive, remove_stale_writes
 
 supernet_app = typer.Typer(no_args_is_help=True)
@@ -97,7 +98,7 @@ def _fmt(x) -> str:
     return format_metric(x)
 
 
-def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None, threads: int | None = None) -> None:
+def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, progress: bool, build: Callable, steps: int | None = None, seed: int | None = None, nproc: int = 1, warmup: int | None = None, threads: int | None = None, device: str | None = None) -> None:
     """Shared training path. `build(store, cfg) -> (model, model_spec, sampler)` runs after seeding.
     Under `nproc` > 1 the checks of config, data and --out run before the relaunch, so their
     errors are printed once, not once per process."""
@@ -115,7 +116,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     store = CTRStore(data)
     rows = store.meta.rows.get("train", 0)
     check_global_batch(rows_trained_on(cfg, rows), cfg.batch_size, nproc)  # before the processes start
-    check_gpus(nproc, resolve_device(cfg.device))
+    check_gpus(nproc, resolve_device(device or cfg.device))  # where it will train: --device cpu runs --nproc on the CPU
     total = steps if steps is not None else planned_steps(cfg, rows, max(nproc, 1))
     # before the overrides, whose own check names no flag
     given = f"--warmup-steps {warmup}" if warmup is not None else f"the {cfg.warmup_steps} warmup_steps of {config}"
@@ -124,7 +125,7 @@ def _train(data: Path, config: Path, out: Path, resume: bool, overwrite: bool, p
     else:
         length, longer = (f"max_steps of {config}" if cfg.max_steps else f"{cfg.epochs} epochs of {data}"), "train longer"
     refuse_warmup_past(cfg.warmup_steps if warmup is None else warmup, total, given, "this run", length, "--warmup-steps", longer)
-    cfg = cfg.with_overrides(source="command line", max_steps=steps, seed=seed, warmup_steps=warmup)
+    cfg = cfg.with_overrides(source="command line", max_steps=steps, seed=seed, warmup_steps=warmup, device=device)
     out = Path(out)
     check_run_folder(out)
     with exclusive(out):  # held by this process for all ranks of an --nproc run
@@ -203,6 +204,7 @@ def supernet_train(
     progress: bool = PROGRESS,
     nproc: int = NPROC,
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = DEVICE,
 ) -> None:
     """Train the weight-sharing supernet, one sampled subnet per step."""
 
@@ -215,7 +217,7 @@ def supernet_train(
         sp = resolve_space(space)
         return Supernet(sp, store.meta), supernet_spec(sp, store.meta, sampler), make_sampler(sampler, sp, seed=cfg.seed)
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads, device)
 
 
 @subnet_app.command("train")
@@ -234,6 +236,7 @@ def subnet_train(
     progress: bool = PROGRESS,
     nproc: int = NPROC,
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = DEVICE,
 ) -> None:
     """Train one architecture (from scratch, or starting from supernet weights)."""
     if inherit is not None and resume:  # it would be ignored: a resumed run's weights come from its checkpoint
@@ -250,7 +253,7 @@ def subnet_train(
         supernet = _load_supernet(inherit, sp, store.meta) if inherit is not None else None
         return Subnet.from_architecture(a, sp, store.meta, supernet), subnet_spec(a, sp, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads, device)
 
 
 def _load_supernet(path: Path, space, meta):
@@ -282,6 +285,7 @@ def baseline_train(
     progress: bool = PROGRESS,
     nproc: int = NPROC,
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = DEVICE,
 ) -> None:
     """Train a hand-designed baseline."""
     from recnas.configs import parse_json
@@ -297,7 +301,7 @@ def baseline_train(
         model = build_baseline(name, store.meta, **hp)
         return model, baseline_spec(name, model.hparams, store.meta), None
 
-    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads)
+    _train(data, config, out, resume, overwrite, progress, build, steps, seed, nproc, warmup, threads, device)
 
 
 def _refuse_an_input(path: Path, flag: str, what: str, ckpt: Path, arch: Path | None, data: Path) -> None:
@@ -398,7 +402,7 @@ def evaluate(
     json_out: Optional[Path] = path_option(None, "--json-out", help="also write the metrics as JSON here"),
     predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="rows per forward pass (sets the memory it takes)"),
-    device: str = typer.Option("auto", "--device", help="auto (cuda where available, else cpu), cpu or cuda"),
+    device: Device = device_option("auto", "where to evaluate"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
     from recnas.configs import write_text_atomic
@@ -407,8 +411,6 @@ def evaluate(
     from recnas.train.model_factory import check_data, load_trained, weights_step
     from recnas.train.device import resolve_device
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device: invalid value {device!r}; allowed: auto, cpu, cuda")
     # outputs are refused before the evaluation, whose result they would receive
     if json_out is not None:
         _refuse_an_input(json_out, "--json-out", "metrics", ckpt, arch, data)

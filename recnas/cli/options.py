@@ -17,3 +17,16 @@ SEED = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="override the conf
 
 # an --out that holds a run (or a finished study) is refused without it: nothing written is replaced silently
 OVERWRITE = typer.Option(False, "--overwrite", help="start afresh even if OUT already holds a run")
+
+
+DEVICES = "auto (cuda where available, else cpu), cpu or cuda"
+
+
+def device_option(default: str | None, what: str, note: str = ""):
+    """`--device`, typed `Device` by its commands so that a bad value is refused while parsing
+    (one line, exit 2): its help is `what` it sets, the values, then `note`."""
+    return typer.Option(default, "--device", help=f"{what}: {DEVICES}{note}")
+
+
+# the command-line device wins over the one of --config, as --seed does (every command that trains from a config)
+DEVICE = device_option(None, "override the config's device")

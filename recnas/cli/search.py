@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS
+from recnas.cli.options import OVERWRITE, PROGRESS, SEED, THREADS, device_option
 from recnas.cli.paths import path_argument, path_option
-from recnas.limits import SEED_MAX
+from recnas.limits import SEED_MAX, Device
 
 search_app = typer.Typer(help="Search the space (the main job) or inspect a finished search.", invoke_without_command=True, no_args_is_help=False)
 study_app = typer.Typer(help="Studies of the supernet's ranking quality.", no_args_is_help=True)
@@ -34,6 +34,7 @@ def search(
     emb_dims: Optional[Path] = path_option(None, help="emb_dims.json from `recnas embed search`: per-field embedding widths for every candidate."),
     finalists: Optional[int] = typer.Option(None, min=1, help="Best candidates retrained from scratch; the lowest validation log loss wins (default: the config's, else 1; may change when a run is continued)."),
     threads: Optional[int] = typer.Option(None, min=1, max=1024, help="PyTorch CPU threads for the whole job (default: one per core). The thread count changes the rounding of CPU training, and so the result: give the one results.json records to reproduce a run."),
+    device: Optional[Device] = device_option(None, "Device of every training section (supernet, finetune, final)", ". It replaces each section's own device: (the preset's or the config's), where a section's own seed: wins over --seed: where a model trains is not what it learns. Default: each section's own; a continued run may change it."),
     progress: bool = PROGRESS,
 ) -> None:
     """Prepare data, train a supernet (unless --scoring scratch), evolve, retrain the winner and compare with baselines."""
@@ -44,7 +45,7 @@ def search(
 
     if ray_address is not None and executor is None:
         executor = "ray"  # as on the command line, so it also overrides a config's executor: serial
-    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address, "finalists": finalists, "threads": threads}
+    over = {"data": str(data) if data else None, "space": space, "hardware": hardware, "scoring": scoring, "seed": seed, "executor": executor, "ray_address": ray_address, "finalists": finalists, "threads": threads, "device": device}
     if objective is not None:
         over["objective"] = {"kind": objective}
     if emb_dims is not None:
@@ -146,6 +147,7 @@ def rank(
     overwrite: bool = OVERWRITE,
     progress: bool = PROGRESS,
     threads: Optional[int] = THREADS,
+    device: Optional[Device] = device_option(None, "override the device of the config's finetune and scratch sections"),
 ) -> None:
     """Kendall tau / Spearman between supernet scores (with and without fine-tuning) and from-scratch training."""
     from recnas.environment import cpu_threads
@@ -154,6 +156,8 @@ def rank(
     cfg = RankStudyConfig.load(config)
     if seed is not None:  # the random subnets drawn, and the cache's fingerprint, as the config's seed would
         cfg = cfg.model_copy(update={"seed": seed})
+    if device is not None:  # where it fine-tunes and scores (and the cache's fingerprint), as the sections' device would
+        cfg = cfg.model_copy(update={name: getattr(cfg, name).with_overrides(source="command line", device=device) for name in ("finetune", "scratch")})
     with cpu_threads(threads):
         result = run_rank_study(supernet, data, n, out, cfg, progress=progress, scratch_cache=scratch_cache, overwrite=overwrite)
     from recnas.train.metrics import format_metric

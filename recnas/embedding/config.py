@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from recnas import configs
+from recnas.limits import Device
 from recnas.train.config import TrainConfig
 
 DEFAULT_WIDTHS = (2, 4, 8, 16, 32, 64)
@@ -54,7 +55,7 @@ class EmbedSearchConfig(_Strict):
 
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     seed: configs.Seed = 0
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="supernet training and search scoring")
+    device: Device = Field("auto", description="supernet training and search scoring")
     model: ModelSettings = ModelSettings()
     supernet: SupernetSettings = SupernetSettings()
     search: SearchSettings = SearchSettings()

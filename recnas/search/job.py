@@ -397,10 +397,30 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+# every training config of a job: `device` (`--device`) sets each of them
+TRAINING_SECTIONS = ("supernet", "finetune", "final")
+
+
+def _with_device(data: dict, device: str | None) -> dict:
+    """`data` with `device` in every training section, replacing the preset's and the file's
+    own: where a model trains is not part of what it learns (RUNTIME_KEYS), and a preset sets it
+    per section (`smoke`'s device: cpu), which a section's own value winning would have left
+    unchangeable. A fine-tune left out or null is no fine-tune, and stays one."""
+    if device is None:
+        return data
+    out = dict(data)
+    for section in TRAINING_SECTIONS:
+        own = out.get(section, None if section == "finetune" else {})
+        if isinstance(own, dict):  # anything else is left to be refused as it is
+            out[section] = {**own, "device": device}
+    return out
+
+
 def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overrides) -> JobConfig:
     """Preset `budget`, then the YAML file at `path`, then keyword overrides (None = unset: the
     CLI's options, each named `--key`). A refusal is blamed on the options when the preset and
-    file alone are valid: it used to name the file for an option's bad value."""
+    file alone are valid: it used to name the file for an option's bad value. `device` is no
+    key of the job: it sets that of every training section (`_with_device`)."""
     if budget not in PRESETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(PRESETS)}")
     if path is not None and not isinstance(path, (str, os.PathLike)):  # e.g. a dict of overrides: pathlib's "expected str" said nothing of it
@@ -409,14 +429,15 @@ def load_job_config(budget: str = "cpu", path: str | Path | None = None, **overr
     if path is not None:
         data, source = _merge(data, configs.read_yaml(path)), str(path)
     given = {k: v for k, v in overrides.items() if v is not None}
+    merged = _with_device(_merge(data, {k: v for k, v in given.items() if k != "device"}), given.get("device"))
     try:
-        return configs.validate(JobConfig, _merge(data, given), source)
+        return configs.validate(JobConfig, merged, source)
     except ConfigError:
         if not given:
             raise
         configs.validate(JobConfig, data, source)  # the preset and file alone refused: their error
         options = ", ".join("--" + k.replace("_", "-") for k in given)
-        return configs.validate(JobConfig, _merge(data, given), f"{source} with {options}")
+        return configs.validate(JobConfig, merged, f"{source} with {options}")
 
 
 def dump_config(cfg: JobConfig, path: Path) -> None:

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recnas import configs
+from recnas.limits import Device
 
 
 class TrainConfig(BaseModel):
@@ -41,7 +42,7 @@ class TrainConfig(BaseModel):
     max_train_rows: int | None = Field(None, ge=1)
     max_eval_rows: int | None = Field(None, ge=1)
     eval_batch_size: int | None = Field(None, ge=1, description="None = 4 x batch_size, at most 1,024 on the CPU")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     resident_data: bool = Field(False, description="copy the splits to the device once (fast when they fit)")
     seed: configs.Seed = 0
     log_every: int = Field(50, ge=1)

@@ -70,7 +70,7 @@ def check_gpus(nproc: int, device: torch.device) -> None:
     """Before the launch: a CUDA run takes one GPU per process, so it needs `nproc` of them (rank
     r set GPU r, and a rank past the last GPU failed with a CUDA traceback after the launch)."""
     if device.type == "cuda" and nproc > (n := torch.cuda.device_count()):
-        raise ConfigError(f"--nproc {nproc}: a run on CUDA takes one GPU per process, and this machine has {n}; give --nproc of at most {n}, or set device: cpu to train {nproc} processes on the CPU")
+        raise ConfigError(f"--nproc {nproc}: a run on CUDA takes one GPU per process, and this machine has {n}; give --nproc of at most {n}, or set device: cpu (--device cpu) to train {nproc} processes on the CPU")
 
 
 def device_for(info: DistInfo, requested: torch.device) -> torch.device:
