@@ -585,6 +585,24 @@ def test_a_file_compressed_other_than_with_gzip_is_named_for_what_it_is(tmp_path
         prepare("criteo", tmp_path / "bzh.txt", tmp_path / "store")
 
 
+def test_a_tar_archive_is_named_for_what_it_is(tmp_path):
+    """Criteo's own download, dac.tar.gz, given as --raw: the tar header of train.txt was read
+    glued to its first row ("not 0 or 1 ('train.txt\\x00...')"), and with --on-bad-row skip a
+    store was made from the member's lines, the header rows counted as bad rows."""
+    import io
+    import tarfile
+
+    data = write_lines(tmp_path / "train.txt", criteo_rows(30)).read_bytes()
+    for name, mode in (("dac.tar.gz", "w:gz"), ("dac.tar", "w")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            info = tarfile.TarInfo("train.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        with pytest.raises(DataError, match=rf"{name}: a tar archive, not delimited text; extract the data file from it first \(tar xf {name}\)"):
+            prepare("criteo", tmp_path / name, tmp_path / "store", on_bad_row="skip")
+    assert not (tmp_path / "store").exists()
+
+
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
     with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):
