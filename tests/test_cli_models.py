@@ -578,6 +578,7 @@ def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     code, out, err = run(monkeypatch, capsys, "data", "prepare", "--dataset", "criteo", "--raw", day2, "--out", tmp_path / "s2", "--vocab-from", tmp_path / "s1", "--split", "none")
     assert code == 0 and "test 90" in out and "unseen there" in out, err
+    assert "splits: train 0, val 0, test 90 (pos " in out, out  # was "train 0 (pos 0.0000)": no rows, not a rate of 0
     run_dir = tmp_path / "lr"
     code, _, err = run(monkeypatch, capsys, "baseline", "train", "lr", "--data", tmp_path / "s1", "--config", TINY, "--out", run_dir, "--steps", 3, "--no-progress")
     assert code == 0, err
