@@ -232,6 +232,27 @@ def test_a_codesign_search_ranked_by_penalty_reports_its_front_with_each_design_
     assert "2 non-dominated candidates of 3" in (tmp_path / "results.md").read_text()
 
 
+def test_pareto_json_holds_each_design_as_an_object_not_json_text(tmp_path, monkeypatch):
+    """A search stores each candidate's PIM design as JSON text (its `hardware` column), and
+    pareto.json wrote that text as a string: `"hardware": "{\\"act_bits\\": 4, ...}"`."""
+    import json
+
+    from recnas.search import pareto as pareto_mod
+    from recnas.search import report as report_mod
+    from recnas.search.objective import Objective
+    from recnas.search.results import ResultsStore
+
+    monkeypatch.setattr(pareto_mod, "save_figure", lambda fig, path: path)
+    monkeypatch.setattr(report_mod, "save_figure", lambda fig, path: path)
+    store = ResultsStore(tmp_path / "search.sqlite")
+    for key, loss, energy, bits in (("a", 0.40, 9.0, 8), ("b", 0.45, 1.0, 4)):
+        store.put(key, "{}", {"logloss": loss, "auc": 0.7, "energy": energy, "latency": energy, "flops": 5.0, "params": 1.0}, json.dumps({"weight_bits": bits}))
+    models = [{"model": "recnas (searched)", "test_logloss": 0.5, "energy": 9.0}]
+    report_mod.write_report(tmp_path, {"dataset": "tiny", "models": models, "search": {}}, store, "search", Objective(kind="pareto"))
+    store.close()
+    assert [(r["key"], r["hardware"]) for r in json.loads((tmp_path / "pareto.json").read_text())] == [("b", {"weight_bits": 4}), ("a", {"weight_bits": 8})]
+
+
 def test_the_codesign_plot_draws_baselines_at_their_quality_on_pim(tmp_path, monkeypatch):
     """Each baseline's star stood at its PIM energy and its full-precision test log loss, while
     the candidates beside it are scored quantised and results.md pairs those costs with the

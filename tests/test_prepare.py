@@ -585,6 +585,46 @@ def test_a_file_compressed_other_than_with_gzip_is_named_for_what_it_is(tmp_path
         prepare("criteo", tmp_path / "bzh.txt", tmp_path / "store")
 
 
+def test_a_tar_archive_is_named_for_what_it_is(tmp_path):
+    """Criteo's own download, dac.tar.gz, given as --raw: the tar header of train.txt was read
+    glued to its first row ("not 0 or 1 ('train.txt\\x00...')"), and with --on-bad-row skip a
+    store was made from the member's lines, the header rows counted as bad rows."""
+    import io
+    import tarfile
+
+    data = write_lines(tmp_path / "train.txt", criteo_rows(30)).read_bytes()
+    for name, mode in (("dac.tar.gz", "w:gz"), ("dac.tar", "w")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            info = tarfile.TarInfo("train.txt")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        with pytest.raises(DataError, match=rf"{name}: a tar archive, not delimited text; extract the data file from it first \(tar xf {name}\)"):
+            prepare("criteo", tmp_path / name, tmp_path / "store", on_bad_row="skip")
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_file_without_its_label_column_says_so(tmp_path):
+    """Kaggle's Criteo test.txt (no label: 39 fields) was "expected 40 fields, found 39 (pass
+    --on-bad-row skip to drop such rows)", and skipping then found no valid rows; Avazu's test
+    file (no click column) named the missing column with no word of scoring."""
+    rows = [r[1:] for r in criteo_rows(30)]
+    raw = write_lines(tmp_path / "test.txt", rows)
+    hint = r"a file without its label column \(as Kaggle's test files\)\? data to score needs one too"
+    with pytest.raises(DataError, match=r"test.txt:1: expected 40 fields, found 39; " + hint):
+        prepare("criteo", raw, tmp_path / "store")
+    with pytest.raises(DataError, match=r"test.txt: no valid rows \(30 bad rows skipped\); " + hint):
+        prepare("criteo", raw, tmp_path / "store", on_bad_row="skip")
+    header = [c for c in AVAZU_HEADER if c != "click"]
+    raw = write_lines(tmp_path / "test.csv", [r[:1] + r[2:] for r in avazu_rows(20)], sep=",", header=header)
+    with pytest.raises(DataError, match=r"missing column\(s\) click \(found: id, hour, .*\); data to score needs its label column too: add a click column of 0s"):
+        prepare("avazu", raw, tmp_path / "store")
+    rows = criteo_rows(30)
+    rows[1] = rows[1][:-1]  # one field short past the first line: the usual advice
+    with pytest.raises(DataError, match=r"test2.txt:2: expected 40 fields, found 39 \(pass --on-bad-row skip"):
+        prepare("criteo", write_lines(tmp_path / "test2.txt", rows), tmp_path / "store")
+    assert not (tmp_path / "store").exists()
+
+
 def test_all_rows_bad_is_an_error_even_when_skipping(tmp_path):
     raw = write_lines(tmp_path / "train.txt", [r[:5] for r in criteo_rows(20)])
     with pytest.raises(DataError, match=r"no valid rows \(20 bad rows skipped\)"):

@@ -176,6 +176,19 @@ def test_show_on_a_search_before_its_first_candidate(tmp_path, monkeypatch, caps
     assert (tmp_path / "run" / "search.sqlite").read_bytes() == b""  # nothing added to the job's file
 
 
+def test_show_on_a_training_run_says_so(tmp_path, monkeypatch, capsys):
+    """`search show` on a training command's folder (its config.yaml, no search.sqlite) said
+    "no candidate scored yet; the search there has not reached its evolution (run `search show`
+    again later)": a wait for a search that does not exist."""
+    from tests.test_cli_models import error_line, run
+
+    (tmp_path / "run").mkdir()
+    dump_config(TrainConfig(lr=0.001), tmp_path / "run" / "config.yaml")
+    code, _, err = run(monkeypatch, capsys, "search", "show", tmp_path / "run")
+    line = error_line(err)
+    assert code == 2 and "holds a training run" in line and "not a search" in line and "not reached its evolution" not in line, err
+
+
 def test_show_lists_rows_without_auc_or_costs(tmp_path, monkeypatch, capsys):
     """Rows whose AUC or costs are missing or not numbers (written by another tool, or edited)
     are listed with "-" there, not a KeyError / format traceback."""

@@ -37,7 +37,8 @@ class BadRowPolicy(str, Enum):
 def summary(meta, elapsed: float) -> str:
     """A few lines: rows per split, vocabulary sizes, bad rows, time and throughput."""
     total = sum(meta.rows.values())
-    splits = ", ".join(f"{k} {v:,} (pos {meta.positive_rate.get(k, 0.0):.4f})" for k, v in meta.rows.items())
+    # an empty split (--split none) has no positive rate: "train 0 (pos 0.0000)" read as a split of no clicks
+    splits = ", ".join(f"{k} {v:,}" + (f" (pos {meta.positive_rate.get(k, 0.0):.4f})" if v else "") for k, v in meta.rows.items())
     vocab = ", ".join(f"{n}={v:,}" for n, v in zip(meta.cat_names, meta.vocab_sizes)) or "none (no categorical fields)"
     return "\n".join(
         [

@@ -64,10 +64,14 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     from recnas.cli.terminal import terminal_safe
     from recnas.configs import read_text
     from recnas.errors import DataError
+    from recnas.search.job import holds_training_run
     from recnas.search.results import ResultsStore
     from recnas.train.metrics import counted, format_metric
 
     db = run / "search.sqlite"
+    if (run / "config.yaml").is_file() and not db.exists() and holds_training_run(run / "config.yaml"):
+        # a training command's folder was taken for a search that had not begun its evolution
+        raise DataError(f"{run} holds a training run (`recnas supernet/subnet/baseline train`), not a search; `recnas evaluate --ckpt {run / 'model.pt'}` scores its model")
     if (run / "config.yaml").is_file() and (not db.exists() or db.stat().st_size == 0):
         # a job's folder before its first candidate (while its supernet trains, or the moment
         # the database is created): "is this a recnas search run folder?" of a running search

@@ -75,6 +75,8 @@ class Format:
                 other = next((d for d in (",", "\t", ";", "|") if d != self.delimiter and d in available[0]), None)
                 if other is not None:
                     hint = f"; read as one column with delimiter {self.delimiter!r}, but it holds {other!r}: is the file delimited by {other!r}? (a --spec sets it: `delimiter:`)"
+            elif missing == [self.label]:  # Avazu's Kaggle test file has no click column
+                hint = f"; data to score needs its label column too: add a {self.label} column of 0s (docs/data.md, scoring new data)"
             raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: {', '.join(available)}){hint}")
 
 

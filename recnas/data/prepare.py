@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import shutil
 import time
 from collections import deque
@@ -40,6 +41,15 @@ from recnas.staging import close_each, naming
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
+# a headerless file one field short on its first line, or on every line: a file without its
+# label column (Kaggle's Criteo test.txt), where "pass --on-bad-row skip" led to "no valid rows"
+_ONE_SHORT = re.compile(r"expected (\d+) fields, found (\d+)$")
+NO_LABEL_HINT = "; a file without its label column (as Kaggle's test files)? data to score needs one too: put a column of 0s in its place (docs/data.md, scoring new data)"
+
+
+def _one_field_short(why: str) -> bool:
+    m = _ONE_SHORT.search(why)
+    return m is not None and int(m[2]) == int(m[1]) - 1
 DEFAULT_SEED = 2018  # of the stratified split
 PASS2_ROWS = 1 << 16
 MAX_HASH_BUCKETS = 1 << 31  # ids 0..N-1 must fit the store's int32 sparse arrays
@@ -54,7 +64,7 @@ class BadRows:
         self.count = 0
         self.examples: list[str] = []
 
-    def report(self, path: Path, parse_bad: list[tuple[int, str]], lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str]) -> None:
+    def report(self, path: Path, parse_bad: list[tuple[int, str]], lines: np.ndarray, index: np.ndarray, explain: Callable[[int], str], label: bool = True) -> None:
         """Bad rows of one chunk: dropped by the parser (`parse_bad`) or by conversion (`index`).
         `parse_bad` is sorted first: the reader appends the empty lines (and a Parquet file's
         undecodable values) after the other rows it dropped, so an error named a later line than
@@ -67,6 +77,8 @@ class BadRows:
         described = [(line, why if isinstance(why, str) else explain(why)) for line, why in found]
         if self.policy == "error":
             line, why = described[0]
+            if label and line == 1 and _one_field_short(why):  # `label`: a file with a label column (not the --profile)
+                raise DataError(f"{path}:{line}: {why}{NO_LABEL_HINT}")
             raise DataError(f"{path}:{line}: {why} (pass --on-bad-row skip to drop such rows)")
         self.examples += [f"{path.name}:{line}: {why}" for line, why in described]
         self.count += n
@@ -226,7 +238,7 @@ def _load_side(encoder: Encoder, path: Path, bad: BadRows, block_bytes: int) -> 
     tables = []
     with RawReader(path, encoder.fmt.join.table, block_bytes, what="profile file") as reader:
         for chunk in reader.chunks():
-            bad.report(path, chunk.bad, chunk.lines, np.zeros(0, np.int64), str)
+            bad.report(path, chunk.bad, chunk.lines, np.zeros(0, np.int64), str, label=False)
             tables.append(chunk.table)
         sha = reader.digest()
     df = pl.from_arrow(pa.concat_tables(tables))
@@ -384,7 +396,8 @@ def prepare(
         finally:
             spool.close()
         if spool.rows == 0:
-            raise DataError(f"{raw}: no valid rows ({bad.count} bad rows skipped)")
+            hint = NO_LABEL_HINT if bad.examples and all(_one_field_short(e) for e in bad.examples) else ""
+            raise DataError(f"{raw}: no valid rows ({bad.count} bad rows skipped){hint}")
         unseen = None
         if encoding is None:
             remaps, sizes = encoder.hashed(hash_buckets) if hash_buckets else encoder.vocabulary(min_count or 1)

@@ -134,6 +134,14 @@ class RawReader:
             raise DataError(f"{self.path}: a Parquet file, not delimited text; read it with --dataset csv and a --spec naming its columns (format: parquet)")
         if head[:2] == b"\x1f\x8b" and self.path.suffix != ".gz":
             raise DataError(f"{self.path}: gzip-compressed, but only a name ending in .gz is decompressed; rename it to {self.path.name}.gz (or decompress it)")
+        # a tar archive (Criteo's own download is dac.tar.gz, train.txt inside): its member
+        # headers were read as rows, the first one glued to the first data line, and with
+        # --on-bad-row skip the store was made from whatever lines of the members parsed
+        with self.path.open("rb") as fh, self._read_errors():
+            stream = gzip.GzipFile(fileobj=fh, mode="rb") if self.path.suffix == ".gz" else fh
+            block = stream.read(512)
+        if len(block) == 512 and block[257:262] == b"ustar":
+            raise DataError(f"{self.path}: a tar archive, not delimited text; extract the data file from it first (tar xf {self.path.name}) and pass that file")
 
     def _text_chunks(self) -> Iterator[Chunk]:
         self._check_not_binary()

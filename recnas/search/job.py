@@ -481,6 +481,18 @@ def _is_training_config(path: Path) -> bool:
     return True
 
 
+def holds_training_run(path: Path) -> bool:
+    """Whether the config.yaml at `path` is a training command's, not a search job's (a job's
+    few keys, e.g. `seed: 0`, read as a training config too)."""
+    if not _is_training_config(path):
+        return False
+    try:
+        configs.load(JobConfig, path)
+    except ConfigError:
+        return True
+    return False
+
+
 def _changes(key: str, before: Any, now: Any) -> list[str]:
     """`key: old -> new` for each setting that differs, a section's by its own keys
     (`supernet.seed: 0 -> 3`): whole sections were printed, so `--seed 3` listed every setting

@@ -136,6 +136,9 @@ def write_pareto(out: Path, candidates: list[dict], models: list[dict], objectiv
     vectors = np.array([objective.vector(c) for c in cand]).reshape(len(cand), 1 + len(objective.pareto_costs))
     front = sorted(pareto_front(vectors), key=lambda i: cand[i][x])
     rows = [{k: cand[i].get(k) for k in ("key", "logloss", "auc", "energy", "latency", "flops", "params", "hardware")} for i in front]
+    for r in rows:  # the store keeps each design as JSON text: pareto.json held it as a string in the JSON
+        if isinstance(r["hardware"], str):
+            r["hardware"] = json.loads(r["hardware"])
     write_text_atomic(out / "pareto.json", json.dumps(rows, indent=2))
     table = ["| candidate | val log loss | " + " | ".join(FRONT_COSTS[k][0] for k in shown) + " |", "|---|---|" + "---|" * len(shown)]
     table += [f"| {r['key']} | {r['logloss']:.4f} | " + " | ".join(FRONT_COSTS[k][1].format(r[k]) for k in shown) + " |" for r in rows]

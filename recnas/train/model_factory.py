@@ -71,8 +71,19 @@ def check_data(spec: dict, meta, where: str = "dataset") -> None:
     if want != got:
         raise DataError(
             f"{where}: the model was trained on data with {want['n_dense']} dense features and vocab sizes "
-            f"{want['vocab_sizes']}, this dataset has {got['n_dense']} and {got['vocab_sizes']}"
+            f"{want['vocab_sizes']}, this dataset has {got['n_dense']} and {got['vocab_sizes']}{_same_fields_hint(want, got, meta)}"
         )
+
+
+def _same_fields_hint(want: dict, got: dict, meta) -> str:
+    """The way on when only the vocabularies differ: new data of the same format prepared with
+    ids of its own (the usual slip when scoring the next day's file), not the training store's."""
+    if want["n_dense"] != got["n_dense"] or len(want["vocab_sizes"]) != len(got["vocab_sizes"]):
+        return ""
+    base = (getattr(meta, "source", None) or {}).get("vocab_from")
+    if base:
+        return f"; its ids are those of {base.get('store')} (--vocab-from), not of the store the model was trained on"
+    return "; data to score must take the ids of the store the model was trained on: prepare it with --vocab-from that store (docs/data.md, scoring new data)"
 
 
 class SupernetOfOtherPaths(OlderRecnasCheckpoint):
