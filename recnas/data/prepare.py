@@ -41,6 +41,10 @@ from recnas.staging import close_each, naming
 DATASETS = (*BUILTIN, "csv")
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_EXAMPLES = 5
+DEFAULT_SEED = 2018  # of the stratified split
+PASS2_ROWS = 1 << 16
+MAX_HASH_BUCKETS = 1 << 31  # ids 0..N-1 must fit the store's int32 sparse arrays
+Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 # a headerless file one field short on its first line, or on every line: a file without its
 # label column (Kaggle's Criteo test.txt), where "pass --on-bad-row skip" led to "no valid rows"
 _ONE_SHORT = re.compile(r"expected (\d+) fields, found (\d+)$")
@@ -48,12 +52,9 @@ NO_LABEL_HINT = "; a file without its label column (as Kaggle's test files)? dat
 
 
 def _one_field_short(why: str) -> bool:
+    """Whether a bad row's reason is "one field fewer than the format's"."""
     m = _ONE_SHORT.search(why)
     return m is not None and int(m[2]) == int(m[1]) - 1
-DEFAULT_SEED = 2018  # of the stratified split
-PASS2_ROWS = 1 << 16
-MAX_HASH_BUCKETS = 1 << 31  # ids 0..N-1 must fit the store's int32 sparse arrays
-Progress = Callable[[str, int, int], None]  # (phase "read" | "write", done, total)
 
 
 class BadRows:
