@@ -474,3 +474,32 @@ def test_the_retrained_model_is_reported_on_the_whole_splits_whatever_max_eval_r
     assert res.exit_code == 0, res.output
     report = json.loads((tmp / "out" / "result.json").read_text())["retrain"]
     assert report["val"]["rows"] == len(store.split("val")) and report["test"]["rows"] == len(store.split("test"))
+
+
+def test_cli_apply_checks_the_widths_against_the_space_beside_the_arch_or_given(tmp_path):
+    """A width past the space's emb_dim was written (exit 0) and refused only by `subnet train`
+    later; with a search run's space.yaml beside --arch, or a --space, apply refuses it."""
+    import numpy as np
+
+    from recnas.space import get_space
+    from recnas.space.samplers import random_architecture
+
+    sp = get_space("small-tiny")  # emb_dim 8
+    run = tmp_path / "run"
+    run.mkdir()
+    random_architecture(np.random.default_rng(0), sp).save(run / "best_arch.json")
+    (run / "space.yaml").write_text(yaml.safe_dump(sp.model_dump(mode="json"), sort_keys=False))
+    (tmp_path / "dims.json").write_text(f"[2, {sp.emb_dim * 2}, 4]")
+    args = ["embed", "apply", "--arch", str(run / "best_arch.json"), "--emb-dims", str(tmp_path / "dims.json"), "--out", str(tmp_path / "a.json")]
+    res = runner.invoke(app, args)
+    assert isinstance(res.exception, ConfigError) and f"emb_dims must lie in 1..{sp.emb_dim}" in str(res.exception) and "space.yaml" in str(res.exception)
+    assert not (tmp_path / "a.json").exists()
+    (run / "space.yaml").unlink()  # no space known: written, as before, with the reminder
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and "--space checks them" in res.output
+    res = runner.invoke(app, [*args, "--overwrite", "--space", "small-tiny"])  # a preset named
+    assert isinstance(res.exception, ConfigError) and f"1..{sp.emb_dim}" in str(res.exception)
+    (tmp_path / "dims.json").write_text("[2, 8, 4]")
+    res = runner.invoke(app, [*args, "--overwrite", "--space", "small-tiny"])
+    assert res.exit_code == 0 and "within the emb_dim of small-tiny" in res.output
+    assert Architecture.load(tmp_path / "a.json").emb_dims == (2, 8, 4)

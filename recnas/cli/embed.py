@@ -88,10 +88,11 @@ def apply(
     emb_dims: Path = path_option(..., "--emb-dims", help="emb_dims.json written by `recnas embed search`"),
     out: Path = path_option(..., "--out", help="architecture JSON to write, with emb_dims set"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing --out architecture file (never a file of anything else)"),
+    space: Optional[str] = typer.Option(None, "--space", help="the architecture's space (a preset or a space file) to check the widths against; default: the space.yaml beside --arch (a search run's), if there is one"),
 ) -> None:
     """Put searched per-field widths into an architecture (for `recnas subnet train --arch`)."""
     from recnas.data.store import check_outside_results
-    from recnas.space import Architecture
+    from recnas.space import Architecture, resolve_space
     from recnas.space.arch import load_emb_dims
 
     if out.resolve() in (arch.resolve(), emb_dims.resolve()):
@@ -109,6 +110,16 @@ def apply(
 
     dims = load_emb_dims(emb_dims)
     new = Architecture.load(arch).model_copy(update={"emb_dims": tuple(dims)})
+    # a width past the space's emb_dim was written, and refused only by `subnet train` later
+    beside = arch.parent / "space.yaml"
+    space = space if space is not None else (str(beside) if beside.is_file() else None)
+    if space is not None:
+        sp = resolve_space(space)
+        try:
+            new.validate_for(sp)
+        except ConfigError as exc:
+            raise ConfigError(f"{emb_dims} in {arch}: the architecture does not fit the space {space}: {exc}") from None
     out.parent.mkdir(parents=True, exist_ok=True)  # as every output: missing folders are created
     new.save(out)
-    typer.echo(f"wrote {out} (emb_dims: {len(dims)} fields, widths {min(dims)}..{max(dims)}; they must not exceed the space's emb_dim)")
+    checked = f"within the emb_dim of {space}" if space is not None else "they must not exceed the space's emb_dim: --space checks them"
+    typer.echo(f"wrote {out} (emb_dims: {len(dims)} fields, widths {min(dims)}..{max(dims)}; {checked})")
