@@ -889,6 +889,20 @@ def test_version_and_every_help_load_no_torch_and_print_the_same(tmp_path):
         assert code == 0 and f"Usage: recnas {' '.join(argv[:-1])} [OPTIONS]" in out, (argv, out)
 
 
+def test_data_commands_load_no_torch(tmp_path):
+    """`recnas data synth` and `data prepare` read, encode and write with numpy, polars and
+    pyarrow alone; `recnas.data` imported the loaders, and with them torch: about 1.2 s of a
+    2.3 s prepare of 20k rows."""
+    raw = tmp_path / "raw.csv"
+    raw.write_text("label,x,c\n" + "".join(f"{i % 2},{i},{'ab'[i % 3 == 0]}\n" for i in range(60)))
+    (tmp_path / "spec.yaml").write_text("label: label\ndense: [x]\ncategorical: [c]\n")
+    shown = _shown_in_a_fresh_process([("data", "synth", "--rows", "2000", "--out", "synth"),
+                                       ("data", "prepare", "--dataset", "csv", "--raw", "raw.csv", "--spec", "spec.yaml", "--out", "store")], tmp_path)
+    assert [code for code, _ in shown["shown"].values()] == [0, 0], shown["shown"]
+    assert (tmp_path / "synth" / "meta.json").is_file() and (tmp_path / "store" / "meta.json").is_file()
+    assert "torch" not in shown["loaded"]
+
+
 @pytest.mark.parametrize("path", [pytest.param(path, id=" ".join(path) or "recnas") for path in _cli_commands()])
 def test_every_command_s_help_works_and_lists_its_options(monkeypatch, capsys, path):
     """Each command's --help (and each group's) exits 0 with its usage line and names every
