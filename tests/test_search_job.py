@@ -217,6 +217,36 @@ def test_codesign_smoke_search_reports_pim_costs(tmp_path):
         assert not any(b["logloss"] <= a["logloss"] and b["energy"] <= a["energy"] and b["latency"] <= a["latency"] and b["flops"] <= a["flops"] and b != a and (b["logloss"], b["energy"], b["latency"], b["flops"]) != (a["logloss"], a["energy"], a["latency"], a["flops"]) for b in front)
 
 
+def test_evaluate_with_the_run_s_pim_config_gives_the_results_pim_log_loss(tmp_path):
+    """results.md's "test log loss on its PIM config" had no command to reproduce it (or to
+    write predictions at it): `recnas evaluate --pim-config best_hardware.json` gives it, and
+    without the flag the full-precision one."""
+    from typer.testing import CliRunner
+
+    from recnas.cli import app
+
+    cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"])
+    out = tmp_path / "run"
+    report = run_job(cfg, out, progress=False)
+    searched = report["models"][0]
+    data = out.parent / "data" / f"synthetic-{cfg.synthetic_rows}-seed{cfg.seed}"
+    runner = CliRunner()
+    args = ["evaluate", "--ckpt", str(out / "best" / "model.pt"), "--data", str(data), "--device", "cpu"]
+    res = runner.invoke(app, [*args, "--pim-config", str(out / "best_hardware.json"), "--json-out", str(tmp_path / "pim.json")])
+    assert res.exit_code == 0, res.output
+    assert "on the PIM config of" in res.output
+    record = json.loads((tmp_path / "pim.json").read_text())
+    assert record["logloss"] == pytest.approx(searched["test_logloss_pim"], abs=1e-6)
+    assert record["pim_config"] == json.loads((out / "best_hardware.json").read_text())
+    res = runner.invoke(app, [*args, "--json-out", str(tmp_path / "full.json")])
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert full["logloss"] == pytest.approx(searched["test_logloss"], abs=1e-6) and full["pim_config"] is None
+    assert full["logloss"] != record["logloss"]
+    (tmp_path / "bad.json").write_text('{"weight_bits": 0}')
+    res = runner.invoke(app, [*args, "--pim-config", str(tmp_path / "bad.json")])
+    assert isinstance(res.exception, ConfigError) and "weight_bits" in str(res.exception) and "bad.json" in str(res.exception)
+
+
 def test_codesign_searches_only_the_allowed_pim_values(tmp_path):
     cfg = load_job_config("smoke", hardware="pim", objective={"kind": "pareto"}, baselines=["lr"], pim_choices={"weight_bits": [8], "act_bits": [8]},
                           evolution=dict(population=6, sample_size=3, children=4, generations=3, hardware_mutation_prob=0.9))

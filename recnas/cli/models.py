@@ -403,6 +403,7 @@ def evaluate(
     predictions_out: Optional[Path] = path_option(None, "--predictions-out", help="write one click probability per row of the split, in row order: FILE.npy (float32) or FILE.csv (header p)"),
     batch_size: int = typer.Option(4096, "--batch-size", min=1, help="rows per forward pass (sets the memory it takes)"),
     device: Device = device_option("auto", "where to evaluate"),
+    pim_config: Optional[Path] = path_option(None, "--pim-config", help="a PIM design (a co-design run's best_hardware.json): evaluate at its weight, activation and ADC precision (simulated quantisation), as results.md's test log loss on its PIM config"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
     from recnas.configs import write_text_atomic
@@ -423,6 +424,12 @@ def evaluate(
         _refuse_to_replace(predictions_out, "--predictions-out", "predictions")
     if json_out is not None:
         _refuse_to_replace(json_out, "--json-out", "metrics")
+    hardware = None
+    if pim_config is not None:  # read before the model: a bad file costs no loading
+        from recnas import configs
+        from recnas.hardware import PIMConfig
+
+        hardware = configs.load(PIMConfig, pim_config)
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
@@ -437,14 +444,19 @@ def evaluate(
         from recnas.space.arch import load_architecture_for
 
         a = load_architecture_for(arch, SearchSpace(**spec["space"]), store.meta.n_sparse)
-    labels, logits = predict(model.to(dev), store.split(split), arch=a, device=dev, batch_size=batch_size)
+    from recnas.hardware.quant import quantized
+
+    with quantized(model.to(dev), hardware):  # hardware None: full precision
+        labels, logits = predict(model, store.split(split), arch=a, device=dev, batch_size=batch_size)
     _refuse_nan_logits(logits, model, ckpt, store, split)
     metrics = ctr_metrics(labels, logits)
     if predictions_out is not None:
         write_predictions(predictions_out, probabilities(logits))
-    typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows): logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
+    on_pim = f" on the PIM config of {pim_config}" if pim_config is not None else ""
+    typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows){on_pim}: logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
     if json_out is not None:
-        record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": weights_step(extra), "run_steps": extra.get("step"), **metrics}
+        record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": weights_step(extra), "run_steps": extra.get("step"),
+                  "pim_config": None if hardware is None else hardware.model_dump(), **metrics}
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json_out, json.dumps(record, indent=2))
