@@ -531,3 +531,19 @@ def test_a_study_killed_between_its_json_and_its_plot_goes_on_when_run_again(tin
     with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json and rank_study.png\)"):
         run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
 
+
+def test_a_study_removes_the_temp_files_a_hard_kill_left_in_its_out(tiny_store, tmp_path):
+    """A hard kill (SIGKILL, SIGTERM) while the study writes its cache, its json or its plot
+    leaves that write's hidden temp file (`.scratch_cache.json.tmp-xxxxxxxx`) in --out; the
+    study run again went on and finished, but left it there for good (the training commands and
+    the search job delete them)."""
+    a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
+    out.mkdir()
+    stale = [out / ".scratch_cache.json.tmp-0123abcd", out / ".rank_study.png.tmp-89abcdef"]
+    for p in stale:
+        p.write_text("half written")
+    keep = out / "notes.tmp-0123abcd"  # not a name of ours
+    keep.write_text("mine")
+    run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
+    assert (out / "rank_study.png").is_file()

@@ -29,7 +29,7 @@ from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import DRAWS_PER_SUBNET, distinct_random_architectures
-from recnas.staging import check_parent, check_writable, exclusive
+from recnas.staging import check_parent, check_writable, exclusive, remove_stale_writes
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -163,6 +163,8 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
         finished = [name for name in STUDY_FILES if os.path.lexists(Path(out) / name)]
         if STUDY_DONE in finished and not overwrite:
             raise ConfigError(f"{out} already holds a finished rank study ({' and '.join(finished)}); pass --overwrite to replace it, or choose another --out")
+        # the temp files a hard kill mid-write (cache, json, plot) left there: nothing else removes them
+        remove_stale_writes(out)
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
 
