@@ -1194,3 +1194,27 @@ def test_encoding_of_checks_each_kind_by_hand():
     for file in ("", ".", "..", "a/vocab.parquet", 3):
         with pytest.raises(DataError, match="file must name the vocabulary file inside the store"):
             encoding_of(meta({"kind": "vocabulary", "file": file}))
+
+
+def test_ctrl_c_inside_polars_is_one_interrupted_line(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while polars runs Python code of its own (the first `to_numpy` imports numpy's array
+    API: found by interrupting `recnas data prepare` at random moments) reaches Python as pyo3's
+    PanicException ("Failed to access NumPy array API capsule: PyErr { type: <class
+    'KeyboardInterrupt'> ..."), a BaseException: it ended in a traceback and exit code 1, not the
+    one `interrupted` line and exit code 130 of any other Ctrl-C. Nothing is left of the store."""
+    from polars.exceptions import PanicException
+
+    import recnas.data.encode as encode
+    from tests.test_cli_models import run
+
+    raw, spec = tmp_path / "shop.csv", tmp_path / "spec.yaml"
+    raw.write_text("click,price,user\n" + "".join(f"{i % 2},{i}.5,u{i % 7}\n" for i in range(50)))
+    spec.write_text("label: click\ndense: [price]\ncategorical: [user]\n")
+
+    def interrupted(*args, **kwargs):
+        raise PanicException("Failed to access NumPy array API capsule: PyErr { type: <class 'KeyboardInterrupt'>, value: KeyboardInterrupt(), traceback: None }")
+
+    monkeypatch.setattr(encode, "_floats", interrupted)
+    code, _, err = run(monkeypatch, capsys, "data", "prepare", "--dataset", "csv", "--raw", raw, "--spec", spec, "--out", tmp_path / "store", "--no-progress")
+    assert code == 130 and err.strip() == "interrupted", err
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["shop.csv", "spec.yaml"]

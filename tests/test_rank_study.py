@@ -500,3 +500,50 @@ def test_a_dangling_link_of_a_finished_studys_file_counts_as_finished(tmp_path):
     (out / "rank_study.png").symlink_to(tmp_path / "gone.png")
     with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.png\)"):
         run_rank_study(tmp_path / "no-supernet.pt", tmp_path / "no-data", 3, out, _config(), progress=False)
+
+
+def test_a_study_killed_between_its_json_and_its_plot_goes_on_when_run_again(tiny_store, tmp_path, monkeypatch):
+    """A study writes rank_study.json, then draws rank_study.png (matplotlib's import and the
+    drawing: about a second). Killed in between (found by killing `recnas study rank` at random
+    moments), the same command run again was refused as a finished study ("already holds a
+    finished rank study (rank_study.json); pass --overwrite"), and the plot was never drawn.
+    The plot is the last file a study writes: without it the study goes on (its from-scratch
+    results all come from the cache) and writes both."""
+    import recnas.search.study as study
+
+    a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
+    real_plot = study.scatter_plot
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill there leaves it: the json written, no plot
+
+    monkeypatch.setattr(study, "scatter_plot", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert (out / "rank_study.json").is_file() and not (out / "rank_study.png").exists()
+    first = json.loads((out / "rank_study.json").read_text())
+    monkeypatch.setattr(study, "scatter_plot", real_plot)
+    real_fit = Trainer.fit
+    monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: real_fit(self, *a, **k) if self.cfg.max_steps != 6 else pytest.fail("a cached subnet was trained from scratch again"))
+    again = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert (out / "rank_study.png").is_file()
+    assert again["rows"] == first["rows"] and again["scratch_reused"] == first["n"]
+    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json and rank_study.png\)"):
+        run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+
+
+def test_a_study_removes_the_temp_files_a_hard_kill_left_in_its_out(tiny_store, tmp_path):
+    """A hard kill (SIGKILL, SIGTERM) while the study writes its cache, its json or its plot
+    leaves that write's hidden temp file (`.scratch_cache.json.tmp-xxxxxxxx`) in --out; the
+    study run again went on and finished, but left it there for good (the training commands and
+    the search job delete them)."""
+    a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
+    out.mkdir()
+    stale = [out / ".scratch_cache.json.tmp-0123abcd", out / ".rank_study.png.tmp-89abcdef"]
+    for p in stale:
+        p.write_text("half written")
+    keep = out / "notes.tmp-0123abcd"  # not a name of ours
+    keep.write_text("mine")
+    run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert not any(p.exists() for p in stale) and keep.read_text() == "mine"
+    assert (out / "rank_study.png").is_file()

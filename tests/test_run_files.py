@@ -273,6 +273,33 @@ def test_finished_model_with_damaged_metrics_json_is_reused(tiny_store, tmp_path
     assert again == first and again["steps"] > 0
 
 
+def test_finished_model_killed_before_its_config_yaml_gets_it_when_the_job_goes_on(tiny_store, tmp_path, monkeypatch):
+    """A trainer writes model.pt, metrics.json, then config.yaml. A job killed between the last
+    two (found by killing `recnas search` at random moments) left a model folder the re-run
+    reuses as finished, and config.yaml never came: supernet/, finalists/<key>/ and baselines/<name>/
+    (and best/, copied from the winner) went on without the config that trained them. The re-run
+    writes it, as the uninterrupted run did, and trains nothing."""
+    from recnas.search.fitting import baseline_builder, fit_or_load
+    from recnas.train.config import TrainConfig
+
+    build = baseline_builder("lr", tiny_store.meta, {})
+    ref, out = tmp_path / "ref", tmp_path / "baselines" / "lr"
+    fit_or_load(build, tiny_cfg(epochs=1), tiny_store, ref, progress=False)
+    real_to_yaml = TrainConfig.to_yaml
+
+    def killed(self, path):
+        raise KeyboardInterrupt  # as a kill there leaves it: model.pt and metrics.json written, no config.yaml
+
+    monkeypatch.setattr(TrainConfig, "to_yaml", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    assert (out / "model.pt").is_file() and (out / "metrics.json").is_file() and not (out / "config.yaml").exists()
+    monkeypatch.setattr(TrainConfig, "to_yaml", real_to_yaml)
+    monkeypatch.setattr(Trainer, "fit", lambda *a, **k: pytest.fail("a finished model was trained again"))
+    fit_or_load(build, tiny_cfg(epochs=1), tiny_store, out, progress=False)
+    assert (out / "config.yaml").read_text() == (ref / "config.yaml").read_text()
+
+
 def test_ctrl_c_is_one_line(tmp_path, monkeypatch, capsys):
     """Ctrl-C during a job: exit 130 with one line saying so, not a silent exit (or a traceback)."""
     from tests.test_cli_models import run

@@ -193,3 +193,14 @@ def main() -> None:
         if exc.code == 130:
             _interrupted()
         raise
+    except BaseException as exc:
+        if _interrupt_in_rust(exc):
+            _interrupted()
+        raise
+
+
+def _interrupt_in_rust(exc: BaseException) -> bool:
+    """Ctrl-C while a Rust library (polars) ran Python code of its own, e.g. numpy's import at
+    its first `to_numpy`: pyo3 turns the KeyboardInterrupt into a panic, which reaches Python as
+    its PanicException (a BaseException) naming it. It ended in a traceback and exit code 1."""
+    return type(exc).__name__ == "PanicException" and "KeyboardInterrupt" in str(exc)

@@ -26,7 +26,7 @@ from recnas.train.checkpoint import OtherLayoutCheckpoint, OtherModelCheckpoint,
 from recnas.train.model_factory import baseline_spec, load_trained, subnet_spec
 from recnas.train.resume import ChangedRecipe, PastRequestedSteps, check_same_data
 from recnas.train.tables import TableFinetune, freeze_all_but_tables, table_phase_config, weights_digest
-from recnas.train.trainer import CHECKPOINT_FILE, METRICS_FILE, MODEL_FILE
+from recnas.train.trainer import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, MODEL_FILE
 
 
 def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, out_dir: Path, progress: bool, sampler=None, hardware=None, stop_after_evals: int | None = None) -> tuple[torch.nn.Module, dict]:
@@ -52,6 +52,10 @@ def fit_or_load(build: Callable[[], tuple[torch.nn.Module, dict]], tcfg, store, 
             done, done_spec, extra = load_trained(out_dir / MODEL_FILE)
             if done_spec == spec and recipe(extra.get("config", {})) == recipe(tcfg.model_dump()):
                 check_trained_on(out_dir, store, extra)
+                if not (out_dir / CONFIG_FILE).exists() and extra.get("config"):
+                    # killed between metrics.json and config.yaml, the trainer's last write: the
+                    # model's own config, as the uninterrupted run wrote it (best/ copies it too)
+                    TrainConfig.model_validate(extra["config"]).to_yaml(out_dir / CONFIG_FILE)
                 return done, extra["metrics"]
         run_context = None if hardware is None else functools.partial(quantized, config=hardware)
         trainer = Trainer(model, tcfg, store, out_dir=out_dir, sampler=sampler, model_spec=spec, progress=progress, run_context=run_context)

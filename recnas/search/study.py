@@ -29,7 +29,7 @@ from recnas.errors import ConfigError
 from recnas.search.evaluator import CandidateEvaluator, Genotype
 from recnas.search.rank import rank_correlation, scatter_plot
 from recnas.space.samplers import DRAWS_PER_SUBNET, distinct_random_architectures
-from recnas.staging import check_parent, check_writable, exclusive
+from recnas.staging import check_parent, check_writable, exclusive, remove_stale_writes
 from recnas.train.config import TrainConfig
 from recnas.train.metrics import json_safe
 
@@ -136,6 +136,10 @@ def above_base_rate(logloss, base: float) -> bool:
 
 
 STUDY_FILES = ("rank_study.json", "rank_study.png")  # a finished study's results in its --out
+# the last file a study writes: a rank_study.json without it is a study killed while drawing it
+# (matplotlib's import and the drawing take about a second), which a re-run finishes; refused as
+# finished, it was never drawn without --overwrite
+STUDY_DONE = STUDY_FILES[-1]
 
 
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None, overwrite: bool = False) -> dict:
@@ -146,7 +150,8 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     --overwrite it would block).
 
     An `out` of an interrupted study (its scratch_cache.json, no results yet) is continued: its
-    from-scratch results are reused. One of a finished study (rank_study.json or .png) is
+    from-scratch results are reused, and so is one killed between its rank_study.json and its
+    plot (rank_study.png, the last file it writes). One of a finished study (its .png) is
     refused unless `overwrite`: a second study there (of another supernet, seed or config)
     replaced its results without a word. With `overwrite` the new study replaces them; the
     cache is kept, and reused where its fingerprint matches, as any study reuses it."""
@@ -156,8 +161,10 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
         check_outside_results(scratch_cache, "--scratch-cache")
     with exclusive(out), tf32_matmuls(torch.cuda.is_available()):  # on CUDA as the trainers run, for the whole study
         finished = [name for name in STUDY_FILES if os.path.lexists(Path(out) / name)]
-        if finished and not overwrite:
+        if STUDY_DONE in finished and not overwrite:
             raise ConfigError(f"{out} already holds a finished rank study ({' and '.join(finished)}); pass --overwrite to replace it, or choose another --out")
+        # the temp files a hard kill mid-write (cache, json, plot) left there: nothing else removes them
+        remove_stale_writes(out)
         return _rank_study(supernet_path, data, n, Path(out), cfg, progress, scratch_cache)
 
 
