@@ -388,8 +388,8 @@ def test_a_finished_study_is_kept_unless_overwrite_and_an_interrupted_one_goes_o
         run_rank_study(a, tiny_store.dir, 3, out, _config(seed=1), progress=False)
     assert "\n" not in str(info.value)
     assert {name: (out / name).read_bytes() for name in kept} == kept
-    (out / "rank_study.json").unlink()  # the png alone is a finished study's too
-    with pytest.raises(ConfigError, match=r"\(rank_study.png\); pass --overwrite"):
+    (out / "rank_study.png").unlink()  # the results alone are a finished study's too
+    with pytest.raises(ConfigError, match=r"\(rank_study.json\); pass --overwrite"):
         run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
     monkeypatch.setattr(Trainer, "fit", real_fit)
     again = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False, overwrite=True)
@@ -493,43 +493,48 @@ def test_a_study_left_with_one_finite_scratch_run_fails_clearly(tiny_store, tmp_
 
 
 def test_a_dangling_link_of_a_finished_studys_file_counts_as_finished(tmp_path):
-    """The finished-study check looks at the names themselves (os.path.lexists): a rank_study.png
+    """The finished-study check looks at the names themselves (os.path.lexists): a rank_study.json
     that is a link to nothing is still refused without --overwrite (replacing it would replace the link)."""
     out = tmp_path / "s"
     out.mkdir()
-    (out / "rank_study.png").symlink_to(tmp_path / "gone.png")
-    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.png\)"):
+    (out / "rank_study.json").symlink_to(tmp_path / "gone.json")
+    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json\)"):
         run_rank_study(tmp_path / "no-supernet.pt", tmp_path / "no-data", 3, out, _config(), progress=False)
 
 
-def test_a_study_killed_between_its_json_and_its_plot_goes_on_when_run_again(tiny_store, tmp_path, monkeypatch):
-    """A study writes rank_study.json, then draws rank_study.png (matplotlib's import and the
+def test_a_study_killed_while_writing_its_plot_or_results_goes_on_and_a_finished_one_without_its_plot_is_kept(tiny_store, tmp_path, monkeypatch):
+    """A study wrote rank_study.json, then drew rank_study.png (matplotlib's import and the
     drawing: about a second). Killed in between (found by killing `recnas study rank` at random
     moments), the same command run again was refused as a finished study ("already holds a
-    finished rank study (rank_study.json); pass --overwrite"), and the plot was never drawn.
-    The plot is the last file a study writes: without it the study goes on (its from-scratch
-    results all come from the cache) and writes both."""
+    finished rank study (rank_study.json); pass --overwrite"), and the plot was never drawn. The
+    results are written last now: a study killed before them goes on (its from-scratch results
+    all come from the cache) and writes both; results whose plot was removed are still a finished
+    study, refused without --overwrite."""
     import recnas.search.study as study
 
     a, out = _supernet(tiny_store, tmp_path / "a", 0), tmp_path / "s"
     real_plot = study.scatter_plot
 
     def killed(*args, **kwargs):
-        raise KeyboardInterrupt  # as a kill there leaves it: the json written, no plot
+        real_plot(*args, **kwargs)
+        raise KeyboardInterrupt  # as a kill right after the plot leaves it: no results yet
 
     monkeypatch.setattr(study, "scatter_plot", killed)
     with pytest.raises(KeyboardInterrupt):
         run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
-    assert (out / "rank_study.json").is_file() and not (out / "rank_study.png").exists()
-    first = json.loads((out / "rank_study.json").read_text())
+    assert (out / "rank_study.png").is_file() and not (out / "rank_study.json").exists()
     monkeypatch.setattr(study, "scatter_plot", real_plot)
     real_fit = Trainer.fit
     monkeypatch.setattr(Trainer, "fit", lambda self, *a, **k: real_fit(self, *a, **k) if self.cfg.max_steps != 6 else pytest.fail("a cached subnet was trained from scratch again"))
     again = run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
-    assert (out / "rank_study.png").is_file()
-    assert again["rows"] == first["rows"] and again["scratch_reused"] == first["n"]
+    assert json.loads((out / "rank_study.json").read_text())["rows"] == again["rows"] and again["scratch_reused"] == again["n"] == 3
     with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json and rank_study.png\)"):
         run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    (out / "rank_study.png").unlink()
+    kept = (out / "rank_study.json").read_text()
+    with pytest.raises(ConfigError, match=r"already holds a finished rank study \(rank_study.json\)"):
+        run_rank_study(a, tiny_store.dir, 3, out, _config(), progress=False)
+    assert (out / "rank_study.json").read_text() == kept
 
 
 def test_a_study_removes_the_temp_files_a_hard_kill_left_in_its_out(tiny_store, tmp_path):

@@ -136,10 +136,11 @@ def above_base_rate(logloss, base: float) -> bool:
 
 
 STUDY_FILES = ("rank_study.json", "rank_study.png")  # a finished study's results in its --out
-# the last file a study writes: a rank_study.json without it is a study killed while drawing it
-# (matplotlib's import and the drawing take about a second), which a re-run finishes; refused as
-# finished, it was never drawn without --overwrite
-STUDY_DONE = STUDY_FILES[-1]
+# the results, written after the plot: a plot without them is a study killed before they were
+# written, which a re-run finishes (the json was written first, and a kill while drawing the plot,
+# about a second of matplotlib, left a study the re-run refused as finished, never drawn); a json
+# whose plot was removed by hand is still a finished study, not replaced without --overwrite
+STUDY_DONE = "rank_study.json"
 
 
 def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progress: bool = True, scratch_cache: str | Path | None = None, overwrite: bool = False) -> dict:
@@ -149,9 +150,9 @@ def run_rank_study(supernet_path, data, n: int, out, cfg: RankStudyConfig, progr
     so is a `scratch_cache` below a file, or in a data store or embedding search result (whose
     --overwrite it would block).
 
-    An `out` of an interrupted study (its scratch_cache.json, no results yet) is continued: its
-    from-scratch results are reused, and so is one killed between its rank_study.json and its
-    plot (rank_study.png, the last file it writes). One of a finished study (its .png) is
+    An `out` of an interrupted study (its scratch_cache.json, no results yet; or its plot without
+    rank_study.json, the last file it writes) is continued: its from-scratch results are
+    reused. One of a finished study (its rank_study.json) is
     refused unless `overwrite`: a second study there (of another supernet, seed or config)
     replaced its results without a word. With `overwrite` the new study replaces them; the
     cache is kept, and reused where its fingerprint matches, as any study reuses it."""
@@ -222,6 +223,6 @@ def _rank_study(supernet_path, data, n: int, out: Path, cfg: RankStudyConfig, pr
     result = {"n": len(rows), "distinct_subnets": len(archs), "correlation": corr, "scratch_reused": reused, "diverged": diverged, "best_scratch": {"arch": best["arch"], "logloss": best["scratch"]},
               "base_rate_logloss": base, "worse_than_base_rate": [r["arch"] for r in rows if above_base_rate(r["scratch"], base)], "rows": rows, "config": json.loads(cfg.model_dump_json()),
               "environment": environment(device)}  # the thread count decides CPU rounding, and so the scores
-    configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null
     scatter_plot(out / "rank_study.png", scratch, {name: [r[name] for r in rows] for name in ("inherited", "finetuned")})
+    configs.write_text_atomic(out / "rank_study.json", json.dumps(json_safe(result), indent=2))  # strict JSON: a NaN score is null; last (STUDY_DONE)
     return result
