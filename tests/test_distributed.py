@@ -146,6 +146,25 @@ def test_a_train_split_smaller_than_one_global_batch_is_named_before_the_process
         check_global_batch(100, 64, 2)
 
 
+def test_an_interrupted_rank_leaves_without_the_interpreter_s_teardown(monkeypatch, capsys):
+    """Ctrl-C under --nproc at times printed "terminate called without an active exception"
+    under the launcher's "interrupted": a rank's gloo threads, still running, torn down with the
+    interpreter (SIGABRT). A rank now leaves at once (os._exit, its streams flushed) with 130, and
+    says nothing (the launcher does); one process alone still says it and exits through SystemExit."""
+    import recnas.cli as cli
+
+    left = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: left.append(code) or (_ for _ in ()).throw(SystemExit(code)))
+    monkeypatch.setattr(cli, "launched_rank", lambda: True)
+    with pytest.raises(SystemExit):
+        cli._interrupted()
+    assert left == [130] and capsys.readouterr().err == ""
+    monkeypatch.setattr(cli, "launched_rank", lambda: False)
+    with pytest.raises(SystemExit) as info:
+        cli._interrupted()
+    assert info.value.code == 130 and left == [130] and capsys.readouterr().err == "interrupted\n"
+
+
 def test_ctrl_c_under_nproc_is_one_interrupted_line_and_exit_code_130(tmp_path, tiny_store):
     """Ctrl-C (SIGINT to the terminal's process group: the launcher and its ranks) used to end in
     torchrun's SignalException traceback, exit code 1, after an "interrupted" from each rank. Now

@@ -14,10 +14,20 @@ from recnas.rank_errors import OUT_OF_MEMORY, launched_rank, report_error, repor
 
 
 def _interrupted() -> None:
-    """Ctrl-C: one `interrupted` line (under --nproc the launcher says it, once) and exit 130."""
+    """Ctrl-C: one `interrupted` line (under --nproc the launcher says it, once) and exit 130.
+    A rank leaves without the interpreter's teardown: its process group's gloo threads, still
+    running, were at times torn down there, and the rank died of SIGABRT printing "terminate
+    called without an active exception" under the launcher's line (the `finally` blocks on the
+    way here have run: checkpoints are whole; only atexit hooks are skipped)."""
     if not launched_rank():
         typer.secho("interrupted", err=True)
-    sys.exit(130)
+        sys.exit(130)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say there
+            pass
+    os._exit(130)
 
 
 # The command modules import no torch (nor numpy, pyarrow, matplotlib, ray): each command loads
