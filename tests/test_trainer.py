@@ -465,6 +465,46 @@ def test_tensorboard_shows_a_fresh_run_alone_after_one_it_replaced_and_a_resumed
     assert [e.step for e in events.Scalars("val/logloss")] == [2, 4, 6]
 
 
+_CTRL_C_THEN_LEAVE_AT_ONCE = """
+import os, sys
+from recnas.data.store import CTRStore
+from recnas.train import Trainer
+from tests.test_trainer import make_model, tiny_cfg
+store = CTRStore(sys.argv[1])
+trainer = Trainer(make_model(store.meta), tiny_cfg(tensorboard=True, max_steps=10, log_every=1, eval_every=0), store, out_dir=sys.argv[2], progress=False)
+step = trainer._train_step
+def ctrl_c_at_step_6(batch):
+    if trainer.step == 5:
+        raise KeyboardInterrupt
+    return step(batch)
+trainer._train_step = ctrl_c_at_step_6
+try:
+    trainer.fit()
+except KeyboardInterrupt:
+    os._exit(130)  # as an interrupted rank of --nproc leaves: no interpreter teardown
+"""
+
+
+def test_tensorboard_keeps_the_points_logged_before_a_ctrl_c_however_the_process_leaves(tiny_store, tmp_path):
+    """The events writer was closed only after a loop that ended normally: after a Ctrl-C its
+    file was flushed by the interpreter's teardown alone, which an interrupted rank of --nproc
+    skips (os._exit): the points logged since the last flush (every 120 s) were lost."""
+    pytest.importorskip("tensorboard")
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", _CTRL_C_THEN_LEAVE_AT_ONCE, str(tiny_store.dir), str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 130, r.stderr
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert "train/loss" in events.Tags()["scalars"] and [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5]
+
+
 def test_prebuilt_loaders_without_store(tiny_store):
     train = BatchLoader(tiny_store.split("train"), 32, seed=0, drop_last=True)
     val = BatchLoader(tiny_store.split("val"), 64, shuffle=False)

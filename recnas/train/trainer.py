@@ -520,7 +520,8 @@ class Trainer:
         stop = interrupted = False
         rows_at_log, t_log = self.rows_seen, time.perf_counter()
         t_seg = time.perf_counter()
-        with self._progress_bar() as bar:
+        # closed however the loop ends: a Ctrl-C or an error lost the events of the last flush_secs
+        with self._progress_bar() as bar, (contextlib.closing(writer) if writer is not None else contextlib.nullcontext()):
             task = bar.add_task("train", total=self.total_steps, completed=self.step, loss="-", sps="-")
             while self.step < self.total_steps and not stop and not self.stopped_early:
                 for batch in self.train_loader:
@@ -578,8 +579,6 @@ class Trainer:
                         stop = True
                         break
         self._pause_clock(t_seg)
-        if writer is not None:
-            writer.close()
         if interrupted:
             return self._result(interrupted=True)
         self._check_weights()
