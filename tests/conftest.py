@@ -53,6 +53,17 @@ def _default_terminal(monkeypatch):
         monkeypatch.setattr(rich_utils, "FORCE_TERMINAL", None)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Every pyplot figure a test left open is closed after it: tests replace save_figure (which
+    closes what it saves) by stand-ins that keep the figure to look at, and pyplot warned of more
+    than 20 open figures in the suite. Only where a test has loaded pyplot."""
+    yield
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
+
+
 TINY_SPACES = ["full-tiny", "small-tiny", "every-op-tiny"]
 
 

@@ -14,11 +14,14 @@ from recnas.search.results import ResultsStore
 
 @pytest.fixture
 def figures(monkeypatch):
-    """The figures the report saves, by file name, still open for inspection."""
-    saved = {}
+    """The figures the report saves, by file name (the last of each), still open for inspection;
+    every one is closed at the end (a name saved twice left its first figure open: pyplot warned
+    of more than 20 open figures in the suite)."""
+    saved, made = {}, []
 
     def keep(fig, path):
         saved[path.name] = fig
+        made.append(fig)
         path.write_bytes(b"")
         return path
 
@@ -26,7 +29,7 @@ def figures(monkeypatch):
     yield saved
     import matplotlib.pyplot as plt
 
-    for fig in saved.values():
+    for fig in made:
         plt.close(fig)
 
 
