@@ -139,7 +139,7 @@ def test_device_overrides_the_configs_device(command, tiny_store, tmp_path, monk
     cfg.write_text(Path(TINY).read_text().replace("device: cpu", "device: cuda"))
     args = [*_training_commands(tmp_path)[command], "--data", tiny_store.dir, "--config", cfg, "--steps", "2", "--no-progress"]
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "cuda")
-    assert code == 2 and "device: 'cuda' requested but no CUDA device is available" in error_line(err)
+    assert code == 2 and "device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu': the config's device, or --device)" in error_line(err)
     code, _, err = run(monkeypatch, capsys, *args, "--out", tmp_path / "cpu", "--device", "cpu")
     assert code == 0, err
     assert yaml.safe_load((tmp_path / "cpu" / "config.yaml").read_text())["device"] == "cpu"

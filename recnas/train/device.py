@@ -13,7 +13,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+        raise ConfigError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu': the config's device, or --device)")
     return torch.device(name)
 
 
