@@ -598,6 +598,7 @@ def test_scoring_new_data_with_a_trained_model(tmp_path, monkeypatch, capsys):
     np.testing.assert_array_equal(np.array(lines[1:], np.float32), p)  # the same numbers, exactly
     code, out, err = run(monkeypatch, capsys, "evaluate", "--ckpt", ckpt, "--data", tmp_path / "s2", "--split", "train", "--predictions-out", tmp_path / "none.npy")
     assert code == 0 and "(0 rows): logloss n/a" in out, err  # an empty split: nothing to score
+    assert err.strip() == f"warning: the train split of {tmp_path / 's2'} has no rows; its rows are in test: pass --split test"
     assert np.load(tmp_path / "none.npy").shape == (0,)
 
     before = {f: f.read_bytes() for f in (ckpt, tmp_path / "s2" / "meta.json", preds)}

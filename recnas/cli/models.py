@@ -454,6 +454,9 @@ def evaluate(
         write_predictions(predictions_out, probabilities(logits))
     on_pim = f" on the PIM config of {pim_config}" if pim_config is not None else ""
     typer.echo(f"{ckpt} on {split} ({metrics['rows']:,} rows){on_pim}: logloss {_fmt(metrics['logloss'])}  auc {_fmt(metrics['auc'])}")
+    if not metrics["rows"]:  # exit 0 with an empty predictions file said nothing of why
+        where = {k: v for k, v in store.meta.rows.items() if v}
+        typer.echo(f"warning: the {split} split of {data} has no rows" + (f"; its rows are in {', '.join(where)}: pass --split {next(iter(where))}" if where else ""), err=True)
     if json_out is not None:
         record = {"ckpt": str(ckpt), "data": str(data), "split": split, "kind": spec["kind"], "step": weights_step(extra), "run_steps": extra.get("step"),
                   "pim_config": None if hardware is None else hardware.model_dump(), **metrics}
