@@ -406,8 +406,10 @@ def evaluate(
     pim_config: Optional[Path] = path_option(None, "--pim-config", help="a PIM design (a co-design run's best_hardware.json): evaluate at its weight, activation and ADC precision (simulated quantisation), as results.md's test log loss on its PIM config"),
 ) -> None:
     """Log loss and AUC of a trained checkpoint on one split (and its predictions, if asked)."""
-    from recnas.configs import write_text_atomic
+    from recnas import configs
     from recnas.data.store import CTRStore
+    from recnas.hardware import PIMConfig
+    from recnas.hardware.quant import quantized
     from recnas.train.metrics import ctr_metrics, predict, probabilities
     from recnas.train.model_factory import check_data, load_trained, weights_step
     from recnas.train.device import resolve_device
@@ -424,12 +426,7 @@ def evaluate(
         _refuse_to_replace(predictions_out, "--predictions-out", "predictions")
     if json_out is not None:
         _refuse_to_replace(json_out, "--json-out", "metrics")
-    hardware = None
-    if pim_config is not None:  # read before the model: a bad file costs no loading
-        from recnas import configs
-        from recnas.hardware import PIMConfig
-
-        hardware = configs.load(PIMConfig, pim_config)
+    hardware = configs.load(PIMConfig, pim_config) if pim_config is not None else None  # before the model: a bad file costs no loading
     dev = resolve_device(device)
     store = CTRStore(data)
     model, spec, extra = load_trained(ckpt, map_location=dev)
@@ -444,8 +441,6 @@ def evaluate(
         from recnas.space.arch import load_architecture_for
 
         a = load_architecture_for(arch, SearchSpace(**spec["space"]), store.meta.n_sparse)
-    from recnas.hardware.quant import quantized
-
     with quantized(model.to(dev), hardware):  # hardware None: full precision
         labels, logits = predict(model, store.split(split), arch=a, device=dev, batch_size=batch_size)
     _refuse_nan_logits(logits, model, ckpt, store, split)
@@ -462,6 +457,6 @@ def evaluate(
                   "pim_config": None if hardware is None else hardware.model_dump(), **metrics}
         record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json_out, json.dumps(record, indent=2))
+        configs.write_text_atomic(json_out, json.dumps(record, indent=2))
     if predictions_out is not None:
         typer.echo(f"wrote {metrics['rows']:,} click probabilities to {predictions_out}")

@@ -69,10 +69,10 @@ def show(run: Path = path_argument(..., help="Run folder of a search."), top: in
     from recnas.train.metrics import counted, format_metric
 
     db = run / "search.sqlite"
-    if (run / "config.yaml").is_file() and not db.exists() and holds_training_run(run / "config.yaml"):
-        # a training command's folder was taken for a search that had not begun its evolution
-        raise DataError(f"{run} holds a training run (`recnas supernet/subnet/baseline train`), not a search; `recnas evaluate --ckpt {run / 'model.pt'}` scores its model")
     if (run / "config.yaml").is_file() and (not db.exists() or db.stat().st_size == 0):
+        if not db.exists() and holds_training_run(run / "config.yaml"):
+            # a training command's folder was taken for a search that had not begun its evolution
+            raise DataError(f"{run} holds a training run (`recnas supernet/subnet/baseline train`), not a search; `recnas evaluate --ckpt {run / 'model.pt'}` scores its model")
         # a job's folder before its first candidate (while its supernet trains, or the moment
         # the database is created): "is this a recnas search run folder?" of a running search
         raise DataError(f"{run}: no candidate scored yet; the search there has not reached its evolution (run `search show` again later)")
